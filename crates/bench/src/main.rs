@@ -1,0 +1,423 @@
+//! Benchmarks of the worker over loopback gRPC against Polars in-process, on generated data.
+//! Run with `cargo run --release -p polaroid-bench -- core`; results go to docs/benchmarks.md.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use polaroid_proto::v1::{
+    self as pb, BinaryOperator, data_frame_service_client::DataFrameServiceClient,
+    expression::Kind, literal_expr::Value,
+};
+use polars::prelude::*;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Trivial-call latency and the pipeline ratio on a 10-million-row Parquet file.
+    Core {
+        /// Where the generated data is kept between runs.
+        #[arg(long, default_value = "bench-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 2000)]
+        trivial_iterations: usize,
+        #[arg(long, default_value_t = 7)]
+        pipeline_iterations: usize,
+    },
+}
+
+type Client = DataFrameServiceClient<Channel>;
+
+fn column(name: &str) -> pb::Expression {
+    pb::Expression {
+        kind: Some(Kind::Column(pb::ColumnExpr { name: name.into() })),
+    }
+}
+
+fn literal(value: Value) -> pb::Expression {
+    pb::Expression {
+        kind: Some(Kind::Literal(pb::LiteralExpr { value: Some(value) })),
+    }
+}
+
+fn binary(left: pb::Expression, op: BinaryOperator, right: pb::Expression) -> pb::Expression {
+    pb::Expression {
+        kind: Some(Kind::Binary(Box::new(pb::BinaryExpr {
+            left: Some(Box::new(left)),
+            op: op as i32,
+            right: Some(Box::new(right)),
+        }))),
+    }
+}
+
+fn alias(expr: pb::Expression, name: &str) -> pb::Expression {
+    pb::Expression {
+        kind: Some(Kind::Function(pb::FunctionExpr {
+            name: "alias".into(),
+            args: vec![expr, literal(Value::StringVal(name.into()))],
+        })),
+    }
+}
+
+fn aggregate(function: pb::AggregateFunction, expr: pb::Expression, name: &str) -> pb::Expression {
+    alias(
+        pb::Expression {
+            kind: Some(Kind::Aggregation(Box::new(pb::AggregationExpr {
+                function: function as i32,
+                expr: Some(Box::new(expr)),
+                quantile: None,
+            }))),
+        },
+        name,
+    )
+}
+
+/// Writes the benchmark's Parquet file unless it is already there.
+fn generate(path: &Path, rows: usize) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    eprintln!("generating {rows} rows into {}", path.display());
+    let categories = [
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
+    ];
+    let mut df = df!(
+        "id" => (0..rows as i64).collect::<Vec<_>>(),
+        "key" => (0..rows as i64).map(|i| (i * 7919) % 1000).collect::<Vec<_>>(),
+        "value" => (0..rows).map(|i| ((i * 31) % 10_007) as f64 / 7.0).collect::<Vec<_>>(),
+        "qty" => (0..rows as i32).map(|i| i % 100).collect::<Vec<_>>(),
+        "category" => (0..rows).map(|i| categories[i % categories.len()]).collect::<Vec<_>>(),
+    )?;
+    let temp = path.with_extension("tmp");
+    ParquetWriter::new(std::fs::File::create(&temp)?).finish(&mut df)?;
+    std::fs::rename(temp, path)?;
+    Ok(())
+}
+
+fn dimension() -> anyhow::Result<DataFrame> {
+    Ok(df!(
+        "key" => (0..1000i64).collect::<Vec<_>>(),
+        "weight" => (0..1000).map(|i| 1.0 + (i % 10) as f64 / 10.0).collect::<Vec<_>>(),
+        "group" => (0..1000).map(|i| format!("g{}", i % 25)).collect::<Vec<_>>(),
+    )?)
+}
+
+async fn collect(client: &mut Client, handle: &str) -> anyhow::Result<DataFrame> {
+    let mut stream = client
+        .collect(pb::CollectRequest {
+            handle: handle.into(),
+            limit: None,
+        })
+        .await?
+        .into_inner();
+    let mut frames = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        frames.push(IpcStreamReader::new(Cursor::new(batch.arrow_ipc)).finish()?);
+    }
+    let mut iter = frames.into_iter();
+    let mut whole = iter.next().context("no batch")?;
+    for frame in iter {
+        whole.vstack_mut(&frame)?;
+    }
+    Ok(whole)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The pipeline in Polars, in this process; `threshold` varies per iteration.
+fn local_pipeline(path: &Path, dimension: &DataFrame, threshold: i32) -> anyhow::Result<DataFrame> {
+    Ok(LazyFrame::scan_parquet(
+        PlRefPath::new(path.to_string_lossy().as_ref()),
+        Default::default(),
+    )?
+    .filter(col("qty").gt(lit(threshold)))
+    .with_columns([
+        (col("value") * lit(2.0)).alias("double"),
+        (col("qty") + lit(1)).alias("qty1"),
+    ])
+    .join(
+        dimension.clone().lazy(),
+        [col("key")],
+        [col("key")],
+        JoinArgs::new(JoinType::Inner),
+    )
+    .group_by([col("group")])
+    .agg([
+        (col("double") * col("weight")).sum().alias("total"),
+        col("qty1").mean().alias("mean_qty"),
+        col("id").count().alias("n"),
+    ])
+    .sort(
+        ["total"],
+        SortMultipleOptions::default().with_order_descending(true),
+    )
+    .limit(10)
+    .collect()?)
+}
+
+/// The same pipeline through the worker, call by call.
+async fn remote_pipeline(
+    client: &mut Client,
+    source: &str,
+    dimension: &str,
+    threshold: i32,
+) -> anyhow::Result<DataFrame> {
+    let filtered = client
+        .filter(pb::FilterRequest {
+            handle: source.into(),
+            predicate: Some(binary(
+                column("qty"),
+                BinaryOperator::Gt,
+                literal(Value::IntVal(threshold.into())),
+            )),
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let widened = client
+        .with_columns(pb::WithColumnsRequest {
+            handle: filtered,
+            exprs: vec![
+                alias(
+                    binary(
+                        column("value"),
+                        BinaryOperator::Multiply,
+                        literal(Value::FloatVal(2.0)),
+                    ),
+                    "double",
+                ),
+                alias(
+                    binary(
+                        column("qty"),
+                        BinaryOperator::Plus,
+                        literal(Value::IntVal(1)),
+                    ),
+                    "qty1",
+                ),
+            ],
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let joined = client
+        .join(pb::JoinRequest {
+            handle: widened,
+            right: dimension.into(),
+            on: vec!["key".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let grouped = client
+        .group_by(pb::GroupByRequest {
+            handle: joined,
+            by: vec!["group".into()],
+            aggs: vec![
+                aggregate(
+                    pb::AggregateFunction::Sum,
+                    binary(column("double"), BinaryOperator::Multiply, column("weight")),
+                    "total",
+                ),
+                aggregate(pb::AggregateFunction::Mean, column("qty1"), "mean_qty"),
+                aggregate(pb::AggregateFunction::Count, column("id"), "n"),
+            ],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let sorted = client
+        .sort(pb::SortRequest {
+            handle: grouped,
+            by: vec!["total".into()],
+            descending: vec![true],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let head = client
+        .head(pb::HeadRequest {
+            handle: sorted,
+            n: 10,
+        })
+        .await?
+        .into_inner()
+        .handle;
+    collect(client, &head).await
+}
+
+async fn core(
+    data_dir: PathBuf,
+    rows: usize,
+    trivial_iterations: usize,
+    pipeline_iterations: usize,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)?;
+    let data_dir = data_dir.canonicalize()?;
+    let path = data_dir.join(format!("core-{rows}.parquet"));
+    generate(&path, rows)?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let config = polaroid_worker::WorkerConfig {
+        bind_address: address,
+        data_roots: vec![data_dir.clone()],
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(polaroid_worker::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    let mut client = DataFrameServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+
+    let source = client
+        .read_parquet(pb::ReadParquetRequest {
+            path: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+
+    // (a) trivial call: head(5) + collect, repeated (the same plan: served from the result cache
+    // after the first), then with a distinct plan each time (computed by Polars every time).
+    let mut cached = Vec::with_capacity(trivial_iterations);
+    let mut uncached = Vec::with_capacity(trivial_iterations);
+    for i in 0..trivial_iterations + 50 {
+        let start = Instant::now();
+        let head = client
+            .head(pb::HeadRequest {
+                handle: source.clone(),
+                n: 5,
+            })
+            .await?
+            .into_inner()
+            .handle;
+        let df = collect(&mut client, &head).await?;
+        let elapsed = start.elapsed();
+        anyhow::ensure!(df.height() == 5);
+        if i >= 50 {
+            cached.push(elapsed);
+        }
+        let start = Instant::now();
+        let head = client
+            .head(pb::HeadRequest {
+                handle: source.clone(),
+                n: 5 + (i % 1000) as i64,
+            })
+            .await?
+            .into_inner()
+            .handle;
+        let limited = client
+            .head(pb::HeadRequest { handle: head, n: 5 })
+            .await?
+            .into_inner()
+            .handle;
+        collect(&mut client, &limited).await?;
+        if i >= 50 {
+            uncached.push(start.elapsed());
+        }
+    }
+    cached.sort();
+    uncached.sort();
+
+    // (b) the pipeline through the worker versus in-process, interleaved, median of each.
+    let dimension_df = dimension()?;
+    let mut upload = Vec::new();
+    IpcStreamWriter::new(&mut upload).finish(&mut dimension_df.clone())?;
+    let dimension_handle = client
+        .create_from_arrow(pb::CreateFromArrowRequest {
+            arrow_ipc: upload,
+            name: None,
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let mut local_times = Vec::new();
+    let mut remote_times = Vec::new();
+    for i in 0..=pipeline_iterations {
+        // A different threshold each time, so the worker cannot answer from its cache.
+        let threshold = 10 + i as i32;
+        let start = Instant::now();
+        let local = local_pipeline(&path, &dimension_df, threshold)?;
+        let local_time = start.elapsed();
+        let start = Instant::now();
+        let remote = remote_pipeline(&mut client, &source, &dimension_handle, threshold).await?;
+        let remote_time = start.elapsed();
+        anyhow::ensure!(
+            remote.equals_missing(&local),
+            "worker and Polars disagree:\n{remote}\n{local}"
+        );
+        if i > 0 {
+            local_times.push(local_time);
+            remote_times.push(remote_time);
+        }
+    }
+    local_times.sort();
+    remote_times.sort();
+    let local_median = local_times[local_times.len() / 2];
+    let remote_median = remote_times[remote_times.len() / 2];
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| rows in the Parquet file | {rows} |");
+    println!(
+        "| (a) head(5) + collect, same plan (result cache), p50 / p99 | {:.0} µs / {:.0} µs |",
+        micros(percentile(&cached, 0.5)),
+        micros(percentile(&cached, 0.99))
+    );
+    println!(
+        "| (a) head(n) + head(5) + collect, new plan each time, p50 / p99 | {:.0} µs / {:.0} µs |",
+        micros(percentile(&uncached, 0.5)),
+        micros(percentile(&uncached, 0.99))
+    );
+    println!(
+        "| (b) pipeline in-process Polars, median of {pipeline_iterations} | {:.1} ms |",
+        local_median.as_secs_f64() * 1e3
+    );
+    println!(
+        "| (b) pipeline through the worker, median of {pipeline_iterations} | {:.1} ms |",
+        remote_median.as_secs_f64() * 1e3
+    );
+    println!(
+        "| (b) ratio worker / in-process | {:.3} |",
+        remote_median.as_secs_f64() / local_median.as_secs_f64()
+    );
+
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Core {
+            data_dir,
+            rows,
+            trivial_iterations,
+            pipeline_iterations,
+        } => core(data_dir, rows, trivial_iterations, pipeline_iterations).await,
+    }
+}

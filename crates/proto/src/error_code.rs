@@ -1,0 +1,67 @@
+//! Polaroid's error codes and their gRPC and HTTP equivalents, in one table.
+
+/// What went wrong, independent of the transport. Every library error maps to one of these;
+/// the service edge turns it into a `tonic::Status` (or an HTTP status) with this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed: bad handle syntax, unknown column, wrong type, bad expression.
+    InvalidArgument,
+    /// The handle, file or object does not exist (or belongs to another tenant).
+    NotFound,
+    /// The request touches something outside what the caller may access (data roots).
+    PermissionDenied,
+    /// The result or request is over a configured limit.
+    ResourceExhausted,
+    /// The request is valid but the state it depends on changed (e.g. a source file).
+    FailedPrecondition,
+    /// The call is declared but not available yet.
+    Unimplemented,
+    /// A dependency (a remote source, the store) could not be reached.
+    Unavailable,
+    /// A bug or an unexpected failure on the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The gRPC status code for this error.
+    pub fn grpc(self) -> tonic::Code {
+        match self {
+            Self::InvalidArgument => tonic::Code::InvalidArgument,
+            Self::NotFound => tonic::Code::NotFound,
+            Self::PermissionDenied => tonic::Code::PermissionDenied,
+            Self::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Self::FailedPrecondition => tonic::Code::FailedPrecondition,
+            Self::Unimplemented => tonic::Code::Unimplemented,
+            Self::Unavailable => tonic::Code::Unavailable,
+            Self::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// The HTTP status code for this error (admin and health endpoints).
+    pub fn http(self) -> u16 {
+        match self {
+            Self::InvalidArgument => 400,
+            Self::NotFound => 404,
+            Self::PermissionDenied => 403,
+            Self::ResourceExhausted => 429,
+            Self::FailedPrecondition => 412,
+            Self::Unimplemented => 501,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// A stable lowercase name, for metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::NotFound => "not_found",
+            Self::PermissionDenied => "permission_denied",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::FailedPrecondition => "failed_precondition",
+            Self::Unimplemented => "unimplemented",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}

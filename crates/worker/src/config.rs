@@ -1,0 +1,64 @@
+//! The worker's settings. Every field is a TOML key, a `POLAROID_<KEY>` environment
+//! variable and (for the common ones) a flag; docs/configuration.md lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where handle records and uploads live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandleStoreKind {
+    /// In this process's memory: lost on exit.
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// gRPC listen address.
+    pub bind_address: SocketAddr,
+    pub handle_store: HandleStoreKind,
+    /// Directories files may be read from and written to; relative paths resolve
+    /// against the first. Default: the working directory.
+    pub data_roots: Vec<PathBuf>,
+    /// The tenant every call belongs to until authentication lands.
+    pub tenant: String,
+    /// Largest request message accepted (uploads through CreateFromArrow).
+    pub max_request_message_bytes: usize,
+    /// Largest response message sent; Collect splits results to fit. 4 MiB is what
+    /// default gRPC clients accept.
+    pub max_response_message_bytes: usize,
+    pub max_result_rows: usize,
+    pub max_result_columns: usize,
+    pub max_result_bytes: usize,
+    /// Memory for materialized results (LRU).
+    pub cache_bytes: usize,
+    /// Plan nodes (lazy frames) kept ready in memory.
+    pub plan_cache_entries: usize,
+    /// Default rows per message of CollectStreaming.
+    pub stream_batch_rows: usize,
+    /// Test hook: operations named here panic, to show panics become INTERNAL. Empty: off.
+    pub debug_panic_on_operation: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            handle_store: HandleStoreKind::Memory,
+            data_roots: vec![PathBuf::from(".")],
+            tenant: "default".into(),
+            max_request_message_bytes: 256 * 1024 * 1024,
+            max_response_message_bytes: 4 * 1024 * 1024,
+            max_result_rows: 100_000_000,
+            max_result_columns: 10_000,
+            max_result_bytes: 8 * 1024 * 1024 * 1024,
+            cache_bytes: 1024 * 1024 * 1024,
+            plan_cache_entries: 100_000,
+            stream_batch_rows: 65_536,
+            debug_panic_on_operation: String::new(),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Data type names on the wire: `Int64`, `Float64`, `String`, `Boolean`, `Date`,
+//! `Datetime[us]`, `Datetime[ms, UTC]`, `Duration[ns]`, `List[Int64]`, … (docs/expressions.md).
+
+use polars::prelude::{DataType, TimeUnit, TimeZone};
+
+use crate::error::{EngineError, EngineResult};
+
+/// Parses a data type name; case-insensitive for the simple names, with common aliases.
+pub fn parse(name: &str) -> EngineResult<DataType> {
+    let trimmed = name.trim();
+    if let Some(inner) = bracketed(trimmed, "list") {
+        return Ok(DataType::List(Box::new(parse(inner)?)));
+    }
+    if let Some(inner) = bracketed(trimmed, "datetime") {
+        let mut parts = inner.splitn(2, ',').map(str::trim);
+        let unit = time_unit(parts.next().unwrap_or(""))?;
+        let zone = parts.next().filter(|z| !z.is_empty());
+        let zone = TimeZone::opt_try_new(zone).map_err(EngineError::polars("parse time zone"))?;
+        return Ok(DataType::Datetime(unit, zone));
+    }
+    if let Some(inner) = bracketed(trimmed, "duration") {
+        return Ok(DataType::Duration(time_unit(inner)?));
+    }
+    Ok(match trimmed.to_ascii_lowercase().as_str() {
+        "bool" | "boolean" => DataType::Boolean,
+        "int8" | "i8" => DataType::Int8,
+        "int16" | "i16" => DataType::Int16,
+        "int32" | "i32" => DataType::Int32,
+        "int64" | "i64" | "int" => DataType::Int64,
+        "uint8" | "u8" => DataType::UInt8,
+        "uint16" | "u16" => DataType::UInt16,
+        "uint32" | "u32" => DataType::UInt32,
+        "uint64" | "u64" => DataType::UInt64,
+        "float32" | "f32" => DataType::Float32,
+        "float64" | "f64" | "float" | "double" => DataType::Float64,
+        "string" | "str" | "utf8" => DataType::String,
+        "binary" => DataType::Binary,
+        "date" => DataType::Date,
+        "datetime" => DataType::Datetime(TimeUnit::Microseconds, None),
+        "duration" => DataType::Duration(TimeUnit::Microseconds),
+        "null" => DataType::Null,
+        _ => {
+            return Err(EngineError::invalid(format!(
+                "unknown data type `{name}`; expected one of Boolean, Int8..Int64, UInt8..UInt64, Float32, \
+                 Float64, String, Binary, Date, Datetime[unit(, zone)], Duration[unit], List[type], Null"
+            )));
+        }
+    })
+}
+
+fn bracketed<'a>(text: &'a str, head: &str) -> Option<&'a str> {
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with(head) && text[head.len()..].starts_with('[') && text.ends_with(']') {
+        Some(&text[head.len() + 1..text.len() - 1])
+    } else {
+        None
+    }
+}
+
+fn time_unit(text: &str) -> EngineResult<TimeUnit> {
+    match text.trim() {
+        "ns" => Ok(TimeUnit::Nanoseconds),
+        "us" | "μs" => Ok(TimeUnit::Microseconds),
+        "ms" => Ok(TimeUnit::Milliseconds),
+        other => Err(EngineError::invalid(format!(
+            "unknown time unit `{other}`; expected ns, us or ms"
+        ))),
+    }
+}
+
+fn unit_name(unit: TimeUnit) -> &'static str {
+    match unit {
+        TimeUnit::Nanoseconds => "ns",
+        TimeUnit::Microseconds => "us",
+        TimeUnit::Milliseconds => "ms",
+    }
+}
+
+/// The wire name of a data type; [`parse`] reads it back.
+pub fn name(dtype: &DataType) -> String {
+    match dtype {
+        DataType::Boolean => "Boolean".into(),
+        DataType::Int8 => "Int8".into(),
+        DataType::Int16 => "Int16".into(),
+        DataType::Int32 => "Int32".into(),
+        DataType::Int64 => "Int64".into(),
+        DataType::UInt8 => "UInt8".into(),
+        DataType::UInt16 => "UInt16".into(),
+        DataType::UInt32 => "UInt32".into(),
+        DataType::UInt64 => "UInt64".into(),
+        DataType::Float32 => "Float32".into(),
+        DataType::Float64 => "Float64".into(),
+        DataType::String => "String".into(),
+        DataType::Binary => "Binary".into(),
+        DataType::Date => "Date".into(),
+        DataType::Datetime(unit, None) => format!("Datetime[{}]", unit_name(*unit)),
+        DataType::Datetime(unit, Some(zone)) => format!("Datetime[{}, {}]", unit_name(*unit), zone),
+        DataType::Duration(unit) => format!("Duration[{}]", unit_name(*unit)),
+        DataType::List(inner) => format!("List[{}]", name(inner)),
+        DataType::Null => "Null".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for text in [
+            "Int64",
+            "String",
+            "Datetime[ms]",
+            "Datetime[us, UTC]",
+            "Duration[ns]",
+            "List[Float64]",
+            "Date",
+        ] {
+            assert_eq!(name(&parse(text).unwrap()), text);
+        }
+        assert!(parse("Decimal").is_err());
+    }
+}

@@ -1,0 +1,615 @@
+//! The engine: records each call as a plan node behind a new handle, rebuilds Polars lazy
+//! frames from plan nodes, and materializes them on demand into a bounded cache.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use lru::LruCache;
+use polaroid_proto::v1::{self as pb, PlanNode, PlanStep, plan_step::Op};
+use polaroid_store::{AffinityKey, ArtifactId, Catalog, Handle, PlanId, TenantId};
+use polars::prelude::*;
+
+use crate::cache::ResultCache;
+use crate::config::WorkerConfig;
+use crate::error::{EngineError, EngineResult};
+use crate::paths::DataRoots;
+use crate::plan::{self, Frame, StepContext};
+use crate::{ipc, sinks, sources};
+
+/// A plan node ready to use: its lazy frame and output schema.
+pub struct Node {
+    pub id: PlanId,
+    pub frame: Frame,
+    pub schema: SchemaRef,
+}
+
+/// Caps on what a single result may be.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultLimits {
+    pub max_rows: usize,
+    pub max_columns: usize,
+    pub max_bytes: usize,
+}
+
+/// File formats the engine writes.
+#[derive(Debug, Clone)]
+pub enum SinkFormat {
+    Parquet {
+        compression: Option<String>,
+        row_group_size: Option<i64>,
+    },
+    Csv {
+        separator: Option<String>,
+        include_header: Option<bool>,
+    },
+    Ipc {
+        compression: Option<String>,
+    },
+}
+
+pub struct Engine {
+    catalog: Catalog,
+    tenant: TenantId,
+    roots: DataRoots,
+    limits: ResultLimits,
+    nodes: Mutex<LruCache<(TenantId, PlanId), Arc<Node>>>,
+    results: ResultCache,
+    http: reqwest::Client,
+    panic_on_operation: Option<String>,
+}
+
+/// The name of an operation, for errors, logs and metrics.
+pub fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::ReadParquet(_) => "read_parquet",
+        Op::ReadCsv(_) => "read_csv",
+        Op::ReadIpc(_) => "read_ipc",
+        Op::ReadJson(_) => "read_json",
+        Op::ReadRestApi(_) => "read_rest_api",
+        Op::Upload(_) => "upload",
+        Op::Select(_) => "select",
+        Op::Filter(_) => "filter",
+        Op::WithColumn(_) => "with_column",
+        Op::WithColumns(_) => "with_columns",
+        Op::Drop(_) => "drop",
+        Op::Rename(_) => "rename",
+        Op::Sort(_) => "sort",
+        Op::Unique(_) => "unique",
+        Op::Limit(_) => "limit",
+        Op::Head(_) => "head",
+        Op::Tail(_) => "tail",
+        Op::Slice(_) => "slice",
+        Op::GroupBy(_) => "group_by",
+        Op::Agg(_) => "agg",
+        Op::Pivot(_) => "pivot",
+        Op::Melt(_) => "melt",
+        Op::Join(_) => "join",
+        Op::Cross(_) => "cross",
+        Op::Sql(_) => "sql",
+        Op::AsTimeSeries(_) => "as_time_series",
+        Op::Resample(_) => "resample",
+        Op::RollingWindow(_) => "rolling_window",
+        Op::Lag(_) => "lag",
+        Op::Lead(_) => "lead",
+        Op::Diff(_) => "diff",
+        Op::PctChange(_) => "pct_change",
+        Op::AsofJoin(_) => "asof_join",
+        Op::FillNull(_) => "fill_null",
+        Op::FillNan(_) => "fill_nan",
+        Op::Interpolate(_) => "interpolate",
+        Op::Describe(_) => "describe",
+        Op::Stats(_) => "stats",
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+impl Engine {
+    pub fn new(config: &WorkerConfig, catalog: Catalog, roots: DataRoots) -> Self {
+        let node_capacity =
+            NonZeroUsize::new(config.plan_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            catalog,
+            tenant: TenantId::from_name(&config.tenant),
+            roots,
+            limits: ResultLimits {
+                max_rows: config.max_result_rows,
+                max_columns: config.max_result_columns,
+                max_bytes: config.max_result_bytes,
+            },
+            nodes: Mutex::new(LruCache::new(node_capacity)),
+            results: ResultCache::new(config.cache_bytes),
+            http: reqwest::Client::new(),
+            panic_on_operation: Some(config.debug_panic_on_operation.clone())
+                .filter(|op| !op.is_empty()),
+        }
+    }
+
+    pub fn cache(&self) -> &ResultCache {
+        &self.results
+    }
+
+    /// Runs Polars work off the async threads. A panic becomes INTERNAL naming `operation`.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce() -> EngineResult<T> + Send + 'static,
+    ) -> EngineResult<T> {
+        let inject_panic = self.panic_on_operation.as_deref() == Some(operation);
+        let task = tokio::task::spawn_blocking(move || {
+            if inject_panic {
+                panic!("fault injected by debug_panic_on_operation");
+            }
+            work()
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => {
+                let reason = format!("panicked: {}", panic_message(&*e.into_panic()));
+                Err(EngineError::Internal { operation, reason })
+            }
+            Err(e) => Err(EngineError::Internal {
+                operation,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn cached_node(&self, id: &PlanId) -> Option<Arc<Node>> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.get(&(self.tenant, id.clone())).cloned()
+    }
+
+    fn remember_node(&self, node: Arc<Node>) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.put((self.tenant, node.id.clone()), node);
+    }
+
+    /// Records `record` and a fresh handle naming it.
+    async fn register(
+        &self,
+        record: PlanNode,
+        frame: Frame,
+        schema: SchemaRef,
+        affinity: AffinityKey,
+    ) -> EngineResult<Handle> {
+        let id = self.catalog.put_plan(self.tenant, &record).await?;
+        self.remember_node(Arc::new(Node {
+            id: id.clone(),
+            frame,
+            schema,
+        }));
+        let handle = Handle::new(self.tenant, affinity);
+        self.catalog.put_handle(&handle, &id).await?;
+        Ok(handle)
+    }
+
+    /// Parses and looks up a client's handle.
+    pub async fn resolve(&self, text: &str) -> EngineResult<(Handle, Arc<Node>)> {
+        let handle = Handle::parse(text).map_err(|reason| EngineError::MalformedHandle {
+            handle: text.to_owned(),
+            reason,
+        })?;
+        if handle.tenant() != self.tenant {
+            return Err(EngineError::HandleNotFound(text.to_owned()));
+        }
+        let record = self
+            .catalog
+            .get_handle(&handle)
+            .await?
+            .ok_or_else(|| EngineError::HandleNotFound(text.to_owned()))?;
+        Ok((handle, self.node(&record.plan).await?))
+    }
+
+    /// The node of a plan id, rebuilt from its record (and its inputs') when not cached.
+    fn node<'a>(
+        &'a self,
+        id: &'a PlanId,
+    ) -> futures::future::BoxFuture<'a, EngineResult<Arc<Node>>> {
+        Box::pin(async move {
+            if let Some(node) = self.cached_node(id) {
+                return Ok(node);
+            }
+            let missing = || EngineError::Internal {
+                operation: "replay",
+                reason: format!("plan {id} is not recorded"),
+            };
+            let record = self
+                .catalog
+                .get_plan(self.tenant, id)
+                .await?
+                .ok_or_else(missing)?;
+            let op = record
+                .step
+                .as_ref()
+                .and_then(|s| s.op.clone())
+                .ok_or_else(missing)?;
+            let (frame, schema) = match &op {
+                Op::Upload(upload) => {
+                    let artifact = ArtifactId::parse(&upload.artifact)?;
+                    let bytes = self
+                        .catalog
+                        .get_artifact(self.tenant, &artifact)
+                        .await?
+                        .ok_or_else(missing)?;
+                    self.blocking("upload", move || {
+                        let df = ipc::decode(&bytes)?;
+                        Ok((Frame::Lazy(df.clone().lazy()), df.schema().clone()))
+                    })
+                    .await?
+                }
+                Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
+                    if let Some(recorded) = &record.source {
+                        let current = sources::fingerprint(std::path::Path::new(&recorded.path))?;
+                        if current != *recorded {
+                            return Err(EngineError::SourceChanged(recorded.path.clone()));
+                        }
+                    }
+                    self.open_source(op.clone()).await?
+                }
+                _ => {
+                    let mut inputs = Vec::with_capacity(record.inputs.len());
+                    for input in &record.inputs {
+                        inputs.push(self.node(&PlanId::parse(input)?).await?);
+                    }
+                    self.apply(op, inputs).await?
+                }
+            };
+            let node = Arc::new(Node {
+                id: id.clone(),
+                frame,
+                schema,
+            });
+            self.remember_node(node.clone());
+            Ok(node)
+        })
+    }
+
+    async fn open_source(&self, op: Op) -> EngineResult<(Frame, SchemaRef)> {
+        self.blocking(op_name(&op), move || {
+            let mut lf = plan::open_source(&op)?;
+            let schema = lf
+                .collect_schema()
+                .map_err(EngineError::polars(op_name(&op)))?;
+            Ok((Frame::Lazy(lf), schema))
+        })
+        .await
+    }
+
+    async fn apply(&self, op: Op, inputs: Vec<Arc<Node>>) -> EngineResult<(Frame, SchemaRef)> {
+        let operation = op_name(&op);
+        self.blocking(operation, move || {
+            let frames: Vec<Frame> = inputs.iter().map(|n| n.frame.clone()).collect();
+            let schemas: Vec<SchemaRef> = inputs.iter().map(|n| n.schema.clone()).collect();
+            let frame = plan::apply(
+                &op,
+                &StepContext {
+                    inputs: &frames,
+                    input_schemas: &schemas,
+                },
+            )?;
+            // Resolving the schema now reports unknown columns and type errors at this call.
+            let schema = match &frame {
+                Frame::Lazy(lf) => lf
+                    .clone()
+                    .collect_schema()
+                    .map_err(EngineError::polars(operation))?,
+                Frame::Grouped { input, keys, .. } => {
+                    input
+                        .clone()
+                        .select(keys.clone())
+                        .collect_schema()
+                        .map_err(EngineError::polars(operation))?;
+                    schemas[0].clone()
+                }
+            };
+            Ok((frame, schema))
+        })
+        .await
+    }
+
+    /// A file source: the path is confined to the data roots and fingerprinted.
+    pub async fn read_file(&self, mut op: Op) -> EngineResult<Handle> {
+        let path = match &mut op {
+            Op::ReadParquet(r) => &mut r.path,
+            Op::ReadCsv(r) => &mut r.path,
+            Op::ReadIpc(r) => &mut r.path,
+            Op::ReadJson(r) => &mut r.path,
+            _ => {
+                return Err(EngineError::Internal {
+                    operation: "read",
+                    reason: "not a file source".into(),
+                });
+            }
+        };
+        let resolved = self.roots.read_path(path)?;
+        if !resolved.is_file() {
+            return Err(EngineError::invalid(format!("`{path}` is not a file")));
+        }
+        *path = resolved.to_string_lossy().into_owned();
+        let source = sources::fingerprint(&resolved)?;
+        let (frame, schema) = self.open_source(op.clone()).await?;
+        let record = PlanNode {
+            step: Some(PlanStep { op: Some(op) }),
+            inputs: vec![],
+            source: Some(source),
+        };
+        self.register(record, frame, schema, AffinityKey::random())
+            .await
+    }
+
+    /// Uploaded Arrow IPC bytes: validated, then stored durably before the handle exists.
+    pub async fn upload(&self, bytes: Bytes, name: Option<String>) -> EngineResult<Handle> {
+        let decoded = bytes.clone();
+        let df = self
+            .blocking("upload", move || ipc::decode(&decoded))
+            .await?;
+        self.register_upload(bytes, df, name).await
+    }
+
+    async fn register_upload(
+        &self,
+        bytes: Bytes,
+        df: DataFrame,
+        name: Option<String>,
+    ) -> EngineResult<Handle> {
+        let artifact = self.catalog.put_artifact(self.tenant, bytes).await?;
+        let op = Op::Upload(pb::UploadedArtifact {
+            artifact: artifact.as_str().to_owned(),
+            name,
+        });
+        let record = PlanNode {
+            step: Some(PlanStep { op: Some(op) }),
+            inputs: vec![],
+            source: None,
+        };
+        let schema = df.schema().clone();
+        self.register(
+            record,
+            Frame::Lazy(df.lazy()),
+            schema,
+            AffinityKey::random(),
+        )
+        .await
+    }
+
+    /// A REST source, fetched now and kept as an upload.
+    pub async fn read_rest(&self, req: pb::RestApiRequest) -> EngineResult<Handle> {
+        let df = sources::fetch_rest(&self.http, &req).await?;
+        let (bytes, df) = self
+            .blocking("read_rest_api", move || {
+                let mut df = df;
+                Ok((Bytes::from(ipc::encode(&mut df)?), df))
+            })
+            .await?;
+        self.register_upload(bytes, df, Some(req.url)).await
+    }
+
+    /// A step over existing handles; the new handle inherits the first parent's affinity.
+    pub async fn derive(&self, parents: Vec<String>, op: Op) -> EngineResult<Handle> {
+        let mut inputs = Vec::with_capacity(parents.len());
+        let mut affinity = None;
+        for parent in &parents {
+            let (handle, node) = self.resolve(parent).await?;
+            affinity.get_or_insert(handle.affinity());
+            inputs.push(node);
+        }
+        let affinity = affinity.unwrap_or_else(AffinityKey::random);
+        let input_ids = inputs.iter().map(|n| n.id.to_string()).collect();
+        let (frame, schema) = self.apply(op.clone(), inputs).await?;
+        let record = PlanNode {
+            step: Some(PlanStep { op: Some(op) }),
+            inputs: input_ids,
+            source: None,
+        };
+        self.register(record, frame, schema, affinity).await
+    }
+
+    /// SQL over named handles.
+    pub async fn sql(
+        &self,
+        query: String,
+        tables: BTreeMap<String, String>,
+    ) -> EngineResult<Handle> {
+        if tables.is_empty() {
+            return Err(EngineError::invalid("sql needs at least one table"));
+        }
+        let names = tables
+            .keys()
+            .map(|name| (name.clone(), String::new()))
+            .collect();
+        let parents = tables.into_values().collect();
+        self.derive(
+            parents,
+            Op::Sql(pb::SqlRequest {
+                query,
+                tables: names,
+            }),
+        )
+        .await
+    }
+
+    /// A new handle for the same plan.
+    pub async fn clone_handle(&self, text: &str) -> EngineResult<Handle> {
+        let (handle, node) = self.resolve(text).await?;
+        let clone = Handle::new(self.tenant, handle.affinity());
+        self.catalog.put_handle(&clone, &node.id).await?;
+        Ok(clone)
+    }
+
+    pub async fn schema(&self, handle: &str) -> EngineResult<SchemaRef> {
+        Ok(self.resolve(handle).await?.1.schema.clone())
+    }
+
+    /// Rows and columns; rows from the cache, or by a count query Polars can answer from metadata.
+    pub async fn shape(&self, handle: &str) -> EngineResult<(usize, usize)> {
+        let (_, node) = self.resolve(handle).await?;
+        let columns = node.schema.len();
+        if let Some(df) = self.results.get(&(self.tenant, node.id.clone())) {
+            return Ok((df.height(), columns));
+        }
+        let lf = node.frame.lazy()?;
+        let rows = self
+            .blocking("shape", move || {
+                let counted = lf
+                    .select([len()])
+                    .collect()
+                    .map_err(EngineError::polars("shape"))?;
+                let value = counted.columns()[0]
+                    .get(0)
+                    .map_err(EngineError::polars("shape"))?;
+                value
+                    .extract::<u64>()
+                    .map(|v| v as usize)
+                    .ok_or_else(|| EngineError::Internal {
+                        operation: "shape",
+                        reason: format!("row count is {value}"),
+                    })
+            })
+            .await?;
+        Ok((rows, columns))
+    }
+
+    /// The optimized and unoptimized plans.
+    pub async fn explain(&self, handle: &str) -> EngineResult<(String, String)> {
+        let lf = self.resolve(handle).await?.1.frame.lazy()?;
+        self.blocking("explain", move || {
+            let optimized = lf.explain(true).map_err(EngineError::polars("explain"))?;
+            let unoptimized = lf.explain(false).map_err(EngineError::polars("explain"))?;
+            Ok((optimized, unoptimized))
+        })
+        .await
+    }
+
+    /// The frame of a node, computed or from the cache.
+    async fn materialize(&self, node: &Node, row_cap: Option<usize>) -> EngineResult<DataFrame> {
+        let key = (self.tenant, node.id.clone());
+        if let Some(df) = self.results.get(&key) {
+            return Ok(df);
+        }
+        let mut lf = node.frame.lazy()?;
+        if let Some(cap) = row_cap {
+            // One row past the cap tells "too many" without computing everything.
+            lf = lf.limit(IdxSize::try_from(cap.saturating_add(1)).unwrap_or(IdxSize::MAX));
+        }
+        let df = self
+            .blocking("collect", move || {
+                lf.collect().map_err(EngineError::polars("collect"))
+            })
+            .await?;
+        if row_cap.is_none_or(|cap| df.height() <= cap) {
+            self.results.insert(key, df.clone());
+        }
+        Ok(df)
+    }
+
+    /// The rows of a handle for a client, within the result limits.
+    pub async fn collect(&self, handle: &str, limit: Option<i64>) -> EngineResult<DataFrame> {
+        let limit = limit
+            .map(|l| {
+                usize::try_from(l).map_err(|_| {
+                    EngineError::invalid(format!("limit must be non-negative, got {l}"))
+                })
+            })
+            .transpose()?;
+        let (_, node) = self.resolve(handle).await?;
+        let limits = self.limits;
+        if node.schema.len() > limits.max_columns {
+            return Err(EngineError::LimitExceeded(format!(
+                "result has {} columns, over the limit of {}",
+                node.schema.len(),
+                limits.max_columns
+            )));
+        }
+        let df = match limit {
+            Some(n)
+                if n < limits.max_rows
+                    && self.results.get(&(self.tenant, node.id.clone())).is_none() =>
+            {
+                let lf = node
+                    .frame
+                    .lazy()?
+                    .limit(IdxSize::try_from(n).unwrap_or(IdxSize::MAX));
+                self.blocking("collect", move || {
+                    lf.collect().map_err(EngineError::polars("collect"))
+                })
+                .await?
+            }
+            _ => {
+                let df = self.materialize(&node, Some(limits.max_rows)).await?;
+                match limit {
+                    Some(n) => df.head(Some(n)),
+                    None => df,
+                }
+            }
+        };
+        if df.height() > limits.max_rows {
+            return Err(EngineError::LimitExceeded(format!(
+                "result has more than {} rows (the limit); use a limit, or write it to a file",
+                limits.max_rows
+            )));
+        }
+        let bytes = df.estimated_size();
+        if bytes > limits.max_bytes {
+            return Err(EngineError::LimitExceeded(format!(
+                "result is about {bytes} bytes, over the limit of {} bytes",
+                limits.max_bytes
+            )));
+        }
+        Ok(df)
+    }
+
+    /// Writes a handle's rows to a file under the data roots, atomically.
+    pub async fn write(
+        &self,
+        handle: &str,
+        path: &str,
+        format: SinkFormat,
+        append: bool,
+    ) -> EngineResult<usize> {
+        let (_, node) = self.resolve(handle).await?;
+        let target = self.roots.write_path(path)?;
+        let df = self.materialize(&node, None).await?;
+        let rows = df.height();
+        self.blocking("write", move || {
+            sinks::write_atomic(&target, df, &format, append)
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    /// Forgets a handle; other handles, even of the same plan, are unaffected.
+    pub async fn drop_handle(&self, text: &str) -> EngineResult<bool> {
+        let handle = Handle::parse(text).map_err(|reason| EngineError::MalformedHandle {
+            handle: text.to_owned(),
+            reason,
+        })?;
+        if handle.tenant() != self.tenant {
+            return Ok(false);
+        }
+        Ok(self.catalog.delete_handle(&handle).await?)
+    }
+
+    /// Whether each handle still resolves.
+    pub async fn heartbeat(&self, handles: Vec<String>) -> BTreeMap<String, bool> {
+        let mut alive = BTreeMap::new();
+        for text in handles {
+            let ok = match Handle::parse(&text) {
+                Ok(handle) if handle.tenant() == self.tenant => {
+                    matches!(self.catalog.get_handle(&handle).await, Ok(Some(_)))
+                }
+                _ => false,
+            };
+            alive.insert(text, ok);
+        }
+        alive
+    }
+}

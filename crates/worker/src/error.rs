@@ -1,0 +1,97 @@
+//! The engine's errors, each with the [`ErrorCode`] it means on the wire.
+
+use polaroid_proto::ErrorCode;
+use polaroid_store::{HandleParseError, StoreError};
+use polars::prelude::PolarsError;
+
+/// Everything a DataFrame call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("malformed handle `{handle}`: {reason}")]
+    MalformedHandle {
+        handle: String,
+        reason: HandleParseError,
+    },
+    #[error("handle `{0}` not found (unknown, dropped or expired)")]
+    HandleNotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Polars rejected the plan: unknown column, wrong type, bad expression.
+    #[error("{operation}: {source}")]
+    Polars {
+        operation: &'static str,
+        source: PolarsError,
+    },
+    #[error("file not found: {0}")]
+    FileNotFound(String),
+    #[error("permission denied: {0}")]
+    OutsideDataRoots(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("source changed since the plan was recorded: {0}")]
+    SourceChanged(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("remote source failed: {0}")]
+    Remote(String),
+    #[error("i/o error during {operation}: {source}")]
+    Io {
+        operation: &'static str,
+        source: std::io::Error,
+    },
+    #[error("handle store: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error in {operation}: {reason}")]
+    Internal {
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+impl EngineError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidArgument(message.into())
+    }
+
+    /// Wraps a Polars error raised while performing `operation`.
+    pub fn polars(operation: &'static str) -> impl FnOnce(PolarsError) -> Self {
+        move |source| Self::Polars { operation, source }
+    }
+
+    pub fn io(operation: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { operation, source }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::MalformedHandle { .. } | Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::HandleNotFound(_) | Self::FileNotFound(_) => ErrorCode::NotFound,
+            Self::OutsideDataRoots(_) => ErrorCode::PermissionDenied,
+            Self::LimitExceeded(_) => ErrorCode::ResourceExhausted,
+            Self::SourceChanged(_) => ErrorCode::FailedPrecondition,
+            Self::Unimplemented(_) => ErrorCode::Unimplemented,
+            Self::Remote(_) => ErrorCode::Unavailable,
+            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorCode::NotFound
+            }
+            Self::Io { .. } | Self::Store(_) | Self::Internal { .. } => ErrorCode::Internal,
+            Self::Polars { source, .. } => polars_code(source),
+        }
+    }
+}
+
+fn polars_code(error: &PolarsError) -> ErrorCode {
+    match error {
+        PolarsError::Context { error, .. } | PolarsError::ExprContext { error, .. } => {
+            polars_code(error)
+        }
+        PolarsError::IO { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+            ErrorCode::NotFound
+        }
+        PolarsError::IO { .. } => ErrorCode::Internal,
+        // Everything else Polars reports is about the plan or the data it was given.
+        _ => ErrorCode::InvalidArgument,
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;

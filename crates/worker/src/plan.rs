@@ -1,0 +1,727 @@
+//! Applies one plan step to its inputs' lazy frames: the translation from the wire's
+//! operations to Polars' lazy API. Nothing here runs a query, except where Polars needs
+//! data to know the output schema (pivot: the distinct values of `on`).
+
+use std::sync::Arc;
+
+use polaroid_proto::v1::{
+    self as pb, AggregateFunction, AsofStrategy as PbAsofStrategy, ClosedWindow as PbClosedWindow,
+    FillNullStrategy as PbFillNullStrategy, InterpolationMethod as PbInterpolationMethod,
+    JoinType as PbJoinType, UniqueKeep, WindowLabel, plan_step::Op,
+};
+use polars::prelude::*;
+
+use crate::error::{EngineError, EngineResult};
+use crate::expr::{self, duration, to_polars_all};
+use crate::sources;
+
+/// What a plan node evaluates to: a frame, or grouped keys awaiting `Agg`.
+#[derive(Clone)]
+pub enum Frame {
+    Lazy(LazyFrame),
+    Grouped {
+        input: LazyFrame,
+        keys: Vec<Expr>,
+        maintain_order: bool,
+    },
+}
+
+impl Frame {
+    /// The frame, or INVALID_ARGUMENT for a grouped handle used as a frame.
+    pub fn lazy(&self) -> EngineResult<LazyFrame> {
+        match self {
+            Self::Lazy(lf) => Ok(lf.clone()),
+            Self::Grouped { .. } => Err(EngineError::invalid(
+                "this handle is a grouped frame from GroupBy; call Agg on it first",
+            )),
+        }
+    }
+}
+
+/// Everything a step can need besides its inputs.
+pub struct StepContext<'a> {
+    pub inputs: &'a [Frame],
+    pub input_schemas: &'a [SchemaRef],
+}
+
+impl StepContext<'_> {
+    fn input(&self, index: usize) -> EngineResult<LazyFrame> {
+        self.inputs
+            .get(index)
+            .ok_or_else(|| EngineError::Internal {
+                operation: "plan",
+                reason: format!("input {index} missing"),
+            })?
+            .lazy()
+    }
+
+    fn schema(&self, index: usize) -> EngineResult<&SchemaRef> {
+        self.input_schemas
+            .get(index)
+            .ok_or_else(|| EngineError::Internal {
+                operation: "plan",
+                reason: format!("schema {index} missing"),
+            })
+    }
+}
+
+fn names(columns: &[String]) -> Vec<PlSmallStr> {
+    columns.iter().map(|c| PlSmallStr::from_str(c)).collect()
+}
+
+fn exprs(columns: &[String]) -> Vec<Expr> {
+    columns.iter().map(|c| col(c.as_str())).collect()
+}
+
+fn count(n: i64, what: &str) -> EngineResult<IdxSize> {
+    IdxSize::try_from(n).map_err(|_| {
+        EngineError::invalid(format!(
+            "{what} must be between 0 and {}, got {n}",
+            IdxSize::MAX
+        ))
+    })
+}
+
+fn require_columns(schema: &Schema, columns: &[String]) -> EngineResult<()> {
+    for column in columns {
+        if !schema.contains(column) {
+            return Err(EngineError::Polars {
+                operation: "resolve columns",
+                source: PolarsError::ColumnNotFound(
+                    format!(
+                        "unable to find column \"{column}\"; valid columns: {:?}",
+                        schema.iter_names().collect::<Vec<_>>()
+                    )
+                    .into(),
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The columns to apply a per-column operation to: `columns`, or every column matching `keep`.
+fn target_columns(
+    schema: &Schema,
+    columns: &[String],
+    keep: impl Fn(&DataType) -> bool,
+) -> EngineResult<Vec<String>> {
+    if columns.is_empty() {
+        Ok(schema
+            .iter()
+            .filter(|(_, dtype)| keep(dtype))
+            .map(|(name, _)| name.to_string())
+            .collect())
+    } else {
+        require_columns(schema, columns)?;
+        Ok(columns.to_vec())
+    }
+}
+
+fn renamed(expr: Expr, column: &str, suffix: Option<&str>) -> Expr {
+    match suffix {
+        Some(suffix) => expr.alias(format!("{column}{suffix}")),
+        None => expr.alias(column),
+    }
+}
+
+fn shift_n(n: i64) -> i64 {
+    if n == 0 { 1 } else { n }
+}
+
+/// Applies `op` to the context's inputs.
+pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
+    let frame = match op {
+        Op::ReadParquet(_)
+        | Op::ReadCsv(_)
+        | Op::ReadIpc(_)
+        | Op::ReadJson(_)
+        | Op::ReadRestApi(_)
+        | Op::Upload(_) => {
+            return Err(EngineError::Internal {
+                operation: "plan",
+                reason: "sources are opened by the engine".into(),
+            });
+        }
+        Op::Select(req) => {
+            let mut selected = exprs(&req.columns);
+            selected.extend(to_polars_all(&req.exprs)?);
+            if selected.is_empty() {
+                return Err(EngineError::invalid(
+                    "select needs at least one column or expression",
+                ));
+            }
+            ctx.input(0)?.select(selected)
+        }
+        Op::Filter(req) => ctx
+            .input(0)?
+            .filter(expr::required(req.predicate.as_ref(), "predicate")?),
+        Op::WithColumn(req) => {
+            if req.name.is_empty() {
+                return Err(EngineError::invalid("with_column needs a `name`"));
+            }
+            ctx.input(0)?.with_column(
+                expr::required(req.expr.as_ref(), "expression")?.alias(req.name.as_str()),
+            )
+        }
+        Op::WithColumns(req) => ctx.input(0)?.with_columns(to_polars_all(&req.exprs)?),
+        Op::Drop(req) => {
+            require_columns(ctx.schema(0)?, &req.columns)?;
+            ctx.input(0)?
+                .drop(by_name(names(&req.columns), true, false))
+        }
+        Op::Rename(req) => {
+            let (old, new): (Vec<_>, Vec<_>) = req
+                .mapping
+                .iter()
+                .map(|(o, n)| (o.as_str(), n.as_str()))
+                .unzip();
+            ctx.input(0)?.rename(old, new, true)
+        }
+        Op::Sort(req) => sort(ctx.input(0)?, req)?,
+        Op::Unique(req) => {
+            let keep = match req.keep() {
+                UniqueKeep::First => UniqueKeepStrategy::First,
+                UniqueKeep::Last => UniqueKeepStrategy::Last,
+                UniqueKeep::None => UniqueKeepStrategy::None,
+                UniqueKeep::Any | UniqueKeep::Unspecified => UniqueKeepStrategy::Any,
+            };
+            let subset = (!req.subset.is_empty()).then(|| {
+                require_columns(ctx.schema(0)?, &req.subset)?;
+                Ok::<_, EngineError>(by_name(names(&req.subset), true, false))
+            });
+            let subset = subset.transpose()?;
+            // Keeping first/last only means something in row order.
+            if req.maintain_order
+                || matches!(keep, UniqueKeepStrategy::First | UniqueKeepStrategy::Last)
+            {
+                ctx.input(0)?.unique_stable(subset, keep)
+            } else {
+                ctx.input(0)?.unique(subset, keep)
+            }
+        }
+        Op::Limit(req) => ctx.input(0)?.limit(count(req.n, "n")?),
+        Op::Head(req) => ctx.input(0)?.limit(count(req.n, "n")?),
+        Op::Tail(req) => ctx.input(0)?.tail(count(req.n, "n")?),
+        Op::Slice(req) => {
+            let length = match req.length {
+                Some(length) => count(length, "length")?,
+                None => IdxSize::MAX,
+            };
+            ctx.input(0)?.slice(req.offset, length)
+        }
+        Op::GroupBy(req) => {
+            let mut keys = exprs(&req.by);
+            keys.extend(to_polars_all(&req.by_exprs)?);
+            if keys.is_empty() {
+                return Err(EngineError::invalid("group_by needs at least one key"));
+            }
+            let input = ctx.input(0)?;
+            if req.aggs.is_empty() {
+                return Ok(Frame::Grouped {
+                    input,
+                    keys,
+                    maintain_order: req.maintain_order,
+                });
+            }
+            group(input, keys, req.maintain_order).agg(to_polars_all(&req.aggs)?)
+        }
+        Op::Agg(req) => match ctx.inputs.first() {
+            Some(Frame::Grouped {
+                input,
+                keys,
+                maintain_order,
+            }) => {
+                if req.aggs.is_empty() {
+                    return Err(EngineError::invalid("agg needs at least one aggregation"));
+                }
+                group(input.clone(), keys.clone(), *maintain_order).agg(to_polars_all(&req.aggs)?)
+            }
+            _ => {
+                return Err(EngineError::invalid(
+                    "agg needs a grouped handle from GroupBy (called without aggregations)",
+                ));
+            }
+        },
+        Op::Pivot(req) => pivot(ctx.input(0)?, ctx.schema(0)?, req)?,
+        Op::Melt(req) => {
+            require_columns(ctx.schema(0)?, &req.index)?;
+            require_columns(ctx.schema(0)?, &req.on)?;
+            ctx.input(0)?.unpivot(UnpivotArgsDSL {
+                on: (!req.on.is_empty()).then(|| by_name(names(&req.on), true, false)),
+                index: by_name(names(&req.index), true, false),
+                variable_name: req.variable_name.as_deref().map(PlSmallStr::from_str),
+                value_name: req.value_name.as_deref().map(PlSmallStr::from_str),
+            })
+        }
+        Op::Join(req) => join(ctx.input(0)?, ctx.input(1)?, req)?,
+        Op::Cross(req) => ctx.input(0)?.cross_join(
+            ctx.input(1)?,
+            Some(PlSmallStr::from_str(
+                req.suffix.as_deref().unwrap_or("_right"),
+            )),
+        ),
+        Op::Sql(req) => {
+            let mut context = polars::sql::SQLContext::new();
+            for (index, name) in req.tables.keys().enumerate() {
+                context.register(name, ctx.input(index)?);
+            }
+            context
+                .execute(&req.query)
+                .map_err(EngineError::polars("sql"))?
+        }
+        Op::AsTimeSeries(req) => {
+            let schema = ctx.schema(0)?;
+            match schema.get(&req.time_column) {
+                Some(DataType::Date | DataType::Datetime(..)) => {}
+                Some(other) => {
+                    return Err(EngineError::invalid(format!(
+                        "time column `{}` must be Date or Datetime, not {}",
+                        req.time_column,
+                        crate::dtype::name(other)
+                    )));
+                }
+                None => require_columns(schema, std::slice::from_ref(&req.time_column))?,
+            }
+            require_columns(schema, &req.by)?;
+            let mut keys = req.by.clone();
+            keys.push(req.time_column.clone());
+            ctx.input(0)?.sort(
+                names(&keys),
+                SortMultipleOptions::default().with_maintain_order(true),
+            )
+        }
+        Op::Resample(req) => resample(ctx.input(0)?, req)?,
+        Op::RollingWindow(req) => {
+            let closed = closed_window(req.closed(), ClosedWindow::Right);
+            let spec = pb::RollingSpec {
+                function: req.function,
+                window_size: req.window_size,
+                period: req.period.clone(),
+                time_column: req.time_column.clone(),
+                min_periods: req.min_periods,
+                center: req.center,
+            };
+            let columns =
+                target_columns(ctx.schema(0)?, &req.columns, DataType::is_primitive_numeric)?;
+            let rolled = columns
+                .iter()
+                .map(|c| {
+                    Ok(renamed(
+                        expr::rolling(col(c.as_str()), &spec, closed)?,
+                        c,
+                        req.suffix.as_deref(),
+                    ))
+                })
+                .collect::<EngineResult<Vec<_>>>()?;
+            ctx.input(0)?.with_columns(rolled)
+        }
+        Op::Lag(req) | Op::Lead(req) => {
+            let n = if matches!(op, Op::Lead(_)) {
+                -shift_n(req.n)
+            } else {
+                shift_n(req.n)
+            };
+            let columns = target_columns(ctx.schema(0)?, &req.columns, |_| true)?;
+            let shifted: Vec<_> = columns
+                .iter()
+                .map(|c| renamed(col(c.as_str()).shift(lit(n)), c, req.suffix.as_deref()))
+                .collect();
+            ctx.input(0)?.with_columns(shifted)
+        }
+        Op::Diff(req) => {
+            let columns = target_columns(ctx.schema(0)?, &req.columns, |d| {
+                d.is_primitive_numeric() || d.is_temporal()
+            })?;
+            let n = shift_n(req.n);
+            let diffed: Vec<_> = columns
+                .iter()
+                .map(|c| {
+                    renamed(
+                        col(c.as_str()).diff(lit(n), polars::series::ops::NullBehavior::Ignore),
+                        c,
+                        req.suffix.as_deref(),
+                    )
+                })
+                .collect();
+            ctx.input(0)?.with_columns(diffed)
+        }
+        Op::PctChange(req) => {
+            let columns =
+                target_columns(ctx.schema(0)?, &req.columns, DataType::is_primitive_numeric)?;
+            let n = shift_n(req.n);
+            let changed: Vec<_> = columns
+                .iter()
+                .map(|c| renamed(col(c.as_str()).pct_change(lit(n)), c, req.suffix.as_deref()))
+                .collect();
+            ctx.input(0)?.with_columns(changed)
+        }
+        Op::AsofJoin(req) => asof_join(ctx, req)?,
+        Op::FillNull(req) => {
+            // Without explicit columns, a fill value applies to the columns of its kind.
+            let kind = req.value.as_ref().and_then(|v| match &v.kind {
+                Some(pb::expression::Kind::Literal(pb::LiteralExpr { value: Some(value) })) => {
+                    Some(value.clone())
+                }
+                _ => None,
+            });
+            let columns = target_columns(ctx.schema(0)?, &req.columns, |dtype| {
+                fill_applies(kind.as_ref(), dtype)
+            })?;
+            let limit = req.limit.map(|l| count(l, "limit")).transpose()?;
+            let strategy = match req.strategy() {
+                PbFillNullStrategy::Unspecified => None,
+                PbFillNullStrategy::Forward => Some(FillNullStrategy::Forward(limit)),
+                PbFillNullStrategy::Backward => Some(FillNullStrategy::Backward(limit)),
+                PbFillNullStrategy::Min => Some(FillNullStrategy::Min),
+                PbFillNullStrategy::Max => Some(FillNullStrategy::Max),
+                PbFillNullStrategy::Mean => Some(FillNullStrategy::Mean),
+                PbFillNullStrategy::Zero => Some(FillNullStrategy::Zero),
+                PbFillNullStrategy::One => Some(FillNullStrategy::One),
+            };
+            let filled: Vec<_> = match (strategy, req.value.as_ref()) {
+                (Some(strategy), None) => columns
+                    .iter()
+                    .map(|c| col(c.as_str()).fill_null_with_strategy(strategy))
+                    .collect(),
+                (None, Some(value)) => {
+                    let value = expr::to_polars(value)?;
+                    columns
+                        .iter()
+                        .map(|c| col(c.as_str()).fill_null(value.clone()))
+                        .collect()
+                }
+                _ => {
+                    return Err(EngineError::invalid(
+                        "fill_null needs exactly one of `value` or `strategy`",
+                    ));
+                }
+            };
+            ctx.input(0)?.with_columns(filled)
+        }
+        Op::FillNan(req) => {
+            let value = expr::required(req.value.as_ref(), "fill value")?;
+            let columns = target_columns(ctx.schema(0)?, &req.columns, DataType::is_float)?;
+            let filled: Vec<_> = columns
+                .iter()
+                .map(|c| col(c.as_str()).fill_nan(value.clone()))
+                .collect();
+            ctx.input(0)?.with_columns(filled)
+        }
+        Op::Interpolate(req) => {
+            let method = match req.method() {
+                PbInterpolationMethod::Nearest => InterpolationMethod::Nearest,
+                PbInterpolationMethod::Linear | PbInterpolationMethod::Unspecified => {
+                    InterpolationMethod::Linear
+                }
+            };
+            let columns =
+                target_columns(ctx.schema(0)?, &req.columns, DataType::is_primitive_numeric)?;
+            let interpolated: Vec<_> = columns
+                .iter()
+                .map(|c| col(c.as_str()).interpolate(method))
+                .collect();
+            ctx.input(0)?.with_columns(interpolated)
+        }
+        Op::Describe(req) => {
+            crate::stats::describe(ctx.input(0)?, ctx.schema(0)?, &req.percentiles)?
+        }
+        Op::Stats(_) => crate::stats::column_stats(ctx.input(0)?, ctx.schema(0)?)?,
+    };
+    Ok(Frame::Lazy(frame))
+}
+
+/// Whether a literal fill value applies to a column of `dtype` (any column for non-literals).
+fn fill_applies(value: Option<&pb::literal_expr::Value>, dtype: &DataType) -> bool {
+    use pb::literal_expr::Value;
+    match value {
+        Some(Value::IntVal(_) | Value::FloatVal(_)) => dtype.is_primitive_numeric(),
+        Some(Value::StringVal(_)) => dtype.is_string(),
+        Some(Value::BoolVal(_)) => dtype.is_bool(),
+        Some(Value::DateVal(_) | Value::DatetimeVal(_)) => dtype.is_temporal(),
+        Some(Value::DurationVal(_)) => matches!(dtype, DataType::Duration(_)),
+        _ => true,
+    }
+}
+
+fn group(input: LazyFrame, keys: Vec<Expr>, maintain_order: bool) -> LazyGroupBy {
+    if maintain_order {
+        input.group_by_stable(keys)
+    } else {
+        input.group_by(keys)
+    }
+}
+
+/// Broadcasts one flag to every key, or checks there is one per key.
+fn per_key(flags: &[bool], keys: usize, what: &str) -> EngineResult<Vec<bool>> {
+    match flags.len() {
+        0 => Ok(vec![false; keys]),
+        1 => Ok(vec![flags[0]; keys]),
+        n if n == keys => Ok(flags.to_vec()),
+        n => Err(EngineError::invalid(format!(
+            "`{what}` has {n} values for {keys} sort keys"
+        ))),
+    }
+}
+
+fn sort(input: LazyFrame, req: &pb::SortRequest) -> EngineResult<LazyFrame> {
+    let mut keys = exprs(&req.by);
+    keys.extend(to_polars_all(&req.by_exprs)?);
+    if keys.is_empty() {
+        return Err(EngineError::invalid("sort needs at least one key"));
+    }
+    let options = SortMultipleOptions::default()
+        .with_order_descending_multi(per_key(&req.descending, keys.len(), "descending")?)
+        .with_nulls_last_multi(per_key(&req.nulls_last, keys.len(), "nulls_last")?)
+        .with_maintain_order(req.maintain_order);
+    Ok(input.sort_by_exprs(keys, options))
+}
+
+fn aggregate(function: AggregateFunction, values: Expr) -> EngineResult<Expr> {
+    Ok(match function {
+        AggregateFunction::Sum => values.sum(),
+        AggregateFunction::Min => values.min(),
+        AggregateFunction::Max => values.max(),
+        AggregateFunction::Mean => values.mean(),
+        AggregateFunction::Median => values.median(),
+        AggregateFunction::Std => values.std(1),
+        AggregateFunction::Var => values.var(1),
+        AggregateFunction::Count => values.count(),
+        AggregateFunction::First => values.first(),
+        AggregateFunction::Last => values.last(),
+        AggregateFunction::NUnique => values.n_unique(),
+        AggregateFunction::Quantile => {
+            return Err(EngineError::invalid("pivot does not support QUANTILE"));
+        }
+        // One value per cell: `first` after checking uniqueness would cost a pass; Polars'
+        // own default for pivot is an error on duplicates, which `item` gives.
+        AggregateFunction::Unspecified => values.item(true),
+    })
+}
+
+fn pivot(input: LazyFrame, schema: &Schema, req: &pb::PivotRequest) -> EngineResult<LazyFrame> {
+    if req.on.is_empty() {
+        return Err(EngineError::invalid("pivot needs `on` columns"));
+    }
+    require_columns(schema, &req.on)?;
+    require_columns(schema, &req.index)?;
+    require_columns(schema, &req.values)?;
+    let values: Vec<String> = if req.values.is_empty() {
+        schema
+            .iter_names()
+            .filter(|name| !req.on.iter().chain(&req.index).any(|c| c == name.as_str()))
+            .map(|name| name.to_string())
+            .collect()
+    } else {
+        req.values.clone()
+    };
+    // Polars needs the output columns up front: the distinct values of `on`.
+    let mut on_columns = input
+        .clone()
+        .select(exprs(&req.on))
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()
+        .map_err(EngineError::polars("pivot"))?;
+    if req.sort_columns {
+        on_columns = on_columns
+            .sort(names(&req.on), SortMultipleOptions::default())
+            .map_err(EngineError::polars("pivot"))?;
+    }
+    Ok(input.pivot(
+        by_name(names(&req.on), true, false),
+        Arc::new(on_columns),
+        by_name(names(&req.index), true, false),
+        by_name(names(&values), true, false),
+        aggregate(req.aggregate(), element())?,
+        true,
+        PlSmallStr::from_str(req.separator.as_deref().unwrap_or("_")),
+        polars::frame::PivotColumnNaming::Auto,
+    ))
+}
+
+fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResult<LazyFrame> {
+    let how = match req.how() {
+        PbJoinType::Inner | PbJoinType::Unspecified => JoinType::Inner,
+        PbJoinType::Left => JoinType::Left,
+        PbJoinType::Right => JoinType::Right,
+        PbJoinType::Full => JoinType::Full,
+        PbJoinType::Semi => JoinType::Semi,
+        PbJoinType::Anti => JoinType::Anti,
+        PbJoinType::Cross => JoinType::Cross,
+    };
+    let suffix = PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right"));
+    if matches!(how, JoinType::Cross) {
+        return Ok(left.cross_join(right, Some(suffix)));
+    }
+    let (left_on, right_on) = match (
+        req.on.is_empty(),
+        req.left_on.is_empty(),
+        req.right_on.is_empty(),
+    ) {
+        (false, true, true) => (exprs(&req.on), exprs(&req.on)),
+        (true, false, false) if req.left_on.len() == req.right_on.len() => {
+            (exprs(&req.left_on), exprs(&req.right_on))
+        }
+        _ => {
+            return Err(EngineError::invalid(
+                "join needs `on`, or `left_on` and `right_on` of the same length (and not both)",
+            ));
+        }
+    };
+    let coalesce = if req.coalesce {
+        JoinCoalesce::CoalesceColumns
+    } else {
+        JoinCoalesce::JoinSpecific
+    };
+    Ok(left
+        .join_builder()
+        .with(right)
+        .how(how)
+        .left_on(left_on)
+        .right_on(right_on)
+        .suffix(suffix)
+        .coalesce(coalesce)
+        .finish())
+}
+
+fn closed_window(closed: PbClosedWindow, default: ClosedWindow) -> ClosedWindow {
+    match closed {
+        PbClosedWindow::Unspecified => default,
+        PbClosedWindow::Left => ClosedWindow::Left,
+        PbClosedWindow::Right => ClosedWindow::Right,
+        PbClosedWindow::Both => ClosedWindow::Both,
+        PbClosedWindow::None => ClosedWindow::None,
+    }
+}
+
+fn resample(input: LazyFrame, req: &pb::ResampleRequest) -> EngineResult<LazyFrame> {
+    if req.aggs.is_empty() {
+        return Err(EngineError::invalid(
+            "resample needs at least one aggregation",
+        ));
+    }
+    let every = duration(&req.every)?;
+    let options = DynamicGroupOptions {
+        every,
+        period: req
+            .period
+            .as_deref()
+            .map(duration)
+            .transpose()?
+            .unwrap_or(every),
+        offset: req
+            .offset
+            .as_deref()
+            .map(duration)
+            .transpose()?
+            .unwrap_or_else(|| Duration::parse("0ns")),
+        label: match req.label() {
+            WindowLabel::Right => Label::Right,
+            WindowLabel::Datapoint => Label::DataPoint,
+            WindowLabel::Left | WindowLabel::Unspecified => Label::Left,
+        },
+        include_boundaries: req.include_boundaries,
+        closed_window: closed_window(req.closed(), ClosedWindow::Left),
+        ..Default::default()
+    };
+    // Windows are computed over sorted time (within each `by` group).
+    let mut order = req.by.clone();
+    order.push(req.time_column.clone());
+    Ok(input
+        .sort(
+            names(&order),
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .group_by_dynamic(col(req.time_column.as_str()), exprs(&req.by), options)
+        .agg(to_polars_all(&req.aggs)?))
+}
+
+fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<LazyFrame> {
+    let (left_on, right_on) = match (&req.on, &req.left_on, &req.right_on) {
+        (Some(on), None, None) => (on.clone(), on.clone()),
+        (None, Some(l), Some(r)) => (l.clone(), r.clone()),
+        _ => {
+            return Err(EngineError::invalid(
+                "asof join needs `on`, or `left_on` and `right_on`",
+            ));
+        }
+    };
+    let (by_left, by_right) = match (
+        req.by.is_empty(),
+        req.by_left.is_empty(),
+        req.by_right.is_empty(),
+    ) {
+        (true, true, true) => (vec![], vec![]),
+        (false, true, true) => (req.by.clone(), req.by.clone()),
+        (true, false, false) if req.by_left.len() == req.by_right.len() => {
+            (req.by_left.clone(), req.by_right.clone())
+        }
+        _ => {
+            return Err(EngineError::invalid(
+                "asof join takes `by`, or `by_left` and `by_right` of the same length",
+            ));
+        }
+    };
+    let (left_schema, right_schema) = (ctx.schema(0)?, ctx.schema(1)?);
+    require_columns(left_schema, std::slice::from_ref(&left_on))?;
+    require_columns(right_schema, std::slice::from_ref(&right_on))?;
+    require_columns(left_schema, &by_left)?;
+    require_columns(right_schema, &by_right)?;
+    let (tolerance, tolerance_str) = match req.tolerance.as_deref() {
+        None => (None, None),
+        Some(text) => match left_schema.get(&left_on) {
+            Some(dtype) if dtype.is_temporal() => {
+                duration(text)?;
+                (None, Some(PlSmallStr::from_str(text)))
+            }
+            _ => {
+                let value: f64 = text.parse().map_err(|_| {
+                    EngineError::invalid(format!("tolerance `{text}` is not a number"))
+                })?;
+                (Some(Scalar::from(value)), None)
+            }
+        },
+    };
+    let options = AsOfOptions {
+        strategy: match req.strategy() {
+            PbAsofStrategy::Forward => AsofStrategy::Forward,
+            PbAsofStrategy::Nearest => AsofStrategy::Nearest,
+            PbAsofStrategy::Backward | PbAsofStrategy::Unspecified => AsofStrategy::Backward,
+        },
+        tolerance,
+        tolerance_str,
+        left_by: (!by_left.is_empty()).then(|| names(&by_left)),
+        right_by: (!by_right.is_empty()).then(|| names(&by_right)),
+        allow_eq: true,
+        check_sortedness: true,
+    };
+    // An as-of join matches along sorted keys: sort both sides by the key.
+    let sorted = |lf: LazyFrame, key: &str| {
+        lf.sort(
+            [key],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+    };
+    Ok(sorted(ctx.input(0)?, &left_on)
+        .join_builder()
+        .with(sorted(ctx.input(1)?, &right_on))
+        .how(JoinType::AsOf(Box::new(options)))
+        .left_on([col(left_on.as_str())])
+        .right_on([col(right_on.as_str())])
+        .suffix(req.suffix.as_deref().unwrap_or("_right"))
+        .finish())
+}
+
+/// Opens the lazy frame of a file source; `path` is already confined to the data roots.
+pub fn open_source(op: &Op) -> EngineResult<LazyFrame> {
+    match op {
+        Op::ReadParquet(req) => sources::parquet(req),
+        Op::ReadCsv(req) => sources::csv(req),
+        Op::ReadIpc(req) => sources::ipc(req),
+        Op::ReadJson(req) => sources::json(req),
+        _ => Err(EngineError::Internal {
+            operation: "plan",
+            reason: "not a file source".into(),
+        }),
+    }
+}

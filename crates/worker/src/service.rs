@@ -1,0 +1,564 @@
+//! The gRPC edge: `DataFrameService` handlers that hand each request to the engine, and
+//! the one mapping from engine errors to `tonic::Status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use polaroid_proto::v1::{self as pb, data_frame_service_server::DataFrameService, plan_step::Op};
+use polars::prelude::DataFrame;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::dtype;
+use crate::engine::{Engine, SinkFormat};
+use crate::error::{EngineError, EngineResult};
+
+/// The one place engine errors become gRPC statuses.
+pub fn status(error: EngineError) -> Status {
+    let code = error.code();
+    if code == polaroid_proto::ErrorCode::Internal {
+        tracing::error!(%error, "call failed");
+    } else {
+        tracing::debug!(%error, "call rejected");
+    }
+    Status::new(code.grpc(), error.to_string())
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::ArrowBatch, Status>> + Send>>;
+
+fn handle_reply(result: EngineResult<polaroid_store::Handle>) -> Reply<pb::DataFrameHandle> {
+    result
+        .map(|handle| {
+            Response::new(pb::DataFrameHandle {
+                handle: handle.to_string(),
+                error: None,
+            })
+        })
+        .map_err(status)
+}
+
+fn write_reply(result: EngineResult<usize>) -> Reply<pb::WriteResponse> {
+    result
+        .map(|rows| {
+            Response::new(pb::WriteResponse {
+                success: true,
+                error: None,
+                rows_written: Some(rows as i64),
+            })
+        })
+        .map_err(status)
+}
+
+pub struct DataFrameServer {
+    engine: Arc<Engine>,
+    max_message_bytes: usize,
+    stream_batch_rows: usize,
+}
+
+impl DataFrameServer {
+    pub fn new(engine: Arc<Engine>, max_message_bytes: usize, stream_batch_rows: usize) -> Self {
+        // Room for the ArrowBatch framing around the IPC bytes.
+        Self {
+            engine,
+            max_message_bytes: max_message_bytes.saturating_sub(1024).max(1024),
+            stream_batch_rows,
+        }
+    }
+
+    /// A transform of one input handle: the handle leaves the request, the rest is the step.
+    async fn derive_one<R>(
+        &self,
+        mut request: R,
+        handle: fn(&mut R) -> &mut String,
+        op: fn(R) -> Op,
+    ) -> Reply<pb::DataFrameHandle> {
+        let parent = std::mem::take(handle(&mut request));
+        handle_reply(self.engine.derive(vec![parent], op(request)).await)
+    }
+
+    /// A transform of two input handles (left in `handle`, right in `right`).
+    async fn derive_two<R>(
+        &self,
+        mut request: R,
+        handles: fn(&mut R) -> (&mut String, &mut String),
+        op: fn(R) -> Op,
+    ) -> Reply<pb::DataFrameHandle> {
+        let (left, right) = handles(&mut request);
+        let parents = vec![std::mem::take(left), std::mem::take(right)];
+        handle_reply(self.engine.derive(parents, op(request)).await)
+    }
+
+    /// Streams `df` as self-contained Arrow IPC streams of at most `max_rows` rows and
+    /// the configured message size, encoded as the client reads them.
+    fn stream_frame(&self, df: DataFrame, max_rows: usize) -> BatchStream {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let max_bytes = self.max_message_bytes;
+        tokio::task::spawn_blocking(move || {
+            let mut emit = |bytes: bytes::Bytes| {
+                sender
+                    .blocking_send(Ok(pb::ArrowBatch {
+                        arrow_ipc: bytes.to_vec(),
+                        error: None,
+                    }))
+                    .is_ok()
+            };
+            if let Err(error) = crate::ipc::encode_chunks(&df, max_bytes, max_rows, &mut emit) {
+                let _ = sender.blocking_send(Err(status(error)));
+            }
+        });
+        Box::pin(ReceiverStream::new(receiver))
+    }
+}
+
+fn unimplemented_source(name: &str) -> Status {
+    status(EngineError::Unimplemented(format!(
+        "{name} is declared in polaroid.v1 but not implemented yet: streaming network sources arrive with their own release"
+    )))
+}
+
+#[tonic::async_trait]
+impl DataFrameService for DataFrameServer {
+    async fn read_parquet(
+        &self,
+        request: Request<pb::ReadParquetRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        handle_reply(
+            self.engine
+                .read_file(Op::ReadParquet(request.into_inner()))
+                .await,
+        )
+    }
+
+    async fn read_csv(&self, request: Request<pb::ReadCsvRequest>) -> Reply<pb::DataFrameHandle> {
+        handle_reply(
+            self.engine
+                .read_file(Op::ReadCsv(request.into_inner()))
+                .await,
+        )
+    }
+
+    async fn read_ipc(&self, request: Request<pb::ReadIpcRequest>) -> Reply<pb::DataFrameHandle> {
+        handle_reply(
+            self.engine
+                .read_file(Op::ReadIpc(request.into_inner()))
+                .await,
+        )
+    }
+
+    async fn read_json(&self, request: Request<pb::ReadJsonRequest>) -> Reply<pb::DataFrameHandle> {
+        handle_reply(
+            self.engine
+                .read_file(Op::ReadJson(request.into_inner()))
+                .await,
+        )
+    }
+
+    async fn read_rest_api(
+        &self,
+        request: Request<pb::RestApiRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        handle_reply(self.engine.read_rest(request.into_inner()).await)
+    }
+
+    async fn create_from_arrow(
+        &self,
+        request: Request<pb::CreateFromArrowRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        let request = request.into_inner();
+        handle_reply(
+            self.engine
+                .upload(request.arrow_ipc.into(), request.name)
+                .await,
+        )
+    }
+
+    async fn upload_arrow(
+        &self,
+        request: Request<Streaming<pb::UploadArrowChunk>>,
+    ) -> Reply<pb::DataFrameHandle> {
+        let mut chunks = request.into_inner();
+        let mut data = Vec::new();
+        let mut name = None;
+        while let Some(chunk) = chunks.message().await? {
+            if data.is_empty() && name.is_none() {
+                name = chunk.name;
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        handle_reply(self.engine.upload(data.into(), name).await)
+    }
+
+    async fn stream_rest_api(
+        &self,
+        _: Request<pb::StreamRestApiRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        Err(unimplemented_source("StreamRestApi"))
+    }
+
+    async fn stream_web_socket(
+        &self,
+        _: Request<pb::StreamWebSocketRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        Err(unimplemented_source("StreamWebSocket"))
+    }
+
+    async fn stream_grpc(&self, _: Request<pb::StreamGrpcRequest>) -> Reply<pb::DataFrameHandle> {
+        Err(unimplemented_source("StreamGrpc"))
+    }
+
+    async fn stream_message_queue(
+        &self,
+        _: Request<pb::StreamMessageQueueRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        Err(unimplemented_source("StreamMessageQueue"))
+    }
+
+    async fn select(&self, request: Request<pb::SelectRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Select)
+            .await
+    }
+
+    async fn filter(&self, request: Request<pb::FilterRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Filter)
+            .await
+    }
+
+    async fn with_column(
+        &self,
+        request: Request<pb::WithColumnRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::WithColumn)
+            .await
+    }
+
+    async fn with_columns(
+        &self,
+        request: Request<pb::WithColumnsRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::WithColumns)
+            .await
+    }
+
+    async fn drop(&self, request: Request<pb::DropRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Drop)
+            .await
+    }
+
+    async fn rename(&self, request: Request<pb::RenameRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Rename)
+            .await
+    }
+
+    async fn sort(&self, request: Request<pb::SortRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Sort)
+            .await
+    }
+
+    async fn unique(&self, request: Request<pb::UniqueRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Unique)
+            .await
+    }
+
+    async fn limit(&self, request: Request<pb::LimitRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Limit)
+            .await
+    }
+
+    async fn head(&self, request: Request<pb::HeadRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Head)
+            .await
+    }
+
+    async fn tail(&self, request: Request<pb::TailRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Tail)
+            .await
+    }
+
+    async fn slice(&self, request: Request<pb::SliceRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Slice)
+            .await
+    }
+
+    async fn group_by(&self, request: Request<pb::GroupByRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::GroupBy)
+            .await
+    }
+
+    async fn agg(&self, request: Request<pb::AggRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Agg)
+            .await
+    }
+
+    async fn pivot(&self, request: Request<pb::PivotRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Pivot)
+            .await
+    }
+
+    async fn melt(&self, request: Request<pb::MeltRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Melt)
+            .await
+    }
+
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_two(
+            request.into_inner(),
+            |r| (&mut r.handle, &mut r.right),
+            Op::Join,
+        )
+        .await
+    }
+
+    async fn cross(&self, request: Request<pb::CrossRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_two(
+            request.into_inner(),
+            |r| (&mut r.handle, &mut r.right),
+            Op::Cross,
+        )
+        .await
+    }
+
+    async fn sql(&self, request: Request<pb::SqlRequest>) -> Reply<pb::DataFrameHandle> {
+        let request = request.into_inner();
+        handle_reply(self.engine.sql(request.query, request.tables).await)
+    }
+
+    async fn clone(&self, request: Request<pb::CloneRequest>) -> Reply<pb::DataFrameHandle> {
+        handle_reply(self.engine.clone_handle(&request.into_inner().handle).await)
+    }
+
+    async fn as_time_series(
+        &self,
+        request: Request<pb::AsTimeSeriesRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::AsTimeSeries)
+            .await
+    }
+
+    async fn resample(&self, request: Request<pb::ResampleRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Resample)
+            .await
+    }
+
+    async fn rolling_window(
+        &self,
+        request: Request<pb::RollingWindowRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::RollingWindow)
+            .await
+    }
+
+    async fn lag(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Lag)
+            .await
+    }
+
+    async fn lead(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Lead)
+            .await
+    }
+
+    async fn diff(&self, request: Request<pb::DiffRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Diff)
+            .await
+    }
+
+    async fn pct_change(
+        &self,
+        request: Request<pb::PctChangeRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::PctChange)
+            .await
+    }
+
+    async fn asof_join(&self, request: Request<pb::AsofJoinRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_two(
+            request.into_inner(),
+            |r| (&mut r.handle, &mut r.right),
+            Op::AsofJoin,
+        )
+        .await
+    }
+
+    async fn fill_null(&self, request: Request<pb::FillNullRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::FillNull)
+            .await
+    }
+
+    async fn fill_nan(&self, request: Request<pb::FillNanRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::FillNan)
+            .await
+    }
+
+    async fn interpolate(
+        &self,
+        request: Request<pb::InterpolateRequest>,
+    ) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Interpolate)
+            .await
+    }
+
+    async fn describe(&self, request: Request<pb::DescribeRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Describe)
+            .await
+    }
+
+    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Stats)
+            .await
+    }
+
+    type CollectStream = BatchStream;
+
+    async fn collect(&self, request: Request<pb::CollectRequest>) -> Reply<Self::CollectStream> {
+        let request = request.into_inner();
+        let df = self
+            .engine
+            .collect(&request.handle, request.limit)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.stream_frame(df, usize::MAX)))
+    }
+
+    type CollectStreamingStream = BatchStream;
+
+    async fn collect_streaming(
+        &self,
+        request: Request<pb::CollectStreamingRequest>,
+    ) -> Reply<Self::CollectStreamingStream> {
+        let request = request.into_inner();
+        let batch_rows = match request.batch_size {
+            None => self.stream_batch_rows,
+            Some(n) if n > 0 => n as usize,
+            Some(n) => {
+                return Err(status(EngineError::invalid(format!(
+                    "batch_size must be positive, got {n}"
+                ))));
+            }
+        };
+        let df = self
+            .engine
+            .collect(&request.handle, request.limit)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.stream_frame(df, batch_rows)))
+    }
+
+    async fn write_parquet(
+        &self,
+        request: Request<pb::WriteParquetRequest>,
+    ) -> Reply<pb::WriteResponse> {
+        let r = request.into_inner();
+        let format = SinkFormat::Parquet {
+            compression: r.compression,
+            row_group_size: r.row_group_size,
+        };
+        write_reply(
+            self.engine
+                .write(&r.handle, &r.path, format, r.append)
+                .await,
+        )
+    }
+
+    async fn write_csv(&self, request: Request<pb::WriteCsvRequest>) -> Reply<pb::WriteResponse> {
+        let r = request.into_inner();
+        let format = SinkFormat::Csv {
+            separator: r.separator,
+            include_header: r.include_header,
+        };
+        write_reply(
+            self.engine
+                .write(&r.handle, &r.path, format, r.append)
+                .await,
+        )
+    }
+
+    async fn write_ipc(&self, request: Request<pb::WriteIpcRequest>) -> Reply<pb::WriteResponse> {
+        let r = request.into_inner();
+        write_reply(
+            self.engine
+                .write(
+                    &r.handle,
+                    &r.path,
+                    SinkFormat::Ipc {
+                        compression: r.compression,
+                    },
+                    r.append,
+                )
+                .await,
+        )
+    }
+
+    async fn explain(&self, request: Request<pb::ExplainRequest>) -> Reply<pb::ExplainResponse> {
+        let (optimized_plan, unoptimized_plan) = self
+            .engine
+            .explain(&request.into_inner().handle)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ExplainResponse {
+            optimized_plan,
+            unoptimized_plan,
+        }))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<pb::GetSchemaRequest>,
+    ) -> Reply<pb::SchemaResponse> {
+        let schema = self
+            .engine
+            .schema(&request.into_inner().handle)
+            .await
+            .map_err(status)?;
+        let columns: Vec<pb::ColumnInfo> = schema
+            .iter()
+            .map(|(name, dtype)| pb::ColumnInfo {
+                name: name.to_string(),
+                data_type: dtype::name(dtype),
+                nullable: true,
+            })
+            .collect();
+        let fields: Vec<serde_json::Value> = columns
+            .iter()
+            .map(|c| serde_json::json!({ "name": c.name, "data_type": c.data_type, "nullable": c.nullable }))
+            .collect();
+        let schema_json = serde_json::json!({ "fields": fields }).to_string();
+        Ok(Response::new(pb::SchemaResponse {
+            schema_json,
+            columns,
+        }))
+    }
+
+    async fn get_shape(&self, request: Request<pb::GetShapeRequest>) -> Reply<pb::ShapeResponse> {
+        let (rows, columns) = self
+            .engine
+            .shape(&request.into_inner().handle)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ShapeResponse {
+            rows: rows as i64,
+            columns: columns as i64,
+        }))
+    }
+
+    async fn drop_handle(
+        &self,
+        request: Request<pb::DropHandleRequest>,
+    ) -> Reply<pb::DropHandleResponse> {
+        let success = self
+            .engine
+            .drop_handle(&request.into_inner().handle)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DropHandleResponse { success }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Reply<pb::HeartbeatResponse> {
+        let alive = self.engine.heartbeat(request.into_inner().handles).await;
+        Ok(Response::new(pb::HeartbeatResponse { alive }))
+    }
+}

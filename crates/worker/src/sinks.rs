@@ -1,0 +1,180 @@
+//! Atomic file sinks: a temp file in the target's directory, fsync, then rename. A reader
+//! sees the old file or the new one, never a part; a failed write leaves no trace.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::engine::SinkFormat;
+use crate::error::{EngineError, EngineResult};
+
+/// Deletes the temp file unless the write committed.
+struct TempFile {
+    path: std::path::PathBuf,
+    committed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn parquet_compression(name: Option<&str>) -> EngineResult<ParquetCompression> {
+    Ok(match name.unwrap_or("zstd").to_ascii_lowercase().as_str() {
+        "uncompressed" | "none" => ParquetCompression::Uncompressed,
+        "snappy" => ParquetCompression::Snappy,
+        "gzip" => ParquetCompression::Gzip(None),
+        "lz4" => ParquetCompression::Lz4Raw,
+        "zstd" => ParquetCompression::Zstd(None),
+        "brotli" => ParquetCompression::Brotli(None),
+        other => {
+            return Err(EngineError::invalid(format!(
+                "unknown parquet compression `{other}`; expected uncompressed, snappy, gzip, lz4, zstd or brotli"
+            )));
+        }
+    })
+}
+
+fn ipc_compression(name: Option<&str>) -> EngineResult<Option<IpcCompression>> {
+    match name.unwrap_or("uncompressed").to_ascii_lowercase().as_str() {
+        "uncompressed" | "none" => Ok(None),
+        "lz4" => Ok(Some(IpcCompression::LZ4)),
+        "zstd" => Ok(Some(IpcCompression::ZSTD(Default::default()))),
+        other => Err(EngineError::invalid(format!(
+            "unknown ipc compression `{other}`; expected uncompressed, lz4 or zstd"
+        ))),
+    }
+}
+
+fn separator(text: Option<&str>) -> EngineResult<u8> {
+    match text {
+        None => Ok(b','),
+        Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
+        Some(s) => Err(EngineError::invalid(format!(
+            "separator must be a single byte, got `{s}`"
+        ))),
+    }
+}
+
+/// Reads the existing file to append to, checking its schema matches.
+fn existing(target: &Path, format: &SinkFormat, df: &DataFrame) -> EngineResult<Option<DataFrame>> {
+    let file = match File::open(target) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io("append")(e)),
+    };
+    let old = match format {
+        SinkFormat::Parquet { .. } => ParquetReader::new(file).finish(),
+        SinkFormat::Ipc { .. } => IpcReader::new(file).finish(),
+        SinkFormat::Csv { .. } => return Ok(None),
+    }
+    .map_err(|e| {
+        EngineError::invalid(format!(
+            "cannot append to {}: not readable as the same format: {e}",
+            target.display()
+        ))
+    })?;
+    if old.schema() != df.schema() {
+        return Err(EngineError::invalid(format!(
+            "cannot append to {}: its schema {:?} differs from the result's {:?}",
+            target.display(),
+            old.schema(),
+            df.schema()
+        )));
+    }
+    Ok(Some(old))
+}
+
+/// Writes `df` to `target` (appending to what is there when asked) atomically.
+pub fn write_atomic(
+    target: &Path,
+    mut df: DataFrame,
+    format: &SinkFormat,
+    append: bool,
+) -> EngineResult<()> {
+    let old = if append {
+        existing(target, format, &df)?
+    } else {
+        None
+    };
+    if let Some(mut old) = old {
+        old.vstack_mut(&df).map_err(EngineError::polars("append"))?;
+        df = old;
+    }
+    let directory = target.parent().unwrap_or(Path::new("."));
+    let file_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = TempFile {
+        path: directory.join(format!(
+            ".{file_name}.polaroid-{:016x}.tmp",
+            rand::random::<u64>()
+        )),
+        committed: false,
+    };
+    let mut file = File::create_new(&temp.path).map_err(EngineError::io("write"))?;
+    {
+        let mut writer = BufWriter::new(&mut file);
+        match format {
+            SinkFormat::Parquet {
+                compression,
+                row_group_size,
+            } => {
+                let mut parquet = ParquetWriter::new(&mut writer)
+                    .with_compression(parquet_compression(compression.as_deref())?);
+                if let Some(size) = row_group_size {
+                    let size = usize::try_from(*size)
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| {
+                            EngineError::invalid(format!(
+                                "row_group_size must be positive, got {size}"
+                            ))
+                        })?;
+                    parquet = parquet.with_row_group_size(Some(size));
+                }
+                parquet
+                    .finish(&mut df)
+                    .map_err(EngineError::polars("write parquet"))?;
+            }
+            SinkFormat::Csv {
+                separator: sep,
+                include_header,
+            } => {
+                let appending_to_existing = append && target.exists();
+                if appending_to_existing {
+                    // Copy the existing text and add rows without repeating the header.
+                    let mut old = File::open(target).map_err(EngineError::io("append"))?;
+                    std::io::copy(&mut old, &mut writer).map_err(EngineError::io("append"))?;
+                }
+                CsvWriter::new(&mut writer)
+                    .include_header(include_header.unwrap_or(true) && !appending_to_existing)
+                    .with_separator(separator(sep.as_deref())?)
+                    .finish(&mut df)
+                    .map_err(EngineError::polars("write csv"))?;
+            }
+            SinkFormat::Ipc { compression } => {
+                IpcWriter::new(&mut writer)
+                    .with_compression(ipc_compression(compression.as_deref())?)
+                    .finish(&mut df)
+                    .map_err(EngineError::polars("write ipc"))?;
+            }
+        }
+        writer.flush().map_err(EngineError::io("write"))?;
+    }
+    file.sync_all().map_err(EngineError::io("write"))?;
+    std::fs::rename(&temp.path, target).map_err(EngineError::io("write"))?;
+    let mut temp = temp;
+    temp.committed = true;
+    // The rename is durable once the directory entry is.
+    if let Ok(dir) = File::open(directory) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}

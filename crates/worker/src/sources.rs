@@ -1,0 +1,323 @@
+//! File sources (Parquet, CSV, Arrow IPC, JSON/NDJSON) opened as lazy scans, and the
+//! REST source, fetched once and kept as an upload (its answer cannot be replayed).
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::{Duration as StdDuration, UNIX_EPOCH};
+
+use polaroid_proto::v1::{self as pb, JsonFormat};
+use polars::prelude::*;
+
+use crate::dtype;
+use crate::error::{EngineError, EngineResult};
+
+fn usize_of(value: i64, what: &str) -> EngineResult<usize> {
+    usize::try_from(value)
+        .map_err(|_| EngineError::invalid(format!("{what} must be non-negative, got {value}")))
+}
+
+fn schema_of(fields: &[pb::Field]) -> EngineResult<Option<SchemaRef>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut schema = Schema::with_capacity(fields.len());
+    for field in fields {
+        schema.with_column(
+            PlSmallStr::from_str(&field.name),
+            dtype::parse(&field.data_type)?,
+        );
+    }
+    Ok(Some(Arc::new(schema)))
+}
+
+fn byte_option(value: Option<&str>, what: &str, default: Option<u8>) -> EngineResult<Option<u8>> {
+    match value {
+        None => Ok(default),
+        Some("") => Ok(None),
+        Some(text) if text.len() == 1 => Ok(Some(text.as_bytes()[0])),
+        Some(text) => Err(EngineError::invalid(format!(
+            "{what} must be a single byte, got `{text}`"
+        ))),
+    }
+}
+
+/// Applies row index, projection and row limit on top of a scan; Polars pushes them down.
+fn shape_scan(
+    mut lf: LazyFrame,
+    columns: &[String],
+    row_index: Option<(&str, i64)>,
+    n_rows: Option<i64>,
+) -> EngineResult<LazyFrame> {
+    if let Some(n) = n_rows {
+        lf =
+            lf.limit(IdxSize::try_from(n).map_err(|_| {
+                EngineError::invalid(format!("n_rows must be non-negative, got {n}"))
+            })?);
+    }
+    if let Some((name, offset)) = row_index {
+        let offset = IdxSize::try_from(offset).map_err(|_| {
+            EngineError::invalid(format!(
+                "row index offset must be non-negative, got {offset}"
+            ))
+        })?;
+        lf = lf.with_row_index(name, Some(offset));
+    }
+    if !columns.is_empty() {
+        let mut projection: Vec<Expr> = row_index.iter().map(|(name, _)| col(*name)).collect();
+        projection.extend(columns.iter().map(|c| col(c.as_str())));
+        lf = lf.select(projection);
+    }
+    Ok(lf)
+}
+
+pub fn parquet(req: &pb::ReadParquetRequest) -> EngineResult<LazyFrame> {
+    let lf = LazyFrame::scan_parquet(
+        PlRefPath::new(req.path.as_str()),
+        ScanArgsParquet::default(),
+    )
+    .map_err(EngineError::polars("read_parquet"))?;
+    let row_index = req
+        .row_index_offset
+        .map(|offset| (req.row_index_name.as_deref().unwrap_or("index"), offset));
+    shape_scan(lf, &req.columns, row_index, req.n_rows)
+}
+
+pub fn csv(req: &pb::ReadCsvRequest) -> EngineResult<LazyFrame> {
+    let separator = byte_option(req.separator.as_deref(), "separator", Some(b','))?
+        .ok_or_else(|| EngineError::invalid("separator must not be empty"))?;
+    let quote = byte_option(req.quote_char.as_deref(), "quote_char", Some(b'"'))?;
+    let mut reader = LazyCsvReader::new(PlRefPath::new(req.path.as_str()))
+        .with_has_header(req.has_header.unwrap_or(true))
+        .with_separator(separator)
+        .with_quote_char(quote)
+        .with_skip_rows(usize_of(req.skip_rows.unwrap_or(0), "skip_rows")?)
+        .with_try_parse_dates(req.try_parse_dates)
+        .with_schema(schema_of(&req.schema)?);
+    if let Some(length) = req.infer_schema_length {
+        reader = reader.with_infer_schema_length(Some(usize_of(length, "infer_schema_length")?));
+    }
+    if !req.null_values.is_empty() {
+        let values = req
+            .null_values
+            .iter()
+            .map(|v| PlSmallStr::from_str(v))
+            .collect();
+        reader = reader.with_null_values(Some(NullValues::AllColumns(values)));
+    }
+    let lf = reader.finish().map_err(EngineError::polars("read_csv"))?;
+    shape_scan(lf, &req.columns, None, req.n_rows)
+}
+
+pub fn ipc(req: &pb::ReadIpcRequest) -> EngineResult<LazyFrame> {
+    let lf = LazyFrame::scan_ipc(
+        PlRefPath::new(req.path.as_str()),
+        Default::default(),
+        Default::default(),
+    )
+    .map_err(EngineError::polars("read_ipc"))?;
+    let row_index = req
+        .row_index_offset
+        .map(|offset| (req.row_index_name.as_deref().unwrap_or("index"), offset));
+    shape_scan(lf, &req.columns, row_index, req.n_rows)
+}
+
+fn is_ndjson(req: &pb::ReadJsonRequest) -> bool {
+    match req.format() {
+        JsonFormat::Ndjson => true,
+        JsonFormat::Json => false,
+        JsonFormat::Unspecified => {
+            matches!(
+                Path::new(&req.path).extension().and_then(|e| e.to_str()),
+                Some("ndjson" | "jsonl")
+            )
+        }
+    }
+}
+
+pub fn json(req: &pb::ReadJsonRequest) -> EngineResult<LazyFrame> {
+    let schema = schema_of(&req.schema)?;
+    let infer = req
+        .infer_schema_length
+        .map(|n| usize_of(n, "infer_schema_length"))
+        .transpose()?;
+    if is_ndjson(req) {
+        let mut reader =
+            LazyJsonLineReader::new(PlRefPath::new(req.path.as_str())).with_schema(schema);
+        if let Some(n) = infer {
+            reader = reader.with_infer_schema_length(NonZeroUsize::new(n));
+        }
+        let lf = reader.finish().map_err(EngineError::polars("read_json"))?;
+        return shape_scan(lf, &[], None, req.n_rows);
+    }
+    // A JSON array has no lazy scan: it is parsed here, once, when the handle is made.
+    let file = std::fs::File::open(&req.path).map_err(EngineError::io("read_json"))?;
+    let df = json_records(file, schema, infer)?;
+    shape_scan(df.lazy(), &[], None, req.n_rows)
+}
+
+/// Parses a JSON array of records.
+pub fn json_records(
+    reader: impl polars::io::mmap::MmapBytesReader,
+    schema: Option<SchemaRef>,
+    infer: Option<usize>,
+) -> EngineResult<DataFrame> {
+    let mut json = JsonReader::new(reader).with_json_format(polars::prelude::JsonFormat::Json);
+    if let Some(schema) = schema {
+        json = json.with_schema(schema);
+    }
+    if let Some(n) = infer {
+        json = json.infer_schema_len(NonZeroUsize::new(n));
+    }
+    json.finish().map_err(EngineError::polars("parse json"))
+}
+
+/// Size and modification time of a file, recorded with the plans that read it.
+pub fn fingerprint(path: &Path) -> EngineResult<pb::SourceFingerprint> {
+    let meta = std::fs::metadata(path).map_err(EngineError::io("fingerprint source"))?;
+    let modified = meta
+        .modified()
+        .map_err(EngineError::io("fingerprint source"))?;
+    let nanos = modified
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(StdDuration::ZERO)
+        .as_nanos();
+    Ok(pb::SourceFingerprint {
+        path: path.to_string_lossy().into_owned(),
+        size: meta.len(),
+        modified_unix_nanos: i64::try_from(nanos).unwrap_or(i64::MAX),
+    })
+}
+
+/// Where the records are in a decoded JSON body: the body itself, or under a dotted path.
+fn records_at<'a>(
+    body: &'a serde_json::Value,
+    path: Option<&str>,
+) -> EngineResult<&'a Vec<serde_json::Value>> {
+    let mut node = body;
+    for key in path.unwrap_or("").split('.').filter(|k| !k.is_empty()) {
+        node = match node {
+            serde_json::Value::Object(map) => map.get(key),
+            serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            EngineError::invalid(format!(
+                "records path `{}`: no `{key}` in the response",
+                path.unwrap_or("")
+            ))
+        })?;
+    }
+    node.as_array().ok_or_else(|| {
+        EngineError::invalid("the response (at the records path) is not a JSON array of records")
+    })
+}
+
+/// Fetches a REST source (every page) and returns its records as one frame.
+pub async fn fetch_rest(
+    client: &reqwest::Client,
+    req: &pb::RestApiRequest,
+) -> EngineResult<DataFrame> {
+    let method = if req.method.is_empty() {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| EngineError::invalid(format!("bad HTTP method `{}`", req.method)))?;
+    let url = reqwest::Url::parse(&req.url)
+        .map_err(|e| EngineError::invalid(format!("bad url `{}`: {e}", req.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(EngineError::invalid(format!(
+            "url scheme `{}` is not http or https",
+            url.scheme()
+        )));
+    }
+    let timeout = StdDuration::from_millis(
+        req.timeout_ms
+            .map_or(30_000, |t| t.clamp(1, 600_000) as u64),
+    );
+    let pause = match &req.rate_limit {
+        Some(limit) if limit.requests_per_second > 0.0 => {
+            StdDuration::from_secs_f64(1.0 / limit.requests_per_second)
+        }
+        _ => StdDuration::ZERO,
+    };
+    let pages = match &req.pagination {
+        None => vec![None],
+        Some(p) if p.page_param.is_empty() => {
+            return Err(EngineError::invalid("pagination needs `page_param`"));
+        }
+        Some(p) if !(1..=10_000).contains(&p.max_pages) => {
+            return Err(EngineError::invalid(
+                "pagination `max_pages` must be in 1..=10000",
+            ));
+        }
+        Some(p) => (0..p.max_pages).map(|i| Some(p.start_page + i)).collect(),
+    };
+
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    for (index, page) in pages.into_iter().enumerate() {
+        if index > 0 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let mut page_url = url.clone();
+        if let (Some(page), Some(p)) = (page, &req.pagination) {
+            let mut query = page_url.query_pairs_mut();
+            query.append_pair(&p.page_param, &page.to_string());
+            if let (Some(param), Some(size)) = (&p.page_size_param, p.page_size) {
+                query.append_pair(param, &size.to_string());
+            }
+        }
+        let mut request = client.request(method.clone(), page_url).timeout(timeout);
+        for (name, value) in &req.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &req.body {
+            request = request.body(body.clone());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| EngineError::Remote(format!("{}: {e}", req.url)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(EngineError::Remote(format!(
+                "{} answered HTTP {status}",
+                req.url
+            )));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| EngineError::Remote(format!("{}: {e}", req.url)))?;
+        let body: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| EngineError::invalid(format!("{} did not answer JSON: {e}", req.url)))?;
+        let page_records = records_at(&body, req.records_path.as_deref())?;
+        if page_records.is_empty() && page.is_some() {
+            break;
+        }
+        records.extend(page_records.iter().cloned());
+    }
+
+    let encoded = serde_json::to_vec(&records).map_err(|e| EngineError::Internal {
+        operation: "read_rest_api",
+        reason: e.to_string(),
+    })?;
+    if records.is_empty() {
+        return Ok(DataFrame::empty());
+    }
+    let df = json_records(std::io::Cursor::new(encoded), None, None)?;
+    match schema_of(&req.schema)? {
+        None => Ok(df),
+        Some(schema) => {
+            let casts: Vec<Expr> = schema
+                .iter()
+                .map(|(name, dtype)| col(name.clone()).strict_cast(dtype.clone()))
+                .collect();
+            df.lazy()
+                .with_columns(casts)
+                .collect()
+                .map_err(EngineError::polars("read_rest_api schema"))
+        }
+    }
+}

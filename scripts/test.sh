@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need, builds,
+# runs the Rust tests (nextest) and the Python existing-client tests (pytest).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/polaroid-target}"
+venv="${POLAROID_VENV:-$HOME/.cache/polaroid-venv}"
+failed=0
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "python test dependencies ($venv)"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" || exit 1
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt || exit 1
+
+step "format"
+cargo fmt --all -- --check || failed=1
+
+step "build"
+cargo build --workspace --tests --bins || exit 1
+
+step "rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast || failed=1
+else
+  cargo test --workspace --no-fail-fast || failed=1
+fi
+
+step "python existing-client tests"
+POLAROID_BIN="$CARGO_TARGET_DIR/debug/polaroid" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider || failed=1
+
+if [ "$failed" -ne 0 ]; then
+  printf '\nSOME TESTS FAILED\n'
+fi
+exit "$failed"
