@@ -378,6 +378,34 @@ async fn results_over_limits_are_resource_exhausted() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_the_limit_are_resource_exhausted() -> anyhow::Result<()> {
+    let worker = TestWorker::start_with(|c| c.max_upload_bytes = 64 * 1024).await?;
+    let mut client = worker.client().await?;
+    let chunks = (0..4)
+        .map(|_| pb::UploadArrowChunk {
+            data: vec![0; 32 * 1024],
+            name: None,
+        })
+        .collect::<Vec<_>>();
+    assert_status(
+        client.upload_arrow(tokio_stream::iter(chunks)).await,
+        Code::ResourceExhausted,
+        "upload",
+    );
+    let truncated = pb::UploadArrowChunk {
+        data: polaroid_tests::to_ipc(&frame())[..40].to_vec(),
+        name: None,
+    };
+    assert_status(
+        client.upload_arrow(tokio_stream::iter([truncated])).await,
+        Code::InvalidArgument,
+        "Arrow IPC",
+    );
+    still_serves(&mut client).await;
+    worker.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_is_internal_and_the_worker_keeps_serving() -> anyhow::Result<()> {
     let worker = TestWorker::start_with(|c| c.debug_panic_on_operation = "sort".into()).await?;
     let mut client = worker.client().await?;

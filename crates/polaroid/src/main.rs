@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use polaroid_worker::WorkerConfig;
+use polaroid_worker::{HandleStoreKind, WorkerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,78 @@ struct WorkerArgs {
     /// A directory clients may read and write (POLAROID_DATA_ROOTS); repeat for several.
     #[arg(long = "data-root")]
     data_roots: Vec<PathBuf>,
+    /// Where handle records live (POLAROID_HANDLE_STORE).
+    #[arg(long, value_enum)]
+    handle_store: Option<HandleStoreKind>,
+    /// The tenant of every call (POLAROID_TENANT).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Largest request message accepted (POLAROID_MAX_REQUEST_MESSAGE_BYTES).
+    #[arg(long)]
+    max_request_message_bytes: Option<usize>,
+    /// Largest response message sent (POLAROID_MAX_RESPONSE_MESSAGE_BYTES).
+    #[arg(long)]
+    max_response_message_bytes: Option<usize>,
+    /// Largest streaming upload (POLAROID_MAX_UPLOAD_BYTES).
+    #[arg(long)]
+    max_upload_bytes: Option<usize>,
+    /// Rows a result may have (POLAROID_MAX_RESULT_ROWS).
+    #[arg(long)]
+    max_result_rows: Option<usize>,
+    /// Columns a result may have (POLAROID_MAX_RESULT_COLUMNS).
+    #[arg(long)]
+    max_result_columns: Option<usize>,
+    /// In-memory bytes a result may have (POLAROID_MAX_RESULT_BYTES).
+    #[arg(long)]
+    max_result_bytes: Option<usize>,
+    /// Memory for materialized results (POLAROID_CACHE_BYTES).
+    #[arg(long)]
+    cache_bytes: Option<usize>,
+    /// Plan nodes kept ready in memory (POLAROID_PLAN_CACHE_ENTRIES).
+    #[arg(long)]
+    plan_cache_entries: Option<usize>,
+    /// Default rows per CollectStreaming message (POLAROID_STREAM_BATCH_ROWS).
+    #[arg(long)]
+    stream_batch_rows: Option<usize>,
+    /// Test hook: this operation panics (POLAROID_DEBUG_PANIC_ON_OPERATION).
+    #[arg(long, hide = true)]
+    debug_panic_on_operation: Option<String>,
+}
+
+impl WorkerArgs {
+    /// Flags override every other source of settings.
+    fn apply(self, config: &mut WorkerConfig) {
+        fn set<T>(target: &mut T, flag: Option<T>) {
+            if let Some(value) = flag {
+                *target = value;
+            }
+        }
+        set(&mut config.bind_address, self.bind);
+        if !self.data_roots.is_empty() {
+            config.data_roots = self.data_roots;
+        }
+        set(&mut config.handle_store, self.handle_store);
+        set(&mut config.tenant, self.tenant);
+        set(
+            &mut config.max_request_message_bytes,
+            self.max_request_message_bytes,
+        );
+        set(
+            &mut config.max_response_message_bytes,
+            self.max_response_message_bytes,
+        );
+        set(&mut config.max_upload_bytes, self.max_upload_bytes);
+        set(&mut config.max_result_rows, self.max_result_rows);
+        set(&mut config.max_result_columns, self.max_result_columns);
+        set(&mut config.max_result_bytes, self.max_result_bytes);
+        set(&mut config.cache_bytes, self.cache_bytes);
+        set(&mut config.plan_cache_entries, self.plan_cache_entries);
+        set(&mut config.stream_batch_rows, self.stream_batch_rows);
+        set(
+            &mut config.debug_panic_on_operation,
+            self.debug_panic_on_operation,
+        );
+    }
 }
 
 fn init_telemetry() {
@@ -78,12 +150,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker(args) => {
             let mut config: WorkerConfig =
                 settings::load(args.config.as_deref(), std::env::vars())?;
-            if let Some(bind) = args.bind {
-                config.bind_address = bind;
-            }
-            if !args.data_roots.is_empty() {
-                config.data_roots = args.data_roots;
-            }
+            args.apply(&mut config);
             init_telemetry();
             let listener = tokio::net::TcpListener::bind(config.bind_address)
                 .await
@@ -94,4 +161,39 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_settings() {
+        let cli = Cli::try_parse_from([
+            "polaroid",
+            "worker",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-root",
+            "/data",
+            "--max-result-rows",
+            "7",
+            "--handle-store",
+            "memory",
+        ])
+        .unwrap();
+        let Command::Worker(args) = cli.command;
+        let mut config = WorkerConfig {
+            tenant: "from-env".into(),
+            ..Default::default()
+        };
+        args.apply(&mut config);
+        assert_eq!(config.bind_address.port(), 0);
+        assert_eq!(config.data_roots, vec![PathBuf::from("/data")]);
+        assert_eq!(config.max_result_rows, 7);
+        assert_eq!(
+            config.tenant, "from-env",
+            "settings without a flag keep their value"
+        );
+    }
 }

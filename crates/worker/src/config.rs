@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Where handle records and uploads live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum HandleStoreKind {
     /// In this process's memory: lost on exit.
@@ -30,6 +30,8 @@ pub struct WorkerConfig {
     /// Largest response message sent; Collect splits results to fit. 4 MiB is what
     /// default gRPC clients accept.
     pub max_response_message_bytes: usize,
+    /// Largest upload through the streaming `UploadArrow`.
+    pub max_upload_bytes: usize,
     pub max_result_rows: usize,
     pub max_result_columns: usize,
     pub max_result_bytes: usize,
@@ -52,6 +54,7 @@ impl Default for WorkerConfig {
             tenant: "default".into(),
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,
+            max_upload_bytes: 16 * 1024 * 1024 * 1024,
             max_result_rows: 100_000_000,
             max_result_columns: 10_000,
             max_result_bytes: 8 * 1024 * 1024 * 1024,

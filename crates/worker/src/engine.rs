@@ -489,12 +489,21 @@ impl Engine {
         .await
     }
 
-    /// The frame of a node, computed or from the cache.
+    fn cached(&self, node: &Node) -> Option<DataFrame> {
+        self.results.get(&(self.tenant, node.id.clone()))
+    }
+
+    /// The frame of a node, from the cache or computed.
     async fn materialize(&self, node: &Node, row_cap: Option<usize>) -> EngineResult<DataFrame> {
-        let key = (self.tenant, node.id.clone());
-        if let Some(df) = self.results.get(&key) {
-            return Ok(df);
+        match self.cached(node) {
+            Some(df) => Ok(df),
+            None => self.compute(node, row_cap).await,
         }
+    }
+
+    /// Computes a node's frame and caches it, unless it has more than `row_cap` rows.
+    async fn compute(&self, node: &Node, row_cap: Option<usize>) -> EngineResult<DataFrame> {
+        let key = (self.tenant, node.id.clone());
         let mut lf = node.frame.lazy()?;
         if let Some(cap) = row_cap {
             // One row past the cap tells "too many" without computing everything.
@@ -529,11 +538,11 @@ impl Engine {
                 limits.max_columns
             )));
         }
-        let df = match limit {
-            Some(n)
-                if n < limits.max_rows
-                    && self.results.get(&(self.tenant, node.id.clone())).is_none() =>
-            {
+        let df = match (self.cached(&node), limit) {
+            (Some(df), Some(n)) => df.head(Some(n)),
+            (Some(df), None) => df,
+            // A limit under the cap computes only the rows asked for (and is not cached).
+            (None, Some(n)) if n < limits.max_rows => {
                 let lf = node
                     .frame
                     .lazy()?
@@ -543,12 +552,9 @@ impl Engine {
                 })
                 .await?
             }
-            _ => {
-                let df = self.materialize(&node, Some(limits.max_rows)).await?;
-                match limit {
-                    Some(n) => df.head(Some(n)),
-                    None => df,
-                }
+            (None, limit) => {
+                let df = self.compute(&node, Some(limits.max_rows)).await?;
+                limit.map_or_else(|| df.clone(), |n| df.head(Some(n)))
             }
         };
         if df.height() > limits.max_rows {

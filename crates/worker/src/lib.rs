@@ -46,13 +46,9 @@ pub async fn run(
         HandleStoreKind::Memory => Arc::new(MemoryStore::new()),
     };
     let engine = Arc::new(Engine::new(&config, Catalog::new(store), roots));
-    let service = DataFrameServiceServer::new(service::DataFrameServer::new(
-        engine,
-        config.max_response_message_bytes,
-        config.stream_batch_rows,
-    ))
-    .max_decoding_message_size(config.max_request_message_bytes)
-    .max_encoding_message_size(config.max_response_message_bytes);
+    let service = DataFrameServiceServer::new(service::DataFrameServer::new(engine, &config))
+        .max_decoding_message_size(config.max_request_message_bytes)
+        .max_encoding_message_size(config.max_response_message_bytes);
 
     tracing::info!(address = ?listener.local_addr().ok(), "worker serving");
     tonic::transport::Server::builder()

@@ -55,15 +55,20 @@ pub struct DataFrameServer {
     engine: Arc<Engine>,
     max_message_bytes: usize,
     stream_batch_rows: usize,
+    max_upload_bytes: usize,
 }
 
 impl DataFrameServer {
-    pub fn new(engine: Arc<Engine>, max_message_bytes: usize, stream_batch_rows: usize) -> Self {
-        // Room for the ArrowBatch framing around the IPC bytes.
+    pub fn new(engine: Arc<Engine>, config: &crate::WorkerConfig) -> Self {
         Self {
             engine,
-            max_message_bytes: max_message_bytes.saturating_sub(1024).max(1024),
-            stream_batch_rows,
+            // Room for the ArrowBatch framing around the IPC bytes.
+            max_message_bytes: config
+                .max_response_message_bytes
+                .saturating_sub(1024)
+                .max(1024),
+            stream_batch_rows: config.stream_batch_rows,
+            max_upload_bytes: config.max_upload_bytes,
         }
     }
 
@@ -181,9 +186,16 @@ impl DataFrameService for DataFrameServer {
         let mut chunks = request.into_inner();
         let mut data = Vec::new();
         let mut name = None;
+        let mut first = true;
         while let Some(chunk) = chunks.message().await? {
-            if data.is_empty() && name.is_none() {
+            if std::mem::take(&mut first) {
                 name = chunk.name;
+            }
+            if data.len() + chunk.data.len() > self.max_upload_bytes {
+                let limit = self.max_upload_bytes;
+                return Err(status(EngineError::LimitExceeded(format!(
+                    "upload is over the limit of {limit} bytes"
+                ))));
             }
             data.extend_from_slice(&chunk.data);
         }
