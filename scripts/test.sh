@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need, builds,
-# runs the Rust tests (nextest) and the Python existing-client tests (pytest).
+# runs the Rust tests (nextest) and the Python existing-client tests (pytest). The S3
+# (moto) and Azure (Azurite) servers are started on loopback by the tests themselves.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" || exit 1
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt || exit 1
+
+step "azure blob emulator (azurite, npm)"
+node_prefix="$HOME/.cache/polaroid-node"
+if [ ! -x "$node_prefix/node_modules/.bin/azurite-blob" ]; then
+  npm install --prefix "$node_prefix" --no-audit --no-fund --loglevel=error azurite@3 || exit 1
+fi
 
 step "format"
 cargo fmt --all -- --check || failed=1

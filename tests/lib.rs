@@ -242,3 +242,244 @@ pub mod e {
         }
     }
 }
+
+/// A helper server (S3 or Azure emulator) run as a child process on a loopback port;
+/// killed when dropped.
+pub struct ExternalServer {
+    child: std::process::Child,
+    pub port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for ExternalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join(".cache")
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something accepts connections on `port`.
+async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on port {port} within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn installed(variable: &str, default: PathBuf) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or(default);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: ./scripts/test.sh installs it (or set {variable})",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The Python venv the test script installs (moto, azure-storage-blob).
+pub fn venv() -> PathBuf {
+    std::env::var_os("POLAROID_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("polaroid-venv"))
+}
+
+/// A real S3-compatible server (moto) with an empty bucket `bucket`.
+pub async fn s3_server(bucket: &str) -> anyhow::Result<ExternalServer> {
+    let binary = installed("POLAROID_MOTO_SERVER", venv().join("bin/moto_server"))?;
+    let port = free_port()?;
+    let child = std::process::Command::new(binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let server = ExternalServer {
+        child,
+        port,
+        _state: tempfile::tempdir()?,
+    };
+    wait_for_port(port, "moto_server").await?;
+    // moto accepts unsigned requests.
+    let response = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{port}/{bucket}"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "creating bucket {bucket}: HTTP {}",
+        response.status()
+    );
+    Ok(server)
+}
+
+fn options<const N: usize>(pairs: [(&str, String); N]) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
+}
+
+/// The object_store settings that reach an `s3_server`.
+pub fn s3_options(server: &ExternalServer) -> Vec<(String, String)> {
+    options([
+        ("aws_endpoint", format!("http://127.0.0.1:{}", server.port)),
+        ("aws_allow_http", "true".to_owned()),
+        ("aws_access_key_id", "testing".to_owned()),
+        ("aws_secret_access_key", "testing".to_owned()),
+        ("aws_region", "us-east-1".to_owned()),
+    ])
+}
+
+/// Azurite's well-known development account.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A real Azure Blob emulator (Azurite) with an empty container `container`.
+pub async fn azure_server(container: &str) -> anyhow::Result<ExternalServer> {
+    let binary = installed(
+        "POLAROID_AZURITE",
+        cache_dir().join("polaroid-node/node_modules/.bin/azurite-blob"),
+    )?;
+    let port = free_port()?;
+    let state = tempfile::tempdir()?;
+    let child = std::process::Command::new(binary)
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--skipApiVersionCheck",
+            "--silent",
+            "--location",
+        ])
+        .arg(state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let server = ExternalServer {
+        child,
+        port,
+        _state: state,
+    };
+    wait_for_port(port, "azurite").await?;
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
+    );
+    let script = "import sys\nfrom azure.storage.blob import BlobServiceClient\nBlobServiceClient.from_connection_string(sys.argv[1]).create_container(sys.argv[2])";
+    let status = std::process::Command::new(venv().join("bin/python"))
+        .args(["-c", script, &connection, container])
+        .status()?;
+    anyhow::ensure!(status.success(), "creating container {container} failed");
+    Ok(server)
+}
+
+/// The object_store settings that reach an `azure_server`.
+pub fn azure_options(server: &ExternalServer) -> Vec<(String, String)> {
+    options([
+        ("azure_storage_account_name", AZURITE_ACCOUNT.to_owned()),
+        ("azure_storage_account_key", AZURITE_KEY.to_owned()),
+        (
+            "azure_storage_endpoint",
+            format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", server.port),
+        ),
+        ("azure_allow_http", "true".to_owned()),
+    ])
+}
+
+/// The `polaroid` binary built beside the test executables (or `POLAROID_BIN`).
+pub fn polaroid_binary() -> anyhow::Result<PathBuf> {
+    if let Some(explicit) = std::env::var_os("POLAROID_BIN") {
+        return Ok(PathBuf::from(explicit));
+    }
+    // Test executables live in target/<profile>/deps; the binary in target/<profile>.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
+    let binary = profile_dir.join("polaroid");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} not built: cargo build --workspace --bins",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// A worker in its own process, as deployed: killable with SIGKILL.
+pub struct WorkerProcess {
+    child: std::process::Child,
+    pub address: SocketAddr,
+}
+
+impl WorkerProcess {
+    /// Runs `polaroid worker --bind 127.0.0.1:0 <args>` with extra environment variables.
+    pub fn spawn(args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(polaroid_binary()?)
+            .arg("worker")
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().cloned())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let address = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("worker did not start: {line:?}"))?;
+        Ok(Self { child, address })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let channel = Channel::from_shared(format!("http://{}", self.address))?
+            .connect()
+            .await?;
+        Ok(DataFrameServiceClient::new(channel).max_decoding_message_size(usize::MAX))
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -341,6 +341,18 @@ async fn core(
     }
     cached.sort();
     uncached.sort();
+    // The transport floor: one Heartbeat round trip, which touches no data.
+    let mut floor = Vec::with_capacity(trivial_iterations);
+    for _ in 0..trivial_iterations {
+        let start = Instant::now();
+        client
+            .heartbeat(pb::HeartbeatRequest {
+                handles: vec![source.clone()],
+            })
+            .await?;
+        floor.push(start.elapsed());
+    }
+    floor.sort();
 
     // (b) the pipeline through the worker versus in-process, interleaved, median of each.
     let dimension_df = dimension()?;
@@ -391,6 +403,11 @@ async fn core(
         "| (a) head(n) + head(5) + collect, new plan each time, p50 / p99 | {:.0} µs / {:.0} µs |",
         micros(percentile(&uncached, 0.5)),
         micros(percentile(&uncached, 0.99))
+    );
+    println!(
+        "| one Heartbeat round trip (transport floor), p50 / p99 | {:.0} µs / {:.0} µs |",
+        micros(percentile(&floor, 0.5)),
+        micros(percentile(&floor, 0.99))
     );
     println!(
         "| (b) pipeline in-process Polars, median of {pipeline_iterations} | {:.1} ms |",

@@ -40,6 +40,12 @@ struct WorkerArgs {
     /// Where handle records live (POLAROID_HANDLE_STORE).
     #[arg(long, value_enum)]
     handle_store: Option<HandleStoreKind>,
+    /// Root of the filesystem store (POLAROID_STATE_DIR).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Object store URL for shared state (POLAROID_STORE_URL).
+    #[arg(long)]
+    store_url: Option<String>,
     /// The tenant of every call (POLAROID_TENANT).
     #[arg(long)]
     tenant: Option<String>,
@@ -88,6 +94,8 @@ impl WorkerArgs {
             config.data_roots = self.data_roots;
         }
         set(&mut config.handle_store, self.handle_store);
+        set(&mut config.state_dir, self.state_dir);
+        set(&mut config.store_url, self.store_url);
         set(&mut config.tenant, self.tenant);
         set(
             &mut config.max_request_message_bytes,
@@ -151,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             let mut config: WorkerConfig =
                 settings::load(args.config.as_deref(), std::env::vars())?;
             args.apply(&mut config);
+            config.store_options = polaroid_store::cloud_options_from_env(std::env::vars());
             init_telemetry();
             let listener = tokio::net::TcpListener::bind(config.bind_address)
                 .await

@@ -3,12 +3,16 @@
 
 mod catalog;
 pub mod conformance;
+mod fs;
 mod handle;
 mod memory;
+mod object;
 
 pub use catalog::{ArtifactId, Catalog, HandleRecord, PlanId};
+pub use fs::FsStore;
 pub use handle::{AffinityKey, Handle, HandleParseError, TenantId};
 pub use memory::MemoryStore;
+pub use object::{ObjectStoreBackend, cloud_options_from_env};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -41,13 +45,15 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
-/// Checks a store key: non-empty segments of `[a-z0-9_.-]`, never `.` or `..`.
+/// Checks a store key: non-empty segments of `[a-z0-9_.-]` that start with a letter or
+/// digit (so never `.`, `..`, or a backend's hidden temp file).
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
     let ok = !key.is_empty()
         && key.split('/').all(|segment| {
-            !segment.is_empty()
-                && segment != "."
-                && segment != ".."
+            segment
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
                 && segment
                     .bytes()
                     .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum HandleStoreKind {
     /// In this process's memory: lost on exit.
     Memory,
+    /// Shared and durable: `store_url` when set, else the filesystem under `state_dir`.
+    External,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +22,15 @@ pub struct WorkerConfig {
     /// gRPC listen address.
     pub bind_address: SocketAddr,
     pub handle_store: HandleStoreKind,
+    /// Root of the filesystem store (`handle_store = "external"` without `store_url`).
+    pub state_dir: PathBuf,
+    /// Object store for shared state: `s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `file:///dir` or `memory://`. Empty: the filesystem under `state_dir`.
+    pub store_url: String,
+    /// object_store settings (credentials, endpoints) for `store_url`; the binary fills
+    /// them from the usual `AWS_*`, `AZURE_*` and `GOOGLE_*` variables.
+    #[serde(skip)]
+    pub store_options: Vec<(String, String)>,
     /// Directories files may be read from and written to; relative paths resolve
     /// against the first. Default: the working directory.
     pub data_roots: Vec<PathBuf>,
@@ -50,6 +61,9 @@ impl Default for WorkerConfig {
         Self {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 50051)),
             handle_store: HandleStoreKind::Memory,
+            state_dir: PathBuf::from("polaroid-state"),
+            store_url: String::new(),
+            store_options: Vec::new(),
             data_roots: vec![PathBuf::from(".")],
             tenant: "default".into(),
             max_request_message_bytes: 256 * 1024 * 1024,

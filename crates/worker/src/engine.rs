@@ -112,6 +112,37 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// Applies a step to its input nodes and resolves the output schema, so unknown columns
+/// and type errors are reported by the call that introduces them.
+fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)> {
+    let operation = op_name(op);
+    let frames: Vec<Frame> = inputs.iter().map(|n| n.frame.clone()).collect();
+    let schemas: Vec<SchemaRef> = inputs.iter().map(|n| n.schema.clone()).collect();
+    let frame = plan::apply(
+        op,
+        &StepContext {
+            inputs: &frames,
+            input_schemas: &schemas,
+        },
+    )?;
+    // Resolving the schema now reports unknown columns and type errors at this call.
+    let schema = match &frame {
+        Frame::Lazy(lf) => lf
+            .clone()
+            .collect_schema()
+            .map_err(EngineError::polars(operation))?,
+        Frame::Grouped { input, keys, .. } => {
+            input
+                .clone()
+                .select(keys.clone())
+                .collect_schema()
+                .map_err(EngineError::polars(operation))?;
+            schemas[0].clone()
+        }
+    };
+    Ok((frame, schema))
+}
+
 impl Engine {
     pub fn new(config: &WorkerConfig, catalog: Catalog, roots: DataRoots) -> Self {
         let node_capacity =
@@ -286,34 +317,35 @@ impl Engine {
 
     async fn apply(&self, op: Op, inputs: Vec<Arc<Node>>) -> EngineResult<(Frame, SchemaRef)> {
         let operation = op_name(&op);
-        self.blocking(operation, move || {
-            let frames: Vec<Frame> = inputs.iter().map(|n| n.frame.clone()).collect();
-            let schemas: Vec<SchemaRef> = inputs.iter().map(|n| n.schema.clone()).collect();
-            let frame = plan::apply(
-                &op,
-                &StepContext {
-                    inputs: &frames,
-                    input_schemas: &schemas,
-                },
-            )?;
-            // Resolving the schema now reports unknown columns and type errors at this call.
-            let schema = match &frame {
-                Frame::Lazy(lf) => lf
-                    .clone()
-                    .collect_schema()
-                    .map_err(EngineError::polars(operation))?,
-                Frame::Grouped { input, keys, .. } => {
-                    input
-                        .clone()
-                        .select(keys.clone())
-                        .collect_schema()
-                        .map_err(EngineError::polars(operation))?;
-                    schemas[0].clone()
-                }
-            };
-            Ok((frame, schema))
+        let work = move || build_step(&op, &inputs);
+        // Building a plan is cheap, so it runs here rather than paying a thread hop, except
+        // pivot, which reads the distinct values of `on`.
+        if operation == "pivot" {
+            self.blocking(operation, work).await
+        } else {
+            self.inline(operation, work)
+        }
+    }
+
+    /// Runs cheap Polars work on this thread. A panic becomes INTERNAL naming `operation`.
+    fn inline<T>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce() -> EngineResult<T>,
+    ) -> EngineResult<T> {
+        let inject_panic = self.panic_on_operation.as_deref() == Some(operation);
+        let guarded = std::panic::AssertUnwindSafe(|| {
+            if inject_panic {
+                panic!("fault injected by debug_panic_on_operation");
+            }
+            work()
+        });
+        std::panic::catch_unwind(guarded).unwrap_or_else(|payload| {
+            Err(EngineError::Internal {
+                operation,
+                reason: format!("panicked: {}", panic_message(&*payload)),
+            })
         })
-        .await
     }
 
     /// A file source: the path is confined to the data roots and fingerprinted.

@@ -18,9 +18,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
-use polaroid_store::{Catalog, MemoryStore};
+use polaroid_store::{Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use config::{HandleStoreKind, WorkerConfig};
 pub use engine::Engine;
@@ -31,6 +31,8 @@ pub use error::EngineError;
 pub enum WorkerError {
     #[error("data roots: {0}")]
     DataRoots(std::io::Error),
+    #[error("handle store: {0}")]
+    Store(#[from] polaroid_store::StoreError),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -42,20 +44,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let roots = paths::DataRoots::new(&config.data_roots).map_err(WorkerError::DataRoots)?;
-    let store = match config.handle_store {
+    let store: Arc<dyn ResultStore> = match config.handle_store {
         HandleStoreKind::Memory => Arc::new(MemoryStore::new()),
+        HandleStoreKind::External if config.store_url.is_empty() => {
+            Arc::new(FsStore::new(&config.state_dir)?)
+        }
+        HandleStoreKind::External => Arc::new(ObjectStoreBackend::from_url(
+            &config.store_url,
+            config.store_options.clone(),
+        )?),
     };
+    tracing::info!(kind = ?config.handle_store, "handle store ready");
     let engine = Arc::new(Engine::new(&config, Catalog::new(store), roots));
     let service = DataFrameServiceServer::new(service::DataFrameServer::new(engine, &config))
         .max_decoding_message_size(config.max_request_message_bytes)
         .max_encoding_message_size(config.max_response_message_bytes);
 
     tracing::info!(address = ?listener.local_addr().ok(), "worker serving");
+    // Small request/response pairs dominate: send at once instead of coalescing packets
+    // (Nagle with delayed ACKs costs ~40 ms a call).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        // Small request/response pairs dominate: don't wait to coalesce packets.
-        .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -191,14 +191,9 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 Ok::<_, EngineError>(by_name(names(&req.subset), true, false))
             });
             let subset = subset.transpose()?;
-            // Keeping first/last only means something in row order.
-            if req.maintain_order
-                || matches!(keep, UniqueKeepStrategy::First | UniqueKeepStrategy::Last)
-            {
-                ctx.input(0)?.unique_stable(subset, keep)
-            } else {
-                ctx.input(0)?.unique(subset, keep)
-            }
+            // Always in input order: a handle must give the same rows, in the same order, on
+            // every worker and after every restart (`maintain_order` is implied).
+            ctx.input(0)?.unique_stable(subset, keep)
         }
         Op::Limit(req) => ctx.input(0)?.limit(count(req.n, "n")?),
         Op::Head(req) => ctx.input(0)?.limit(count(req.n, "n")?),
@@ -444,12 +439,10 @@ fn fill_applies(value: Option<&pb::literal_expr::Value>, dtype: &DataType) -> bo
     }
 }
 
-fn group(input: LazyFrame, keys: Vec<Expr>, maintain_order: bool) -> LazyGroupBy {
-    if maintain_order {
-        input.group_by_stable(keys)
-    } else {
-        input.group_by(keys)
-    }
+/// Groups in order of first appearance, whatever the request says: a handle must give the
+/// same rows in the same order on every worker and after every restart.
+fn group(input: LazyFrame, keys: Vec<Expr>, _maintain_order: bool) -> LazyGroupBy {
+    input.group_by_stable(keys)
 }
 
 /// Broadcasts one flag to every key, or checks there is one per key.
@@ -473,7 +466,8 @@ fn sort(input: LazyFrame, req: &pb::SortRequest) -> EngineResult<LazyFrame> {
     let options = SortMultipleOptions::default()
         .with_order_descending_multi(per_key(&req.descending, keys.len(), "descending")?)
         .with_nulls_last_multi(per_key(&req.nulls_last, keys.len(), "nulls_last")?)
-        .with_maintain_order(req.maintain_order);
+        // Ties keep their input order, so the result is deterministic.
+        .with_maintain_order(true);
     Ok(input.sort_by_exprs(keys, options))
 }
 
@@ -581,6 +575,8 @@ fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResul
         .right_on(right_on)
         .suffix(suffix)
         .coalesce(coalesce)
+        // Deterministic output order (left rows first, then right), as handles require.
+        .maintain_order(MaintainOrderJoin::LeftRight)
         .finish())
 }
 

@@ -98,8 +98,23 @@ impl DataFrameServer {
     /// Streams `df` as self-contained Arrow IPC streams of at most `max_rows` rows and
     /// the configured message size, encoded as the client reads them.
     fn stream_frame(&self, df: DataFrame, max_rows: usize) -> BatchStream {
-        let (sender, receiver) = tokio::sync::mpsc::channel(4);
         let max_bytes = self.max_message_bytes;
+        // A small result is encoded here: a thread hop would cost more than the encoding.
+        if df.estimated_size() <= 64 * 1024 {
+            let mut batches = Vec::new();
+            let mut emit = |bytes: bytes::Bytes| {
+                batches.push(Ok(pb::ArrowBatch {
+                    arrow_ipc: bytes.to_vec(),
+                    error: None,
+                }));
+                true
+            };
+            if let Err(error) = crate::ipc::encode_chunks(&df, max_bytes, max_rows, &mut emit) {
+                batches.push(Err(status(error)));
+            }
+            return Box::pin(tokio_stream::iter(batches));
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut emit = |bytes: bytes::Bytes| {
                 sender
