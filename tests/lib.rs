@@ -251,6 +251,30 @@ pub struct ExternalServer {
     _state: tempfile::TempDir,
 }
 
+impl ExternalServer {
+    /// Runs `binary` with `args` (which make it listen on `port`) and waits until it does.
+    async fn start(
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        port: u16,
+        state: tempfile::TempDir,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let child = std::process::Command::new(binary)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let server = Self {
+            child,
+            port,
+            _state: state,
+        };
+        wait_for_port(port, name).await?;
+        Ok(server)
+    }
+}
+
 impl Drop for ExternalServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -311,17 +335,14 @@ pub fn venv() -> PathBuf {
 pub async fn s3_server(bucket: &str) -> anyhow::Result<ExternalServer> {
     let binary = installed("POLAROID_MOTO_SERVER", venv().join("bin/moto_server"))?;
     let port = free_port()?;
-    let child = std::process::Command::new(binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let server = ExternalServer {
-        child,
-        port,
-        _state: tempfile::tempdir()?,
-    };
-    wait_for_port(port, "moto_server").await?;
+    let args = [
+        "-H".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string().into(),
+    ];
+    let server =
+        ExternalServer::start(&binary, &args, port, tempfile::tempdir()?, "moto_server").await?;
     // moto accepts unsigned requests.
     let response = reqwest::Client::new()
         .put(format!("http://127.0.0.1:{port}/{bucket}"))
@@ -366,26 +387,17 @@ pub async fn azure_server(container: &str) -> anyhow::Result<ExternalServer> {
     )?;
     let port = free_port()?;
     let state = tempfile::tempdir()?;
-    let child = std::process::Command::new(binary)
-        .args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            &port.to_string(),
-            "--skipApiVersionCheck",
-            "--silent",
-            "--location",
-        ])
-        .arg(state.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let server = ExternalServer {
-        child,
-        port,
-        _state: state,
-    };
-    wait_for_port(port, "azurite").await?;
+    let args = [
+        "--blobHost".into(),
+        "127.0.0.1".into(),
+        "--blobPort".into(),
+        port.to_string().into(),
+        "--skipApiVersionCheck".into(),
+        "--silent".into(),
+        "--location".into(),
+        state.path().as_os_str().to_owned(),
+    ];
+    let server = ExternalServer::start(&binary, &args, port, state, "azurite").await?;
     let connection = format!(
         "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
     );
