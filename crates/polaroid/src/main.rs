@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use polaroid_worker::{HandleStoreKind, WorkerConfig};
+use polaroid_worker::{HandleStoreKind, StoreOptions, WorkerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -159,7 +159,8 @@ async fn main() -> anyhow::Result<()> {
             let mut config: WorkerConfig =
                 settings::load(args.config.as_deref(), std::env::vars())?;
             args.apply(&mut config);
-            config.store_options = polaroid_store::cloud_options_from_env(std::env::vars());
+            config.store_options =
+                StoreOptions(polaroid_store::cloud_options_from_env(std::env::vars()));
             init_telemetry();
             let listener = tokio::net::TcpListener::bind(config.bind_address)
                 .await

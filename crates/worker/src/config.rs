@@ -16,6 +16,18 @@ pub enum HandleStoreKind {
     External,
 }
 
+/// Object-store settings, which may hold credentials: `Debug` shows the keys only.
+#[derive(Clone, Default, PartialEq)]
+pub struct StoreOptions(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(key, _)| key))
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
@@ -30,7 +42,7 @@ pub struct WorkerConfig {
     /// object_store settings (credentials, endpoints) for `store_url`; the binary fills
     /// them from the usual `AWS_*`, `AZURE_*` and `GOOGLE_*` variables.
     #[serde(skip)]
-    pub store_options: Vec<(String, String)>,
+    pub store_options: StoreOptions,
     /// Directories files may be read from and written to; relative paths resolve
     /// against the first. Default: the working directory.
     pub data_roots: Vec<PathBuf>,
@@ -63,7 +75,7 @@ impl Default for WorkerConfig {
             handle_store: HandleStoreKind::Memory,
             state_dir: PathBuf::from("polaroid-state"),
             store_url: String::new(),
-            store_options: Vec::new(),
+            store_options: StoreOptions::default(),
             data_roots: vec![PathBuf::from(".")],
             tenant: "default".into(),
             max_request_message_bytes: 256 * 1024 * 1024,

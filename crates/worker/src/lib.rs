@@ -22,7 +22,7 @@ use polaroid_store::{Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultSt
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-pub use config::{HandleStoreKind, WorkerConfig};
+pub use config::{HandleStoreKind, StoreOptions, WorkerConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 
@@ -51,7 +51,7 @@ pub async fn run(
         }
         HandleStoreKind::External => Arc::new(ObjectStoreBackend::from_url(
             &config.store_url,
-            config.store_options.clone(),
+            config.store_options.0.clone(),
         )?),
     };
     tracing::info!(kind = ?config.handle_store, "handle store ready");
