@@ -46,22 +46,23 @@ impl ObjectStoreBackend {
                 std::fs::create_dir_all(&path).map_err(|e| StoreError::Backend(e.to_string()))?;
             }
         }
+        // For `file://` the store is rooted at `/` and the prefix is the directory.
         let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(backend)?;
-        let prefix = if parsed.scheme() == "file" {
-            String::new()
-        } else {
-            prefix.to_string()
-        };
-        Ok(Self::new(Arc::from(store), &prefix))
+        Ok(Self::new(Arc::from(store), prefix.as_ref()))
     }
 
     fn path(&self, key: &str) -> Result<Path, StoreError> {
         validate_key(key)?;
-        Ok(if self.prefix.is_empty() {
-            Path::from(key)
-        } else {
-            Path::from(format!("{}/{key}", self.prefix))
-        })
+        Ok(Path::from(self.under_prefix(key)))
+    }
+
+    /// `relative` below the backend's prefix.
+    fn under_prefix(&self, relative: &str) -> String {
+        match (self.prefix.is_empty(), relative.is_empty()) {
+            (true, _) => relative.to_owned(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{relative}", self.prefix),
+        }
     }
 
     fn key_of(&self, path: &Path) -> String {
@@ -128,12 +129,9 @@ impl ResultStore for ObjectStoreBackend {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         // object_store lists whole path segments: list the prefix's directory, then filter.
         let directory = prefix.rfind('/').map_or("", |slash| &prefix[..slash]);
-        let base = match (self.prefix.is_empty(), directory.is_empty()) {
-            (true, true) => None,
-            (true, false) => Some(Path::from(directory)),
-            (false, true) => Some(Path::from(self.prefix.as_str())),
-            (false, false) => Some(Path::from(format!("{}/{directory}", self.prefix))),
-        };
+        let base = Some(self.under_prefix(directory))
+            .filter(|b| !b.is_empty())
+            .map(Path::from);
         let objects: Vec<_> = self
             .store
             .list(base.as_ref())
@@ -166,6 +164,9 @@ mod tests {
         let url = format!("file://{}/objects", dir.path().display());
         let store = ObjectStoreBackend::from_url(&url, []).unwrap();
         crate::conformance::run_all(Arc::new(store)).await.unwrap();
+        // Everything lands under the URL's directory, nowhere else.
+        assert!(dir.path().join("objects/rt/a").is_file());
+        assert!(!std::path::Path::new("/rt").exists());
     }
 
     #[test]
