@@ -112,6 +112,25 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// Runs `work`, turning a panic into INTERNAL naming `operation`; `inject_panic` is the
+/// `debug_panic_on_operation` test hook.
+fn guarded<T>(
+    operation: &'static str,
+    inject_panic: bool,
+    work: impl FnOnce() -> EngineResult<T>,
+) -> EngineResult<T> {
+    let work = std::panic::AssertUnwindSafe(|| {
+        if inject_panic {
+            panic!("fault injected by debug_panic_on_operation");
+        }
+        work()
+    });
+    std::panic::catch_unwind(work).unwrap_or_else(|payload| {
+        let reason = format!("panicked: {}", panic_message(&*payload));
+        Err(EngineError::Internal { operation, reason })
+    })
+}
+
 /// Applies a step to its input nodes and resolves the output schema, so unknown columns
 /// and type errors are reported by the call that introduces them.
 fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)> {
@@ -174,24 +193,15 @@ impl Engine {
         operation: &'static str,
         work: impl FnOnce() -> EngineResult<T> + Send + 'static,
     ) -> EngineResult<T> {
-        let inject_panic = self.panic_on_operation.as_deref() == Some(operation);
-        let task = tokio::task::spawn_blocking(move || {
-            if inject_panic {
-                panic!("fault injected by debug_panic_on_operation");
-            }
-            work()
-        });
-        match task.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => {
-                let reason = format!("panicked: {}", panic_message(&*e.into_panic()));
-                Err(EngineError::Internal { operation, reason })
-            }
-            Err(e) => Err(EngineError::Internal {
-                operation,
-                reason: e.to_string(),
-            }),
-        }
+        let inject_panic = self.inject_panic(operation);
+        tokio::task::spawn_blocking(move || guarded(operation, inject_panic, work))
+            .await
+            .unwrap_or_else(|e| {
+                Err(EngineError::Internal {
+                    operation,
+                    reason: e.to_string(),
+                })
+            })
     }
 
     fn cached_node(&self, id: &PlanId) -> Option<Arc<Node>> {
@@ -333,19 +343,11 @@ impl Engine {
         operation: &'static str,
         work: impl FnOnce() -> EngineResult<T>,
     ) -> EngineResult<T> {
-        let inject_panic = self.panic_on_operation.as_deref() == Some(operation);
-        let guarded = std::panic::AssertUnwindSafe(|| {
-            if inject_panic {
-                panic!("fault injected by debug_panic_on_operation");
-            }
-            work()
-        });
-        std::panic::catch_unwind(guarded).unwrap_or_else(|payload| {
-            Err(EngineError::Internal {
-                operation,
-                reason: format!("panicked: {}", panic_message(&*payload)),
-            })
-        })
+        guarded(operation, self.inject_panic(operation), work)
+    }
+
+    fn inject_panic(&self, operation: &str) -> bool {
+        self.panic_on_operation.as_deref() == Some(operation)
     }
 
     /// A file source: the path is confined to the data roots and fingerprinted.
@@ -586,7 +588,10 @@ impl Engine {
             }
             (None, limit) => {
                 let df = self.compute(&node, Some(limits.max_rows)).await?;
-                limit.map_or_else(|| df.clone(), |n| df.head(Some(n)))
+                match limit {
+                    Some(n) => df.head(Some(n)),
+                    None => df,
+                }
             }
         };
         if df.height() > limits.max_rows {

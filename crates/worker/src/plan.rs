@@ -19,11 +19,7 @@ use crate::sources;
 #[derive(Clone)]
 pub enum Frame {
     Lazy(LazyFrame),
-    Grouped {
-        input: LazyFrame,
-        keys: Vec<Expr>,
-        maintain_order: bool,
-    },
+    Grouped { input: LazyFrame, keys: Vec<Expr> },
 }
 
 impl Frame {
@@ -213,24 +209,16 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             }
             let input = ctx.input(0)?;
             if req.aggs.is_empty() {
-                return Ok(Frame::Grouped {
-                    input,
-                    keys,
-                    maintain_order: req.maintain_order,
-                });
+                return Ok(Frame::Grouped { input, keys });
             }
-            group(input, keys, req.maintain_order).agg(to_polars_all(&req.aggs)?)
+            group(input, keys).agg(to_polars_all(&req.aggs)?)
         }
         Op::Agg(req) => match ctx.inputs.first() {
-            Some(Frame::Grouped {
-                input,
-                keys,
-                maintain_order,
-            }) => {
+            Some(Frame::Grouped { input, keys }) => {
                 if req.aggs.is_empty() {
                     return Err(EngineError::invalid("agg needs at least one aggregation"));
                 }
-                group(input.clone(), keys.clone(), *maintain_order).agg(to_polars_all(&req.aggs)?)
+                group(input.clone(), keys.clone()).agg(to_polars_all(&req.aggs)?)
             }
             _ => {
                 return Err(EngineError::invalid(
@@ -441,7 +429,7 @@ fn fill_applies(value: Option<&pb::literal_expr::Value>, dtype: &DataType) -> bo
 
 /// Groups in order of first appearance, whatever the request says: a handle must give the
 /// same rows in the same order on every worker and after every restart.
-fn group(input: LazyFrame, keys: Vec<Expr>, _maintain_order: bool) -> LazyGroupBy {
+fn group(input: LazyFrame, keys: Vec<Expr>) -> LazyGroupBy {
     input.group_by_stable(keys)
 }
 
