@@ -76,6 +76,19 @@ struct WorkerArgs {
     /// Default rows per CollectStreaming message (POLAROID_STREAM_BATCH_ROWS).
     #[arg(long)]
     stream_batch_rows: Option<usize>,
+    /// Seconds an unused handle lives, unless pinned; 0: forever (POLAROID_HANDLE_TTL_SECS).
+    #[arg(long)]
+    handle_ttl_secs: Option<f64>,
+    /// Seconds between garbage-collector passes; 0: off (POLAROID_GC_INTERVAL_SECS).
+    #[arg(long)]
+    gc_interval_secs: Option<f64>,
+    /// Seconds the collector spares dead handles and new objects (POLAROID_GC_GRACE_SECS).
+    #[arg(long)]
+    gc_grace_secs: Option<f64>,
+    /// Results slower than this to compute are written to an external store; negative:
+    /// off (POLAROID_WRITE_BEHIND_AFTER_SECS).
+    #[arg(long, allow_negative_numbers = true)]
+    write_behind_after_secs: Option<f64>,
     /// Test hook: this operation panics (POLAROID_DEBUG_PANIC_ON_OPERATION).
     #[arg(long, hide = true)]
     debug_panic_on_operation: Option<String>,
@@ -112,6 +125,13 @@ impl WorkerArgs {
         set(&mut config.cache_bytes, self.cache_bytes);
         set(&mut config.plan_cache_entries, self.plan_cache_entries);
         set(&mut config.stream_batch_rows, self.stream_batch_rows);
+        set(&mut config.handle_ttl_secs, self.handle_ttl_secs);
+        set(&mut config.gc_interval_secs, self.gc_interval_secs);
+        set(&mut config.gc_grace_secs, self.gc_grace_secs);
+        set(
+            &mut config.write_behind_after_secs,
+            self.write_behind_after_secs,
+        );
         set(
             &mut config.debug_panic_on_operation,
             self.debug_panic_on_operation,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::{ResultStore, StoreError};
+use crate::{ResultStore, StoreError, now_unix_ms};
 
 /// Runs every conformance check against `store`, which must start empty.
 pub async fn run_all(store: Arc<dyn ResultStore>) -> Result<(), String> {
@@ -13,6 +13,7 @@ pub async fn run_all(store: Arc<dyn ResultStore>) -> Result<(), String> {
     missing_is_none(&*store).await?;
     overwrite_replaces(&*store).await?;
     list_by_prefix(&*store).await?;
+    head_reports_size_and_age(&*store).await?;
     delete_is_idempotent(&*store).await?;
     rejects_path_like_keys(&*store).await?;
     concurrent_writers(store).await?;
@@ -69,10 +70,48 @@ async fn list_by_prefix(store: &dyn ResultStore) -> Result<(), String> {
             .await
             .map_err(fail)?;
     }
-    let listed = store.list("ls/a/").await.map_err(fail)?;
+    let listed: Vec<String> = store
+        .list("ls/a/")
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .map(|meta| meta.key)
+        .collect();
     check(
         listed == ["ls/a/1", "ls/a/2"],
         &format!("list by prefix, got {listed:?}"),
+    )
+}
+
+async fn head_reports_size_and_age(store: &dyn ResultStore) -> Result<(), String> {
+    check(
+        store.head("hd/missing").await.map_err(fail)?.is_none(),
+        "head of a missing key is None",
+    )?;
+    let before = now_unix_ms();
+    store
+        .put("hd/k", Bytes::from_static(b"12345"))
+        .await
+        .map_err(fail)?;
+    let meta = store
+        .head("hd/k")
+        .await
+        .map_err(fail)?
+        .ok_or("head of a stored key")?;
+    check(
+        meta.key == "hd/k" && meta.size == 5,
+        &format!("head gives key and size, got {meta:?}"),
+    )?;
+    // Clocks of remote servers drift a little from ours; a minute is generous.
+    check(
+        meta.modified_unix_ms + 60_000 >= before && meta.modified_unix_ms <= now_unix_ms() + 60_000,
+        &format!("modification time is about now, got {meta:?}"),
+    )?;
+    // (HTTP stores give list times in milliseconds but head times in seconds.)
+    let listed = store.list("hd/").await.map_err(fail)?;
+    check(
+        listed.len() == 1 && listed[0].key == meta.key && listed[0].size == meta.size,
+        &format!("list gives the key and size head gives, got {listed:?}"),
     )
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ResultStore, StoreError, validate_key};
+use crate::{ObjectMeta, ResultStore, StoreError, unix_ms, validate_key};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -57,13 +57,16 @@ impl FsStore {
         result
     }
 
-    fn list_sync(root: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
-        // Walk only the deepest directory the prefix names.
+    /// Visits every file under the deepest directory `prefix` names, temp files included.
+    fn walk(
+        root: &Path,
+        prefix: &str,
+        mut visit: impl FnMut(&Path, &std::fs::Metadata) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let start = match prefix.rfind('/') {
             Some(slash) => root.join(&prefix[..slash]),
             None => root.to_path_buf(),
         };
-        let mut keys = Vec::new();
         let mut pending = vec![start];
         while let Some(directory) = pending.pop() {
             let entries = match std::fs::read_dir(&directory) {
@@ -73,22 +76,63 @@ impl FsStore {
             };
             for entry in entries {
                 let entry = entry?;
-                if entry.file_name().to_string_lossy().starts_with('.') {
-                    continue;
-                }
-                let path = entry.path();
-                if entry.file_type()?.is_dir() {
-                    pending.push(path);
-                } else if let Ok(relative) = path.strip_prefix(root) {
-                    let key = relative.to_string_lossy().into_owned();
-                    if key.starts_with(prefix) {
-                        keys.push(key);
-                    }
+                let metadata = match entry.metadata() {
+                    Ok(metadata) => metadata,
+                    // Deleted since the directory was read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if metadata.is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    visit(&entry.path(), &metadata)?;
                 }
             }
         }
-        keys.sort();
-        Ok(keys)
+        Ok(())
+    }
+
+    fn meta(key: String, metadata: &std::fs::Metadata) -> ObjectMeta {
+        ObjectMeta {
+            key,
+            size: metadata.len(),
+            modified_unix_ms: metadata.modified().map_or(0, unix_ms),
+        }
+    }
+
+    fn list_sync(root: &Path, prefix: &str) -> std::io::Result<Vec<ObjectMeta>> {
+        let mut objects = Vec::new();
+        Self::walk(root, prefix, |path, metadata| {
+            let Ok(relative) = path.strip_prefix(root) else {
+                return Ok(());
+            };
+            let key = relative.to_string_lossy();
+            // Temp files of writes in flight (or abandoned) start with `.`: not keys.
+            if key.starts_with(prefix) && !key.split('/').any(|s| s.starts_with('.')) {
+                objects.push(Self::meta(key.into_owned(), metadata));
+            }
+            Ok(())
+        })?;
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    fn remove_temp_files_sync(root: &Path, older_than_unix_ms: u64) -> std::io::Result<u64> {
+        let mut removed = 0;
+        Self::walk(root, "", |path, metadata| {
+            let is_temp = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if is_temp && metadata.modified().map_or(0, unix_ms) < older_than_unix_ms {
+                match std::fs::remove_file(path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(removed)
     }
 }
 
@@ -128,10 +172,27 @@ impl ResultStore for FsStore {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path(key)?;
+        let key = key.to_owned();
+        blocking(move || match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => Ok(Some(Self::meta(key, &metadata))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();
         blocking(move || Self::list_sync(&root, &prefix)).await
+    }
+
+    async fn remove_abandoned_writes(&self, older_than_unix_ms: u64) -> Result<u64, StoreError> {
+        let root = self.root.clone();
+        blocking(move || Self::remove_temp_files_sync(&root, older_than_unix_ms)).await
     }
 }
 
@@ -159,8 +220,23 @@ mod tests {
             .unwrap();
         // What a put killed between write and rename leaves behind.
         std::fs::write(dir.path().join("t/a/.2.00000000deadbeef.tmp"), b"par").unwrap();
-        assert_eq!(store.list("t/").await.unwrap(), ["t/a/1"]);
+        let keys: Vec<String> = store
+            .list("t/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, ["t/a/1"]);
         assert!(store.get("t/a/2").await.unwrap().is_none());
+        // Young leftovers may be writes in flight: kept. Old ones go.
+        assert_eq!(store.remove_abandoned_writes(0).await.unwrap(), 0);
+        assert_eq!(store.remove_abandoned_writes(u64::MAX).await.unwrap(), 1);
+        assert!(!dir.path().join("t/a/.2.00000000deadbeef.tmp").exists());
+        assert_eq!(
+            store.get("t/a/1").await.unwrap().as_deref(),
+            Some(&b"whole"[..])
+        );
     }
 
     #[tokio::test]

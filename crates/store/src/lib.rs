@@ -8,11 +8,14 @@ mod handle;
 mod memory;
 mod object;
 
-pub use catalog::{ArtifactId, Catalog, HandleRecord, PlanId};
+pub use catalog::{
+    ArtifactId, Catalog, DEFAULT_GC_GRACE, GcReport, HandleRecordExt, PlanId, schema_hash,
+};
 pub use fs::FsStore;
 pub use handle::{AffinityKey, Handle, HandleParseError, TenantId};
 pub use memory::MemoryStore;
 pub use object::{ObjectStoreBackend, cloud_options_from_env};
+pub use polaroid_proto::v1::HandleRecord;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,6 +31,16 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// What a backend knows of a stored value without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Last write, in milliseconds since the Unix epoch; the collector's grace period
+    /// counts from here.
+    pub modified_unix_ms: u64,
+}
+
 /// A flat namespace of immutable-ish blobs: the one small trait every backend implements.
 ///
 /// Keys are `/`-separated paths of `[a-z0-9_.-]` segments built by [`Catalog`]; backends
@@ -41,8 +54,26 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
     /// Removes `key`; removing a missing key is not an error. Returns whether it existed.
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
-    /// Every key that starts with `prefix`, in lexicographic order.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Size and last write of `key`, or `None` when there is none.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+    /// Every object whose key starts with `prefix`, in lexicographic order of key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// Removes what interrupted writes left behind before `older_than_unix_ms`; returns
+    /// how many. Backends whose puts leave nothing behind keep this default.
+    async fn remove_abandoned_writes(&self, older_than_unix_ms: u64) -> Result<u64, StoreError> {
+        let _ = older_than_unix_ms;
+        Ok(0)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> u64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
+fn unix_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Checks a store key: non-empty segments of `[a-z0-9_.-]` that start with a letter or

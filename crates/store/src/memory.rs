@@ -6,12 +6,12 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ResultStore, StoreError, validate_key};
+use crate::{ObjectMeta, ResultStore, StoreError, now_unix_ms, validate_key};
 
 /// A [`ResultStore`] in a sorted map.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: RwLock<BTreeMap<String, Bytes>>,
+    entries: RwLock<BTreeMap<String, (Bytes, u64)>>,
 }
 
 impl MemoryStore {
@@ -31,7 +31,7 @@ impl ResultStore for MemoryStore {
         self.entries
             .write()
             .map_err(|_| Self::poisoned())?
-            .insert(key.to_owned(), value);
+            .insert(key.to_owned(), (value, now_unix_ms()));
         Ok(())
     }
 
@@ -42,7 +42,7 @@ impl ResultStore for MemoryStore {
             .read()
             .map_err(|_| Self::poisoned())?
             .get(key)
-            .cloned())
+            .map(|(value, _)| value.clone()))
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -55,12 +55,26 @@ impl ResultStore for MemoryStore {
             .is_some())
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        validate_key(key)?;
+        let entries = self.entries.read().map_err(|_| Self::poisoned())?;
+        Ok(entries.get(key).map(|entry| meta(key, entry)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let entries = self.entries.read().map_err(|_| Self::poisoned())?;
         Ok(entries
             .range(prefix.to_owned()..)
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, _)| key.clone())
+            .map(|(key, entry)| meta(key, entry))
             .collect())
+    }
+}
+
+fn meta(key: &str, (value, modified_unix_ms): &(Bytes, u64)) -> ObjectMeta {
+    ObjectMeta {
+        key: key.to_owned(),
+        size: value.len() as u64,
+        modified_unix_ms: *modified_unix_ms,
     }
 }

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::{ResultStore, StoreError, validate_key};
+use crate::{ObjectMeta, ResultStore, StoreError, unix_ms, validate_key};
 
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBackend {
@@ -62,6 +62,14 @@ impl ObjectStoreBackend {
             (true, _) => relative.to_owned(),
             (false, true) => self.prefix.clone(),
             (false, false) => format!("{}/{relative}", self.prefix),
+        }
+    }
+
+    fn meta(&self, meta: &object_store::ObjectMeta) -> ObjectMeta {
+        ObjectMeta {
+            key: self.key_of(&meta.location),
+            size: meta.size,
+            modified_unix_ms: unix_ms(meta.last_modified.into()),
         }
     }
 
@@ -126,7 +134,16 @@ impl ResultStore for ObjectStoreBackend {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(self.meta(&meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         // object_store lists whole path segments: list the prefix's directory, then filter.
         let directory = prefix.rfind('/').map_or("", |slash| &prefix[..slash]);
         let base = Some(self.under_prefix(directory))
@@ -138,13 +155,13 @@ impl ResultStore for ObjectStoreBackend {
             .try_collect()
             .await
             .map_err(backend)?;
-        let mut keys: Vec<String> = objects
+        let mut listed: Vec<ObjectMeta> = objects
             .iter()
-            .map(|meta| self.key_of(&meta.location))
-            .filter(|key| key.starts_with(prefix))
+            .map(|meta| self.meta(meta))
+            .filter(|meta| meta.key.starts_with(prefix))
             .collect();
-        keys.sort();
-        Ok(keys)
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listed)
     }
 }
 

@@ -64,6 +64,18 @@ pub struct WorkerConfig {
     pub plan_cache_entries: usize,
     /// Default rows per message of CollectStreaming.
     pub stream_batch_rows: usize,
+    /// A handle not used (collected, derived from, heartbeated) for this long expires,
+    /// unless pinned. 0: never.
+    pub handle_ttl_secs: f64,
+    /// How often this worker runs the store's garbage collector. 0: never.
+    pub gc_interval_secs: f64,
+    /// What the collector spares: handles dead for less than this, and anything written
+    /// within it. Every worker sharing a store must use the same value, longer than any call.
+    pub gc_grace_secs: f64,
+    /// With an external store, results that took at least this long to compute are
+    /// written to it in the background, so other workers load instead of recomputing.
+    /// A negative value turns write-behind off.
+    pub write_behind_after_secs: f64,
     /// Test hook: operations named here panic, to show panics become INTERNAL. Empty: off.
     pub debug_panic_on_operation: String,
 }
@@ -87,6 +99,10 @@ impl Default for WorkerConfig {
             cache_bytes: 1024 * 1024 * 1024,
             plan_cache_entries: 100_000,
             stream_batch_rows: 65_536,
+            handle_ttl_secs: 24.0 * 3600.0,
+            gc_interval_secs: 60.0,
+            gc_grace_secs: 600.0,
+            write_behind_after_secs: 2.0,
             debug_panic_on_operation: String::new(),
         }
     }

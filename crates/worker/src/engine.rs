@@ -4,11 +4,15 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lru::LruCache;
 use polaroid_proto::v1::{self as pb, PlanNode, PlanStep, plan_step::Op};
-use polaroid_store::{AffinityKey, ArtifactId, Catalog, Handle, PlanId, TenantId};
+use polaroid_store::{
+    AffinityKey, ArtifactId, Catalog, Handle, HandleRecord, HandleRecordExt, PlanId, TenantId,
+    now_unix_ms,
+};
 use polars::prelude::*;
 
 use crate::cache::ResultCache;
@@ -21,8 +25,21 @@ use crate::{ipc, sinks, sources};
 /// A plan node ready to use: its lazy frame and output schema.
 pub struct Node {
     pub id: PlanId,
+    /// The stored form, which handle records carry.
+    pub record: PlanNode,
     pub frame: Frame,
     pub schema: SchemaRef,
+    /// Store keys of the uploads and persisted results the frame reads.
+    pub artifacts: Vec<String>,
+}
+
+/// What a client learns of a handle from its record.
+#[derive(Debug, Clone)]
+pub struct HandleInfo {
+    pub record: HandleRecord,
+    /// Rows and bytes in memory, when the record does not know them but the cache does.
+    pub cached_shape: Option<(u64, u64)>,
+    pub persisted: bool,
 }
 
 /// Caps on what a single result may be.
@@ -58,6 +75,11 @@ pub struct Engine {
     results: ResultCache,
     http: reqwest::Client,
     panic_on_operation: Option<String>,
+    handle_ttl_ms: u64,
+    /// A live handle's record is rewritten with a new access time at most this often.
+    access_refresh_ms: u64,
+    /// Results that took at least this long to compute are written to the store.
+    write_behind_after: Option<Duration>,
 }
 
 /// The name of an operation, for errors, logs and metrics.
@@ -134,6 +156,7 @@ fn guarded<T>(
 /// Applies a step to its input nodes and resolves the output schema, so unknown columns
 /// and type errors are reported by the call that introduces them.
 fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)> {
+    // (Artifacts are gathered by the caller from the inputs.)
     let operation = op_name(op);
     let frames: Vec<Frame> = inputs.iter().map(|n| n.frame.clone()).collect();
     let schemas: Vec<SchemaRef> = inputs.iter().map(|n| n.schema.clone()).collect();
@@ -180,7 +203,17 @@ impl Engine {
             http: reqwest::Client::new(),
             panic_on_operation: Some(config.debug_panic_on_operation.clone())
                 .filter(|op| !op.is_empty()),
+            handle_ttl_ms: ttl_ms(config.handle_ttl_secs),
+            access_refresh_ms: (ttl_ms(config.handle_ttl_secs) / 4).min(60_000),
+            write_behind_after: (config.handle_store == crate::HandleStoreKind::External
+                && config.write_behind_after_secs.is_finite()
+                && config.write_behind_after_secs >= 0.0)
+                .then(|| Duration::from_secs_f64(config.write_behind_after_secs)),
         }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub fn cache(&self) -> &ResultCache {
@@ -214,40 +247,109 @@ impl Engine {
         nodes.put((self.tenant, node.id.clone()), node);
     }
 
-    /// Records `record` and a fresh handle naming it.
+    /// Records a fresh handle naming `node`. `shape` is its rows and bytes when known.
     async fn register(
+        &self,
+        node: Arc<Node>,
+        affinity: AffinityKey,
+        shape: Option<(u64, u64)>,
+    ) -> EngineResult<Handle> {
+        self.remember_node(node.clone());
+        let handle = Handle::new(self.tenant, affinity);
+        let now = now_unix_ms();
+        let schema = schema_fields(&node.schema);
+        let record = HandleRecord {
+            plan: node.id.to_string(),
+            node: Some(node.record.clone()),
+            tenant: self.tenant.to_hex(),
+            created_unix_ms: now,
+            last_access_unix_ms: now,
+            ttl_ms: self.handle_ttl_ms,
+            pinned: false,
+            dropped_unix_ms: None,
+            schema_hash: polaroid_store::schema_hash(
+                schema
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.data_type.as_str())),
+            ),
+            schema,
+            rows: shape.map(|(rows, _)| rows),
+            bytes: shape.map(|(_, bytes)| bytes),
+            artifacts: node.artifacts.clone(),
+        };
+        self.catalog.create_handle(&handle, &record).await?;
+        Ok(handle)
+    }
+
+    /// A node for a new step, with the id and artifacts it gets from its inputs.
+    fn new_node(
         &self,
         record: PlanNode,
         frame: Frame,
         schema: SchemaRef,
-        affinity: AffinityKey,
-    ) -> EngineResult<Handle> {
-        let id = self.catalog.put_plan(self.tenant, &record).await?;
-        self.remember_node(Arc::new(Node {
-            id: id.clone(),
+        inputs: &[Arc<Node>],
+        own_artifact: Option<String>,
+    ) -> Arc<Node> {
+        let mut artifacts: Vec<String> = inputs
+            .iter()
+            .flat_map(|input| input.artifacts.iter().cloned())
+            .chain(own_artifact)
+            .collect();
+        artifacts.sort();
+        artifacts.dedup();
+        Arc::new(Node {
+            id: PlanId::of(&record),
+            record,
             frame,
             schema,
-        }));
-        let handle = Handle::new(self.tenant, affinity);
-        self.catalog.put_handle(&handle, &id).await?;
-        Ok(handle)
+            artifacts,
+        })
     }
 
-    /// Parses and looks up a client's handle.
-    pub async fn resolve(&self, text: &str) -> EngineResult<(Handle, Arc<Node>)> {
+    fn parse_handle(&self, text: &str) -> EngineResult<Handle> {
         let handle = Handle::parse(text).map_err(|reason| EngineError::MalformedHandle {
             handle: text.to_owned(),
             reason,
         })?;
+        // Another tenant's handle is answered exactly as an unknown one.
         if handle.tenant() != self.tenant {
             return Err(EngineError::HandleNotFound(text.to_owned()));
         }
-        let record = self
+        Ok(handle)
+    }
+
+    /// The record of a live handle, its access time refreshed when due.
+    async fn live_record(&self, text: &str) -> EngineResult<(Handle, HandleRecord)> {
+        let handle = self.parse_handle(text)?;
+        let mut record = self
             .catalog
             .get_handle(&handle)
             .await?
             .ok_or_else(|| EngineError::HandleNotFound(text.to_owned()))?;
-        Ok((handle, self.node(&record.plan).await?))
+        let now = now_unix_ms();
+        if !record.is_live(now) {
+            return Err(EngineError::HandleNotFound(text.to_owned()));
+        }
+        // Access extends the TTL; the write is skipped while the last one is recent.
+        if now.saturating_sub(record.last_access_unix_ms) >= self.access_refresh_ms {
+            record.last_access_unix_ms = now;
+            self.catalog.put_handle(&handle, &record).await?;
+        }
+        Ok((handle, record))
+    }
+
+    /// Parses and looks up a client's handle.
+    pub async fn resolve(&self, text: &str) -> EngineResult<(Handle, Arc<Node>)> {
+        let (handle, record) = self.live_record(text).await?;
+        let id = PlanId::parse(&record.plan)?;
+        if let Some(node) = self.cached_node(&id) {
+            return Ok((handle, node));
+        }
+        let plan = record.node.ok_or_else(|| EngineError::Internal {
+            operation: "replay",
+            reason: format!("the record of handle {text} has no plan"),
+        })?;
+        Ok((handle, self.build_node(id, plan).await?))
     }
 
     /// The node of a plan id, rebuilt from its record (and its inputs') when not cached.
@@ -259,59 +361,84 @@ impl Engine {
             if let Some(node) = self.cached_node(id) {
                 return Ok(node);
             }
-            let missing = || EngineError::Internal {
-                operation: "replay",
-                reason: format!("plan {id} is not recorded"),
-            };
             let record = self
                 .catalog
                 .get_plan(self.tenant, id)
                 .await?
-                .ok_or_else(missing)?;
-            let op = record
-                .step
-                .as_ref()
-                .and_then(|s| s.op.clone())
-                .ok_or_else(missing)?;
-            let (frame, schema) = match &op {
-                Op::Upload(upload) => {
-                    let artifact = ArtifactId::parse(&upload.artifact)?;
-                    let bytes = self
-                        .catalog
-                        .get_artifact(self.tenant, &artifact)
-                        .await?
-                        .ok_or_else(missing)?;
-                    self.blocking("upload", move || {
-                        let df = ipc::decode(&bytes)?;
-                        Ok((Frame::Lazy(df.clone().lazy()), df.schema().clone()))
-                    })
-                    .await?
-                }
-                Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
-                    if let Some(recorded) = &record.source {
-                        let current = sources::fingerprint(std::path::Path::new(&recorded.path))?;
-                        if current != *recorded {
-                            return Err(EngineError::SourceChanged(recorded.path.clone()));
-                        }
-                    }
-                    self.open_source(op.clone()).await?
-                }
-                _ => {
-                    let mut inputs = Vec::with_capacity(record.inputs.len());
-                    for input in &record.inputs {
-                        inputs.push(self.node(&PlanId::parse(input)?).await?);
-                    }
-                    self.apply(op, inputs).await?
-                }
-            };
+                .ok_or_else(|| EngineError::Internal {
+                    operation: "replay",
+                    reason: format!("plan {id} is not recorded"),
+                })?;
+            self.build_node(id.clone(), record).await
+        })
+    }
+
+    /// Rebuilds a plan node: from its persisted result when there is one (the nearest
+    /// persisted ancestor ends the replay), else by replaying its step over its inputs.
+    async fn build_node(&self, id: PlanId, record: PlanNode) -> EngineResult<Arc<Node>> {
+        if let Some(bytes) = self.catalog.get_result(self.tenant, &id).await? {
+            let df = self
+                .blocking("load_result", move || ipc::decode(&bytes))
+                .await?;
+            self.results.insert((self.tenant, id.clone()), df.clone());
             let node = Arc::new(Node {
-                id: id.clone(),
-                frame,
-                schema,
+                artifacts: vec![Catalog::result_ref(self.tenant, &id)],
+                id,
+                record,
+                schema: df.schema().clone(),
+                frame: Frame::Lazy(df.lazy()),
             });
             self.remember_node(node.clone());
-            Ok(node)
-        })
+            return Ok(node);
+        }
+        let missing = || EngineError::Internal {
+            operation: "replay",
+            reason: format!("plan {id} has no step"),
+        };
+        let op = record
+            .step
+            .as_ref()
+            .and_then(|s| s.op.clone())
+            .ok_or_else(missing)?;
+        let mut inputs = Vec::with_capacity(record.inputs.len());
+        let mut own_artifact = None;
+        let (frame, schema) = match &op {
+            Op::Upload(upload) => {
+                let artifact = ArtifactId::parse(&upload.artifact)?;
+                own_artifact = Some(Catalog::artifact_ref(self.tenant, &artifact));
+                let bytes = self
+                    .catalog
+                    .get_artifact(self.tenant, &artifact)
+                    .await?
+                    .ok_or_else(|| EngineError::Internal {
+                        operation: "replay",
+                        reason: format!("uploaded artifact {} is missing", artifact.as_str()),
+                    })?;
+                self.blocking("upload", move || {
+                    let df = ipc::decode(&bytes)?;
+                    Ok((Frame::Lazy(df.clone().lazy()), df.schema().clone()))
+                })
+                .await?
+            }
+            Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
+                if let Some(recorded) = &record.source {
+                    let current = sources::fingerprint(std::path::Path::new(&recorded.path))?;
+                    if current != *recorded {
+                        return Err(EngineError::SourceChanged(recorded.path.clone()));
+                    }
+                }
+                self.open_source(op.clone()).await?
+            }
+            _ => {
+                for input in &record.inputs {
+                    inputs.push(self.node(&PlanId::parse(input)?).await?);
+                }
+                self.apply(op, inputs.clone()).await?
+            }
+        };
+        let node = self.new_node(record, frame, schema, &inputs, own_artifact);
+        self.remember_node(node.clone());
+        Ok(node)
     }
 
     async fn open_source(&self, op: Op) -> EngineResult<(Frame, SchemaRef)> {
@@ -376,8 +503,8 @@ impl Engine {
             inputs: vec![],
             source: Some(source),
         };
-        self.register(record, frame, schema, AffinityKey::random())
-            .await
+        let node = self.new_node(record, frame, schema, &[], None);
+        self.register(node, AffinityKey::random(), None).await
     }
 
     /// Uploaded Arrow IPC bytes: validated, then stored durably before the handle exists.
@@ -395,7 +522,9 @@ impl Engine {
         df: DataFrame,
         name: Option<String>,
     ) -> EngineResult<Handle> {
+        let stored_bytes = bytes.len() as u64;
         let artifact = self.catalog.put_artifact(self.tenant, bytes).await?;
+        let artifact_ref = Catalog::artifact_ref(self.tenant, &artifact);
         let op = Op::Upload(pb::UploadedArtifact {
             artifact: artifact.as_str().to_owned(),
             name,
@@ -406,13 +535,16 @@ impl Engine {
             source: None,
         };
         let schema = df.schema().clone();
-        self.register(
+        let rows = df.height() as u64;
+        let node = self.new_node(
             record,
             Frame::Lazy(df.lazy()),
             schema,
-            AffinityKey::random(),
-        )
-        .await
+            &[],
+            Some(artifact_ref),
+        );
+        self.register(node, AffinityKey::random(), Some((rows, stored_bytes)))
+            .await
     }
 
     /// A REST source, fetched now and kept as an upload.
@@ -438,13 +570,14 @@ impl Engine {
         }
         let affinity = affinity.unwrap_or_else(AffinityKey::random);
         let input_ids = inputs.iter().map(|n| n.id.to_string()).collect();
-        let (frame, schema) = self.apply(op.clone(), inputs).await?;
+        let (frame, schema) = self.apply(op.clone(), inputs.clone()).await?;
         let record = PlanNode {
             step: Some(PlanStep { op: Some(op) }),
             inputs: input_ids,
             source: None,
         };
-        self.register(record, frame, schema, affinity).await
+        let node = self.new_node(record, frame, schema, &inputs, None);
+        self.register(node, affinity, None).await
     }
 
     /// SQL over named handles.
@@ -474,9 +607,7 @@ impl Engine {
     /// A new handle for the same plan.
     pub async fn clone_handle(&self, text: &str) -> EngineResult<Handle> {
         let (handle, node) = self.resolve(text).await?;
-        let clone = Handle::new(self.tenant, handle.affinity());
-        self.catalog.put_handle(&clone, &node.id).await?;
-        Ok(clone)
+        self.register(node, handle.affinity(), None).await
     }
 
     pub async fn schema(&self, handle: &str) -> EngineResult<SchemaRef> {
@@ -543,6 +674,7 @@ impl Engine {
             // One row past the cap tells "too many" without computing everything.
             lf = lf.limit(IdxSize::try_from(cap.saturating_add(1)).unwrap_or(IdxSize::MAX));
         }
+        let started = Instant::now();
         let df = self
             .blocking("collect", move || {
                 lf.collect().map_err(EngineError::polars("collect"))
@@ -550,8 +682,41 @@ impl Engine {
             .await?;
         if row_cap.is_none_or(|cap| df.height() <= cap) {
             self.results.insert(key, df.clone());
+            if self
+                .write_behind_after
+                .is_some_and(|after| started.elapsed() >= after)
+            {
+                self.write_behind(node.id.clone(), df.clone());
+            }
         }
         Ok(df)
+    }
+
+    /// Stores a result that was expensive to compute, in the background: a later cache
+    /// miss on any worker loads it instead of recomputing it.
+    fn write_behind(&self, id: PlanId, df: DataFrame) {
+        let catalog = self.catalog.clone();
+        let tenant = self.tenant;
+        tokio::spawn(async move {
+            let stored = async {
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let mut df = df;
+                    ipc::encode(&mut df)
+                })
+                .await
+                .map_err(|e| EngineError::Internal {
+                    operation: "write_behind",
+                    reason: e.to_string(),
+                })??;
+                catalog.put_result(tenant, &id, Bytes::from(bytes)).await?;
+                EngineResult::Ok(())
+            };
+            match stored.await {
+                Ok(()) => tracing::debug!(plan = %id, "result written behind"),
+                // The result can still be recomputed: losing it costs time, not data.
+                Err(e) => tracing::warn!(plan = %id, error = %e, "write-behind failed"),
+            }
+        });
     }
 
     /// The rows of a handle for a client, within the result limits.
@@ -629,30 +794,106 @@ impl Engine {
         Ok(rows)
     }
 
-    /// Forgets a handle; other handles, even of the same plan, are unaffected.
+    /// Forgets a handle; other handles, even of the same plan, are unaffected. The record
+    /// stays as a tombstone until the collector's grace period has passed, so a call
+    /// deriving from the handle at this moment still finds its lineage.
     pub async fn drop_handle(&self, text: &str) -> EngineResult<bool> {
-        let handle = Handle::parse(text).map_err(|reason| EngineError::MalformedHandle {
-            handle: text.to_owned(),
-            reason,
-        })?;
-        if handle.tenant() != self.tenant {
-            return Ok(false);
-        }
-        Ok(self.catalog.delete_handle(&handle).await?)
+        let (handle, mut record) = match self.live_record(text).await {
+            Ok(found) => found,
+            Err(EngineError::HandleNotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        record.dropped_unix_ms = Some(now_unix_ms());
+        self.catalog.put_handle(&handle, &record).await?;
+        Ok(true)
     }
 
-    /// Whether each handle still resolves.
+    /// Whether each handle is live; live ones have their TTL extended.
     pub async fn heartbeat(&self, handles: Vec<String>) -> BTreeMap<String, bool> {
         let mut alive = BTreeMap::new();
         for text in handles {
-            let ok = match Handle::parse(&text) {
-                Ok(handle) if handle.tenant() == self.tenant => {
-                    matches!(self.catalog.get_handle(&handle).await, Ok(Some(_)))
-                }
-                _ => false,
-            };
+            let ok = self.live_record(&text).await.is_ok();
             alive.insert(text, ok);
         }
         alive
     }
+
+    /// Computes a handle's result and stores it; returns its rows and stored bytes.
+    pub async fn persist(&self, text: &str) -> EngineResult<(u64, u64)> {
+        let (handle, node) = self.resolve(text).await?;
+        let df = self.materialize(&node, None).await?;
+        let rows = df.height() as u64;
+        let stored = match self.catalog.result_size(self.tenant, &node.id).await? {
+            Some(size) => size,
+            None => {
+                let bytes = self
+                    .blocking("persist", move || {
+                        let mut df = df;
+                        ipc::encode(&mut df)
+                    })
+                    .await?;
+                self.catalog
+                    .put_result(self.tenant, &node.id, Bytes::from(bytes))
+                    .await?
+            }
+        };
+        // Re-read the record: the work above may have taken a while.
+        if let Some(mut record) = self.catalog.get_handle(&handle).await? {
+            let result = Catalog::result_ref(self.tenant, &node.id);
+            if !record.artifacts.contains(&result) {
+                record.artifacts.push(result);
+            }
+            record.rows = Some(rows);
+            record.bytes = Some(stored);
+            self.catalog.put_handle(&handle, &record).await?;
+        }
+        Ok((rows, stored))
+    }
+
+    /// Pins or unpins a live handle; unpinning restarts its TTL.
+    pub async fn set_pinned(&self, text: &str, pinned: bool) -> EngineResult<bool> {
+        let (handle, mut record) = self.live_record(text).await?;
+        if record.pinned != pinned {
+            record.pinned = pinned;
+            record.last_access_unix_ms = now_unix_ms();
+            self.catalog.put_handle(&handle, &record).await?;
+        }
+        Ok(pinned)
+    }
+
+    /// The record of a live handle, with what this worker's cache adds.
+    pub async fn handle_info(&self, text: &str) -> EngineResult<HandleInfo> {
+        let (_, record) = self.live_record(text).await?;
+        let id = PlanId::parse(&record.plan)?;
+        let cached_shape = self
+            .results
+            .get(&(self.tenant, id.clone()))
+            .map(|df| (df.height() as u64, df.estimated_size() as u64));
+        let persisted = self.catalog.result_size(self.tenant, &id).await?.is_some();
+        Ok(HandleInfo {
+            record,
+            cached_shape,
+            persisted,
+        })
+    }
+}
+
+/// A TTL in milliseconds; zero (or less) means handles never expire.
+fn ttl_ms(secs: f64) -> u64 {
+    if secs.is_finite() && secs > 0.0 {
+        (secs * 1000.0).min(u64::MAX as f64) as u64
+    } else {
+        u64::MAX
+    }
+}
+
+/// A schema as the wire's name/type pairs.
+pub fn schema_fields(schema: &Schema) -> Vec<pb::Field> {
+    schema
+        .iter()
+        .map(|(name, dtype)| pb::Field {
+            name: name.to_string(),
+            data_type: crate::dtype::name(dtype),
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
 use polaroid_store::{Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
@@ -55,7 +56,13 @@ pub async fn run(
         )?),
     };
     tracing::info!(kind = ?config.handle_store, "handle store ready");
-    let engine = Arc::new(Engine::new(&config, Catalog::new(store), roots));
+    let grace = Duration::from_secs_f64(config.gc_grace_secs.max(0.0));
+    let catalog = Catalog::new(store).with_gc_grace(grace);
+    let collector = (config.gc_interval_secs > 0.0).then(|| {
+        let interval = Duration::from_secs_f64(config.gc_interval_secs);
+        tokio::spawn(collect_garbage_every(catalog.clone(), interval, grace))
+    });
+    let engine = Arc::new(Engine::new(&config, catalog, roots));
     let service = DataFrameServiceServer::new(service::DataFrameServer::new(engine, &config))
         .max_decoding_message_size(config.max_request_message_bytes)
         .max_encoding_message_size(config.max_response_message_bytes);
@@ -68,5 +75,23 @@ pub async fn run(
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    if let Some(collector) = collector {
+        // Each deletion is atomic on its own; stopping between two loses nothing.
+        collector.abort();
+    }
     Ok(())
+}
+
+/// Runs the store's mark-and-sweep collector every `interval`. Every worker does this;
+/// the collector is safe to run on several at once.
+async fn collect_garbage_every(catalog: Catalog, interval: Duration, grace: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match catalog.collect_garbage(grace).await {
+            Ok(report) => tracing::debug!(?report, "garbage collected"),
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        }
+    }
 }

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::dtype;
 use crate::engine::{Engine, SinkFormat};
 use crate::error::{EngineError, EngineResult};
+use polaroid_store::HandleRecordExt;
 
 /// The one place engine errors become gRPC statuses.
 pub fn status(error: EngineError) -> Status {
@@ -588,4 +589,67 @@ impl DataFrameService for DataFrameServer {
         let alive = self.engine.heartbeat(request.into_inner().handles).await;
         Ok(Response::new(pb::HeartbeatResponse { alive }))
     }
+
+    async fn persist(&self, request: Request<pb::PersistRequest>) -> Reply<pb::PersistResponse> {
+        let (rows, stored) = self
+            .engine
+            .persist(&request.into_inner().handle)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PersistResponse {
+            rows: saturating_i64(rows),
+            stored_bytes: saturating_i64(stored),
+        }))
+    }
+
+    async fn pin(&self, request: Request<pb::PinRequest>) -> Reply<pb::PinResponse> {
+        let pinned = self
+            .engine
+            .set_pinned(&request.into_inner().handle, true)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PinResponse { pinned }))
+    }
+
+    async fn unpin(&self, request: Request<pb::PinRequest>) -> Reply<pb::PinResponse> {
+        let pinned = self
+            .engine
+            .set_pinned(&request.into_inner().handle, false)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PinResponse { pinned }))
+    }
+
+    async fn get_handle_info(
+        &self,
+        request: Request<pb::HandleInfoRequest>,
+    ) -> Reply<pb::HandleInfo> {
+        let handle = request.into_inner().handle;
+        let info = self.engine.handle_info(&handle).await.map_err(status)?;
+        let record = info.record;
+        let expires = record.expires_unix_ms().filter(|_| !record.pinned);
+        let (rows, bytes) = match (record.rows, record.bytes, info.cached_shape) {
+            (Some(rows), Some(bytes), _) => (Some(rows), Some(bytes)),
+            (_, _, Some((rows, bytes))) => (Some(rows), Some(bytes)),
+            _ => (None, None),
+        };
+        Ok(Response::new(pb::HandleInfo {
+            handle,
+            plan_id: record.plan,
+            created_unix_ms: saturating_i64(record.created_unix_ms),
+            last_access_unix_ms: saturating_i64(record.last_access_unix_ms),
+            expires_unix_ms: expires.map_or(0, saturating_i64),
+            pinned: record.pinned,
+            schema: record.schema,
+            schema_hash: record.schema_hash,
+            rows: rows.map(saturating_i64),
+            bytes: bytes.map(saturating_i64),
+            artifacts: record.artifacts,
+            persisted: info.persisted,
+        }))
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
