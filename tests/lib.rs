@@ -495,3 +495,52 @@ impl Drop for WorkerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `check` until it holds, failing after `timeout`: tests wait on conditions, not
+/// on fixed sleeps.
+pub async fn eventually<F, Fut>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// What the store records of a handle.
+pub async fn handle_info(
+    client: &mut Client,
+    handle: &str,
+) -> Result<pb::HandleInfo, tonic::Status> {
+    Ok(client
+        .get_handle_info(pb::HandleInfoRequest {
+            handle: handle.to_owned(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// Whether the worker says `handle` is alive (and so extends its TTL).
+pub async fn heartbeat(client: &mut Client, handle: &str) -> Result<bool, tonic::Status> {
+    let alive = client
+        .heartbeat(pb::HeartbeatRequest {
+            handles: vec![handle.to_owned()],
+        })
+        .await?
+        .into_inner()
+        .alive;
+    Ok(alive.get(handle).copied().unwrap_or(false))
+}

@@ -141,3 +141,132 @@ async fn handles_survive_a_killed_worker_on_the_s3_store() -> anyhow::Result<()>
         .collect();
     survives_sigkill(&["--store-url", "s3://polaroid-state/cluster"], &env).await
 }
+
+/// Every file under `root` whose name starts with `.`: writes in flight or abandoned.
+fn temp_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with('.') {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_storing_a_large_upload_leaves_nothing_partial() -> anyhow::Result<()>
+{
+    use polaroid_store::{ArtifactId, FsStore, HandleRecord, ResultStore};
+    use prost::Message;
+
+    let state = tempfile::tempdir()?;
+    let data = tempfile::tempdir()?;
+    let state_dir = state.path().to_string_lossy().into_owned();
+    let data_root = data.path().to_string_lossy().into_owned();
+    let args = [
+        "--handle-store",
+        "external",
+        "--state-dir",
+        &state_dir,
+        "--data-root",
+        &data_root,
+    ];
+    let a = WorkerProcess::spawn(&args, &[])?;
+    let mut client = a.client().await?;
+    let before = upload(&mut client, &sales()).await?;
+
+    // About 256 MiB of Arrow IPC: its store write takes long enough to be caught mid-way.
+    let rows = 16_000_000i64;
+    let big =
+        df!("a" => (0..rows).collect::<Vec<_>>(), "b" => (0..rows).rev().collect::<Vec<_>>())?;
+    let bytes = polaroid_tests::to_ipc(&big);
+    drop(big);
+    let chunks: Vec<pb::UploadArrowChunk> = bytes
+        .chunks(4 * 1024 * 1024)
+        .map(|chunk| pb::UploadArrowChunk {
+            data: chunk.to_vec(),
+            name: None,
+        })
+        .collect();
+    drop(bytes);
+    let mut uploader = client.clone();
+    let upload_call =
+        tokio::spawn(async move { uploader.upload_arrow(tokio_stream::iter(chunks)).await });
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if !temp_files(state.path()).is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            !upload_call.is_finished(),
+            "the upload finished before its write was caught in flight"
+        );
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no write seen");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    a.kill()?;
+    assert!(
+        upload_call.await?.is_err(),
+        "the killed upload must not return a handle"
+    );
+
+    // Nothing visible is partial: every artifact is whole (its name is its hash), and
+    // every handle record refers only to what exists.
+    let store = FsStore::new(state.path())?;
+    let objects = store.list("t/").await?;
+    let present: std::collections::HashSet<&str> =
+        objects.iter().map(|meta| meta.key.as_str()).collect();
+    for meta in &objects {
+        let (prefix, name) = meta.key.rsplit_once('/').unwrap_or_default();
+        if prefix.ends_with("/artifacts") {
+            let content = store.get(&meta.key).await?.unwrap_or_default();
+            assert_eq!(
+                ArtifactId::of(&content).as_str(),
+                name,
+                "{} is partial",
+                meta.key
+            );
+        }
+        if prefix.ends_with("/handles") {
+            let tenant = &prefix[..prefix.len() - "/handles".len()];
+            let record = HandleRecord::decode(store.get(&meta.key).await?.unwrap_or_default())?;
+            let node = record.node.unwrap_or_default();
+            for input in &node.inputs {
+                assert!(present.contains(format!("{tenant}/plans/{input}").as_str()));
+            }
+            if let Some(pb::plan_step::Op::Upload(upload)) = node.step.and_then(|s| s.op) {
+                let artifact = format!("{tenant}/artifacts/{}", upload.artifact);
+                assert!(
+                    present.contains(artifact.as_str()),
+                    "{} points at nothing",
+                    meta.key
+                );
+            }
+        }
+    }
+
+    // A new worker serves what was there before, and its collector removes the leftovers.
+    let mut restart = args.to_vec();
+    restart.extend(["--gc-interval-secs", "0.1", "--gc-grace-secs", "0"]);
+    let b = WorkerProcess::spawn(&restart, &[])?;
+    let mut client = b.client().await?;
+    assert!(collect(&mut client, &before).await?.equals(&sales()));
+    polaroid_tests::eventually(
+        "the collector to remove the interrupted write",
+        std::time::Duration::from_secs(30),
+        || async { Ok(temp_files(state.path()).is_empty()) },
+    )
+    .await?;
+    assert!(collect(&mut client, &before).await?.equals(&sales()));
+    Ok(())
+}
