@@ -34,7 +34,26 @@ enum Bench {
         #[arg(long, default_value_t = 7)]
         pipeline_iterations: usize,
     },
+    /// The shared store: 1 GiB artifact throughput against plain file I/O, handle
+    /// creation latency, and the core pipeline with a cold versus a warm cache.
+    Store {
+        /// Where the generated data and the store live between runs.
+        #[arg(long, default_value = "bench-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        artifact_mib: usize,
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
+        #[arg(long, default_value_t = 2000)]
+        handle_iterations: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 5)]
+        pipeline_iterations: usize,
+    },
 }
+
+mod store;
 
 type Client = DataFrameServiceClient<Channel>;
 
@@ -172,12 +191,13 @@ fn local_pipeline(path: &Path, dimension: &DataFrame, threshold: i32) -> anyhow:
 }
 
 /// The same pipeline through the worker, call by call.
-async fn remote_pipeline(
+/// Records the pipeline on the worker (nothing computed yet); returns its last handle.
+async fn build_pipeline(
     client: &mut Client,
     source: &str,
     dimension: &str,
     threshold: i32,
-) -> anyhow::Result<DataFrame> {
+) -> anyhow::Result<String> {
     let filtered = client
         .filter(pb::FilterRequest {
             handle: source.into(),
@@ -261,7 +281,7 @@ async fn remote_pipeline(
         .await?
         .into_inner()
         .handle;
-    collect(client, &head).await
+    Ok(head)
 }
 
 async fn core(
@@ -275,21 +295,12 @@ async fn core(
     let path = data_dir.join(format!("core-{rows}.parquet"));
     generate(&path, rows)?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let config = polaroid_worker::WorkerConfig {
-        bind_address: address,
+    let worker = BenchWorker::start(polaroid_worker::WorkerConfig {
         data_roots: vec![data_dir.clone()],
         ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(polaroid_worker::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{address}"))?
-        .connect()
-        .await?;
-    let mut client = DataFrameServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    })
+    .await?;
+    let mut client = worker.client().await?;
 
     let source = client
         .read_parquet(pb::ReadParquetRequest {
@@ -375,7 +386,8 @@ async fn core(
         let local = local_pipeline(&path, &dimension_df, threshold)?;
         let local_time = start.elapsed();
         let start = Instant::now();
-        let remote = remote_pipeline(&mut client, &source, &dimension_handle, threshold).await?;
+        let head = build_pipeline(&mut client, &source, &dimension_handle, threshold).await?;
+        let remote = collect(&mut client, &head).await?;
         let remote_time = start.elapsed();
         anyhow::ensure!(
             remote.equals_missing(&local),
@@ -422,12 +434,65 @@ async fn core(
         remote_median.as_secs_f64() / local_median.as_secs_f64()
     );
 
-    let _ = stop.send(());
-    server.await??;
-    Ok(())
+    worker.stop().await
 }
 
-#[tokio::main]
+/// A worker on a loopback port, as the binary runs it: on its own multi-threaded runtime
+/// and threads, apart from the benchmark's client, as a separate process would be.
+pub struct BenchWorker {
+    address: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchWorker {
+    pub async fn start(mut config: polaroid_worker::WorkerConfig) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        config.bind_address = address;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                polaroid_worker::run(config, listener, async {
+                    let _ = stopped.await;
+                })
+                .await?;
+                anyhow::Ok(())
+            })
+        });
+        Ok(Self {
+            address,
+            stop,
+            server,
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let channel = Channel::from_shared(format!("http://{}", self.address))?
+            .connect()
+            .await?;
+        Ok(DataFrameServiceClient::new(channel).max_decoding_message_size(usize::MAX))
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::task::spawn_blocking(move || {
+            self.server
+                .join()
+                .map_err(|_| anyhow::anyhow!("worker thread panicked"))?
+        })
+        .await?
+    }
+}
+
+/// The client side runs on one runtime thread, as a notebook's client does (Polars
+/// in-process needs a multi-threaded runtime).
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Core {
@@ -436,5 +501,23 @@ async fn main() -> anyhow::Result<()> {
             trivial_iterations,
             pipeline_iterations,
         } => core(data_dir, rows, trivial_iterations, pipeline_iterations).await,
+        Bench::Store {
+            data_dir,
+            artifact_mib,
+            repetitions,
+            handle_iterations,
+            rows,
+            pipeline_iterations,
+        } => {
+            store::run(store::Options {
+                data_dir,
+                artifact_bytes: artifact_mib * 1024 * 1024,
+                repetitions,
+                handle_iterations,
+                rows,
+                pipeline_iterations,
+            })
+            .await
+        }
     }
 }
