@@ -42,7 +42,7 @@ enum Bench {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 1024)]
         artifact_mib: usize,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         repetitions: usize,
         #[arg(long, default_value_t = 2000)]
         handle_iterations: usize,
@@ -315,6 +315,7 @@ async fn core(
     // after the first), then with a distinct plan each time (computed by Polars every time).
     let mut cached = Vec::with_capacity(trivial_iterations);
     let mut uncached = Vec::with_capacity(trivial_iterations);
+    let (mut head_only, mut collect_only) = (Vec::new(), Vec::new());
     for i in 0..trivial_iterations + 50 {
         let start = Instant::now();
         let head = client
@@ -325,11 +326,14 @@ async fn core(
             .await?
             .into_inner()
             .handle;
+        let head_time = start.elapsed();
         let df = collect(&mut client, &head).await?;
         let elapsed = start.elapsed();
         anyhow::ensure!(df.height() == 5);
         if i >= 50 {
             cached.push(elapsed);
+            head_only.push(head_time);
+            collect_only.push(elapsed - head_time);
         }
         let start = Instant::now();
         let head = client
@@ -352,6 +356,8 @@ async fn core(
     }
     cached.sort();
     uncached.sort();
+    head_only.sort();
+    collect_only.sort();
     // The transport floor: one Heartbeat round trip, which touches no data.
     let mut floor = Vec::with_capacity(trivial_iterations);
     for _ in 0..trivial_iterations {
@@ -410,6 +416,11 @@ async fn core(
         "| (a) head(5) + collect, same plan (result cache), p50 / p99 | {:.0} µs / {:.0} µs |",
         micros(percentile(&cached, 0.5)),
         micros(percentile(&cached, 0.99))
+    );
+    println!(
+        "| (a) of which the Head call / the Collect call, p50 | {:.0} µs / {:.0} µs |",
+        micros(percentile(&head_only, 0.5)),
+        micros(percentile(&collect_only, 0.5))
     );
     println!(
         "| (a) head(n) + head(5) + collect, new plan each time, p50 / p99 | {:.0} µs / {:.0} µs |",

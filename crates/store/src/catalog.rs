@@ -283,23 +283,27 @@ impl Catalog {
             .map(|meta| meta.size))
     }
 
-    /// Records a new handle. What `record.node` refers to (input plans, artifacts) must
-    /// be durable already; the node's own plan record is written alongside, since the
-    /// handle record carries the node itself.
+    /// Records a new handle: one durable write. What `record.node` refers to (input
+    /// plans, artifacts) must be durable already; the node itself is in the record, and
+    /// its own plan record ([`Catalog::put_plan`]) is needed only once a handle derives
+    /// from it.
     pub async fn create_handle(
         &self,
         handle: &Handle,
         record: &HandleRecord,
     ) -> Result<(), StoreError> {
-        let node = record.node.as_ref().ok_or_else(|| StoreError::Corrupt {
-            key: Self::handle_key(handle),
-            reason: "handle record without a plan node".into(),
-        })?;
-        tokio::try_join!(
-            self.put_plan(handle.tenant(), node),
-            self.put_handle(handle, record)
-        )?;
-        Ok(())
+        if record.node.is_none() {
+            return Err(StoreError::Corrupt {
+                key: Self::handle_key(handle),
+                reason: "handle record without a plan node".into(),
+            });
+        }
+        self.put_handle(handle, record).await
+    }
+
+    /// How long a content-addressed object counts as freshly written.
+    pub fn refresh_after(&self) -> Duration {
+        Duration::from_millis(self.refresh_after_ms)
     }
 
     /// Writes (or rewrites) the record of `handle`.
@@ -490,11 +494,14 @@ mod tests {
     }
 
     async fn new_handle(catalog: &Catalog, node: &PlanNode, ttl_ms: u64) -> Handle {
-        let handle = Handle::new(TenantId::from_name("default"), AffinityKey::random());
+        let tenant = TenantId::from_name("default");
+        let handle = Handle::new(tenant, AffinityKey::random());
         catalog
             .create_handle(&handle, &record(node, ttl_ms))
             .await
             .unwrap();
+        // As the engine does, after the record.
+        catalog.put_plan(tenant, node).await.unwrap();
         handle
     }
 
@@ -581,6 +588,7 @@ mod tests {
             .create_handle(&pinned, &pinned_record)
             .await
             .unwrap();
+        catalog.put_plan(tenant, &pinned_node).await.unwrap();
 
         let dropped_root = upload_node(&dropped_bytes);
         let dropped_root_id = catalog.put_plan(tenant, &dropped_root).await.unwrap();

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ pub struct Node {
     pub schema: SchemaRef,
     /// Store keys of the uploads and persisted results the frame reads.
     pub artifacts: Vec<String>,
+    /// When this worker last knew the plan record durable in the store (ms since the
+    /// epoch; 0: not known). Deriving from the node needs it there.
+    plan_stored_unix_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What a client learns of a handle from its record.
@@ -278,6 +282,17 @@ impl Engine {
             artifacts: node.artifacts.clone(),
         };
         self.catalog.create_handle(&handle, &record).await?;
+        // The plan record is needed only when a call derives from this node, which
+        // makes sure of it; written now, off the caller's path, it is there by then.
+        if node.plan_stored_unix_ms.load(Ordering::Relaxed) == 0 {
+            let catalog = self.catalog.clone();
+            let tenant = self.tenant;
+            tokio::spawn(async move {
+                if let Err(e) = store_plan(&catalog, tenant, &node).await {
+                    tracing::warn!(plan = %node.id, error = %e, "storing a plan record failed");
+                }
+            });
+        }
         Ok(handle)
     }
 
@@ -303,6 +318,7 @@ impl Engine {
             frame,
             schema,
             artifacts,
+            plan_stored_unix_ms: Default::default(),
         })
     }
 
@@ -387,6 +403,7 @@ impl Engine {
                 record,
                 schema: df.schema().clone(),
                 frame: Frame::Lazy(df.lazy()),
+                plan_stored_unix_ms: Default::default(),
             });
             self.remember_node(node.clone());
             return Ok(node);
@@ -569,6 +586,13 @@ impl Engine {
             inputs.push(node);
         }
         let affinity = affinity.unwrap_or_else(AffinityKey::random);
+        // The new record names its inputs by plan id: their records must be durable first.
+        futures::future::try_join_all(
+            inputs
+                .iter()
+                .map(|input| ensure_plan_stored(&self.catalog, self.tenant, input)),
+        )
+        .await?;
         let input_ids = inputs.iter().map(|n| n.id.to_string()).collect();
         let (frame, schema) = self.apply(op.clone(), inputs.clone()).await?;
         let record = PlanNode {
@@ -823,20 +847,18 @@ impl Engine {
         let (handle, node) = self.resolve(text).await?;
         let df = self.materialize(&node, None).await?;
         let rows = df.height() as u64;
-        let stored = match self.catalog.result_size(self.tenant, &node.id).await? {
-            Some(size) => size,
-            None => {
-                let bytes = self
-                    .blocking("persist", move || {
-                        let mut df = df;
-                        ipc::encode(&mut df)
-                    })
-                    .await?;
-                self.catalog
-                    .put_result(self.tenant, &node.id, Bytes::from(bytes))
-                    .await?
-            }
-        };
+        // Encoded even when the result is stored already: an old copy is rewritten, so
+        // the collector never takes it for garbage while this handle is being recorded.
+        let bytes = self
+            .blocking("persist", move || {
+                let mut df = df;
+                ipc::encode(&mut df)
+            })
+            .await?;
+        let stored = self
+            .catalog
+            .put_result(self.tenant, &node.id, Bytes::from(bytes))
+            .await?;
         // Re-read the record: the work above may have taken a while.
         if let Some(mut record) = self.catalog.get_handle(&handle).await? {
             let result = Catalog::result_ref(self.tenant, &node.id);
@@ -876,6 +898,25 @@ impl Engine {
             persisted,
         })
     }
+}
+
+/// Writes (or refreshes) the plan record of `node` and notes when.
+async fn store_plan(catalog: &Catalog, tenant: TenantId, node: &Node) -> EngineResult<()> {
+    catalog.put_plan(tenant, &node.record).await?;
+    node.plan_stored_unix_ms
+        .store(now_unix_ms(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Makes sure the plan record of `node` is in the store, and fresh enough that the
+/// collector will not take it before the handle being made can protect it.
+async fn ensure_plan_stored(catalog: &Catalog, tenant: TenantId, node: &Node) -> EngineResult<()> {
+    let stored = node.plan_stored_unix_ms.load(Ordering::Relaxed);
+    let fresh = u64::try_from(catalog.refresh_after().as_millis()).unwrap_or(u64::MAX);
+    if stored != 0 && now_unix_ms().saturating_sub(stored) < fresh {
+        return Ok(());
+    }
+    store_plan(catalog, tenant, node).await
 }
 
 /// A TTL in milliseconds; zero (or less) means handles never expire.
