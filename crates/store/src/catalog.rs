@@ -359,10 +359,13 @@ impl Catalog {
                 // Deleted since the listing.
                 Ok(None) => continue,
                 // Unreadable records are kept for a person to look at, not guessed at.
-                Err(e) => {
+                Err(e @ StoreError::Corrupt { .. }) => {
                     tracing::warn!(key = %meta.key, error = %e, "skipping unreadable handle record");
                     continue;
                 }
+                // A record that could not be read marks nothing: sweeping now could take
+                // what it needs.
+                Err(e) => return Err(e),
             };
             let long_dead = record
                 .dead_since_unix_ms(start)
@@ -398,7 +401,10 @@ impl Catalog {
             match self.get_decoded::<PlanNode>(&plan_key).await {
                 Ok(Some(node)) => mark_node(&tenant, &node, &mut marked, &mut pending),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(key = %plan_key, error = %e, "unreadable plan record"),
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::warn!(key = %plan_key, error = %e, "unreadable plan record");
+                }
+                Err(e) => return Err(e),
             }
         }
 
@@ -414,6 +420,20 @@ impl Catalog {
             };
             if marked.contains(&meta.key) || meta.modified_unix_ms >= cutoff {
                 continue;
+            }
+            // Past half the grace period, an object rewritten since the listing (a call
+            // refreshing it for a new handle) could look old: stop, the next pass goes on.
+            // (With no grace period, as in tests, the re-check below is the only guard.)
+            if !grace.is_zero() && now_unix_ms().saturating_sub(start) >= duration_ms(grace) / 2 {
+                tracing::info!(
+                    "garbage collection pass stopped early: it ran past half the grace period"
+                );
+                break;
+            }
+            // Refreshed since the listing: someone needs it again.
+            match self.store.head(&meta.key).await? {
+                Some(current) if current.modified_unix_ms < cutoff => {}
+                _ => continue,
             }
             if self.store.delete(&meta.key).await? {
                 *counter += 1;

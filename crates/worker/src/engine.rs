@@ -212,7 +212,10 @@ impl Engine {
             write_behind_after: (config.handle_store == crate::HandleStoreKind::External
                 && config.write_behind_after_secs.is_finite()
                 && config.write_behind_after_secs >= 0.0)
-                .then(|| Duration::from_secs_f64(config.write_behind_after_secs)),
+                .then(|| {
+                    Duration::try_from_secs_f64(config.write_behind_after_secs)
+                        .unwrap_or(Duration::MAX)
+                }),
         }
     }
 

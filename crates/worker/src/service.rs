@@ -627,7 +627,8 @@ impl DataFrameService for DataFrameServer {
         let handle = request.into_inner().handle;
         let info = self.engine.handle_info(&handle).await.map_err(status)?;
         let record = info.record;
-        let expires = record.expires_unix_ms().filter(|_| !record.pinned);
+        // 0 when it never expires (pinned, or no TTL).
+        let expires = record.expires_unix_ms().filter(|&at| at != u64::MAX);
         let (rows, bytes) = match (record.rows, record.bytes, info.cached_shape) {
             (Some(rows), Some(bytes), _) => (Some(rows), Some(bytes)),
             (_, _, Some((rows, bytes))) => (Some(rows), Some(bytes)),
