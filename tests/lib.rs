@@ -544,3 +544,23 @@ pub async fn heartbeat(client: &mut Client, handle: &str) -> Result<bool, tonic:
         .alive;
     Ok(alive.get(handle).copied().unwrap_or(false))
 }
+
+/// Every file under `root`, recursively, with its size. Files that vanish while the walk
+/// runs (a store at work) are skipped.
+pub fn files_under(root: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => files.push((entry.path(), meta.len())),
+                Err(_) => {}
+            }
+        }
+    }
+    files
+}

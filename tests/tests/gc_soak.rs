@@ -38,21 +38,10 @@ fn expected(seed: i64) -> DataFrame {
 }
 
 fn store_bytes(root: &Path) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(directory) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&directory) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
-                Ok(meta) => total += meta.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
+    polaroid_tests::files_under(root)
+        .iter()
+        .map(|(_, size)| size)
+        .sum()
 }
 
 fn soak_config(config: &mut WorkerConfig, state: &Path) {
@@ -145,10 +134,10 @@ async fn store_stays_bounded_and_keeps_what_is_live() -> anyhow::Result<()> {
             drop_handle(first, source).await?;
             drop_handle(second, filtered).await?;
         }
-        if live.len() > LIVE {
-            if let Some((oldest, _)) = live.pop_front() {
-                drop_handle(first, oldest).await?;
-            }
+        if live.len() > LIVE
+            && let Some((oldest, _)) = live.pop_front()
+        {
+            drop_handle(first, oldest).await?;
         }
         let alive = first
             .heartbeat(pb::HeartbeatRequest {

@@ -144,22 +144,14 @@ async fn handles_survive_a_killed_worker_on_the_s3_store() -> anyhow::Result<()>
 
 /// Every file under `root` whose name starts with `.`: writes in flight or abandoned.
 fn temp_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(directory) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&directory) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if entry.file_name().to_string_lossy().starts_with('.') {
-                found.push(path);
-            }
-        }
-    }
-    found
+    polaroid_tests::files_under(root)
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,8 +229,7 @@ async fn a_worker_killed_while_storing_a_large_upload_leaves_nothing_partial() -
                 meta.key
             );
         }
-        if prefix.ends_with("/handles") {
-            let tenant = &prefix[..prefix.len() - "/handles".len()];
+        if let Some(tenant) = prefix.strip_suffix("/handles") {
             let record = HandleRecord::decode(store.get(&meta.key).await?.unwrap_or_default())?;
             let node = record.node.unwrap_or_default();
             for input in &node.inputs {

@@ -191,6 +191,32 @@ fn local_pipeline(path: &Path, dimension: &DataFrame, threshold: i32) -> anyhow:
 }
 
 /// The same pipeline through the worker, call by call.
+/// Uploads a frame; returns its handle.
+async fn upload(client: &mut Client, df: &DataFrame) -> anyhow::Result<String> {
+    let mut arrow_ipc = Vec::new();
+    IpcStreamWriter::new(&mut arrow_ipc).finish(&mut df.clone())?;
+    Ok(client
+        .create_from_arrow(pb::CreateFromArrowRequest {
+            arrow_ipc,
+            name: None,
+        })
+        .await?
+        .into_inner()
+        .handle)
+}
+
+/// Opens a Parquet file on the worker; returns its handle.
+async fn read_parquet(client: &mut Client, path: &Path) -> anyhow::Result<String> {
+    Ok(client
+        .read_parquet(pb::ReadParquetRequest {
+            path: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle)
+}
+
 /// Records the pipeline on the worker (nothing computed yet); returns its last handle.
 async fn build_pipeline(
     client: &mut Client,
@@ -302,14 +328,7 @@ async fn core(
     .await?;
     let mut client = worker.client().await?;
 
-    let source = client
-        .read_parquet(pb::ReadParquetRequest {
-            path: path.to_string_lossy().into_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .handle;
+    let source = read_parquet(&mut client, &path).await?;
 
     // (a) trivial call: head(5) + collect, repeated (the same plan: served from the result cache
     // after the first), then with a distinct plan each time (computed by Polars every time).
@@ -373,16 +392,7 @@ async fn core(
 
     // (b) the pipeline through the worker versus in-process, interleaved, median of each.
     let dimension_df = dimension()?;
-    let mut upload = Vec::new();
-    IpcStreamWriter::new(&mut upload).finish(&mut dimension_df.clone())?;
-    let dimension_handle = client
-        .create_from_arrow(pb::CreateFromArrowRequest {
-            arrow_ipc: upload,
-            name: None,
-        })
-        .await?
-        .into_inner()
-        .handle;
+    let dimension_handle = upload(&mut client, &dimension_df).await?;
     let mut local_times = Vec::new();
     let mut remote_times = Vec::new();
     for i in 0..=pipeline_iterations {

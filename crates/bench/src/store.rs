@@ -13,10 +13,10 @@ use polaroid_store::{
     AffinityKey, Catalog, FsStore, Handle, HandleRecord, PlanId, ResultStore, TenantId,
 };
 use polaroid_worker::{HandleStoreKind, WorkerConfig};
-use polars::prelude::*;
 
 use crate::{
     BenchWorker, build_pipeline, collect, dimension, generate, local_pipeline, micros, percentile,
+    read_parquet, upload,
 };
 
 pub struct Options {
@@ -181,16 +181,7 @@ async fn handle_creation(scratch: &Path, options: &Options) -> anyhow::Result<()
     })
     .await?;
     let mut client = worker.client().await?;
-    let mut upload = Vec::new();
-    IpcStreamWriter::new(&mut upload).finish(&mut dimension()?)?;
-    let source = client
-        .create_from_arrow(pb::CreateFromArrowRequest {
-            arrow_ipc: upload,
-            name: None,
-        })
-        .await?
-        .into_inner()
-        .handle;
+    let source = upload(&mut client, &dimension()?).await?;
     let mut through_worker = Vec::with_capacity(options.handle_iterations);
     for i in 0..options.handle_iterations {
         let start = Instant::now();
@@ -235,25 +226,9 @@ async fn pipeline_cold_and_warm(
     };
     let builder = BenchWorker::start(config()).await?;
     let mut client = builder.client().await?;
-    let source = client
-        .read_parquet(pb::ReadParquetRequest {
-            path: path.to_string_lossy().into_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .handle;
+    let source = read_parquet(&mut client, &path).await?;
     let dimension_df = dimension()?;
-    let mut upload = Vec::new();
-    IpcStreamWriter::new(&mut upload).finish(&mut dimension_df.clone())?;
-    let dimension_handle = client
-        .create_from_arrow(pb::CreateFromArrowRequest {
-            arrow_ipc: upload,
-            name: None,
-        })
-        .await?
-        .into_inner()
-        .handle;
+    let dimension_handle = upload(&mut client, &dimension_df).await?;
 
     let (mut cold, mut warm_plan, mut warm_result, mut local) = (vec![], vec![], vec![], vec![]);
     for i in 0..=options.pipeline_iterations {

@@ -182,10 +182,10 @@ impl Catalog {
     /// Stores content-addressed `value` unless a recent enough copy is there already.
     /// Returns the stored size.
     async fn put_content(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
-        if let Some(meta) = self.store.head(key).await? {
-            if now_unix_ms().saturating_sub(meta.modified_unix_ms) < self.refresh_after_ms {
-                return Ok(meta.size);
-            }
+        if let Some(meta) = self.store.head(key).await?
+            && now_unix_ms().saturating_sub(meta.modified_unix_ms) < self.refresh_after_ms
+        {
+            return Ok(meta.size);
         }
         let size = value.len() as u64;
         self.store.put(key, value).await?;

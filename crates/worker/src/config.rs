@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,36 @@ pub struct WorkerConfig {
     pub write_behind_after_secs: f64,
     /// Test hook: operations named here panic, to show panics become INTERNAL. Empty: off.
     pub debug_panic_on_operation: String,
+}
+
+/// A duration setting in seconds: negative is zero, and anything past a century (or NaN)
+/// is a century, which timers can still add to the clock.
+fn seconds(value: f64) -> Duration {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    Duration::try_from_secs_f64(value.max(0.0)).map_or(CENTURY, |d| d.min(CENTURY))
+}
+
+impl WorkerConfig {
+    /// How long an unused handle lives; `None`: forever.
+    pub fn handle_ttl(&self) -> Option<Duration> {
+        (self.handle_ttl_secs > 0.0).then(|| seconds(self.handle_ttl_secs))
+    }
+
+    /// Time between collector passes; `None`: the collector is off.
+    pub fn gc_interval(&self) -> Option<Duration> {
+        (self.gc_interval_secs > 0.0).then(|| seconds(self.gc_interval_secs))
+    }
+
+    pub fn gc_grace(&self) -> Duration {
+        seconds(self.gc_grace_secs)
+    }
+
+    /// Compute time past which a result is written behind; `None`: never (a memory
+    /// store, or a negative setting).
+    pub fn write_behind_after(&self) -> Option<Duration> {
+        (self.handle_store == HandleStoreKind::External && self.write_behind_after_secs >= 0.0)
+            .then(|| seconds(self.write_behind_after_secs))
+    }
 }
 
 impl Default for WorkerConfig {

@@ -160,7 +160,6 @@ fn guarded<T>(
 /// Applies a step to its input nodes and resolves the output schema, so unknown columns
 /// and type errors are reported by the call that introduces them.
 fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)> {
-    // (Artifacts are gathered by the caller from the inputs.)
     let operation = op_name(op);
     let frames: Vec<Frame> = inputs.iter().map(|n| n.frame.clone()).collect();
     let schemas: Vec<SchemaRef> = inputs.iter().map(|n| n.schema.clone()).collect();
@@ -191,6 +190,9 @@ fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)>
 
 impl Engine {
     pub fn new(config: &WorkerConfig, catalog: Catalog, roots: DataRoots) -> Self {
+        let ttl_ms = config.handle_ttl().map_or(u64::MAX, |ttl| {
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+        });
         let node_capacity =
             NonZeroUsize::new(config.plan_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
@@ -207,15 +209,9 @@ impl Engine {
             http: reqwest::Client::new(),
             panic_on_operation: Some(config.debug_panic_on_operation.clone())
                 .filter(|op| !op.is_empty()),
-            handle_ttl_ms: ttl_ms(config.handle_ttl_secs),
-            access_refresh_ms: (ttl_ms(config.handle_ttl_secs) / 4).min(60_000),
-            write_behind_after: (config.handle_store == crate::HandleStoreKind::External
-                && config.write_behind_after_secs.is_finite()
-                && config.write_behind_after_secs >= 0.0)
-                .then(|| {
-                    Duration::try_from_secs_f64(config.write_behind_after_secs)
-                        .unwrap_or(Duration::MAX)
-                }),
+            handle_ttl_ms: ttl_ms,
+            access_refresh_ms: (ttl_ms / 4).min(60_000),
+            write_behind_after: config.write_behind_after(),
         }
     }
 
@@ -920,15 +916,6 @@ async fn ensure_plan_stored(catalog: &Catalog, tenant: TenantId, node: &Node) ->
         return Ok(());
     }
     store_plan(catalog, tenant, node).await
-}
-
-/// A TTL in milliseconds; zero (or less) means handles never expire.
-fn ttl_ms(secs: f64) -> u64 {
-    if secs.is_finite() && secs > 0.0 {
-        (secs * 1000.0).min(u64::MAX as f64) as u64
-    } else {
-        u64::MAX
-    }
 }
 
 /// A schema as the wire's name/type pairs.

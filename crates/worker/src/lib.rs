@@ -56,12 +56,11 @@ pub async fn run(
         )?),
     };
     tracing::info!(kind = ?config.handle_store, "handle store ready");
-    let grace = secs(config.gc_grace_secs);
+    let grace = config.gc_grace();
     let catalog = Catalog::new(store).with_gc_grace(grace);
-    let collector = (config.gc_interval_secs > 0.0).then(|| {
-        let interval = secs(config.gc_interval_secs);
-        tokio::spawn(collect_garbage_every(catalog.clone(), interval, grace))
-    });
+    let collector = config
+        .gc_interval()
+        .map(|interval| tokio::spawn(collect_garbage_every(catalog.clone(), interval, grace)));
     let engine = Arc::new(Engine::new(&config, catalog, roots));
     let service = DataFrameServiceServer::new(service::DataFrameServer::new(engine, &config))
         .max_decoding_message_size(config.max_request_message_bytes)
@@ -80,13 +79,6 @@ pub async fn run(
         collector.abort();
     }
     Ok(())
-}
-
-/// A duration setting in seconds; negative is zero, and anything past a century (or
-/// NaN) is a century, which timers can still add to the clock.
-fn secs(value: f64) -> Duration {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    Duration::try_from_secs_f64(value.max(0.0)).map_or(CENTURY, |d| d.min(CENTURY))
 }
 
 /// Runs the store's mark-and-sweep collector every `interval`. Every worker does this;
