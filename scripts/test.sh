@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need, builds,
 # runs the Rust tests (nextest) and the Python existing-client tests (pytest). The S3
-# (moto) and Azure (Azurite) servers are started on loopback by the tests themselves.
+# (moto), Azure (Azurite) and Redis servers are started on loopback by the tests themselves.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,14 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" || exit 1
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt || exit 1
+
+step "redis-server (Debian package)"
+if ! command -v redis-server >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq redis-server >/dev/null || exit 1
+fi
+export POLAROID_REDIS_SERVER="${POLAROID_REDIS_SERVER:-$(command -v redis-server)}"
 
 step "azure blob emulator (azurite, npm)"
 node_prefix="$HOME/.cache/polaroid-node"

@@ -17,6 +17,7 @@ pub type Client = DataFrameServiceClient<Channel>;
 /// ephemeral port, with a fresh data root. Shut down when dropped.
 pub struct TestWorker {
     pub address: SocketAddr,
+    pub http_address: SocketAddr,
     pub data_root: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), WorkerError>>>,
@@ -30,8 +31,10 @@ impl TestWorker {
     /// Starts a worker whose config `adjust` may change (data roots default to a temp dir).
     pub async fn start_with(adjust: impl FnOnce(&mut WorkerConfig)) -> anyhow::Result<Self> {
         let data_root = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = polaroid_observability::Listeners::bind(loopback, loopback).await?;
+        let address = listeners.grpc.local_addr()?;
+        let http_address = listeners.http.local_addr()?;
         let mut config = WorkerConfig {
             bind_address: address,
             data_roots: vec![data_root.path().to_path_buf()],
@@ -39,11 +42,12 @@ impl TestWorker {
         };
         adjust(&mut config);
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(polaroid_worker::run(config, listener, async {
+        let task = tokio::spawn(polaroid_worker::run(config, listeners, async {
             let _ = stopped.await;
         }));
         Ok(Self {
             address,
+            http_address,
             data_root,
             shutdown: Some(shutdown),
             task: Some(task),
@@ -442,19 +446,39 @@ pub fn polaroid_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// A worker in its own process, as deployed: killable with SIGKILL.
+/// A `polaroid` process (worker, coordinator or standalone), as deployed: killable with
+/// SIGKILL, drainable with SIGTERM.
 pub struct WorkerProcess {
     child: std::process::Child,
     pub address: SocketAddr,
+    pub http_address: SocketAddr,
+}
+
+/// The address at the end of a `polaroid <role> … on <address>` line.
+fn announced_address(line: &str) -> anyhow::Result<SocketAddr> {
+    line.trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("process did not start: {line:?}"))
 }
 
 impl WorkerProcess {
     /// Runs `polaroid worker --bind 127.0.0.1:0 <args>` with extra environment variables.
     pub fn spawn(args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::spawn_role("worker", args, env)
+    }
+
+    /// Runs `polaroid <role>` on ephemeral loopback ports (unless `args` name a `--bind`).
+    pub fn spawn_role(role: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(polaroid_binary()?)
-            .arg("worker")
-            .args(["--bind", "127.0.0.1:0"])
+        let mut command = std::process::Command::new(polaroid_binary()?);
+        command.arg(role);
+        if !args.contains(&"--bind") {
+            command.args(["--bind", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .args(["--http-address", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().cloned())
             .stdout(std::process::Stdio::piped())
@@ -463,29 +487,60 @@ impl WorkerProcess {
             .stdout
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        let address = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("worker did not start: {line:?}"))?;
-        Ok(Self { child, address })
+        let mut reader = std::io::BufReader::new(stdout);
+        let (mut grpc, mut http) = (String::new(), String::new());
+        reader.read_line(&mut grpc)?;
+        reader.read_line(&mut http)?;
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        Ok(Self {
+            child,
+            address: announced_address(&grpc)?,
+            http_address: announced_address(&http)?,
+        })
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
         let channel = Channel::from_shared(format!("http://{}", self.address))?
             .connect()
             .await?;
-        Ok(DataFrameServiceClient::new(channel).max_decoding_message_size(usize::MAX))
+        Ok(DataFrameServiceClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown, no flush.
     pub fn kill(mut self) -> anyhow::Result<()> {
+        self.kill_in_place()
+    }
+
+    fn kill_in_place(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// SIGTERM: the process drains and exits on its own.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(())
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// The process's `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        http_get(self.http_address, "/metrics").await
     }
 }
 
@@ -494,6 +549,209 @@ impl Drop for WorkerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GETs `path` over HTTP from `address`; the body of a 2xx answer.
+pub async fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let response = reqwest::get(format!("http://{address}{path}")).await?;
+    let status = response.status();
+    let body = response.text().await?;
+    anyhow::ensure!(status.is_success(), "GET {path}: {status}: {body}");
+    Ok(body)
+}
+
+/// The sum of every sample of `name` whose labels contain all of `labels`, in
+/// Prometheus text format.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let wanted = metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            wanted.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A cluster as deployed, each process on its own: a coordinator and workers sharing a
+/// filesystem store and a data root, on ephemeral loopback ports.
+pub struct TestCluster {
+    pub coordinator: WorkerProcess,
+    /// `None` where a worker was killed or drained.
+    pub workers: Vec<Option<WorkerProcess>>,
+    coordinator_args: Vec<String>,
+    worker_args: Vec<String>,
+    pub state: tempfile::TempDir,
+    pub data_root: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// A coordinator with `coordinator_args` and `workers` workers with `worker_args`,
+    /// waiting until every worker is on the ring.
+    pub async fn start(
+        workers: usize,
+        coordinator_args: &[&str],
+        worker_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let state = tempfile::tempdir()?;
+        let data_root = tempfile::tempdir()?;
+        let coordinator_args: Vec<String> = [
+            // Short leases and refreshes: membership changes show within a second.
+            "--worker-lease-secs",
+            "2",
+            "--membership-refresh-secs",
+            "0.2",
+        ]
+        .iter()
+        .chain(coordinator_args)
+        .map(|s| s.to_string())
+        .collect();
+        let args: Vec<&str> = coordinator_args.iter().map(String::as_str).collect();
+        let coordinator = WorkerProcess::spawn_role("coordinator", &args, &[])?;
+        let mut cluster = Self {
+            coordinator,
+            workers: Vec::new(),
+            coordinator_args,
+            worker_args: worker_args.iter().map(|s| s.to_string()).collect(),
+            state,
+            data_root,
+        };
+        for _ in 0..workers {
+            let worker = cluster.spawn_worker(&cluster.coordinator.address)?;
+            cluster.workers.push(Some(worker));
+        }
+        cluster.wait_for_workers(workers).await?;
+        Ok(cluster)
+    }
+
+    fn spawn_worker(&self, coordinator: &SocketAddr) -> anyhow::Result<WorkerProcess> {
+        let coordinator_url = format!("http://{coordinator}");
+        let state = self.state.path().to_string_lossy().into_owned();
+        let data_root = self.data_root.path().to_string_lossy().into_owned();
+        let mut args = vec![
+            "--coordinator-url",
+            &coordinator_url,
+            "--load-report-interval-secs",
+            "0.3",
+            "--handle-store",
+            "external",
+            "--state-dir",
+            &state,
+            "--data-root",
+            &data_root,
+        ];
+        args.extend(self.worker_args.iter().map(String::as_str));
+        WorkerProcess::spawn(&args, &[])
+    }
+
+    /// A client of the coordinator.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        self.coordinator.client().await
+    }
+
+    /// A path inside the shared data root.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.data_root.path().join(name)
+    }
+
+    /// The live workers the coordinator routes to.
+    pub async fn live_workers(&self) -> anyhow::Result<Vec<pb::WorkerInfo>> {
+        list_workers(self.coordinator.address).await
+    }
+
+    /// Waits until `count` workers are live on the coordinator.
+    pub async fn wait_for_workers(&self, count: usize) -> anyhow::Result<()> {
+        let address = self.coordinator.address;
+        eventually(
+            &format!("{count} live workers"),
+            std::time::Duration::from_secs(30),
+            || async move { Ok(list_workers(address).await?.len() == count) },
+        )
+        .await
+    }
+
+    /// The index of the worker serving at `address`.
+    pub fn index_of(&self, address: &str) -> Option<usize> {
+        self.workers
+            .iter()
+            .position(|w| w.as_ref().is_some_and(|w| w.address.to_string() == address))
+    }
+
+    /// SIGKILLs worker `index`.
+    pub fn kill_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let worker = self.workers[index]
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("worker {index} is not running"))?;
+        worker.kill()
+    }
+
+    /// Starts a new worker in slot `index` (after a kill or drain).
+    pub fn restart_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let worker = self.spawn_worker(&self.coordinator.address)?;
+        self.workers[index] = Some(worker);
+        Ok(())
+    }
+
+    /// SIGKILLs the coordinator and starts a new one on the same address.
+    pub fn restart_coordinator(&mut self) -> anyhow::Result<()> {
+        self.coordinator.kill_in_place()?;
+        let address = self.coordinator.address.to_string();
+        let mut args: Vec<&str> = self.coordinator_args.iter().map(String::as_str).collect();
+        args.extend(["--bind", &address]);
+        self.coordinator = WorkerProcess::spawn_role("coordinator", &args, &[])?;
+        Ok(())
+    }
+}
+
+/// The workers a coordinator at `address` routes to.
+pub async fn list_workers(address: SocketAddr) -> anyhow::Result<Vec<pb::WorkerInfo>> {
+    use polaroid_proto::v1::cluster_service_client::ClusterServiceClient;
+    let mut client = ClusterServiceClient::connect(format!("http://{address}")).await?;
+    Ok(client
+        .list_workers(pb::ListWorkersRequest {})
+        .await?
+        .into_inner()
+        .workers)
+}
+
+/// The worker that served a call, from the response metadata.
+pub fn served_by<T>(response: &tonic::Response<T>) -> String {
+    response
+        .metadata()
+        .get(polaroid_proto::WORKER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A redis-server on a free loopback port, with its data in a temp dir (AOF on).
+pub async fn redis_server() -> anyhow::Result<ExternalServer> {
+    let binary = installed(
+        "POLAROID_REDIS_SERVER",
+        PathBuf::from("/usr/bin/redis-server"),
+    )?;
+    let state = tempfile::tempdir()?;
+    let port = free_port()?;
+    let args: Vec<std::ffi::OsString> = vec![
+        "--port".into(),
+        port.to_string().into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--dir".into(),
+        state.path().into(),
+        "--appendonly".into(),
+        "yes".into(),
+        "--save".into(),
+        "".into(),
+    ];
+    ExternalServer::start(&binary, &args, port, state, "redis-server").await
 }
 
 /// Polls `check` until it holds, failing after `timeout`: tests wait on conditions, not

@@ -5,11 +5,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/polaroid/v1/dataframe.proto",
         "proto/polaroid/v1/expr.proto",
         "proto/polaroid/v1/plan.proto",
+        "proto/polaroid/v1/cluster.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
+    // Served by gRPC reflection on every process.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("polaroid_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         // Maps encode in key order, so equal plans encode to equal bytes (content addressing).
         .btree_map(".")

@@ -51,21 +51,45 @@ def data_root():
         yield pathlib.Path(root)
 
 
-@pytest.fixture(scope="session")
-def worker_address(data_root):
+def wait_ready(http_address: str, timeout: float = 30.0) -> None:
+    """Waits until the process answers /readyz with 200 (a coordinator: workers joined)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{http_address}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        assert time.monotonic() < deadline, f"{http_address} not ready within {timeout} s"
+        time.sleep(0.05)
+
+
+# Existing clients must work unchanged against a lone worker and against the coordinator
+# of `polaroid standalone` (which forwards every call to its workers).
+@pytest.fixture(scope="session", params=["worker", "standalone"])
+def worker_address(request, data_root):
     binary = polaroid_binary()
     assert binary.exists(), f"{binary} not built; run cargo build first"
-    process = subprocess.Popen(
-        [str(binary), "worker", "--bind", "127.0.0.1:0", "--data-root", str(data_root)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    command = [str(binary), request.param, "--bind", "127.0.0.1:0", "--http-address", "127.0.0.1:0"]
+    command += ["--data-root", str(data_root)]
+    state = tempfile.TemporaryDirectory(prefix="polaroid-state-")
+    if request.param == "standalone":
+        command += ["--state-dir", state.name]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
-    assert "listening on" in line, f"worker did not start: {line!r}"
+    assert "listening on" in line, f"{request.param} did not start: {line!r}"
     address = line.strip().rsplit(" ", 1)[-1]
+    http_address = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+    wait_ready(http_address)
     yield address
     process.terminate()
     process.wait(timeout=30)
+    state.cleanup()
 
 
 @pytest.fixture()

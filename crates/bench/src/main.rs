@@ -51,8 +51,29 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         pipeline_iterations: usize,
     },
+    /// The coordinator's cost: the extra hop on a trivial call, collect throughput of a
+    /// 1 GiB result through it versus straight from the worker, and trivial-call
+    /// throughput with 3 workers and 64 concurrent clients.
+    Cluster {
+        /// Where the generated data and the store live between runs.
+        #[arg(long, default_value = "bench-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        #[arg(long, default_value_t = 3000)]
+        trivial_iterations: usize,
+        #[arg(long, default_value_t = 1024)]
+        collect_mib: usize,
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
+mod cluster;
 mod store;
 
 type Client = DataFrameServiceClient<Channel>;
@@ -321,7 +342,7 @@ async fn core(
     let path = data_dir.join(format!("core-{rows}.parquet"));
     generate(&path, rows)?;
 
-    let worker = BenchWorker::start(polaroid_worker::WorkerConfig {
+    let worker = BenchServer::worker(polaroid_worker::WorkerConfig {
         data_roots: vec![data_dir.clone()],
         ..Default::default()
     })
@@ -458,32 +479,68 @@ async fn core(
     worker.stop().await
 }
 
-/// A worker on a loopback port, as the binary runs it: on its own multi-threaded runtime
-/// and threads, apart from the benchmark's client, as a separate process would be.
-pub struct BenchWorker {
+/// A server (worker or coordinator) on loopback ports, as the binary runs it: on its own
+/// multi-threaded runtime and threads, apart from the benchmark's client, as a separate
+/// process would be.
+pub struct BenchServer {
     address: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     server: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
-impl BenchWorker {
-    pub async fn start(mut config: polaroid_worker::WorkerConfig) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        config.bind_address = address;
+impl BenchServer {
+    /// A worker with `config` (its bind address is replaced by an ephemeral one).
+    pub async fn worker(config: polaroid_worker::WorkerConfig) -> anyhow::Result<Self> {
+        Self::spawn(move |listeners, stop| async move {
+            polaroid_worker::run(config, listeners, stop).await?;
+            anyhow::Ok(())
+        })
+    }
+
+    /// A coordinator with `config` (its bind address is replaced by an ephemeral one).
+    pub async fn coordinator(
+        config: polaroid_coordinator::CoordinatorConfig,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(move |listeners, stop| async move {
+            polaroid_coordinator::run(config, listeners, stop).await?;
+            anyhow::Ok(())
+        })
+    }
+
+    fn spawn<F, Fut>(serve: F) -> anyhow::Result<Self>
+    where
+        F: FnOnce(
+                polaroid_observability::Listeners,
+                futures::future::BoxFuture<'static, ()>,
+            ) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let (grpc, http) = (
+            std::net::TcpListener::bind("127.0.0.1:0")?,
+            std::net::TcpListener::bind("127.0.0.1:0")?,
+        );
+        grpc.set_nonblocking(true)?;
+        http.set_nonblocking(true)?;
+        let address = grpc.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                polaroid_worker::run(config, listener, async {
-                    let _ = stopped.await;
-                })
-                .await?;
-                anyhow::Ok(())
+                let listeners = polaroid_observability::Listeners {
+                    grpc: tokio::net::TcpListener::from_std(grpc)?,
+                    http: tokio::net::TcpListener::from_std(http)?,
+                };
+                serve(
+                    listeners,
+                    Box::pin(async {
+                        let _ = stopped.await;
+                    }),
+                )
+                .await
             })
         });
         Ok(Self {
@@ -493,11 +550,12 @@ impl BenchWorker {
         })
     }
 
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let channel = Channel::from_shared(format!("http://{}", self.address))?
-            .connect()
-            .await?;
-        Ok(DataFrameServiceClient::new(channel).max_decoding_message_size(usize::MAX))
+        client_of(self.address).await
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -505,10 +563,17 @@ impl BenchWorker {
         tokio::task::spawn_blocking(move || {
             self.server
                 .join()
-                .map_err(|_| anyhow::anyhow!("worker thread panicked"))?
+                .map_err(|_| anyhow::anyhow!("server thread panicked"))?
         })
         .await?
     }
+}
+
+pub async fn client_of(address: std::net::SocketAddr) -> anyhow::Result<Client> {
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    Ok(DataFrameServiceClient::new(channel).max_decoding_message_size(usize::MAX))
 }
 
 /// The client side runs on one runtime thread, as a notebook's client does (Polars
@@ -537,6 +602,26 @@ async fn main() -> anyhow::Result<()> {
                 handle_iterations,
                 rows,
                 pipeline_iterations,
+            })
+            .await
+        }
+        Bench::Cluster {
+            data_dir,
+            workers,
+            trivial_iterations,
+            collect_mib,
+            repetitions,
+            clients,
+            seconds,
+        } => {
+            cluster::run(cluster::Options {
+                data_dir,
+                workers,
+                trivial_iterations,
+                collect_bytes: collect_mib * 1024 * 1024,
+                repetitions,
+                clients,
+                duration: Duration::from_secs(seconds),
             })
             .await
         }

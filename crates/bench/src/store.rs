@@ -15,7 +15,7 @@ use polaroid_store::{
 use polaroid_worker::{HandleStoreKind, WorkerConfig};
 
 use crate::{
-    BenchWorker, build_pipeline, collect, dimension, generate, local_pipeline, micros, percentile,
+    BenchServer, build_pipeline, collect, dimension, generate, local_pipeline, micros, percentile,
     read_parquet, upload,
 };
 
@@ -174,7 +174,7 @@ async fn handle_creation(scratch: &Path, options: &Options) -> anyhow::Result<()
     }
     direct.sort();
 
-    let worker = BenchWorker::start(WorkerConfig {
+    let worker = BenchServer::worker(WorkerConfig {
         handle_store: HandleStoreKind::External,
         state_dir: scratch.join("worker-state"),
         ..Default::default()
@@ -224,7 +224,7 @@ async fn pipeline_cold_and_warm(
         data_roots: vec![data_dir.to_path_buf()],
         ..Default::default()
     };
-    let builder = BenchWorker::start(config()).await?;
+    let builder = BenchServer::worker(config()).await?;
     let mut client = builder.client().await?;
     let source = read_parquet(&mut client, &path).await?;
     let dimension_df = dimension()?;
@@ -238,7 +238,7 @@ async fn pipeline_cold_and_warm(
         let local_time = start.elapsed();
         let head = build_pipeline(&mut client, &source, &dimension_handle, threshold).await?;
 
-        let fresh = BenchWorker::start(config()).await?;
+        let fresh = BenchServer::worker(config()).await?;
         let mut fresh_client = fresh.client().await?;
         let start = Instant::now();
         let from_cold = collect(&mut fresh_client, &head).await?;

@@ -1,3 +1,93 @@
-//! The coordinator: consistent-hash routing of handles to workers, membership, failover
-//! and the job API. Empty until its issue lands; the crate exists so the workspace shows
-//! the architecture of shared/DESIGN.md.
+//! The Polaroid coordinator: serves the polaroid.v1 `DataFrameService` by forwarding each
+//! call to the worker that owns its handle's affinity key on a consistent-hash ring of
+//! live workers, failing over to the next one; and `ClusterService`, where workers
+//! register and report their load.
+
+mod cluster;
+mod cluster_service;
+pub mod config;
+mod error;
+pub mod membership;
+mod proxy;
+pub mod ring;
+mod routing;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
+use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
+use tonic::transport::server::TcpIncoming;
+
+pub use config::{CoordinatorConfig, RoutingPolicy};
+pub use error::CoordinatorError;
+pub use membership::{Membership, MemoryMembership, RedisMembership};
+
+/// Serves the coordinator until `shutdown` completes, then finishes in-flight calls.
+pub async fn run(
+    config: CoordinatorConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    let membership: Arc<dyn Membership> = if config.redis_url.is_empty() {
+        Arc::new(MemoryMembership::default())
+    } else {
+        Arc::new(RedisMembership::connect(&config.redis_url, &config.redis_prefix).await?)
+    };
+    let cluster = Arc::new(cluster::Cluster::new(membership, &config));
+    if let Err(e) = cluster.refresh().await {
+        tracing::warn!(error = %e, "reading membership failed; starting with no workers");
+    }
+    let refresher = tokio::spawn(cluster::refresh_every(
+        cluster.clone(),
+        config.membership_refresh(),
+    ));
+    let proxy = proxy::DataFrameProxy::new(
+        cluster.clone(),
+        config.max_attempts,
+        Duration::from_millis(config.retry_backoff_ms),
+        config.max_request_message_bytes,
+        config.max_response_message_bytes,
+    );
+    let (health, health_service) = polaroid_observability::health_service();
+    health
+        .set_service_status(
+            <proxy::DataFrameProxy as tonic::server::NamedService>::NAME,
+            ServingStatus::Serving,
+        )
+        .await;
+    let reflection = polaroid_observability::reflection_service()?;
+    let ready: Readiness = {
+        let cluster = cluster.clone();
+        Arc::new(move || cluster.live_workers() > 0)
+    };
+
+    let layers = tower::ServiceBuilder::new()
+        // Outermost: every call is counted and timed, rejected ones included.
+        .layer(GrpcMetricsLayer::new("coordinator"));
+
+    tracing::info!(address = ?listeners.grpc.local_addr().ok(), "coordinator serving");
+    let shutdown = shutdown.shared();
+    // Small request/response pairs dominate: send at once instead of coalescing packets.
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        // Results stream through two hops: windows that grow with the bandwidth keep the
+        // pipe full.
+        .http2_adaptive_window(Some(true))
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ClusterServiceServer::new(
+            cluster_service::ClusterServer::new(cluster.clone()),
+        ))
+        .add_service(proxy)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone());
+    let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
+    let (grpc, http) = tokio::join!(grpc, http);
+    refresher.abort();
+    grpc?;
+    http?;
+    Ok(())
+}

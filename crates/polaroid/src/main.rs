@@ -1,12 +1,15 @@
 //! The `polaroid` binary: config → telemetry → `run(config, listener, shutdown)`.
 
 mod settings;
+mod standalone;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use polaroid_coordinator::CoordinatorConfig;
+use polaroid_observability::Listeners;
 use polaroid_worker::{HandleStoreKind, StoreOptions, WorkerConfig};
 
 #[derive(Parser)]
@@ -22,8 +25,127 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run Polaroid on this machine: a coordinator and N workers in one process, sharing
+    /// a filesystem store. Clients connect to the coordinator's address.
+    Standalone(StandaloneArgs),
+    /// Run a coordinator: routes every call to a worker of the cluster.
+    Coordinator(CoordinatorArgs),
     /// Run a worker: the DataFrame engine behind the polaroid.v1 gRPC service.
     Worker(WorkerArgs),
+}
+
+/// Sets `target` when the flag was given.
+fn set<T>(target: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *target = value;
+    }
+}
+
+#[derive(clap::Args)]
+struct StandaloneArgs {
+    /// TOML file with settings (see docs/configuration.md); env and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where clients connect (POLAROID_BIND_ADDRESS).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// HTTP address for /healthz, /readyz and /metrics (POLAROID_HTTP_ADDRESS).
+    #[arg(long)]
+    http_address: Option<SocketAddr>,
+    /// Workers to start (POLAROID_WORKERS).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Root of the filesystem store the workers share (POLAROID_STATE_DIR).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// A directory clients may read and write (POLAROID_DATA_ROOTS); repeat for several.
+    #[arg(long = "data-root")]
+    data_roots: Vec<PathBuf>,
+    /// Memory for materialized results, per worker (POLAROID_CACHE_BYTES).
+    #[arg(long)]
+    cache_bytes: Option<usize>,
+}
+
+impl StandaloneArgs {
+    fn apply(self, config: &mut standalone::StandaloneConfig) {
+        set(&mut config.bind_address, self.bind);
+        set(&mut config.http_address, self.http_address);
+        set(&mut config.workers, self.workers);
+        set(&mut config.state_dir, self.state_dir);
+        if !self.data_roots.is_empty() {
+            config.data_roots = self.data_roots;
+        }
+        set(&mut config.cache_bytes, self.cache_bytes);
+    }
+}
+
+#[derive(clap::Args)]
+struct CoordinatorArgs {
+    /// TOML file with settings (see docs/configuration.md); env and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address (POLAROID_BIND_ADDRESS); port 0 picks a free port.
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// HTTP address for /healthz, /readyz and /metrics (POLAROID_HTTP_ADDRESS).
+    #[arg(long)]
+    http_address: Option<SocketAddr>,
+    /// Keep membership in Redis, shared by coordinator replicas (POLAROID_REDIS_URL).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Key prefix of membership records in Redis (POLAROID_REDIS_PREFIX).
+    #[arg(long)]
+    redis_prefix: Option<String>,
+    /// Seconds a worker stays in the ring without reporting (POLAROID_WORKER_LEASE_SECS).
+    #[arg(long)]
+    worker_lease_secs: Option<f64>,
+    /// Seconds between ring rebuilds from membership (POLAROID_MEMBERSHIP_REFRESH_SECS).
+    #[arg(long)]
+    membership_refresh_secs: Option<f64>,
+    /// How calls are spread over workers (POLAROID_ROUTING).
+    #[arg(long, value_enum)]
+    routing: Option<polaroid_coordinator::RoutingPolicy>,
+    /// Points per worker on the hash ring (POLAROID_VIRTUAL_NODES).
+    #[arg(long)]
+    virtual_nodes: Option<usize>,
+    /// Workers tried per call, the first included (POLAROID_MAX_ATTEMPTS).
+    #[arg(long)]
+    max_attempts: Option<usize>,
+    /// First pause between attempts, in milliseconds (POLAROID_RETRY_BACKOFF_MS).
+    #[arg(long)]
+    retry_backoff_ms: Option<u64>,
+    /// Largest request message accepted (POLAROID_MAX_REQUEST_MESSAGE_BYTES).
+    #[arg(long)]
+    max_request_message_bytes: Option<usize>,
+    /// Largest response message forwarded (POLAROID_MAX_RESPONSE_MESSAGE_BYTES).
+    #[arg(long)]
+    max_response_message_bytes: Option<usize>,
+}
+
+impl CoordinatorArgs {
+    fn apply(self, config: &mut CoordinatorConfig) {
+        set(&mut config.bind_address, self.bind);
+        set(&mut config.http_address, self.http_address);
+        set(&mut config.redis_url, self.redis_url);
+        set(&mut config.redis_prefix, self.redis_prefix);
+        set(&mut config.worker_lease_secs, self.worker_lease_secs);
+        set(
+            &mut config.membership_refresh_secs,
+            self.membership_refresh_secs,
+        );
+        set(&mut config.routing, self.routing);
+        set(&mut config.virtual_nodes, self.virtual_nodes);
+        set(&mut config.max_attempts, self.max_attempts);
+        set(&mut config.retry_backoff_ms, self.retry_backoff_ms);
+        set(
+            &mut config.max_request_message_bytes,
+            self.max_request_message_bytes,
+        );
+        set(
+            &mut config.max_response_message_bytes,
+            self.max_response_message_bytes,
+        );
+    }
 }
 
 #[derive(clap::Args)]
@@ -34,6 +156,21 @@ struct WorkerArgs {
     /// Listen address (POLAROID_BIND_ADDRESS); port 0 picks a free port.
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// HTTP address for /healthz, /readyz and /metrics (POLAROID_HTTP_ADDRESS).
+    #[arg(long)]
+    http_address: Option<SocketAddr>,
+    /// The coordinator to register with, `http://host:port` (POLAROID_COORDINATOR_URL).
+    #[arg(long)]
+    coordinator_url: Option<String>,
+    /// Where the coordinator reaches this worker, host:port (POLAROID_ADVERTISE_ADDRESS).
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// This worker's name in the cluster (POLAROID_WORKER_ID).
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// Seconds between load reports to the coordinator (POLAROID_LOAD_REPORT_INTERVAL_SECS).
+    #[arg(long)]
+    load_report_interval_secs: Option<f64>,
     /// A directory clients may read and write (POLAROID_DATA_ROOTS); repeat for several.
     #[arg(long = "data-root")]
     data_roots: Vec<PathBuf>,
@@ -97,12 +234,15 @@ struct WorkerArgs {
 impl WorkerArgs {
     /// Flags override every other source of settings.
     fn apply(self, config: &mut WorkerConfig) {
-        fn set<T>(target: &mut T, flag: Option<T>) {
-            if let Some(value) = flag {
-                *target = value;
-            }
-        }
         set(&mut config.bind_address, self.bind);
+        set(&mut config.http_address, self.http_address);
+        set(&mut config.coordinator_url, self.coordinator_url);
+        set(&mut config.advertise_address, self.advertise_address);
+        set(&mut config.worker_id, self.worker_id);
+        set(
+            &mut config.load_report_interval_secs,
+            self.load_report_interval_secs,
+        );
         if !self.data_roots.is_empty() {
             config.data_roots = self.data_roots;
         }
@@ -175,6 +315,22 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Standalone(args) => {
+            let mut config: standalone::StandaloneConfig =
+                settings::load(args.config.as_deref(), std::env::vars())?;
+            args.apply(&mut config);
+            init_telemetry();
+            let listeners = bind("standalone", config.bind_address, config.http_address).await?;
+            standalone::run(config, listeners, shutdown_signal()).await?;
+        }
+        Command::Coordinator(args) => {
+            let mut config: CoordinatorConfig =
+                settings::load(args.config.as_deref(), std::env::vars())?;
+            args.apply(&mut config);
+            init_telemetry();
+            let listeners = bind("coordinator", config.bind_address, config.http_address).await?;
+            polaroid_coordinator::run(config, listeners, shutdown_signal()).await?;
+        }
         Command::Worker(args) => {
             let mut config: WorkerConfig =
                 settings::load(args.config.as_deref(), std::env::vars())?;
@@ -182,15 +338,25 @@ async fn main() -> anyhow::Result<()> {
             config.store_options =
                 StoreOptions(polaroid_store::cloud_options_from_env(std::env::vars()));
             init_telemetry();
-            let listener = tokio::net::TcpListener::bind(config.bind_address)
-                .await
-                .with_context(|| format!("binding {}", config.bind_address))?;
-            // Scripts and tests read the real address (port 0 picks one) from this line.
-            println!("polaroid worker listening on {}", listener.local_addr()?);
-            polaroid_worker::run(config, listener, shutdown_signal()).await?;
+            let listeners = bind("worker", config.bind_address, config.http_address).await?;
+            polaroid_worker::run(config, listeners, shutdown_signal()).await?;
         }
     }
     Ok(())
+}
+
+/// Binds the gRPC and HTTP addresses and prints them: scripts and tests read the real
+/// addresses (port 0 picks one) from these two lines.
+async fn bind(role: &str, grpc: SocketAddr, http: SocketAddr) -> anyhow::Result<Listeners> {
+    let listeners = Listeners::bind(grpc, http)
+        .await
+        .with_context(|| format!("binding {grpc} and {http}"))?;
+    println!(
+        "polaroid {role} listening on {}",
+        listeners.grpc.local_addr()?
+    );
+    println!("polaroid {role} http on {}", listeners.http.local_addr()?);
+    Ok(listeners)
 }
 
 #[cfg(test)]
@@ -212,7 +378,9 @@ mod tests {
             "memory",
         ])
         .unwrap();
-        let Command::Worker(args) = cli.command;
+        let Command::Worker(args) = cli.command else {
+            panic!("parsed as another command")
+        };
         let mut config = WorkerConfig {
             tenant: "from-env".into(),
             ..Default::default()

@@ -6,6 +6,17 @@ pub mod v1 {
     tonic::include_proto!("polaroid.v1");
 }
 
+/// The encoded `FileDescriptorSet` of every polaroid.v1 file, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/polaroid_descriptor.bin"));
+
+/// Metadata a coordinator sets on a call that creates a new pipeline: the affinity key
+/// (16 lowercase hex digits) the new handle must carry, so that it routes back here.
+pub const AFFINITY_METADATA: &str = "x-polaroid-affinity";
+
+/// Response metadata naming the worker that served a call.
+pub const WORKER_METADATA: &str = "x-polaroid-worker";
+
 mod error_code;
 
 pub use error_code::ErrorCode;

@@ -44,6 +44,21 @@ impl AffinityKey {
     pub fn as_u64(self) -> u64 {
         u64::from_be_bytes(self.0)
     }
+
+    /// 16 lowercase hex digits, as in a handle.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Strict inverse of [`AffinityKey::to_hex`].
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 16 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut bytes = [0; 8];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
 }
 
 /// A parsed handle.

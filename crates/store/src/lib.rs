@@ -95,3 +95,10 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         Err(StoreError::InvalidKey(key.to_owned()))
     }
 }
+
+/// A duration setting in seconds: negative is zero, and anything past a century (or NaN)
+/// is a century, which timers can still add to the clock.
+pub fn seconds(value: f64) -> std::time::Duration {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    std::time::Duration::try_from_secs_f64(value.max(0.0)).map_or(CENTURY, |d| d.min(CENTURY))
+}

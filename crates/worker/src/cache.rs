@@ -43,8 +43,11 @@ impl ResultCache {
     pub fn get(&self, key: &(TenantId, PlanId)) -> Option<DataFrame> {
         let found = self.lock().lru.get(key).map(|(df, _)| df.clone());
         let counter = if found.is_some() {
+            metrics::counter!("polaroid_worker_cache_hits_total", "cache" => "result").increment(1);
             &self.hits
         } else {
+            metrics::counter!("polaroid_worker_cache_misses_total", "cache" => "result")
+                .increment(1);
             &self.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use polaroid_store::seconds;
 use serde::{Deserialize, Serialize};
 
 /// Where handle records and uploads live.
@@ -34,6 +35,16 @@ impl std::fmt::Debug for StoreOptions {
 pub struct WorkerConfig {
     /// gRPC listen address.
     pub bind_address: SocketAddr,
+    /// HTTP listen address for `/healthz`, `/readyz` and `/metrics`.
+    pub http_address: SocketAddr,
+    /// The coordinator this worker registers with (`http://host:port`). Empty: a lone worker.
+    pub coordinator_url: String,
+    /// Where the coordinator reaches this worker (`host:port`). Empty: the bound address.
+    pub advertise_address: String,
+    /// This worker's name in the cluster. Empty: `worker-` and random hex digits.
+    pub worker_id: String,
+    /// Seconds between load reports to the coordinator (which also renew the lease).
+    pub load_report_interval_secs: f64,
     pub handle_store: HandleStoreKind,
     /// Root of the filesystem store (`handle_store = "external"` without `store_url`).
     pub state_dir: PathBuf,
@@ -81,13 +92,6 @@ pub struct WorkerConfig {
     pub debug_panic_on_operation: String,
 }
 
-/// A duration setting in seconds: negative is zero, and anything past a century (or NaN)
-/// is a century, which timers can still add to the clock.
-fn seconds(value: f64) -> Duration {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    Duration::try_from_secs_f64(value.max(0.0)).map_or(CENTURY, |d| d.min(CENTURY))
-}
-
 impl WorkerConfig {
     /// How long an unused handle lives; `None`: forever.
     pub fn handle_ttl(&self) -> Option<Duration> {
@@ -97,6 +101,10 @@ impl WorkerConfig {
     /// Time between collector passes; `None`: the collector is off.
     pub fn gc_interval(&self) -> Option<Duration> {
         (self.gc_interval_secs > 0.0).then(|| seconds(self.gc_interval_secs))
+    }
+
+    pub fn load_report_interval(&self) -> Duration {
+        seconds(self.load_report_interval_secs).max(Duration::from_millis(10))
     }
 
     pub fn gc_grace(&self) -> Duration {
@@ -115,6 +123,11 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_address: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            coordinator_url: String::new(),
+            advertise_address: String::new(),
+            worker_id: String::new(),
+            load_report_interval_secs: 2.0,
             handle_store: HandleStoreKind::Memory,
             state_dir: PathBuf::from("polaroid-state"),
             store_url: String::new(),

@@ -23,6 +23,21 @@ use crate::paths::DataRoots;
 use crate::plan::{self, Frame, StepContext};
 use crate::{ipc, sinks, sources};
 
+tokio::task_local! {
+    /// The affinity key a coordinator chose for the pipeline a call starts (the
+    /// `x-polaroid-affinity` metadata), so that the new handle routes back to this worker.
+    pub static REQUESTED_AFFINITY: Option<AffinityKey>;
+}
+
+/// The affinity key of a new pipeline: the coordinator's choice, else a random one.
+fn new_pipeline_affinity() -> AffinityKey {
+    REQUESTED_AFFINITY
+        .try_with(|key| *key)
+        .ok()
+        .flatten()
+        .unwrap_or_else(AffinityKey::random)
+}
+
 /// A plan node ready to use: its lazy frame and output schema.
 pub struct Node {
     pub id: PlanId,
@@ -358,8 +373,10 @@ impl Engine {
         let (handle, record) = self.live_record(text).await?;
         let id = PlanId::parse(&record.plan)?;
         if let Some(node) = self.cached_node(&id) {
+            metrics::counter!("polaroid_worker_cache_hits_total", "cache" => "plan").increment(1);
             return Ok((handle, node));
         }
+        metrics::counter!("polaroid_worker_cache_misses_total", "cache" => "plan").increment(1);
         let plan = record.node.ok_or_else(|| EngineError::Internal {
             operation: "replay",
             reason: format!("the record of handle {text} has no plan"),
@@ -520,7 +537,7 @@ impl Engine {
             source: Some(source),
         };
         let node = self.new_node(record, frame, schema, &[], None);
-        self.register(node, AffinityKey::random(), None).await
+        self.register(node, new_pipeline_affinity(), None).await
     }
 
     /// Uploaded Arrow IPC bytes: validated, then stored durably before the handle exists.
@@ -559,7 +576,7 @@ impl Engine {
             &[],
             Some(artifact_ref),
         );
-        self.register(node, AffinityKey::random(), Some((rows, stored_bytes)))
+        self.register(node, new_pipeline_affinity(), Some((rows, stored_bytes)))
             .await
     }
 

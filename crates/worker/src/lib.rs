@@ -9,6 +9,7 @@ pub mod expr;
 mod ipc;
 mod paths;
 mod plan;
+mod registration;
 mod service;
 mod sinks;
 mod sources;
@@ -16,11 +17,14 @@ mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
+use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
-use polaroid_store::{Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
-use tokio::net::TcpListener;
+use polaroid_store::{AffinityKey, Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
 use tonic::transport::server::TcpIncoming;
 
 pub use config::{HandleStoreKind, StoreOptions, WorkerConfig};
@@ -36,12 +40,19 @@ pub enum WorkerError {
     Store(#[from] polaroid_store::StoreError),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("http server: {0}")]
+    Http(std::io::Error),
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] polaroid_observability::ReflectionError),
+    #[error("worker id {0:?}: expected 1 to 128 of [A-Za-z0-9._-]")]
+    WorkerId(String),
 }
 
-/// Serves the worker on `listener` until `shutdown` completes, then drains in-flight calls.
+/// Serves the worker until `shutdown` completes, then drains: it leaves the ring, finishes
+/// in-flight calls and returns.
 pub async fn run(
     config: WorkerConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let roots = paths::DataRoots::new(&config.data_roots).map_err(WorkerError::DataRoots)?;
@@ -56,29 +67,158 @@ pub async fn run(
         )?),
     };
     tracing::info!(kind = ?config.handle_store, "handle store ready");
+    let worker_id = worker_id(&config)?;
+    let address = match config.advertise_address.as_str() {
+        "" => listeners
+            .grpc
+            .local_addr()
+            .map_err(WorkerError::Http)?
+            .to_string(),
+        advertised => advertised.to_owned(),
+    };
     let grace = config.gc_grace();
     let catalog = Catalog::new(store).with_gc_grace(grace);
     let collector = config
         .gc_interval()
         .map(|interval| tokio::spawn(collect_garbage_every(catalog.clone(), interval, grace)));
     let engine = Arc::new(Engine::new(&config, catalog, roots));
-    let service = DataFrameServiceServer::new(service::DataFrameServer::new(engine, &config))
-        .max_decoding_message_size(config.max_request_message_bytes)
-        .max_encoding_message_size(config.max_response_message_bytes);
+    let service =
+        DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))
+            .max_decoding_message_size(config.max_request_message_bytes)
+            .max_encoding_message_size(config.max_response_message_bytes);
+    let metrics = GrpcMetricsLayer::new("worker");
+    let (health, health_service) = polaroid_observability::health_service();
+    health
+        .set_serving::<DataFrameServiceServer<service::DataFrameServer>>()
+        .await;
+    let reflection = polaroid_observability::reflection_service()?;
 
-    tracing::info!(address = ?listener.local_addr().ok(), "worker serving");
+    let registration = if config.coordinator_url.is_empty() {
+        None
+    } else {
+        Some(Arc::new(registration::Registration::new(
+            &config.coordinator_url,
+            worker_id.clone(),
+            address.clone(),
+            engine.clone(),
+            metrics.in_flight(),
+        )?))
+    };
+    let reporter = registration
+        .clone()
+        .map(|registration| tokio::spawn(registration.report_every(config.load_report_interval())));
+    let draining = Arc::new(AtomicBool::new(false));
+    let ready: Readiness = {
+        let draining = draining.clone();
+        let registered = registration.as_ref().map(|r| r.registered.clone());
+        Arc::new(move || {
+            !draining.load(Ordering::Relaxed)
+                && registered
+                    .as_ref()
+                    .is_none_or(|r| r.load(Ordering::Relaxed))
+        })
+    };
+
+    let shutdown = shutdown.shared();
+    // Draining: leave the ring first, so no new call is routed here; the server then
+    // stops accepting calls and finishes the ones in flight.
+    let drain = {
+        let shutdown = shutdown.clone();
+        let registration = registration.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("draining");
+            draining.store(true, Ordering::Relaxed);
+            health
+                .set_service_status("", polaroid_observability::ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<DataFrameServiceServer<service::DataFrameServer>>()
+                .await;
+            if let Some(reporter) = reporter {
+                reporter.abort();
+            }
+            if let Some(registration) = registration {
+                registration.leave().await;
+            }
+        }
+    };
+
+    let worker_header = http::HeaderValue::from_str(&worker_id)
+        .map_err(|_| WorkerError::WorkerId(worker_id.clone()))?;
+    let layers = tower::ServiceBuilder::new()
+        // Outermost: every call is counted and timed, rejected ones included.
+        .layer(metrics)
+        // Names the worker that served the call, for operators and tests behind a coordinator.
+        .map_response(move |mut response: http::Response<tonic::body::Body>| {
+            response
+                .headers_mut()
+                .insert(polaroid_proto::WORKER_METADATA, worker_header.clone());
+            response
+        })
+        // A call that starts a pipeline takes the affinity key its coordinator routed by.
+        .layer(tower::layer::layer_fn(AffinityScope));
+
+    tracing::info!(%address, worker = %worker_id, "worker serving");
     // Small request/response pairs dominate: send at once instead of coalescing packets
     // (Nagle with delayed ACKs costs ~40 ms a call).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, drain);
+    let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
+    let (grpc, http) = tokio::join!(grpc, http);
     if let Some(collector) = collector {
         // Each deletion is atomic on its own; stopping between two loses nothing.
         collector.abort();
     }
-    Ok(())
+    grpc?;
+    http.map_err(WorkerError::Http)
+}
+
+/// The configured worker id, checked, or a new random one.
+fn worker_id(config: &WorkerConfig) -> Result<String, WorkerError> {
+    if config.worker_id.is_empty() {
+        return Ok(format!("worker-{}", &AffinityKey::random().to_hex()[..8]));
+    }
+    let plain = config
+        .worker_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !plain || config.worker_id.len() > 128 {
+        return Err(WorkerError::WorkerId(config.worker_id.clone()));
+    }
+    Ok(config.worker_id.clone())
+}
+
+/// Runs each call with [`engine::REQUESTED_AFFINITY`] set from its `x-polaroid-affinity`
+/// metadata (ignored unless it is 16 lowercase hex digits).
+#[derive(Clone)]
+struct AffinityScope<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for AffinityScope<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tokio::task::futures::TaskLocalFuture<Option<AffinityKey>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let requested = request
+            .headers()
+            .get(polaroid_proto::AFFINITY_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(AffinityKey::from_hex);
+        engine::REQUESTED_AFFINITY.scope(requested, self.0.call(request))
+    }
 }
 
 /// Runs the store's mark-and-sweep collector every `interval`. Every worker does this;

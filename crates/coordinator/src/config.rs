@@ -1,0 +1,76 @@
+//! The coordinator's settings. Every field is a TOML key, a `POLAROID_<KEY>` environment
+//! variable and a flag; docs/configuration.md lists them all.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use polaroid_store::seconds;
+use serde::{Deserialize, Serialize};
+
+/// How calls are spread over workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingPolicy {
+    /// Consistent hashing on the handle's affinity key: a pipeline stays on one worker.
+    Affinity,
+    /// Each call to the next worker in turn, ignoring affinity: a baseline for comparison.
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// gRPC listen address (clients, and workers' membership reports).
+    pub bind_address: SocketAddr,
+    /// HTTP listen address for `/healthz`, `/readyz` and `/metrics`.
+    pub http_address: SocketAddr,
+    /// Membership in Redis (`redis://host:port/db`), shared by every coordinator replica.
+    /// Empty: in this coordinator's memory.
+    pub redis_url: String,
+    /// Key prefix of the membership records in Redis.
+    pub redis_prefix: String,
+    /// A worker that has not reported for this long leaves the ring.
+    pub worker_lease_secs: f64,
+    /// How often the ring is rebuilt from the membership records.
+    pub membership_refresh_secs: f64,
+    pub routing: RoutingPolicy,
+    /// Points per worker on the hash ring: more spread load more evenly.
+    pub virtual_nodes: usize,
+    /// Workers tried for one call, the first included.
+    pub max_attempts: usize,
+    /// Pause before the second attempt; it doubles for each further one (with jitter).
+    pub retry_backoff_ms: u64,
+    /// Largest request message accepted from a client (and forwarded to a worker).
+    pub max_request_message_bytes: usize,
+    /// Largest response message forwarded; workers split results below their own limit.
+    pub max_response_message_bytes: usize,
+}
+
+impl CoordinatorConfig {
+    pub fn worker_lease(&self) -> Duration {
+        seconds(self.worker_lease_secs)
+    }
+
+    pub fn membership_refresh(&self) -> Duration {
+        seconds(self.membership_refresh_secs).max(Duration::from_millis(10))
+    }
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_address: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            redis_url: String::new(),
+            redis_prefix: "polaroid".into(),
+            worker_lease_secs: 10.0,
+            membership_refresh_secs: 1.0,
+            routing: RoutingPolicy::Affinity,
+            virtual_nodes: 128,
+            max_attempts: 3,
+            retry_backoff_ms: 20,
+            max_request_message_bytes: 256 * 1024 * 1024,
+            max_response_message_bytes: 256 * 1024 * 1024,
+        }
+    }
+}

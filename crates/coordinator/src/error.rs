@@ -1,0 +1,42 @@
+//! The coordinator's errors, and the one place they become gRPC statuses. Statuses from
+//! workers pass through unchanged: the worker already chose them.
+
+use crate::membership::MembershipError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("no live worker can take the call; workers register with this coordinator")]
+    NoLiveWorkers,
+    #[error("membership: {0}")]
+    Membership(#[from] MembershipError),
+    #[error("invalid worker address {0}")]
+    BadWorkerAddress(String),
+    #[error("invalid membership report: {0}")]
+    InvalidReport(String),
+    #[error("the call's deadline passed before a worker answered")]
+    DeadlineExceeded,
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] polaroid_observability::ReflectionError),
+}
+
+impl From<CoordinatorError> for tonic::Status {
+    fn from(error: CoordinatorError) -> Self {
+        let message = error.to_string();
+        match error {
+            CoordinatorError::NoLiveWorkers | CoordinatorError::Membership(_) => {
+                tonic::Status::unavailable(message)
+            }
+            CoordinatorError::BadWorkerAddress(_) | CoordinatorError::InvalidReport(_) => {
+                tonic::Status::invalid_argument(message)
+            }
+            CoordinatorError::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
+            CoordinatorError::Transport(_)
+            | CoordinatorError::Http(_)
+            | CoordinatorError::Reflection(_) => tonic::Status::internal(message),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `polaroid standalone`: a coordinator and N workers in one process, sharing a
+//! filesystem store, as real gRPC peers on loopback. What a new user runs.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use futures::FutureExt;
+use polaroid_coordinator::CoordinatorConfig;
+use polaroid_observability::Listeners;
+use polaroid_worker::{HandleStoreKind, WorkerConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandaloneConfig {
+    /// Where clients connect: the coordinator's gRPC address.
+    pub bind_address: SocketAddr,
+    /// HTTP address for `/healthz`, `/readyz` and `/metrics` (of the whole process).
+    pub http_address: SocketAddr,
+    /// Workers to start.
+    pub workers: usize,
+    /// Root of the filesystem store the workers share; handles survive restarts.
+    pub state_dir: PathBuf,
+    /// Directories clients may read and write.
+    pub data_roots: Vec<PathBuf>,
+    /// Memory for materialized results, per worker.
+    pub cache_bytes: usize,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        let worker = WorkerConfig::default();
+        Self {
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_address: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: 2,
+            state_dir: worker.state_dir,
+            data_roots: worker.data_roots,
+            cache_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// Serves until `shutdown` completes; then the workers drain and the coordinator stops.
+pub async fn run(
+    config: StandaloneConfig,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(config.workers > 0, "standalone needs at least one worker");
+    let mut coordinator_address = listeners.grpc.local_addr()?;
+    if coordinator_address.ip().is_unspecified() {
+        coordinator_address.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let shutdown = shutdown.shared();
+    let (coordinator_stop, coordinator_stopped) = tokio::sync::oneshot::channel::<()>();
+    let coordinator = tokio::spawn(polaroid_coordinator::run(
+        CoordinatorConfig {
+            bind_address: config.bind_address,
+            http_address: config.http_address,
+            // In one process a worker that stops reporting is gone: notice it quickly.
+            worker_lease_secs: 3.0,
+            ..CoordinatorConfig::default()
+        },
+        listeners,
+        async {
+            let _ = coordinator_stopped.await;
+        },
+    ));
+
+    let mut workers = Vec::with_capacity(config.workers);
+    for index in 0..config.workers {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let worker_listeners = Listeners::bind(loopback, loopback)
+            .await
+            .context("binding a worker")?;
+        let worker = WorkerConfig {
+            bind_address: loopback,
+            http_address: loopback,
+            coordinator_url: format!("http://{coordinator_address}"),
+            worker_id: format!("standalone-{index}"),
+            load_report_interval_secs: 1.0,
+            handle_store: HandleStoreKind::External,
+            state_dir: config.state_dir.clone(),
+            data_roots: config.data_roots.clone(),
+            cache_bytes: config.cache_bytes,
+            ..WorkerConfig::default()
+        };
+        workers.push(tokio::spawn(polaroid_worker::run(
+            worker,
+            worker_listeners,
+            shutdown.clone(),
+        )));
+    }
+    println!(
+        "Polaroid is running with {} workers: connect to {coordinator_address} (state in {})",
+        config.workers,
+        config.state_dir.display()
+    );
+
+    let mut failure = None;
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(anyhow::Error::from(e).context("a worker failed")),
+            Err(e) => failure = Some(anyhow::Error::from(e).context("a worker panicked")),
+        }
+    }
+    let _ = coordinator_stop.send(());
+    coordinator.await.context("the coordinator panicked")??;
+    failure.map_or(Ok(()), Err)
+}

@@ -1,0 +1,159 @@
+//! Cluster membership from the worker's side: load reports to the coordinator every few
+//! seconds (which renew the worker's lease), and leaving the ring when draining.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use polaroid_observability::InFlight;
+use polaroid_proto::v1 as pb;
+use polaroid_proto::v1::cluster_service_client::ClusterServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::engine::Engine;
+
+pub struct Registration {
+    client: ClusterServiceClient<Channel>,
+    worker_id: String,
+    address: String,
+    engine: Arc<Engine>,
+    in_flight: InFlight,
+    /// Whether the coordinator accepted the latest report.
+    pub registered: Arc<AtomicBool>,
+}
+
+impl Registration {
+    pub fn new(
+        coordinator_url: &str,
+        worker_id: String,
+        address: String,
+        engine: Arc<Engine>,
+        in_flight: InFlight,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(coordinator_url.to_owned())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            client: ClusterServiceClient::new(channel),
+            worker_id,
+            address,
+            engine,
+            in_flight,
+            registered: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Reports load every `interval` until aborted. A coordinator that is down (or
+    /// restarting) is retried at the next tick; nothing else depends on it.
+    pub async fn report_every(self: Arc<Self>, interval: Duration) {
+        let mut cpu = CpuClock::start();
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let report = pb::LoadReport {
+                worker_id: self.worker_id.clone(),
+                address: self.address.clone(),
+                load: Some(pb::WorkerLoad {
+                    in_flight_calls: self.in_flight.get(),
+                    cache_bytes: self.engine.cache().bytes() as u64,
+                    cpu_cores: cpu.cores_since_last(),
+                    memory_bytes: resident_bytes().unwrap_or(0),
+                    jobs_running: 0,
+                }),
+            };
+            let accepted = match self.client.clone().report_load(report).await {
+                Ok(_) => true,
+                Err(status) => {
+                    tracing::warn!(%status, "load report to the coordinator failed");
+                    false
+                }
+            };
+            if self.registered.swap(accepted, Ordering::Relaxed) != accepted {
+                tracing::info!(registered = accepted, worker = %self.worker_id, "membership changed");
+            }
+        }
+    }
+
+    /// Leaves the ring: new calls go to other workers from now on.
+    pub async fn leave(&self) {
+        self.registered.store(false, Ordering::Relaxed);
+        let request = pb::LeaveRequest {
+            worker_id: self.worker_id.clone(),
+        };
+        if let Err(status) = self.client.clone().leave(request).await {
+            // The lease runs out instead; the coordinator fails calls over meanwhile.
+            tracing::warn!(%status, "leaving the ring failed");
+        }
+    }
+}
+
+/// This process's CPU time, from /proc (Linux); zero elsewhere.
+struct CpuClock {
+    at: Instant,
+    cpu_secs: f64,
+}
+
+impl CpuClock {
+    fn start() -> Self {
+        Self {
+            at: Instant::now(),
+            cpu_secs: process_cpu_secs().unwrap_or(0.0),
+        }
+    }
+
+    /// Cores kept busy on average since the previous call.
+    fn cores_since_last(&mut self) -> f64 {
+        let now = Instant::now();
+        let cpu_secs = process_cpu_secs().unwrap_or(self.cpu_secs);
+        let wall = now.duration_since(self.at).as_secs_f64();
+        let cores = if wall > 0.0 {
+            (cpu_secs - self.cpu_secs).max(0.0) / wall
+        } else {
+            0.0
+        };
+        (self.at, self.cpu_secs) = (now, cpu_secs);
+        cores
+    }
+}
+
+/// User plus system CPU seconds of this process.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is parenthesized and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // /proc reports clock ticks of USER_HZ, which Linux fixes at 100 for user space.
+    Some((utime + stime) / 100.0)
+}
+
+/// Resident memory of this process.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_readings_are_plausible_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(resident_bytes().is_some_and(|b| b > 1024 * 1024));
+            let mut clock = CpuClock::start();
+            let spin = Instant::now();
+            let mut x = 0u64;
+            while spin.elapsed() < Duration::from_millis(200) {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
+            std::hint::black_box(x);
+            let cores = clock.cores_since_last();
+            assert!(cores > 0.05 && cores < 4.0, "{cores}");
+        }
+    }
+}
