@@ -88,6 +88,35 @@ async fn a_pipeline_survives_a_worker_killed_in_the_middle() -> anyhow::Result<(
     );
     let metrics = cluster.coordinator.metrics().await?;
     assert!(metric_sum(&metrics, "polaroid_coordinator_failovers_total", &[]) >= 1.0);
+
+    // A replacement worker joins the ring and takes its share of new pipelines.
+    let killed = (0..3)
+        .find(|i| cluster.workers[*i].is_none())
+        .expect("a killed slot");
+    cluster.wait_for_workers(2).await?;
+    cluster.restart_worker(killed)?;
+    cluster.wait_for_workers(3).await?;
+    let fresh = cluster.workers[killed]
+        .as_ref()
+        .expect("restarted")
+        .address
+        .to_string();
+    let mut reached = false;
+    for p in 0..40 {
+        let response = client
+            .create_from_arrow(pb::CreateFromArrowRequest {
+                arrow_ipc: to_ipc(&numbers(3 + p)),
+                name: None,
+            })
+            .await?;
+        let slots = worker_slots(&cluster).await?;
+        if slots.get(&served_by(&response)) == Some(&killed) {
+            reached = true;
+            assert_eq!(cluster.index_of(&fresh), Some(killed));
+            break;
+        }
+    }
+    assert!(reached, "no new pipeline reached the restarted worker");
     Ok(())
 }
 
@@ -407,7 +436,10 @@ async fn health_readiness_metrics_and_reflection_on_every_process() -> anyhow::R
 
     // A coordinator without workers is alive but not ready, and says why a call fails.
     let lonely = WorkerProcess::spawn_role("coordinator", &[], &[])?;
-    assert!(http_get(lonely.http_address, "/readyz").await.is_err());
+    let not_ready = http_get(lonely.http_address, "/readyz")
+        .await
+        .expect_err("no workers: not ready");
+    assert!(not_ready.to_string().contains("503"), "{not_ready}");
     let status = lonely
         .client()
         .await?

@@ -2,11 +2,10 @@
 //! and the workers this coordinator saw fail since their last report.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use polaroid_store::now_unix_ms;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{CoordinatorConfig, RoutingPolicy};
@@ -24,6 +23,8 @@ pub struct Target {
 /// The live members and the ring built from them.
 #[derive(Default)]
 struct View {
+    /// Which membership read this view comes from: an older read never replaces it.
+    generation: u64,
     ring: Ring,
     members: HashMap<Arc<str>, Member>,
 }
@@ -35,9 +36,11 @@ pub struct Cluster {
     lease: Duration,
     view: RwLock<Arc<View>>,
     channels: Mutex<HashMap<String, Channel>>,
-    /// Workers whose calls failed at the transport, with when: skipped until they report
-    /// again (a report renews the lease past the failure).
+    /// Workers whose calls failed at the transport, with the lease end they had then:
+    /// skipped until a report renews it (compared in the membership's clock, not ours).
+    /// Held while a new view is computed and installed, which serializes the two.
     suspects: Mutex<HashMap<Arc<str>, u64>>,
+    reads: AtomicU64,
     next_round_robin: AtomicUsize,
 }
 
@@ -52,6 +55,7 @@ impl Cluster {
             channels: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
             next_round_robin: AtomicUsize::new(0),
+            reads: AtomicU64::new(0),
         }
     }
 
@@ -69,22 +73,46 @@ impl Cluster {
 
     /// Rebuilds the ring from the membership records.
     pub async fn refresh(&self) -> Result<(), CoordinatorError> {
+        let generation = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
         let live = self.membership.live().await?;
-        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-        let usable: Vec<Member> = {
-            let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-            // A report after the failure renews the lease past failure + lease: trust it again.
-            suspects.retain(|id, failed_at| {
-                live.iter().any(|m| {
-                    *m.worker_id == **id
-                        && m.lease_expires_unix_ms < failed_at.saturating_add(lease_ms)
-                })
-            });
-            live.into_iter()
-                .filter(|m| !suspects.contains_key(m.worker_id.as_str()))
-                .collect()
-        };
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.view();
+        if current.generation > generation {
+            // A later read already installed its view.
+            return Ok(());
+        }
+        suspects.retain(|id, lease_then| {
+            live.iter()
+                .any(|m| *m.worker_id == **id && m.lease_expires_unix_ms <= *lease_then)
+        });
+        let usable: Vec<Member> = live
+            .into_iter()
+            .filter(|m| !suspects.contains_key(m.worker_id.as_str()))
+            .collect();
+        self.install(generation, &current, usable);
+        Ok(())
+    }
+
+    /// Skips `worker_id` until it reports again.
+    pub fn suspect(&self, worker_id: &Arc<str>) {
+        tracing::warn!(worker = %worker_id, "worker unreachable; routing around it");
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.view();
+        let Some(member) = current.members.get(worker_id) else {
+            return;
+        };
+        suspects.insert(worker_id.clone(), member.lease_expires_unix_ms);
+        let usable = current
+            .members
+            .values()
+            .filter(|m| *m.worker_id != **worker_id)
+            .cloned()
+            .collect();
+        self.install(current.generation, &current, usable);
+    }
+
+    /// Installs a view of `usable` members; callers hold the suspects lock.
+    fn install(&self, generation: u64, current: &View, usable: Vec<Member>) {
         let unchanged = current.members.len() == usable.len()
             && usable.iter().all(|m| {
                 current
@@ -95,43 +123,38 @@ impl Cluster {
         let ring = if unchanged {
             current.ring.clone()
         } else {
-            Ring::new(
+            let ring = Ring::new(
                 usable.iter().map(|m| m.worker_id.as_str()),
                 self.virtual_nodes,
-            )
-        };
-        if !unchanged {
+            );
             tracing::info!(workers = ?ring.workers(), "ring changed");
             let addresses: Vec<&str> = usable.iter().map(|m| m.address.as_str()).collect();
             let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
             channels.retain(|address, _| addresses.contains(&address.as_str()));
-        }
+            ring
+        };
         metrics::gauge!("polaroid_coordinator_workers_live").set(usable.len() as f64);
+        for member in &usable {
+            let worker = member.worker_id.clone();
+            let load = member.load;
+            metrics::gauge!("polaroid_coordinator_worker_in_flight_calls", "worker" => worker.clone())
+                .set(load.in_flight_calls as f64);
+            metrics::gauge!("polaroid_coordinator_worker_cache_bytes", "worker" => worker.clone())
+                .set(load.cache_bytes as f64);
+            metrics::gauge!("polaroid_coordinator_worker_cpu_cores", "worker" => worker.clone())
+                .set(load.cpu_cores);
+            metrics::gauge!("polaroid_coordinator_worker_memory_bytes", "worker" => worker)
+                .set(load.memory_bytes as f64);
+        }
         let members = usable
             .into_iter()
             .map(|m| (Arc::from(m.worker_id.as_str()), m))
             .collect();
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View { ring, members });
-        Ok(())
-    }
-
-    /// Skips `worker_id` until it reports again.
-    pub fn suspect(&self, worker_id: &Arc<str>) {
-        tracing::warn!(worker = %worker_id, "worker unreachable; routing around it");
-        self.suspects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(worker_id.clone(), now_unix_ms());
-        let current = self.view();
-        let members: HashMap<Arc<str>, Member> = current
-            .members
-            .iter()
-            .filter(|(id, _)| *id != worker_id)
-            .map(|(id, m)| (id.clone(), m.clone()))
-            .collect();
-        let ring = Ring::new(members.keys().map(|id| &**id), self.virtual_nodes);
-        metrics::gauge!("polaroid_coordinator_workers_live").set(members.len() as f64);
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View { ring, members });
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View {
+            generation,
+            ring,
+            members,
+        });
     }
 
     /// The workers calls are routed to now, sorted by id.

@@ -142,6 +142,14 @@ impl RedisMembership {
     fn member_key(&self, worker_id: &str) -> String {
         format!("{}:worker:{worker_id}", self.prefix)
     }
+
+    /// Milliseconds since the epoch by Redis's clock: every coordinator reads leases by the
+    /// same clock, so one whose own clock is off cannot expire the others' workers.
+    async fn now_ms(&self) -> MembershipResult<u64> {
+        let mut connection = self.connection.clone();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut connection).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
 }
 
 #[async_trait::async_trait]
@@ -153,7 +161,8 @@ impl Membership for RedisMembership {
         load: WorkerLoad,
         lease: Duration,
     ) -> MembershipResult<()> {
-        let expires = lease_end(lease);
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        let expires = self.now_ms().await?.saturating_add(lease_ms);
         let record = StoredMember {
             address: address.to_owned(),
             in_flight_calls: load.in_flight_calls,
@@ -165,7 +174,6 @@ impl Membership for RedisMembership {
         };
         let json =
             serde_json::to_string(&record).map_err(|e| MembershipError::Corrupt(e.to_string()))?;
-        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut connection = self.connection.clone();
         // One transaction: a reader never sees the id without its record.
         redis::pipe()
@@ -189,7 +197,7 @@ impl Membership for RedisMembership {
     }
 
     async fn live(&self) -> MembershipResult<Vec<Member>> {
-        let now = now_unix_ms();
+        let now = self.now_ms().await?;
         let mut connection = self.connection.clone();
         // Expired ids are pruned by whichever coordinator reads first.
         let _: () = connection.zrembyscore(self.set_key(), 0, now).await?;

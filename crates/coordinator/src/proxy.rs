@@ -153,13 +153,26 @@ impl tower::Service<Request<Streaming<Bytes>>> for Forward {
     }
 }
 
-/// A failure worth trying the next worker for: the worker is unreachable or went away.
-/// A status the worker itself sent (it has no transport error underneath) is its answer.
+/// A failure worth trying the next worker for: the worker is unreachable or went away
+/// (tonic attaches the transport error as the source). A status the worker sent itself,
+/// even UNAVAILABLE (a REST source that is down), is its answer and has no source.
 fn is_transport_failure(status: &Status) -> bool {
     use std::error::Error;
-    match status.code() {
-        tonic::Code::Unavailable => true,
-        tonic::Code::Unknown | tonic::Code::Internal => status.source().is_some(),
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+    ) && status.source().is_some()
+}
+
+/// Whether running the call twice could change more than running it once: a write that
+/// appends. Every other call makes content-addressed handles or replaces a file whole.
+fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
+    use polaroid_proto::v1 as pb;
+    use prost::Message;
+    match method {
+        "WriteParquet" => pb::WriteParquetRequest::decode(request).is_ok_and(|r| r.append),
+        "WriteCsv" => pb::WriteCsvRequest::decode(request).is_ok_and(|r| r.append),
+        "WriteIpc" => pb::WriteIpcRequest::decode(request).is_ok_and(|r| r.append),
         _ => false,
     }
 }
@@ -202,15 +215,23 @@ async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
     ))))
 }
 
-/// The outbound request stream. If the client's stream fails (it went away mid-upload),
-/// the worker's stream is left open rather than ended, so the worker never mistakes a
-/// truncated upload for a whole one; the call is then cancelled with the client's.
-fn outbound(messages: MessageStream) -> impl Stream<Item = Bytes> + Send {
-    futures::stream::unfold(Some(messages), |state| async move {
-        let mut messages = state?;
+/// The outbound request stream. If the client's stream fails (a chunk over the size
+/// limit, a broken connection), the worker's stream is left open rather than ended, so
+/// the worker never mistakes a truncated upload for a whole one, and the failure goes to
+/// `failed`, which ends the call with the client's error (dropping the worker's call
+/// resets its stream).
+fn outbound(
+    messages: MessageStream,
+    failed: tokio::sync::oneshot::Sender<Status>,
+) -> impl Stream<Item = Bytes> + Send {
+    futures::stream::unfold(Some((messages, Some(failed))), |state| async move {
+        let (mut messages, mut failed) = state?;
         match messages.next().await {
-            Some(Ok(message)) => Some((message, Some(messages))),
-            Some(Err(_)) => {
+            Some(Ok(message)) => Some((message, Some((messages, failed)))),
+            Some(Err(status)) => {
+                if let Some(failed) = failed.take() {
+                    let _ = failed.send(status);
+                }
                 std::future::pending::<()>().await;
                 None
             }
@@ -233,6 +254,12 @@ async fn forward(
     metadata.remove(AFFINITY_METADATA);
     let mut body = read_body(inbound).await?;
     let method = path.rsplit('/').next().unwrap_or_default();
+    let retryable = match &body {
+        Body::Replayable(first) => {
+            !repeats_have_effects(method, first.as_deref().unwrap_or_default())
+        }
+        Body::Stream(_) => false,
+    };
     let key = match &body {
         Body::Replayable(first) => route_key(method, first.as_deref()),
         // A client stream (an upload) creates a new pipeline.
@@ -278,8 +305,12 @@ async fn forward(
                 None => break,
             },
         };
-        let mut outgoing =
-            Request::from_parts(metadata.clone(), Default::default(), outbound(messages));
+        let (failed, client_failure) = tokio::sync::oneshot::channel();
+        let mut outgoing = Request::from_parts(
+            metadata.clone(),
+            Default::default(),
+            outbound(messages, failed),
+        );
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -290,31 +321,35 @@ async fn forward(
         let mut client = tonic::client::Grpc::new(target.channel)
             .max_decoding_message_size(settings.max_response_bytes)
             .max_encoding_message_size(settings.max_request_bytes);
-        let answer = match client.ready().await {
-            Ok(()) => client.streaming(outgoing, path.clone(), RawCodec).await,
-            Err(e) => Err(Status::from_error(e.into())),
+        let call = async {
+            client
+                .ready()
+                .await
+                .map_err(|e| Status::from_error(e.into()))?;
+            let response = client.streaming(outgoing, path.clone(), RawCodec).await?;
+            let (headers, mut messages, extensions) = response.into_parts();
+            // The first message (or the end) is awaited here so that a worker that dies
+            // before answering is failed over; after it, the stream is the client's.
+            let first = messages.message().await?;
+            Ok::<_, Status>((headers, first, messages, extensions))
+        };
+        let answer = tokio::select! {
+            answer = call => answer,
+            Ok(status) = client_failure => return Err(status),
         };
         let failure = match answer {
-            Ok(response) => {
-                let (headers, mut messages, extensions) = response.into_parts();
-                // The first message (or the end) is awaited here so that a worker that dies
-                // before answering is failed over; after it, the stream is the client's.
-                match messages.message().await {
-                    Ok(first) => {
-                        if attempt > 0 {
-                            metrics::counter!("polaroid_coordinator_failovers_total").increment(1);
-                        }
-                        let rest = messages.map(|m| m);
-                        let stream: MessageStream =
-                            Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
-                        return Ok(Response::from_parts(headers, stream, extensions));
-                    }
-                    Err(status) => status,
+            Ok((headers, first, messages, extensions)) => {
+                if attempt > 0 {
+                    metrics::counter!("polaroid_coordinator_failovers_total").increment(1);
                 }
+                let rest = messages.map(|m| m);
+                let stream: MessageStream =
+                    Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
+                return Ok(Response::from_parts(headers, stream, extensions));
             }
             Err(status) => status,
         };
-        if !is_transport_failure(&failure) || matches!(body, Body::Stream(_)) {
+        if !retryable || !is_transport_failure(&failure) {
             return Err(failure);
         }
         tracing::warn!(worker = %target.worker_id, %attempt, error = %failure, "call failed over");
@@ -327,6 +362,23 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appending_writes_are_not_repeated() {
+        use polaroid_proto::v1 as pb;
+        use prost::Message;
+        let append = pb::WriteParquetRequest {
+            append: true,
+            ..Default::default()
+        };
+        assert!(repeats_have_effects(
+            "WriteParquet",
+            &append.encode_to_vec()
+        ));
+        let replace = pb::WriteCsvRequest::default();
+        assert!(!repeats_have_effects("WriteCsv", &replace.encode_to_vec()));
+        assert!(!repeats_have_effects("Select", &append.encode_to_vec()));
+    }
 
     #[test]
     fn grpc_timeouts_parse_strictly() {
@@ -343,7 +395,12 @@ mod tests {
 
     #[test]
     fn only_transport_failures_fail_over() {
-        assert!(is_transport_failure(&Status::unavailable("down")));
+        assert!(
+            !is_transport_failure(&Status::unavailable("the REST source is down")),
+            "a worker's own UNAVAILABLE is its answer"
+        );
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(is_transport_failure(&Status::from_error(Box::new(refused))));
         assert!(!is_transport_failure(&Status::internal("worker said so")));
         assert!(!is_transport_failure(&Status::not_found("no handle")));
         // A connection that broke under a call surfaces as UNKNOWN with the cause attached.

@@ -2,6 +2,7 @@
 //! recorder, the gRPC request-metrics layer, gRPC health and reflection, and the HTTP
 //! admin endpoint (`/healthz`, `/readyz`, `/metrics`).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +117,7 @@ pub fn health_service() -> (
     tonic_health::server::health_reporter()
 }
 
-/// Calls being served right now, for load reports.
+/// Calls being served right now (until their last response message), for load reports.
 #[derive(Clone, Default, Debug)]
 pub struct InFlight(Arc<AtomicU64>);
 
@@ -126,11 +127,53 @@ impl InFlight {
     }
 }
 
-/// Records `polaroid_grpc_requests_total{role,method,code}`,
-/// `polaroid_grpc_request_duration_seconds{role,method}` and
-/// `polaroid_grpc_in_flight_requests{role}` for every call. The duration and code are taken
-/// when the response headers are ready: the whole call for unary methods, the time to the
-/// first message for streams (a status sent in a stream's trailers is not seen here).
+/// Every `/package.Service/Method` path this process can serve: metric labels come only
+/// from this set, so a client cannot create series with made-up paths.
+fn known_methods() -> &'static HashSet<String> {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let sets = [
+            polaroid_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ];
+        let mut known = HashSet::new();
+        for set in sets {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(set) else {
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        known
+    })
+}
+
+/// The (service, method) labels of a request path; both `unknown` for paths not served.
+fn method_labels(path: &str) -> (String, String) {
+    if known_methods().contains(path) {
+        if let Some((service, method)) = path.trim_start_matches('/').rsplit_once('/') {
+            let service = service.rsplit('.').next().unwrap_or(service);
+            return (service.to_owned(), method.to_owned());
+        }
+    }
+    ("unknown".to_owned(), "unknown".to_owned())
+}
+
+/// Records, for every call, `polaroid_grpc_requests_total{role,service,method,code}` and
+/// `polaroid_grpc_request_duration_seconds{role,service,method}` when its last response
+/// message is sent (the status from the trailers; `Cancelled` when the client went away
+/// first), and `polaroid_grpc_in_flight_requests{role}` meanwhile.
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     role: &'static str,
@@ -169,24 +212,116 @@ pub struct GrpcMetrics<S> {
     in_flight: InFlight,
 }
 
-/// Decrements the in-flight gauge however the call ends (including cancellation).
-struct InFlightGuard {
+/// One call being measured: recorded when dropped, at the end of its response.
+struct CallRecord {
     role: &'static str,
+    service: String,
+    method: String,
+    started: Instant,
+    code: Option<tonic::Code>,
     in_flight: InFlight,
 }
 
-impl InFlightGuard {
-    fn enter(role: &'static str, in_flight: InFlight) -> Self {
+impl CallRecord {
+    fn start(role: &'static str, path: &str, in_flight: InFlight) -> Self {
+        let (service, method) = method_labels(path);
         in_flight.0.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("polaroid_grpc_in_flight_requests", "role" => role).increment(1.0);
-        Self { role, in_flight }
+        Self {
+            role,
+            service,
+            method,
+            started: Instant::now(),
+            code: None,
+            in_flight,
+        }
+    }
+
+    fn note_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            self.code = Some(tonic::Code::from_i32(code));
+        }
     }
 }
 
-impl Drop for InFlightGuard {
+impl Drop for CallRecord {
     fn drop(&mut self) {
         self.in_flight.0.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("polaroid_grpc_in_flight_requests", "role" => self.role).decrement(1.0);
+        let code = format!("{:?}", self.code.unwrap_or(tonic::Code::Cancelled));
+        let (service, method) = (
+            std::mem::take(&mut self.service),
+            std::mem::take(&mut self.method),
+        );
+        metrics::histogram!(
+            "polaroid_grpc_request_duration_seconds",
+            "role" => self.role, "service" => service.clone(), "method" => method.clone()
+        )
+        .record(self.started.elapsed().as_secs_f64());
+        metrics::counter!(
+            "polaroid_grpc_requests_total",
+            "role" => self.role, "service" => service, "method" => method, "code" => code
+        )
+        .increment(1);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that finishes its call's record when the body ends or is dropped.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<B> http_body::Body for MeteredBody<B>
+where
+    B: http_body::Body,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(record)) = (frame.trailers_ref(), this.record.as_mut())
+                {
+                    record.note_status(trailers);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(record) = this.record.as_mut() {
+                    record.code = Some(tonic::Code::Unknown);
+                }
+                this.record.take();
+            }
+            Poll::Ready(None) => {
+                if let Some(record) = this.record.as_mut() {
+                    record.code.get_or_insert(tonic::Code::Ok);
+                }
+                this.record.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -196,57 +331,49 @@ where
     S::Future: Send + 'static,
     S::Error: 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<MeteredBody<RB>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let role = self.role;
-        let guard = InFlightGuard::enter(role, self.in_flight.clone());
-        let started = Instant::now();
+        let mut record = CallRecord::start(self.role, request.uri().path(), self.in_flight.clone());
         let call = self.inner.call(request);
         Box::pin(async move {
-            let result = call.await;
-            drop(guard);
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(tonic::Code::from_i32)
-                    .unwrap_or(tonic::Code::Ok),
-                Err(_) => tonic::Code::Unknown,
-            };
-            // The path is the client's: an unknown method must not become a new series.
-            let method = if code == tonic::Code::Unimplemented {
-                "unknown".to_owned()
-            } else {
-                method
-            };
-            let code = format!("{code:?}");
-            metrics::histogram!(
-                "polaroid_grpc_request_duration_seconds",
-                "role" => role, "method" => method.clone()
-            )
-            .record(started.elapsed().as_secs_f64());
-            metrics::counter!(
-                "polaroid_grpc_requests_total",
-                "role" => role, "method" => method, "code" => code
-            )
-            .increment(1);
-            result
+            let response = call.await?;
+            // A trailers-only response (an error) carries its status in the headers.
+            record.note_status(response.headers());
+            Ok(response.map(|inner| MeteredBody {
+                inner,
+                record: Some(record),
+            }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_become_labels() {
+        assert_eq!(
+            method_labels("/polaroid.v1.DataFrameService/Collect"),
+            ("DataFrameService".to_owned(), "Collect".to_owned())
+        );
+        assert_eq!(
+            method_labels("/grpc.health.v1.Health/Check"),
+            ("Health".to_owned(), "Check".to_owned())
+        );
+        for junk in ["/polaroid.v1.DataFrameService/Nope", "/x/y", "", "/", "//"] {
+            assert_eq!(
+                method_labels(junk),
+                ("unknown".to_owned(), "unknown".to_owned()),
+                "{junk:?}"
+            );
+        }
     }
 }

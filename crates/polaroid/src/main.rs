@@ -171,6 +171,9 @@ struct WorkerArgs {
     /// Seconds between load reports to the coordinator (POLAROID_LOAD_REPORT_INTERVAL_SECS).
     #[arg(long)]
     load_report_interval_secs: Option<f64>,
+    /// Seconds a draining worker keeps serving after leaving the ring (POLAROID_DRAIN_DELAY_SECS).
+    #[arg(long)]
+    drain_delay_secs: Option<f64>,
     /// A directory clients may read and write (POLAROID_DATA_ROOTS); repeat for several.
     #[arg(long = "data-root")]
     data_roots: Vec<PathBuf>,
@@ -243,6 +246,7 @@ impl WorkerArgs {
             &mut config.load_report_interval_secs,
             self.load_report_interval_secs,
         );
+        set(&mut config.drain_delay_secs, self.drain_delay_secs);
         if !self.data_roots.is_empty() {
             config.data_roots = self.data_roots;
         }

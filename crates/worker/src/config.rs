@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Seconds between load reports to the coordinator (which also renew the lease).
     pub load_report_interval_secs: f64,
+    /// Seconds a draining worker keeps serving after leaving the ring, so that every
+    /// coordinator has seen it leave (at least their `membership_refresh_secs`).
+    pub drain_delay_secs: f64,
     pub handle_store: HandleStoreKind,
     /// Root of the filesystem store (`handle_store = "external"` without `store_url`).
     pub state_dir: PathBuf,
@@ -107,6 +110,10 @@ impl WorkerConfig {
         seconds(self.load_report_interval_secs).max(Duration::from_millis(10))
     }
 
+    pub fn drain_delay(&self) -> Duration {
+        seconds(self.drain_delay_secs)
+    }
+
     pub fn gc_grace(&self) -> Duration {
         seconds(self.gc_grace_secs)
     }
@@ -128,6 +135,7 @@ impl Default for WorkerConfig {
             advertise_address: String::new(),
             worker_id: String::new(),
             load_report_interval_secs: 2.0,
+            drain_delay_secs: 1.5,
             handle_store: HandleStoreKind::Memory,
             state_dir: PathBuf::from("polaroid-state"),
             store_url: String::new(),

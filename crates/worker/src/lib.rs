@@ -46,6 +46,8 @@ pub enum WorkerError {
     Reflection(#[from] polaroid_observability::ReflectionError),
     #[error("worker id {0:?}: expected 1 to 128 of [A-Za-z0-9._-]")]
     WorkerId(String),
+    #[error("cluster settings: {0}")]
+    Cluster(String),
 }
 
 /// Serves the worker until `shutdown` completes, then drains: it leaves the ring, finishes
@@ -104,9 +106,11 @@ pub async fn run(
             metrics.in_flight(),
         )?))
     };
-    let reporter = registration
-        .clone()
-        .map(|registration| tokio::spawn(registration.report_every(config.load_report_interval())));
+    let (stop_reports, reports_stopped) = tokio::sync::watch::channel(false);
+    let reporter = registration.clone().map(|registration| {
+        tokio::spawn(registration.report_every(config.load_report_interval(), reports_stopped))
+    });
+    let drain_delay = config.drain_delay();
     let draining = Arc::new(AtomicBool::new(false));
     let ready: Readiness = {
         let draining = draining.clone();
@@ -135,11 +139,15 @@ pub async fn run(
             health
                 .set_not_serving::<DataFrameServiceServer<service::DataFrameServer>>()
                 .await;
+            let _ = stop_reports.send(true);
             if let Some(reporter) = reporter {
-                reporter.abort();
+                let _ = reporter.await;
             }
             if let Some(registration) = registration {
                 registration.leave().await;
+                // Coordinators that learn membership from a shared store see the departure
+                // at their next refresh; until then, calls routed here are still served.
+                tokio::time::sleep(drain_delay).await;
             }
         }
     };

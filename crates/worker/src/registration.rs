@@ -44,14 +44,22 @@ impl Registration {
         })
     }
 
-    /// Reports load every `interval` until aborted. A coordinator that is down (or
-    /// restarting) is retried at the next tick; nothing else depends on it.
-    pub async fn report_every(self: Arc<Self>, interval: Duration) {
+    /// Reports load every `interval` until `stop` changes. A coordinator that is down (or
+    /// restarting) is retried at the next tick; nothing else depends on it. Stopping waits
+    /// for a report in flight, so none can arrive after the worker leaves.
+    pub async fn report_every(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut cpu = CpuClock::start();
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
             let report = pb::LoadReport {
                 worker_id: self.worker_id.clone(),
                 address: self.address.clone(),
