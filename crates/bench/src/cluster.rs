@@ -12,7 +12,9 @@ use polaroid_proto::v1::{self as pb, cluster_service_client::ClusterServiceClien
 use polaroid_worker::{HandleStoreKind, WorkerConfig};
 use polars::prelude::*;
 
-use crate::{BenchServer, Client, client_of, micros, percentile, read_parquet, upload};
+use crate::{
+    BenchServer, Client, client_of, latency_row, micros, percentile, read_parquet, upload,
+};
 
 pub struct Options {
     pub data_dir: PathBuf,
@@ -142,16 +144,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     hop.sort();
     straight.sort();
-    println!(
-        "| trivial call (GetSchema) through the coordinator, p50 / p99 | {:.0} µs / {:.0} µs |",
-        micros(percentile(&hop, 0.5)),
-        micros(percentile(&hop, 0.99))
+    latency_row(
+        "trivial call (GetSchema) through the coordinator, p50 / p99",
+        &hop,
     );
-    println!(
-        "| the same call straight to its worker, p50 / p99 | {:.0} µs / {:.0} µs |",
-        micros(percentile(&straight, 0.5)),
-        micros(percentile(&straight, 0.99))
-    );
+    latency_row("the same call straight to its worker, p50 / p99", &straight);
     println!(
         "| extra hop, p50 through minus p50 straight | {:.0} µs |",
         micros(percentile(&hop, 0.5)) - micros(percentile(&straight, 0.5))

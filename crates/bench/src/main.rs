@@ -176,6 +176,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Prints a results-table row: `label` with the p50 and p99 of `sorted`.
+fn latency_row(label: &str, sorted: &[Duration]) {
+    println!(
+        "| {label} | {:.0} µs / {:.0} µs |",
+        micros(percentile(sorted, 0.5)),
+        micros(percentile(sorted, 0.99))
+    );
+}
+
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -443,25 +452,22 @@ async fn core(
     println!("| measure | value |");
     println!("|---|---|");
     println!("| rows in the Parquet file | {rows} |");
-    println!(
-        "| (a) head(5) + collect, same plan (result cache), p50 / p99 | {:.0} µs / {:.0} µs |",
-        micros(percentile(&cached, 0.5)),
-        micros(percentile(&cached, 0.99))
+    latency_row(
+        "(a) head(5) + collect, same plan (result cache), p50 / p99",
+        &cached,
     );
     println!(
         "| (a) of which the Head call / the Collect call, p50 | {:.0} µs / {:.0} µs |",
         micros(percentile(&head_only, 0.5)),
         micros(percentile(&collect_only, 0.5))
     );
-    println!(
-        "| (a) head(n) + head(5) + collect, new plan each time, p50 / p99 | {:.0} µs / {:.0} µs |",
-        micros(percentile(&uncached, 0.5)),
-        micros(percentile(&uncached, 0.99))
+    latency_row(
+        "(a) head(n) + head(5) + collect, new plan each time, p50 / p99",
+        &uncached,
     );
-    println!(
-        "| one Heartbeat round trip (transport floor), p50 / p99 | {:.0} µs / {:.0} µs |",
-        micros(percentile(&floor, 0.5)),
-        micros(percentile(&floor, 0.99))
+    latency_row(
+        "one Heartbeat round trip (transport floor), p50 / p99",
+        &floor,
     );
     println!(
         "| (b) pipeline in-process Polars, median of {pipeline_iterations} | {:.1} ms |",

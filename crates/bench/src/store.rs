@@ -15,7 +15,7 @@ use polaroid_store::{
 use polaroid_worker::{HandleStoreKind, WorkerConfig};
 
 use crate::{
-    BenchServer, build_pipeline, collect, dimension, generate, local_pipeline, micros, percentile,
+    BenchServer, build_pipeline, collect, dimension, generate, latency_row, local_pipeline,
     read_parquet, upload,
 };
 
@@ -195,15 +195,13 @@ async fn handle_creation(scratch: &Path, options: &Options) -> anyhow::Result<()
     }
     through_worker.sort();
     worker.stop().await?;
-    println!(
-        "| handle creation, new plan, filesystem store, catalog (the durable handle record; the plan record follows off the caller's path), p50 / p99 | {:.0} µs / {:.0} µs |",
-        micros(percentile(&direct, 0.5)),
-        micros(percentile(&direct, 0.99))
+    latency_row(
+        "handle creation, new plan, filesystem store, catalog (the durable handle record; the plan record follows off the caller's path), p50 / p99",
+        &direct,
     );
-    println!(
-        "| handle creation, new plan, filesystem store, `Head` call through a worker, p50 / p99 | {:.0} µs / {:.0} µs |",
-        micros(percentile(&through_worker, 0.5)),
-        micros(percentile(&through_worker, 0.99))
+    latency_row(
+        "handle creation, new plan, filesystem store, `Head` call through a worker, p50 / p99",
+        &through_worker,
     );
     Ok(())
 }

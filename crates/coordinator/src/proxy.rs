@@ -154,14 +154,19 @@ impl tower::Service<Request<Streaming<Bytes>>> for Forward {
 }
 
 /// A failure worth trying the next worker for: the worker is unreachable or went away
-/// (tonic attaches the transport error as the source). A status the worker sent itself,
-/// even UNAVAILABLE (a REST source that is down), is its answer and has no source.
+/// (tonic attaches the transport error as the source, except for hyper's "operation was
+/// canceled" when a connection dies under a queued call, which is CANCELLED; a worker
+/// never sends CANCELLED itself, and our own caller cancelling drops this call instead).
+/// A status the worker sent, even UNAVAILABLE (a REST source that is down), is its answer.
 fn is_transport_failure(status: &Status) -> bool {
     use std::error::Error;
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
-    ) && status.source().is_some()
+    match status.code() {
+        tonic::Code::Cancelled => true,
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
+            status.source().is_some()
+        }
+        _ => false,
+    }
 }
 
 /// Whether running the call twice could change more than running it once: a write that
@@ -403,6 +408,9 @@ mod tests {
         assert!(is_transport_failure(&Status::from_error(Box::new(refused))));
         assert!(!is_transport_failure(&Status::internal("worker said so")));
         assert!(!is_transport_failure(&Status::not_found("no handle")));
+        assert!(is_transport_failure(&Status::cancelled(
+            "operation was canceled"
+        )));
         // A connection that broke under a call surfaces as UNKNOWN with the cause attached.
         let broken = std::io::Error::new(std::io::ErrorKind::Other, "connection closed");
         let status = Status::from_error(Box::new(broken));
