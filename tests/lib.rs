@@ -55,12 +55,7 @@ impl TestWorker {
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let channel = Channel::from_shared(format!("http://{}", self.address))?
-            .connect()
-            .await?;
-        Ok(DataFrameServiceClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        client_at(self.address).await
     }
 
     /// A path inside the worker's data root.
@@ -86,6 +81,16 @@ impl Drop for TestWorker {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// A DataFrameService client of `address`, with no message-size limits of its own.
+pub async fn client_at(address: SocketAddr) -> anyhow::Result<Client> {
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    Ok(DataFrameServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
 }
 
 /// Encodes a frame as an Arrow IPC stream, as clients upload it.
@@ -501,12 +506,7 @@ impl WorkerProcess {
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let channel = Channel::from_shared(format!("http://{}", self.address))?
-            .connect()
-            .await?;
-        Ok(DataFrameServiceClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        client_at(self.address).await
     }
 
     pub fn pid(&self) -> u32 {
