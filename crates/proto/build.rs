@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/polaroid/v1/expr.proto",
         "proto/polaroid/v1/plan.proto",
         "proto/polaroid/v1/cluster.proto",
+        "proto/polaroid/v1/jobs.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

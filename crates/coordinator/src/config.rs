@@ -24,10 +24,11 @@ pub struct CoordinatorConfig {
     pub bind_address: SocketAddr,
     /// HTTP listen address for `/healthz`, `/readyz` and `/metrics`.
     pub http_address: SocketAddr,
-    /// Membership in Redis (`redis://host:port/db`), shared by every coordinator replica.
-    /// Empty: in this coordinator's memory.
+    /// Membership and the batch-job queue in Redis (`redis://host:port/db`), shared by
+    /// every coordinator replica and the workers. Empty: membership in this coordinator's
+    /// memory, and no batch jobs.
     pub redis_url: String,
-    /// Key prefix of the membership records in Redis.
+    /// Key prefix of everything in Redis.
     pub redis_prefix: String,
     /// A worker that has not reported for this long leaves the ring.
     pub worker_lease_secs: f64,
@@ -44,11 +45,24 @@ pub struct CoordinatorConfig {
     pub max_request_message_bytes: usize,
     /// Largest response message forwarded; workers split results below their own limit.
     pub max_response_message_bytes: usize,
+    /// Attempts of a job whose spec leaves `max_attempts` at 0.
+    pub job_default_max_attempts: u32,
+    /// Finished jobs are kept this long (the same as the workers' setting).
+    pub job_retention_secs: f64,
 }
 
 impl CoordinatorConfig {
     pub fn worker_lease(&self) -> Duration {
         seconds(self.worker_lease_secs)
+    }
+
+    /// How the queue treats jobs submitted here.
+    pub fn job_queue_settings(&self) -> polaroid_jobs::QueueSettings {
+        polaroid_jobs::QueueSettings {
+            retention: seconds(self.job_retention_secs),
+            default_max_attempts: self.job_default_max_attempts.max(1),
+            ..polaroid_jobs::QueueSettings::default()
+        }
     }
 
     pub fn membership_refresh(&self) -> Duration {
@@ -71,6 +85,8 @@ impl Default for CoordinatorConfig {
             retry_backoff_ms: 20,
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 256 * 1024 * 1024,
+            job_default_max_attempts: 3,
+            job_retention_secs: 7.0 * 24.0 * 3600.0,
         }
     }
 }

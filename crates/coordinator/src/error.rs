@@ -1,6 +1,8 @@
 //! The coordinator's errors, and the one place they become gRPC statuses. Statuses from
 //! workers pass through unchanged: the worker already chose them.
 
+use polaroid_jobs::QueueError;
+
 use crate::membership::MembershipError;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,18 @@ pub enum CoordinatorError {
     Http(#[from] std::io::Error),
     #[error("grpc reflection: {0}")]
     Reflection(#[from] polaroid_observability::ReflectionError),
+    #[error("batch jobs need a queue: set redis_url (or run `polaroid standalone`)")]
+    NoJobQueue,
+    #[error("SubmitJob needs a spec")]
+    MissingSpec,
+    #[error("malformed job id `{0}`: expected 28 lowercase hex digits")]
+    MalformedJobId(String),
+    #[error("job {0} not found (unknown, or expired after its retention)")]
+    JobNotFound(String),
+    #[error("unknown job state {0}")]
+    UnknownJobState(i32),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 impl From<CoordinatorError> for tonic::Status {
@@ -34,9 +48,25 @@ impl From<CoordinatorError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             CoordinatorError::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
+            CoordinatorError::NoJobQueue => tonic::Status::failed_precondition(message),
+            CoordinatorError::MissingSpec
+            | CoordinatorError::MalformedJobId(_)
+            | CoordinatorError::UnknownJobState(_)
+            | CoordinatorError::Queue(QueueError::InvalidPageToken(_)) => {
+                tonic::Status::invalid_argument(message)
+            }
+            CoordinatorError::JobNotFound(_) | CoordinatorError::Queue(QueueError::NotFound(_)) => {
+                tonic::Status::not_found(message)
+            }
+            CoordinatorError::Queue(QueueError::Redis(_)) => tonic::Status::unavailable(message),
+            CoordinatorError::Queue(QueueError::Contended(_)) => tonic::Status::aborted(message),
+            CoordinatorError::Queue(QueueError::LeaseLost(_)) => {
+                tonic::Status::failed_precondition(message)
+            }
             CoordinatorError::Transport(_)
             | CoordinatorError::Http(_)
-            | CoordinatorError::Reflection(_) => tonic::Status::internal(message),
+            | CoordinatorError::Reflection(_)
+            | CoordinatorError::Queue(QueueError::Corrupt(_)) => tonic::Status::internal(message),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The Polaroid coordinator: serves the polaroid.v1 `DataFrameService` by forwarding each
 //! call to the worker that owns its handle's affinity key on a consistent-hash ring of
-//! live workers, failing over to the next one; and `ClusterService`, where workers
-//! register and report their load.
+//! live workers, failing over to the next one; `ClusterService`, where workers register
+//! and report their load; and `JobService`, which validates and queues batch jobs.
 
 mod cluster;
 mod cluster_service;
 pub mod config;
 mod error;
+mod job_service;
 pub mod membership;
 mod proxy;
 pub mod ring;
@@ -18,18 +19,43 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
+use polaroid_jobs::{JobQueue, RedisQueue};
 use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
+use polaroid_proto::v1::job_service_server::JobServiceServer;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::{CoordinatorConfig, RoutingPolicy};
 pub use error::CoordinatorError;
 pub use membership::{Membership, MemoryMembership, RedisMembership};
 
-/// Serves the coordinator until `shutdown` completes, then finishes in-flight calls.
+/// Serves the coordinator until `shutdown` completes, then finishes in-flight calls. With a
+/// Redis URL, membership and the batch-job queue live in Redis.
 pub async fn run(
     config: CoordinatorConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    let queue: Option<Arc<dyn JobQueue>> = if config.redis_url.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            RedisQueue::connect(
+                &config.redis_url,
+                &config.redis_prefix,
+                config.job_queue_settings(),
+            )
+            .await?,
+        ))
+    };
+    serve(config, listeners, shutdown, queue).await
+}
+
+/// [`run`] with the job queue given (`polaroid standalone` shares its embedded one).
+pub async fn serve(
+    config: CoordinatorConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), CoordinatorError> {
     let membership: Arc<dyn Membership> = if config.redis_url.is_empty() {
         Arc::new(MemoryMembership::default())
@@ -83,6 +109,13 @@ pub async fn run(
             cluster_service::ClusterServer::new(cluster.clone()),
         ))
         .add_service(proxy)
+        .add_service(JobServiceServer::new(job_service::JobServer::new(
+            queue,
+            cluster.clone(),
+            config.max_attempts,
+            config.max_request_message_bytes,
+        ))
+        .max_decoding_message_size(config.max_request_message_bytes))
         .serve_with_incoming_shutdown(incoming, shutdown.clone());
     let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);

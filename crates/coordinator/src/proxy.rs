@@ -158,7 +158,7 @@ impl tower::Service<Request<Streaming<Bytes>>> for Forward {
 /// canceled" when a connection dies under a queued call, which is CANCELLED; a worker
 /// never sends CANCELLED itself, and our own caller cancelling drops this call instead).
 /// A status the worker sent, even UNAVAILABLE (a REST source that is down), is its answer.
-fn is_transport_failure(status: &Status) -> bool {
+pub(crate) fn is_transport_failure(status: &Status) -> bool {
     use std::error::Error;
     match status.code() {
         tonic::Code::Cancelled => true,

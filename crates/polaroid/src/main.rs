@@ -1,5 +1,6 @@
 //! The `polaroid` binary: config → telemetry → `run(config, listener, shutdown)`.
 
+mod job;
 mod settings;
 mod standalone;
 
@@ -32,6 +33,8 @@ enum Command {
     Coordinator(CoordinatorArgs),
     /// Run a worker: the DataFrame engine behind the polaroid.v1 gRPC service.
     Worker(WorkerArgs),
+    /// Batch jobs: submit, status, watch, cancel, list.
+    Job(job::JobArgs),
 }
 
 /// Sets `target` when the flag was given.
@@ -90,10 +93,10 @@ struct CoordinatorArgs {
     /// HTTP address for /healthz, /readyz and /metrics (POLAROID_HTTP_ADDRESS).
     #[arg(long)]
     http_address: Option<SocketAddr>,
-    /// Keep membership in Redis, shared by coordinator replicas (POLAROID_REDIS_URL).
+    /// Keep membership and the job queue in Redis, shared by replicas (POLAROID_REDIS_URL).
     #[arg(long)]
     redis_url: Option<String>,
-    /// Key prefix of membership records in Redis (POLAROID_REDIS_PREFIX).
+    /// Key prefix of everything in Redis (POLAROID_REDIS_PREFIX).
     #[arg(long)]
     redis_prefix: Option<String>,
     /// Seconds a worker stays in the ring without reporting (POLAROID_WORKER_LEASE_SECS).
@@ -229,6 +232,21 @@ struct WorkerArgs {
     /// off (POLAROID_WRITE_BEHIND_AFTER_SECS).
     #[arg(long, allow_negative_numbers = true)]
     write_behind_after_secs: Option<f64>,
+    /// Take batch jobs from the queue in Redis (POLAROID_REDIS_URL).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Key prefix in Redis, the coordinators' (POLAROID_REDIS_PREFIX).
+    #[arg(long)]
+    redis_prefix: Option<String>,
+    /// Jobs run at once; 0: none (POLAROID_JOB_SLOTS).
+    #[arg(long)]
+    job_slots: Option<usize>,
+    /// Seconds before a silent job attempt is taken over (POLAROID_JOB_VISIBILITY_TIMEOUT_SECS).
+    #[arg(long)]
+    job_visibility_timeout_secs: Option<f64>,
+    /// First retry delay of a failed job (POLAROID_JOB_RETRY_BACKOFF_SECS).
+    #[arg(long)]
+    job_retry_backoff_secs: Option<f64>,
     /// Test hook: this operation panics (POLAROID_DEBUG_PANIC_ON_OPERATION).
     #[arg(long, hide = true)]
     debug_panic_on_operation: Option<String>,
@@ -276,6 +294,14 @@ impl WorkerArgs {
             &mut config.write_behind_after_secs,
             self.write_behind_after_secs,
         );
+        set(&mut config.redis_url, self.redis_url);
+        set(&mut config.redis_prefix, self.redis_prefix);
+        set(&mut config.job_slots, self.job_slots);
+        set(
+            &mut config.job_visibility_timeout_secs,
+            self.job_visibility_timeout_secs,
+        );
+        set(&mut config.job_retry_backoff_secs, self.job_retry_backoff_secs);
         set(
             &mut config.debug_panic_on_operation,
             self.debug_panic_on_operation,
@@ -345,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
             let listeners = bind("worker", config.bind_address, config.http_address).await?;
             polaroid_worker::run(config, listeners, shutdown_signal()).await?;
         }
+        Command::Job(args) => std::process::exit(job::run(args).await?),
     }
     Ok(())
 }

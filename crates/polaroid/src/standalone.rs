@@ -4,9 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use futures::FutureExt;
 use polaroid_coordinator::CoordinatorConfig;
+use polaroid_jobs::{JobQueue, MemoryQueue};
 use polaroid_observability::Listeners;
 use polaroid_worker::{HandleStoreKind, WorkerConfig};
 use serde::{Deserialize, Serialize};
@@ -54,19 +57,25 @@ pub async fn run(
         coordinator_address.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     let shutdown = shutdown.shared();
+    let coordinator_config = CoordinatorConfig {
+        bind_address: config.bind_address,
+        http_address: config.http_address,
+        // In one process a worker that stops reporting is gone: notice it quickly.
+        worker_lease_secs: 3.0,
+        ..CoordinatorConfig::default()
+    };
+    // The embedded job queue, shared by the coordinator (which queues) and the workers.
+    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new(
+        WorkerConfig::default().job_queue_settings(),
+    ));
     let (coordinator_stop, coordinator_stopped) = tokio::sync::oneshot::channel::<()>();
-    let coordinator = tokio::spawn(polaroid_coordinator::run(
-        CoordinatorConfig {
-            bind_address: config.bind_address,
-            http_address: config.http_address,
-            // In one process a worker that stops reporting is gone: notice it quickly.
-            worker_lease_secs: 3.0,
-            ..CoordinatorConfig::default()
-        },
+    let coordinator = tokio::spawn(polaroid_coordinator::serve(
+        coordinator_config,
         listeners,
         async {
             let _ = coordinator_stopped.await;
         },
+        Some(queue.clone()),
     ));
 
     let mut workers = Vec::with_capacity(config.workers);
@@ -87,10 +96,11 @@ pub async fn run(
             cache_bytes: config.cache_bytes,
             ..WorkerConfig::default()
         };
-        workers.push(tokio::spawn(polaroid_worker::run(
+        workers.push(tokio::spawn(polaroid_worker::serve(
             worker,
             worker_listeners,
             shutdown.clone(),
+            Some(queue.clone()),
         )));
     }
     println!(

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Unimplemented,
     /// A dependency (a remote source, the store) could not be reached.
     Unavailable,
+    /// The work was cancelled by its owner (a batch job's `CancelJob`).
+    Cancelled,
     /// A bug or an unexpected failure on the server.
     Internal,
 }
@@ -33,6 +35,7 @@ impl ErrorCode {
             Self::FailedPrecondition => tonic::Code::FailedPrecondition,
             Self::Unimplemented => tonic::Code::Unimplemented,
             Self::Unavailable => tonic::Code::Unavailable,
+            Self::Cancelled => tonic::Code::Cancelled,
             Self::Internal => tonic::Code::Internal,
         }
     }
@@ -47,6 +50,8 @@ impl ErrorCode {
             Self::FailedPrecondition => 412,
             Self::Unimplemented => 501,
             Self::Unavailable => 503,
+            // nginx's "client closed request": the conventional HTTP code for it.
+            Self::Cancelled => 499,
             Self::Internal => 500,
         }
     }
@@ -61,6 +66,7 @@ impl ErrorCode {
             Self::FailedPrecondition => "failed_precondition",
             Self::Unimplemented => "unimplemented",
             Self::Unavailable => "unavailable",
+            Self::Cancelled => "cancelled",
             Self::Internal => "internal",
         }
     }

@@ -93,6 +93,24 @@ pub struct WorkerConfig {
     pub write_behind_after_secs: f64,
     /// Test hook: operations named here panic, to show panics become INTERNAL. Empty: off.
     pub debug_panic_on_operation: String,
+    /// The batch-job queue in Redis (`redis://host:port/db`); empty: this worker runs no
+    /// jobs (unless `polaroid standalone` hands it the embedded queue).
+    pub redis_url: String,
+    /// Prefix of every Redis key, the same as the coordinators'.
+    pub redis_prefix: String,
+    /// Jobs this worker runs at once; 0: none.
+    pub job_slots: usize,
+    /// A job attempt whose worker stops renewing it for this long is taken over by another.
+    pub job_visibility_timeout_secs: f64,
+    /// First retry delay of a failed job; doubled per attempt up to the max, with jitter.
+    pub job_retry_backoff_secs: f64,
+    pub job_retry_backoff_max_secs: f64,
+    /// A waiting job gains one priority level per this much waiting (no starvation).
+    pub job_priority_aging_secs: f64,
+    /// Finished jobs are kept this long.
+    pub job_retention_secs: f64,
+    /// Per attempt, for jobs that set no timeout.
+    pub job_default_timeout_secs: f64,
 }
 
 impl WorkerConfig {
@@ -120,6 +138,23 @@ impl WorkerConfig {
 
     /// Compute time past which a result is written behind; `None`: never (a memory
     /// store, or a negative setting).
+    /// How this worker's queue treats jobs; coordinators must use the same retention.
+    pub fn job_queue_settings(&self) -> polaroid_jobs::QueueSettings {
+        polaroid_jobs::QueueSettings {
+            visibility_timeout: seconds(self.job_visibility_timeout_secs)
+                .max(Duration::from_millis(100)),
+            retry_backoff: seconds(self.job_retry_backoff_secs),
+            retry_backoff_max: seconds(self.job_retry_backoff_max_secs),
+            priority_aging: seconds(self.job_priority_aging_secs),
+            retention: seconds(self.job_retention_secs),
+            ..polaroid_jobs::QueueSettings::default()
+        }
+    }
+
+    pub fn job_default_timeout(&self) -> Duration {
+        seconds(self.job_default_timeout_secs)
+    }
+
     pub fn write_behind_after(&self) -> Option<Duration> {
         (self.handle_store == HandleStoreKind::External && self.write_behind_after_secs >= 0.0)
             .then(|| seconds(self.write_behind_after_secs))
@@ -156,6 +191,15 @@ impl Default for WorkerConfig {
             gc_grace_secs: 600.0,
             write_behind_after_secs: 2.0,
             debug_panic_on_operation: String::new(),
+            redis_url: String::new(),
+            redis_prefix: "polaroid".into(),
+            job_slots: 2,
+            job_visibility_timeout_secs: 30.0,
+            job_retry_backoff_secs: 1.0,
+            job_retry_backoff_max_secs: 60.0,
+            job_priority_aging_secs: 60.0,
+            job_retention_secs: 7.0 * 24.0 * 3600.0,
+            job_default_timeout_secs: 24.0 * 3600.0,
         }
     }
 }

@@ -510,8 +510,9 @@ impl Engine {
         self.panic_on_operation.as_deref() == Some(operation)
     }
 
-    /// A file source: the path is confined to the data roots and fingerprinted.
-    pub async fn read_file(&self, mut op: Op) -> EngineResult<Handle> {
+    /// A file source's request with its path confined to the data roots and resolved,
+    /// and the file's fingerprint.
+    fn confine_source(&self, mut op: Op) -> EngineResult<(Op, pb::SourceFingerprint)> {
         let path = match &mut op {
             Op::ReadParquet(r) => &mut r.path,
             Op::ReadCsv(r) => &mut r.path,
@@ -530,6 +531,12 @@ impl Engine {
         }
         *path = resolved.to_string_lossy().into_owned();
         let source = sources::fingerprint(&resolved)?;
+        Ok((op, source))
+    }
+
+    /// A file source: the path is confined to the data roots and fingerprinted.
+    pub async fn read_file(&self, op: Op) -> EngineResult<Handle> {
+        let (op, source) = self.confine_source(op)?;
         let (frame, schema) = self.open_source(op.clone()).await?;
         let record = PlanNode {
             step: Some(PlanStep { op: Some(op) }),
@@ -538,6 +545,43 @@ impl Engine {
         };
         let node = self.new_node(record, frame, schema, &[], None);
         self.register(node, new_pipeline_affinity(), None).await
+    }
+
+    /// Runs one step of a batch job's plan over input handles: a new handle, as the
+    /// interactive call of the same step would make.
+    pub async fn run_step(&self, op: Op, inputs: Vec<String>) -> EngineResult<Handle> {
+        match op {
+            Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
+                self.read_file(op).await
+            }
+            Op::ReadRestApi(request) => self.read_rest(request).await,
+            Op::Upload(_) => Err(upload_in_job()),
+            op => self.derive(inputs, op).await,
+        }
+    }
+
+    /// What a step of a batch job's plan would make, built (so columns, types, expressions
+    /// and paths are checked) but neither run nor recorded.
+    pub async fn preview_step(&self, op: Op, inputs: Vec<Arc<Node>>) -> EngineResult<Arc<Node>> {
+        let (frame, schema) = match &op {
+            Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
+                let (op, _) = self.confine_source(op.clone())?;
+                self.open_source(op).await?
+            }
+            Op::ReadRestApi(request) => {
+                let df = sources::fetch_rest(&self.http, request).await?;
+                let schema = df.schema().clone();
+                (Frame::Lazy(df.lazy()), schema)
+            }
+            Op::Upload(_) => return Err(upload_in_job()),
+            _ => self.apply(op.clone(), inputs.clone()).await?,
+        };
+        let record = PlanNode {
+            step: Some(PlanStep { op: Some(op) }),
+            inputs: inputs.iter().map(|n| n.id.to_string()).collect(),
+            source: None,
+        };
+        Ok(self.new_node(record, frame, schema, &inputs, None))
     }
 
     /// Uploaded Arrow IPC bytes: validated, then stored durably before the handle exists.
@@ -823,15 +867,34 @@ impl Engine {
         format: SinkFormat,
         append: bool,
     ) -> EngineResult<usize> {
+        self.write_reporting(handle, path, format, append, Box::new(|_| Ok(())))
+            .await
+    }
+
+    /// [`Engine::write`], calling `progress` with the rows written so far as it goes; an
+    /// error from `progress` (a cancelled job) abandons the write, leaving no file.
+    pub async fn write_reporting(
+        &self,
+        handle: &str,
+        path: &str,
+        format: SinkFormat,
+        append: bool,
+        mut progress: Box<dyn FnMut(usize) -> EngineResult<()> + Send>,
+    ) -> EngineResult<usize> {
         let (_, node) = self.resolve(handle).await?;
         let target = self.roots.write_path(path)?;
         let df = self.materialize(&node, None).await?;
         let rows = df.height();
         self.blocking("write", move || {
-            sinks::write_atomic(&target, df, &format, append)
+            sinks::write_atomic(&target, df, &format, append, &mut progress)
         })
         .await?;
         Ok(rows)
+    }
+
+    /// Checks that `path` may be written (inside the data roots, in an existing directory).
+    pub fn check_write_path(&self, path: &str) -> EngineResult<()> {
+        self.roots.write_path(path).map(|_| ())
     }
 
     /// Forgets a handle; other handles, even of the same plan, are unaffected. The record
@@ -914,6 +977,12 @@ impl Engine {
             persisted,
         })
     }
+}
+
+fn upload_in_job() -> EngineError {
+    EngineError::invalid(
+        "a job cannot upload data: upload it with UploadArrow and give the handle as an input",
+    )
 }
 
 /// Writes (or refreshes) the plan record of `node` and notes when.

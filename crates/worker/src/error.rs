@@ -39,6 +39,9 @@ pub enum EngineError {
         operation: &'static str,
         source: std::io::Error,
     },
+    /// A batch job was cancelled while this work ran for it.
+    #[error("cancelled")]
+    Cancelled,
     #[error("handle store: {0}")]
     Store(#[from] StoreError),
     #[error("internal error in {operation}: {reason}")]
@@ -71,6 +74,7 @@ impl EngineError {
             Self::SourceChanged(_) => ErrorCode::FailedPrecondition,
             Self::Unimplemented(_) => ErrorCode::Unimplemented,
             Self::Remote(_) => ErrorCode::Unavailable,
+            Self::Cancelled => ErrorCode::Cancelled,
             Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorCode::NotFound
             }

@@ -7,6 +7,7 @@ mod engine;
 mod error;
 pub mod expr;
 mod ipc;
+mod jobs;
 mod paths;
 mod plan;
 mod registration;
@@ -23,7 +24,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
+use polaroid_jobs::{JobQueue, RedisQueue};
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
+use polaroid_proto::v1::job_validation_service_server::JobValidationServiceServer;
 use polaroid_store::{AffinityKey, Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
 use tonic::transport::server::TcpIncoming;
 
@@ -48,14 +51,38 @@ pub enum WorkerError {
     WorkerId(String),
     #[error("cluster settings: {0}")]
     Cluster(String),
+    #[error("job queue: {0}")]
+    Queue(#[from] polaroid_jobs::QueueError),
 }
 
 /// Serves the worker until `shutdown` completes, then drains: it leaves the ring, finishes
-/// in-flight calls and returns.
+/// in-flight calls and returns. With a Redis URL it also runs batch jobs from the queue.
 pub async fn run(
     config: WorkerConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let queue: Option<Arc<dyn JobQueue>> = if config.redis_url.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            RedisQueue::connect(
+                &config.redis_url,
+                &config.redis_prefix,
+                config.job_queue_settings(),
+            )
+            .await?,
+        ))
+    };
+    serve(config, listeners, shutdown, queue).await
+}
+
+/// [`run`] with the job queue given (`polaroid standalone` shares its embedded one).
+pub async fn serve(
+    config: WorkerConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), WorkerError> {
     let roots = paths::DataRoots::new(&config.data_roots).map_err(WorkerError::DataRoots)?;
     let store: Arc<dyn ResultStore> = match config.handle_store {
@@ -94,6 +121,24 @@ pub async fn run(
         .set_serving::<DataFrameServiceServer<service::DataFrameServer>>()
         .await;
     let reflection = polaroid_observability::reflection_service()?;
+    let validation = JobValidationServiceServer::new(jobs::JobValidationServer::new(engine.clone()))
+        .max_decoding_message_size(config.max_request_message_bytes);
+
+    let runner = queue.filter(|_| config.job_slots > 0).map(|queue| {
+        Arc::new(jobs::JobRunner::new(
+            engine.clone(),
+            queue,
+            worker_id.clone(),
+            config.job_slots,
+            config.job_queue_settings().visibility_timeout,
+            config.job_default_timeout(),
+        ))
+    });
+    let jobs_running = runner
+        .as_ref()
+        .map_or_else(Default::default, |runner| runner.running());
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let job_runner = runner.map(|runner| tokio::spawn(runner.run(jobs_stopped)));
 
     let registration = if config.coordinator_url.is_empty() {
         None
@@ -104,6 +149,7 @@ pub async fn run(
             address.clone(),
             engine.clone(),
             metrics.in_flight(),
+            jobs_running,
         )?))
     };
     let (stop_reports, reports_stopped) = tokio::sync::watch::channel(false);
@@ -139,6 +185,11 @@ pub async fn run(
             health
                 .set_not_serving::<DataFrameServiceServer<service::DataFrameServer>>()
                 .await;
+            // No new jobs; attempts running now end with the process and are reclaimed.
+            let _ = stop_jobs.send(true);
+            if let Some(job_runner) = job_runner {
+                let _ = job_runner.await;
+            }
             let _ = stop_reports.send(true);
             if let Some(reporter) = reporter {
                 let _ = reporter.await;
@@ -176,6 +227,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
+        .add_service(validation)
         .serve_with_incoming_shutdown(incoming, drain);
     let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);

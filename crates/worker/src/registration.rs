@@ -2,7 +2,7 @@
 //! seconds (which renew the worker's lease), and leaving the ring when draining.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use polaroid_observability::InFlight;
@@ -18,6 +18,7 @@ pub struct Registration {
     address: String,
     engine: Arc<Engine>,
     in_flight: InFlight,
+    jobs_running: Arc<AtomicU32>,
     /// Whether the coordinator accepted the latest report.
     pub registered: Arc<AtomicBool>,
 }
@@ -29,6 +30,7 @@ impl Registration {
         address: String,
         engine: Arc<Engine>,
         in_flight: InFlight,
+        jobs_running: Arc<AtomicU32>,
     ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(coordinator_url.to_owned())?
             .connect_timeout(Duration::from_secs(2))
@@ -40,6 +42,7 @@ impl Registration {
             address,
             engine,
             in_flight,
+            jobs_running,
             registered: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -68,7 +71,7 @@ impl Registration {
                     cache_bytes: self.engine.cache().bytes() as u64,
                     cpu_cores: cpu.cores_since_last(),
                     memory_bytes: resident_bytes().unwrap_or(0),
-                    jobs_running: 0,
+                    jobs_running: u64::from(self.jobs_running.load(Ordering::Relaxed)),
                 }),
             };
             let accepted = match self.client.clone().report_load(report).await {

@@ -1,5 +1,6 @@
 //! Atomic file sinks: a temp file in the target's directory, fsync, then rename. A reader
-//! sees the old file or the new one, never a part; a failed write leaves no trace.
+//! sees the old file or the new one, never a part; a failed or cancelled write leaves no
+//! trace.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -90,12 +91,35 @@ fn existing(target: &Path, format: &SinkFormat, df: &DataFrame) -> EngineResult<
     Ok(Some(old))
 }
 
-/// Writes `df` to `target` (appending to what is there when asked) atomically.
+/// Rows written between two progress reports (and cancellation checks).
+const CHUNK_ROWS: usize = 256 * 1024;
+
+/// Feeds `df` to `write` in chunks, reporting the rows written so far after each; an error
+/// from `progress` (a cancellation) stops the write.
+fn write_chunks(
+    df: &DataFrame,
+    chunk_rows: usize,
+    progress: &mut dyn FnMut(usize) -> EngineResult<()>,
+    mut write: impl FnMut(&DataFrame) -> EngineResult<()>,
+) -> EngineResult<()> {
+    let mut offset = 0;
+    while offset < df.height() || offset == 0 {
+        let chunk = df.slice(i64::try_from(offset).unwrap_or(i64::MAX), chunk_rows);
+        write(&chunk)?;
+        offset += chunk.height().max(1);
+        progress(offset.min(df.height()))?;
+    }
+    Ok(())
+}
+
+/// Writes `df` to `target` (appending to what is there when asked) atomically, calling
+/// `progress` with the rows written so far; an error from it abandons the write.
 pub fn write_atomic(
     target: &Path,
     mut df: DataFrame,
     format: &SinkFormat,
     append: bool,
+    progress: &mut dyn FnMut(usize) -> EngineResult<()>,
 ) -> EngineResult<()> {
     let old = if append {
         existing(target, format, &df)?
@@ -128,6 +152,7 @@ pub fn write_atomic(
             } => {
                 let mut parquet = ParquetWriter::new(&mut writer)
                     .with_compression(parquet_compression(compression.as_deref())?);
+                let mut chunk_rows = CHUNK_ROWS;
                 if let Some(size) = row_group_size {
                     let size = usize::try_from(*size)
                         .ok()
@@ -138,9 +163,18 @@ pub fn write_atomic(
                             ))
                         })?;
                     parquet = parquet.with_row_group_size(Some(size));
+                    chunk_rows = size;
                 }
-                parquet
-                    .finish(&mut df)
+                let mut batched = parquet
+                    .batched(df.schema())
+                    .map_err(EngineError::polars("write parquet"))?;
+                write_chunks(&df, chunk_rows, progress, |chunk| {
+                    batched
+                        .write_batch(chunk)
+                        .map_err(EngineError::polars("write parquet"))
+                })?;
+                batched
+                    .finish()
                     .map_err(EngineError::polars("write parquet"))?;
             }
             SinkFormat::Csv {
@@ -153,21 +187,30 @@ pub fn write_atomic(
                     let mut old = File::open(target).map_err(EngineError::io("append"))?;
                     std::io::copy(&mut old, &mut writer).map_err(EngineError::io("append"))?;
                 }
-                CsvWriter::new(&mut writer)
+                let mut batched = CsvWriter::new(&mut writer)
                     .include_header(include_header.unwrap_or(true) && !appending_to_existing)
                     .with_separator(separator(sep.as_deref())?)
-                    .finish(&mut df)
+                    .batched(df.schema())
                     .map_err(EngineError::polars("write csv"))?;
+                write_chunks(&df, CHUNK_ROWS, progress, |chunk| {
+                    batched
+                        .write_batch(chunk)
+                        .map_err(EngineError::polars("write csv"))
+                })?;
+                batched.finish().map_err(EngineError::polars("write csv"))?;
             }
             SinkFormat::Ipc { compression } => {
                 IpcWriter::new(&mut writer)
                     .with_compression(ipc_compression(compression.as_deref())?)
                     .finish(&mut df)
                     .map_err(EngineError::polars("write ipc"))?;
+                progress(df.height())?;
             }
         }
         writer.flush().map_err(EngineError::io("write"))?;
     }
+    // The last word before the rename: a cancelled job leaves nothing.
+    progress(df.height())?;
     file.sync_all().map_err(EngineError::io("write"))?;
     std::fs::rename(&temp.path, target).map_err(EngineError::io("write"))?;
     let mut temp = temp;

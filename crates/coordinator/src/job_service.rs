@@ -1,0 +1,221 @@
+//! `JobService`: batch jobs are validated by a worker (which can build the plan), then
+//! recorded and queued; their records and events are read back from the queue.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use polaroid_jobs::{JobQueue, lifecycle, new_job_id, page_size, valid_job_id};
+use polaroid_proto::v1::{
+    self as pb, JobState, job_input,
+    job_validation_service_client::JobValidationServiceClient,
+};
+use polaroid_store::AffinityKey;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::Cluster;
+use crate::error::CoordinatorError;
+
+/// How often a watch looks for new events.
+const WATCH_POLL: Duration = Duration::from_millis(100);
+
+pub struct JobServer {
+    /// `None`: this coordinator has no queue (no Redis URL); every call says so.
+    queue: Option<Arc<dyn JobQueue>>,
+    cluster: Arc<Cluster>,
+    max_attempts: usize,
+    max_message_bytes: usize,
+}
+
+impl JobServer {
+    pub fn new(
+        queue: Option<Arc<dyn JobQueue>>,
+        cluster: Arc<Cluster>,
+        max_attempts: usize,
+        max_message_bytes: usize,
+    ) -> Self {
+        Self {
+            queue,
+            cluster,
+            max_attempts,
+            max_message_bytes,
+        }
+    }
+
+    fn queue(&self) -> Result<&Arc<dyn JobQueue>, CoordinatorError> {
+        self.queue.as_ref().ok_or(CoordinatorError::NoJobQueue)
+    }
+
+    /// Has a worker build the job's plan: the worker of its first input handle when it has
+    /// one (its plan is likely cached there), else any. Another worker is tried only when
+    /// one cannot be reached.
+    async fn validate(&self, spec: &pb::JobSpec) -> Result<(), Status> {
+        let key = first_input_handle(spec)
+            .and_then(|handle| polaroid_store::Handle::parse(handle).ok())
+            .map_or_else(AffinityKey::random, |handle| handle.affinity());
+        let mut tried = Vec::new();
+        let mut last_failure = None;
+        for _ in 0..self.max_attempts.max(1) {
+            let target = self.cluster.pick(key.as_u64(), &tried)?;
+            let mut client = JobValidationServiceClient::new(target.channel)
+                .max_encoding_message_size(self.max_message_bytes);
+            let request = pb::ValidateJobRequest {
+                spec: Some(spec.clone()),
+            };
+            match client.validate_job(request).await {
+                Ok(_) => return Ok(()),
+                Err(status) if crate::proxy::is_transport_failure(&status) => {
+                    self.cluster.suspect(&target.worker_id);
+                    tried.push(target.worker_id);
+                    last_failure = Some(status);
+                }
+                // The worker's verdict on the plan, as it gave it.
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last_failure.unwrap_or_else(|| CoordinatorError::NoLiveWorkers.into()))
+    }
+}
+
+fn first_input_handle(spec: &pb::JobSpec) -> Option<&str> {
+    spec.plan.as_ref()?.steps.iter().find_map(|step| {
+        step.inputs.iter().find_map(|input| match &input.input {
+            Some(job_input::Input::Handle(handle)) => Some(handle.as_str()),
+            _ => None,
+        })
+    })
+}
+
+fn checked_id(id: &str) -> Result<&str, CoordinatorError> {
+    if valid_job_id(id) {
+        Ok(id)
+    } else {
+        Err(CoordinatorError::MalformedJobId(id.to_owned()))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::job_service_server::JobService for JobServer {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let queue = self.queue()?.clone();
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or(CoordinatorError::MissingSpec)?;
+        self.validate(&spec).await?;
+        let (job, created) = queue
+            .submit(&new_job_id(), spec)
+            .await
+            .map_err(CoordinatorError::from)?;
+        metrics::counter!("polaroid_coordinator_jobs_submitted_total").increment(u64::from(created));
+        Ok(Response::new(pb::SubmitJobResponse {
+            job: Some(job),
+            created,
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = request.into_inner().job_id;
+        let job = self
+            .queue()?
+            .get(checked_id(&id)?)
+            .await
+            .map_err(CoordinatorError::from)?
+            .ok_or(CoordinatorError::JobNotFound(id))?;
+        Ok(Response::new(job))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let state = match JobState::try_from(request.state) {
+            Ok(JobState::Unspecified) => None,
+            Ok(state) => Some(state),
+            Err(_) => return Err(CoordinatorError::UnknownJobState(request.state).into()),
+        };
+        let page = self
+            .queue()?
+            .list(state, page_size(request.page_size), &request.page_token)
+            .await
+            .map_err(CoordinatorError::from)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page.jobs,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = request.into_inner().job_id;
+        let job = self
+            .queue()?
+            .cancel(checked_id(&id)?)
+            .await
+            .map_err(CoordinatorError::from)?;
+        Ok(Response::new(job))
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let id = request.into_inner().job_id;
+        let queue = self.queue()?.clone();
+        if queue
+            .get(checked_id(&id)?)
+            .await
+            .map_err(CoordinatorError::from)?
+            .is_none()
+        {
+            return Err(CoordinatorError::JobNotFound(id).into());
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut cursor = String::new();
+            loop {
+                // The record is read before the events: a change writes both at once, so
+                // when the record is final, the events read next include the last one.
+                let job = queue.get(&id).await;
+                let batch = queue.events(&id, &cursor).await;
+                let (job, batch) = match (job, batch) {
+                    (Ok(job), Ok(batch)) => (job, batch),
+                    (Err(e), _) | (_, Err(e)) => {
+                        let _ = sender.send(Err(CoordinatorError::from(e).into())).await;
+                        return;
+                    }
+                };
+                cursor = batch.next;
+                for event in batch.events {
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                if job.is_none_or(|job| lifecycle::is_terminal(job.state())) {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                    _ = sender.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+}

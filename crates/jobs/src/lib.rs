@@ -1,0 +1,212 @@
+//! Batch-job queues: one small trait ([`JobQueue`]), an embedded backend for
+//! `polaroid standalone` ([`MemoryQueue`]) and the production one on Redis Streams
+//! ([`RedisQueue`]), with one conformance suite ([`conformance`]) both pass.
+//!
+//! The rules of a job's life (what an attempt, a failure or a cancellation does to its
+//! record) live once, in [`lifecycle`]; a backend only stores records atomically and moves
+//! queue entries.
+
+pub mod conformance;
+pub mod lifecycle;
+mod memory;
+mod redis_queue;
+
+use std::time::Duration;
+
+use polaroid_proto::v1::{Job, JobEvent, JobPriority, JobProgress, JobResult, JobSpec, JobState};
+
+pub use memory::MemoryQueue;
+pub use redis_queue::RedisQueue;
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the job queue is unreachable: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("a job record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("job {0} not found")]
+    NotFound(String),
+    /// The lease's attempt is over: the job was reclaimed by another worker (this one
+    /// went quiet past the visibility timeout) or finished otherwise.
+    #[error("job {0}: this worker no longer holds it")]
+    LeaseLost(String),
+    #[error("invalid page token `{0}`")]
+    InvalidPageToken(String),
+    #[error("job {0} kept changing under the update; giving up")]
+    Contended(String),
+}
+
+pub type QueueResult<T> = Result<T, QueueError>;
+
+/// How a queue treats its jobs. The same for every backend.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// An attempt whose worker has not renewed its lease for this long is taken by another.
+    pub visibility_timeout: Duration,
+    /// The first retry waits about this long; each later one twice as long as the last.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// A queued job gains one priority level per this much waiting, so low ones still run.
+    pub priority_aging: Duration,
+    /// Finished jobs (and their events) are kept this long.
+    pub retention: Duration,
+    /// Used when a spec leaves `max_attempts` at 0.
+    pub default_max_attempts: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(60),
+            priority_aging: Duration::from_secs(60),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            default_max_attempts: 3,
+        }
+    }
+}
+
+/// A worker's hold on one attempt of a job, from [`JobQueue::take`] until it reports the
+/// outcome.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The job as it was when the attempt started (state running).
+    pub job: Job,
+    pub consumer: String,
+    pub attempt: u32,
+    /// The queue entry, acknowledged when the attempt's outcome is recorded.
+    pub entry: EntryRef,
+}
+
+/// Where a job's queue entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef {
+    pub priority: JobPriority,
+    pub id: String,
+}
+
+/// What a renewal learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    Held { cancel_requested: bool },
+    Lost,
+}
+
+/// The outcome of a failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailureOutcome {
+    /// Another attempt is queued after this delay.
+    Retrying { after: Duration },
+    /// That was the last attempt: the job failed and went to the dead-letter stream.
+    DeadLettered,
+    /// The job had been cancelled meanwhile: it is cancelled, not retried.
+    Cancelled,
+}
+
+impl FailureOutcome {
+    fn of(transition: &lifecycle::Transition) -> Self {
+        match transition.requeue_after {
+            Some(after) => Self::Retrying { after },
+            None if transition.dead_letter => Self::DeadLettered,
+            None => Self::Cancelled,
+        }
+    }
+}
+
+/// A job that went to the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub job_id: String,
+    pub attempts: u32,
+    pub error: String,
+}
+
+/// One page of a listing, newest job first.
+#[derive(Debug, Clone, Default)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Empty when this was the last page.
+    pub next_page_token: String,
+}
+
+/// Events of a job from a cursor on; pass `next` back to read what follows.
+#[derive(Debug, Clone, Default)]
+pub struct EventBatch {
+    pub events: Vec<JobEvent>,
+    pub next: String,
+}
+
+/// Where jobs wait, and where their records live.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Records and enqueues a new job under `id`, unless the spec's idempotency key names
+    /// an existing job: then that job is returned with `false`.
+    async fn submit(&self, id: &str, spec: JobSpec) -> QueueResult<(Job, bool)>;
+
+    async fn get(&self, id: &str) -> QueueResult<Option<Job>>;
+
+    /// Jobs in `state` (all when `None`), newest first, `page_size` at a time.
+    async fn list(
+        &self,
+        state: Option<JobState>,
+        page_size: usize,
+        page_token: &str,
+    ) -> QueueResult<JobPage>;
+
+    /// Cancels a job: a waiting one at once, a running one by flagging it for its worker.
+    /// A finished job is returned unchanged.
+    async fn cancel(&self, id: &str) -> QueueResult<Job>;
+
+    /// Events recorded after `cursor` (empty: from the start).
+    async fn events(&self, id: &str, cursor: &str) -> QueueResult<EventBatch>;
+
+    /// Starts an attempt of the most urgent waiting job for `consumer`, waiting up to
+    /// `wait` for one to arrive.
+    async fn take(&self, consumer: &str, wait: Duration) -> QueueResult<Option<Lease>>;
+
+    /// Keeps the attempt from being reclaimed, records progress, and tells whether the job
+    /// is to be cancelled.
+    async fn renew(&self, lease: &Lease, progress: Option<JobProgress>)
+    -> QueueResult<LeaseStatus>;
+
+    /// Records a step of progress as an event.
+    async fn progress(&self, lease: &Lease, progress: JobProgress, rows: bool) -> QueueResult<()>;
+
+    /// The attempt succeeded: records the result, then acknowledges the entry.
+    async fn succeed(&self, lease: &Lease, result: JobResult) -> QueueResult<Job>;
+
+    /// The attempt failed: schedules a retry, or dead-letters the job after its last attempt.
+    async fn fail(&self, lease: &Lease, error: &str) -> QueueResult<FailureOutcome>;
+
+    /// The worker stopped the attempt because the job was cancelled.
+    async fn cancelled(&self, lease: &Lease) -> QueueResult<Job>;
+
+    /// The dead-letter stream, oldest first.
+    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>>;
+}
+
+/// The page size a listing uses: 100 by default, at most 1000.
+pub fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
+}
+
+/// A new job id: the submission time in milliseconds then 64 random bits, in hex, so that
+/// ids sort by submission.
+pub fn new_job_id() -> String {
+    format!(
+        "{:012x}{:016x}",
+        lifecycle::now_unix_ms(),
+        rand::random::<u64>()
+    )
+}
+
+/// Whether `id` looks like a job id (28 lowercase hex digits), so that nothing else reaches
+/// a key.
+pub fn valid_job_id(id: &str) -> bool {
+    id.len() == 28 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}

@@ -1,0 +1,55 @@
+-- Compare-and-set of one job record, with the queue changes that go with the change,
+-- all or nothing. KEYS[1]: the record. ARGV: see `CommitArgs` in redis_queue.rs.
+local expected, record = ARGV[1], ARGV[2]
+local id, events_key, event = ARGV[3], ARGV[4], ARGV[5]
+local old_index, new_index, all_index = ARGV[6], ARGV[7], ARGV[8]
+local group, ack_stream, ack_entry = ARGV[9], ARGV[10], ARGV[11]
+local delayed, requeue_member, requeue_ms = ARGV[12], ARGV[13], ARGV[14]
+local dead, attempts, err = ARGV[15], ARGV[16], ARGV[17]
+local enqueue, retention, idem_key = ARGV[18], tonumber(ARGV[19]), ARGV[20]
+
+-- Checks first: nothing is written unless everything will be.
+if idem_key ~= '' and expected == '' then
+  local existing = redis.call('GET', idem_key)
+  if existing then return 'exists:' .. existing end
+end
+local current = redis.call('GET', KEYS[1])
+if expected == '' then
+  if current then return 'conflict' end
+elseif current ~= expected then
+  return 'conflict'
+end
+
+redis.call('SET', KEYS[1], record)
+if event ~= '' then
+  redis.call('XADD', events_key, 'MAXLEN', '~', 1000, '*', 'e', event)
+end
+if old_index ~= new_index then
+  if old_index ~= '' then redis.call('ZREM', old_index, id) end
+  redis.call('ZADD', new_index, 0, id)
+end
+if all_index ~= '' then redis.call('ZADD', all_index, 0, id) end
+if ack_stream ~= '' then
+  redis.call('XACK', ack_stream, group, ack_entry)
+  redis.call('XDEL', ack_stream, ack_entry)
+end
+if requeue_member ~= '' then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', delayed, now_ms + tonumber(requeue_ms), requeue_member)
+end
+if dead ~= '' then
+  redis.call('XADD', dead, 'MAXLEN', '~', 100000, '*', 'job', id, 'attempts', attempts, 'error', err)
+end
+if enqueue ~= '' then
+  redis.call('XADD', enqueue, '*', 'job', id)
+end
+if idem_key ~= '' and expected == '' then
+  redis.call('SET', idem_key, id)
+end
+if retention > 0 then
+  redis.call('PEXPIRE', KEYS[1], retention)
+  redis.call('PEXPIRE', events_key, retention)
+  if idem_key ~= '' then redis.call('PEXPIRE', idem_key, retention) end
+end
+return 'ok'

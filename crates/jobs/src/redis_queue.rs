@@ -1,0 +1,706 @@
+//! The production queue on Redis Streams: one stream per priority read by a consumer
+//! group of workers, a sorted set of retries waiting out their backoff, a dead-letter
+//! stream, and job records (protobuf) with their event streams.
+//!
+//! Every change of a record is a compare-and-set in one Lua script together with the
+//! queue changes that go with it, so a crash between the two cannot happen. Keys, under
+//! the configured prefix `P` (one Redis, not Redis Cluster):
+//!
+//! | key | what |
+//! |---|---|
+//! | `P:jobs:q:{high,normal,low}` | the streams; entries carry `job` = id |
+//! | `P:jobs:delayed` | retries, scored by when they are due (Redis's clock) |
+//! | `P:jobs:dead` | the dead-letter stream: `job`, `attempts`, `error` |
+//! | `P:job:ID`, `P:job:ID:events` | a job's record and its events |
+//! | `P:jobs:index:{all,STATE}` | job ids by state, for listing (scores 0, ids sort by time) |
+//! | `P:jobs:idem:KEY` | the job an idempotency key created |
+
+use std::time::Duration;
+
+use polaroid_proto::v1::{
+    Job, JobEvent, JobEventKind, JobPriority, JobProgress, JobResult, JobSpec, JobState,
+};
+use prost::Message;
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+use tokio::sync::Mutex;
+
+use crate::lifecycle::{self, PRIORITIES, Transition, is_terminal, priority_name, state_name};
+use crate::{
+    DeadLetter, EntryRef, EventBatch, FailureOutcome, JobPage, JobQueue, Lease, LeaseStatus,
+    QueueError, QueueResult, QueueSettings,
+};
+
+const GROUP: &str = "workers";
+/// Compare-and-set attempts before an update gives up (only contention makes it retry).
+const UPDATE_ATTEMPTS: usize = 32;
+/// The longest a worker blocks on the streams before looking at retries and stale entries.
+const MAX_BLOCK: Duration = Duration::from_millis(250);
+
+pub struct RedisQueue {
+    settings: QueueSettings,
+    prefix: String,
+    connection: ConnectionManager,
+    /// Blocking reads get their own connection, so they never hold up other commands.
+    blocking: Mutex<ConnectionManager>,
+    commit: Script,
+    take: Script,
+    renew: Script,
+}
+
+/// What the take script found.
+enum Taken {
+    Entry {
+        priority: JobPriority,
+        entry: String,
+        job_id: String,
+        record: Option<Vec<u8>>,
+    },
+    Nothing {
+        tails: [String; 3],
+        next_due_ms: Option<u64>,
+    },
+}
+
+impl RedisQueue {
+    /// Connects to `url` and makes sure the streams and the consumer group exist.
+    pub async fn connect(url: &str, prefix: &str, settings: QueueSettings) -> QueueResult<Self> {
+        let client = redis::Client::open(url)?;
+        let connection = ConnectionManager::new(client.clone()).await?;
+        let blocking_config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(2)));
+        let blocking = ConnectionManager::new_with_config(client, blocking_config).await?;
+        let queue = Self {
+            settings,
+            prefix: prefix.to_owned(),
+            connection,
+            blocking: Mutex::new(blocking),
+            commit: Script::new(include_str!("lua/commit.lua")),
+            take: Script::new(include_str!("lua/take.lua")),
+            renew: Script::new(include_str!("lua/renew.lua")),
+        };
+        queue.create_groups().await?;
+        Ok(queue)
+    }
+
+    async fn create_groups(&self) -> QueueResult<()> {
+        let mut connection = self.connection.clone();
+        for priority in PRIORITIES {
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.stream(priority))
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut connection)
+                .await;
+            match created {
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    fn stream(&self, priority: JobPriority) -> String {
+        format!("{}:jobs:q:{}", self.prefix, priority_name(priority))
+    }
+
+    fn record_key(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+
+    fn events_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:events", self.prefix)
+    }
+
+    fn index_key(&self, state: Option<JobState>) -> String {
+        let name = state.map_or("all", state_name);
+        format!("{}:jobs:index:{name}", self.prefix)
+    }
+
+    fn idempotency_key(&self, key: &str) -> String {
+        format!("{}:jobs:idem:{key}", self.prefix)
+    }
+
+    fn delayed_key(&self) -> String {
+        format!("{}:jobs:delayed", self.prefix)
+    }
+
+    fn dead_key(&self) -> String {
+        format!("{}:jobs:dead", self.prefix)
+    }
+
+    async fn record(&self, id: &str) -> QueueResult<Option<(Vec<u8>, Job)>> {
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(self.record_key(id))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        bytes
+            .map(|bytes| {
+                let job = decode_job(&bytes)?;
+                Ok((bytes, job))
+            })
+            .transpose()
+    }
+
+    /// Writes `transition` if the record is still `expected` (empty: absent). Returns
+    /// `Ok(None)` on a conflict, or the id of the job an idempotency key already names.
+    async fn commit(
+        &self,
+        expected: &[u8],
+        old_state: Option<JobState>,
+        transition: &Transition,
+        entry: Option<&EntryRef>,
+        submit: bool,
+    ) -> QueueResult<CommitReply> {
+        let job = &transition.job;
+        let spec = job.spec.clone().unwrap_or_default();
+        let event = transition
+            .event
+            .as_ref()
+            .map(Message::encode_to_vec)
+            .unwrap_or_default();
+        let ack = entry.filter(|_| transition.acknowledge);
+        let requeue_member = transition
+            .requeue_after
+            .map(|_| format!("{}:{}", priority_index(spec.priority()), job.id))
+            .unwrap_or_default();
+        let retention_ms = if is_terminal(job.state()) {
+            millis(self.settings.retention).max(1)
+        } else {
+            0
+        };
+        let reply: String = self
+            .commit
+            .key(self.record_key(&job.id))
+            .arg(expected)
+            .arg(job.encode_to_vec())
+            .arg(&job.id)
+            .arg(self.events_key(&job.id))
+            .arg(event)
+            .arg(old_state.map(|s| self.index_key(Some(s))).unwrap_or_default())
+            .arg(self.index_key(Some(job.state())))
+            .arg(if submit { self.index_key(None) } else { String::new() })
+            .arg(GROUP)
+            .arg(ack.map(|e| self.stream(e.priority)).unwrap_or_default())
+            .arg(ack.map(|e| e.id.clone()).unwrap_or_default())
+            .arg(self.delayed_key())
+            .arg(requeue_member)
+            .arg(transition.requeue_after.map_or(0, millis))
+            .arg(if transition.dead_letter { self.dead_key() } else { String::new() })
+            .arg(job.attempts)
+            .arg(&job.error)
+            .arg(if submit { self.stream(spec.priority()) } else { String::new() })
+            .arg(retention_ms)
+            .arg(if spec.idempotency_key.is_empty() {
+                String::new()
+            } else {
+                self.idempotency_key(&spec.idempotency_key)
+            })
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(match reply.as_str() {
+            "ok" => CommitReply::Done,
+            "conflict" => CommitReply::Conflict,
+            other => match other.strip_prefix("exists:") {
+                Some(id) => CommitReply::Exists(id.to_owned()),
+                None => return Err(QueueError::Corrupt(format!("commit replied `{other}`"))),
+            },
+        })
+    }
+
+    /// Applies `change` to the current record of `id` until the compare-and-set holds.
+    async fn update(
+        &self,
+        id: &str,
+        entry: Option<&EntryRef>,
+        missing: impl Fn() -> QueueError,
+        mut change: impl FnMut(&Job) -> QueueResult<Option<Transition>>,
+    ) -> QueueResult<(Job, Option<Transition>)> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (bytes, job) = self.record(id).await?.ok_or_else(&missing)?;
+            let Some(transition) = change(&job)? else {
+                return Ok((job, None));
+            };
+            match self
+                .commit(&bytes, Some(job.state()), &transition, entry, false)
+                .await?
+            {
+                CommitReply::Done => return Ok((transition.job.clone(), Some(transition))),
+                CommitReply::Conflict | CommitReply::Exists(_) => continue,
+            }
+        }
+        Err(QueueError::Contended(id.to_owned()))
+    }
+
+    async fn update_lease(
+        &self,
+        lease: &Lease,
+        change: impl FnMut(&Job) -> QueueResult<Option<Transition>>,
+    ) -> QueueResult<(Job, Option<Transition>)> {
+        let id = lease.job.id.clone();
+        self.update(
+            &lease.job.id,
+            Some(&lease.entry),
+            || QueueError::LeaseLost(id.clone()),
+            change,
+        )
+        .await
+    }
+
+    async fn take_once(&self, consumer: &str) -> QueueResult<Taken> {
+        let mut invocation = self.take.prepare_invoke();
+        for priority in PRIORITIES {
+            invocation.key(self.stream(priority));
+        }
+        invocation
+            .key(self.delayed_key())
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(millis(self.settings.visibility_timeout))
+            .arg(millis(self.settings.priority_aging))
+            .arg(format!("{}:job:", self.prefix));
+        let reply: Value = match invocation.invoke_async(&mut self.connection.clone()).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis lost the group (restarted without persistence): make it again.
+                self.create_groups().await?;
+                invocation.invoke_async(&mut self.connection.clone()).await?
+            }
+            other => other?,
+        };
+        parse_taken(reply)
+    }
+
+    /// Blocks until something is appended after `tails`, or `wait` passes.
+    async fn wait_for_entries(&self, tails: &[String; 3], wait: Duration) -> QueueResult<()> {
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(millis(wait).max(1));
+        command.arg("STREAMS");
+        for priority in PRIORITIES {
+            command.arg(self.stream(priority));
+        }
+        command.arg(tails.as_slice());
+        let mut connection = self.blocking.lock().await;
+        let _: Value = command.query_async(&mut *connection).await?;
+        Ok(())
+    }
+}
+
+enum CommitReply {
+    Done,
+    Conflict,
+    Exists(String),
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// 1-based position of a priority among the streams (the take script's numbering).
+fn priority_index(priority: JobPriority) -> usize {
+    PRIORITIES.iter().position(|p| *p == priority).unwrap_or(1) + 1
+}
+
+fn decode_job(bytes: &[u8]) -> QueueResult<Job> {
+    Job::decode(bytes).map_err(|e| QueueError::Corrupt(format!("job record: {e}")))
+}
+
+fn text(value: &Value) -> QueueResult<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone())
+            .map_err(|e| QueueError::Corrupt(format!("not text: {e}"))),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        other => Err(QueueError::Corrupt(format!("expected text, got {other:?}"))),
+    }
+}
+
+fn parse_taken(reply: Value) -> QueueResult<Taken> {
+    let corrupt = |what: &str| QueueError::Corrupt(format!("take replied {what}"));
+    let Value::Array(items) = reply else {
+        return Err(corrupt("something other than an array"));
+    };
+    let Some(Value::Int(first)) = items.first() else {
+        return Err(corrupt("without a priority"));
+    };
+    if *first == 0 {
+        let tail = |i: usize| items.get(i).map(text).transpose();
+        let tails = [
+            tail(1)?.unwrap_or_else(|| "0-0".into()),
+            tail(2)?.unwrap_or_else(|| "0-0".into()),
+            tail(3)?.unwrap_or_else(|| "0-0".into()),
+        ];
+        let next_due_ms = tail(4)?.and_then(|t| t.parse::<f64>().ok()).map(|t| t as u64);
+        return Ok(Taken::Nothing { tails, next_due_ms });
+    }
+    let priority = usize::try_from(*first)
+        .ok()
+        .and_then(|i| PRIORITIES.get(i.wrapping_sub(1)))
+        .copied()
+        .ok_or_else(|| corrupt("an unknown priority"))?;
+    let entry = text(items.get(1).ok_or_else(|| corrupt("without an entry"))?)?;
+    let job_id = text(items.get(2).ok_or_else(|| corrupt("without a job"))?)?;
+    let record = match items.get(3) {
+        Some(Value::BulkString(bytes)) => Some(bytes.clone()),
+        _ => None,
+    };
+    Ok(Taken::Entry {
+        priority,
+        entry,
+        job_id,
+        record,
+    })
+}
+
+/// Entries of an XRANGE reply: (id, field/value pairs).
+fn stream_entries(reply: Value) -> QueueResult<Vec<(String, Vec<(String, Vec<u8>)>)>> {
+    let Value::Array(entries) = reply else {
+        return Ok(Vec::new());
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return Err(QueueError::Corrupt("stream entry is not an array".into()));
+            };
+            let fields = match parts.pop() {
+                Some(Value::Array(fields)) => fields,
+                _ => return Err(QueueError::Corrupt("stream entry has no fields".into())),
+            };
+            let id = text(parts.first().unwrap_or(&Value::Nil))?;
+            let mut pairs = Vec::with_capacity(fields.len() / 2);
+            for pair in fields.chunks(2) {
+                if let [name, Value::BulkString(value)] = pair {
+                    pairs.push((text(name)?, value.clone()));
+                }
+            }
+            Ok((id, pairs))
+        })
+        .collect()
+}
+
+fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+#[async_trait::async_trait]
+impl JobQueue for RedisQueue {
+    async fn submit(&self, id: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
+        let transition = lifecycle::submitted(id, spec, &self.settings);
+        match self.commit(&[], None, &transition, None, true).await? {
+            CommitReply::Done => Ok((transition.job, true)),
+            CommitReply::Exists(existing) => {
+                let (_, job) = self
+                    .record(&existing)
+                    .await?
+                    .ok_or_else(|| QueueError::NotFound(existing.clone()))?;
+                Ok((job, false))
+            }
+            CommitReply::Conflict => Err(QueueError::Corrupt(format!(
+                "job id {id} is taken already"
+            ))),
+        }
+    }
+
+    async fn get(&self, id: &str) -> QueueResult<Option<Job>> {
+        Ok(self.record(id).await?.map(|(_, job)| job))
+    }
+
+    async fn list(
+        &self,
+        state: Option<JobState>,
+        page_size: usize,
+        page_token: &str,
+    ) -> QueueResult<JobPage> {
+        if !page_token.is_empty() && !crate::valid_job_id(page_token) {
+            return Err(QueueError::InvalidPageToken(page_token.to_owned()));
+        }
+        let index = self.index_key(state);
+        let mut connection = self.connection.clone();
+        let mut jobs = Vec::with_capacity(page_size);
+        let mut after = page_token.to_owned();
+        let page_size = page_size.max(1);
+        loop {
+            let max = if after.is_empty() {
+                "+".to_owned()
+            } else {
+                format!("({after}")
+            };
+            // One more than needed, to know whether another page follows.
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&index)
+                .arg(max)
+                .arg("-")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(page_size + 1 - jobs.len())
+                .query_async(&mut connection)
+                .await?;
+            let exhausted = ids.len() < page_size + 1 - jobs.len();
+            for id in ids {
+                after.clone_from(&id);
+                match self.record(&id).await? {
+                    // Still in that state: index moves and records change together.
+                    Some((_, job)) if state.is_none_or(|s| job.state() == s) => {
+                        if jobs.len() == page_size {
+                            return Ok(JobPage {
+                                next_page_token: jobs
+                                    .last()
+                                    .map(|j: &Job| j.id.clone())
+                                    .unwrap_or_default(),
+                                jobs,
+                            });
+                        }
+                        jobs.push(job);
+                    }
+                    Some(_) => {}
+                    // Expired after its retention: drop it from the index.
+                    None => {
+                        let _: () = redis::cmd("ZREM")
+                            .arg(&index)
+                            .arg(&id)
+                            .query_async(&mut connection)
+                            .await?;
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(JobPage {
+                    jobs,
+                    next_page_token: String::new(),
+                });
+            }
+        }
+    }
+
+    async fn cancel(&self, id: &str) -> QueueResult<Job> {
+        let (job, _) = self
+            .update(
+                id,
+                None,
+                || QueueError::NotFound(id.to_owned()),
+                |job| Ok(lifecycle::cancel_requested(job)),
+            )
+            .await?;
+        Ok(job)
+    }
+
+    async fn events(&self, id: &str, cursor: &str) -> QueueResult<EventBatch> {
+        let start = if cursor.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("({cursor}")
+        };
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(self.events_key(id))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| match e.kind() {
+                redis::ErrorKind::Server(_) => QueueError::InvalidPageToken(cursor.to_owned()),
+                _ => QueueError::Redis(e),
+            })?;
+        let mut batch = EventBatch {
+            events: Vec::new(),
+            next: cursor.to_owned(),
+        };
+        for (entry, fields) in stream_entries(reply)? {
+            if let Some(bytes) = field(&fields, "e") {
+                batch.events.push(
+                    JobEvent::decode(bytes)
+                        .map_err(|e| QueueError::Corrupt(format!("job event: {e}")))?,
+                );
+            }
+            batch.next = entry;
+        }
+        Ok(batch)
+    }
+
+    async fn take(&self, consumer: &str, wait: Duration) -> QueueResult<Option<Lease>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.take_once(consumer).await? {
+                Taken::Entry {
+                    priority,
+                    entry,
+                    job_id,
+                    record,
+                } => {
+                    let entry = EntryRef {
+                        priority,
+                        id: entry,
+                    };
+                    let Some(record) = record else {
+                        // The record expired or was never written: nothing to run.
+                        let _: () = redis::pipe()
+                            .cmd("XACK")
+                            .arg(self.stream(priority))
+                            .arg(GROUP)
+                            .arg(&entry.id)
+                            .ignore()
+                            .cmd("XDEL")
+                            .arg(self.stream(priority))
+                            .arg(&entry.id)
+                            .ignore()
+                            .query_async(&mut self.connection.clone())
+                            .await?;
+                        tracing::warn!(job = %job_id, "dropped a queue entry whose job record is gone");
+                        continue;
+                    };
+                    let mut expected = record;
+                    for _ in 0..UPDATE_ATTEMPTS {
+                        let job = decode_job(&expected)?;
+                        let transition = lifecycle::taken(&job, consumer);
+                        match self
+                            .commit(&expected, Some(job.state()), &transition, Some(&entry), false)
+                            .await?
+                        {
+                            CommitReply::Done => {
+                                if transition.job.state() == JobState::Running {
+                                    return Ok(Some(Lease {
+                                        attempt: transition.job.attempts,
+                                        consumer: consumer.to_owned(),
+                                        entry,
+                                        job: transition.job,
+                                    }));
+                                }
+                                break;
+                            }
+                            CommitReply::Conflict | CommitReply::Exists(_) => {
+                                match self.record(&job_id).await? {
+                                    Some((bytes, _)) => expected = bytes,
+                                    None => break,
+                                }
+                            }
+                        }
+                    }
+                }
+                Taken::Nothing { tails, next_due_ms } => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Ok(None);
+                    }
+                    let mut block = (deadline - now).min(MAX_BLOCK);
+                    if let Some(due) = next_due_ms {
+                        let until_due = Duration::from_millis(due.saturating_sub(lifecycle::now_unix_ms()));
+                        block = block.min(until_due.max(Duration::from_millis(1)));
+                    }
+                    self.wait_for_entries(&tails, block).await?;
+                }
+            }
+        }
+    }
+
+    async fn renew(
+        &self,
+        lease: &Lease,
+        progress: Option<JobProgress>,
+    ) -> QueueResult<LeaseStatus> {
+        let (held, record): (i64, Option<Vec<u8>>) = self
+            .renew
+            .key(self.stream(lease.entry.priority))
+            .key(self.record_key(&lease.job.id))
+            .arg(GROUP)
+            .arg(&lease.consumer)
+            .arg(&lease.entry.id)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let job = record.as_deref().map(decode_job).transpose()?;
+        let Some(job) = job.filter(|job| held == 1 && lifecycle::check_lease(job, lease).is_ok())
+        else {
+            return Ok(LeaseStatus::Lost);
+        };
+        if let Some(progress) = progress {
+            match self
+                .update_lease(lease, |job| {
+                    lifecycle::progressed(job, lease, progress, None).map(Some)
+                })
+                .await
+            {
+                Err(QueueError::LeaseLost(_)) => return Ok(LeaseStatus::Lost),
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(LeaseStatus::Held {
+            cancel_requested: job.cancel_requested,
+        })
+    }
+
+    async fn progress(&self, lease: &Lease, progress: JobProgress, rows: bool) -> QueueResult<()> {
+        let kind = if rows {
+            JobEventKind::RowsWritten
+        } else {
+            JobEventKind::Step
+        };
+        self.update_lease(lease, |job| {
+            lifecycle::progressed(job, lease, progress, Some(kind)).map(Some)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn succeed(&self, lease: &Lease, result: JobResult) -> QueueResult<Job> {
+        let (job, _) = self
+            .update_lease(lease, |job| {
+                lifecycle::succeeded(job, lease, result.clone()).map(Some)
+            })
+            .await?;
+        Ok(job)
+    }
+
+    async fn fail(&self, lease: &Lease, error: &str) -> QueueResult<FailureOutcome> {
+        let (_, transition) = self
+            .update_lease(lease, |job| {
+                lifecycle::failed(job, lease, error, &self.settings).map(Some)
+            })
+            .await?;
+        transition
+            .as_ref()
+            .map(FailureOutcome::of)
+            .ok_or_else(|| QueueError::LeaseLost(lease.job.id.clone()))
+    }
+
+    async fn cancelled(&self, lease: &Lease) -> QueueResult<Job> {
+        let (job, _) = self
+            .update_lease(lease, |job| lifecycle::stopped(job, lease).map(Some))
+            .await?;
+        Ok(job)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>> {
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(self.dead_key())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        stream_entries(reply)?
+            .into_iter()
+            .map(|(_, fields)| {
+                let text = |name: &str| {
+                    String::from_utf8_lossy(field(&fields, name).unwrap_or_default()).into_owned()
+                };
+                Ok(DeadLetter {
+                    job_id: text("job"),
+                    attempts: text("attempts").parse().unwrap_or(0),
+                    error: text("error"),
+                })
+            })
+            .collect()
+    }
+}
