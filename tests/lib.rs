@@ -258,6 +258,9 @@ pub struct ExternalServer {
     child: std::process::Child,
     pub port: u16,
     _state: tempfile::TempDir,
+    binary: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    name: String,
 }
 
 impl ExternalServer {
@@ -278,9 +281,33 @@ impl ExternalServer {
             child,
             port,
             _state: state,
+            binary: binary.to_owned(),
+            args: args.to_vec(),
+            name: name.to_owned(),
         };
         wait_for_port(port, name).await?;
         Ok(server)
+    }
+
+    /// Stops the server with SIGTERM (a clean shutdown: Redis flushes its AOF), then starts
+    /// it again on the same port with the same data.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        self.child.wait()?;
+        self.child = std::process::Command::new(&self.binary)
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        wait_for_port(self.port, &self.name).await
+    }
+
+    /// The server's URL, for Redis.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
     }
 }
 

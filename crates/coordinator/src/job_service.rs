@@ -8,8 +8,7 @@ use std::time::Duration;
 use futures::Stream;
 use polaroid_jobs::{JobQueue, lifecycle, new_job_id, page_size, valid_job_id};
 use polaroid_proto::v1::{
-    self as pb, JobState, job_input,
-    job_validation_service_client::JobValidationServiceClient,
+    self as pb, JobState, job_input, job_validation_service_client::JobValidationServiceClient,
 };
 use polaroid_store::AffinityKey;
 use tonic::{Request, Response, Status};
@@ -113,7 +112,8 @@ impl pb::job_service_server::JobService for JobServer {
             .submit(&new_job_id(), spec)
             .await
             .map_err(CoordinatorError::from)?;
-        metrics::counter!("polaroid_coordinator_jobs_submitted_total").increment(u64::from(created));
+        metrics::counter!("polaroid_coordinator_jobs_submitted_total")
+            .increment(u64::from(created));
         Ok(Response::new(pb::SubmitJobResponse {
             job: Some(job),
             created,

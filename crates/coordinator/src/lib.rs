@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
 use polaroid_jobs::{JobQueue, RedisQueue};
+use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
 use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
 use polaroid_proto::v1::job_service_server::JobServiceServer;
 use tonic::transport::server::TcpIncoming;
@@ -109,13 +109,15 @@ pub async fn serve(
             cluster_service::ClusterServer::new(cluster.clone()),
         ))
         .add_service(proxy)
-        .add_service(JobServiceServer::new(job_service::JobServer::new(
-            queue,
-            cluster.clone(),
-            config.max_attempts,
-            config.max_request_message_bytes,
-        ))
-        .max_decoding_message_size(config.max_request_message_bytes))
+        .add_service(
+            JobServiceServer::new(job_service::JobServer::new(
+                queue,
+                cluster.clone(),
+                config.max_attempts,
+                config.max_request_message_bytes,
+            ))
+            .max_decoding_message_size(config.max_request_message_bytes),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.clone());
     let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);

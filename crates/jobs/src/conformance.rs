@@ -87,7 +87,11 @@ async fn submitted_jobs_read_back(queue: &dyn JobQueue) {
     let id = submit(queue, spec(JobPriority::Normal)).await;
     let job = queue.get(&id).await.unwrap().unwrap();
     assert_eq!(job.state(), JobState::Queued);
-    assert_eq!(job.spec.as_ref().unwrap().max_attempts, 3, "default attempts");
+    assert_eq!(
+        job.spec.as_ref().unwrap().max_attempts,
+        3,
+        "default attempts"
+    );
     assert!(queue.get(&new_job_id()).await.unwrap().is_none());
     let events = queue.events(&id, "").await.unwrap();
     assert_eq!(events.events.len(), 1);
@@ -138,7 +142,10 @@ async fn an_attempt_runs_to_success(queue: &dyn JobQueue) {
     let done = queue.succeed(&lease, result.clone()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     assert_eq!(queue.get(&id).await.unwrap().unwrap().result, Some(result));
-    assert!(queue.take("worker-a", SHORT).await.unwrap().is_none(), "acknowledged");
+    assert!(
+        queue.take("worker-a", SHORT).await.unwrap().is_none(),
+        "acknowledged"
+    );
     let kinds: Vec<_> = queue
         .events(&id, "")
         .await
@@ -173,7 +180,10 @@ async fn failures_retry_then_dead_letter_after_max_attempts(queue: &dyn JobQueue
             .unwrap();
         if attempt < 3 {
             assert!(matches!(outcome, FailureOutcome::Retrying { .. }));
-            assert_eq!(queue.get(&id).await.unwrap().unwrap().state(), JobState::Retrying);
+            assert_eq!(
+                queue.get(&id).await.unwrap().unwrap().state(),
+                JobState::Retrying
+            );
         } else {
             assert_eq!(outcome, FailureOutcome::DeadLettered);
         }
@@ -184,7 +194,10 @@ async fn failures_retry_then_dead_letter_after_max_attempts(queue: &dyn JobQueue
     assert_eq!(job.error, "boom 3");
     let dead = queue.dead_letters(100).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].job_id.as_str(), dead[0].attempts), (id.as_str(), 3));
+    assert_eq!(
+        (dead[0].job_id.as_str(), dead[0].attempts),
+        (id.as_str(), 3)
+    );
     assert_eq!(dead[0].error, "boom 3");
     assert!(queue.take("w", SHORT).await.unwrap().is_none());
 }
@@ -195,9 +208,22 @@ async fn retries_wait_out_their_backoff(queue: &dyn JobQueue) {
     let FailureOutcome::Retrying { after } = queue.fail(&lease, "flaky").await.unwrap() else {
         panic!("expected a retry");
     };
-    assert!(after >= Duration::from_millis(300), "jittered within half of 600 ms: {after:?}");
-    assert!(queue.take("w", Duration::from_millis(100)).await.unwrap().is_none());
-    let retry = queue.take("w", LONG).await.unwrap().expect("retried after the backoff");
+    assert!(
+        after >= Duration::from_millis(300),
+        "jittered within half of 600 ms: {after:?}"
+    );
+    assert!(
+        queue
+            .take("w", Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let retry = queue
+        .take("w", LONG)
+        .await
+        .unwrap()
+        .expect("retried after the backoff");
     assert_eq!(retry.attempt, 2);
 }
 
@@ -206,7 +232,10 @@ async fn a_waiting_job_is_cancelled_at_once(queue: &dyn JobQueue) {
     let job = queue.cancel(&id).await.unwrap();
     assert_eq!(job.state(), JobState::Cancelled);
     assert!(queue.take("w", SHORT).await.unwrap().is_none());
-    assert_eq!(queue.cancel(&id).await.unwrap().state(), JobState::Cancelled);
+    assert_eq!(
+        queue.cancel(&id).await.unwrap().state(),
+        JobState::Cancelled
+    );
     assert!(matches!(
         queue.cancel(&new_job_id()).await,
         Err(QueueError::NotFound(_))
@@ -250,7 +279,10 @@ async fn a_quiet_attempt_is_reclaimed_and_fenced(queue: &dyn JobQueue) {
     let lost = queue.take("dies", LONG).await.unwrap().unwrap();
     let started = std::time::Instant::now();
     let reclaimed = queue.take("survives", LONG).await.unwrap().unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(300), "not before the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the timeout"
+    );
     assert_eq!(reclaimed.job.id, id);
     assert_eq!(reclaimed.attempt, 2);
     assert_eq!(queue.renew(&lost, None).await.unwrap(), LeaseStatus::Lost);
@@ -258,7 +290,10 @@ async fn a_quiet_attempt_is_reclaimed_and_fenced(queue: &dyn JobQueue) {
         queue.succeed(&lost, JobResult::default()).await,
         Err(QueueError::LeaseLost(_))
     ));
-    queue.succeed(&reclaimed, JobResult::default()).await.unwrap();
+    queue
+        .succeed(&reclaimed, JobResult::default())
+        .await
+        .unwrap();
     assert_eq!(queue.get(&id).await.unwrap().unwrap().attempts, 2);
 }
 
@@ -345,7 +380,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_memory_queue_conforms() {
-        run_all(|settings| async move { Arc::new(MemoryQueue::new(settings)) as Arc<dyn JobQueue> })
-            .await;
+        run_all(
+            |settings| async move { Arc::new(MemoryQueue::new(settings)) as Arc<dyn JobQueue> },
+        )
+        .await;
     }
 }

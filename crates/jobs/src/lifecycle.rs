@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use polaroid_proto::v1::{
-    Job, JobEvent, JobEventKind, JobProgress, JobResult, JobSpec, JobState, JobPriority,
+    Job, JobEvent, JobEventKind, JobPriority, JobProgress, JobResult, JobSpec, JobState,
 };
 
 use crate::{Lease, QueueError, QueueResult, QueueSettings};

@@ -96,8 +96,13 @@ impl State {
             self.entries.remove(&entry);
         }
         if let Some(delay) = requeue_after {
-            self.delayed
-                .push((Instant::now() + delay, id.clone(), job.spec.as_ref().map_or(JobPriority::Normal, |s| s.priority())));
+            self.delayed.push((
+                Instant::now() + delay,
+                id.clone(),
+                job.spec
+                    .as_ref()
+                    .map_or(JobPriority::Normal, |s| s.priority()),
+            ));
         }
         if dead_letter {
             self.dead.push(DeadLetter {
@@ -107,7 +112,8 @@ impl State {
             });
         }
         if is_terminal(job.state()) {
-            self.expires.insert(id.clone(), Instant::now() + settings.retention);
+            self.expires
+                .insert(id.clone(), Instant::now() + settings.retention);
         }
         self.jobs.insert(id, job);
     }
@@ -120,9 +126,9 @@ impl State {
             .entries
             .iter()
             .filter(|(_, e)| {
-                e.owner
-                    .as_ref()
-                    .is_some_and(|(_, seen)| now.duration_since(*seen) >= settings.visibility_timeout)
+                e.owner.as_ref().is_some_and(|(_, seen)| {
+                    now.duration_since(*seen) >= settings.visibility_timeout
+                })
             })
             .min_by_key(|(seq, e)| (urgency_rank(e.priority), **seq))
             .map(|(seq, _)| *seq);
@@ -131,7 +137,10 @@ impl State {
                 .iter()
                 .filter(|(_, e)| e.owner.is_none())
                 .max_by_key(|(seq, e)| {
-                    (aged_score(e.priority, now.duration_since(e.enqueued), settings), std::cmp::Reverse(**seq))
+                    (
+                        aged_score(e.priority, now.duration_since(e.enqueued), settings),
+                        std::cmp::Reverse(**seq),
+                    )
                 })
                 .map(|(seq, _)| *seq)
         })?;
@@ -151,7 +160,11 @@ fn urgency_rank(priority: JobPriority) -> usize {
 
 /// Waiting time plus a head start per priority level: high beats normal beats low, until
 /// a lower one has waited `priority_aging` per level longer.
-pub(crate) fn aged_score(priority: JobPriority, waited: Duration, settings: &QueueSettings) -> u128 {
+pub(crate) fn aged_score(
+    priority: JobPriority,
+    waited: Duration,
+    settings: &QueueSettings,
+) -> u128 {
     let levels = (lifecycle::PRIORITIES.len() - 1 - urgency_rank(priority)) as u32;
     waited.as_millis() + settings.priority_aging.saturating_mul(levels).as_millis()
 }
@@ -218,7 +231,10 @@ impl JobQueue for MemoryQueue {
         state.expire();
         let key = spec.idempotency_key.clone();
         if !key.is_empty()
-            && let Some(existing) = state.idempotency.get(&key).and_then(|id| state.jobs.get(id))
+            && let Some(existing) = state
+                .idempotency
+                .get(&key)
+                .and_then(|id| state.jobs.get(id))
         {
             return Ok((existing.clone(), false));
         }
@@ -356,15 +372,16 @@ impl JobQueue for MemoryQueue {
         let Some(seq) = Self::entry_seq(lease) else {
             return Ok(LeaseStatus::Lost);
         };
-        let held = state.entries.get_mut(&seq).is_some_and(|entry| {
-            match entry.owner.as_mut() {
+        let held = state
+            .entries
+            .get_mut(&seq)
+            .is_some_and(|entry| match entry.owner.as_mut() {
                 Some((owner, seen)) if *owner == lease.consumer => {
                     *seen = Instant::now();
                     true
                 }
                 _ => false,
-            }
-        });
+            });
         let job = state.jobs.get(&lease.job.id).cloned();
         let Some(job) = job.filter(|job| held && lifecycle::check_lease(job, lease).is_ok()) else {
             return Ok(LeaseStatus::Lost);

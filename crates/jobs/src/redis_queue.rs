@@ -179,19 +179,35 @@ impl RedisQueue {
             .arg(&job.id)
             .arg(self.events_key(&job.id))
             .arg(event)
-            .arg(old_state.map(|s| self.index_key(Some(s))).unwrap_or_default())
+            .arg(
+                old_state
+                    .map(|s| self.index_key(Some(s)))
+                    .unwrap_or_default(),
+            )
             .arg(self.index_key(Some(job.state())))
-            .arg(if submit { self.index_key(None) } else { String::new() })
+            .arg(if submit {
+                self.index_key(None)
+            } else {
+                String::new()
+            })
             .arg(GROUP)
             .arg(ack.map(|e| self.stream(e.priority)).unwrap_or_default())
             .arg(ack.map(|e| e.id.clone()).unwrap_or_default())
             .arg(self.delayed_key())
             .arg(requeue_member)
             .arg(transition.requeue_after.map_or(0, millis))
-            .arg(if transition.dead_letter { self.dead_key() } else { String::new() })
+            .arg(if transition.dead_letter {
+                self.dead_key()
+            } else {
+                String::new()
+            })
             .arg(job.attempts)
             .arg(&job.error)
-            .arg(if submit { self.stream(spec.priority()) } else { String::new() })
+            .arg(if submit {
+                self.stream(spec.priority())
+            } else {
+                String::new()
+            })
             .arg(retention_ms)
             .arg(if spec.idempotency_key.is_empty() {
                 String::new()
@@ -265,7 +281,9 @@ impl RedisQueue {
             Err(e) if e.code() == Some("NOGROUP") => {
                 // Redis lost the group (restarted without persistence): make it again.
                 self.create_groups().await?;
-                invocation.invoke_async(&mut self.connection.clone()).await?
+                invocation
+                    .invoke_async(&mut self.connection.clone())
+                    .await?
             }
             other => other?,
         };
@@ -335,7 +353,9 @@ fn parse_taken(reply: Value) -> QueueResult<Taken> {
             tail(2)?.unwrap_or_else(|| "0-0".into()),
             tail(3)?.unwrap_or_else(|| "0-0".into()),
         ];
-        let next_due_ms = tail(4)?.and_then(|t| t.parse::<f64>().ok()).map(|t| t as u64);
+        let next_due_ms = tail(4)?
+            .and_then(|t| t.parse::<f64>().ok())
+            .map(|t| t as u64);
         return Ok(Taken::Nothing { tails, next_due_ms });
     }
     let priority = usize::try_from(*first)
@@ -357,8 +377,11 @@ fn parse_taken(reply: Value) -> QueueResult<Taken> {
     })
 }
 
-/// Entries of an XRANGE reply: (id, field/value pairs).
-fn stream_entries(reply: Value) -> QueueResult<Vec<(String, Vec<(String, Vec<u8>)>)>> {
+/// A stream entry's field/value pairs.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// Entries of an XRANGE reply: (id, fields).
+fn stream_entries(reply: Value) -> QueueResult<Vec<(String, Fields)>> {
     let Value::Array(entries) = reply else {
         return Ok(Vec::new());
     };
@@ -404,9 +427,9 @@ impl JobQueue for RedisQueue {
                     .ok_or_else(|| QueueError::NotFound(existing.clone()))?;
                 Ok((job, false))
             }
-            CommitReply::Conflict => Err(QueueError::Corrupt(format!(
-                "job id {id} is taken already"
-            ))),
+            CommitReply::Conflict => {
+                Err(QueueError::Corrupt(format!("job id {id} is taken already")))
+            }
         }
     }
 
@@ -563,7 +586,13 @@ impl JobQueue for RedisQueue {
                         let job = decode_job(&expected)?;
                         let transition = lifecycle::taken(&job, consumer);
                         match self
-                            .commit(&expected, Some(job.state()), &transition, Some(&entry), false)
+                            .commit(
+                                &expected,
+                                Some(job.state()),
+                                &transition,
+                                Some(&entry),
+                                false,
+                            )
                             .await?
                         {
                             CommitReply::Done => {
@@ -593,7 +622,8 @@ impl JobQueue for RedisQueue {
                     }
                     let mut block = (deadline - now).min(MAX_BLOCK);
                     if let Some(due) = next_due_ms {
-                        let until_due = Duration::from_millis(due.saturating_sub(lifecycle::now_unix_ms()));
+                        let until_due =
+                            Duration::from_millis(due.saturating_sub(lifecycle::now_unix_ms()));
                         block = block.min(until_due.max(Duration::from_millis(1)));
                     }
                     self.wait_for_entries(&tails, block).await?;

@@ -6,14 +6,21 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use polaroid_proto::v1::{self as pb, JobEventKind, JobState, job_service_client::JobServiceClient};
+use polaroid_proto::v1::{
+    self as pb, JobEventKind, JobState, job_service_client::JobServiceClient,
+};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tonic::transport::Channel;
 
 #[derive(clap::Args)]
 pub struct JobArgs {
     /// The coordinator (POLAROID_COORDINATOR_URL).
-    #[arg(long, env = "POLAROID_COORDINATOR_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "POLAROID_COORDINATOR_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     coordinator: String,
     #[command(subcommand)]
     command: JobCommand,
@@ -89,7 +96,11 @@ pub async fn run(args: JobArgs) -> anyhow::Result<i32> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{} {}", job.id, state_label(job.state(), job.cancel_requested));
+            println!(
+                "{} {}",
+                job.id,
+                state_label(job.state(), job.cancel_requested)
+            );
         }
         JobCommand::List { state, limit } => {
             let state = match state.as_deref() {
@@ -191,7 +202,9 @@ async fn watch(client: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Resu
             JobEventKind::Started => {
                 format!("started on {} (attempt {})", event.worker, event.attempt)
             }
-            JobEventKind::Step => format!("step {} of {}", progress.steps_done, progress.steps_total),
+            JobEventKind::Step => {
+                format!("step {} of {}", progress.steps_done, progress.steps_total)
+            }
             JobEventKind::RowsWritten => format!("{} rows written", progress.rows_written),
             JobEventKind::Succeeded => {
                 outcome = 0;

@@ -301,7 +301,10 @@ impl WorkerArgs {
             &mut config.job_visibility_timeout_secs,
             self.job_visibility_timeout_secs,
         );
-        set(&mut config.job_retry_backoff_secs, self.job_retry_backoff_secs);
+        set(
+            &mut config.job_retry_backoff_secs,
+            self.job_retry_backoff_secs,
+        );
         set(
             &mut config.debug_panic_on_operation,
             self.debug_panic_on_operation,

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use polaroid_jobs::{FailureOutcome, JobQueue, Lease, LeaseStatus, QueueError};
-use polaroid_proto::v1::{
-    self as pb, JobPlan, JobProgress, JobResult, JobSinkFormat, JobSpec, job_input,
-    plan_step::Op,
-};
 use polaroid_proto::v1::job_validation_service_server::JobValidationService;
+use polaroid_proto::v1::{
+    self as pb, JobPlan, JobProgress, JobResult, JobSinkFormat, JobSpec, job_input, plan_step::Op,
+};
 use polars::prelude::SchemaRef;
 use tokio::sync::{Notify, Semaphore, watch};
 use tonic::{Request, Response, Status};
@@ -70,10 +69,12 @@ pub fn check_spec(spec: &JobSpec) -> EngineResult<&JobPlan> {
             "idempotency_key is at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
         )));
     }
-    let sink = spec.sink.as_ref().filter(|s| !s.path.is_empty() || s.keep_handle);
-    let sink = sink.ok_or_else(|| {
-        EngineError::invalid("a job needs a sink: a path, keep_handle, or both")
-    })?;
+    let sink = spec
+        .sink
+        .as_ref()
+        .filter(|s| !s.path.is_empty() || s.keep_handle);
+    let sink = sink
+        .ok_or_else(|| EngineError::invalid("a job needs a sink: a path, keep_handle, or both"))?;
     if !sink.path.is_empty() {
         sink_format(sink)?;
     }
@@ -390,7 +391,9 @@ impl JobRunner {
             Some(Ok(Err(EngineError::Cancelled))) | None => {
                 metrics::counter!("polaroid_jobs_finished_total", "outcome" => "cancelled")
                     .increment(1);
-                self.record(|| self.queue.cancelled(&lease)).await.map(|_| ())
+                self.record(|| self.queue.cancelled(&lease))
+                    .await
+                    .map(|_| ())
             }
             Some(outcome) => {
                 attempt.cancelled.store(true, Ordering::Relaxed);
@@ -464,7 +467,9 @@ impl JobRunner {
                 .await
                 .map_err(|e| in_step(index, e))?;
             handles.push(handle.to_string());
-            attempt.steps_done.store(index as u32 + 1, Ordering::Relaxed);
+            attempt
+                .steps_done
+                .store(index as u32 + 1, Ordering::Relaxed);
             let progress = attempt.progress(steps_total);
             if let Err(e) = self.queue.progress(lease, progress, false).await {
                 tracing::debug!(error = %e, "progress not recorded");
@@ -541,7 +546,9 @@ async fn keep_lease(
                 attempt.stopped.notify_one();
                 return;
             }
-            Err(e) => tracing::warn!(job = %lease.job.id, error = %e, "renewing a job's lease failed"),
+            Err(e) => {
+                tracing::warn!(job = %lease.job.id, error = %e, "renewing a job's lease failed")
+            }
         }
         if progress.rows_written != reported_rows {
             reported_rows = progress.rows_written;

@@ -23,8 +23,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
-use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
 use polaroid_jobs::{JobQueue, RedisQueue};
+use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
 use polaroid_proto::v1::job_validation_service_server::JobValidationServiceServer;
 use polaroid_store::{AffinityKey, Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
@@ -121,8 +121,9 @@ pub async fn serve(
         .set_serving::<DataFrameServiceServer<service::DataFrameServer>>()
         .await;
     let reflection = polaroid_observability::reflection_service()?;
-    let validation = JobValidationServiceServer::new(jobs::JobValidationServer::new(engine.clone()))
-        .max_decoding_message_size(config.max_request_message_bytes);
+    let validation =
+        JobValidationServiceServer::new(jobs::JobValidationServer::new(engine.clone()))
+            .max_decoding_message_size(config.max_request_message_bytes);
 
     let runner = queue.filter(|_| config.job_slots > 0).map(|queue| {
         Arc::new(jobs::JobRunner::new(

@@ -221,3 +221,78 @@ pub fn write_atomic(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn rows(n: i64) -> DataFrame {
+        df!("id" => (0..n).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn a_write_cancelled_midway_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.parquet");
+        let format = SinkFormat::Parquet {
+            compression: None,
+            row_group_size: None,
+        };
+        let mut reports = Vec::new();
+        let outcome = write_atomic(&target, rows(1_000_000), &format, false, &mut |written| {
+            reports.push(written);
+            if written >= CHUNK_ROWS {
+                Err(EngineError::Cancelled)
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(outcome, Err(EngineError::Cancelled)));
+        assert_eq!(reports, [CHUNK_ROWS], "stopped at the first check");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn progress_counts_every_row_then_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [
+            (
+                "out.parquet",
+                SinkFormat::Parquet {
+                    compression: None,
+                    row_group_size: None,
+                },
+            ),
+            (
+                "out.csv",
+                SinkFormat::Csv {
+                    separator: None,
+                    include_header: None,
+                },
+            ),
+            ("out.arrow", SinkFormat::Ipc { compression: None }),
+        ] {
+            let target = dir.path().join(name);
+            let mut last = 0;
+            write_atomic(&target, rows(600_000), &format, false, &mut |written| {
+                assert!(written >= last, "{name}: progress only grows");
+                last = written;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(last, 600_000, "{name}");
+            assert!(target.is_file(), "{name}");
+        }
+        let back = ParquetReader::new(File::open(dir.path().join("out.parquet")).unwrap())
+            .finish()
+            .unwrap();
+        assert_eq!(back, rows(600_000));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "no temp files"
+        );
+    }
+}
