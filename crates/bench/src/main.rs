@@ -71,9 +71,33 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Batch jobs through Redis: queue-to-start latency on idle workers, throughput of
+    /// 10,000 trivial jobs with 3 workers, and a 10-million-row plan as a job versus
+    /// interactively.
+    Jobs {
+        /// Where the generated data lives between runs.
+        #[arg(long, default_value = "bench-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// Jobs each worker runs at once.
+        #[arg(long, default_value_t = 4)]
+        slots: usize,
+        #[arg(long, default_value_t = 200)]
+        idle_jobs: usize,
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 32)]
+        submitters: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 5)]
+        repetitions: usize,
+    },
 }
 
 mod cluster;
+mod jobs;
 mod store;
 
 type Client = DataFrameServiceClient<Channel>;
@@ -628,6 +652,28 @@ async fn main() -> anyhow::Result<()> {
                 repetitions,
                 clients,
                 duration: Duration::from_secs(seconds),
+            })
+            .await
+        }
+        Bench::Jobs {
+            data_dir,
+            workers,
+            slots,
+            idle_jobs,
+            jobs,
+            submitters,
+            rows,
+            repetitions,
+        } => {
+            jobs::run(jobs::Options {
+                data_dir,
+                workers,
+                slots,
+                idle_jobs,
+                jobs,
+                submitters,
+                rows,
+                repetitions,
             })
             .await
         }

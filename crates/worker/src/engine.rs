@@ -547,41 +547,77 @@ impl Engine {
         self.register(node, new_pipeline_affinity(), None).await
     }
 
-    /// Runs one step of a batch job's plan over input handles: a new handle, as the
-    /// interactive call of the same step would make.
-    pub async fn run_step(&self, op: Op, inputs: Vec<String>) -> EngineResult<Handle> {
-        match op {
+    /// One step of a batch job over its inputs' nodes: built (so paths, columns, types and
+    /// expressions are checked) but not recorded. Validation stops there; a run goes on to
+    /// [`Engine::write_node`] and [`Engine::keep_node`] with the last one.
+    pub async fn job_step(&self, op: Op, inputs: Vec<Arc<Node>>) -> EngineResult<Arc<Node>> {
+        let mut source = None;
+        let (op, (frame, schema)) = match op {
             Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
-                self.read_file(op).await
-            }
-            Op::ReadRestApi(request) => self.read_rest(request).await,
-            Op::Upload(_) => Err(upload_in_job()),
-            op => self.derive(inputs, op).await,
-        }
-    }
-
-    /// What a step of a batch job's plan would make, built (so columns, types, expressions
-    /// and paths are checked) but neither run nor recorded.
-    pub async fn preview_step(&self, op: Op, inputs: Vec<Arc<Node>>) -> EngineResult<Arc<Node>> {
-        let (frame, schema) = match &op {
-            Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
-                let (op, _) = self.confine_source(op.clone())?;
-                self.open_source(op).await?
+                let (op, fingerprint) = self.confine_source(op)?;
+                source = Some(fingerprint);
+                let opened = self.open_source(op.clone()).await?;
+                (op, opened)
             }
             Op::ReadRestApi(request) => {
-                let df = sources::fetch_rest(&self.http, request).await?;
+                let df = sources::fetch_rest(&self.http, &request).await?;
                 let schema = df.schema().clone();
-                (Frame::Lazy(df.lazy()), schema)
+                (Op::ReadRestApi(request), (Frame::Lazy(df.lazy()), schema))
             }
-            Op::Upload(_) => return Err(upload_in_job()),
-            _ => self.apply(op.clone(), inputs.clone()).await?,
+            Op::Upload(_) => {
+                return Err(EngineError::invalid(
+                    "a job cannot upload data: upload it with UploadArrow and give the handle as an input",
+                ));
+            }
+            op => {
+                let applied = self.apply(op.clone(), inputs.clone()).await?;
+                (op, applied)
+            }
         };
         let record = PlanNode {
             step: Some(PlanStep { op: Some(op) }),
             inputs: inputs.iter().map(|n| n.id.to_string()).collect(),
-            source: None,
+            source,
         };
         Ok(self.new_node(record, frame, schema, &inputs, None))
+    }
+
+    /// Keeps a batch job's result: computes and stores it, then makes a handle for it.
+    /// The stored result is what the handle replays from, so the job's steps need no
+    /// records of their own.
+    pub async fn keep_node(
+        &self,
+        node: &Node,
+        affinity: Option<AffinityKey>,
+    ) -> EngineResult<(Handle, u64)> {
+        let df = self.materialize(node, None).await?;
+        let rows = df.height() as u64;
+        let bytes = self
+            .blocking("persist", move || {
+                let mut df = df;
+                ipc::encode(&mut df)
+            })
+            .await?;
+        let stored = self
+            .catalog
+            .put_result(self.tenant, &node.id, Bytes::from(bytes))
+            .await?;
+        let kept = Arc::new(Node {
+            id: node.id.clone(),
+            record: node.record.clone(),
+            frame: node.frame.clone(),
+            schema: node.schema.clone(),
+            artifacts: vec![Catalog::result_ref(self.tenant, &node.id)],
+            plan_stored_unix_ms: Default::default(),
+        });
+        let handle = self
+            .register(
+                kept,
+                affinity.unwrap_or_else(AffinityKey::random),
+                Some((rows, stored)),
+            )
+            .await?;
+        Ok((handle, rows))
     }
 
     /// Uploaded Arrow IPC bytes: validated, then stored durably before the handle exists.
@@ -879,11 +915,23 @@ impl Engine {
         path: &str,
         format: SinkFormat,
         append: bool,
-        mut progress: Box<dyn FnMut(usize) -> EngineResult<()> + Send>,
+        progress: Box<dyn FnMut(usize) -> EngineResult<()> + Send>,
     ) -> EngineResult<usize> {
         let (_, node) = self.resolve(handle).await?;
+        self.write_node(&node, path, format, append, progress).await
+    }
+
+    /// Writes a node's rows to a file under the data roots, atomically, reporting progress.
+    pub async fn write_node(
+        &self,
+        node: &Node,
+        path: &str,
+        format: SinkFormat,
+        append: bool,
+        mut progress: Box<dyn FnMut(usize) -> EngineResult<()> + Send>,
+    ) -> EngineResult<usize> {
         let target = self.roots.write_path(path)?;
-        let df = self.materialize(&node, None).await?;
+        let df = self.materialize(node, None).await?;
         let rows = df.height();
         self.blocking("write", move || {
             sinks::write_atomic(&target, df, &format, append, &mut progress)
@@ -977,12 +1025,6 @@ impl Engine {
             persisted,
         })
     }
-}
-
-fn upload_in_job() -> EngineError {
-    EngineError::invalid(
-        "a job cannot upload data: upload it with UploadArrow and give the handle as an input",
-    )
 }
 
 /// Writes (or refreshes) the plan record of `node` and notes when.

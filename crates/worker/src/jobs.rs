@@ -11,6 +11,7 @@ use polaroid_proto::v1::job_validation_service_server::JobValidationService;
 use polaroid_proto::v1::{
     self as pb, JobPlan, JobProgress, JobResult, JobSinkFormat, JobSpec, job_input, plan_step::Op,
 };
+use polaroid_store::AffinityKey;
 use polars::prelude::SchemaRef;
 use tokio::sync::{Notify, Semaphore, watch};
 use tonic::{Request, Response, Status};
@@ -166,34 +167,78 @@ pub fn sink_format(sink: &pb::JobSink) -> EngineResult<SinkFormat> {
     })
 }
 
+/// What a running attempt does between two steps: stop if cancelled, publish progress.
+struct BetweenSteps<'a> {
+    queue: &'a dyn JobQueue,
+    lease: &'a Lease,
+    attempt: &'a Attempt,
+    steps_total: u32,
+}
+
+impl BetweenSteps<'_> {
+    async fn done(&self, steps: usize) -> EngineResult<()> {
+        self.attempt.check()?;
+        self.attempt
+            .steps_done
+            .store(steps as u32, Ordering::Relaxed);
+        let progress = self.attempt.progress(self.steps_total);
+        if let Err(e) = self.queue.progress(self.lease, progress, false).await {
+            tracing::debug!(error = %e, "progress not recorded");
+        }
+        Ok(())
+    }
+}
+
+/// A job's plan built step by step over its input handles, nothing recorded, and the
+/// affinity of its first input handle. A run passes `between` to be told of each step.
+async fn build_plan(
+    engine: &Engine,
+    plan: &JobPlan,
+    between: Option<&BetweenSteps<'_>>,
+) -> EngineResult<(Arc<Node>, Option<AffinityKey>)> {
+    let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(plan.steps.len());
+    let mut affinity = None;
+    for (index, step) in plan.steps.iter().enumerate() {
+        let mut inputs = Vec::with_capacity(step.inputs.len());
+        for input in &step.inputs {
+            inputs.push(match &input.input {
+                Some(job_input::Input::Step(earlier)) => nodes
+                    .get(*earlier as usize)
+                    .cloned()
+                    .ok_or_else(|| in_step(index, EngineError::invalid("reads a later step")))?,
+                Some(job_input::Input::Handle(handle)) => {
+                    let (handle, node) = engine.resolve(handle).await?;
+                    affinity.get_or_insert(handle.affinity());
+                    node
+                }
+                None => unreachable_input()?,
+            });
+        }
+        let node = engine
+            .job_step(normalized(step_op(index, step)?), inputs)
+            .await
+            .map_err(|e| in_step(index, e))?;
+        nodes.push(node);
+        if let Some(between) = between {
+            between.done(index + 1).await?;
+        }
+    }
+    let last = nodes
+        .pop()
+        .ok_or_else(|| EngineError::invalid("a job needs at least one step"))?;
+    Ok((last, affinity))
+}
+
 /// Checks a whole job: the spec, then every step built over its inputs (paths inside
 /// the data roots, columns, types, expressions), and the sink's path. Returns the schema
 /// of the result.
 pub async fn validate(engine: &Engine, spec: &JobSpec) -> EngineResult<SchemaRef> {
     let plan = check_spec(spec)?;
-    let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(plan.steps.len());
-    for (index, step) in plan.steps.iter().enumerate() {
-        let mut inputs = Vec::with_capacity(step.inputs.len());
-        for input in &step.inputs {
-            inputs.push(match &input.input {
-                Some(job_input::Input::Step(earlier)) => nodes[*earlier as usize].clone(),
-                Some(job_input::Input::Handle(handle)) => engine.resolve(handle).await?.1,
-                None => unreachable_input()?,
-            });
-        }
-        let node = engine
-            .preview_step(normalized(step_op(index, step)?), inputs)
-            .await
-            .map_err(|e| in_step(index, e))?;
-        nodes.push(node);
-    }
+    let (last, _) = build_plan(engine, plan, None).await?;
     if let Some(sink) = spec.sink.as_ref().filter(|s| !s.path.is_empty()) {
         engine.check_write_path(&sink.path)?;
     }
-    nodes
-        .last()
-        .map(|node| node.schema.clone())
-        .ok_or_else(|| EngineError::invalid("a job needs at least one step"))
+    Ok(last.schema.clone())
 }
 
 fn unreachable_input<T>() -> EngineResult<T> {
@@ -448,46 +493,21 @@ impl JobRunner {
         attempt: &Arc<Attempt>,
     ) -> EngineResult<JobResult> {
         let plan = check_spec(spec)?;
-        let steps_total = plan.steps.len() as u32;
-        let mut handles: Vec<String> = Vec::with_capacity(plan.steps.len());
-        for (index, step) in plan.steps.iter().enumerate() {
-            attempt.check()?;
-            let inputs = step
-                .inputs
-                .iter()
-                .map(|input| match &input.input {
-                    Some(job_input::Input::Step(earlier)) => Ok(handles[*earlier as usize].clone()),
-                    Some(job_input::Input::Handle(handle)) => Ok(handle.clone()),
-                    None => unreachable_input(),
-                })
-                .collect::<EngineResult<Vec<_>>>()?;
-            let handle = self
-                .engine
-                .run_step(normalized(step_op(index, step)?), inputs)
-                .await
-                .map_err(|e| in_step(index, e))?;
-            handles.push(handle.to_string());
-            attempt
-                .steps_done
-                .store(index as u32 + 1, Ordering::Relaxed);
-            let progress = attempt.progress(steps_total);
-            if let Err(e) = self.queue.progress(lease, progress, false).await {
-                tracing::debug!(error = %e, "progress not recorded");
-            }
-        }
-        let last = handles
-            .last()
-            .cloned()
-            .ok_or_else(|| EngineError::invalid("a job needs at least one step"))?;
+        let between = BetweenSteps {
+            queue: &*self.queue,
+            lease,
+            attempt,
+            steps_total: plan.steps.len() as u32,
+        };
+        let (last, affinity) = build_plan(&self.engine, plan, Some(&between)).await?;
         let sink = spec.sink.clone().unwrap_or_default();
         let mut result = JobResult::default();
         if !sink.path.is_empty() {
-            attempt.check()?;
             let format = sink_format(&sink)?;
             let watcher = attempt.clone();
             let rows = self
                 .engine
-                .write_reporting(
+                .write_node(
                     &last,
                     &sink.path,
                     format,
@@ -503,16 +523,9 @@ impl JobRunner {
         }
         if sink.keep_handle {
             attempt.check()?;
-            // Persisted, so whichever worker the handle routes to serves it at once.
-            let (rows, _) = self.engine.persist(&last).await?;
-            result.handle = last.clone();
+            let (handle, rows) = self.engine.keep_node(&last, affinity).await?;
+            result.handle = handle.to_string();
             result.rows = rows;
-        }
-        // The steps' own handles were the job's scaffolding.
-        for handle in &handles {
-            if !(sink.keep_handle && *handle == last) {
-                let _ = self.engine.drop_handle(handle).await;
-            }
         }
         Ok(result)
     }

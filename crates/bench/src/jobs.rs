@@ -1,0 +1,371 @@
+//! The batch-job benchmark: queue-to-start latency on idle workers, throughput of many
+//! trivial jobs through Redis with several workers, and the cost of running a large plan
+//! as a job instead of interactively.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use polaroid_coordinator::CoordinatorConfig;
+use polaroid_proto::v1::{
+    self as pb, BinaryOperator, JobState, job_input, job_service_client::JobServiceClient,
+    literal_expr::Value, plan_step::Op,
+};
+use polaroid_worker::{HandleStoreKind, WorkerConfig};
+use polars::prelude::*;
+use tonic::transport::Channel;
+
+use crate::{BenchServer, aggregate, binary, column, literal};
+
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub slots: usize,
+    pub idle_jobs: usize,
+    pub jobs: usize,
+    pub submitters: usize,
+    pub rows: usize,
+    pub repetitions: usize,
+}
+
+type Jobs = JobServiceClient<Channel>;
+
+/// A redis-server of the benchmark's own, with AOF on as in production.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start(scratch: &Path) -> anyhow::Result<Self> {
+        let binary = std::env::var("POLAROID_REDIS_SERVER")
+            .unwrap_or_else(|_| "/usr/bin/redis-server".into());
+        let dir = tempfile::tempdir_in(scratch)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new(&binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--appendonly", "yes", "--save", ""])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {binary}: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            anyhow::ensure!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn step(op: Op, input: Option<u32>) -> pb::JobStep {
+    pb::JobStep {
+        step: Some(pb::PlanStep { op: Some(op) }),
+        inputs: input
+            .map(|index| pb::JobInput {
+                input: Some(job_input::Input::Step(index)),
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn read(path: &Path) -> Op {
+    Op::ReadParquet(pb::ReadParquetRequest {
+        path: path.to_string_lossy().into_owned(),
+        ..Default::default()
+    })
+}
+
+/// A job with next to no work: read a 3-row file, take its first row, keep the handle.
+fn trivial_job(path: &Path) -> pb::JobSpec {
+    pb::JobSpec {
+        plan: Some(pb::JobPlan {
+            steps: vec![
+                step(read(path), None),
+                step(
+                    Op::Head(pb::HeadRequest {
+                        handle: String::new(),
+                        n: 1,
+                    }),
+                    Some(0),
+                ),
+            ],
+        }),
+        sink: Some(pb::JobSink {
+            keep_handle: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The large plan's operations after the source, in order (input handles left empty).
+fn large_plan_ops(threshold: i32) -> Vec<Op> {
+    vec![
+        Op::Filter(pb::FilterRequest {
+            handle: String::new(),
+            predicate: Some(binary(
+                column("qty"),
+                BinaryOperator::Gt,
+                literal(Value::IntVal(i64::from(threshold))),
+            )),
+        }),
+        Op::GroupBy(pb::GroupByRequest {
+            by: vec!["key".into(), "category".into()],
+            aggs: vec![
+                aggregate(pb::AggregateFunction::Sum, column("value"), "total"),
+                aggregate(pb::AggregateFunction::Mean, column("qty"), "mean_qty"),
+                aggregate(pb::AggregateFunction::Count, column("id"), "rows"),
+            ],
+            ..Default::default()
+        }),
+        Op::Sort(pb::SortRequest {
+            by: vec!["key".into(), "category".into()],
+            ..Default::default()
+        }),
+    ]
+}
+
+async fn submit(jobs: &mut Jobs, spec: pb::JobSpec) -> anyhow::Result<String> {
+    Ok(jobs
+        .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default()
+        .id)
+}
+
+/// Polls the record until the job ends (polling, not watching: a watch checks only every
+/// 100 ms, which would add to what is measured).
+async fn finished(jobs: &mut Jobs, id: &str) -> anyhow::Result<pb::Job> {
+    loop {
+        let job = jobs
+            .get_job(pb::GetJobRequest { job_id: id.into() })
+            .await?
+            .into_inner();
+        match job.state() {
+            JobState::Succeeded => return Ok(job),
+            JobState::Failed | JobState::Cancelled => {
+                anyhow::bail!("job {id} ended {:?}: {}", job.state(), job.error)
+            }
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
+fn queue_to_start_ms(job: &pb::Job) -> u64 {
+    job.started_unix_ms.saturating_sub(job.submitted_unix_ms)
+}
+
+fn ms_percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.data_dir)?;
+    let data_dir = std::fs::canonicalize(&options.data_dir)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("jobs-bench-")
+        .tempdir_in(&data_dir)?;
+    let large = data_dir.join(format!("core-{}.parquet", options.rows));
+    crate::generate(&large, options.rows)?;
+    let tiny = scratch.path().join("tiny.parquet");
+    ParquetWriter::new(std::fs::File::create(&tiny)?).finish(&mut df!("a" => [1i64, 2, 3])?)?;
+
+    let redis = Redis::start(scratch.path()).await?;
+    let coordinator = BenchServer::coordinator(CoordinatorConfig {
+        bind_address: "127.0.0.1:0".parse()?,
+        http_address: "127.0.0.1:0".parse()?,
+        redis_url: redis.url(),
+        ..Default::default()
+    })
+    .await?;
+    let mut workers = Vec::new();
+    for index in 0..options.workers {
+        workers.push(
+            BenchServer::worker(WorkerConfig {
+                coordinator_url: format!("http://{}", coordinator.address()),
+                worker_id: format!("bench-{index}"),
+                load_report_interval_secs: 0.5,
+                handle_store: HandleStoreKind::External,
+                state_dir: scratch.path().join("state"),
+                data_roots: vec![data_dir.clone()],
+                redis_url: redis.url(),
+                job_slots: options.slots,
+                ..Default::default()
+            })
+            .await?,
+        );
+    }
+    let channel = Channel::from_shared(format!("http://{}", coordinator.address()))?
+        .connect()
+        .await?;
+    let mut jobs = JobServiceClient::new(channel.clone());
+    // Submitting validates on a worker: wait until they have registered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while submit(&mut jobs, trivial_job(&tiny)).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "workers did not register");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Idle workers: one job at a time.
+    let mut idle = Vec::with_capacity(options.idle_jobs);
+    for _ in 0..options.idle_jobs {
+        let id = submit(&mut jobs, trivial_job(&tiny)).await?;
+        idle.push(queue_to_start_ms(&finished(&mut jobs, &id).await?));
+    }
+    idle.sort_unstable();
+    println!(
+        "| queue-to-start, idle workers, {} jobs one at a time, p50 / p99 | {} ms / {} ms |",
+        options.idle_jobs,
+        ms_percentile(&idle, 0.5),
+        ms_percentile(&idle, 0.99)
+    );
+
+    // A burst: every job submitted by concurrent clients; throughput from the first
+    // submit to the last finish.
+    let started = Instant::now();
+    let first_submit = polaroid_jobs::lifecycle::now_unix_ms();
+    let submissions = (0..options.jobs).map(|_| {
+        let mut jobs = JobServiceClient::new(channel.clone());
+        let spec = trivial_job(&tiny);
+        async move { submit(&mut jobs, spec).await }
+    });
+    let ids: Vec<String> = futures::stream::iter(submissions)
+        .buffer_unordered(options.submitters)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let submitted_in = started.elapsed();
+    let mut last_finish = 0;
+    let mut waits = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let job = finished(&mut jobs, id).await?;
+        last_finish = last_finish.max(job.finished_unix_ms);
+        waits.push(queue_to_start_ms(&job));
+    }
+    waits.sort_unstable();
+    let span = Duration::from_millis(last_finish.saturating_sub(first_submit));
+    println!(
+        "| {} trivial jobs, {} workers × {} slots, {} concurrent submitters: submitted in | {:.2} s ({:.0} jobs/s) |",
+        options.jobs,
+        options.workers,
+        options.slots,
+        options.submitters,
+        submitted_in.as_secs_f64(),
+        options.jobs as f64 / submitted_in.as_secs_f64()
+    );
+    println!(
+        "| the same, first submit to last finish | {:.2} s ({:.0} jobs/s; queue-to-start p50 {} ms, p99 {} ms) |",
+        span.as_secs_f64(),
+        options.jobs as f64 / span.as_secs_f64(),
+        ms_percentile(&waits, 0.5),
+        ms_percentile(&waits, 0.99)
+    );
+
+    // A large plan as a job and interactively, alternating; a different (always true)
+    // threshold each run keeps every run from reusing another's cached result.
+    let output = scratch.path().join("out");
+    std::fs::create_dir_all(&output)?;
+    let mut client = coordinator.client().await?;
+    let (mut as_job, mut interactive) = (Vec::new(), Vec::new());
+    for repetition in 0..options.repetitions {
+        let threshold = -1 - repetition as i32;
+        let mut steps = vec![step(read(&large), None)];
+        for (index, op) in large_plan_ops(threshold).into_iter().enumerate() {
+            steps.push(step(op, Some(index as u32)));
+        }
+        let sink = output.join(format!("job-{repetition}.parquet"));
+        let spec = pb::JobSpec {
+            plan: Some(pb::JobPlan { steps }),
+            sink: Some(pb::JobSink {
+                path: sink.to_string_lossy().into_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let id = submit(&mut jobs, spec).await?;
+        let job = finished(&mut jobs, &id).await?;
+        as_job.push(start.elapsed());
+        let job_rows = job.result.unwrap_or_default().rows;
+
+        let threshold = -1000 - repetition as i32;
+        let start = Instant::now();
+        let mut handle = crate::read_parquet(&mut client, &large).await?;
+        for op in large_plan_ops(threshold) {
+            handle = match op {
+                Op::Filter(r) => client.filter(pb::FilterRequest { handle, ..r }).await,
+                Op::GroupBy(r) => client.group_by(pb::GroupByRequest { handle, ..r }).await,
+                Op::Sort(r) => client.sort(pb::SortRequest { handle, ..r }).await,
+                _ => unreachable!("the plan has no other operations"),
+            }?
+            .into_inner()
+            .handle;
+        }
+        let written = client
+            .write_parquet(pb::WriteParquetRequest {
+                handle,
+                path: output
+                    .join(format!("interactive-{repetition}.parquet"))
+                    .to_string_lossy()
+                    .into_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        interactive.push(start.elapsed());
+        anyhow::ensure!(
+            written.rows_written.unwrap_or(0) as u64 == job_rows,
+            "job and interactive runs disagree"
+        );
+    }
+    as_job.sort();
+    interactive.sort();
+    let (job, calls) = (as_job[as_job.len() / 2], interactive[interactive.len() / 2]);
+    println!(
+        "| {}-row plan (filter, group_by + 3 aggregates, sort, Parquet sink) interactively, median of {} | {:.2} s |",
+        options.rows,
+        options.repetitions,
+        calls.as_secs_f64()
+    );
+    println!(
+        "| the same plan as a batch job, submit to succeeded | {:.2} s |",
+        job.as_secs_f64()
+    );
+    println!(
+        "| batch / interactive | {:.2} |",
+        job.as_secs_f64() / calls.as_secs_f64()
+    );
+
+    for worker in workers {
+        worker.stop().await?;
+    }
+    coordinator.stop().await?;
+    Ok(())
+}
