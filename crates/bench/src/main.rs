@@ -93,6 +93,10 @@ enum Bench {
         rows: usize,
         #[arg(long, default_value_t = 5)]
         repetitions: usize,
+        /// Put the workers' filesystem store under this directory instead (e.g. a tmpfs,
+        /// to see the queue apart from the disk).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -664,6 +668,7 @@ async fn main() -> anyhow::Result<()> {
             submitters,
             rows,
             repetitions,
+            state_dir,
         } => {
             jobs::run(jobs::Options {
                 data_dir,
@@ -674,6 +679,7 @@ async fn main() -> anyhow::Result<()> {
                 submitters,
                 rows,
                 repetitions,
+                state_dir,
             })
             .await
         }
