@@ -498,6 +498,8 @@ struct RestSource {
 #[derive(Clone, Copy)]
 enum Answer {
     Records,
+    /// Ten records instead of a hundred.
+    FewerRecords,
     SlowRecords(Duration),
     ServerError,
 }
@@ -511,13 +513,19 @@ impl RestSource {
             axum::routing::get(move || {
                 let call = counter.fetch_add(1, Ordering::SeqCst) + 1;
                 async move {
+                    let answer = answer(call);
+                    let count = if matches!(answer, Answer::FewerRecords) {
+                        10
+                    } else {
+                        100
+                    };
                     let records = axum::Json(
-                        (0..100)
-                            .map(|i| serde_json::json!({"id": 99 - i, "value": i * 2}))
+                        (0..count)
+                            .map(|i| serde_json::json!({"id": count - 1 - i, "value": i * 2}))
                             .collect::<Vec<_>>(),
                     );
-                    match answer(call) {
-                        Answer::Records => Ok(records),
+                    match answer {
+                        Answer::Records | Answer::FewerRecords => Ok(records),
                         Answer::SlowRecords(delay) => {
                             tokio::time::sleep(delay).await;
                             Ok(records)
@@ -536,6 +544,35 @@ impl RestSource {
     fn url(&self) -> String {
         format!("http://{}/records", self.address)
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_job_reads_a_rest_source_afresh() -> anyhow::Result<()> {
+    let (_redis, cluster) = cluster_with_queue(1, &[]).await?;
+    // The first job's validation and run see 100 records; the second job's see 10.
+    let source = RestSource::start(|call| match call {
+        1 | 2 => Answer::Records,
+        _ => Answer::FewerRecords,
+    })
+    .await?;
+    let mut jobs = jobs_client(cluster.coordinator.address).await?;
+    let mut rows = Vec::new();
+    for _ in 0..2 {
+        let job = submit(
+            &mut jobs,
+            spec(vec![step(read_rest(&source.url()), vec![])], "", true),
+        )
+        .await?;
+        let (_, done) = watch_to_end(&mut jobs, &job.id).await?;
+        assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
+        rows.push(done.result.unwrap_or_default().rows);
+    }
+    assert_eq!(
+        rows,
+        [100, 10],
+        "the second job is not the first one's cached answer"
+    );
+    Ok(())
 }
 
 fn rest_records_sorted() -> DataFrame {
@@ -737,10 +774,11 @@ async fn high_priority_jobs_start_first_and_low_ones_still_run() -> anyhow::Resu
     for (id, priority) in &submitted {
         let (_, done) = watch_to_end(&mut jobs, id).await?;
         assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
-        finished.push((done.started_unix_ms, *priority));
+        finished.push((done.started_unix_ms, done.finished_unix_ms, *priority));
     }
-    finished.sort();
-    let order: Vec<JobPriority> = finished.into_iter().map(|(_, p)| p).collect();
+    // One slot: each job starts after the one before it finished.
+    finished.sort_by_key(|(started, finished, _)| (*started, *finished));
+    let order: Vec<JobPriority> = finished.into_iter().map(|(_, _, p)| p).collect();
     assert_eq!(
         order,
         [

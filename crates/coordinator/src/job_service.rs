@@ -16,6 +16,9 @@ use tonic::{Request, Response, Status};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 
+/// The longest a worker may take to check a job's plan.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often a watch looks for new events.
 const WATCH_POLL: Duration = Duration::from_millis(100);
 
@@ -59,9 +62,12 @@ impl JobServer {
             let target = self.cluster.pick(key.as_u64(), &tried)?;
             let mut client = JobValidationServiceClient::new(target.channel)
                 .max_encoding_message_size(self.max_message_bytes);
-            let request = pb::ValidateJobRequest {
+            let mut request = tonic::Request::new(pb::ValidateJobRequest {
                 spec: Some(spec.clone()),
-            };
+            });
+            // Building a plan reads only schemas (and REST sources); a worker that takes
+            // longer than this is stuck.
+            request.set_timeout(VALIDATION_TIMEOUT);
             match client.validate_job(request).await {
                 Ok(_) => return Ok(()),
                 Err(status) if crate::proxy::is_transport_failure(&status) => {
@@ -107,6 +113,17 @@ impl pb::job_service_server::JobService for JobServer {
             .into_inner()
             .spec
             .ok_or(CoordinatorError::MissingSpec)?;
+        // A retried submit gets its job even if its inputs have changed since.
+        if let Some(job) = queue
+            .find(&spec.idempotency_key)
+            .await
+            .map_err(CoordinatorError::from)?
+        {
+            return Ok(Response::new(pb::SubmitJobResponse {
+                job: Some(job),
+                created: false,
+            }));
+        }
         self.validate(&spec).await?;
         let (job, created) = queue
             .submit(&new_job_id(), spec)
@@ -200,13 +217,19 @@ impl pb::job_service_server::JobService for JobServer {
                     }
                 };
                 cursor = batch.next;
+                let caught_up = batch.events.is_empty();
                 for event in batch.events {
                     if sender.send(Ok(event)).await.is_err() {
                         return;
                     }
                 }
-                if job.is_none_or(|job| lifecycle::is_terminal(job.state())) {
+                let over = job.is_none_or(|job| lifecycle::is_terminal(job.state()));
+                if over && caught_up {
                     return;
+                }
+                if over {
+                    // More events may follow the batch just sent (they come in pages).
+                    continue;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(WATCH_POLL) => {}

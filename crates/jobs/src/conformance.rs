@@ -70,7 +70,9 @@ where
         ..quick_settings()
     };
     a_quiet_attempt_is_reclaimed_and_fenced(&*make(short_visibility.clone()).await).await;
-    renewing_keeps_an_attempt(&*make(short_visibility).await).await;
+    renewing_keeps_an_attempt(&*make(short_visibility.clone()).await).await;
+    a_last_attempt_lost_with_its_worker_is_dead_lettered(&*make(short_visibility).await).await;
+    a_retrying_job_is_cancelled_at_once(&*make(quick_settings()).await).await;
     higher_priorities_go_first(&*make(quick_settings()).await).await;
     waiting_raises_priority(
         &*make(QueueSettings {
@@ -98,6 +100,10 @@ async fn submitted_jobs_read_back(queue: &dyn JobQueue) {
     assert_eq!(events.events[0].kind(), JobEventKind::Queued);
     let after = queue.events(&id, &events.next).await.unwrap();
     assert!(after.events.is_empty(), "a cursor skips what was read");
+    assert!(matches!(
+        queue.events(&id, "not a cursor").await,
+        Err(QueueError::InvalidPageToken(_))
+    ));
 }
 
 async fn idempotency_keys_return_the_first_job(queue: &dyn JobQueue) {
@@ -106,6 +112,15 @@ async fn idempotency_keys_return_the_first_job(queue: &dyn JobQueue) {
         ..spec(JobPriority::Normal)
     };
     let first = submit(queue, keyed.clone()).await;
+    assert_eq!(
+        queue
+            .find("nightly-2026-11-24")
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        Some(first.clone())
+    );
+    assert!(queue.find("never-used").await.unwrap().is_none());
     let (again, created) = queue.submit(&new_job_id(), keyed).await.unwrap();
     assert!(!created);
     assert_eq!(again.id, first);
@@ -316,6 +331,50 @@ async fn renewing_keeps_an_attempt(queue: &dyn JobQueue) {
     let job = queue.get(&lease.job.id).await.unwrap().unwrap();
     assert_eq!(job.progress.unwrap().rows_written, 10);
     queue.succeed(&lease, JobResult::default()).await.unwrap();
+}
+
+async fn a_last_attempt_lost_with_its_worker_is_dead_lettered(queue: &dyn JobQueue) {
+    let id = submit(
+        queue,
+        JobSpec {
+            max_attempts: 1,
+            ..spec(JobPriority::Normal)
+        },
+    )
+    .await;
+    let _lost = queue.take("dies", LONG).await.unwrap().unwrap();
+    // Past the visibility timeout the entry is met again, with no attempt left.
+    assert!(
+        queue
+            .take("survives", Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let job = queue.get(&id).await.unwrap().unwrap();
+    assert_eq!((job.state(), job.attempts), (JobState::Failed, 1));
+    assert!(job.error.contains("lost with its worker"), "{}", job.error);
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job_id, id);
+}
+
+async fn a_retrying_job_is_cancelled_at_once(queue: &dyn JobQueue) {
+    let id = submit(queue, spec(JobPriority::Normal)).await;
+    let lease = queue.take("w", LONG).await.unwrap().unwrap();
+    queue.fail(&lease, "flaky").await.unwrap();
+    assert_eq!(
+        queue.cancel(&id).await.unwrap().state(),
+        JobState::Cancelled
+    );
+    assert!(
+        queue
+            .take("w", Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(queue.get(&id).await.unwrap().unwrap().attempts, 1);
 }
 
 async fn higher_priorities_go_first(queue: &dyn JobQueue) {

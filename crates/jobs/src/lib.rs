@@ -147,6 +147,9 @@ pub trait JobQueue: Send + Sync + 'static {
 
     async fn get(&self, id: &str) -> QueueResult<Option<Job>>;
 
+    /// The job an idempotency key submitted, while it is kept.
+    async fn find(&self, idempotency_key: &str) -> QueueResult<Option<Job>>;
+
     /// Jobs in `state` (all when `None`), newest first, `page_size` at a time.
     async fn list(
         &self,

@@ -48,6 +48,15 @@ pub fn priority_name(priority: JobPriority) -> &'static str {
 /// Priorities from the most urgent.
 pub const PRIORITIES: [JobPriority; 3] = [JobPriority::High, JobPriority::Normal, JobPriority::Low];
 
+/// A priority's place in [`PRIORITIES`] (0: the most urgent).
+pub fn priority_rank(priority: JobPriority) -> usize {
+    PRIORITIES.iter().position(|p| *p == priority).unwrap_or(1)
+}
+
+fn max_attempts(job: &Job) -> u32 {
+    job.spec.as_ref().map_or(1, |s| s.max_attempts.max(1))
+}
+
 /// A change to apply atomically: the new record, what to publish, and what becomes of
 /// the queue entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +86,30 @@ impl Transition {
         self.acknowledge = true;
         self
     }
+
+    fn dead_lettered(mut self) -> Self {
+        self.dead_letter = true;
+        self
+    }
+}
+
+/// The job ended in `state`; the event says so (`error` for a failure).
+fn ended(job: &Job, state: JobState, kind: JobEventKind, error: Option<&str>) -> Transition {
+    let mut next = job.clone();
+    next.state = state as i32;
+    next.finished_unix_ms = now_unix_ms();
+    if let Some(error) = error {
+        next.error = error.to_owned();
+    }
+    let event = JobEvent {
+        error: error.unwrap_or_default().to_owned(),
+        ..event(&next, kind)
+    };
+    Transition::new(next, event).acknowledged()
+}
+
+fn cancelled(job: &Job) -> Transition {
+    ended(job, JobState::Cancelled, JobEventKind::Cancelled, None)
 }
 
 fn event(job: &Job, kind: JobEventKind) -> JobEvent {
@@ -119,12 +152,11 @@ pub fn submitted(id: &str, mut spec: JobSpec, settings: &QueueSettings) -> Trans
 
 /// What taking a job's entry off the queue does.
 pub fn taken(job: &Job, consumer: &str) -> Transition {
-    let mut next = job.clone();
-    let max_attempts = job.spec.as_ref().map_or(1, |s| s.max_attempts.max(1));
+    let max_attempts = max_attempts(job);
     if is_terminal(job.state()) {
         // Finished while waiting (cancelled) or already recorded: the entry is stale.
         return Transition {
-            job: next,
+            job: job.clone(),
             event: None,
             acknowledge: true,
             requeue_after: None,
@@ -132,27 +164,17 @@ pub fn taken(job: &Job, consumer: &str) -> Transition {
         };
     }
     if job.cancel_requested {
-        next.state = JobState::Cancelled as i32;
-        next.finished_unix_ms = now_unix_ms();
-        let cancelled = event(&next, JobEventKind::Cancelled);
-        return Transition::new(next, cancelled).acknowledged();
+        return cancelled(job);
     }
     if job.attempts >= max_attempts {
         // Its worker died during the last attempt.
-        next.state = JobState::Failed as i32;
-        next.finished_unix_ms = now_unix_ms();
-        next.error = format!(
+        let error = format!(
             "attempt {} of {max_attempts} was lost with its worker ({}); no attempts left",
             job.attempts, job.worker
         );
-        let failed = JobEvent {
-            error: next.error.clone(),
-            ..event(&next, JobEventKind::Failed)
-        };
-        let mut transition = Transition::new(next, failed).acknowledged();
-        transition.dead_letter = true;
-        return transition;
+        return ended(job, JobState::Failed, JobEventKind::Failed, Some(&error)).dead_lettered();
     }
+    let mut next = job.clone();
     next.state = JobState::Running as i32;
     next.attempts += 1;
     next.worker = consumer.to_owned();
@@ -229,26 +251,14 @@ pub fn failed(
     settings: &QueueSettings,
 ) -> QueueResult<Transition> {
     check_lease(job, lease)?;
+    if job.cancel_requested {
+        return Ok(cancelled(job));
+    }
+    if job.attempts >= max_attempts(job) {
+        return Ok(ended(job, JobState::Failed, JobEventKind::Failed, Some(error)).dead_lettered());
+    }
     let mut next = job.clone();
     next.error = error.to_owned();
-    let max_attempts = job.spec.as_ref().map_or(1, |s| s.max_attempts.max(1));
-    if job.cancel_requested {
-        next.state = JobState::Cancelled as i32;
-        next.finished_unix_ms = now_unix_ms();
-        let cancelled = event(&next, JobEventKind::Cancelled);
-        return Ok(Transition::new(next, cancelled).acknowledged());
-    }
-    if job.attempts >= max_attempts {
-        next.state = JobState::Failed as i32;
-        next.finished_unix_ms = now_unix_ms();
-        let failed = JobEvent {
-            error: error.to_owned(),
-            ..event(&next, JobEventKind::Failed)
-        };
-        let mut transition = Transition::new(next, failed).acknowledged();
-        transition.dead_letter = true;
-        return Ok(transition);
-    }
     let delay = backoff(settings, job.attempts);
     next.state = JobState::Retrying as i32;
     let retrying = JobEvent {
@@ -264,11 +274,7 @@ pub fn failed(
 /// The worker stopped the attempt on a cancellation.
 pub fn stopped(job: &Job, lease: &Lease) -> QueueResult<Transition> {
     check_lease(job, lease)?;
-    let mut next = job.clone();
-    next.state = JobState::Cancelled as i32;
-    next.finished_unix_ms = now_unix_ms();
-    let cancelled = event(&next, JobEventKind::Cancelled);
-    Ok(Transition::new(next, cancelled).acknowledged())
+    Ok(cancelled(job))
 }
 
 /// A client's cancellation: `None` when the job is over already (nothing changes).
@@ -282,9 +288,9 @@ pub fn cancel_requested(job: &Job) -> Option<Transition> {
         let requested = event(&next, JobEventKind::CancelRequested);
         return Some(Transition::new(next, requested));
     }
-    // Waiting: cancelled now; its entry is dropped when a worker next meets it.
-    next.state = JobState::Cancelled as i32;
-    next.finished_unix_ms = now_unix_ms();
-    let cancelled = event(&next, JobEventKind::Cancelled);
-    Some(Transition::new(next, cancelled))
+    // Waiting: cancelled now; its entry is dropped when a worker next meets it (there is
+    // no entry to acknowledge here).
+    let mut transition = cancelled(&next);
+    transition.acknowledge = false;
+    Some(transition)
 }

@@ -130,7 +130,7 @@ impl State {
                     now.duration_since(*seen) >= settings.visibility_timeout
                 })
             })
-            .min_by_key(|(seq, e)| (urgency_rank(e.priority), **seq))
+            .min_by_key(|(seq, e)| (lifecycle::priority_rank(e.priority), **seq))
             .map(|(seq, _)| *seq);
         let chosen = stale.or_else(|| {
             self.entries
@@ -151,13 +151,6 @@ impl State {
     }
 }
 
-fn urgency_rank(priority: JobPriority) -> usize {
-    lifecycle::PRIORITIES
-        .iter()
-        .position(|p| *p == priority)
-        .unwrap_or(1)
-}
-
 /// Waiting time plus a head start per priority level: high beats normal beats low, until
 /// a lower one has waited `priority_aging` per level longer.
 pub(crate) fn aged_score(
@@ -165,7 +158,7 @@ pub(crate) fn aged_score(
     waited: Duration,
     settings: &QueueSettings,
 ) -> u128 {
-    let levels = (lifecycle::PRIORITIES.len() - 1 - urgency_rank(priority)) as u32;
+    let levels = (lifecycle::PRIORITIES.len() - 1 - lifecycle::priority_rank(priority)) as u32;
     waited.as_millis() + settings.priority_aging.saturating_mul(levels).as_millis()
 }
 
@@ -255,6 +248,16 @@ impl JobQueue for MemoryQueue {
         let mut state = self.state();
         state.expire();
         Ok(state.jobs.get(id).cloned())
+    }
+
+    async fn find(&self, idempotency_key: &str) -> QueueResult<Option<Job>> {
+        let mut state = self.state();
+        state.expire();
+        Ok(state
+            .idempotency
+            .get(idempotency_key)
+            .and_then(|id| state.jobs.get(id))
+            .cloned())
     }
 
     async fn list(

@@ -153,6 +153,7 @@ impl RedisQueue {
         transition: &Transition,
         entry: Option<&EntryRef>,
         submit: bool,
+        owned_by: Option<&str>,
     ) -> QueueResult<CommitReply> {
         let job = &transition.job;
         let spec = job.spec.clone().unwrap_or_default();
@@ -214,11 +215,20 @@ impl RedisQueue {
             } else {
                 self.idempotency_key(&spec.idempotency_key)
             })
+            .arg(
+                entry
+                    .filter(|_| owned_by.is_some())
+                    .map(|e| self.stream(e.priority))
+                    .unwrap_or_default(),
+            )
+            .arg(entry.map(|e| e.id.clone()).unwrap_or_default())
+            .arg(owned_by.unwrap_or_default())
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(match reply.as_str() {
             "ok" => CommitReply::Done,
             "conflict" => CommitReply::Conflict,
+            "stale" => CommitReply::Stale,
             other => match other.strip_prefix("exists:") {
                 Some(id) => CommitReply::Exists(id.to_owned()),
                 None => return Err(QueueError::Corrupt(format!("commit replied `{other}`"))),
@@ -240,11 +250,11 @@ impl RedisQueue {
                 return Ok((job, None));
             };
             match self
-                .commit(&bytes, Some(job.state()), &transition, entry, false)
+                .commit(&bytes, Some(job.state()), &transition, entry, false, None)
                 .await?
             {
                 CommitReply::Done => return Ok((transition.job.clone(), Some(transition))),
-                CommitReply::Conflict | CommitReply::Exists(_) => continue,
+                CommitReply::Conflict | CommitReply::Stale | CommitReply::Exists(_) => continue,
             }
         }
         Err(QueueError::Contended(id.to_owned()))
@@ -290,6 +300,24 @@ impl RedisQueue {
         parse_taken(reply)
     }
 
+    /// Acknowledges and deletes an entry that will never run.
+    async fn drop_entry(&self, entry: &EntryRef) -> QueueResult<()> {
+        let stream = self.stream(entry.priority);
+        let _: () = redis::pipe()
+            .cmd("XACK")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(&entry.id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&stream)
+            .arg(&entry.id)
+            .ignore()
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
     /// Blocks until something is appended after `tails`, or `wait` passes.
     async fn wait_for_entries(&self, tails: &[String; 3], wait: Duration) -> QueueResult<()> {
         let mut command = redis::cmd("XREAD");
@@ -312,6 +340,8 @@ impl RedisQueue {
 enum CommitReply {
     Done,
     Conflict,
+    /// The entry is no longer this consumer's.
+    Stale,
     Exists(String),
 }
 
@@ -321,7 +351,16 @@ fn millis(duration: Duration) -> u64 {
 
 /// 1-based position of a priority among the streams (the take script's numbering).
 fn priority_index(priority: JobPriority) -> usize {
-    PRIORITIES.iter().position(|p| *p == priority).unwrap_or(1) + 1
+    lifecycle::priority_rank(priority) + 1
+}
+
+/// Whether `text` is a stream entry id (`<ms>-<seq>`).
+fn is_stream_id(text: &str) -> bool {
+    text.split_once('-').is_some_and(|(ms, seq)| {
+        [ms, seq].iter().all(|part| {
+            !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
+        })
+    })
 }
 
 fn decode_job(bytes: &[u8]) -> QueueResult<Job> {
@@ -418,7 +457,10 @@ fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
 impl JobQueue for RedisQueue {
     async fn submit(&self, id: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
         let transition = lifecycle::submitted(id, spec, &self.settings);
-        match self.commit(&[], None, &transition, None, true).await? {
+        match self
+            .commit(&[], None, &transition, None, true, None)
+            .await?
+        {
             CommitReply::Done => Ok((transition.job, true)),
             CommitReply::Exists(existing) => {
                 let (_, job) = self
@@ -427,7 +469,7 @@ impl JobQueue for RedisQueue {
                     .ok_or_else(|| QueueError::NotFound(existing.clone()))?;
                 Ok((job, false))
             }
-            CommitReply::Conflict => {
+            CommitReply::Conflict | CommitReply::Stale => {
                 Err(QueueError::Corrupt(format!("job id {id} is taken already")))
             }
         }
@@ -435,6 +477,20 @@ impl JobQueue for RedisQueue {
 
     async fn get(&self, id: &str) -> QueueResult<Option<Job>> {
         Ok(self.record(id).await?.map(|(_, job)| job))
+    }
+
+    async fn find(&self, idempotency_key: &str) -> QueueResult<Option<Job>> {
+        if idempotency_key.is_empty() {
+            return Ok(None);
+        }
+        let id: Option<String> = redis::cmd("GET")
+            .arg(self.idempotency_key(idempotency_key))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        match id {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
     }
 
     async fn list(
@@ -519,8 +575,10 @@ impl JobQueue for RedisQueue {
     async fn events(&self, id: &str, cursor: &str) -> QueueResult<EventBatch> {
         let start = if cursor.is_empty() {
             "-".to_owned()
-        } else {
+        } else if is_stream_id(cursor) {
             format!("({cursor}")
+        } else {
+            return Err(QueueError::InvalidPageToken(cursor.to_owned()));
         };
         let reply: Value = redis::cmd("XRANGE")
             .arg(self.events_key(id))
@@ -529,11 +587,7 @@ impl JobQueue for RedisQueue {
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| match e.kind() {
-                redis::ErrorKind::Server(_) => QueueError::InvalidPageToken(cursor.to_owned()),
-                _ => QueueError::Redis(e),
-            })?;
+            .await?;
         let mut batch = EventBatch {
             events: Vec::new(),
             next: cursor.to_owned(),
@@ -564,26 +618,22 @@ impl JobQueue for RedisQueue {
                         priority,
                         id: entry,
                     };
-                    let Some(record) = record else {
+                    let Some(mut expected) = record else {
                         // The record expired or was never written: nothing to run.
-                        let _: () = redis::pipe()
-                            .cmd("XACK")
-                            .arg(self.stream(priority))
-                            .arg(GROUP)
-                            .arg(&entry.id)
-                            .ignore()
-                            .cmd("XDEL")
-                            .arg(self.stream(priority))
-                            .arg(&entry.id)
-                            .ignore()
-                            .query_async(&mut self.connection.clone())
-                            .await?;
+                        self.drop_entry(&entry).await?;
                         tracing::warn!(job = %job_id, "dropped a queue entry whose job record is gone");
                         continue;
                     };
-                    let mut expected = record;
                     for _ in 0..UPDATE_ATTEMPTS {
-                        let job = decode_job(&expected)?;
+                        let job = match decode_job(&expected) {
+                            Ok(job) => job,
+                            Err(e) => {
+                                // Unreadable: retrying it would only fail again.
+                                self.drop_entry(&entry).await?;
+                                tracing::error!(job = %job_id, error = %e, "dropped a queue entry whose job record is corrupt");
+                                break;
+                            }
+                        };
                         let transition = lifecycle::taken(&job, consumer);
                         match self
                             .commit(
@@ -592,6 +642,7 @@ impl JobQueue for RedisQueue {
                                 &transition,
                                 Some(&entry),
                                 false,
+                                Some(consumer),
                             )
                             .await?
                         {
@@ -606,6 +657,8 @@ impl JobQueue for RedisQueue {
                                 }
                                 break;
                             }
+                            // Acknowledged under us by the attempt it was taken from.
+                            CommitReply::Stale => break,
                             CommitReply::Conflict | CommitReply::Exists(_) => {
                                 match self.record(&job_id).await? {
                                     Some((bytes, _)) => expected = bytes,

@@ -552,6 +552,7 @@ impl Engine {
     /// [`Engine::write_node`] and [`Engine::keep_node`] with the last one.
     pub async fn job_step(&self, op: Op, inputs: Vec<Arc<Node>>) -> EngineResult<Arc<Node>> {
         let mut source = None;
+        let mut own_artifact = None;
         let (op, (frame, schema)) = match op {
             Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
                 let (op, fingerprint) = self.confine_source(op)?;
@@ -560,9 +561,24 @@ impl Engine {
                 (op, opened)
             }
             Op::ReadRestApi(request) => {
+                // Kept as an upload, as interactively: the answer is not replayable, and
+                // its content address makes the plan's id (so a later run with another
+                // answer is another plan, not a stale cache hit).
                 let df = sources::fetch_rest(&self.http, &request).await?;
+                let (bytes, df) = self
+                    .blocking("read_rest_api", move || {
+                        let mut df = df;
+                        Ok((Bytes::from(ipc::encode(&mut df)?), df))
+                    })
+                    .await?;
+                let artifact = self.catalog.put_artifact(self.tenant, bytes).await?;
+                own_artifact = Some(Catalog::artifact_ref(self.tenant, &artifact));
                 let schema = df.schema().clone();
-                (Op::ReadRestApi(request), (Frame::Lazy(df.lazy()), schema))
+                let upload = Op::Upload(pb::UploadedArtifact {
+                    artifact: artifact.as_str().to_owned(),
+                    name: Some(request.url),
+                });
+                (upload, (Frame::Lazy(df.lazy()), schema))
             }
             Op::Upload(_) => {
                 return Err(EngineError::invalid(
@@ -579,7 +595,7 @@ impl Engine {
             inputs: inputs.iter().map(|n| n.id.to_string()).collect(),
             source,
         };
-        Ok(self.new_node(record, frame, schema, &inputs, None))
+        Ok(self.new_node(record, frame, schema, &inputs, own_artifact))
     }
 
     /// Keeps a batch job's result: computes and stores it, then makes a handle for it.

@@ -81,6 +81,13 @@ pub fn check_spec(spec: &JobSpec) -> EngineResult<&JobPlan> {
     }
     for (index, step) in plan.steps.iter().enumerate() {
         let op = step_op(index, step)?;
+        if let Op::Sql(sql) = op
+            && sql.tables.values().any(|handle| !handle.is_empty())
+        {
+            return Err(EngineError::invalid(format!(
+                "step {index} (sql): leave the tables' handles empty and list the tables as inputs, in name order"
+            )));
+        }
         let expected = arity(op);
         if step.inputs.len() != expected {
             return Err(EngineError::invalid(format!(
@@ -502,6 +509,15 @@ impl JobRunner {
         let (last, affinity) = build_plan(&self.engine, plan, Some(&between)).await?;
         let sink = spec.sink.clone().unwrap_or_default();
         let mut result = JobResult::default();
+        // The handle first: a handle nobody was told of is harmless if the job is then
+        // cancelled (it expires), a file is not. Once the file is renamed into place,
+        // nothing checks for cancellation any more: the job has succeeded.
+        if sink.keep_handle {
+            attempt.check()?;
+            let (handle, rows) = self.engine.keep_node(&last, affinity).await?;
+            result.handle = handle.to_string();
+            result.rows = rows;
+        }
         if !sink.path.is_empty() {
             let format = sink_format(&sink)?;
             let watcher = attempt.clone();
@@ -520,12 +536,6 @@ impl JobRunner {
                 .await?;
             result.path = sink.path.clone();
             result.rows = rows as u64;
-        }
-        if sink.keep_handle {
-            attempt.check()?;
-            let (handle, rows) = self.engine.keep_node(&last, affinity).await?;
-            result.handle = handle.to_string();
-            result.rows = rows;
         }
         Ok(result)
     }

@@ -7,8 +7,15 @@ local group, ack_stream, ack_entry = ARGV[9], ARGV[10], ARGV[11]
 local delayed, requeue_member, requeue_ms = ARGV[12], ARGV[13], ARGV[14]
 local dead, attempts, err = ARGV[15], ARGV[16], ARGV[17]
 local enqueue, retention, idem_key = ARGV[18], tonumber(ARGV[19]), ARGV[20]
+local owned_stream, owned_entry, owner = ARGV[21], ARGV[22], ARGV[23]
 
 -- Checks first: nothing is written unless everything will be.
+if owned_stream ~= '' then
+  -- Starting an attempt from an entry this consumer no longer holds (another worker's
+  -- outcome acknowledged it meanwhile) would run a job nobody can finish.
+  local pending = redis.call('XPENDING', owned_stream, group, owned_entry, owned_entry, 1)
+  if #pending == 0 or pending[1][2] ~= owner then return 'stale' end
+end
 if idem_key ~= '' and expected == '' then
   local existing = redis.call('GET', idem_key)
   if existing then return 'exists:' .. existing end
