@@ -364,7 +364,7 @@ async fn bad_job_specs_are_rejected_at_submit() -> anyhow::Result<()> {
                 false,
             ),
             tonic::Code::PermissionDenied,
-            "",
+            "`..` is not allowed",
         ),
         (
             "sink outside the data roots",
@@ -374,7 +374,7 @@ async fn bad_job_specs_are_rejected_at_submit() -> anyhow::Result<()> {
                 false,
             ),
             tonic::Code::PermissionDenied,
-            "",
+            "outside the configured data roots",
         ),
         (
             "missing source",

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use polaroid_jobs::{JobQueue, RedisQueue};
+use polaroid_jobs::JobQueue;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
 use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
 use polaroid_proto::v1::job_service_server::JobServiceServer;
@@ -35,18 +35,12 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
-    let queue: Option<Arc<dyn JobQueue>> = if config.redis_url.is_empty() {
-        None
-    } else {
-        Some(Arc::new(
-            RedisQueue::connect(
-                &config.redis_url,
-                &config.redis_prefix,
-                config.job_queue_settings(),
-            )
-            .await?,
-        ))
-    };
+    let queue = polaroid_jobs::connect(
+        &config.redis_url,
+        &config.redis_prefix,
+        config.job_queue_settings(),
+    )
+    .await?;
     serve(config, listeners, shutdown, queue).await
 }
 

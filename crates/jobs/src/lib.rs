@@ -190,6 +190,20 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>>;
 }
 
+/// The Redis queue at `url`, or none when `url` is empty (no batch jobs).
+pub async fn connect(
+    url: &str,
+    prefix: &str,
+    settings: QueueSettings,
+) -> QueueResult<Option<std::sync::Arc<dyn JobQueue>>> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(std::sync::Arc::new(
+        RedisQueue::connect(url, prefix, settings).await?,
+    )))
+}
+
 /// The page size a listing uses: 100 by default, at most 1000.
 pub fn page_size(requested: u32) -> usize {
     match requested {

@@ -200,6 +200,15 @@ pub fn check_lease(job: &Job, lease: &Lease) -> QueueResult<()> {
 }
 
 /// Progress of the running attempt; an event when `publish`.
+/// The event of a progress report: rows written, or a step done.
+pub fn progress_kind(rows: bool) -> JobEventKind {
+    if rows {
+        JobEventKind::RowsWritten
+    } else {
+        JobEventKind::Step
+    }
+}
+
 pub fn progressed(
     job: &Job,
     lease: &Lease,

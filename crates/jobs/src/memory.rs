@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use polaroid_proto::v1::{
-    Job, JobEventKind, JobPriority, JobProgress, JobResult, JobSpec, JobState,
-};
+use polaroid_proto::v1::{Job, JobPriority, JobProgress, JobResult, JobSpec, JobState};
 use tokio::sync::Notify;
 
 use crate::lifecycle::{self, Transition, is_terminal};
@@ -399,11 +397,7 @@ impl JobQueue for MemoryQueue {
     }
 
     async fn progress(&self, lease: &Lease, progress: JobProgress, rows: bool) -> QueueResult<()> {
-        let kind = if rows {
-            JobEventKind::RowsWritten
-        } else {
-            JobEventKind::Step
-        };
+        let kind = lifecycle::progress_kind(rows);
         self.update(lease, |job| {
             lifecycle::progressed(job, lease, progress, Some(kind))
         })?;

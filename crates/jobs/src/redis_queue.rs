@@ -17,9 +17,7 @@
 
 use std::time::Duration;
 
-use polaroid_proto::v1::{
-    Job, JobEvent, JobEventKind, JobPriority, JobProgress, JobResult, JobSpec, JobState,
-};
+use polaroid_proto::v1::{Job, JobEvent, JobPriority, JobProgress, JobResult, JobSpec, JobState};
 use prost::Message;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
@@ -723,11 +721,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn progress(&self, lease: &Lease, progress: JobProgress, rows: bool) -> QueueResult<()> {
-        let kind = if rows {
-            JobEventKind::RowsWritten
-        } else {
-            JobEventKind::Step
-        };
+        let kind = lifecycle::progress_kind(rows);
         self.update_lease(lease, |job| {
             lifecycle::progressed(job, lease, progress, Some(kind)).map(Some)
         })

@@ -606,18 +606,7 @@ impl Engine {
         node: &Node,
         affinity: Option<AffinityKey>,
     ) -> EngineResult<(Handle, u64)> {
-        let df = self.materialize(node, None).await?;
-        let rows = df.height() as u64;
-        let bytes = self
-            .blocking("persist", move || {
-                let mut df = df;
-                ipc::encode(&mut df)
-            })
-            .await?;
-        let stored = self
-            .catalog
-            .put_result(self.tenant, &node.id, Bytes::from(bytes))
-            .await?;
+        let (rows, stored) = self.store_result(node).await?;
         let kept = Arc::new(Node {
             id: node.id.clone(),
             record: node.record.clone(),
@@ -985,13 +974,12 @@ impl Engine {
         alive
     }
 
-    /// Computes a handle's result and stores it; returns its rows and stored bytes.
-    pub async fn persist(&self, text: &str) -> EngineResult<(u64, u64)> {
-        let (handle, node) = self.resolve(text).await?;
-        let df = self.materialize(&node, None).await?;
+    /// Computes a node's result and stores it; returns its rows and stored bytes. Encoded
+    /// even when the result is stored already: an old copy is rewritten, so the collector
+    /// never takes it for garbage while a handle is being recorded to need it.
+    async fn store_result(&self, node: &Node) -> EngineResult<(u64, u64)> {
+        let df = self.materialize(node, None).await?;
         let rows = df.height() as u64;
-        // Encoded even when the result is stored already: an old copy is rewritten, so
-        // the collector never takes it for garbage while this handle is being recorded.
         let bytes = self
             .blocking("persist", move || {
                 let mut df = df;
@@ -1002,6 +990,13 @@ impl Engine {
             .catalog
             .put_result(self.tenant, &node.id, Bytes::from(bytes))
             .await?;
+        Ok((rows, stored))
+    }
+
+    /// Computes a handle's result and stores it; returns its rows and stored bytes.
+    pub async fn persist(&self, text: &str) -> EngineResult<(u64, u64)> {
+        let (handle, node) = self.resolve(text).await?;
+        let (rows, stored) = self.store_result(&node).await?;
         // Re-read the record: the work above may have taken a while.
         if let Some(mut record) = self.catalog.get_handle(&handle).await? {
             let result = Catalog::result_ref(self.tenant, &node.id);

@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
-use polaroid_jobs::{JobQueue, RedisQueue};
+use polaroid_jobs::JobQueue;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
 use polaroid_proto::v1::job_validation_service_server::JobValidationServiceServer;
@@ -62,18 +62,12 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let queue: Option<Arc<dyn JobQueue>> = if config.redis_url.is_empty() {
-        None
-    } else {
-        Some(Arc::new(
-            RedisQueue::connect(
-                &config.redis_url,
-                &config.redis_prefix,
-                config.job_queue_settings(),
-            )
-            .await?,
-        ))
-    };
+    let queue = polaroid_jobs::connect(
+        &config.redis_url,
+        &config.redis_prefix,
+        config.job_queue_settings(),
+    )
+    .await?;
     serve(config, listeners, shutdown, queue).await
 }
 
