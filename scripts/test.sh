@@ -16,6 +16,8 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" || exit 1
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt || exit 1
+step "python SDK (pip install ./python)"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "./python[test]" || exit 1
 
 step "redis-server (Debian package)"
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -46,6 +48,9 @@ fi
 
 step "python existing-client tests"
 POLAROID_BIN="$CARGO_TARGET_DIR/debug/polaroid" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider || failed=1
+
+step "python SDK tests"
+POLAROID_BIN="$CARGO_TARGET_DIR/debug/polaroid" "$venv/bin/python" -m pytest python/tests -q -p no:cacheprovider || failed=1
 
 if [ "$failed" -ne 0 ]; then
   printf '\nSOME TESTS FAILED\n'

@@ -1,0 +1,76 @@
+"""Polaroid: Polars DataFrames on a pool of servers.
+
+>>> import polaroid as pr
+>>> pr.connect("127.0.0.1:50051")                                   # doctest: +SKIP
+>>> sales = pr.read_parquet("sales.parquet")                        # doctest: +SKIP
+>>> (sales.filter(pr.col("amount") > 0)
+...       .group_by("region")
+...       .agg(pr.col("amount").sum().alias("revenue"))
+...       .collect())                                               # doctest: +SKIP
+"""
+
+from polaroid import jobs
+from polaroid.connection import Connection, connect, default_connection
+from polaroid.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    PolaroidError,
+    ResourceExhaustedError,
+    UnavailableError,
+    UnimplementedError,
+)
+from polaroid.expr import Expr, coalesce, col, lit, when
+from polaroid.frame import (
+    DataFrame,
+    GroupBy,
+    from_arrow,
+    from_dict,
+    from_pandas,
+    from_polars,
+    read_csv,
+    read_ipc,
+    read_json,
+    read_parquet,
+    read_rest_api,
+    sql,
+)
+
+__all__ = [
+    "CancelledError",
+    "Connection",
+    "DataFrame",
+    "DeadlineExceededError",
+    "Expr",
+    "FailedPreconditionError",
+    "GroupBy",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PolaroidError",
+    "ResourceExhaustedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "coalesce",
+    "col",
+    "connect",
+    "default_connection",
+    "from_arrow",
+    "from_dict",
+    "from_pandas",
+    "from_polars",
+    "jobs",
+    "lit",
+    "read_csv",
+    "read_ipc",
+    "read_json",
+    "read_parquet",
+    "read_rest_api",
+    "sql",
+    "when",
+]

@@ -1,0 +1,292 @@
+"""Connections: the gRPC channel, retries, error mapping, and the background work that
+keeps a session's handles alive (heartbeats) and releases the ones Python let go of."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import pyarrow as pa
+import pyarrow.ipc
+
+from polaroid import errors
+from polaroid.v1 import dataframe_pb2 as pb
+from polaroid.v1 import dataframe_pb2_grpc
+from polaroid.v1 import jobs_pb2_grpc
+
+T = TypeVar("T")
+
+#: Codes worth another try of a call that is safe to repeat.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+_DEFAULT: Connection | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+class Connection:
+    """A connection to a Polaroid coordinator (or a lone worker).
+
+    >>> import polaroid as pr
+    >>> with pr.connect("127.0.0.1:50051") as conn:   # doctest: +SKIP
+    ...     df = conn.read_parquet("sales.parquet")
+
+    Calls that are safe to repeat (all DataFrame calls but appending writes) are retried
+    on UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff and jitter. Handles made
+    through this connection are kept alive by heartbeats while their Python objects live,
+    and dropped on the server, in batches, once they are garbage-collected.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        max_message_bytes: int = 256 * 1024 * 1024,
+        timeout: float | None = 300.0,
+        retries: int = 6,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        heartbeat_interval: float = 60.0,
+        upload_chunk_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.target = target
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            # Keepalives notice a dead peer (and keep idle NAT/LB paths open).
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        if tls:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            if token:
+                credentials = grpc.composite_channel_credentials(
+                    credentials, grpc.access_token_call_credentials(token)
+                )
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._metadata: tuple[tuple[str, str], ...] = ()
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+            self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.stub = dataframe_pb2_grpc.DataFrameServiceStub(self._channel)
+        self.jobs_stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.upload_chunk_bytes = upload_chunk_bytes
+        self._live: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._released: list[str] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._heartbeat_interval = heartbeat_interval
+        self._keeper = threading.Thread(
+            target=self._keep_alive, name="polaroid-heartbeat", daemon=True
+        )
+        self._keeper.start()
+
+    # -- calls ----------------------------------------------------------------------
+
+    def call(self, method: str, request: Any, *, idempotent: bool = True) -> Any:
+        """Calls a unary DataFrameService method by name, retrying when that is safe."""
+        rpc = getattr(self.stub, method)
+        return self.retrying(
+            lambda: rpc(request, timeout=self.timeout, metadata=self._metadata),
+            idempotent=idempotent,
+        )
+
+    def call_jobs(self, method: str, request: Any, *, idempotent: bool = True) -> Any:
+        rpc = getattr(self.jobs_stub, method)
+        return self.retrying(
+            lambda: rpc(request, timeout=self.timeout, metadata=self._metadata),
+            idempotent=idempotent,
+        )
+
+    def retrying(self, attempt: Callable[[], T], *, idempotent: bool = True) -> T:
+        """Runs `attempt`, retrying retryable failures; raises the mapped error."""
+        delay = self.backoff
+        tries = self.retries + 1 if idempotent else 1
+        for remaining in range(tries - 1, -1, -1):
+            try:
+                return attempt()
+            except grpc.RpcError as error:
+                if remaining == 0 or error.code() not in RETRYABLE:
+                    raise errors.from_rpc_error(error) from None
+                # Full jitter: calls that failed together do not retry together.
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, self.max_backoff)
+        raise AssertionError("unreachable")
+
+    def collect(
+        self, handle: str, *, limit: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> pa.Table:
+        """A handle's rows as one Arrow table. A stream cut midway is started again from
+        the beginning and what had arrived is discarded, so no row is ever duplicated."""
+
+        def attempt() -> pa.Table:
+            batches: list[pa.RecordBatch] = []
+            schema = None
+            for message in self.stub.Collect(
+                pb.CollectRequest(handle=handle, limit=limit),
+                timeout=self.timeout,
+                metadata=self._metadata,
+            ):
+                reader = pa.ipc.open_stream(message.arrow_ipc)
+                schema = reader.schema
+                for batch in reader:
+                    batches.append(batch)
+                    if progress is not None:
+                        progress(batch.num_rows)
+            if schema is None:
+                raise errors.InternalError("the server sent no data for the result")
+            return pa.Table.from_batches(batches, schema=schema)
+
+        return self.retrying(attempt)
+
+    def upload(self, table: pa.Table, *, name: str | None = None,
+               progress: Callable[[int], None] | None = None) -> str:
+        """Streams `table` to the server in chunks (UploadArrow); returns its handle."""
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=65_536)
+        data = sink.getvalue()
+        size = self.upload_chunk_bytes
+
+        def chunks() -> Iterator[pb.UploadArrowChunk]:
+            for offset in range(0, max(len(data), 1), size):
+                piece = data[offset : offset + size].to_pybytes()
+                if progress is not None:
+                    progress(len(piece))
+                yield pb.UploadArrowChunk(
+                    data=piece, name=name if offset == 0 else None
+                )
+
+        reply = self.retrying(
+            lambda: self.stub.UploadArrow(chunks(), timeout=self.timeout, metadata=self._metadata)
+        )
+        return reply.handle
+
+    # -- handle lifecycle -------------------------------------------------------------
+
+    def track(self, handle: str, owner: Any) -> None:
+        """Keeps `handle` alive while `owner` lives; releases it after."""
+        with self._lock:
+            self._live[handle] = owner
+        weakref.finalize(owner, self._release, handle)
+
+    def _release(self, handle: str) -> None:
+        with self._lock:
+            self._released.append(handle)
+            full = len(self._released) >= 64
+        if full:
+            threading.Thread(target=self.flush_released, daemon=True).start()
+
+    def flush_released(self) -> int:
+        """Drops every released handle on the server now; returns how many."""
+        with self._lock:
+            released, self._released = self._released, []
+        for handle in released:
+            try:
+                self.stub.DropHandle(
+                    pb.DropHandleRequest(handle=handle), timeout=10, metadata=self._metadata
+                )
+            except grpc.RpcError:
+                pass  # Best effort: an undropped handle expires with its TTL.
+        return len(released)
+
+    def heartbeat(self) -> dict[str, bool]:
+        """Extends the TTL of every live handle of this connection; returns which are alive."""
+        with self._lock:
+            handles = list(self._live.keys())
+        alive: dict[str, bool] = {}
+        # Any worker can extend any handle (the records are shared): a few large calls.
+        for start in range(0, len(handles), 512):
+            batch = handles[start : start + 512]
+            try:
+                reply = self.retrying(
+                    lambda batch=batch: self.stub.Heartbeat(
+                        pb.HeartbeatRequest(handles=batch), timeout=30, metadata=self._metadata
+                    )
+                )
+                alive.update(reply.alive)
+            except errors.PolaroidError:
+                alive.update(dict.fromkeys(batch, False))
+        return alive
+
+    def _keep_alive(self) -> None:
+        while not self._closed.wait(self._heartbeat_interval):
+            try:
+                self.flush_released()
+                self.heartbeat()
+            except Exception:  # noqa: BLE001 - the keeper must never die
+                pass
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drops released handles, stops the heartbeats and closes the channel."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.flush_released()
+        self._channel.close()
+        global _DEFAULT
+        with _DEFAULT_LOCK:
+            if _DEFAULT is self:
+                _DEFAULT = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<polaroid.Connection {self.target}>"
+
+    # Readers and constructors, bound to this connection.
+    def read_parquet(self, path: str, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.read_parquet(path, connection=self, **kwargs)
+
+    def read_csv(self, path: str, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.read_csv(path, connection=self, **kwargs)
+
+    def from_polars(self, df: Any, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.from_polars(df, connection=self, **kwargs)
+
+
+def connect(target: str = "127.0.0.1:50051", **kwargs: Any) -> Connection:
+    """Connects to Polaroid and makes this the default connection.
+
+    >>> import polaroid as pr
+    >>> pr.connect("127.0.0.1:50051")  # doctest: +SKIP
+    <polaroid.Connection 127.0.0.1:50051>
+    """
+    connection = Connection(target, **kwargs)
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        _DEFAULT = connection
+    return connection
+
+
+def default_connection() -> Connection:
+    """The connection `connect` made last; raises if there is none."""
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            raise RuntimeError('not connected: call polaroid.connect("host:port") first')
+        return _DEFAULT

@@ -1,0 +1,600 @@
+"""`DataFrame`: a Polars-like frame whose rows live on the server, behind a handle. Every
+method returns a new frame (a new handle); nothing is computed until rows are needed."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+
+from polaroid import errors
+from polaroid.connection import Connection, default_connection
+from polaroid.expr import Expr, IntoExpr, _flatten, into_expr
+from polaroid.v1 import dataframe_pb2 as pb
+from polaroid.v1 import expr_pb2
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
+
+JoinHow = Literal["inner", "left", "right", "full", "semi", "anti", "cross"]
+
+_JOIN = {
+    "inner": pb.JOIN_TYPE_INNER,
+    "left": pb.JOIN_TYPE_LEFT,
+    "right": pb.JOIN_TYPE_RIGHT,
+    "full": pb.JOIN_TYPE_FULL,
+    "outer": pb.JOIN_TYPE_FULL,
+    "semi": pb.JOIN_TYPE_SEMI,
+    "anti": pb.JOIN_TYPE_ANTI,
+    "cross": pb.JOIN_TYPE_CROSS,
+}
+_KEEP = {
+    "first": pb.UNIQUE_KEEP_FIRST,
+    "last": pb.UNIQUE_KEEP_LAST,
+    "none": pb.UNIQUE_KEEP_NONE,
+    "any": pb.UNIQUE_KEEP_ANY,
+}
+_FILL = {
+    "forward": pb.FILL_NULL_STRATEGY_FORWARD,
+    "backward": pb.FILL_NULL_STRATEGY_BACKWARD,
+    "min": pb.FILL_NULL_STRATEGY_MIN,
+    "max": pb.FILL_NULL_STRATEGY_MAX,
+    "mean": pb.FILL_NULL_STRATEGY_MEAN,
+    "zero": pb.FILL_NULL_STRATEGY_ZERO,
+    "one": pb.FILL_NULL_STRATEGY_ONE,
+}
+_AGG = {
+    "sum": expr_pb2.AGGREGATE_FUNCTION_SUM,
+    "min": expr_pb2.AGGREGATE_FUNCTION_MIN,
+    "max": expr_pb2.AGGREGATE_FUNCTION_MAX,
+    "mean": expr_pb2.AGGREGATE_FUNCTION_MEAN,
+    "median": expr_pb2.AGGREGATE_FUNCTION_MEDIAN,
+    "count": expr_pb2.AGGREGATE_FUNCTION_COUNT,
+    "first": expr_pb2.AGGREGATE_FUNCTION_FIRST,
+    "last": expr_pb2.AGGREGATE_FUNCTION_LAST,
+    "len": expr_pb2.AGGREGATE_FUNCTION_COUNT,
+}
+
+
+def _pick(table: Mapping[str, int], name: str, what: str) -> int:
+    try:
+        return table[name]
+    except KeyError:
+        raise errors.InvalidArgumentError(
+            f"unknown {what} {name!r}; expected one of {', '.join(sorted(table))}"
+        ) from None
+
+
+def _names(columns: Sequence[Any]) -> list[str]:
+    return [str(c) for c in _flatten(columns)]
+
+
+class DataFrame:
+    """A server-side frame. Build one with `read_parquet`, `read_csv`, `from_polars`, …
+
+    >>> import polaroid as pr
+    >>> df = pr.from_dict({"a": [1, 2, 3]})          # doctest: +SKIP
+    >>> df.filter(pr.col("a") > 1).collect()          # doctest: +SKIP
+    shape: (2, 1) …
+    """
+
+    def __init__(self, handle: str, connection: Connection) -> None:
+        self.handle = handle
+        self._connection = connection
+        self._schema: dict[str, str] | None = None
+        connection.track(handle, self)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _derive(self, method: str, request: Any) -> DataFrame:
+        reply = self._connection.call(method, request)
+        if reply.error:
+            raise errors.InvalidArgumentError(reply.error)
+        return DataFrame(reply.handle, self._connection)
+
+    def __repr__(self) -> str:
+        return f"<polaroid.DataFrame {self.handle}>"
+
+    # -- metadata ---------------------------------------------------------------------
+
+    @property
+    def schema(self) -> dict[str, str]:
+        """Column names and type names (as in docs/expressions.md), in order."""
+        if self._schema is None:
+            reply = self._connection.call("GetSchema", pb.GetSchemaRequest(handle=self.handle))
+            self._schema = {c.name: c.data_type for c in reply.columns}
+        return dict(self._schema)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns); rows may need the server to compute them."""
+        reply = self._connection.call("GetShape", pb.GetShapeRequest(handle=self.handle))
+        return (reply.rows, reply.columns)
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return len(self.schema)
+
+    def explain(self, *, optimized: bool = True) -> str:
+        reply = self._connection.call("Explain", pb.ExplainRequest(handle=self.handle))
+        return reply.optimized_plan if optimized else reply.unoptimized_plan
+
+    # -- transforms --------------------------------------------------------------------
+
+    def select(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: IntoExpr) -> DataFrame:
+        """`df.select("a", pr.col("b") * 2, c=pr.col("a") + 1)`."""
+        items = [into_expr(e, str_as_column=True) for e in _flatten(exprs)]
+        items += [into_expr(v, str_as_column=True).alias(k) for k, v in named.items()]
+        return self._derive(
+            "Select", pb.SelectRequest(handle=self.handle, exprs=[e.pb for e in items])
+        )
+
+    def filter(self, *predicates: IntoExpr) -> DataFrame:
+        """Keeps rows where every predicate holds."""
+        if not predicates:
+            raise errors.InvalidArgumentError("filter needs a predicate")
+        combined = into_expr(predicates[0])
+        for predicate in predicates[1:]:
+            combined = combined & into_expr(predicate)
+        return self._derive("Filter", pb.FilterRequest(handle=self.handle, predicate=combined.pb))
+
+    def with_columns(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: IntoExpr) -> DataFrame:
+        items = [into_expr(e, str_as_column=True) for e in _flatten(exprs)]
+        items += [into_expr(v).alias(k) for k, v in named.items()]
+        return self._derive(
+            "WithColumns", pb.WithColumnsRequest(handle=self.handle, exprs=[e.pb for e in items])
+        )
+
+    def drop(self, *columns: str | Sequence[str]) -> DataFrame:
+        return self._derive("Drop", pb.DropRequest(handle=self.handle, columns=_names(columns)))
+
+    def rename(self, mapping: Mapping[str, str]) -> DataFrame:
+        return self._derive("Rename", pb.RenameRequest(handle=self.handle, mapping=dict(mapping)))
+
+    def sort(
+        self,
+        by: str | Expr | Sequence[str | Expr],
+        *more_by: str | Expr,
+        descending: bool | Sequence[bool] = False,
+        nulls_last: bool | Sequence[bool] = False,
+    ) -> DataFrame:
+        keys = _flatten([by, *more_by])
+        names = [k for k in keys if isinstance(k, str)]
+        exprs = [k.pb for k in keys if isinstance(k, Expr)]
+        if names and exprs:
+            raise errors.InvalidArgumentError("sort by names or by expressions, not both")
+        flags = lambda v: list(v) if isinstance(v, (list, tuple)) else [v]  # noqa: E731
+        return self._derive(
+            "Sort",
+            pb.SortRequest(
+                handle=self.handle,
+                by=names,
+                by_exprs=exprs,
+                descending=flags(descending),
+                nulls_last=flags(nulls_last),
+                maintain_order=True,
+            ),
+        )
+
+    def unique(
+        self, subset: str | Sequence[str] | None = None, *, keep: str = "any",
+        maintain_order: bool = True,
+    ) -> DataFrame:
+        return self._derive(
+            "Unique",
+            pb.UniqueRequest(
+                handle=self.handle,
+                subset=_names([subset]) if subset is not None else [],
+                keep=_pick(_KEEP, keep, "keep"),
+                maintain_order=maintain_order,
+            ),
+        )
+
+    def head(self, n: int = 5) -> DataFrame:
+        return self._derive("Head", pb.HeadRequest(handle=self.handle, n=n))
+
+    def tail(self, n: int = 5) -> DataFrame:
+        return self._derive("Tail", pb.TailRequest(handle=self.handle, n=n))
+
+    def limit(self, n: int = 5) -> DataFrame:
+        return self._derive("Limit", pb.LimitRequest(handle=self.handle, n=n))
+
+    def slice(self, offset: int, length: int | None = None) -> DataFrame:
+        return self._derive(
+            "Slice", pb.SliceRequest(handle=self.handle, offset=offset, length=length)
+        )
+
+    def group_by(self, *by: str | Expr | Sequence[str | Expr]) -> GroupBy:
+        """`df.group_by("k").agg(pr.col("v").sum())`; groups keep their first-seen order."""
+        return GroupBy(self, _flatten(by))
+
+    def join(
+        self,
+        other: DataFrame,
+        on: str | Sequence[str] | None = None,
+        how: JoinHow = "inner",
+        *,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        suffix: str = "_right",
+        coalesce: bool = False,
+    ) -> DataFrame:
+        if how == "cross":
+            return self._derive(
+                "Cross", pb.CrossRequest(handle=self.handle, right=other.handle, suffix=suffix)
+            )
+        return self._derive(
+            "Join",
+            pb.JoinRequest(
+                handle=self.handle,
+                right=other.handle,
+                on=_names([on]) if on is not None else [],
+                left_on=_names([left_on]) if left_on is not None else [],
+                right_on=_names([right_on]) if right_on is not None else [],
+                how=_pick(_JOIN, how, "join type"),
+                suffix=suffix,
+                coalesce=coalesce,
+            ),
+        )
+
+    def join_asof(
+        self,
+        other: DataFrame,
+        *,
+        on: str | None = None,
+        left_on: str | None = None,
+        right_on: str | None = None,
+        by: str | Sequence[str] | None = None,
+        strategy: Literal["backward", "forward", "nearest"] = "backward",
+        tolerance: str | None = None,
+        suffix: str = "_right",
+    ) -> DataFrame:
+        strategies = {
+            "backward": pb.ASOF_STRATEGY_BACKWARD,
+            "forward": pb.ASOF_STRATEGY_FORWARD,
+            "nearest": pb.ASOF_STRATEGY_NEAREST,
+        }
+        return self._derive(
+            "AsofJoin",
+            pb.AsofJoinRequest(
+                handle=self.handle,
+                right=other.handle,
+                on=on,
+                left_on=left_on,
+                right_on=right_on,
+                by=_names([by]) if by is not None else [],
+                strategy=_pick(strategies, strategy, "strategy"),
+                tolerance=tolerance,
+                suffix=suffix,
+            ),
+        )
+
+    def pivot(
+        self,
+        on: str | Sequence[str],
+        *,
+        index: str | Sequence[str],
+        values: str | Sequence[str],
+        aggregate_function: str | None = None,
+        sort_columns: bool = False,
+    ) -> DataFrame:
+        aggregate = 0 if aggregate_function is None else _pick(_AGG, aggregate_function, "aggregate")
+        return self._derive(
+            "Pivot",
+            pb.PivotRequest(
+                handle=self.handle,
+                on=_names([on]),
+                index=_names([index]),
+                values=_names([values]),
+                aggregate=aggregate,
+                sort_columns=sort_columns,
+            ),
+        )
+
+    def unpivot(
+        self,
+        on: str | Sequence[str] | None = None,
+        *,
+        index: str | Sequence[str] | None = None,
+        variable_name: str | None = None,
+        value_name: str | None = None,
+    ) -> DataFrame:
+        return self._derive(
+            "Melt",
+            pb.MeltRequest(
+                handle=self.handle,
+                on=_names([on]) if on is not None else [],
+                index=_names([index]) if index is not None else [],
+                variable_name=variable_name,
+                value_name=value_name,
+            ),
+        )
+
+    melt = unpivot
+
+    def fill_null(
+        self, value: IntoExpr = None, *, strategy: str | None = None,
+        columns: Sequence[str] = (), limit: int | None = None,
+    ) -> DataFrame:
+        request = pb.FillNullRequest(handle=self.handle, columns=list(columns), limit=limit)
+        if strategy is not None:
+            request.strategy = _pick(_FILL, strategy, "strategy")
+        else:
+            request.value.CopyFrom(into_expr(value).pb)
+        return self._derive("FillNull", request)
+
+    def fill_nan(self, value: IntoExpr, *, columns: Sequence[str] = ()) -> DataFrame:
+        return self._derive(
+            "FillNan",
+            pb.FillNanRequest(handle=self.handle, value=into_expr(value).pb, columns=list(columns)),
+        )
+
+    def interpolate(self, columns: Sequence[str] = (), *, method: str = "linear") -> DataFrame:
+        methods = {"linear": pb.INTERPOLATION_METHOD_LINEAR, "nearest": pb.INTERPOLATION_METHOD_NEAREST}
+        return self._derive(
+            "Interpolate",
+            pb.InterpolateRequest(
+                handle=self.handle, columns=list(columns), method=_pick(methods, method, "method")
+            ),
+        )
+
+    def shift(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
+        """Lag (`n > 0`) or lead (`n < 0`) columns by `n` rows."""
+        method, amount = ("Lag", n) if n >= 0 else ("Lead", -n)
+        return self._derive(
+            method,
+            pb.ShiftRequest(handle=self.handle, columns=list(columns), n=amount, suffix=suffix),
+        )
+
+    def diff(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
+        return self._derive(
+            "Diff", pb.DiffRequest(handle=self.handle, columns=list(columns), n=n, suffix=suffix)
+        )
+
+    def pct_change(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
+        return self._derive(
+            "PctChange",
+            pb.PctChangeRequest(handle=self.handle, columns=list(columns), n=n, suffix=suffix),
+        )
+
+    def as_time_series(self, time_column: str, *, by: Sequence[str] = ()) -> DataFrame:
+        return self._derive(
+            "AsTimeSeries",
+            pb.AsTimeSeriesRequest(handle=self.handle, time_column=time_column, by=list(by)),
+        )
+
+    def resample(
+        self, time_column: str, every: str, *aggs: IntoExpr, by: Sequence[str] = (),
+        period: str | None = None, offset: str | None = None,
+    ) -> DataFrame:
+        """Dynamic group-by on a time column: `df.resample("ts", "1h", pr.col("v").sum())`."""
+        return self._derive(
+            "Resample",
+            pb.ResampleRequest(
+                handle=self.handle, time_column=time_column, every=every, period=period,
+                offset=offset, aggs=[into_expr(a).pb for a in aggs], by=list(by),
+            ),
+        )
+
+    def describe(self, percentiles: Sequence[float] = (0.25, 0.5, 0.75)) -> DataFrame:
+        return self._derive(
+            "Describe", pb.DescribeRequest(handle=self.handle, percentiles=list(percentiles))
+        )
+
+    def sql(self, query: str, *, table_name: str = "self") -> DataFrame:
+        """Polars SQL over this frame, named `self` in the query."""
+        return sql(query, {table_name: self}, connection=self._connection)
+
+    def clone(self) -> DataFrame:
+        return self._derive("Clone", pb.CloneRequest(handle=self.handle))
+
+    # -- results ------------------------------------------------------------------------
+
+    def to_arrow(self, *, limit: int | None = None, progress: bool = False) -> pa.Table:
+        """The rows as a pyarrow Table (a progress bar with `progress=True`)."""
+        if not progress:
+            return self._connection.collect(self.handle, limit=limit)
+        from tqdm.auto import tqdm
+
+        with tqdm(unit=" rows", desc="collect") as bar:
+            return self._connection.collect(self.handle, limit=limit, progress=bar.update)
+
+    def collect(self, *, limit: int | None = None, progress: bool = False) -> polars.DataFrame:
+        """The rows as a `polars.DataFrame`."""
+        import polars
+
+        result = polars.from_arrow(self.to_arrow(limit=limit, progress=progress))
+        assert isinstance(result, polars.DataFrame)
+        return result
+
+    def to_pandas(self, *, limit: int | None = None) -> pandas.DataFrame:
+        return self.to_arrow(limit=limit).to_pandas()
+
+    def _write(self, method: str, request: Any, append: bool) -> int:
+        reply = self._connection.call(method, request, idempotent=not append)
+        if not reply.success:
+            raise errors.InternalError(reply.error or "write failed")
+        return int(reply.rows_written)
+
+    def write_parquet(self, path: str, *, compression: str | None = None, append: bool = False) -> int:
+        """Writes on the server, under its data roots; returns the rows written."""
+        return self._write(
+            "WriteParquet",
+            pb.WriteParquetRequest(handle=self.handle, path=path, compression=compression, append=append),
+            append,
+        )
+
+    def write_csv(self, path: str, *, separator: str | None = None, append: bool = False) -> int:
+        return self._write(
+            "WriteCsv",
+            pb.WriteCsvRequest(handle=self.handle, path=path, separator=separator, append=append),
+            append,
+        )
+
+    def write_ipc(self, path: str, *, compression: str | None = None, append: bool = False) -> int:
+        return self._write(
+            "WriteIpc",
+            pb.WriteIpcRequest(handle=self.handle, path=path, compression=compression, append=append),
+            append,
+        )
+
+    def persist(self) -> DataFrame:
+        """Computes and stores the result, so any worker serves it at once, after restarts."""
+        self._connection.call("Persist", pb.PersistRequest(handle=self.handle))
+        return self
+
+    def pin(self) -> DataFrame:
+        """Keeps the handle past its TTL until `unpin`."""
+        self._connection.call("Pin", pb.PinRequest(handle=self.handle))
+        return self
+
+    def unpin(self) -> DataFrame:
+        self._connection.call("Unpin", pb.PinRequest(handle=self.handle))
+        return self
+
+    # -- notebooks ----------------------------------------------------------------------
+
+    def _repr_html_(self) -> str:
+        """Shape, schema and the first rows (5 of them, fetched when shown)."""
+        try:
+            rows, columns = self.shape
+            head = self.collect(limit=5)
+        except errors.PolaroidError as error:
+            return f"<pre>polaroid.DataFrame {html.escape(self.handle)}: {html.escape(str(error))}</pre>"
+        table = head._repr_html_() if hasattr(head, "_repr_html_") else html.escape(str(head))
+        schema = ", ".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in self.schema.items())
+        return (
+            f"<div><small>polaroid.DataFrame, shape ({rows}, {columns}); {schema}</small>"
+            f"{table}</div>"
+        )
+
+
+class GroupBy:
+    """The groups of a frame, awaiting `agg`."""
+
+    def __init__(self, frame: DataFrame, by: list[Any]) -> None:
+        self._frame = frame
+        self._names = [k for k in by if isinstance(k, str)]
+        self._exprs = [k.pb for k in by if isinstance(k, Expr)]
+
+    def agg(self, *aggs: IntoExpr | Sequence[IntoExpr], **named: IntoExpr) -> DataFrame:
+        items = [into_expr(a, str_as_column=True) for a in _flatten(aggs)]
+        items += [into_expr(v).alias(k) for k, v in named.items()]
+        return self._frame._derive(
+            "GroupBy",
+            pb.GroupByRequest(
+                handle=self._frame.handle,
+                by=self._names,
+                by_exprs=self._exprs,
+                aggs=[i.pb for i in items],
+                maintain_order=True,
+            ),
+        )
+
+
+def _connection(connection: Connection | None) -> Connection:
+    return connection if connection is not None else default_connection()
+
+
+def _read(method: str, request: Any, connection: Connection | None) -> DataFrame:
+    conn = _connection(connection)
+    reply = conn.call(method, request)
+    if reply.error:
+        raise errors.InvalidArgumentError(reply.error)
+    return DataFrame(reply.handle, conn)
+
+
+def read_parquet(
+    path: str, *, columns: Sequence[str] = (), n_rows: int | None = None,
+    connection: Connection | None = None,
+) -> DataFrame:
+    """A Parquet file under the server's data roots."""
+    return _read(
+        "ReadParquet", pb.ReadParquetRequest(path=path, columns=list(columns), n_rows=n_rows), connection
+    )
+
+
+def read_csv(
+    path: str, *, has_header: bool = True, separator: str = ",", skip_rows: int | None = None,
+    n_rows: int | None = None, columns: Sequence[str] = (), try_parse_dates: bool = False,
+    connection: Connection | None = None,
+) -> DataFrame:
+    return _read(
+        "ReadCsv",
+        pb.ReadCsvRequest(
+            path=path, has_header=has_header, separator=separator, skip_rows=skip_rows,
+            n_rows=n_rows, columns=list(columns), try_parse_dates=try_parse_dates,
+        ),
+        connection,
+    )
+
+
+def read_ipc(path: str, *, columns: Sequence[str] = (), n_rows: int | None = None,
+             connection: Connection | None = None) -> DataFrame:
+    return _read("ReadIpc", pb.ReadIpcRequest(path=path, columns=list(columns), n_rows=n_rows), connection)
+
+
+def read_json(path: str, *, n_rows: int | None = None, connection: Connection | None = None) -> DataFrame:
+    """JSON (an array of records) or NDJSON (`.ndjson`, `.jsonl`)."""
+    return _read("ReadJson", pb.ReadJsonRequest(path=path, n_rows=n_rows), connection)
+
+
+def read_rest_api(
+    url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None,
+    body: str | None = None, records_path: str | None = None,
+    connection: Connection | None = None,
+) -> DataFrame:
+    """JSON records fetched by the server over HTTP (under `records_path` if given)."""
+    return _read(
+        "ReadRestApi",
+        pb.RestApiRequest(url=url, method=method, headers=dict(headers or {}), body=body,
+                          records_path=records_path),
+        connection,
+    )
+
+
+def from_arrow(table: pa.Table | pa.RecordBatch, *, name: str | None = None, progress: bool = False,
+               connection: Connection | None = None) -> DataFrame:
+    """Uploads an Arrow table, streamed in chunks (no message-size limit)."""
+    conn = _connection(connection)
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    if progress:
+        from tqdm.auto import tqdm
+
+        with tqdm(unit="B", unit_scale=True, desc="upload") as bar:
+            handle = conn.upload(table, name=name, progress=bar.update)
+    else:
+        handle = conn.upload(table, name=name)
+    return DataFrame(handle, conn)
+
+
+def from_polars(df: polars.DataFrame, **kwargs: Any) -> DataFrame:
+    return from_arrow(df.to_arrow(), **kwargs)
+
+
+def from_pandas(df: pandas.DataFrame, **kwargs: Any) -> DataFrame:
+    return from_arrow(pa.Table.from_pandas(df, preserve_index=False), **kwargs)
+
+
+def from_dict(data: Mapping[str, Sequence[Any]], **kwargs: Any) -> DataFrame:
+    return from_arrow(pa.table(dict(data)), **kwargs)
+
+
+def sql(query: str, tables: Mapping[str, DataFrame], *, connection: Connection | None = None) -> DataFrame:
+    """Polars SQL over named frames: `pr.sql("SELECT * FROM t", {"t": df})`."""
+    conn = connection or next(iter(tables.values()))._connection
+    return _read(
+        "Sql", pb.SqlRequest(query=query, tables={k: v.handle for k, v in tables.items()}), conn
+    )

@@ -1,0 +1,1 @@
+"""Generated polaroid.v1 messages and stubs (see generate_stubs.py)."""

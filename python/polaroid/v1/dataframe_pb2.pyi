@@ -1,0 +1,918 @@
+from polaroid.v1 import expr_pb2 as _expr_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JsonFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JSON_FORMAT_UNSPECIFIED: _ClassVar[JsonFormat]
+    JSON_FORMAT_JSON: _ClassVar[JsonFormat]
+    JSON_FORMAT_NDJSON: _ClassVar[JsonFormat]
+
+class UniqueKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UNIQUE_KEEP_UNSPECIFIED: _ClassVar[UniqueKeep]
+    UNIQUE_KEEP_FIRST: _ClassVar[UniqueKeep]
+    UNIQUE_KEEP_LAST: _ClassVar[UniqueKeep]
+    UNIQUE_KEEP_NONE: _ClassVar[UniqueKeep]
+    UNIQUE_KEEP_ANY: _ClassVar[UniqueKeep]
+
+class JoinType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOIN_TYPE_UNSPECIFIED: _ClassVar[JoinType]
+    JOIN_TYPE_INNER: _ClassVar[JoinType]
+    JOIN_TYPE_LEFT: _ClassVar[JoinType]
+    JOIN_TYPE_RIGHT: _ClassVar[JoinType]
+    JOIN_TYPE_FULL: _ClassVar[JoinType]
+    JOIN_TYPE_SEMI: _ClassVar[JoinType]
+    JOIN_TYPE_ANTI: _ClassVar[JoinType]
+    JOIN_TYPE_CROSS: _ClassVar[JoinType]
+
+class ClosedWindow(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLOSED_WINDOW_UNSPECIFIED: _ClassVar[ClosedWindow]
+    CLOSED_WINDOW_LEFT: _ClassVar[ClosedWindow]
+    CLOSED_WINDOW_RIGHT: _ClassVar[ClosedWindow]
+    CLOSED_WINDOW_BOTH: _ClassVar[ClosedWindow]
+    CLOSED_WINDOW_NONE: _ClassVar[ClosedWindow]
+
+class WindowLabel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_LABEL_UNSPECIFIED: _ClassVar[WindowLabel]
+    WINDOW_LABEL_LEFT: _ClassVar[WindowLabel]
+    WINDOW_LABEL_RIGHT: _ClassVar[WindowLabel]
+    WINDOW_LABEL_DATAPOINT: _ClassVar[WindowLabel]
+
+class AsofStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ASOF_STRATEGY_UNSPECIFIED: _ClassVar[AsofStrategy]
+    ASOF_STRATEGY_BACKWARD: _ClassVar[AsofStrategy]
+    ASOF_STRATEGY_FORWARD: _ClassVar[AsofStrategy]
+    ASOF_STRATEGY_NEAREST: _ClassVar[AsofStrategy]
+
+class FillNullStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILL_NULL_STRATEGY_UNSPECIFIED: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_FORWARD: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_BACKWARD: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_MIN: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_MAX: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_MEAN: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_ZERO: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_ONE: _ClassVar[FillNullStrategy]
+
+class InterpolationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTERPOLATION_METHOD_UNSPECIFIED: _ClassVar[InterpolationMethod]
+    INTERPOLATION_METHOD_LINEAR: _ClassVar[InterpolationMethod]
+    INTERPOLATION_METHOD_NEAREST: _ClassVar[InterpolationMethod]
+JSON_FORMAT_UNSPECIFIED: JsonFormat
+JSON_FORMAT_JSON: JsonFormat
+JSON_FORMAT_NDJSON: JsonFormat
+UNIQUE_KEEP_UNSPECIFIED: UniqueKeep
+UNIQUE_KEEP_FIRST: UniqueKeep
+UNIQUE_KEEP_LAST: UniqueKeep
+UNIQUE_KEEP_NONE: UniqueKeep
+UNIQUE_KEEP_ANY: UniqueKeep
+JOIN_TYPE_UNSPECIFIED: JoinType
+JOIN_TYPE_INNER: JoinType
+JOIN_TYPE_LEFT: JoinType
+JOIN_TYPE_RIGHT: JoinType
+JOIN_TYPE_FULL: JoinType
+JOIN_TYPE_SEMI: JoinType
+JOIN_TYPE_ANTI: JoinType
+JOIN_TYPE_CROSS: JoinType
+CLOSED_WINDOW_UNSPECIFIED: ClosedWindow
+CLOSED_WINDOW_LEFT: ClosedWindow
+CLOSED_WINDOW_RIGHT: ClosedWindow
+CLOSED_WINDOW_BOTH: ClosedWindow
+CLOSED_WINDOW_NONE: ClosedWindow
+WINDOW_LABEL_UNSPECIFIED: WindowLabel
+WINDOW_LABEL_LEFT: WindowLabel
+WINDOW_LABEL_RIGHT: WindowLabel
+WINDOW_LABEL_DATAPOINT: WindowLabel
+ASOF_STRATEGY_UNSPECIFIED: AsofStrategy
+ASOF_STRATEGY_BACKWARD: AsofStrategy
+ASOF_STRATEGY_FORWARD: AsofStrategy
+ASOF_STRATEGY_NEAREST: AsofStrategy
+FILL_NULL_STRATEGY_UNSPECIFIED: FillNullStrategy
+FILL_NULL_STRATEGY_FORWARD: FillNullStrategy
+FILL_NULL_STRATEGY_BACKWARD: FillNullStrategy
+FILL_NULL_STRATEGY_MIN: FillNullStrategy
+FILL_NULL_STRATEGY_MAX: FillNullStrategy
+FILL_NULL_STRATEGY_MEAN: FillNullStrategy
+FILL_NULL_STRATEGY_ZERO: FillNullStrategy
+FILL_NULL_STRATEGY_ONE: FillNullStrategy
+INTERPOLATION_METHOD_UNSPECIFIED: InterpolationMethod
+INTERPOLATION_METHOD_LINEAR: InterpolationMethod
+INTERPOLATION_METHOD_NEAREST: InterpolationMethod
+
+class DataFrameHandle(_message.Message):
+    __slots__ = ("handle", "error")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    error: str
+    def __init__(self, handle: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Field(_message.Message):
+    __slots__ = ("name", "data_type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data_type: str
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[str] = ...) -> None: ...
+
+class ReadParquetRequest(_message.Message):
+    __slots__ = ("path", "columns", "predicate", "n_rows", "row_index_offset", "parallel", "row_index_name")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROW_INDEX_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    ROW_INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    predicate: str
+    n_rows: int
+    row_index_offset: int
+    parallel: bool
+    row_index_name: str
+    def __init__(self, path: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., predicate: _Optional[str] = ..., n_rows: _Optional[int] = ..., row_index_offset: _Optional[int] = ..., parallel: _Optional[bool] = ..., row_index_name: _Optional[str] = ...) -> None: ...
+
+class ReadCsvRequest(_message.Message):
+    __slots__ = ("path", "has_header", "separator", "quote_char", "skip_rows", "n_rows", "columns", "schema", "infer_schema_length", "null_values", "try_parse_dates")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    HAS_HEADER_FIELD_NUMBER: _ClassVar[int]
+    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_CHAR_FIELD_NUMBER: _ClassVar[int]
+    SKIP_ROWS_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    INFER_SCHEMA_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    NULL_VALUES_FIELD_NUMBER: _ClassVar[int]
+    TRY_PARSE_DATES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    has_header: bool
+    separator: str
+    quote_char: str
+    skip_rows: int
+    n_rows: int
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    infer_schema_length: int
+    null_values: _containers.RepeatedScalarFieldContainer[str]
+    try_parse_dates: bool
+    def __init__(self, path: _Optional[str] = ..., has_header: _Optional[bool] = ..., separator: _Optional[str] = ..., quote_char: _Optional[str] = ..., skip_rows: _Optional[int] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., infer_schema_length: _Optional[int] = ..., null_values: _Optional[_Iterable[str]] = ..., try_parse_dates: _Optional[bool] = ...) -> None: ...
+
+class ReadIpcRequest(_message.Message):
+    __slots__ = ("path", "columns", "n_rows", "row_index_offset", "row_index_name")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROW_INDEX_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ROW_INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    n_rows: int
+    row_index_offset: int
+    row_index_name: str
+    def __init__(self, path: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n_rows: _Optional[int] = ..., row_index_offset: _Optional[int] = ..., row_index_name: _Optional[str] = ...) -> None: ...
+
+class ReadJsonRequest(_message.Message):
+    __slots__ = ("path", "format", "n_rows", "schema", "infer_schema_length")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    INFER_SCHEMA_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    format: JsonFormat
+    n_rows: int
+    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    infer_schema_length: int
+    def __init__(self, path: _Optional[str] = ..., format: _Optional[_Union[JsonFormat, str]] = ..., n_rows: _Optional[int] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., infer_schema_length: _Optional[int] = ...) -> None: ...
+
+class RestApiRequest(_message.Message):
+    __slots__ = ("url", "headers", "method", "body", "pagination", "schema", "rate_limit", "records_path", "timeout_ms")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_PATH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    headers: _containers.ScalarMap[str, str]
+    method: str
+    body: str
+    pagination: RestPagination
+    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    rate_limit: RestRateLimit
+    records_path: str
+    timeout_ms: int
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., body: _Optional[str] = ..., pagination: _Optional[_Union[RestPagination, _Mapping]] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., rate_limit: _Optional[_Union[RestRateLimit, _Mapping]] = ..., records_path: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class RestPagination(_message.Message):
+    __slots__ = ("page_param", "start_page", "max_pages", "page_size_param", "page_size")
+    PAGE_PARAM_FIELD_NUMBER: _ClassVar[int]
+    START_PAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAGES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_PARAM_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    page_param: str
+    start_page: int
+    max_pages: int
+    page_size_param: str
+    page_size: int
+    def __init__(self, page_param: _Optional[str] = ..., start_page: _Optional[int] = ..., max_pages: _Optional[int] = ..., page_size_param: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class RestRateLimit(_message.Message):
+    __slots__ = ("requests_per_second",)
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    requests_per_second: float
+    def __init__(self, requests_per_second: _Optional[float] = ...) -> None: ...
+
+class CreateFromArrowRequest(_message.Message):
+    __slots__ = ("arrow_ipc", "name")
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    name: str
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+
+class UploadArrowChunk(_message.Message):
+    __slots__ = ("data", "name")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    name: str
+    def __init__(self, data: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+
+class StreamRestApiRequest(_message.Message):
+    __slots__ = ("url", "headers", "interval_ms")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    headers: _containers.ScalarMap[str, str]
+    interval_ms: int
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+
+class StreamWebSocketRequest(_message.Message):
+    __slots__ = ("url",)
+    URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    def __init__(self, url: _Optional[str] = ...) -> None: ...
+
+class StreamGrpcRequest(_message.Message):
+    __slots__ = ("endpoint", "method")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    method: str
+    def __init__(self, endpoint: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
+
+class StreamMessageQueueRequest(_message.Message):
+    __slots__ = ("url", "topic")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    topic: str
+    def __init__(self, url: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
+
+class SelectRequest(_message.Message):
+    __slots__ = ("handle", "columns", "exprs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class FilterRequest(_message.Message):
+    __slots__ = ("handle", "predicate")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    predicate: _expr_pb2.Expression
+    def __init__(self, handle: _Optional[str] = ..., predicate: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
+
+class WithColumnRequest(_message.Message):
+    __slots__ = ("handle", "name", "expr")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    name: str
+    expr: _expr_pb2.Expression
+    def __init__(self, handle: _Optional[str] = ..., name: _Optional[str] = ..., expr: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
+
+class WithColumnsRequest(_message.Message):
+    __slots__ = ("handle", "exprs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class DropRequest(_message.Message):
+    __slots__ = ("handle", "columns")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RenameRequest(_message.Message):
+    __slots__ = ("handle", "mapping")
+    class MappingEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    mapping: _containers.ScalarMap[str, str]
+    def __init__(self, handle: _Optional[str] = ..., mapping: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SortRequest(_message.Message):
+    __slots__ = ("handle", "by", "descending", "nulls_last", "maintain_order", "by_exprs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    DESCENDING_FIELD_NUMBER: _ClassVar[int]
+    NULLS_LAST_FIELD_NUMBER: _ClassVar[int]
+    MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
+    BY_EXPRS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    by: _containers.RepeatedScalarFieldContainer[str]
+    descending: _containers.RepeatedScalarFieldContainer[bool]
+    nulls_last: _containers.RepeatedScalarFieldContainer[bool]
+    maintain_order: bool
+    by_exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., descending: _Optional[_Iterable[bool]] = ..., nulls_last: _Optional[_Iterable[bool]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class UniqueRequest(_message.Message):
+    __slots__ = ("handle", "subset", "keep", "maintain_order")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    SUBSET_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    subset: _containers.RepeatedScalarFieldContainer[str]
+    keep: UniqueKeep
+    maintain_order: bool
+    def __init__(self, handle: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., keep: _Optional[_Union[UniqueKeep, str]] = ..., maintain_order: _Optional[bool] = ...) -> None: ...
+
+class LimitRequest(_message.Message):
+    __slots__ = ("handle", "n")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    n: int
+    def __init__(self, handle: _Optional[str] = ..., n: _Optional[int] = ...) -> None: ...
+
+class HeadRequest(_message.Message):
+    __slots__ = ("handle", "n")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    n: int
+    def __init__(self, handle: _Optional[str] = ..., n: _Optional[int] = ...) -> None: ...
+
+class TailRequest(_message.Message):
+    __slots__ = ("handle", "n")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    n: int
+    def __init__(self, handle: _Optional[str] = ..., n: _Optional[int] = ...) -> None: ...
+
+class SliceRequest(_message.Message):
+    __slots__ = ("handle", "offset", "length")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    offset: int
+    length: int
+    def __init__(self, handle: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class GroupByRequest(_message.Message):
+    __slots__ = ("handle", "by", "aggs", "maintain_order", "by_exprs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    AGGS_FIELD_NUMBER: _ClassVar[int]
+    MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
+    BY_EXPRS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    by: _containers.RepeatedScalarFieldContainer[str]
+    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    maintain_order: bool
+    by_exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class AggRequest(_message.Message):
+    __slots__ = ("handle", "aggs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    AGGS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class PivotRequest(_message.Message):
+    __slots__ = ("handle", "on", "index", "values", "aggregate", "sort_columns", "separator")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    SORT_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    on: _containers.RepeatedScalarFieldContainer[str]
+    index: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    aggregate: _expr_pb2.AggregateFunction
+    sort_columns: bool
+    separator: str
+    def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggregateFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
+
+class MeltRequest(_message.Message):
+    __slots__ = ("handle", "index", "on", "variable_name", "value_name")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_NAME_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    index: _containers.RepeatedScalarFieldContainer[str]
+    on: _containers.RepeatedScalarFieldContainer[str]
+    variable_name: str
+    value_name: str
+    def __init__(self, handle: _Optional[str] = ..., index: _Optional[_Iterable[str]] = ..., on: _Optional[_Iterable[str]] = ..., variable_name: _Optional[str] = ..., value_name: _Optional[str] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("handle", "right", "on", "left_on", "right_on", "how", "suffix", "coalesce")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    LEFT_ON_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    COALESCE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    right: str
+    on: _containers.RepeatedScalarFieldContainer[str]
+    left_on: _containers.RepeatedScalarFieldContainer[str]
+    right_on: _containers.RepeatedScalarFieldContainer[str]
+    how: JoinType
+    suffix: str
+    coalesce: bool
+    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., left_on: _Optional[_Iterable[str]] = ..., right_on: _Optional[_Iterable[str]] = ..., how: _Optional[_Union[JoinType, str]] = ..., suffix: _Optional[str] = ..., coalesce: _Optional[bool] = ...) -> None: ...
+
+class CrossRequest(_message.Message):
+    __slots__ = ("handle", "right", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    right: str
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class SqlRequest(_message.Message):
+    __slots__ = ("query", "tables")
+    class TablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    tables: _containers.ScalarMap[str, str]
+    def __init__(self, query: _Optional[str] = ..., tables: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CloneRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class AsTimeSeriesRequest(_message.Message):
+    __slots__ = ("handle", "time_column", "by")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    time_column: str
+    by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResampleRequest(_message.Message):
+    __slots__ = ("handle", "time_column", "every", "period", "offset", "aggs", "by", "closed", "label", "include_boundaries")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    AGGS_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_BOUNDARIES_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    time_column: str
+    every: str
+    period: str
+    offset: str
+    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    by: _containers.RepeatedScalarFieldContainer[str]
+    closed: ClosedWindow
+    label: WindowLabel
+    include_boundaries: bool
+    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., every: _Optional[str] = ..., period: _Optional[str] = ..., offset: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., by: _Optional[_Iterable[str]] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., label: _Optional[_Union[WindowLabel, str]] = ..., include_boundaries: _Optional[bool] = ...) -> None: ...
+
+class RollingWindowRequest(_message.Message):
+    __slots__ = ("handle", "columns", "function", "window_size", "period", "time_column", "min_periods", "center", "suffix", "closed")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MIN_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    CENTER_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    function: _expr_pb2.RollingFunction
+    window_size: int
+    period: str
+    time_column: str
+    min_periods: int
+    center: bool
+    suffix: str
+    closed: ClosedWindow
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., function: _Optional[_Union[_expr_pb2.RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ...) -> None: ...
+
+class ShiftRequest(_message.Message):
+    __slots__ = ("handle", "columns", "n", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class DiffRequest(_message.Message):
+    __slots__ = ("handle", "columns", "n", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class PctChangeRequest(_message.Message):
+    __slots__ = ("handle", "columns", "n", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class AsofJoinRequest(_message.Message):
+    __slots__ = ("handle", "right", "on", "left_on", "right_on", "by", "by_left", "by_right", "strategy", "tolerance", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    LEFT_ON_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    BY_LEFT_FIELD_NUMBER: _ClassVar[int]
+    BY_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    right: str
+    on: str
+    left_on: str
+    right_on: str
+    by: _containers.RepeatedScalarFieldContainer[str]
+    by_left: _containers.RepeatedScalarFieldContainer[str]
+    by_right: _containers.RepeatedScalarFieldContainer[str]
+    strategy: AsofStrategy
+    tolerance: str
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[str] = ..., left_on: _Optional[str] = ..., right_on: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., by_left: _Optional[_Iterable[str]] = ..., by_right: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[AsofStrategy, str]] = ..., tolerance: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class FillNullRequest(_message.Message):
+    __slots__ = ("handle", "value", "strategy", "columns", "limit")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    value: _expr_pb2.Expression
+    strategy: FillNullStrategy
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., strategy: _Optional[_Union[FillNullStrategy, str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FillNanRequest(_message.Message):
+    __slots__ = ("handle", "value", "columns")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    value: _expr_pb2.Expression
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InterpolateRequest(_message.Message):
+    __slots__ = ("handle", "columns", "method")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    method: InterpolationMethod
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[InterpolationMethod, str]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ("handle", "percentiles")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILES_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    percentiles: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, handle: _Optional[str] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class CollectRequest(_message.Message):
+    __slots__ = ("handle", "limit")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    limit: int
+    def __init__(self, handle: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ArrowBatch(_message.Message):
+    __slots__ = ("arrow_ipc", "error")
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    error: str
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+
+class CollectStreamingRequest(_message.Message):
+    __slots__ = ("handle", "batch_size", "limit")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    batch_size: int
+    limit: int
+    def __init__(self, handle: _Optional[str] = ..., batch_size: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class WriteParquetRequest(_message.Message):
+    __slots__ = ("handle", "path", "compression", "row_group_size", "append")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    ROW_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    path: str
+    compression: str
+    row_group_size: int
+    append: bool
+    def __init__(self, handle: _Optional[str] = ..., path: _Optional[str] = ..., compression: _Optional[str] = ..., row_group_size: _Optional[int] = ..., append: _Optional[bool] = ...) -> None: ...
+
+class WriteCsvRequest(_message.Message):
+    __slots__ = ("handle", "path", "separator", "include_header", "append")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HEADER_FIELD_NUMBER: _ClassVar[int]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    path: str
+    separator: str
+    include_header: bool
+    append: bool
+    def __init__(self, handle: _Optional[str] = ..., path: _Optional[str] = ..., separator: _Optional[str] = ..., include_header: _Optional[bool] = ..., append: _Optional[bool] = ...) -> None: ...
+
+class WriteIpcRequest(_message.Message):
+    __slots__ = ("handle", "path", "compression", "append")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    path: str
+    compression: str
+    append: bool
+    def __init__(self, handle: _Optional[str] = ..., path: _Optional[str] = ..., compression: _Optional[str] = ..., append: _Optional[bool] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("success", "error", "rows_written")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ROWS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    error: str
+    rows_written: int
+    def __init__(self, success: _Optional[bool] = ..., error: _Optional[str] = ..., rows_written: _Optional[int] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("optimized_plan", "unoptimized_plan")
+    OPTIMIZED_PLAN_FIELD_NUMBER: _ClassVar[int]
+    UNOPTIMIZED_PLAN_FIELD_NUMBER: _ClassVar[int]
+    optimized_plan: str
+    unoptimized_plan: str
+    def __init__(self, optimized_plan: _Optional[str] = ..., unoptimized_plan: _Optional[str] = ...) -> None: ...
+
+class GetSchemaRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class ColumnInfo(_message.Message):
+    __slots__ = ("name", "data_type", "nullable")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data_type: str
+    nullable: bool
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...
+
+class SchemaResponse(_message.Message):
+    __slots__ = ("schema_json", "columns")
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    schema_json: str
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnInfo]
+    def __init__(self, schema_json: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ...) -> None: ...
+
+class GetShapeRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class ShapeResponse(_message.Message):
+    __slots__ = ("rows", "columns")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    columns: int
+    def __init__(self, rows: _Optional[int] = ..., columns: _Optional[int] = ...) -> None: ...
+
+class DropHandleRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class DropHandleResponse(_message.Message):
+    __slots__ = ("success",)
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    def __init__(self, success: _Optional[bool] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("handles",)
+    HANDLES_FIELD_NUMBER: _ClassVar[int]
+    handles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("alive",)
+    class AliveEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bool
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    alive: _containers.ScalarMap[str, bool]
+    def __init__(self, alive: _Optional[_Mapping[str, bool]] = ...) -> None: ...
+
+class PersistRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class PersistResponse(_message.Message):
+    __slots__ = ("rows", "stored_bytes")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    stored_bytes: int
+    def __init__(self, rows: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+
+class PinRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class PinResponse(_message.Message):
+    __slots__ = ("pinned",)
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    pinned: bool
+    def __init__(self, pinned: _Optional[bool] = ...) -> None: ...
+
+class HandleInfoRequest(_message.Message):
+    __slots__ = ("handle",)
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+
+class HandleInfo(_message.Message):
+    __slots__ = ("handle", "plan_id", "created_unix_ms", "last_access_unix_ms", "expires_unix_ms", "pinned", "schema", "schema_hash", "rows", "bytes", "artifacts", "persisted")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACCESS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_HASH_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    plan_id: str
+    created_unix_ms: int
+    last_access_unix_ms: int
+    expires_unix_ms: int
+    pinned: bool
+    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    schema_hash: str
+    rows: int
+    bytes: int
+    artifacts: _containers.RepeatedScalarFieldContainer[str]
+    persisted: bool
+    def __init__(self, handle: _Optional[str] = ..., plan_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., last_access_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., pinned: _Optional[bool] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., schema_hash: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., artifacts: _Optional[_Iterable[str]] = ..., persisted: _Optional[bool] = ...) -> None: ...

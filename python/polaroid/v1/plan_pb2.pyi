@@ -1,0 +1,146 @@
+from polaroid.v1 import dataframe_pb2 as _dataframe_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PlanStep(_message.Message):
+    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns", "drop", "rename", "sort", "unique", "limit", "head", "tail", "slice", "group_by", "agg", "pivot", "melt", "join", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag", "lead", "diff", "pct_change", "asof_join", "fill_null", "fill_nan", "interpolate", "describe", "stats")
+    READ_PARQUET_FIELD_NUMBER: _ClassVar[int]
+    READ_CSV_FIELD_NUMBER: _ClassVar[int]
+    READ_IPC_FIELD_NUMBER: _ClassVar[int]
+    READ_JSON_FIELD_NUMBER: _ClassVar[int]
+    READ_REST_API_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    SELECT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    WITH_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    WITH_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
+    RENAME_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    AGG_FIELD_NUMBER: _ClassVar[int]
+    PIVOT_FIELD_NUMBER: _ClassVar[int]
+    MELT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FIELD_NUMBER: _ClassVar[int]
+    CROSS_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    AS_TIME_SERIES_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_FIELD_NUMBER: _ClassVar[int]
+    ROLLING_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    LEAD_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    PCT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    ASOF_JOIN_FIELD_NUMBER: _ClassVar[int]
+    FILL_NULL_FIELD_NUMBER: _ClassVar[int]
+    FILL_NAN_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIBE_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    read_parquet: _dataframe_pb2.ReadParquetRequest
+    read_csv: _dataframe_pb2.ReadCsvRequest
+    read_ipc: _dataframe_pb2.ReadIpcRequest
+    read_json: _dataframe_pb2.ReadJsonRequest
+    read_rest_api: _dataframe_pb2.RestApiRequest
+    upload: UploadedArtifact
+    select: _dataframe_pb2.SelectRequest
+    filter: _dataframe_pb2.FilterRequest
+    with_column: _dataframe_pb2.WithColumnRequest
+    with_columns: _dataframe_pb2.WithColumnsRequest
+    drop: _dataframe_pb2.DropRequest
+    rename: _dataframe_pb2.RenameRequest
+    sort: _dataframe_pb2.SortRequest
+    unique: _dataframe_pb2.UniqueRequest
+    limit: _dataframe_pb2.LimitRequest
+    head: _dataframe_pb2.HeadRequest
+    tail: _dataframe_pb2.TailRequest
+    slice: _dataframe_pb2.SliceRequest
+    group_by: _dataframe_pb2.GroupByRequest
+    agg: _dataframe_pb2.AggRequest
+    pivot: _dataframe_pb2.PivotRequest
+    melt: _dataframe_pb2.MeltRequest
+    join: _dataframe_pb2.JoinRequest
+    cross: _dataframe_pb2.CrossRequest
+    sql: _dataframe_pb2.SqlRequest
+    as_time_series: _dataframe_pb2.AsTimeSeriesRequest
+    resample: _dataframe_pb2.ResampleRequest
+    rolling_window: _dataframe_pb2.RollingWindowRequest
+    lag: _dataframe_pb2.ShiftRequest
+    lead: _dataframe_pb2.ShiftRequest
+    diff: _dataframe_pb2.DiffRequest
+    pct_change: _dataframe_pb2.PctChangeRequest
+    asof_join: _dataframe_pb2.AsofJoinRequest
+    fill_null: _dataframe_pb2.FillNullRequest
+    fill_nan: _dataframe_pb2.FillNanRequest
+    interpolate: _dataframe_pb2.InterpolateRequest
+    describe: _dataframe_pb2.DescribeRequest
+    stats: _dataframe_pb2.GetStatsRequest
+    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ...) -> None: ...
+
+class UploadedArtifact(_message.Message):
+    __slots__ = ("artifact", "name")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    artifact: str
+    name: str
+    def __init__(self, artifact: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class SourceFingerprint(_message.Message):
+    __slots__ = ("path", "size", "modified_unix_nanos")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    modified_unix_nanos: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., modified_unix_nanos: _Optional[int] = ...) -> None: ...
+
+class PlanNode(_message.Message):
+    __slots__ = ("step", "inputs", "source")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    step: PlanStep
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    source: SourceFingerprint
+    def __init__(self, step: _Optional[_Union[PlanStep, _Mapping]] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[_Union[SourceFingerprint, _Mapping]] = ...) -> None: ...
+
+class HandleRecord(_message.Message):
+    __slots__ = ("plan", "node", "tenant", "created_unix_ms", "last_access_unix_ms", "ttl_ms", "pinned", "dropped_unix_ms", "schema", "schema_hash", "rows", "bytes", "artifacts")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACCESS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_HASH_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    node: PlanNode
+    tenant: str
+    created_unix_ms: int
+    last_access_unix_ms: int
+    ttl_ms: int
+    pinned: bool
+    dropped_unix_ms: int
+    schema: _containers.RepeatedCompositeFieldContainer[_dataframe_pb2.Field]
+    schema_hash: str
+    rows: int
+    bytes: int
+    artifacts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, plan: _Optional[str] = ..., node: _Optional[_Union[PlanNode, _Mapping]] = ..., tenant: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., last_access_unix_ms: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., pinned: _Optional[bool] = ..., dropped_unix_ms: _Optional[int] = ..., schema: _Optional[_Iterable[_Union[_dataframe_pb2.Field, _Mapping]]] = ..., schema_hash: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., artifacts: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,49 @@
+"""The SDK against a coordinator and three worker processes: a session survives a
+worker's death without the user doing anything; limits arrive as their exception."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import polaroid as pr
+from polaroid.v1 import cluster_pb2, cluster_pb2_grpc
+
+
+def test_a_session_survives_a_killed_worker(cluster):
+    with pr.Connection(cluster.address) as conn:
+        local = pl.DataFrame({"k": [i % 7 for i in range(5000)], "v": list(range(5000))})
+        frame = pr.from_polars(local, connection=conn).persist()
+        steps = frame.filter(pr.col("v") > 100).with_columns(w=pr.col("v") * 2)
+        # The worker that owns the pipeline dies.
+        workers = cluster_pb2_grpc.ClusterServiceStub(conn._channel).ListWorkers(
+            cluster_pb2.ListWorkersRequest()
+        )
+        assert len(workers.workers) == 3
+        owner = conn.stub.GetSchema.with_call(
+            pr.v1.dataframe_pb2.GetSchemaRequest(handle=steps.handle)
+        )[1].initial_metadata()
+        serving = dict(owner)["x-polaroid-worker"]
+        address = next(w.address for w in workers.workers if w.worker_id == serving)
+        victim = next(w for w in cluster.workers if w.address == address)
+        victim.kill()
+        # The next calls of the session just work.
+        result = steps.group_by("k").agg(pr.col("w").sum().alias("total")).sort("k")
+        expected = (
+            local.filter(pl.col("v") > 100)
+            .with_columns(w=pl.col("v") * 2)
+            .group_by("k", maintain_order=True)
+            .agg(pl.col("w").sum().alias("total"))
+            .sort("k")
+        )
+        assert_frame_equal(result.collect(), expected)
+        assert steps.shape == (local.height - 101, 3)
+
+
+def test_limits_arrive_as_resource_exhausted(cluster):
+    with pr.Connection(cluster.address) as conn:
+        big = pr.from_polars(pl.DataFrame({"x": range(200_000)}), connection=conn)
+        with pytest.raises(pr.ResourceExhaustedError, match="rows"):
+            big.collect()
+        assert big.collect(limit=10).height == 10

@@ -1,0 +1,225 @@
+"""The SDK against a real `polaroid standalone`: every public method, results compared
+with the same operations in local Polars."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pathlib
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from polars.testing import assert_frame_equal
+
+import polaroid as pr
+
+
+@pytest.fixture(scope="module")
+def conn(standalone):
+    with pr.connect(standalone.address) as connection:
+        yield connection
+
+
+SALES = pl.DataFrame(
+    {
+        "id": list(range(12)),
+        "region": ["north", "south", "east", "west"] * 3,
+        "amount": [5.0, -1.0, 3.5, None, 8.0, 2.0, -4.0, 7.5, 1.0, 0.0, 6.0, 9.0],
+        "name": ["Ann", "bob", "Cid", "dee", "Eve", "fay", "Gus", "hal", "Ida", "jo", "Kim", "lu"],
+        "day": [dt.date(2024, 1, 1) + dt.timedelta(days=i * 9) for i in range(12)],
+    }
+)
+REGIONS = pl.DataFrame({"region": ["north", "south", "east"], "manager": ["M1", "M2", "M3"]})
+
+
+@pytest.fixture(scope="module")
+def sales(conn):
+    return pr.from_polars(SALES)
+
+
+def same(remote: pr.DataFrame, local: pl.DataFrame) -> None:
+    assert_frame_equal(remote.collect(), local, check_dtypes=True)
+
+
+def test_upload_and_metadata(sales):
+    same(sales, SALES)
+    assert sales.columns == SALES.columns
+    assert sales.shape == SALES.shape
+    assert sales.schema["amount"] == "Float64"
+    assert sales.width == 5 and sales.height == 12
+    assert "amount" in sales.explain()
+
+
+def test_transforms_match_polars(sales):
+    lf = SALES.lazy()
+    same(sales.filter(pr.col("amount") > 2), lf.filter(pl.col("amount") > 2).collect())
+    same(
+        sales.filter((pr.col("amount") > 0) & ~pr.col("region").is_in(["west"])),
+        lf.filter((pl.col("amount") > 0) & ~pl.col("region").is_in(["west"])).collect(),
+    )
+    same(
+        sales.with_columns((pr.col("amount") * 2 + 1).alias("double"), flag=pr.col("id") % 2 == 0),
+        lf.with_columns((pl.col("amount") * 2 + 1).alias("double"), flag=pl.col("id") % 2 == 0).collect(),
+    )
+    same(sales.select("id", pr.col("amount").abs()), lf.select("id", pl.col("amount").abs()).collect())
+    same(sales.drop("name", "day"), SALES.drop("name", "day"))
+    same(sales.rename({"amount": "value"}), SALES.rename({"amount": "value"}))
+    same(
+        sales.sort("amount", descending=True, nulls_last=True),
+        SALES.sort("amount", descending=True, nulls_last=True, maintain_order=True),
+    )
+    same(sales.unique("region", keep="first"), SALES.unique("region", keep="first", maintain_order=True))
+    same(sales.head(3), SALES.head(3))
+    same(sales.tail(2), SALES.tail(2))
+    same(sales.limit(4), SALES.limit(4))
+    same(sales.slice(2, 3), SALES.slice(2, 3))
+    same(sales.fill_null(0.0), SALES.fill_null(0.0))
+    same(sales.fill_null(strategy="forward"), SALES.fill_null(strategy="forward"))
+
+
+def test_group_by_join_pivot_unpivot_sql(sales):
+    lf = SALES.lazy()
+    same(
+        sales.group_by("region").agg(
+            pr.col("amount").sum().alias("total"),
+            pr.col("id").count().alias("rows"),
+            pr.col("amount").mean().alias("mean"),
+        ),
+        lf.group_by("region", maintain_order=True)
+        .agg(
+            pl.col("amount").sum().alias("total"),
+            pl.col("id").count().alias("rows"),
+            pl.col("amount").mean().alias("mean"),
+        )
+        .collect(),
+    )
+    regions = pr.from_polars(REGIONS)
+    for how in ("inner", "left", "semi", "anti"):
+        same(sales.join(regions, on="region", how=how), SALES.join(REGIONS, on="region", how=how, maintain_order="left"))
+    same(sales.join(regions, how="cross").select("id", "manager"), SALES.join(REGIONS, how="cross").select("id", "manager"))
+    small = SALES.head(4)
+    same(
+        pr.from_polars(small).pivot("region", index="id", values="amount"),
+        small.pivot("region", index="id", values="amount"),
+    )
+    same(
+        sales.select("id", "amount").unpivot(index="id"),
+        SALES.select("id", "amount").unpivot(index="id"),
+    )
+    same(
+        sales.sql("SELECT region, SUM(amount) AS total FROM self GROUP BY region ORDER BY region"),
+        SALES.sql("SELECT region, SUM(amount) AS total FROM self GROUP BY region ORDER BY region"),
+    )
+
+
+def test_expressions(sales):
+    lf = SALES.lazy()
+    same(
+        sales.select(
+            pr.when(pr.col("amount") > 5).then(pr.lit("big")).when(pr.col("amount") > 0).then(pr.lit("small")).otherwise(pr.lit("none")).alias("size"),
+            pr.col("name").str.to_uppercase().alias("upper"),
+            pr.col("name").str.contains("^[A-Z]").alias("capital"),
+            pr.col("name").str.len_chars().alias("len"),
+            pr.col("day").dt.month().alias("month"),
+            pr.col("id").cast(pl.Float32).alias("as_float"),
+            pr.col("amount").sum().over("region").alias("region_total"),
+            pr.col("id").is_between(2, 5).alias("between"),
+        ),
+        lf.select(
+            pl.when(pl.col("amount") > 5).then(pl.lit("big")).when(pl.col("amount") > 0).then(pl.lit("small")).otherwise(pl.lit("none")).alias("size"),
+            pl.col("name").str.to_uppercase().alias("upper"),
+            pl.col("name").str.contains("^[A-Z]").alias("capital"),
+            pl.col("name").str.len_chars().alias("len"),
+            pl.col("day").dt.month().alias("month"),
+            pl.col("id").cast(pl.Float32).alias("as_float"),
+            pl.col("amount").sum().over("region").alias("region_total"),
+            pl.col("id").is_between(2, 5).alias("between"),
+        ).collect(),
+    )
+    with pytest.raises(TypeError, match="truth value"):
+        bool(pr.col("a") > 1)
+
+
+def test_readers(conn, data_root: pathlib.Path):
+    SALES.write_parquet(data_root / "sales.parquet")
+    SALES.write_csv(data_root / "sales.csv")
+    SALES.write_ipc(data_root / "sales.arrow")
+    SALES.drop("day").write_ndjson(data_root / "sales.ndjson")
+    same(pr.read_parquet("sales.parquet"), SALES)
+    same(pr.read_parquet("sales.parquet", columns=["id", "amount"]), SALES.select("id", "amount"))
+    same(pr.read_ipc("sales.arrow"), SALES)
+    same(pr.read_csv("sales.csv", try_parse_dates=True), pl.read_csv(data_root / "sales.csv", try_parse_dates=True))
+    same(pr.read_json("sales.ndjson"), pl.read_ndjson(data_root / "sales.ndjson"))
+
+
+def test_results_and_lifecycle(conn, sales, data_root: pathlib.Path):
+    assert sales.to_arrow().num_rows == 12
+    assert sales.to_pandas()["id"].tolist() == list(range(12))
+    assert sales.collect(limit=3).height == 3
+    (data_root / "out").mkdir(exist_ok=True)
+    assert sales.write_parquet("out/sales.parquet") == 12
+    assert_frame_equal(pl.read_parquet(data_root / "out/sales.parquet"), SALES)
+    assert sales.write_csv("out/sales.csv") == 12
+    assert sales.persist() is sales
+    assert sales.pin() is sales and sales.unpin() is sales
+    assert conn.heartbeat()[sales.handle] is True
+    html = sales._repr_html_()
+    assert "shape (12, 5)" in html and "amount: Float64" in html
+    # Released handles are dropped on the server.
+    temporary = sales.head(1)
+    handle = temporary.handle
+    del temporary
+    assert conn.flush_released() >= 1
+    with pytest.raises(pr.NotFoundError):
+        pr.DataFrame(handle, conn).shape
+
+
+def test_large_uploads_stream_in_chunks(standalone):
+    frame = pl.DataFrame({"x": range(1_000_000), "y": [float(i) / 3 for i in range(1_000_000)]})
+    with pr.Connection(standalone.address, upload_chunk_bytes=1 << 20) as small_chunks:
+        remote = pr.from_polars(frame, connection=small_chunks)
+        assert_frame_equal(remote.collect(), frame)
+
+
+def test_from_dict_pandas_arrow(conn):
+    same(pr.from_dict({"a": [1, 2]}), pl.DataFrame({"a": [1, 2]}))
+    import pandas as pd
+
+    same(pr.from_pandas(pd.DataFrame({"a": [1.5, 2.5]})), pl.DataFrame({"a": [1.5, 2.5]}))
+    same(pr.from_arrow(pa.table({"s": ["x", None]})), pl.DataFrame({"s": ["x", None]}))
+
+
+def test_server_errors_become_exceptions(conn, sales):
+    with pytest.raises(pr.InvalidArgumentError, match="no_such_column"):
+        sales.filter(pr.col("no_such_column") > 1)
+    with pytest.raises(pr.InvalidArgumentError, match="malformed handle"):
+        pr.DataFrame("not-a-handle", conn).shape
+    with pytest.raises(pr.NotFoundError):
+        pr.read_parquet("missing.parquet")
+    with pytest.raises(pr.PermissionDeniedError, match="outside|not allowed"):
+        pr.read_parquet("../../etc/passwd")
+    with pytest.raises(pr.InvalidArgumentError, match="unknown join type"):
+        sales.join(sales, on="id", how="sideways")  # type: ignore[arg-type]
+    # Each class is also the matching Python built-in.
+    assert issubclass(pr.NotFoundError, LookupError)
+    assert issubclass(pr.PermissionDeniedError, PermissionError)
+
+
+def test_batch_jobs(conn, sales, data_root: pathlib.Path):
+    (data_root / "jobs").mkdir(exist_ok=True)
+    revenue = sales.filter(pr.col("amount") > 0).group_by("region").agg(pr.col("amount").sum().alias("revenue"))
+    expected = SALES.filter(pl.col("amount") > 0).group_by("region", maintain_order=True).agg(pl.col("amount").sum().alias("revenue"))
+    job = pr.jobs.submit(revenue, sink="jobs/revenue.parquet", keep_handle=True, priority="high")
+    record = job.wait(progress=False)
+    assert record.result.rows == expected.height
+    assert_frame_equal(pl.read_parquet(data_root / "jobs/revenue.parquet"), expected)
+    kept = job.result()
+    assert isinstance(kept, pr.DataFrame)
+    assert_frame_equal(kept.collect(), expected)
+    assert job.state == "succeeded"
+    assert any(j.id == job.id for j in pr.jobs.list_jobs("succeeded"))
+    with pytest.raises(pr.PermissionDeniedError):
+        pr.jobs.submit(revenue, sink="/etc/revenue.parquet")
+    with pytest.raises(pr.InvalidArgumentError, match="sink"):
+        pr.jobs.submit(revenue)
