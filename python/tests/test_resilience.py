@@ -41,6 +41,35 @@ def test_a_session_survives_a_killed_worker(cluster):
         assert steps.shape == (local.height - 101, 3)
 
 
+def serving_worker(conn: pr.Connection, cluster, handle: str):
+    """The worker process that serves `handle`."""
+    _, call = conn.stub.GetSchema.with_call(pr.v1.dataframe_pb2.GetSchemaRequest(handle=handle))
+    serving = dict(call.initial_metadata())["x-polaroid-worker"]
+    workers = cluster_pb2_grpc.ClusterServiceStub(conn._channel).ListWorkers(
+        cluster_pb2.ListWorkersRequest()
+    )
+    address = next(w.address for w in workers.workers if w.worker_id == serving)
+    return next(w for w in cluster.workers if w.address == address)
+
+
+def test_a_collect_cut_midway_restarts_without_duplicates(cluster):
+    with pr.Connection(cluster.address) as conn:
+        # About 9 MB: several messages of at most 4 MiB.
+        local = pl.DataFrame({"i": range(90_000), "text": ["x" * 100] * 90_000})
+        frame = pr.from_polars(local, connection=conn).persist()
+        victim = serving_worker(conn, cluster, frame.handle)
+        batches = []
+
+        def kill_after_the_first_batch(rows: int) -> None:
+            batches.append(rows)
+            if len(batches) == 1:
+                victim.kill()
+
+        table = conn.collect(frame.handle, progress=kill_after_the_first_batch)
+        assert victim.process.poll() is not None, "the worker died during the collect"
+        assert_frame_equal(pl.from_arrow(table), local)
+
+
 def test_limits_arrive_as_resource_exhausted(cluster):
     with pr.Connection(cluster.address) as conn:
         big = pr.from_polars(pl.DataFrame({"x": range(200_000)}), connection=conn)

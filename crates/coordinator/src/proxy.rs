@@ -347,7 +347,21 @@ async fn forward(
                 if attempt > 0 {
                     metrics::counter!("polaroid_coordinator_failovers_total").increment(1);
                 }
-                let rest = messages.map(|m| m);
+                // A worker lost mid-stream is UNAVAILABLE to the client (which may run the
+                // call again), not the transport's UNKNOWN; it is suspect until it reports.
+                let (cluster, worker) = (cluster.clone(), target.worker_id.clone());
+                let rest = messages.map(move |message| {
+                    message.map_err(|status| {
+                        if !is_transport_failure(&status) {
+                            return status;
+                        }
+                        cluster.suspect(&worker);
+                        Status::unavailable(format!(
+                            "worker {worker} went away during the response: {}",
+                            status.message()
+                        ))
+                    })
+                });
                 let stream: MessageStream =
                     Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
                 return Ok(Response::from_parts(headers, stream, extensions));
