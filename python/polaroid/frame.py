@@ -368,6 +368,33 @@ class DataFrame:
             pb.PctChangeRequest(handle=self.handle, columns=list(columns), n=n, suffix=suffix),
         )
 
+    def rolling(
+        self, columns: str | Sequence[str], *, function: str = "mean", window_size: int | None = None,
+        period: str | None = None, time_column: str | None = None, min_periods: int | None = None,
+        center: bool = False, suffix: str | None = None,
+    ) -> DataFrame:
+        """Rolling `function` (sum, mean, min, max, std, var, median) over `window_size`
+        rows, or over a `period` ("2d") of `time_column`; new columns `<column><suffix>`,
+        else in place. As in Polars, a row window needs `window_size` values unless
+        `min_periods` says fewer."""
+        if min_periods is None and window_size is not None:
+            min_periods = window_size
+        functions = {
+            "sum": expr_pb2.ROLLING_FUNCTION_SUM, "mean": expr_pb2.ROLLING_FUNCTION_MEAN,
+            "min": expr_pb2.ROLLING_FUNCTION_MIN, "max": expr_pb2.ROLLING_FUNCTION_MAX,
+            "std": expr_pb2.ROLLING_FUNCTION_STD, "var": expr_pb2.ROLLING_FUNCTION_VAR,
+            "median": expr_pb2.ROLLING_FUNCTION_MEDIAN,
+        }
+        return self._derive(
+            "RollingWindow",
+            pb.RollingWindowRequest(
+                handle=self.handle, columns=_names([columns]),
+                function=_pick(functions, function, "rolling function"),
+                window_size=window_size, period=period, time_column=time_column,
+                min_periods=min_periods, center=center, suffix=suffix,
+            ),
+        )
+
     def as_time_series(self, time_column: str, *, by: Sequence[str] = ()) -> DataFrame:
         return self._derive(
             "AsTimeSeries",

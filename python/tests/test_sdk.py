@@ -113,6 +113,33 @@ def test_group_by_join_pivot_unpivot_sql(sales):
     )
 
 
+def test_time_series_calls(sales):
+    ordered = SALES.sort("day")
+    same(sales.as_time_series("day"), ordered)
+    same(sales.shift(1, columns=["id"]), SALES.with_columns(pl.col("id").shift(1)))
+    same(sales.shift(-2, columns=["id"], suffix="_next"), SALES.with_columns(pl.col("id").shift(-2).alias("id_next")))
+    same(sales.diff(columns=["id"]), SALES.with_columns(pl.col("id").diff(1)))
+    same(sales.pct_change(columns=["amount"], suffix="_pct"), SALES.with_columns(pl.col("amount").pct_change(1).alias("amount_pct")))
+    same(sales.interpolate(["amount"]), SALES.with_columns(pl.col("amount").interpolate()))
+    same(
+        sales.rolling("id", function="sum", window_size=3, suffix="_sum3"),
+        SALES.with_columns(pl.col("id").rolling_sum(3).alias("id_sum3")),
+    )
+    same(
+        sales.as_time_series("day").resample("day", "1mo", pr.col("amount").sum().alias("total")),
+        ordered.group_by_dynamic("day", every="1mo").agg(pl.col("amount").sum().alias("total")),
+    )
+    prices = pl.DataFrame({"day": [dt.date(2024, 1, 1), dt.date(2024, 2, 1), dt.date(2024, 3, 1)], "price": [1.0, 2.0, 3.0]})
+    same(
+        sales.as_time_series("day").join_asof(pr.from_polars(prices), on="day").select("id", "price"),
+        ordered.join_asof(prices, on="day").select("id", "price"),
+    )
+    nans = pl.DataFrame({"x": [1.0, float("nan"), 3.0]})
+    same(pr.from_polars(nans).fill_nan(0.0), nans.fill_nan(0.0))
+    described = sales.describe().collect()
+    assert described.columns[0] == "statistic" and "amount" in described.columns
+
+
 def test_expressions(sales):
     lf = SALES.lazy()
     same(
