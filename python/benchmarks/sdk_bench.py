@@ -1,0 +1,179 @@
+"""The SDK benchmark (docs/benchmarks.md, "Python SDK"):
+
+1. SDK overhead per call over the raw gRPC stub (Head on a small frame, interleaved);
+2. collect() of a ~1 GiB result into a polars.DataFrame, against reading the same data
+   from a local Arrow IPC file;
+3. the same 10-million-row pipeline through the SDK on `polaroid standalone`, in Polars
+   in-process, and in Dask distributed with two local workers.
+
+Run from the repository root against a release build:
+
+    cargo build --release -p polaroid
+    python python/benchmarks/sdk_bench.py --binary $CARGO_TARGET_DIR/release/polaroid
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import polars as pl
+
+import polaroid as pr
+from polaroid.v1 import dataframe_pb2 as pb
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def start_standalone(binary: str, data_root: pathlib.Path, state: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [binary, "standalone", "--bind", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
+         "--data-root", str(data_root), "--state-dir", state, "--cache-bytes", str(6 << 30)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert process.stdout is not None
+    address = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+    http = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+    process.address = address  # type: ignore[attr-defined]
+    # Ready once its workers have registered.
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{http}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("polaroid standalone did not become ready")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[round((len(ordered) - 1) * p)]
+
+
+def overhead(conn: pr.Connection, iterations: int) -> None:
+    frame = pr.from_dict({"a": [1, 2, 3]}, connection=conn)
+    request = pb.HeadRequest(handle=frame.handle, n=1)
+    sdk, raw = [], []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        frame.head(1)
+        sdk.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        conn.stub.Head(request)
+        raw.append(time.perf_counter() - start)
+    us = lambda s: s * 1e6  # noqa: E731
+    print(f"| Head through the SDK, p50 / p99 | {us(percentile(sdk, .5)):.0f} µs / {us(percentile(sdk, .99)):.0f} µs |")
+    print(f"| the same on the raw stub, p50 / p99 | {us(percentile(raw, .5)):.0f} µs / {us(percentile(raw, .99)):.0f} µs |")
+    print(f"| SDK overhead per call, p50 difference | {us(percentile(sdk, .5) - percentile(raw, .5)):.0f} µs |")
+
+
+def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repetitions: int) -> None:
+    rows = mib * (1 << 20) // 16
+    path = data_root / f"sdk-{mib}mib.arrow"
+    if not path.exists():
+        pl.DataFrame({"id": range(rows), "x": pl.int_range(0, rows, eager=True) * 7}).write_ipc(path)
+    frame = pr.read_ipc(path.name, connection=conn)
+    frame.collect()  # computed and cached on its worker: the collect measures transfer
+    remote, local = [], []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        df = frame.collect()
+        remote.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        copy = pl.read_ipc(path, memory_map=False)
+        local.append(time.perf_counter() - start)
+        assert df.height == copy.height == rows
+    size = df.estimated_size() / 1e6
+    r, l = statistics.median(remote), statistics.median(local)
+    print(f"| collect() of {size / 1000:.2f} GB into polars, median of {repetitions} | {r:.2f} s ({size / r:.0f} MB/s) |")
+    print(f"| pl.read_ipc of the same data from a local file | {l:.2f} s ({size / l:.0f} MB/s) |")
+    print(f"| ratio, collect / local read (throughput) | {l / r:.2f} |")
+
+
+def pipeline_polars(lf: pl.LazyFrame) -> pl.DataFrame:
+    return (
+        lf.filter(pl.col("qty") > 10)
+        .group_by("key", "category")
+        .agg(pl.col("value").sum().alias("total"), pl.col("qty").mean().alias("mean_qty"))
+        .sort("key", "category")
+        .collect()
+    )
+
+
+def pipeline_sdk(frame: pr.DataFrame, threshold: float) -> pl.DataFrame:
+    return (
+        frame.filter(pr.col("qty") > threshold)
+        .group_by("key", "category")
+        .agg(pr.col("value").sum().alias("total"), pr.col("qty").mean().alias("mean_qty"))
+        .sort("key", "category")
+        .collect()
+    )
+
+
+def peers(conn: pr.Connection, path: pathlib.Path, repetitions: int) -> None:
+    times: dict[str, list[float]] = {"Polaroid standalone (SDK)": [], "Polars in-process": [], "Dask distributed, 2 workers": []}
+    from dask.distributed import Client, LocalCluster
+    import dask.dataframe as dd
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster):
+        for repetition in range(repetitions):
+            start = time.perf_counter()
+            # A fresh source handle each time, and a threshold that selects the same
+            # rows: no run reuses another's cached result.
+            frame = pr.read_parquet(str(path), connection=conn)
+            ours = pipeline_sdk(frame, 10 + repetition * 1e-6)
+            times["Polaroid standalone (SDK)"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            theirs = pipeline_polars(pl.scan_parquet(path))
+            times["Polars in-process"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ddf = dd.read_parquet(str(path), columns=["key", "category", "value", "qty"])
+            result = (
+                ddf[ddf.qty > 10].groupby(["key", "category"])
+                .agg(total=("value", "sum"), mean_qty=("qty", "mean"))
+                .compute()
+                .sort_index()
+            )
+            times["Dask distributed, 2 workers"].append(time.perf_counter() - start)
+            assert ours.height == theirs.height == len(result)
+    for name, values in times.items():
+        print(f"| {name}: 10M-row filter, group_by + 2 aggregates, sort, median of {repetitions} | {statistics.median(values):.2f} s |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--data-dir", default=str(ROOT / "bench-data"))
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--collect-mib", type=int, default=1024)
+    parser.add_argument("--repetitions", type=int, default=5)
+    args = parser.parse_args()
+    data_root = pathlib.Path(args.data_dir).resolve()
+    source = data_root / "core-10000000.parquet"
+    if not source.exists():
+        print(f"{source} missing: run `polaroid-bench core` once to generate it", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="sdk-bench-state-") as state:
+        server = start_standalone(args.binary, data_root, state)
+        try:
+            with pr.connect(server.address) as conn:  # type: ignore[attr-defined]
+                overhead(conn, args.iterations)
+                collect_ratio(conn, data_root, args.collect_mib, args.repetitions)
+                peers(conn, source, args.repetitions)
+        finally:
+            server.terminate()
+            server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
