@@ -84,7 +84,8 @@ class Connection:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.upload_chunk_bytes = upload_chunk_bytes
-        self._live: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        # Python objects alive per handle: a handle is released when its last one goes.
+        self._owners: dict[str, int] = {}
         self._released: list[str] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -180,11 +181,16 @@ class Connection:
     def track(self, handle: str, owner: Any) -> None:
         """Keeps `handle` alive while `owner` lives; releases it after."""
         with self._lock:
-            self._live[handle] = owner
+            self._owners[handle] = self._owners.get(handle, 0) + 1
         weakref.finalize(owner, self._release, handle)
 
     def _release(self, handle: str) -> None:
         with self._lock:
+            left = self._owners.get(handle, 1) - 1
+            if left > 0:
+                self._owners[handle] = left
+                return
+            self._owners.pop(handle, None)
             self._released.append(handle)
             full = len(self._released) >= 64
         if full:
@@ -206,7 +212,7 @@ class Connection:
     def heartbeat(self) -> dict[str, bool]:
         """Extends the TTL of every live handle of this connection; returns which are alive."""
         with self._lock:
-            handles = list(self._live.keys())
+            handles = list(self._owners)
         alive: dict[str, bool] = {}
         # Any worker can extend any handle (the records are shared): a few large calls.
         for start in range(0, len(handles), 512):

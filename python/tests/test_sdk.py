@@ -193,7 +193,11 @@ def test_results_and_lifecycle(conn, sales, data_root: pathlib.Path):
     assert conn.heartbeat()[sales.handle] is True
     html = sales._repr_html_()
     assert "shape (12, 5)" in html and "amount: Float64" in html
-    # Released handles are dropped on the server.
+    # A handle is released when its last Python object goes, then dropped on the server.
+    twin = pr.DataFrame(sales.handle, conn)
+    del twin
+    conn.flush_released()
+    assert sales.shape == (12, 5)
     temporary = sales.head(1)
     handle = temporary.handle
     del temporary
