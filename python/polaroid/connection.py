@@ -217,12 +217,14 @@ class Connection:
         # Any worker can extend any handle (the records are shared): a few large calls.
         for start in range(0, len(handles), 512):
             batch = handles[start : start + 512]
-            try:
-                reply = self.retrying(
-                    lambda batch=batch: self.stub.Heartbeat(
-                        pb.HeartbeatRequest(handles=batch), timeout=30, metadata=self._metadata
-                    )
+
+            def beat(batch: list[str] = batch) -> Any:
+                return self.stub.Heartbeat(
+                    pb.HeartbeatRequest(handles=batch), timeout=30, metadata=self._metadata
                 )
+
+            try:
+                reply = self.retrying(beat)
                 alive.update(reply.alive)
             except errors.PolaroidError:
                 alive.update(dict.fromkeys(batch, False))

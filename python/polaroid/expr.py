@@ -72,7 +72,7 @@ def into_expr(value: IntoExpr, *, str_as_column: bool = False) -> Expr:
     return lit(value)
 
 
-def _binary(left: IntoExpr, op: int, right: IntoExpr) -> Expr:
+def _binary(left: IntoExpr, op: Any, right: IntoExpr) -> Expr:
     return Expr(
         _pb.Expression(
             binary=_pb.BinaryExpr(left=into_expr(left).pb, op=op, right=into_expr(right).pb)
@@ -159,7 +159,7 @@ class Expr:
     def __ror__(self, other: IntoExpr) -> Expr:
         return _binary(other, _pb.BINARY_OPERATOR_OR, self)
 
-    def _unary(self, op: int) -> Expr:
+    def _unary(self, op: Any) -> Expr:
         return Expr(_pb.Expression(unary=_pb.UnaryExpr(op=op, expr=self.pb)))
 
     def __invert__(self) -> Expr:
@@ -219,7 +219,7 @@ class Expr:
     def clip(self, lower: IntoExpr, upper: IntoExpr) -> Expr:
         return _function("clip", self, lower, upper)
 
-    def _agg(self, function: int, quantile: float | None = None) -> Expr:
+    def _agg(self, function: Any, quantile: float | None = None) -> Expr:
         return Expr(
             _pb.Expression(
                 aggregation=_pb.AggregationExpr(function=function, expr=self.pb, quantile=quantile)

@@ -59,7 +59,7 @@ _AGG = {
 }
 
 
-def _pick(table: Mapping[str, int], name: str, what: str) -> int:
+def _pick(table: Mapping[str, Any], name: str, what: str) -> Any:
     try:
         return table[name]
     except KeyError:
@@ -289,7 +289,7 @@ class DataFrame:
         aggregate_function: str | None = None,
         sort_columns: bool = False,
     ) -> DataFrame:
-        aggregate = 0 if aggregate_function is None else _pick(_AGG, aggregate_function, "aggregate")
+        aggregate: Any = 0 if aggregate_function is None else _pick(_AGG, aggregate_function, "aggregate")
         return self._derive(
             "Pivot",
             pb.PivotRequest(

@@ -3,7 +3,7 @@ to wait on (with a progress bar), cancel, or take the result of."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from polaroid import errors
 from polaroid.connection import Connection, default_connection
@@ -170,7 +170,7 @@ def list_jobs(state: str | None = None, *, limit: int = 100,
               connection: Connection | None = None) -> list[Job]:
     """Jobs, newest first, optionally only in `state`."""
     conn = connection or default_connection()
-    code = 0
+    code: Any = 0
     if state is not None:
         code = pb.JobState.Value(f"JOB_STATE_{state.upper()}")
     reply = conn.call_jobs("ListJobs", pb.ListJobsRequest(state=code, page_size=limit))
