@@ -89,6 +89,9 @@ class Connection:
         self._released: list[str] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._channel_closed = False
+        # Frames batch jobs read, kept (so not dropped) until those jobs end.
+        self._job_inputs: dict[str, Any] = {}
         self._heartbeat_interval = heartbeat_interval
         self._keeper = threading.Thread(
             target=self._keep_alive, name="polaroid-heartbeat", daemon=True
@@ -116,11 +119,14 @@ class Connection:
         """Runs `attempt`, retrying retryable failures; raises the mapped error."""
         delay = self.backoff
         tries = self.retries + 1 if idempotent else 1
+        # Retries stay within one call's timeout overall.
+        give_up = None if self.timeout is None else time.monotonic() + self.timeout
         for remaining in range(tries - 1, -1, -1):
             try:
                 return attempt()
             except grpc.RpcError as error:
-                if remaining == 0 or error.code() not in RETRYABLE:
+                out_of_time = give_up is not None and time.monotonic() + delay > give_up
+                if remaining == 0 or out_of_time or error.code() not in RETRYABLE:
                     raise errors.from_rpc_error(error) from None
                 # Full jitter: calls that failed together do not retry together.
                 time.sleep(random.uniform(0, delay))
@@ -136,17 +142,23 @@ class Connection:
         def attempt() -> pa.Table:
             batches: list[pa.RecordBatch] = []
             schema = None
-            for message in self.stub.Collect(
-                pb.CollectRequest(handle=handle, limit=limit),
-                timeout=self.timeout,
-                metadata=self._metadata,
-            ):
-                reader = pa.ipc.open_stream(message.arrow_ipc)
-                schema = reader.schema
-                for batch in reader:
-                    batches.append(batch)
-                    if progress is not None:
-                        progress(batch.num_rows)
+            try:
+                for message in self.stub.Collect(
+                    pb.CollectRequest(handle=handle, limit=limit),
+                    timeout=self.timeout,
+                    metadata=self._metadata,
+                ):
+                    reader = pa.ipc.open_stream(message.arrow_ipc)
+                    schema = reader.schema
+                    for batch in reader:
+                        batches.append(batch)
+                        if progress is not None:
+                            progress(batch.num_rows)
+            except grpc.RpcError:
+                # What arrived is discarded; so is its progress.
+                if progress is not None:
+                    progress(-sum(b.num_rows for b in batches))
+                raise
             if schema is None:
                 raise errors.InternalError("the server sent no data for the result")
             return pa.Table.from_batches(batches, schema=schema)
@@ -182,9 +194,14 @@ class Connection:
         """Keeps `handle` alive while `owner` lives; releases it after."""
         with self._lock:
             self._owners[handle] = self._owners.get(handle, 0) + 1
+            # Made again before its drop was sent: keep it.
+            if handle in self._released:
+                self._released.remove(handle)
         weakref.finalize(owner, self._release, handle)
 
     def _release(self, handle: str) -> None:
+        if self._closed.is_set():
+            return
         with self._lock:
             left = self._owners.get(handle, 1) - 1
             if left > 0:
@@ -199,13 +216,16 @@ class Connection:
     def flush_released(self) -> int:
         """Drops every released handle on the server now; returns how many."""
         with self._lock:
-            released, self._released = self._released, []
+            released = [h for h in self._released if h not in self._owners]
+            self._released = []
         for handle in released:
+            if self._closed.is_set() and self._channel_closed:
+                break
             try:
                 self.stub.DropHandle(
                     pb.DropHandleRequest(handle=handle), timeout=10, metadata=self._metadata
                 )
-            except grpc.RpcError:
+            except (grpc.RpcError, ValueError):
                 pass  # Best effort: an undropped handle expires with its TTL.
         return len(released)
 
@@ -230,9 +250,36 @@ class Connection:
                 alive.update(dict.fromkeys(batch, False))
         return alive
 
+    def keep_for_job(self, job_id: str, frame: Any) -> None:
+        """Keeps `frame` (a job's input) alive until the job ends."""
+        with self._lock:
+            self._job_inputs[job_id] = frame
+
+    def release_finished_job_inputs(self) -> None:
+        from polaroid.v1 import jobs_pb2
+
+        with self._lock:
+            waiting = list(self._job_inputs)
+        for job_id in waiting:
+            try:
+                job = self.jobs_stub.GetJob(
+                    jobs_pb2.GetJobRequest(job_id=job_id), timeout=10, metadata=self._metadata
+                )
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    continue
+            else:
+                if job.state not in (
+                    jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED
+                ):
+                    continue
+            with self._lock:
+                self._job_inputs.pop(job_id, None)
+
     def _keep_alive(self) -> None:
         while not self._closed.wait(self._heartbeat_interval):
             try:
+                self.release_finished_job_inputs()
                 self.flush_released()
                 self.heartbeat()
             except Exception:  # noqa: BLE001 - the keeper must never die
@@ -246,6 +293,7 @@ class Connection:
             return
         self._closed.set()
         self.flush_released()
+        self._channel_closed = True
         self._channel.close()
         global _DEFAULT
         with _DEFAULT_LOCK:
@@ -272,10 +320,40 @@ class Connection:
 
         return frame.read_csv(path, connection=self, **kwargs)
 
+    def read_ipc(self, path: str, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.read_ipc(path, connection=self, **kwargs)
+
+    def read_json(self, path: str, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.read_json(path, connection=self, **kwargs)
+
+    def read_rest_api(self, url: str, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.read_rest_api(url, connection=self, **kwargs)
+
     def from_polars(self, df: Any, **kwargs: Any) -> Any:
         from polaroid import frame
 
         return frame.from_polars(df, connection=self, **kwargs)
+
+    def from_arrow(self, table: Any, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.from_arrow(table, connection=self, **kwargs)
+
+    def from_pandas(self, df: Any, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.from_pandas(df, connection=self, **kwargs)
+
+    def from_dict(self, data: Any, **kwargs: Any) -> Any:
+        from polaroid import frame
+
+        return frame.from_dict(data, connection=self, **kwargs)
 
 
 def connect(target: str = "127.0.0.1:50051", **kwargs: Any) -> Connection:

@@ -361,7 +361,8 @@ class When:
         self._condition = condition
 
     def then(self, value: IntoExpr) -> Then:
-        branch = _pb.WhenThen(when=self._condition.pb, then=into_expr(value).pb)
+        # As in Polars, a string is a column name; use `lit("…")` for text.
+        branch = _pb.WhenThen(when=self._condition.pb, then=into_expr(value, str_as_column=True).pb)
         return Then([*self._branches, branch])
 
 
@@ -375,19 +376,21 @@ class Then(Expr):
         self._branches = branches
 
     def when(self, condition: IntoExpr) -> When:
-        return When(self._branches, into_expr(condition))
+        return When(self._branches, into_expr(condition, str_as_column=True))
 
     def otherwise(self, value: IntoExpr) -> Expr:
         return Expr(
             _pb.Expression(
-                case_expr=_pb.CaseExpr(branches=self._branches, otherwise=into_expr(value).pb)
+                case_expr=_pb.CaseExpr(
+                    branches=self._branches, otherwise=into_expr(value, str_as_column=True).pb
+                )
             )
         )
 
 
 def when(condition: IntoExpr) -> When:
-    """`when(col("a") > 1).then("big").otherwise("small")`."""
-    return When([], into_expr(condition))
+    """`when(col("a") > 1).then(lit("big")).otherwise(lit("small"))` (strings are columns)."""
+    return When([], into_expr(condition, str_as_column=True))
 
 
 def coalesce(*exprs: IntoExpr) -> Expr:
@@ -409,6 +412,9 @@ def _dtype_name(dtype: Any) -> str:
         return dtype
     # Polars types print as their names (`Int64`, `String`, `Datetime(time_unit='us', …)`).
     name = getattr(dtype, "__name__", None) or type(dtype).__name__
+    inner = getattr(dtype, "inner", None)
+    if name == "List" and inner is not None:
+        return f"List[{_dtype_name(inner)}]"
     unit = getattr(dtype, "time_unit", None)
     if unit and name in ("Datetime", "Duration"):
         zone = getattr(dtype, "time_zone", None)

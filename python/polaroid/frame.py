@@ -3,6 +3,7 @@ method returns a new frame (a new handle); nothing is computed until rows are ne
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -68,6 +69,22 @@ def _pick(table: Mapping[str, Any], name: str, what: str) -> Any:
         ) from None
 
 
+def _nonzero(n: int) -> None:
+    if n == 0:
+        # The wire reads 0 as "the default, 1".
+        raise errors.InvalidArgumentError("n must not be 0")
+
+
+def _duration(value: Any) -> str | None:
+    """A Polars duration string: as given, or from a timedelta (or a number, as is)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dt.timedelta):
+        micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+        return f"{micros}us"
+    return str(value)
+
+
 def _names(columns: Sequence[Any]) -> list[str]:
     return [str(c) for c in _flatten(columns)]
 
@@ -84,7 +101,7 @@ class DataFrame:
     def __init__(self, handle: str, connection: Connection) -> None:
         self.handle = handle
         self._connection = connection
-        self._schema: dict[str, str] | None = None
+        self._schema: polars.Schema | None = None
         connection.track(handle, self)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -101,16 +118,16 @@ class DataFrame:
     # -- metadata ---------------------------------------------------------------------
 
     @property
-    def schema(self) -> dict[str, str]:
-        """Column names and type names (as in docs/expressions.md), in order."""
+    def schema(self) -> polars.Schema:
+        """Column names and Polars data types, in order (from an empty result: nothing is
+        computed)."""
         if self._schema is None:
-            reply = self._connection.call("GetSchema", pb.GetSchemaRequest(handle=self.handle))
-            self._schema = {c.name: c.data_type for c in reply.columns}
-        return dict(self._schema)
+            self._schema = self.collect(limit=0).schema
+        return self._schema
 
     @property
     def columns(self) -> list[str]:
-        return list(self.schema)
+        return list(self.schema.names())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -144,14 +161,14 @@ class DataFrame:
         """Keeps rows where every predicate holds."""
         if not predicates:
             raise errors.InvalidArgumentError("filter needs a predicate")
-        combined = into_expr(predicates[0])
+        combined = into_expr(predicates[0], str_as_column=True)
         for predicate in predicates[1:]:
-            combined = combined & into_expr(predicate)
+            combined = combined & into_expr(predicate, str_as_column=True)
         return self._derive("Filter", pb.FilterRequest(handle=self.handle, predicate=combined.pb))
 
     def with_columns(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: IntoExpr) -> DataFrame:
         items = [into_expr(e, str_as_column=True) for e in _flatten(exprs)]
-        items += [into_expr(v).alias(k) for k, v in named.items()]
+        items += [into_expr(v, str_as_column=True).alias(k) for k, v in named.items()]
         return self._derive(
             "WithColumns", pb.WithColumnsRequest(handle=self.handle, exprs=[e.pb for e in items])
         )
@@ -257,7 +274,7 @@ class DataFrame:
         right_on: str | None = None,
         by: str | Sequence[str] | None = None,
         strategy: Literal["backward", "forward", "nearest"] = "backward",
-        tolerance: str | None = None,
+        tolerance: str | dt.timedelta | int | float | None = None,
         suffix: str = "_right",
     ) -> DataFrame:
         strategies = {
@@ -275,7 +292,7 @@ class DataFrame:
                 right_on=right_on,
                 by=_names([by]) if by is not None else [],
                 strategy=_pick(strategies, strategy, "strategy"),
-                tolerance=tolerance,
+                tolerance=_duration(tolerance),
                 suffix=suffix,
             ),
         )
@@ -351,18 +368,22 @@ class DataFrame:
 
     def shift(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
         """Lag (`n > 0`) or lead (`n < 0`) columns by `n` rows."""
-        method, amount = ("Lag", n) if n >= 0 else ("Lead", -n)
+        if n == 0:
+            return self.clone()
+        method, amount = ("Lag", n) if n > 0 else ("Lead", -n)
         return self._derive(
             method,
             pb.ShiftRequest(handle=self.handle, columns=list(columns), n=amount, suffix=suffix),
         )
 
     def diff(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
+        _nonzero(n)
         return self._derive(
             "Diff", pb.DiffRequest(handle=self.handle, columns=list(columns), n=n, suffix=suffix)
         )
 
     def pct_change(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
+        _nonzero(n)
         return self._derive(
             "PctChange",
             pb.PctChangeRequest(handle=self.handle, columns=list(columns), n=n, suffix=suffix),
@@ -441,7 +462,8 @@ class DataFrame:
         """The rows as a `polars.DataFrame`."""
         import polars
 
-        result = polars.from_arrow(self.to_arrow(limit=limit, progress=progress))
+        # No rechunk: the batches are used as they arrived, without another copy.
+        result = polars.from_arrow(self.to_arrow(limit=limit, progress=progress), rechunk=False)
         assert isinstance(result, polars.DataFrame)
         return result
 
@@ -493,16 +515,18 @@ class DataFrame:
     # -- notebooks ----------------------------------------------------------------------
 
     def _repr_html_(self) -> str:
-        """Shape, schema and the first rows (5 of them, fetched when shown)."""
+        """Shape, schema and the first rows: 5 rows fetched when shown, and the row
+        count only where the server knows it without computing the whole result."""
         try:
-            rows, columns = self.shape
             head = self.collect(limit=5)
+            info = self._connection.call("GetHandleInfo", pb.HandleInfoRequest(handle=self.handle))
         except errors.PolaroidError as error:
             return f"<pre>polaroid.DataFrame {html.escape(self.handle)}: {html.escape(str(error))}</pre>"
+        rows = str(info.rows) if info.HasField("rows") else "?"
         table = head._repr_html_() if hasattr(head, "_repr_html_") else html.escape(str(head))
-        schema = ", ".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in self.schema.items())
+        schema = ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in head.schema.items())
         return (
-            f"<div><small>polaroid.DataFrame, shape ({rows}, {columns}); {schema}</small>"
+            f"<div><small>polaroid.DataFrame, shape ({rows}, {head.width}); {schema}</small>"
             f"{table}</div>"
         )
 
@@ -512,12 +536,16 @@ class GroupBy:
 
     def __init__(self, frame: DataFrame, by: list[Any]) -> None:
         self._frame = frame
-        self._names = [k for k in by if isinstance(k, str)]
-        self._exprs = [k.pb for k in by if isinstance(k, Expr)]
+        # Names alone go as names; with any expression, all go as expressions, in order.
+        if all(isinstance(k, str) for k in by):
+            self._names, self._exprs = [str(k) for k in by], []
+        else:
+            self._names = []
+            self._exprs = [into_expr(k, str_as_column=True).pb for k in by]
 
     def agg(self, *aggs: IntoExpr | Sequence[IntoExpr], **named: IntoExpr) -> DataFrame:
         items = [into_expr(a, str_as_column=True) for a in _flatten(aggs)]
-        items += [into_expr(v).alias(k) for k, v in named.items()]
+        items += [into_expr(v, str_as_column=True).alias(k) for k, v in named.items()]
         return self._frame._derive(
             "GroupBy",
             pb.GroupByRequest(

@@ -3,6 +3,8 @@ to wait on (with a progress bar), cancel, or take the result of."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 from polaroid import errors
@@ -67,25 +69,33 @@ class Job:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=None, unit=" steps", desc=f"job {self.id[-8:]}")
-        try:
-            events = self._connection.jobs_stub.WatchJob(
-                pb.WatchJobRequest(job_id=self.id), timeout=timeout, metadata=self._connection._metadata
-            )
-            try:
-                for event in events:
-                    if bar is not None and event.HasField("progress"):
-                        bar.total = event.progress.steps_total or None
-                        bar.n = event.progress.steps_done
-                        bar.set_postfix_str(
-                            pb.JobEventKind.Name(event.kind).removeprefix("JOB_EVENT_KIND_").lower()
-                        )
-                        bar.refresh()
-            except Exception as error:  # grpc.RpcError, mapped below
-                import grpc
+        import grpc
 
-                if isinstance(error, grpc.RpcError):
-                    raise errors.from_rpc_error(error) from None
-                raise
+        from polaroid.connection import RETRYABLE
+
+        failures = 0
+        try:
+            while True:
+                events = self._connection.jobs_stub.WatchJob(
+                    pb.WatchJobRequest(job_id=self.id), timeout=timeout,
+                    metadata=self._connection._metadata,
+                )
+                try:
+                    for event in events:
+                        if bar is not None and event.HasField("progress"):
+                            bar.total = event.progress.steps_total or None
+                            bar.n = event.progress.steps_done
+                            bar.set_postfix_str(
+                                pb.JobEventKind.Name(event.kind).removeprefix("JOB_EVENT_KIND_").lower()
+                            )
+                            bar.refresh()
+                    break
+                except grpc.RpcError as error:
+                    # The coordinator restarting, say: watch again (the events replay).
+                    failures += 1
+                    if error.code() not in RETRYABLE or failures > self._connection.retries:
+                        raise errors.from_rpc_error(error) from None
+                    time.sleep(min(self._connection.backoff * 2**failures, self._connection.max_backoff))
         finally:
             if bar is not None:
                 bar.close()
@@ -109,7 +119,7 @@ def submit(
     *,
     sink: str | None = None,
     keep_handle: bool = False,
-    priority: Priority = "normal",
+    priority: Priority | None = None,
     max_attempts: int = 0,
     timeout: float | None = None,
     idempotency_key: str = "",
@@ -127,12 +137,16 @@ def submit(
     """
     from polaroid.frame import DataFrame
 
+    frame: DataFrame | None = None
     if isinstance(plan_or_dataframe, pb.JobSpec):
         spec = pb.JobSpec()
         spec.CopyFrom(plan_or_dataframe)
         conn = connection or default_connection()
+        if sink is not None or keep_handle:
+            spec.sink.CopyFrom(pb.JobSink(path=sink or spec.sink.path, keep_handle=keep_handle or spec.sink.keep_handle))
     else:
         if isinstance(plan_or_dataframe, DataFrame):
+            frame = plan_or_dataframe
             conn = connection or plan_or_dataframe._connection
             everything = dataframe_pb2.SelectRequest(exprs=[col("*").pb])
             plan = pb.JobPlan(
@@ -149,15 +163,23 @@ def submit(
         if not sink and not keep_handle:
             raise errors.InvalidArgumentError("a job needs a sink path, keep_handle=True, or both")
         spec = pb.JobSpec(plan=plan, sink=pb.JobSink(path=sink or "", keep_handle=keep_handle))
-    if priority not in _PRIORITY:
-        raise errors.InvalidArgumentError(f"unknown priority {priority!r}; expected high, normal or low")
-    spec.priority = _PRIORITY[priority]
+    if priority is not None:
+        if priority not in _PRIORITY:
+            raise errors.InvalidArgumentError(
+                f"unknown priority {priority!r}; expected high, normal or low"
+            )
+        spec.priority = _PRIORITY[priority]
     spec.max_attempts = max_attempts or spec.max_attempts
     if timeout is not None:
         spec.timeout_ms = int(timeout * 1000)
-    spec.idempotency_key = idempotency_key or spec.idempotency_key
+    # A key of our own when none is given: a retried submit then names the same job
+    # instead of queueing a second one.
+    spec.idempotency_key = idempotency_key or spec.idempotency_key or uuid.uuid4().hex
     spec.name = name or spec.name
     reply = conn.call_jobs("SubmitJob", pb.SubmitJobRequest(spec=spec))
+    if frame is not None:
+        # The job reads the frame's handle: it must not be dropped before the job ends.
+        conn.keep_for_job(reply.job.id, frame)
     return Job(reply.job, conn)
 
 

@@ -46,7 +46,7 @@ def test_upload_and_metadata(sales):
     same(sales, SALES)
     assert sales.columns == SALES.columns
     assert sales.shape == SALES.shape
-    assert sales.schema["amount"] == "Float64"
+    assert sales.schema == SALES.schema
     assert sales.width == 5 and sales.height == 12
     assert "amount" in sales.explain()
 
@@ -192,7 +192,7 @@ def test_results_and_lifecycle(conn, sales, data_root: pathlib.Path):
     assert sales.pin() is sales and sales.unpin() is sales
     assert conn.heartbeat()[sales.handle] is True
     html = sales._repr_html_()
-    assert "shape (12, 5)" in html and "amount: Float64" in html
+    assert "shape (12, 5)" in html and "amount: Float64" in html, html
     # A handle is released when its last Python object goes, then dropped on the server.
     twin = pr.DataFrame(sales.handle, conn)
     del twin
@@ -254,3 +254,72 @@ def test_batch_jobs(conn, sales, data_root: pathlib.Path):
         pr.jobs.submit(revenue, sink="/etc/revenue.parquet")
     with pytest.raises(pr.InvalidArgumentError, match="sink"):
         pr.jobs.submit(revenue)
+
+
+def test_polars_conventions(sales):
+    # Strings are column names where Polars reads them so.
+    same(sales.with_columns(copy="id"), SALES.with_columns(copy="id"))
+    same(
+        sales.select(pr.when(pr.col("amount") > 0).then("id").otherwise("region").cast(pl.String).alias("pick")),
+        SALES.select(pl.when(pl.col("amount") > 0).then("id").otherwise("region").cast(pl.String).alias("pick")),
+    )
+    # Mixed group keys keep their order.
+    same(
+        sales.group_by(pr.col("id") % 2, "region").agg(pr.col("amount").max().alias("top")),
+        SALES.group_by(pl.col("id") % 2, "region", maintain_order=True).agg(pl.col("amount").max().alias("top")),
+    )
+    same(sales.shift(0), SALES)
+    with pytest.raises(pr.InvalidArgumentError, match="n must not be 0"):
+        sales.diff(0)
+    same(sales.clone(), SALES)
+    assert pr.col("x").cast(pl.List(pl.Int64)).pb.cast.data_type == "List[Int64]"
+
+
+def test_rest_sources_and_ipc_writes(conn, data_root: pathlib.Path):
+    import http.server
+    import json
+    import threading
+
+    records = [{"id": i, "name": f"n{i}"} for i in range(5)]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            body = json.dumps({"data": {"items": records}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/records"
+        same(pr.read_rest_api(url, records_path="data.items"), pl.DataFrame(records))
+    finally:
+        server.shutdown()
+    frame = pr.from_dict({"a": [1, 2, 3]})
+    (data_root / "ipc").mkdir(exist_ok=True)
+    assert frame.write_ipc("ipc/a.arrow") == 3
+    assert_frame_equal(pl.read_ipc(data_root / "ipc/a.arrow"), pl.DataFrame({"a": [1, 2, 3]}))
+
+
+def test_job_inputs_outlive_their_frames(conn, data_root: pathlib.Path):
+    import gc
+
+    (data_root / "jobs").mkdir(exist_ok=True)
+    # The submitted frame is a temporary: nothing in this test keeps it.
+    job = pr.jobs.submit(pr.from_polars(SALES).filter(pr.col("id") < 5), sink="jobs/first.parquet")
+    gc.collect()
+    conn.flush_released()
+    record = job.wait(progress=False)
+    assert record.result.rows == 5
+    assert job.status().id == job.id
+    assert job.cancel().state == record.state, "cancelling a finished job changes nothing"
+    # Without an idempotency key, each submit is its own job.
+    again = pr.jobs.submit(pr.from_polars(SALES), sink="jobs/second.parquet")
+    assert again.id != job.id
+    again.wait(progress=False)
