@@ -57,6 +57,7 @@ class Connection:
         upload_chunk_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.target = target
+        self.max_message_bytes = max_message_bytes
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -146,7 +147,11 @@ class Connection:
                 for message in self.stub.Collect(
                     pb.CollectRequest(handle=handle, limit=limit),
                     timeout=self.timeout,
-                    metadata=self._metadata,
+                    # Larger result messages than default clients take: fewer, cheaper.
+                    metadata=(
+                        *self._metadata,
+                        ("x-polaroid-max-message-bytes", str(self.max_message_bytes)),
+                    ),
                 ):
                     reader = pa.ipc.open_stream(message.arrow_ipc)
                     schema = reader.schema
