@@ -57,7 +57,6 @@ class Connection:
         upload_chunk_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.target = target
-        self.max_message_bytes = max_message_bytes
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -147,11 +146,7 @@ class Connection:
                 for message in self.stub.Collect(
                     pb.CollectRequest(handle=handle, limit=limit),
                     timeout=self.timeout,
-                    # Larger result messages than default clients take: fewer, cheaper.
-                    metadata=(
-                        *self._metadata,
-                        ("x-polaroid-max-message-bytes", str(self.max_message_bytes)),
-                    ),
+                    metadata=self._metadata,
                 ):
                     reader = pa.ipc.open_stream(message.arrow_ipc)
                     schema = reader.schema

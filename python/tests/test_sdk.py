@@ -323,18 +323,3 @@ def test_job_inputs_outlive_their_frames(conn, data_root: pathlib.Path):
     again = pr.jobs.submit(pr.from_polars(SALES), sink="jobs/second.parquet")
     assert again.id != job.id
     again.wait(progress=False)
-
-
-def test_clients_that_accept_larger_messages_get_fewer(conn):
-    frame = pr.from_polars(pl.DataFrame({"x": range(2_000_000), "y": range(2_000_000)}))
-    request = pr.v1.dataframe_pb2.CollectRequest(handle=frame.handle)
-
-    def sizes(metadata=()):
-        return [len(m.arrow_ipc) for m in conn.stub.Collect(request, metadata=metadata)]
-
-    default = sizes()
-    assert max(default) <= 4 * 1024 * 1024, "what default gRPC clients accept"
-    larger = sizes((("x-polaroid-max-message-bytes", str(256 * 1024 * 1024)),))
-    assert len(larger) < len(default)
-    assert max(larger) <= 64 * 1024 * 1024, "capped by max_client_message_bytes"
-    assert_frame_equal(frame.collect(), pl.DataFrame({"x": range(2_000_000), "y": range(2_000_000)}))

@@ -14,11 +14,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// (16 lowercase hex digits) the new handle must carry, so that it routes back here.
 pub const AFFINITY_METADATA: &str = "x-polaroid-affinity";
 
-/// Request metadata of a `Collect` or `CollectStreaming` call: the largest message (in
-/// bytes) the client accepts, so that a worker may send fewer, larger result messages.
-/// Clients that do not send it get messages under the worker's configured size.
-pub const MAX_MESSAGE_METADATA: &str = "x-polaroid-max-message-bytes";
-
 /// Response metadata naming the worker that served a call.
 pub const WORKER_METADATA: &str = "x-polaroid-worker";
 

@@ -69,9 +69,6 @@ pub struct WorkerConfig {
     /// default gRPC clients accept.
     pub max_response_message_bytes: usize,
     /// Largest upload through the streaming `UploadArrow`.
-    /// The largest result message a client may ask for (`x-polaroid-max-message-bytes`);
-    /// without asking, it gets `max_response_message_bytes`.
-    pub max_client_message_bytes: usize,
     pub max_upload_bytes: usize,
     pub max_result_rows: usize,
     pub max_result_columns: usize,
@@ -182,7 +179,6 @@ impl Default for WorkerConfig {
             tenant: "default".into(),
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,
-            max_client_message_bytes: 64 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,
             max_result_rows: 100_000_000,
             max_result_columns: 10_000,

@@ -108,11 +108,7 @@ pub async fn serve(
     let service =
         DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))
             .max_decoding_message_size(config.max_request_message_bytes)
-            .max_encoding_message_size(
-                config
-                    .max_response_message_bytes
-                    .max(config.max_client_message_bytes),
-            );
+            .max_encoding_message_size(config.max_response_message_bytes);
     let metrics = GrpcMetricsLayer::new("worker");
     let (health, health_service) = polaroid_observability::health_service();
     health

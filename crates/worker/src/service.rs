@@ -55,8 +55,6 @@ fn write_reply(result: EngineResult<usize>) -> Reply<pb::WriteResponse> {
 pub struct DataFrameServer {
     engine: Arc<Engine>,
     max_message_bytes: usize,
-    /// The most a client may raise `max_message_bytes` to (`x-polaroid-max-message-bytes`).
-    max_client_message_bytes: usize,
     stream_batch_rows: usize,
     max_upload_bytes: usize,
 }
@@ -68,11 +66,6 @@ impl DataFrameServer {
             // Room for the ArrowBatch framing around the IPC bytes.
             max_message_bytes: config
                 .max_response_message_bytes
-                .saturating_sub(1024)
-                .max(1024),
-            max_client_message_bytes: config
-                .max_client_message_bytes
-                .max(config.max_response_message_bytes)
                 .saturating_sub(1024)
                 .max(1024),
             stream_batch_rows: config.stream_batch_rows,
@@ -103,24 +96,10 @@ impl DataFrameServer {
         handle_reply(self.engine.derive(parents, op(request)).await)
     }
 
-    /// The size of result messages for this call: the configured one, or larger up to
-    /// `max_client_message_bytes` when the client says it accepts more (fewer, larger
-    /// messages cost less per byte on both sides).
-    fn message_budget(&self, metadata: &tonic::metadata::MetadataMap) -> usize {
-        metadata
-            .get(polaroid_proto::MAX_MESSAGE_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(self.max_message_bytes, |accepted| {
-                accepted
-                    .saturating_sub(1024)
-                    .clamp(self.max_message_bytes, self.max_client_message_bytes)
-            })
-    }
-
     /// Streams `df` as self-contained Arrow IPC streams of at most `max_rows` rows and
     /// the configured message size, encoded as the client reads them.
-    fn stream_frame(&self, df: DataFrame, max_rows: usize, max_bytes: usize) -> BatchStream {
+    fn stream_frame(&self, df: DataFrame, max_rows: usize) -> BatchStream {
+        let max_bytes = self.max_message_bytes;
         // A small result is encoded here: a thread hop would cost more than the encoding.
         if df.estimated_size() <= 64 * 1024 {
             let mut batches = Vec::new();
@@ -461,14 +440,13 @@ impl DataFrameService for DataFrameServer {
     type CollectStream = BatchStream;
 
     async fn collect(&self, request: Request<pb::CollectRequest>) -> Reply<Self::CollectStream> {
-        let max_bytes = self.message_budget(request.metadata());
         let request = request.into_inner();
         let df = self
             .engine
             .collect(&request.handle, request.limit)
             .await
             .map_err(status)?;
-        Ok(Response::new(self.stream_frame(df, usize::MAX, max_bytes)))
+        Ok(Response::new(self.stream_frame(df, usize::MAX)))
     }
 
     type CollectStreamingStream = BatchStream;
@@ -477,7 +455,6 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::CollectStreamingRequest>,
     ) -> Reply<Self::CollectStreamingStream> {
-        let max_bytes = self.message_budget(request.metadata());
         let request = request.into_inner();
         let batch_rows = match request.batch_size {
             None => self.stream_batch_rows,
@@ -493,7 +470,7 @@ impl DataFrameService for DataFrameServer {
             .collect(&request.handle, request.limit)
             .await
             .map_err(status)?;
-        Ok(Response::new(self.stream_frame(df, batch_rows, max_bytes)))
+        Ok(Response::new(self.stream_frame(df, batch_rows)))
     }
 
     async fn write_parquet(
