@@ -197,7 +197,9 @@ class Connection:
             # Made again before its drop was sent: keep it.
             if handle in self._released:
                 self._released.remove(handle)
-        weakref.finalize(owner, self._release, handle)
+        finalizer = weakref.finalize(owner, self._release, handle)
+        # At interpreter exit the handles just expire with their TTL.
+        finalizer.atexit = False
 
     def _release(self, handle: str) -> None:
         if self._closed.is_set():
@@ -211,7 +213,10 @@ class Connection:
             self._released.append(handle)
             full = len(self._released) >= 64
         if full:
-            threading.Thread(target=self.flush_released, daemon=True).start()
+            try:
+                threading.Thread(target=self.flush_released, daemon=True).start()
+            except RuntimeError:
+                pass  # Interpreter shutting down: the heartbeat thread is gone too.
 
     def flush_released(self) -> int:
         """Drops every released handle on the server now; returns how many."""
