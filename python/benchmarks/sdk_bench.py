@@ -9,6 +9,7 @@
 Run from the repository root against a release build:
 
     cargo build --release -p polaroid
+    pip install ./python "dask[distributed,dataframe]"
     python python/benchmarks/sdk_bench.py --binary $CARGO_TARGET_DIR/release/polaroid
 """
 
