@@ -107,10 +107,7 @@ class DataFrame:
     # -- plumbing ---------------------------------------------------------------------
 
     def _derive(self, method: str, request: Any) -> DataFrame:
-        reply = self._connection.call(method, request)
-        if reply.error:
-            raise errors.InvalidArgumentError(reply.error)
-        return DataFrame(reply.handle, self._connection)
+        return _read(method, request, self._connection)
 
     def __repr__(self) -> str:
         return f"<polaroid.DataFrame {self.handle}>"

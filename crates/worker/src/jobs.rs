@@ -123,22 +123,6 @@ fn step_op(index: usize, step: &pb::JobStep) -> EngineResult<&Op> {
         .ok_or_else(|| EngineError::invalid(format!("step {index} has no operation")))
 }
 
-/// The operation as the engine records it: SQL's tables named, their handles left out
-/// (the inputs carry them), so equal work stays content-addressed as one plan.
-fn normalized(op: &Op) -> Op {
-    match op {
-        Op::Sql(sql) => Op::Sql(pb::SqlRequest {
-            query: sql.query.clone(),
-            tables: sql
-                .tables
-                .keys()
-                .map(|name| (name.clone(), String::new()))
-                .collect(),
-        }),
-        other => other.clone(),
-    }
-}
-
 /// The sink's file format: the one given, else the path's extension.
 pub fn sink_format(sink: &pb::JobSink) -> EngineResult<SinkFormat> {
     let format = match sink.format() {
@@ -222,7 +206,7 @@ async fn build_plan(
             });
         }
         let node = engine
-            .job_step(normalized(step_op(index, step)?), inputs)
+            .job_step(step_op(index, step)?.clone(), inputs)
             .await
             .map_err(|e| in_step(index, e))?;
         nodes.push(node);
