@@ -112,7 +112,7 @@ pub fn from_ipc(bytes: &[u8]) -> DataFrame {
 /// Uploads a frame and returns its handle.
 pub async fn upload(client: &mut Client, df: &DataFrame) -> anyhow::Result<String> {
     let request = pb::CreateFromArrowRequest {
-        arrow_ipc: to_ipc(df),
+        arrow_ipc: to_ipc(df).into(),
         name: None,
     };
     Ok(client.create_from_arrow(request).await?.into_inner().handle)

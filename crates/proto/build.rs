@@ -21,6 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Maps encode in key order, so equal plans encode to equal bytes (content addressing).
         .btree_map(".")
+        // Arrow payloads move between the wire and Arrow without a copy.
+        .bytes(".polaroid.v1.ArrowBatch.arrow_ipc")
+        .bytes(".polaroid.v1.CreateFromArrowRequest.arrow_ipc")
+        .bytes(".polaroid.v1.UploadArrowChunk.data")
+        .codec_path("crate::codec::PresizedProstCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

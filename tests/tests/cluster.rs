@@ -105,7 +105,7 @@ async fn a_pipeline_survives_a_worker_killed_in_the_middle() -> anyhow::Result<(
     for p in 0..40 {
         let response = client
             .create_from_arrow(pb::CreateFromArrowRequest {
-                arrow_ipc: to_ipc(&numbers(3 + p)),
+                arrow_ipc: to_ipc(&numbers(3 + p)).into(),
                 name: None,
             })
             .await?;

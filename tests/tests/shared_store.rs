@@ -185,7 +185,7 @@ async fn a_worker_killed_while_storing_a_large_upload_leaves_nothing_partial() -
     let chunks: Vec<pb::UploadArrowChunk> = bytes
         .chunks(4 * 1024 * 1024)
         .map(|chunk| pb::UploadArrowChunk {
-            data: chunk.to_vec(),
+            data: chunk.to_vec().into(),
             name: None,
         })
         .collect();

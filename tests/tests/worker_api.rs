@@ -151,7 +151,7 @@ async fn sources_match_polars() -> anyhow::Result<()> {
         .chunks(256 * 1024)
         .enumerate()
         .map(|(i, c)| pb::UploadArrowChunk {
-            data: c.to_vec(),
+            data: c.to_vec().into(),
             name: (i == 0).then(|| "big".into()),
         })
         .collect();

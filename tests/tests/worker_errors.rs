@@ -223,7 +223,7 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
     assert_status(not_grouped, Code::InvalidArgument, "grouped handle");
     let garbage = client
         .create_from_arrow(pb::CreateFromArrowRequest {
-            arrow_ipc: b"definitely not arrow".to_vec(),
+            arrow_ipc: b"definitely not arrow".to_vec().into(),
             name: None,
         })
         .await;
@@ -383,7 +383,7 @@ async fn uploads_over_the_limit_are_resource_exhausted() -> anyhow::Result<()> {
     let mut client = worker.client().await?;
     let chunks = (0..4)
         .map(|_| pb::UploadArrowChunk {
-            data: vec![0; 32 * 1024],
+            data: vec![0; 32 * 1024].into(),
             name: None,
         })
         .collect::<Vec<_>>();
@@ -393,7 +393,7 @@ async fn uploads_over_the_limit_are_resource_exhausted() -> anyhow::Result<()> {
         "upload",
     );
     let truncated = pb::UploadArrowChunk {
-        data: polaroid_tests::to_ipc(&frame())[..40].to_vec(),
+        data: polaroid_tests::to_ipc(&frame())[..40].to_vec().into(),
         name: None,
     };
     assert_status(

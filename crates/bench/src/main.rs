@@ -255,7 +255,7 @@ async fn upload(client: &mut Client, df: &DataFrame) -> anyhow::Result<String> {
     IpcStreamWriter::new(&mut arrow_ipc).finish(&mut df.clone())?;
     Ok(client
         .create_from_arrow(pb::CreateFromArrowRequest {
-            arrow_ipc,
+            arrow_ipc: arrow_ipc.into(),
             name: None,
         })
         .await?

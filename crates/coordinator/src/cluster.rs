@@ -207,7 +207,11 @@ impl Cluster {
             // A worker that does not answer a connect quickly is treated as down.
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
-            .http2_adaptive_window(true)
+            // Results stream through here: 1 MiB frames and windows of several messages
+            // move a 4 MiB message in a few frames, without stalling on window updates.
+            .max_frame_size(1 << 20)
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(32 << 20)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true)
             .connect_lazy();

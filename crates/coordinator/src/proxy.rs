@@ -1,7 +1,7 @@
 //! The coordinator's `DataFrameService`: every call is forwarded, as raw protobuf bytes,
 //! to the worker that owns its affinity key, and retried on the next distinct worker on
-//! the ring when that worker cannot be reached. Responses stream through message by
-//! message: a result is never held whole here.
+//! the ring when that worker cannot be reached. Responses pass through as the worker's
+//! HTTP/2 frames, neither decoded nor copied: a result is never held whole here.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,47 +13,20 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
 use http::uri::PathAndQuery;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use polaroid_proto::AFFINITY_METADATA;
 use rand::Rng;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::metadata::MetadataValue;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::codec::{DecodeBuf, Decoder};
+use tonic::{Status, Streaming};
+use tower::{Service, ServiceExt};
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 use crate::routing::{RouteKey, route_key};
 
-/// Passes protobuf messages through undecoded.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-struct RawEncoder;
+/// Reads the caller's request messages as undecoded protobuf bytes.
 struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
 
 impl Decoder for RawDecoder {
     type Item = Bytes;
@@ -115,41 +88,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for DataFrameProxy {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let call = Forward {
-            settings: self.inner.clone(),
-            path: request.uri().path().to_owned(),
-        };
-        let (max_request, max_response) =
-            (self.inner.max_request_bytes, self.inner.max_response_bytes);
+        let settings = self.inner.clone();
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_max_message_size_config(Some(max_request), Some(max_response));
-            // Unary, server-, client- and bidi-streaming calls share one wire format; a
-            // stream of one message each way is a unary call.
-            Ok(grpc.streaming(call, request).await)
+            Ok(forward(&settings, request)
+                .await
+                .unwrap_or_else(|status| status.into_http()))
         })
-    }
-}
-
-/// One forwarded call.
-struct Forward {
-    settings: Arc<Settings>,
-    path: String,
-}
-
-impl tower::Service<Request<Streaming<Bytes>>> for Forward {
-    type Response = Response<MessageStream>;
-    type Error = Status;
-    type Future = BoxFuture<Result<Self::Response, Status>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
-        let settings = self.settings.clone();
-        let path = self.path.clone();
-        Box::pin(async move { forward(&settings, path, request).await })
     }
 }
 
@@ -220,19 +164,36 @@ async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
     ))))
 }
 
-/// The outbound request stream. If the client's stream fails (a chunk over the size
-/// limit, a broken connection), the worker's stream is left open rather than ended, so
-/// the worker never mistakes a truncated upload for a whole one, and the failure goes to
-/// `failed`, which ends the call with the client's error (dropping the worker's call
-/// resets its stream).
+/// The outbound request body: each message behind its 5-byte gRPC prefix (uncompressed),
+/// the message itself passed on without a copy. If the client's stream fails (a chunk
+/// over the size limit, a broken connection), the worker's stream is left open rather
+/// than ended, so the worker never mistakes a truncated upload for a whole one, and the
+/// failure goes to `failed`, which ends the call with the client's error (dropping the
+/// worker's call resets its stream).
 fn outbound(
     messages: MessageStream,
     failed: tokio::sync::oneshot::Sender<Status>,
-) -> impl Stream<Item = Bytes> + Send {
-    futures::stream::unfold(Some((messages, Some(failed))), |state| async move {
+) -> tonic::body::Body {
+    let frames = futures::stream::unfold(Some((messages, Some(failed))), |state| async move {
         let (mut messages, mut failed) = state?;
         match messages.next().await {
-            Some(Ok(message)) => Some((message, Some((messages, failed)))),
+            Some(Ok(message)) => {
+                let Ok(length) = u32::try_from(message.len()) else {
+                    if let Some(failed) = failed.take() {
+                        let _ = failed.send(Status::resource_exhausted(
+                            "a request message is larger than gRPC can frame",
+                        ));
+                    }
+                    std::future::pending::<()>().await;
+                    return None;
+                };
+                let mut prefix = bytes::BytesMut::with_capacity(GRPC_PREFIX_BYTES);
+                prefix.put_u8(0);
+                prefix.put_u32(length);
+                let frames =
+                    [prefix.freeze(), message].map(|data| Ok::<_, Status>(Frame::data(data)));
+                Some((futures::stream::iter(frames), Some((messages, failed))))
+            }
             Some(Err(status)) => {
                 if let Some(failed) = failed.take() {
                     let _ = failed.send(status);
@@ -243,21 +204,57 @@ fn outbound(
             None => None,
         }
     })
+    .flatten();
+    tonic::body::Body::new(StreamBody::new(frames))
+}
+
+/// The compressed flag and the length before every gRPC message.
+const GRPC_PREFIX_BYTES: usize = 5;
+
+/// Headers of the caller's request that the coordinator sets itself or must not pass on.
+const NOT_FORWARDED: [&str; 7] = [
+    "te",
+    "content-type",
+    "content-length",
+    "grpc-timeout",
+    "grpc-encoding",
+    "host",
+    AFFINITY_METADATA,
+];
+
+/// `grpc-timeout` for `left`: the finest unit that fits the protocol's 8 digits.
+fn grpc_timeout(left: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let micros = left.as_micros();
+    if micros <= MAX {
+        return format!("{}u", micros.max(1));
+    }
+    let millis = left.as_millis();
+    if millis <= MAX {
+        return format!("{millis}m");
+    }
+    let secs = u128::from(left.as_secs());
+    if secs <= MAX {
+        return format!("{secs}S");
+    }
+    format!("{}M", (secs / 60).min(MAX))
 }
 
 async fn forward(
     settings: &Settings,
-    path: String,
-    request: Request<Streaming<Bytes>>,
-) -> Result<Response<MessageStream>, Status> {
+    request: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, Status> {
     let started = Instant::now();
-    let (mut metadata, _extensions, inbound) = request.into_parts();
-    let deadline = metadata
-        .remove("grpc-timeout")
+    let (parts, inbound) = request.into_parts();
+    let deadline = parts
+        .headers
+        .get("grpc-timeout")
         .and_then(|v| v.to_str().ok().and_then(parse_grpc_timeout))
         .map(|timeout| started + timeout);
-    metadata.remove(AFFINITY_METADATA);
+    let inbound =
+        Streaming::new_request(RawDecoder, inbound, None, Some(settings.max_request_bytes));
     let mut body = read_body(inbound).await?;
+    let path = parts.uri.path().to_owned();
     let method = path.rsplit('/').next().unwrap_or_default();
     let retryable = match &body {
         Body::Replayable(first) => {
@@ -270,9 +267,20 @@ async fn forward(
         // A client stream (an upload) creates a new pipeline.
         Body::Stream(_) => route_key(method, None),
     };
+    let mut headers = http::HeaderMap::with_capacity(parts.headers.len() + 3);
+    for (name, value) in &parts.headers {
+        if !NOT_FORWARDED.contains(&name.as_str()) {
+            headers.append(name, value.clone());
+        }
+    }
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     if let RouteKey::Fresh(affinity) = key {
-        if let Ok(value) = MetadataValue::try_from(affinity.to_hex()) {
-            metadata.insert(AFFINITY_METADATA, value);
+        if let Ok(value) = http::HeaderValue::try_from(affinity.to_hex()) {
+            headers.insert(AFFINITY_METADATA, value);
         }
     }
     let route = match key {
@@ -311,71 +319,189 @@ async fn forward(
             },
         };
         let (failed, client_failure) = tokio::sync::oneshot::channel();
-        let mut outgoing = Request::from_parts(
-            metadata.clone(),
-            Default::default(),
-            outbound(messages, failed),
-        );
+        let mut outgoing = http::Request::new(outbound(messages, failed));
+        *outgoing.method_mut() = http::Method::POST;
+        *outgoing.uri_mut() = http::Uri::from(path.clone());
+        *outgoing.version_mut() = http::Version::HTTP_2;
+        *outgoing.headers_mut() = headers.clone();
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(CoordinatorError::DeadlineExceeded.into());
             }
-            outgoing.set_timeout(left);
+            if let Ok(value) = http::HeaderValue::try_from(grpc_timeout(left)) {
+                outgoing.headers_mut().insert("grpc-timeout", value);
+            }
         }
-        let mut client = tonic::client::Grpc::new(target.channel)
-            .max_decoding_message_size(settings.max_response_bytes)
-            .max_encoding_message_size(settings.max_request_bytes);
+        let mut channel = target.channel;
+        let worker = target.worker_id.clone();
         let call = async {
-            client
-                .ready()
-                .await
-                .map_err(|e| Status::from_error(e.into()))?;
-            let response = client.streaming(outgoing, path.clone(), RawCodec).await?;
-            let (headers, mut messages, extensions) = response.into_parts();
-            // The first message (or the end) is awaited here so that a worker that dies
+            let ready = channel.ready().await.map_err(|e| e.to_string())?;
+            let response = ready.call(outgoing).await.map_err(|e| e.to_string())?;
+            let (head, mut body) = response.into_parts();
+            // The first frame (or the end) is awaited here so that a worker that dies
             // before answering is failed over; after it, the stream is the client's.
-            let first = messages.message().await?;
-            Ok::<_, Status>((headers, first, messages, extensions))
+            let first = match body.frame().await {
+                Some(Ok(frame)) => Some(frame),
+                Some(Err(status)) => return Err(status.message().to_owned()),
+                None => None,
+            };
+            Ok((head, first, body))
         };
         let answer = tokio::select! {
             answer = call => answer,
             Ok(status) = client_failure => return Err(status),
         };
         let failure = match answer {
-            Ok((headers, first, messages, extensions)) => {
+            Ok((head, first, rest)) => {
                 if attempt > 0 {
                     metrics::counter!("polaroid_coordinator_failovers_total").increment(1);
                 }
-                // A worker lost mid-stream is UNAVAILABLE to the client (which may run the
-                // call again), not the transport's UNKNOWN; it is suspect until it reports.
-                let (cluster, worker) = (cluster.clone(), target.worker_id.clone());
-                let rest = messages.map(move |message| {
-                    message.map_err(|status| {
-                        if !is_transport_failure(&status) {
-                            return status;
-                        }
-                        cluster.suspect(&worker);
-                        Status::unavailable(format!(
-                            "worker {worker} went away during the response: {}",
-                            status.message()
-                        ))
-                    })
-                });
-                let stream: MessageStream =
-                    Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
-                return Ok(Response::from_parts(headers, stream, extensions));
+                // A trailers-only answer (a status in the headers, no body) must stay one
+                // HEADERS frame that ends the stream: gRPC clients reject data after it.
+                let ended = first.is_none();
+                let body = Forwarded {
+                    first,
+                    rest,
+                    message: MessageLimit::new(settings.max_response_bytes),
+                    worker,
+                    cluster: cluster.clone(),
+                    ended,
+                };
+                return Ok(http::Response::from_parts(
+                    head,
+                    tonic::body::Body::new(body),
+                ));
             }
-            Err(status) => status,
+            Err(e) => Status::unavailable(format!("worker {worker} is unreachable: {e}")),
         };
-        if !retryable || !is_transport_failure(&failure) {
+        if !retryable {
             return Err(failure);
         }
-        tracing::warn!(worker = %target.worker_id, %attempt, error = %failure, "call failed over");
-        cluster.suspect(&target.worker_id);
+        tracing::warn!(worker = %worker, %attempt, error = %failure, "call failed over");
+        cluster.suspect(&worker);
         last_failure = Some(failure);
     }
     Err(last_failure.unwrap_or_else(|| CoordinatorError::NoLiveWorkers.into()))
+}
+
+/// A worker's response body on its way to the caller, frame by frame as the worker's
+/// connection hands them over (no copy, no re-encoding). A worker lost mid-stream ends it
+/// with UNAVAILABLE (the caller may run the call again) and is suspect until it reports;
+/// a message over the response limit ends it with RESOURCE_EXHAUSTED.
+struct Forwarded {
+    first: Option<Frame<Bytes>>,
+    rest: tonic::body::Body,
+    message: MessageLimit,
+    worker: Arc<str>,
+    cluster: Arc<Cluster>,
+    ended: bool,
+}
+
+impl Forwarded {
+    fn end_with(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.ended = true;
+        let mut trailers = http::HeaderMap::new();
+        Poll::Ready(Some(match status.add_header(&mut trailers) {
+            Ok(()) => Ok(Frame::trailers(trailers)),
+            Err(status) => Err(status),
+        }))
+    }
+}
+
+impl http_body::Body for Forwarded {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let frame = match self.first.take() {
+            Some(frame) => frame,
+            None => match Pin::new(&mut self.rest).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(status))) => {
+                    let worker = self.worker.clone();
+                    self.cluster.suspect(&worker);
+                    return self.end_with(Status::unavailable(format!(
+                        "worker {worker} went away during the response: {}",
+                        status.message()
+                    )));
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        if let Some(data) = frame.data_ref() {
+            if let Err(status) = self.message.check(data) {
+                return self.end_with(status);
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+/// Follows the gRPC message prefixes through a stream of data frames, so that a message
+/// over `limit` is refused as the worker starts sending it.
+struct MessageLimit {
+    limit: usize,
+    /// Bytes of the current message's body still to come.
+    body_left: usize,
+    /// The current prefix's bytes read so far, when inside one.
+    prefix: [u8; GRPC_PREFIX_BYTES],
+    prefix_read: usize,
+}
+
+impl MessageLimit {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            body_left: 0,
+            prefix: [0; GRPC_PREFIX_BYTES],
+            prefix_read: 0,
+        }
+    }
+
+    fn check(&mut self, mut data: &[u8]) -> Result<(), Status> {
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let skipped = self.body_left.min(data.len());
+                self.body_left -= skipped;
+                data = &data[skipped..];
+                continue;
+            }
+            let wanted = (GRPC_PREFIX_BYTES - self.prefix_read).min(data.len());
+            self.prefix[self.prefix_read..self.prefix_read + wanted]
+                .copy_from_slice(&data[..wanted]);
+            self.prefix_read += wanted;
+            data = &data[wanted..];
+            if self.prefix_read == GRPC_PREFIX_BYTES {
+                self.prefix_read = 0;
+                let [_, a, b, c, d] = self.prefix;
+                let length = u32::from_be_bytes([a, b, c, d]) as usize;
+                if length > self.limit {
+                    return Err(Status::resource_exhausted(format!(
+                        "a response message of {length} bytes is over the coordinator's \
+                         limit of {} bytes (max_response_message_bytes)",
+                        self.limit
+                    )));
+                }
+                self.body_left = length;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -397,6 +523,61 @@ mod tests {
         let replace = pb::WriteCsvRequest::default();
         assert!(!repeats_have_effects("WriteCsv", &replace.encode_to_vec()));
         assert!(!repeats_have_effects("Select", &append.encode_to_vec()));
+    }
+
+    #[test]
+    fn grpc_timeouts_round_trip_within_eight_digits() {
+        for left in [
+            Duration::from_nanos(1),
+            Duration::from_millis(250),
+            Duration::from_secs(99),
+            Duration::from_secs(100),
+            Duration::from_secs(86_400 * 365 * 10),
+        ] {
+            let value = grpc_timeout(left);
+            let parsed = parse_grpc_timeout(&value).expect(&value);
+            assert!(parsed <= left.max(Duration::from_micros(1)), "{value}");
+            let slack = if left > Duration::from_secs(99_999_999) {
+                60
+            } else {
+                1
+            };
+            assert!(
+                left.saturating_sub(parsed) < Duration::from_secs(slack),
+                "{value}"
+            );
+        }
+    }
+
+    fn prefixed(length: u32) -> Vec<u8> {
+        let mut message = vec![0];
+        message.extend_from_slice(&length.to_be_bytes());
+        message.resize(GRPC_PREFIX_BYTES + length as usize, 7);
+        message
+    }
+
+    #[test]
+    fn message_limit_follows_prefixes_split_across_frames() {
+        let stream: Vec<u8> = [prefixed(3), prefixed(0), prefixed(10)].concat();
+        for frame_size in 1..stream.len() {
+            let mut limit = MessageLimit::new(10);
+            for frame in stream.chunks(frame_size) {
+                limit
+                    .check(frame)
+                    .expect("every message is within the limit");
+            }
+            assert_eq!((limit.body_left, limit.prefix_read), (0, 0));
+        }
+        let over: Vec<u8> = [prefixed(3), prefixed(11)].concat();
+        for frame_size in 1..over.len() {
+            let mut limit = MessageLimit::new(10);
+            let refused = over
+                .chunks(frame_size)
+                .map(|frame| limit.check(frame))
+                .find_map(Result::err)
+                .expect("the 11-byte message is over the limit");
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub const AFFINITY_METADATA: &str = "x-polaroid-affinity";
 /// Response metadata naming the worker that served a call.
 pub const WORKER_METADATA: &str = "x-polaroid-worker";
 
+pub mod codec;
 mod error_code;
 
 pub use error_code::ErrorCode;

@@ -31,7 +31,9 @@ pub fn decode(bytes: &[u8]) -> EngineResult<DataFrame> {
 /// Encodes `df` as one Arrow IPC stream. Strings go out as plain (large) UTF-8, not
 /// string views, so that every Arrow reader, old ones included, can open it.
 pub fn encode(df: &mut DataFrame) -> EngineResult<Vec<u8>> {
-    let mut buffer = Vec::new();
+    // Sized for the columns plus the stream's headers, so the buffer is written in place
+    // rather than through growing reallocations.
+    let mut buffer = Vec::with_capacity(df.estimated_size() + 64 * 1024);
     IpcStreamWriter::new(&mut buffer)
         .with_compat_level(CompatLevel::oldest())
         .finish(df)

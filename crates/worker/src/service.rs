@@ -105,7 +105,7 @@ impl DataFrameServer {
             let mut batches = Vec::new();
             let mut emit = |bytes: bytes::Bytes| {
                 batches.push(Ok(pb::ArrowBatch {
-                    arrow_ipc: bytes.to_vec(),
+                    arrow_ipc: bytes,
                     error: None,
                 }));
                 true
@@ -120,7 +120,7 @@ impl DataFrameServer {
             let mut emit = |bytes: bytes::Bytes| {
                 sender
                     .blocking_send(Ok(pb::ArrowBatch {
-                        arrow_ipc: bytes.to_vec(),
+                        arrow_ipc: bytes,
                         error: None,
                     }))
                     .is_ok()
