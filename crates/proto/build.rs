@@ -22,7 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Maps encode in key order, so equal plans encode to equal bytes (content addressing).
         .btree_map(".")
         // Arrow payloads move between the wire and Arrow without a copy.
-        .bytes(".polaroid.v1.ArrowBatch.arrow_ipc")
+        // Written by hand: its Arrow payload is aligned within the message.
+        .extern_path(".polaroid.v1.ArrowBatch", "crate::arrow_batch::ArrowBatch")
         .bytes(".polaroid.v1.CreateFromArrowRequest.arrow_ipc")
         .bytes(".polaroid.v1.UploadArrowChunk.data")
         .codec_path("crate::codec::PresizedProstCodec")

@@ -28,6 +28,48 @@ _DEFAULT: Connection | None = None
 _DEFAULT_LOCK = threading.Lock()
 
 
+def _varint(data: memoryview, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while at < len(data) and shift < 64:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    raise errors.InternalError("the server sent a malformed ArrowBatch (bad varint)")
+
+
+def arrow_payload(message: bytes) -> memoryview:
+    """The `arrow_ipc` field of an encoded `ArrowBatch`, as a view into `message` (no
+    copy). A batch that carries an `error` raises it."""
+    data = memoryview(message)
+    payload = data[0:0]
+    at = 0
+    while at < len(data):
+        tag, at = _varint(data, at)
+        field, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            _, at = _varint(data, at)
+            continue
+        if wire_type in (1, 5):
+            at += 8 if wire_type == 1 else 4
+            continue
+        if wire_type != 2:
+            raise errors.InternalError(f"the server sent a malformed ArrowBatch (wire type {wire_type})")
+        length, at = _varint(data, at)
+        if at + length > len(data):
+            raise errors.InternalError("the server sent a truncated ArrowBatch")
+        value, at = data[at : at + length], at + length
+        if field == 1:
+            payload = value
+        elif field == 2:
+            raise errors.InternalError(bytes(value).decode("utf-8", "replace"))
+    if at != len(data):
+        raise errors.InternalError("the server sent a truncated ArrowBatch")
+    return payload
+
+
 class Connection:
     """A connection to a Polaroid coordinator (or a lone worker).
 
@@ -79,6 +121,13 @@ class Connection:
             self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.stub = dataframe_pb2_grpc.DataFrameServiceStub(self._channel)
         self.jobs_stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+        # Collect's replies are read as raw bytes: the Arrow payload is then sliced out
+        # without the copy a protobuf message would make of every 4 MiB batch.
+        self._collect_raw = self._channel.unary_stream(
+            "/polaroid.v1.DataFrameService/Collect",
+            request_serializer=pb.CollectRequest.SerializeToString,
+            response_deserializer=bytes,
+        )
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -143,12 +192,12 @@ class Connection:
             batches: list[pa.RecordBatch] = []
             schema = None
             try:
-                for message in self.stub.Collect(
+                for message in self._collect_raw(
                     pb.CollectRequest(handle=handle, limit=limit),
                     timeout=self.timeout,
                     metadata=self._metadata,
                 ):
-                    reader = pa.ipc.open_stream(message.arrow_ipc)
+                    reader = pa.ipc.open_stream(pa.py_buffer(arrow_payload(message)))
                     schema = reader.schema
                     for batch in reader:
                         batches.append(batch)

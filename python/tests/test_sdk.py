@@ -323,3 +323,31 @@ def test_job_inputs_outlive_their_frames(conn, data_root: pathlib.Path):
     again = pr.jobs.submit(pr.from_polars(SALES), sink="jobs/second.parquet")
     assert again.id != job.id
     again.wait(progress=False)
+
+
+def test_collect_reads_arrow_batches_without_protobuf():
+    from polaroid.connection import arrow_payload
+    from polaroid.v1 import dataframe_pb2 as pb
+
+    payload = bytes(range(256)) * 5000
+    encoded = pb.ArrowBatch(arrow_ipc=payload).SerializeToString()
+    assert arrow_payload(encoded).tobytes() == payload
+    assert arrow_payload(pb.ArrowBatch().SerializeToString()).tobytes() == b""
+    # An unknown varint field (a newer server) is skipped.
+    assert arrow_payload(b"\x18\x07" + encoded).tobytes() == payload
+    with pytest.raises(pr.InternalError, match="worker failed"):
+        arrow_payload(pb.ArrowBatch(arrow_ipc=b"x", error="worker failed").SerializeToString())
+    for broken in (encoded[:-1], encoded[:3], b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x0b"):
+        with pytest.raises(pr.InternalError, match="malformed|truncated"):
+            arrow_payload(broken)
+
+
+def test_collected_arrow_buffers_are_aligned_in_place(conn, sales):
+    from polaroid.connection import arrow_payload
+    from polaroid.v1 import dataframe_pb2 as pb
+
+    messages = list(conn._collect_raw(pb.CollectRequest(handle=sales.handle)))
+    assert messages
+    for message in messages:
+        # The server aligns the payload, so Arrow (and Polars) use it without a copy.
+        assert pa.py_buffer(arrow_payload(message)).address % 16 == 0

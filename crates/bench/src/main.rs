@@ -1,6 +1,9 @@
 //! Benchmarks of the worker over loopback gRPC against Polars in-process, on generated data.
 //! Run with `cargo run --release -p polaroid-bench -- core`; results go to docs/benchmarks.md.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 pub mod v1 {
     #![allow(clippy::all, clippy::unwrap_used, missing_docs)]
     tonic::include_proto!("polaroid.v1");
+    pub use crate::arrow_batch::ArrowBatch;
 }
 
 /// The encoded `FileDescriptorSet` of every polaroid.v1 file, for gRPC reflection.
@@ -17,6 +18,7 @@ pub const AFFINITY_METADATA: &str = "x-polaroid-affinity";
 /// Response metadata naming the worker that served a call.
 pub const WORKER_METADATA: &str = "x-polaroid-worker";
 
+mod arrow_batch;
 pub mod codec;
 mod error_code;
 

@@ -707,12 +707,14 @@ class CollectRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ArrowBatch(_message.Message):
-    __slots__ = ("arrow_ipc", "error")
+    __slots__ = ("arrow_ipc", "error", "alignment")
     ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_FIELD_NUMBER: _ClassVar[int]
     arrow_ipc: bytes
     error: str
-    def __init__(self, arrow_ipc: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+    alignment: bytes
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., error: _Optional[str] = ..., alignment: _Optional[bytes] = ...) -> None: ...
 
 class CollectStreamingRequest(_message.Message):
     __slots__ = ("handle", "batch_size", "limit")
