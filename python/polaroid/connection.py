@@ -44,7 +44,7 @@ def arrow_payload(message: bytes) -> memoryview:
     """The `arrow_ipc` field of an encoded `ArrowBatch`, as a view into `message` (no
     copy). A batch that carries an `error` raises it."""
     data = memoryview(message)
-    payload = data[0:0]
+    payload = None
     at = 0
     while at < len(data):
         tag, at = _varint(data, at)
@@ -67,6 +67,8 @@ def arrow_payload(message: bytes) -> memoryview:
             raise errors.InternalError(bytes(value).decode("utf-8", "replace"))
     if at != len(data):
         raise errors.InternalError("the server sent a truncated ArrowBatch")
+    if payload is None:
+        raise errors.InternalError("the server sent an ArrowBatch without Arrow data")
     return payload
 
 

@@ -336,8 +336,8 @@ async fn forward(
         let mut channel = target.channel;
         let worker = target.worker_id.clone();
         let call = async {
-            let ready = channel.ready().await.map_err(|e| e.to_string())?;
-            let response = ready.call(outgoing).await.map_err(|e| e.to_string())?;
+            let ready = channel.ready().await.map_err(|e| with_causes(&e))?;
+            let response = ready.call(outgoing).await.map_err(|e| with_causes(&e))?;
             let (head, mut body) = response.into_parts();
             // The first frame (or the end) is awaited here so that a worker that dies
             // before answering is failed over; after it, the stream is the client's.
@@ -373,7 +373,7 @@ async fn forward(
                     tonic::body::Body::new(body),
                 ));
             }
-            Err(e) => Status::unavailable(format!("worker {worker} is unreachable: {e}")),
+            Err(e) => Status::unavailable(format!("worker {worker} failed to answer: {e}")),
         };
         if !retryable {
             return Err(failure);
@@ -383,6 +383,19 @@ async fn forward(
         last_failure = Some(failure);
     }
     Err(last_failure.unwrap_or_else(|| CoordinatorError::NoLiveWorkers.into()))
+}
+
+/// An error and its sources, one after the other: tonic's transport error says only
+/// "transport error" itself.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A worker's response body on its way to the caller, frame by frame as the worker's

@@ -47,8 +47,9 @@ impl<T: Message> Encoder for PresizedEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // One length pass: `encode` would measure the message again to check capacity.
         buf.reserve(item.encoded_len());
-        item.encode(buf)
-            .map_err(|e| Status::internal(format!("encoding a protobuf message: {e}")))
+        item.encode_raw(buf);
+        Ok(())
     }
 }
