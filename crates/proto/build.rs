@@ -21,9 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Maps encode in key order, so equal plans encode to equal bytes (content addressing).
         .btree_map(".")
-        // Arrow payloads move between the wire and Arrow without a copy.
         // Written by hand: its Arrow payload is aligned within the message.
         .extern_path(".polaroid.v1.ArrowBatch", "crate::arrow_batch::ArrowBatch")
+        // Uploaded Arrow payloads move from the wire to Arrow without a copy.
         .bytes(".polaroid.v1.CreateFromArrowRequest.arrow_ipc")
         .bytes(".polaroid.v1.UploadArrowChunk.data")
         .codec_path("crate::codec::PresizedProstCodec")

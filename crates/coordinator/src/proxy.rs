@@ -176,17 +176,16 @@ fn outbound(
 ) -> tonic::body::Body {
     let frames = futures::stream::unfold(Some((messages, Some(failed))), |state| async move {
         let (mut messages, mut failed) = state?;
-        match messages.next().await {
-            Some(Ok(message)) => {
-                let Ok(length) = u32::try_from(message.len()) else {
-                    if let Some(failed) = failed.take() {
-                        let _ = failed.send(Status::resource_exhausted(
-                            "a request message is larger than gRPC can frame",
-                        ));
-                    }
-                    std::future::pending::<()>().await;
-                    return None;
-                };
+        let next = messages.next().await.map(|message| {
+            message.and_then(|message| match u32::try_from(message.len()) {
+                Ok(length) => Ok((length, message)),
+                Err(_) => Err(Status::resource_exhausted(
+                    "a request message is larger than gRPC can frame",
+                )),
+            })
+        });
+        match next {
+            Some(Ok((length, message))) => {
                 let mut prefix = bytes::BytesMut::with_capacity(GRPC_PREFIX_BYTES);
                 prefix.put_u8(0);
                 prefix.put_u32(length);
