@@ -614,10 +614,17 @@ pub async fn client_of(address: std::net::SocketAddr) -> anyhow::Result<Client> 
 }
 
 /// The client side runs on one runtime thread, as a notebook's client does (Polars
-/// in-process needs a multi-threaded runtime).
+/// in-process needs a multi-threaded runtime). The benchmark itself is a task on that
+/// thread, beside its connections' tasks, as an application's code is: from `block_on` on
+/// the main thread, every call would cross threads twice more.
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().bench {
+    let bench = Cli::parse().bench;
+    tokio::spawn(run(bench)).await?
+}
+
+async fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
         Bench::Core {
             data_dir,
             rows,

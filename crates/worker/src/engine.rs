@@ -187,6 +187,10 @@ fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)>
     )?;
     // Resolving the schema now reports unknown columns and type errors at this call.
     let schema = match &frame {
+        // Steps that only choose rows keep their input's schema and cannot fail on it.
+        // Skipping the resolution matters for latency: Polars resolves a schema through its
+        // own async runtime, which hands this runtime thread's work to another thread.
+        Frame::Lazy(_) if keeps_input_schema(op) => schemas[0].clone(),
         Frame::Lazy(lf) => lf
             .clone()
             .collect_schema()
@@ -201,6 +205,10 @@ fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)>
         }
     };
     Ok((frame, schema))
+}
+
+fn keeps_input_schema(op: &Op) -> bool {
+    matches!(op, Op::Head(_) | Op::Tail(_) | Op::Slice(_) | Op::Limit(_))
 }
 
 impl Engine {

@@ -28,17 +28,39 @@ pub fn decode(bytes: &[u8]) -> EngineResult<DataFrame> {
     })
 }
 
+/// Frames above this size are converted for the wire on Polars' thread pool.
+const PARALLEL_ENCODE_BYTES: usize = 1024 * 1024;
+
 /// Encodes `df` as one Arrow IPC stream. Strings go out as plain (large) UTF-8, not
 /// string views, so that every Arrow reader, old ones included, can open it.
 pub fn encode(df: &mut DataFrame) -> EngineResult<Vec<u8>> {
     // Sized for the columns plus the stream's headers, so the buffer is written in place
     // rather than through growing reallocations.
     let mut buffer = Vec::with_capacity(df.estimated_size() + 64 * 1024);
-    IpcStreamWriter::new(&mut buffer)
-        .with_compat_level(CompatLevel::oldest())
-        .finish(df)
-        .map_err(EngineError::polars("encode arrow"))?;
+    if df.estimated_size() > PARALLEL_ENCODE_BYTES {
+        IpcStreamWriter::new(&mut buffer)
+            .with_compat_level(CompatLevel::oldest())
+            .finish(df)
+            .map_err(EngineError::polars("encode arrow"))?;
+    } else {
+        // Polars' own writer converts string columns on its thread pool; for a small frame,
+        // handing the work to the pool and back costs more than the conversion itself.
+        encode_on_this_thread(df, &mut buffer).map_err(EngineError::polars("encode arrow"))?;
+    }
     Ok(buffer)
+}
+
+fn encode_on_this_thread(df: &mut DataFrame, buffer: &mut Vec<u8>) -> PolarsResult<()> {
+    use polars_arrow::io::ipc::write::{StreamWriter, WriteOptions};
+
+    let compat_level = CompatLevel::oldest();
+    df.rechunk_mut();
+    let mut writer = StreamWriter::new(buffer, WriteOptions { compression: None });
+    writer.start(&df.schema().to_arrow(compat_level), None)?;
+    for batch in df.iter_chunks(compat_level, false) {
+        writer.write(&batch, None)?;
+    }
+    writer.finish()
 }
 
 /// Splits `df` into row ranges whose encodings fit in `max_bytes`, at most `max_rows`
@@ -131,6 +153,43 @@ mod tests {
         .unwrap();
         assert_eq!(chunks.len(), 1);
         assert_eq!(decode(&chunks[0]).unwrap().schema(), df.schema());
+    }
+
+    #[test]
+    fn small_and_large_frames_encode_alike() {
+        // Two chunks per column, so the small path has to rechunk first.
+        let part = |from: i64, rows: i64| {
+            df!(
+                "id" => (from..from + rows).collect::<Vec<_>>(),
+                "name" => (from..from + rows).map(|i| format!("name-{i}")).collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        for rows in [10, 100_000] {
+            let mut df = part(0, rows);
+            df.vstack_mut(&part(rows, rows)).unwrap();
+            let small = df.estimated_size() <= PARALLEL_ENCODE_BYTES;
+            assert_eq!(
+                small,
+                rows == 10,
+                "{rows} rows: {} bytes",
+                df.estimated_size()
+            );
+            let encoded = encode(&mut df.clone()).unwrap();
+            let decoded = decode(&encoded).unwrap();
+            assert!(decoded.equals(&df), "{rows} rows");
+            // Strings go out as plain UTF-8, which every Arrow reader can open.
+            let arrow_schema =
+                polars_arrow::io::ipc::read::read_stream_metadata(&mut Cursor::new(&encoded))
+                    .unwrap()
+                    .schema;
+            let name = arrow_schema.get("name").unwrap();
+            assert_eq!(
+                name.dtype,
+                polars_arrow::datatypes::ArrowDataType::LargeUtf8,
+                "{rows} rows"
+            );
+        }
     }
 
     #[test]
