@@ -528,7 +528,7 @@ pub struct BenchServer {
 impl BenchServer {
     /// A worker with `config` (its bind address is replaced by an ephemeral one).
     pub async fn worker(config: polaroid_worker::WorkerConfig) -> anyhow::Result<Self> {
-        Self::spawn(move |listeners, stop| async move {
+        Self::spawn("worker", move |listeners, stop| async move {
             polaroid_worker::run(config, listeners, stop).await?;
             anyhow::Ok(())
         })
@@ -538,13 +538,14 @@ impl BenchServer {
     pub async fn coordinator(
         config: polaroid_coordinator::CoordinatorConfig,
     ) -> anyhow::Result<Self> {
-        Self::spawn(move |listeners, stop| async move {
+        Self::spawn("coordinator", move |listeners, stop| async move {
             polaroid_coordinator::run(config, listeners, stop).await?;
             anyhow::Ok(())
         })
     }
 
-    fn spawn<F, Fut>(serve: F) -> anyhow::Result<Self>
+    /// `role` names the server's threads, so that profiles tell the servers apart.
+    fn spawn<F, Fut>(role: &'static str, serve: F) -> anyhow::Result<Self>
     where
         F: FnOnce(
                 polaroid_observability::Listeners,
@@ -564,6 +565,7 @@ impl BenchServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .thread_name(role)
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {

@@ -1,4 +1,4 @@
-//! The coordinator's view of the cluster: the ring of live workers, a channel to each,
+//! The coordinator's view of the cluster: the ring of live workers, connections to each,
 //! and the workers this coordinator saw fail since their last report.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{CoordinatorConfig, RoutingPolicy};
 use crate::error::CoordinatorError;
+use crate::link::WorkerLink;
 use crate::membership::{Member, Membership};
 use crate::ring::Ring;
 
@@ -17,6 +18,9 @@ use crate::ring::Ring;
 #[derive(Clone)]
 pub struct Target {
     pub worker_id: Arc<str>,
+    /// For forwarded DataFrame calls.
+    pub link: Arc<WorkerLink>,
+    /// For the coordinator's own calls (job validation).
     pub channel: Channel,
 }
 
@@ -36,6 +40,7 @@ pub struct Cluster {
     lease: Duration,
     view: RwLock<Arc<View>>,
     channels: Mutex<HashMap<String, Channel>>,
+    links: Mutex<HashMap<String, Arc<WorkerLink>>>,
     /// Workers whose calls failed at the transport, with the lease end they had then:
     /// skipped until a report renews it (compared in the membership's clock, not ours).
     /// Held while a new view is computed and installed, which serializes the two.
@@ -53,6 +58,7 @@ impl Cluster {
             lease: config.worker_lease(),
             view: RwLock::new(Arc::default()),
             channels: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
             next_round_robin: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
@@ -192,9 +198,18 @@ impl Cluster {
             .get(&worker_id)
             .ok_or(CoordinatorError::NoLiveWorkers)?;
         Ok(Target {
+            link: self.link(&member.address),
             channel: self.channel(&member.address)?,
             worker_id,
         })
+    }
+
+    fn link(&self, address: &str) -> Arc<WorkerLink> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links
+            .entry(address.to_owned())
+            .or_insert_with(|| Arc::new(WorkerLink::new(address)))
+            .clone()
     }
 
     fn channel(&self, address: &str) -> Result<Channel, CoordinatorError> {

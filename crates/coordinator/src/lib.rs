@@ -8,6 +8,7 @@ mod cluster_service;
 pub mod config;
 mod error;
 mod job_service;
+mod link;
 pub mod membership;
 mod proxy;
 pub mod ring;

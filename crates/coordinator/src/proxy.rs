@@ -10,19 +10,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use http::uri::PathAndQuery;
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use polaroid_proto::AFFINITY_METADATA;
 use rand::Rng;
 use tonic::codec::{DecodeBuf, Decoder};
 use tonic::{Status, Streaming};
-use tower::{Service, ServiceExt};
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
+use crate::link::{GRPC_PREFIX_BYTES, LinkError, Outbound, Received};
 use crate::routing::{RouteKey, route_key};
 
 /// Reads the caller's request messages as undecoded protobuf bytes.
@@ -37,7 +37,7 @@ impl Decoder for RawDecoder {
     }
 }
 
-type MessageStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+pub(crate) type MessageStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The forwarding `DataFrameService`.
@@ -97,22 +97,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for DataFrameProxy {
     }
 }
 
-/// A failure worth trying the next worker for: the worker is unreachable or went away
-/// (tonic attaches the transport error as the source, except for hyper's "operation was
-/// canceled" when a connection dies under a queued call, which is CANCELLED; a worker
-/// never sends CANCELLED itself, and our own caller cancelling drops this call instead).
-/// A status the worker sent, even UNAVAILABLE (a REST source that is down), is its answer.
-pub(crate) fn is_transport_failure(status: &Status) -> bool {
-    use std::error::Error;
-    match status.code() {
-        tonic::Code::Cancelled => true,
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
-            status.source().is_some()
-        }
-        _ => false,
-    }
-}
-
 /// Whether running the call twice could change more than running it once: a write that
 /// appends. Every other call makes content-addressed handles or replaces a file whole.
 fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
@@ -163,52 +147,6 @@ async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
         futures::stream::iter([Ok(first), Ok(second)]).chain(rest),
     ))))
 }
-
-/// The outbound request body: each message behind its 5-byte gRPC prefix (uncompressed),
-/// the message itself passed on without a copy. If the client's stream fails (a chunk
-/// over the size limit, a broken connection), the worker's stream is left open rather
-/// than ended, so the worker never mistakes a truncated upload for a whole one, and the
-/// failure goes to `failed`, which ends the call with the client's error (dropping the
-/// worker's call resets its stream).
-fn outbound(
-    messages: MessageStream,
-    failed: tokio::sync::oneshot::Sender<Status>,
-) -> tonic::body::Body {
-    let frames = futures::stream::unfold(Some((messages, Some(failed))), |state| async move {
-        let (mut messages, mut failed) = state?;
-        let next = messages.next().await.map(|message| {
-            message.and_then(|message| match u32::try_from(message.len()) {
-                Ok(length) => Ok((length, message)),
-                Err(_) => Err(Status::resource_exhausted(
-                    "a request message is larger than gRPC can frame",
-                )),
-            })
-        });
-        match next {
-            Some(Ok((length, message))) => {
-                let mut prefix = bytes::BytesMut::with_capacity(GRPC_PREFIX_BYTES);
-                prefix.put_u8(0);
-                prefix.put_u32(length);
-                let frames =
-                    [prefix.freeze(), message].map(|data| Ok::<_, Status>(Frame::data(data)));
-                Some((futures::stream::iter(frames), Some((messages, failed))))
-            }
-            Some(Err(status)) => {
-                if let Some(failed) = failed.take() {
-                    let _ = failed.send(status);
-                }
-                std::future::pending::<()>().await;
-                None
-            }
-            None => None,
-        }
-    })
-    .flatten();
-    tonic::body::Body::new(StreamBody::new(frames))
-}
-
-/// The compressed flag and the length before every gRPC message.
-const GRPC_PREFIX_BYTES: usize = 5;
 
 /// Headers of the caller's request that the coordinator sets itself or must not pass on.
 const NOT_FORWARDED: [&str; 7] = [
@@ -310,42 +248,32 @@ async fn forward(
             Err(e) => return Err(last_failure.unwrap_or_else(|| e.into())),
         };
         tried.push(target.worker_id.clone());
-        let messages: MessageStream = match &mut body {
-            Body::Replayable(first) => Box::pin(futures::stream::iter(first.clone().map(Ok))),
+        let (failed, client_failure) = tokio::sync::oneshot::channel();
+        let outbound = match &mut body {
+            Body::Replayable(first) => Outbound::Message(first.clone()),
             Body::Stream(stream) => match stream.take() {
-                Some(stream) => stream,
+                Some(messages) => Outbound::Stream { messages, failed },
                 None => break,
             },
         };
-        let (failed, client_failure) = tokio::sync::oneshot::channel();
-        let mut outgoing = http::Request::new(outbound(messages, failed));
-        *outgoing.method_mut() = http::Method::POST;
-        *outgoing.uri_mut() = http::Uri::from(path.clone());
-        *outgoing.version_mut() = http::Version::HTTP_2;
-        *outgoing.headers_mut() = headers.clone();
+        let mut headers = headers.clone();
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(CoordinatorError::DeadlineExceeded.into());
             }
             if let Ok(value) = http::HeaderValue::try_from(grpc_timeout(left)) {
-                outgoing.headers_mut().insert("grpc-timeout", value);
+                headers.insert("grpc-timeout", value);
             }
         }
-        let mut channel = target.channel;
         let worker = target.worker_id.clone();
         let call = async {
-            let ready = channel.ready().await.map_err(|e| with_causes(&e))?;
-            let response = ready.call(outgoing).await.map_err(|e| with_causes(&e))?;
+            let response = target.link.send(path.as_str(), headers, outbound).await?;
             let (head, mut body) = response.into_parts();
             // The first frame (or the end) is awaited here so that a worker that dies
             // before answering is failed over; after it, the stream is the client's.
-            let first = match body.frame().await {
-                Some(Ok(frame)) => Some(frame),
-                Some(Err(status)) => return Err(status.message().to_owned()),
-                None => None,
-            };
-            Ok((head, first, body))
+            let first = body.frame().await.transpose()?;
+            Ok::<_, LinkError>((head, first, body))
         };
         let answer = tokio::select! {
             answer = call => answer,
@@ -372,6 +300,9 @@ async fn forward(
                     tonic::body::Body::new(body),
                 ));
             }
+            Err(e @ LinkError::MessageTooLarge(_)) => {
+                return Err(Status::resource_exhausted(e.to_string()));
+            }
             Err(e) => Status::unavailable(format!("worker {worker} failed to answer: {e}")),
         };
         if !retryable {
@@ -384,26 +315,13 @@ async fn forward(
     Err(last_failure.unwrap_or_else(|| CoordinatorError::NoLiveWorkers.into()))
 }
 
-/// An error and its sources, one after the other: tonic's transport error says only
-/// "transport error" itself.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// A worker's response body on its way to the caller, frame by frame as the worker's
 /// connection hands them over (no copy, no re-encoding). A worker lost mid-stream ends it
 /// with UNAVAILABLE (the caller may run the call again) and is suspect until it reports;
 /// a message over the response limit ends it with RESOURCE_EXHAUSTED.
 struct Forwarded {
     first: Option<Frame<Bytes>>,
-    rest: tonic::body::Body,
+    rest: Received,
     message: MessageLimit,
     worker: Arc<str>,
     cluster: Arc<Cluster>,
@@ -436,12 +354,11 @@ impl http_body::Body for Forwarded {
             Some(frame) => frame,
             None => match Pin::new(&mut self.rest).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
-                Poll::Ready(Some(Err(status))) => {
+                Poll::Ready(Some(Err(e))) => {
                     let worker = self.worker.clone();
                     self.cluster.suspect(&worker);
                     return self.end_with(Status::unavailable(format!(
-                        "worker {worker} went away during the response: {}",
-                        status.message()
+                        "worker {worker} went away during the response: {e}"
                     )));
                 }
                 Poll::Ready(None) => {
@@ -603,25 +520,5 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("10x"), None);
         assert_eq!(parse_grpc_timeout("-1S"), None);
-    }
-
-    #[test]
-    fn only_transport_failures_fail_over() {
-        assert!(
-            !is_transport_failure(&Status::unavailable("the REST source is down")),
-            "a worker's own UNAVAILABLE is its answer"
-        );
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(is_transport_failure(&Status::from_error(Box::new(refused))));
-        assert!(!is_transport_failure(&Status::internal("worker said so")));
-        assert!(!is_transport_failure(&Status::not_found("no handle")));
-        assert!(is_transport_failure(&Status::cancelled(
-            "operation was canceled"
-        )));
-        // A connection that broke under a call surfaces as UNKNOWN with the cause attached.
-        let broken = std::io::Error::new(std::io::ErrorKind::Other, "connection closed");
-        let status = Status::from_error(Box::new(broken));
-        assert_eq!(status.code(), tonic::Code::Unknown);
-        assert!(is_transport_failure(&status));
     }
 }

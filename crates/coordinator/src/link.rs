@@ -1,0 +1,303 @@
+//! The coordinator's HTTP/2 connection to one worker, for forwarded calls, driven by `h2`
+//! itself rather than through a client stack: a forwarded request's headers and its
+//! message are queued together and leave in one write (hyper's client waits for stream
+//! capacity before sending a body, which puts them in two, and wakes the worker twice),
+//! and no task sits between the caller and the connection.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use h2::client::SendRequest;
+use http_body::Frame;
+use tokio::net::TcpStream;
+use tonic::Status;
+
+use crate::proxy::MessageStream;
+
+/// A worker that does not accept a connection this quickly is treated as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// An idle connection is pinged this often, and closed when a ping goes unanswered as
+/// long, so that calls do not wait on a worker that vanished without closing it.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// The compressed flag and the length before every gRPC message.
+pub const GRPC_PREFIX_BYTES: usize = 5;
+
+/// Why a call could not be sent to the worker, or its answer not read.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("connecting to {address}: {reason}")]
+    Connect { address: String, reason: String },
+    #[error("a request message of {0} bytes is larger than gRPC can frame")]
+    MessageTooLarge(usize),
+    #[error(transparent)]
+    Http2(#[from] h2::Error),
+}
+
+/// A connection to one worker, opened on first use and again after it fails.
+pub struct WorkerLink {
+    address: String,
+    slot: tokio::sync::Mutex<Connection>,
+}
+
+/// The open connection's sender; `generation` counts connections opened.
+#[derive(Default)]
+struct Connection {
+    generation: u64,
+    sender: Option<SendRequest<Bytes>>,
+}
+
+/// The messages of a forwarded request.
+pub enum Outbound {
+    /// One message, held whole: it is sent with the headers.
+    Message(Option<Bytes>),
+    /// A client stream, sent as the worker's flow control allows. A failure of the
+    /// caller's stream goes to `failed` and resets the worker's stream, so the worker never
+    /// takes a truncated upload for a whole one.
+    Stream {
+        messages: MessageStream,
+        failed: tokio::sync::oneshot::Sender<Status>,
+    },
+}
+
+impl WorkerLink {
+    pub fn new(address: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            slot: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Sends a request (`path` and headers; the body is `outbound`) and returns the
+    /// worker's response head with its body. The request body keeps flowing after this
+    /// returns; it stops when the returned body is dropped.
+    pub async fn send(
+        &self,
+        path: &str,
+        headers: http::HeaderMap,
+        outbound: Outbound,
+    ) -> Result<http::Response<Received>, LinkError> {
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::try_from(format!("http://{}{path}", self.address))
+            .map_err(|e| LinkError::Connect {
+                address: self.address.clone(),
+                reason: e.to_string(),
+            })?;
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = headers;
+        let mut sender = self.ready_sender().await?;
+        let (response, mut send) = sender.send_request(request, false)?;
+        let pipe = match outbound {
+            Outbound::Message(message) => {
+                if let Some(message) = message {
+                    send.send_data(framed_prefix(message.len())?, false)?;
+                    send.send_data(message, false)?;
+                }
+                send.send_data(Bytes::new(), true)?;
+                None
+            }
+            Outbound::Stream { messages, failed } => {
+                Some(AbortOnDrop(tokio::spawn(pipe(send, messages, failed))))
+            }
+        };
+        let (head, body) = response.await?.into_parts();
+        Ok(http::Response::from_parts(
+            head,
+            Received {
+                stream: body,
+                data_done: false,
+                done: false,
+                _pipe: pipe,
+            },
+        ))
+    }
+
+    /// The connection's sender, ready for a new stream: the open connection, or a new one
+    /// when there is none or it has closed.
+    async fn ready_sender(&self) -> Result<SendRequest<Bytes>, LinkError> {
+        let (generation, cached) = {
+            let slot = self.slot.lock().await;
+            (slot.generation, slot.sender.clone())
+        };
+        if let Some(sender) = cached {
+            match sender.ready().await {
+                Ok(sender) => return Ok(sender),
+                Err(e) => tracing::debug!(worker = %self.address, error = %e, "reconnecting"),
+            }
+        }
+        let mut slot = self.slot.lock().await;
+        // Another call may have reconnected meanwhile.
+        let sender = match slot.sender.clone() {
+            Some(sender) if slot.generation != generation => sender,
+            _ => {
+                let sender = self.connect().await?;
+                slot.sender = Some(sender.clone());
+                slot.generation += 1;
+                sender
+            }
+        };
+        drop(slot);
+        Ok(sender.ready().await?)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Bytes>, LinkError> {
+        let failed = |reason: String| LinkError::Connect {
+            address: self.address.clone(),
+            reason,
+        };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| failed(e.to_string()))?;
+        tcp.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+        let (sender, mut connection) = h2::client::Builder::new()
+            // Results stream through here: 1 MiB frames and windows of several messages
+            // move a 4 MiB message in a few frames, without stalling on window updates.
+            // The connection's window is 32 streams' worth, so callers that stop reading
+            // cannot starve the other calls on this worker's one connection.
+            .max_frame_size(1 << 20)
+            .initial_window_size(16 << 20)
+            .initial_connection_window_size(512 << 20)
+            .handshake::<_, Bytes>(tcp)
+            .await?;
+        let ping_pong = connection.ping_pong();
+        let address = self.address.clone();
+        tokio::spawn(async move {
+            let keepalive = async move {
+                let Some(mut ping_pong) = ping_pong else {
+                    return std::future::pending().await;
+                };
+                loop {
+                    tokio::time::sleep(KEEPALIVE).await;
+                    let answered =
+                        tokio::time::timeout(KEEPALIVE, ping_pong.ping(h2::Ping::opaque())).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        return "a keepalive ping went unanswered";
+                    }
+                }
+            };
+            tokio::select! {
+                ended = &mut connection => if let Err(e) = ended {
+                    tracing::debug!(worker = %address, error = %e, "worker connection ended");
+                },
+                reason = keepalive => tracing::warn!(worker = %address, reason, "closing worker connection"),
+            }
+        });
+        Ok(sender)
+    }
+}
+
+fn framed_prefix(length: usize) -> Result<Bytes, LinkError> {
+    let length = u32::try_from(length).map_err(|_| LinkError::MessageTooLarge(length))?;
+    let mut prefix = BytesMut::with_capacity(GRPC_PREFIX_BYTES);
+    prefix.put_u8(0);
+    prefix.put_u32(length);
+    Ok(prefix.freeze())
+}
+
+/// Sends a client stream's messages as the worker's flow control allows.
+async fn pipe(
+    mut send: h2::SendStream<Bytes>,
+    mut messages: MessageStream,
+    failed: tokio::sync::oneshot::Sender<Status>,
+) {
+    while let Some(message) = messages.next().await {
+        let message = message.and_then(|message| {
+            let prefix = framed_prefix(message.len())
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            Ok((prefix, message))
+        });
+        let (prefix, message) = match message {
+            Ok(parts) => parts,
+            Err(status) => {
+                let _ = failed.send(status);
+                send.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+        };
+        for data in [prefix, message] {
+            if send_within_capacity(&mut send, data).await.is_err() {
+                // The worker ended or reset the stream; its answer says why.
+                return;
+            }
+        }
+    }
+    let _ = send.send_data(Bytes::new(), true);
+}
+
+async fn send_within_capacity(
+    send: &mut h2::SendStream<Bytes>,
+    mut data: Bytes,
+) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(granted) => granted?,
+            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+        };
+        if granted > 0 {
+            send.send_data(data.split_to(granted.min(data.len())), false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Aborts a task when dropped: the request pipe stops with the call it feeds.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A worker's response body: its data frames as they arrive (their window is handed back
+/// to the worker as each is passed on), then its trailers.
+pub struct Received {
+    stream: h2::RecvStream,
+    data_done: bool,
+    done: bool,
+    _pipe: Option<AbortOnDrop>,
+}
+
+impl http_body::Body for Received {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if !self.data_done {
+            match self.stream.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => self.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let trailers = std::task::ready!(self.stream.poll_trailers(cx));
+        self.done = true;
+        Poll::Ready(match trailers {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
