@@ -503,3 +503,80 @@ async fn bad_membership_reports_are_rejected() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Files under every `artifacts` directory of the shared store.
+fn stored_artifacts(root: &std::path::Path) -> usize {
+    let mut count = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if directory.file_name().is_some_and(|n| n == "artifacts") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_by_the_client_is_its_error_and_stores_nothing() -> anyhow::Result<()> {
+    let limit = 64 * 1024;
+    let cluster =
+        TestCluster::start(1, &["--max-request-message-bytes", &limit.to_string()], &[]).await?;
+    let mut client = cluster.client().await?;
+    // Each upload's first two chunks hold a whole Arrow stream but its end marker: the
+    // worker must not store it when the client's stream fails after them. The client must
+    // hear its own error, not UNAVAILABLE from the worker's stream being reset for it.
+    for attempt in 0..5 {
+        let ipc = to_ipc(&numbers(100 + attempt));
+        let whole = &ipc[..ipc.len() - 8];
+        let (first, second) = whole.split_at(whole.len() / 2);
+        let [first, second, over] =
+            [first.to_vec(), second.to_vec(), vec![0; limit + 1]].map(|data| {
+                pb::UploadArrowChunk {
+                    data: data.into(),
+                    name: None,
+                }
+            });
+        let (chunks, received) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let _ = chunks.send(first).await;
+            let _ = chunks.send(second).await;
+            // Time for the first chunks to reach the worker before the stream fails
+            // (were they still queued at the coordinator, the reset would discard them).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = chunks.send(over).await;
+        });
+        let refused = client
+            .upload_arrow(tokio_stream::wrappers::ReceiverStream::new(received))
+            .await;
+        let status = refused.expect_err("the third chunk is over the coordinator's limit");
+        // The client's own error (tonic's for an oversized message), not UNAVAILABLE.
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        assert!(status.message().contains("too large"), "{status:?}");
+    }
+    // The prefix the worker saw is a valid upload on its own.
+    let ipc = to_ipc(&numbers(1000));
+    let chunks = [ipc[..ipc.len() - 8].to_vec()].map(|data| pb::UploadArrowChunk {
+        data: data.into(),
+        name: None,
+    });
+    let handle = client
+        .upload_arrow(tokio_stream::iter(chunks))
+        .await?
+        .into_inner()
+        .handle;
+    assert_frame_eq(&collect(&mut client, &handle).await?, &numbers(1000));
+    assert_eq!(
+        stored_artifacts(cluster.state.path()),
+        1,
+        "only the whole upload is stored"
+    );
+    Ok(())
+}

@@ -222,13 +222,8 @@ impl Cluster {
             // A worker that does not answer a connect quickly is treated as down.
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
-            // Results stream through here: 1 MiB frames and windows of several messages
-            // move a 4 MiB message in a few frames, without stalling on window updates.
-            // The connection's window is 32 streams' worth, so callers that stop reading
-            // cannot starve the other calls on this worker's one connection.
-            .max_frame_size(1 << 20)
-            .initial_stream_window_size(16 << 20)
-            .initial_connection_window_size(512 << 20)
+            // Only the coordinator's own small calls (job validation) use this channel;
+            // forwarded calls and their results go through `link`.
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true)
             .connect_lazy();

@@ -2,7 +2,7 @@
 //! itself rather than through a client stack: a forwarded request's headers and its
 //! message are queued together and leave in one write (hyper's client waits for stream
 //! capacity before sending a body, which puts them in two, and wakes the worker twice),
-//! and no task sits between the caller and the connection.
+//! and a one-message call crosses no task between the caller and the connection.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,11 +19,13 @@ use crate::proxy::MessageStream;
 
 /// A worker that does not accept a connection this quickly is treated as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// An idle connection is pinged this often, and closed when a ping goes unanswered as
-/// long, so that calls do not wait on a worker that vanished without closing it.
+/// The connection is pinged this often, and closed when a ping goes unanswered as long,
+/// so that calls do not wait on a worker that vanished without closing it.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// The compressed flag and the length before every gRPC message.
 pub const GRPC_PREFIX_BYTES: usize = 5;
+/// The most bytes given to h2 in one send.
+const MAX_SEND_BYTES: usize = 1 << 30;
 
 /// Why a call could not be sent to the worker, or its answer not read.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +56,9 @@ pub enum Outbound {
     /// One message, held whole: it is sent with the headers.
     Message(Option<Bytes>),
     /// A client stream, sent as the worker's flow control allows. A failure of the
-    /// caller's stream goes to `failed` and resets the worker's stream, so the worker never
-    /// takes a truncated upload for a whole one.
+    /// caller's stream goes to `failed`; the worker's stream is then reset with
+    /// INTERNAL_ERROR, as it is when the call is dropped before the stream ends, because
+    /// a worker's gRPC server takes a CANCEL reset for the end of the stream.
     Stream {
         messages: MessageStream,
         failed: tokio::sync::oneshot::Sender<Status>,
@@ -92,8 +95,12 @@ impl WorkerLink {
         let (response, mut send) = sender.send_request(request, false)?;
         let pipe = match outbound {
             Outbound::Message(message) => {
-                if let Some(message) = message {
+                if let Some(mut message) = message {
                     send.send_data(framed_prefix(message.len())?, false)?;
+                    // h2 refuses a single send of 2 GiB or more; gRPC messages reach 4 GiB.
+                    while message.len() > MAX_SEND_BYTES {
+                        send.send_data(message.split_to(MAX_SEND_BYTES), false)?;
+                    }
                     send.send_data(message, false)?;
                 }
                 send.send_data(Bytes::new(), true)?;
@@ -161,6 +168,9 @@ impl WorkerLink {
             .max_frame_size(1 << 20)
             .initial_window_size(16 << 20)
             .initial_connection_window_size(512 << 20)
+            // As hyper's client: workers never push, and header blocks stay small.
+            .enable_push(false)
+            .max_header_list_size(16 << 10)
             .handshake::<_, Bytes>(tcp)
             .await?;
         let ping_pong = connection.ping_pong();
@@ -200,10 +210,14 @@ fn framed_prefix(length: usize) -> Result<Bytes, LinkError> {
 
 /// Sends a client stream's messages as the worker's flow control allows.
 async fn pipe(
-    mut send: h2::SendStream<Bytes>,
+    send: h2::SendStream<Bytes>,
     mut messages: MessageStream,
     failed: tokio::sync::oneshot::Sender<Status>,
 ) {
+    let mut send = Unfinished {
+        stream: send,
+        ended: false,
+    };
     while let Some(message) = messages.next().await {
         let message = message.and_then(|message| {
             let prefix = framed_prefix(message.len())
@@ -213,19 +227,37 @@ async fn pipe(
         let (prefix, message) = match message {
             Ok(parts) => parts,
             Err(status) => {
+                // The client hears its error before the worker's stream is reset (on drop).
                 let _ = failed.send(status);
-                send.send_reset(h2::Reason::CANCEL);
                 return;
             }
         };
         for data in [prefix, message] {
-            if send_within_capacity(&mut send, data).await.is_err() {
+            if send_within_capacity(&mut send.stream, data).await.is_err() {
                 // The worker ended or reset the stream; its answer says why.
                 return;
             }
         }
     }
-    let _ = send.send_data(Bytes::new(), true);
+    let _ = send.stream.send_data(Bytes::new(), true);
+    send.ended = true;
+}
+
+/// An upload's stream to the worker that has not been ended: dropped as it is (the
+/// client's stream failed, or the call was dropped), it resets the worker's stream with
+/// INTERNAL_ERROR, which the worker's gRPC server reports as an error; with CANCEL it
+/// would take the upload so far for the whole of it.
+struct Unfinished {
+    stream: h2::SendStream<Bytes>,
+    ended: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.stream.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
+    }
 }
 
 async fn send_within_capacity(

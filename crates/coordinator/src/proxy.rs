@@ -276,8 +276,11 @@ async fn forward(
             Ok::<_, LinkError>((head, first, body))
         };
         let answer = tokio::select! {
-            answer = call => answer,
+            // The client's own failure first: resetting the worker's stream for it also
+            // fails `call`, and the client must hear its error, not UNAVAILABLE.
+            biased;
             Ok(status) = client_failure => return Err(status),
+            answer = call => answer,
         };
         let failure = match answer {
             Ok((head, first, rest)) => {
