@@ -91,12 +91,17 @@ impl WorkerLink {
             })?;
         *request.version_mut() = http::Version::HTTP_2;
         *request.headers_mut() = headers;
+        // Checked before the worker sees anything of the call.
+        let prefix = match &outbound {
+            Outbound::Message(Some(message)) => Some(framed_prefix(message.len())?),
+            _ => None,
+        };
         let mut sender = self.ready_sender().await?;
         let (response, mut send) = sender.send_request(request, false)?;
         let pipe = match outbound {
             Outbound::Message(message) => {
-                if let Some(mut message) = message {
-                    send.send_data(framed_prefix(message.len())?, false)?;
+                if let (Some(prefix), Some(mut message)) = (prefix, message) {
+                    send.send_data(prefix, false)?;
                     // h2 refuses a single send of 2 GiB or more; gRPC messages reach 4 GiB.
                     while message.len() > MAX_SEND_BYTES {
                         send.send_data(message.split_to(MAX_SEND_BYTES), false)?;
