@@ -371,10 +371,10 @@ impl http_body::Body for Forwarded {
                 Poll::Pending => return Poll::Pending,
             },
         };
-        if let Some(data) = frame.data_ref() {
-            if let Err(status) = self.message.check(data) {
-                return self.end_with(status);
-            }
+        if let Some(data) = frame.data_ref()
+            && let Err(status) = self.message.check(data)
+        {
+            return self.end_with(status);
         }
         Poll::Ready(Some(Ok(frame)))
     }

@@ -36,8 +36,9 @@ const PARALLEL_ENCODE_BYTES: usize = 1024 * 1024;
 pub fn encode(df: &mut DataFrame) -> EngineResult<Vec<u8>> {
     // Sized for the columns plus the stream's headers, so the buffer is written in place
     // rather than through growing reallocations.
-    let mut buffer = Vec::with_capacity(df.estimated_size() + 64 * 1024);
-    if df.estimated_size() > PARALLEL_ENCODE_BYTES {
+    let estimated = df.estimated_size();
+    let mut buffer = Vec::with_capacity(estimated + 64 * 1024);
+    if estimated > PARALLEL_ENCODE_BYTES {
         IpcStreamWriter::new(&mut buffer)
             .with_compat_level(CompatLevel::oldest())
             .finish(df)

@@ -188,11 +188,7 @@ impl DataFrameService for DataFrameServer {
         request: Request<pb::CreateFromArrowRequest>,
     ) -> Reply<pb::DataFrameHandle> {
         let request = request.into_inner();
-        handle_reply(
-            self.engine
-                .upload(request.arrow_ipc.into(), request.name)
-                .await,
-        )
+        handle_reply(self.engine.upload(request.arrow_ipc, request.name).await)
     }
 
     async fn upload_arrow(
