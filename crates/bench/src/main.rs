@@ -94,7 +94,8 @@ enum Bench {
         submitters: usize,
         #[arg(long, default_value_t = 10_000_000)]
         rows: usize,
-        #[arg(long, default_value_t = 5)]
+        /// Runs of the large plan each way, counted after one uncounted warm-up pair.
+        #[arg(long, default_value_t = 9)]
         repetitions: usize,
         /// Put the workers' filesystem store under this directory instead (e.g. a tmpfs,
         /// to see the queue apart from the disk).
