@@ -1511,3 +1511,69 @@ async fn streaming_sources_are_unimplemented() -> anyhow::Result<()> {
     }
     worker.stop().await
 }
+
+/// A small cached result is encoded once and then sent as those bytes: a repeat collect
+/// sends exactly the same messages, while a limit or a batch size of its own still gets
+/// its own rows and messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_results_collect_alike_from_their_encoded_copy() -> anyhow::Result<()> {
+    let worker = TestWorker::start().await?;
+    let mut client = worker.client().await?;
+    let df = sales();
+    let handle = upload(&mut client, &df).await?;
+
+    let raw = |client: &mut Client, limit: Option<i64>| {
+        let mut client = Clone::clone(client);
+        let handle = handle.clone();
+        async move {
+            let mut stream = client
+                .collect(pb::CollectRequest { handle, limit })
+                .await?
+                .into_inner();
+            let mut messages = Vec::new();
+            while let Some(batch) = stream.message().await? {
+                messages.push(batch.arrow_ipc);
+            }
+            anyhow::Ok(messages)
+        }
+    };
+    let first = raw(&mut client, None).await?;
+    let again = raw(&mut client, None).await?;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first, again, "a repeat collect sends the same bytes");
+    assert_frame_eq(&collect(&mut client, &handle).await?, &df);
+
+    let limited = collect_batches(&mut client, &handle, Some(2)).await?;
+    assert_frame_eq(&stack(&limited), &df.head(Some(2)));
+    assert_frame_eq(&collect(&mut client, &handle).await?, &df);
+
+    let mut streamed = Vec::new();
+    for _ in 0..2 {
+        let mut stream = client
+            .collect_streaming(pb::CollectStreamingRequest {
+                handle: handle.clone(),
+                batch_size: Some(3),
+                limit: None,
+            })
+            .await?
+            .into_inner();
+        let mut frames = Vec::new();
+        while let Some(batch) = stream.message().await? {
+            frames.push(polaroid_tests::from_ipc(&batch.arrow_ipc));
+        }
+        assert_eq!(
+            frames.iter().map(DataFrame::height).collect::<Vec<_>>(),
+            [3, 3, 2]
+        );
+        streamed.push(stack(&frames));
+    }
+    assert_frame_eq(&streamed[0], &df);
+    assert_frame_eq(&streamed[1], &df);
+    // The full result is unchanged by the other shapes cached beside it.
+    assert_eq!(raw(&mut client, None).await?, first);
+    assert_frame_eq(
+        &stack(&collect_batches(&mut client, &handle, Some(0)).await?),
+        &df.head(Some(0)),
+    );
+    worker.stop().await
+}

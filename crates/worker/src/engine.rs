@@ -85,6 +85,47 @@ pub enum SinkFormat {
     },
 }
 
+/// A client's row limit, checked.
+fn parse_limit(limit: Option<i64>) -> EngineResult<Option<usize>> {
+    limit
+        .map(|l| {
+            usize::try_from(l)
+                .map_err(|_| EngineError::invalid(format!("limit must be non-negative, got {l}")))
+        })
+        .transpose()
+}
+
+/// Results up to this size are encoded on the calling thread; larger ones are encoded
+/// off the runtime's threads as they stream.
+pub const SMALL_RESULT_BYTES: usize = 64 * 1024;
+
+/// Small encoded results kept (each at most [`SMALL_RESULT_BYTES`] in memory, so the
+/// whole at most 16 MiB).
+const ENCODED_RESULTS: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
+
+/// How a collect splits its rows into messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BatchShape {
+    pub max_bytes: usize,
+    pub max_rows: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct EncodedKey {
+    tenant: TenantId,
+    plan: PlanId,
+    limit: Option<usize>,
+    shape: BatchShape,
+}
+
+/// A collected result, ready to stream.
+pub enum Collected {
+    /// A small result, already encoded as its messages.
+    Encoded(Arc<[Bytes]>),
+    /// A large result, to be encoded as it streams.
+    Frame(DataFrame),
+}
+
 pub struct Engine {
     catalog: Catalog,
     tenant: TenantId,
@@ -92,6 +133,10 @@ pub struct Engine {
     limits: ResultLimits,
     nodes: Mutex<LruCache<(TenantId, PlanId), Arc<Node>>>,
     results: ResultCache,
+    /// Small cached results as the messages a collect sends, so that collecting one again
+    /// sends the same bytes instead of encoding them again (most of a small collect's
+    /// cost). Results are immutable per plan, so entries never go stale.
+    encoded: Mutex<LruCache<EncodedKey, Arc<[Bytes]>>>,
     http: reqwest::Client,
     panic_on_operation: Option<String>,
     handle_ttl_ms: u64,
@@ -229,6 +274,7 @@ impl Engine {
             },
             nodes: Mutex::new(LruCache::new(node_capacity)),
             results: ResultCache::new(config.cache_bytes),
+            encoded: Mutex::new(LruCache::new(ENCODED_RESULTS)),
             http: reqwest::Client::new(),
             panic_on_operation: Some(config.debug_panic_on_operation.clone())
                 .filter(|op| !op.is_empty()),
@@ -852,16 +898,58 @@ impl Engine {
         });
     }
 
-    /// The rows of a handle for a client, within the result limits.
-    pub async fn collect(&self, handle: &str, limit: Option<i64>) -> EngineResult<DataFrame> {
-        let limit = limit
-            .map(|l| {
-                usize::try_from(l).map_err(|_| {
-                    EngineError::invalid(format!("limit must be non-negative, got {l}"))
-                })
-            })
-            .transpose()?;
+    /// The rows of a handle for a client, within the result limits; a small result
+    /// encoded as the messages of `shape` (once, when the result is cached), a large one
+    /// left for the caller to encode as it streams.
+    pub async fn collect_batches(
+        &self,
+        handle: &str,
+        limit: Option<i64>,
+        shape: BatchShape,
+    ) -> EngineResult<Collected> {
+        let limit = parse_limit(limit)?;
         let (_, node) = self.resolve(handle).await?;
+        let key = EncodedKey {
+            tenant: self.tenant,
+            plan: node.id.clone(),
+            limit,
+            shape,
+        };
+        if let Some(batches) = self.encoded_cache().get(&key) {
+            metrics::counter!("polaroid_worker_cache_hits_total", "cache" => "encoded")
+                .increment(1);
+            return Ok(Collected::Encoded(batches.clone()));
+        }
+        let df = self.collect_node(&node, limit).await?;
+        if df.estimated_size() > SMALL_RESULT_BYTES {
+            return Ok(Collected::Frame(df));
+        }
+        let batches: Arc<[Bytes]> = self
+            .inline("collect", || {
+                let mut batches = Vec::new();
+                ipc::encode_chunks(&df, shape.max_bytes, shape.max_rows, &mut |bytes| {
+                    batches.push(bytes);
+                    true
+                })?;
+                Ok(batches)
+            })?
+            .into();
+        // Only a result the cache holds is known to be the plan's result for good; a
+        // limited one computed on the side is sent and forgotten.
+        if self.cached(&node).is_some() {
+            metrics::counter!("polaroid_worker_cache_misses_total", "cache" => "encoded")
+                .increment(1);
+            self.encoded_cache().put(key, batches.clone());
+        }
+        Ok(Collected::Encoded(batches))
+    }
+
+    fn encoded_cache(&self) -> std::sync::MutexGuard<'_, LruCache<EncodedKey, Arc<[Bytes]>>> {
+        self.encoded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A node's rows for a client, within the result limits.
+    async fn collect_node(&self, node: &Node, limit: Option<usize>) -> EngineResult<DataFrame> {
         let limits = self.limits;
         if node.schema.len() > limits.max_columns {
             return Err(EngineError::LimitExceeded(format!(
@@ -870,7 +958,7 @@ impl Engine {
                 limits.max_columns
             )));
         }
-        let df = match (self.cached(&node), limit) {
+        let df = match (self.cached(node), limit) {
             (Some(df), Some(n)) => df.head(Some(n)),
             (Some(df), None) => df,
             // A limit under the cap computes only the rows asked for (and is not cached).
@@ -885,7 +973,7 @@ impl Engine {
                 .await?
             }
             (None, limit) => {
-                let df = self.compute(&node, Some(limits.max_rows)).await?;
+                let df = self.compute(node, Some(limits.max_rows)).await?;
                 match limit {
                     Some(n) => df.head(Some(n)),
                     None => df,

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use futures::Stream;
 use polaroid_proto::v1::{self as pb, data_frame_service_server::DataFrameService, plan_step::Op};
-use polars::prelude::DataFrame;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::dtype;
-use crate::engine::{Engine, SinkFormat};
+use crate::engine::{BatchShape, Collected, Engine, SinkFormat};
 use crate::error::{EngineError, EngineResult};
 use polaroid_store::HandleRecordExt;
 
@@ -98,23 +97,32 @@ impl DataFrameServer {
 
     /// Streams `df` as self-contained Arrow IPC streams of at most `max_rows` rows and
     /// the configured message size, encoded as the client reads them.
-    fn stream_frame(&self, df: DataFrame, max_rows: usize) -> BatchStream {
-        let max_bytes = self.max_message_bytes;
-        // A small result is encoded here: a thread hop would cost more than the encoding.
-        if df.estimated_size() <= 64 * 1024 {
-            let mut batches = Vec::new();
-            let mut emit = |bytes: bytes::Bytes| {
-                batches.push(Ok(pb::ArrowBatch {
-                    arrow_ipc: bytes,
-                    error: None,
-                }));
-                true
-            };
-            if let Err(error) = crate::ipc::encode_chunks(&df, max_bytes, max_rows, &mut emit) {
-                batches.push(Err(status(error)));
-            }
-            return Box::pin(tokio_stream::iter(batches));
+    fn shape(&self, max_rows: usize) -> BatchShape {
+        BatchShape {
+            max_bytes: self.max_message_bytes,
+            max_rows,
         }
+    }
+
+    /// The messages of a collected result: sent as they are when encoded already,
+    /// otherwise encoded off the runtime's threads as the client takes them.
+    fn stream_collected(&self, collected: Collected, max_rows: usize) -> BatchStream {
+        let df = match collected {
+            Collected::Encoded(batches) => {
+                let messages: Vec<Result<pb::ArrowBatch, Status>> = batches
+                    .iter()
+                    .map(|bytes| {
+                        Ok(pb::ArrowBatch {
+                            arrow_ipc: bytes.clone(),
+                            error: None,
+                        })
+                    })
+                    .collect();
+                return Box::pin(tokio_stream::iter(messages));
+            }
+            Collected::Frame(df) => df,
+        };
+        let max_bytes = self.max_message_bytes;
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut emit = |bytes: bytes::Bytes| {
@@ -437,12 +445,12 @@ impl DataFrameService for DataFrameServer {
 
     async fn collect(&self, request: Request<pb::CollectRequest>) -> Reply<Self::CollectStream> {
         let request = request.into_inner();
-        let df = self
+        let collected = self
             .engine
-            .collect(&request.handle, request.limit)
+            .collect_batches(&request.handle, request.limit, self.shape(usize::MAX))
             .await
             .map_err(status)?;
-        Ok(Response::new(self.stream_frame(df, usize::MAX)))
+        Ok(Response::new(self.stream_collected(collected, usize::MAX)))
     }
 
     type CollectStreamingStream = BatchStream;
@@ -461,12 +469,12 @@ impl DataFrameService for DataFrameServer {
                 ))));
             }
         };
-        let df = self
+        let collected = self
             .engine
-            .collect(&request.handle, request.limit)
+            .collect_batches(&request.handle, request.limit, self.shape(batch_rows))
             .await
             .map_err(status)?;
-        Ok(Response::new(self.stream_frame(df, batch_rows)))
+        Ok(Response::new(self.stream_collected(collected, batch_rows)))
     }
 
     async fn write_parquet(
