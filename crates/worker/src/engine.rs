@@ -99,7 +99,7 @@ fn parse_limit(limit: Option<i64>) -> EngineResult<Option<usize>> {
 /// off the runtime's threads as they stream.
 pub const SMALL_RESULT_BYTES: usize = 64 * 1024;
 
-/// Small encoded results kept (each at most [`SMALL_RESULT_BYTES`] in memory, so the
+/// Small encoded results kept (each at most [`SMALL_RESULT_BYTES`] of messages, so the
 /// whole at most 16 MiB).
 const ENCODED_RESULTS: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
 
@@ -935,8 +935,11 @@ impl Engine {
             })?
             .into();
         // Only a result the cache holds is known to be the plan's result for good; a
-        // limited one computed on the side is sent and forgotten.
-        if self.cached(&node).is_some() {
+        // limited one computed on the side is sent and forgotten. Small rows in many
+        // small messages (a tiny batch size) can encode far larger than the rows: those
+        // are not kept either.
+        let encoded_bytes: usize = batches.iter().map(Bytes::len).sum();
+        if encoded_bytes <= SMALL_RESULT_BYTES && self.cached(&node).is_some() {
             metrics::counter!("polaroid_worker_cache_misses_total", "cache" => "encoded")
                 .increment(1);
             self.encoded_cache().put(key, batches.clone());
