@@ -190,8 +190,8 @@ fn ms_percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// The large plan as a batch job: from the client's submit to the finish in the job's
-/// record; the rows written; and the wait from the submit to the job's start. A threshold of its own (always true) keeps each run from
-/// reusing another's cached result.
+/// record; the rows written; and the wait from the submit to the job's start. A threshold
+/// of its own (always true) keeps each run from reusing another's cached result.
 async fn large_plan_as_job(
     jobs: &mut Jobs,
     large: &Path,

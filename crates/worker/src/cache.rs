@@ -54,6 +54,11 @@ impl ResultCache {
         found
     }
 
+    /// Whether `key` is cached, without counting a hit or a miss or refreshing its place.
+    pub fn contains(&self, key: &(TenantId, PlanId)) -> bool {
+        self.lock().lru.contains(key)
+    }
+
     /// Keeps `df` unless it alone is larger than the whole cache.
     pub fn insert(&self, key: (TenantId, PlanId), df: DataFrame) {
         let size = df.estimated_size();

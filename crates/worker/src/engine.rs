@@ -939,7 +939,9 @@ impl Engine {
         // small messages (a tiny batch size) can encode far larger than the rows: those
         // are not kept either.
         let encoded_bytes: usize = batches.iter().map(Bytes::len).sum();
-        if encoded_bytes <= SMALL_RESULT_BYTES && self.cached(&node).is_some() {
+        if encoded_bytes <= SMALL_RESULT_BYTES
+            && self.results.contains(&(self.tenant, node.id.clone()))
+        {
             metrics::counter!("polaroid_worker_cache_misses_total", "cache" => "encoded")
                 .increment(1);
             self.encoded_cache().put(key, batches.clone());
