@@ -95,8 +95,8 @@ impl DataFrameServer {
         handle_reply(self.engine.derive(parents, op(request)).await)
     }
 
-    /// Streams `df` as self-contained Arrow IPC streams of at most `max_rows` rows and
-    /// the configured message size, encoded as the client reads them.
+    /// Messages of at most `max_rows` rows and the configured message size, each a
+    /// self-contained Arrow IPC stream.
     fn shape(&self, max_rows: usize) -> BatchShape {
         BatchShape {
             max_bytes: self.max_message_bytes,
@@ -106,7 +106,7 @@ impl DataFrameServer {
 
     /// The messages of a collected result: sent as they are when encoded already,
     /// otherwise encoded off the runtime's threads as the client takes them.
-    fn stream_collected(&self, collected: Collected, max_rows: usize) -> BatchStream {
+    fn stream_collected(collected: Collected, shape: BatchShape) -> BatchStream {
         let df = match collected {
             Collected::Encoded(batches) => {
                 let messages: Vec<Result<pb::ArrowBatch, Status>> = batches
@@ -122,7 +122,6 @@ impl DataFrameServer {
             }
             Collected::Frame(df) => df,
         };
-        let max_bytes = self.max_message_bytes;
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut emit = |bytes: bytes::Bytes| {
@@ -133,7 +132,9 @@ impl DataFrameServer {
                     }))
                     .is_ok()
             };
-            if let Err(error) = crate::ipc::encode_chunks(&df, max_bytes, max_rows, &mut emit) {
+            if let Err(error) =
+                crate::ipc::encode_chunks(&df, shape.max_bytes, shape.max_rows, &mut emit)
+            {
                 let _ = sender.blocking_send(Err(status(error)));
             }
         });
@@ -445,12 +446,13 @@ impl DataFrameService for DataFrameServer {
 
     async fn collect(&self, request: Request<pb::CollectRequest>) -> Reply<Self::CollectStream> {
         let request = request.into_inner();
+        let shape = self.shape(usize::MAX);
         let collected = self
             .engine
-            .collect_batches(&request.handle, request.limit, self.shape(usize::MAX))
+            .collect_batches(&request.handle, request.limit, shape)
             .await
             .map_err(status)?;
-        Ok(Response::new(self.stream_collected(collected, usize::MAX)))
+        Ok(Response::new(Self::stream_collected(collected, shape)))
     }
 
     type CollectStreamingStream = BatchStream;
@@ -469,12 +471,13 @@ impl DataFrameService for DataFrameServer {
                 ))));
             }
         };
+        let shape = self.shape(batch_rows);
         let collected = self
             .engine
-            .collect_batches(&request.handle, request.limit, self.shape(batch_rows))
+            .collect_batches(&request.handle, request.limit, shape)
             .await
             .map_err(status)?;
-        Ok(Response::new(self.stream_collected(collected, batch_rows)))
+        Ok(Response::new(Self::stream_collected(collected, shape)))
     }
 
     async fn write_parquet(
