@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/polaroid/v1/plan.proto",
         "proto/polaroid/v1/cluster.proto",
         "proto/polaroid/v1/jobs.proto",
+        "proto/arrow/flight/protocol/flight.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
@@ -26,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Uploaded Arrow payloads move from the wire to Arrow without a copy.
         .bytes(".polaroid.v1.CreateFromArrowRequest.arrow_ipc")
         .bytes(".polaroid.v1.UploadArrowChunk.data")
+        // Flight's Arrow messages, tickets and schemas move between Arrow and the wire
+        // without a copy.
+        .bytes(".arrow.flight.protocol")
         .codec_path("crate::codec::PresizedProstCodec")
         .compile_fds(descriptors)?;
     Ok(())

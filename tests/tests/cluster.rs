@@ -388,7 +388,11 @@ async fn health_readiness_metrics_and_reflection_on_every_process() -> anyhow::R
                 .connect()
                 .await?;
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        for service in ["", "polaroid.v1.DataFrameService"] {
+        for service in [
+            "",
+            "polaroid.v1.DataFrameService",
+            "arrow.flight.protocol.FlightService",
+        ] {
             let answer = health
                 .check(tonic_health::pb::HealthCheckRequest {
                     service: service.into(),
@@ -403,10 +407,12 @@ async fn health_readiness_metrics_and_reflection_on_every_process() -> anyhow::R
             );
         }
         let services = reflected_services(channel).await?;
-        assert!(
-            services.iter().any(|s| s == "polaroid.v1.DataFrameService"),
-            "{services:?}"
-        );
+        for service in [
+            "polaroid.v1.DataFrameService",
+            "arrow.flight.protocol.FlightService",
+        ] {
+            assert!(services.iter().any(|s| s == service), "{services:?}");
+        }
     }
     let mut client = cluster.client().await?;
     upload(&mut client, &numbers(5)).await?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use polaroid_coordinator::CoordinatorConfig;
+use polaroid_proto::flight::{self as fl, flight_service_client::FlightServiceClient};
 use polaroid_proto::v1::{self as pb, cluster_service_client::ClusterServiceClient};
 use polaroid_worker::{HandleStoreKind, WorkerConfig};
 use polars::prelude::*;
@@ -72,6 +73,49 @@ async fn collect_bytes(client: &mut Client, handle: &str) -> anyhow::Result<usiz
         bytes += batch.arrow_ipc.len();
     }
     Ok(bytes)
+}
+
+type Flight = FlightServiceClient<tonic::transport::Channel>;
+
+async fn flight_at(uri: &str) -> anyhow::Result<Flight> {
+    let address = uri.strip_prefix("grpc+tcp://").unwrap_or(uri);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    Ok(FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX))
+}
+
+/// Fetches `handle` with Flight `DoGet` and returns the Arrow bytes received.
+async fn flight_bytes(flight: &mut Flight, handle: &str) -> anyhow::Result<usize> {
+    let ticket = fl::Ticket {
+        ticket: handle.to_owned().into(),
+    };
+    let mut stream = flight.do_get(ticket).await?.into_inner();
+    let mut bytes = 0;
+    while let Some(message) = stream.message().await? {
+        bytes += message.data_header.len() + message.data_body.len();
+    }
+    Ok(bytes)
+}
+
+/// Asks the coordinator where `handle`'s rows are (GetFlightInfo), then fetches them from
+/// the first location, as a Flight client does.
+async fn flight_via_info(coordinator: &mut Flight, handle: &str) -> anyhow::Result<usize> {
+    let descriptor = fl::FlightDescriptor {
+        r#type: fl::flight_descriptor::DescriptorType::Path as i32,
+        path: vec![handle.to_owned()],
+        ..Default::default()
+    };
+    let info = coordinator.get_flight_info(descriptor).await?.into_inner();
+    let endpoint = info
+        .endpoint
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no endpoint"))?;
+    let location = endpoint
+        .location
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no location"))?;
+    flight_bytes(&mut flight_at(&location.uri).await?, handle).await
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -165,7 +209,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
     let mut direct = client_of(addresses[&owner].parse()?).await?;
     let expected = collect_bytes(&mut via_coordinator, &large).await?;
+    let coordinator_uri = format!("grpc+tcp://{}", coordinator.address());
+    let mut flight_coordinator = flight_at(&coordinator_uri).await?;
+    let mut flight_direct = flight_at(&addresses[&owner]).await?;
+    let flight_expected = flight_bytes(&mut flight_direct, &large).await?;
     let (mut through, mut straight) = (Vec::new(), Vec::new());
+    let (mut flight_through, mut flight_straight) = (Vec::new(), Vec::new());
     for _ in 0..options.repetitions {
         let start = Instant::now();
         anyhow::ensure!(collect_bytes(&mut direct, &large).await? == expected);
@@ -173,9 +222,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let start = Instant::now();
         anyhow::ensure!(collect_bytes(&mut via_coordinator, &large).await? == expected);
         through.push(start.elapsed());
+        let start = Instant::now();
+        anyhow::ensure!(flight_bytes(&mut flight_direct, &large).await? == flight_expected);
+        flight_straight.push(start.elapsed());
+        let start = Instant::now();
+        anyhow::ensure!(flight_via_info(&mut flight_coordinator, &large).await? == flight_expected);
+        flight_through.push(start.elapsed());
     }
     let gib = expected as f64 / f64::from(1u32 << 30);
     let (through, straight) = (median(through), median(straight));
+    let (flight_through, flight_straight) = (median(flight_through), median(flight_straight));
     println!(
         "| collect of a {gib:.2} GiB result (Arrow IPC), straight from its worker, median of {} | {:.2} s ({:.2} GiB/s) |",
         options.repetitions,
@@ -190,6 +246,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!(
         "| collect throughput ratio, through / straight | {:.2} |",
         straight.as_secs_f64() / through.as_secs_f64()
+    );
+    let flight_gib = flight_expected as f64 / f64::from(1u32 << 30);
+    println!(
+        "| Flight DoGet of the same result ({flight_gib:.2} GiB), straight from its worker | {:.2} s ({:.2} GiB/s) |",
+        flight_straight.as_secs_f64(),
+        flight_gib / flight_straight.as_secs_f64()
+    );
+    println!(
+        "| Flight through the coordinator: GetFlightInfo there, DoGet at the first location | {:.2} s ({:.2} GiB/s) |",
+        flight_through.as_secs_f64(),
+        flight_gib / flight_through.as_secs_f64()
+    );
+    println!(
+        "| ratio, Flight through the coordinator / Collect straight (throughput) | {:.2} |",
+        straight.as_secs_f64() / flight_through.as_secs_f64()
+    );
+    println!(
+        "| ratio, Flight through the coordinator / Flight straight (throughput) | {:.2} |",
+        flight_straight.as_secs_f64() / flight_through.as_secs_f64()
     );
 
     // Many clients: trivial calls on handles spread over every worker.

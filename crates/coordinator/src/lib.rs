@@ -1,6 +1,6 @@
 //! The Polaroid coordinator: serves the polaroid.v1 `DataFrameService` by forwarding each
 //! call to the worker that owns its handle's affinity key on a consistent-hash ring of
-//! live workers, failing over to the next one; `ClusterService`, where workers register
+//! live workers, failing over to the next one (Arrow Flight alike); `ClusterService`, where workers register
 //! and report their load; and `JobService`, which validates and queues batch jobs.
 
 mod cluster;
@@ -72,13 +72,16 @@ pub async fn serve(
         config.max_request_message_bytes,
         config.max_response_message_bytes,
     );
+    let flight = proxy.serving::<routing::FlightRoutes>();
     let (health, health_service) = polaroid_observability::health_service();
-    health
-        .set_service_status(
-            <proxy::DataFrameProxy as tonic::server::NamedService>::NAME,
-            ServingStatus::Serving,
-        )
-        .await;
+    for service in [
+        <proxy::DataFrameProxy as tonic::server::NamedService>::NAME,
+        <proxy::FlightProxy as tonic::server::NamedService>::NAME,
+    ] {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
     let reflection = polaroid_observability::reflection_service()?;
     let ready: Readiness = {
         let cluster = cluster.clone();
@@ -104,6 +107,7 @@ pub async fn serve(
             cluster_service::ClusterServer::new(cluster.clone()),
         ))
         .add_service(proxy)
+        .add_service(flight)
         .add_service(
             JobServiceServer::new(job_service::JobServer::new(
                 queue,

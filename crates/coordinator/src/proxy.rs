@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +24,7 @@ use tonic::{Status, Streaming};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 use crate::link::{GRPC_PREFIX_BYTES, LinkError, Outbound, Received};
-use crate::routing::{RouteKey, route_key};
+use crate::routing::{DataFrameRoutes, FlightRoutes, RouteKey, Routes};
 
 /// Reads the caller's request messages as undecoded protobuf bytes.
 struct RawDecoder;
@@ -40,10 +41,28 @@ impl Decoder for RawDecoder {
 pub(crate) type MessageStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// The forwarding `DataFrameService`.
-#[derive(Clone)]
-pub struct DataFrameProxy {
+/// A forwarding service: `DataFrameService` or Arrow Flight, which differ only in their
+/// name and in where a call's handle sits in its request.
+pub struct Proxy<R> {
     inner: Arc<Settings>,
+    routes: PhantomData<fn() -> R>,
+}
+
+/// The forwarding `polaroid.v1.DataFrameService`.
+pub type DataFrameProxy = Proxy<DataFrameRoutes>;
+
+/// The forwarding `arrow.flight.protocol.FlightService`: `GetFlightInfo` reaches the
+/// owning worker, which names itself as the first location, so large results can skip
+/// this hop; `DoGet` here serves clients that cannot reach workers.
+pub type FlightProxy = Proxy<FlightRoutes>;
+
+impl<R> Clone for Proxy<R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            routes: PhantomData,
+        }
+    }
 }
 
 struct Settings {
@@ -70,15 +89,26 @@ impl DataFrameProxy {
                 max_request_bytes,
                 max_response_bytes,
             }),
+            routes: PhantomData,
         }
     }
 }
 
-impl tonic::server::NamedService for DataFrameProxy {
-    const NAME: &'static str = "polaroid.v1.DataFrameService";
+impl<R> Proxy<R> {
+    /// The same forwarding, for another service.
+    pub fn serving<Other>(&self) -> Proxy<Other> {
+        Proxy {
+            inner: self.inner.clone(),
+            routes: PhantomData,
+        }
+    }
 }
 
-impl tower::Service<http::Request<tonic::body::Body>> for DataFrameProxy {
+impl<R: Routes> tonic::server::NamedService for Proxy<R> {
+    const NAME: &'static str = R::NAME;
+}
+
+impl<R: Routes> tower::Service<http::Request<tonic::body::Body>> for Proxy<R> {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Self::Response, Infallible>>;
@@ -90,7 +120,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for DataFrameProxy {
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let settings = self.inner.clone();
         Box::pin(async move {
-            Ok(forward(&settings, request)
+            Ok(forward(&settings, R::route_key, request)
                 .await
                 .unwrap_or_else(|status| status.into_http()))
         })
@@ -179,6 +209,7 @@ fn grpc_timeout(left: Duration) -> String {
 
 async fn forward(
     settings: &Settings,
+    route_key: fn(&str, Option<&[u8]>) -> RouteKey,
     request: http::Request<tonic::body::Body>,
 ) -> Result<http::Response<tonic::body::Body>, Status> {
     let started = Instant::now();

@@ -1,9 +1,13 @@
 //! Which affinity key a call routes by, read from its first request message.
 //!
 //! Every polaroid.v1 call that works on an existing handle carries it in field 1 (the
-//! left input, for joins); SQL names its inputs in a map. Anything else starts a new
-//! pipeline and gets a fresh key, which the worker stamps on the handle it creates.
+//! left input, for joins); SQL names its inputs in a map. In Arrow Flight a ticket is a
+//! handle and a descriptor names one. Anything else starts a new pipeline and gets a
+//! fresh key, which the worker stamps on the handle it creates.
 
+use std::borrow::Cow;
+
+use polaroid_proto::flight::{FlightDescriptor, Ticket, flight_descriptor::DescriptorType};
 use polaroid_proto::v1::SqlRequest;
 use polaroid_store::{AffinityKey, Handle};
 use prost::Message;
@@ -25,23 +29,70 @@ impl RouteKey {
     }
 }
 
-/// The route of a call to `method` whose first request message is `first`.
-pub fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey {
-    let input = first.and_then(|message| {
-        if method == "Sql" {
-            // Tables are decoded in name order; the worker's first input is the first name.
-            let request = SqlRequest::decode(message).ok()?;
-            let handle = request.tables.into_values().next()?;
-            Handle::parse(&handle).ok()
-        } else {
-            let field = first_string_field(message)?;
-            Handle::parse(std::str::from_utf8(field).ok()?).ok()
-        }
-    });
-    match input {
+/// A forwarded service: its gRPC name and how its calls route.
+pub trait Routes: 'static {
+    const NAME: &'static str;
+
+    /// The route of a call to `method` whose first request message is `first`.
+    fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey;
+}
+
+pub struct DataFrameRoutes;
+
+impl Routes for DataFrameRoutes {
+    const NAME: &'static str = "polaroid.v1.DataFrameService";
+
+    fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey {
+        route_key(method, first)
+    }
+}
+
+pub struct FlightRoutes;
+
+impl Routes for FlightRoutes {
+    const NAME: &'static str = "arrow.flight.protocol.FlightService";
+
+    fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey {
+        let handle: Option<Vec<u8>> = first.and_then(|message| match method {
+            "DoGet" => Some(Ticket::decode(message).ok()?.ticket.to_vec()),
+            "GetFlightInfo" | "GetSchema" | "PollFlightInfo" => {
+                let descriptor = FlightDescriptor::decode(message).ok()?;
+                match descriptor.r#type() {
+                    DescriptorType::Path => {
+                        descriptor.path.into_iter().next().map(String::into_bytes)
+                    }
+                    DescriptorType::Cmd => Some(descriptor.cmd.to_vec()),
+                    DescriptorType::Unknown => None,
+                }
+            }
+            // DoPut uploads a new frame; the rest are answered by any worker.
+            _ => None,
+        });
+        pipeline_or_fresh(handle.as_deref().and_then(|h| std::str::from_utf8(h).ok()))
+    }
+}
+
+fn pipeline_or_fresh(handle: Option<&str>) -> RouteKey {
+    match handle.and_then(|h| Handle::parse(h).ok()) {
         Some(handle) => RouteKey::Pipeline(handle.affinity()),
         None => RouteKey::Fresh(AffinityKey::random()),
     }
+}
+
+/// The route of a polaroid.v1 call to `method` whose first request message is `first`.
+pub fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey {
+    let handle: Option<Cow<'_, str>> = first.and_then(|message| {
+        if method == "Sql" {
+            // Tables are decoded in name order; the worker's first input is the first name.
+            let request = SqlRequest::decode(message).ok()?;
+            request.tables.into_values().next().map(Cow::Owned)
+        } else {
+            std::str::from_utf8(first_string_field(message)?)
+                .ok()
+                .map(Cow::Borrowed)
+        }
+    });
+    pipeline_or_fresh(handle.as_deref())
 }
 
 fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
@@ -161,11 +212,59 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn flight_tickets_and_descriptors_route_by_their_handle() {
+        use polaroid_proto::flight as fl;
+        let owned = handle();
+        let expected = RouteKey::Pipeline(owned.affinity());
+        let ticket = fl::Ticket {
+            ticket: owned.to_string().into(),
+        };
+        assert_eq!(
+            FlightRoutes::route_key("DoGet", Some(&ticket.encode_to_vec())),
+            expected
+        );
+        let by_path = fl::FlightDescriptor {
+            r#type: DescriptorType::Path as i32,
+            path: vec![owned.to_string()],
+            ..Default::default()
+        };
+        let by_command = fl::FlightDescriptor {
+            r#type: DescriptorType::Cmd as i32,
+            cmd: owned.to_string().into(),
+            ..Default::default()
+        };
+        for method in ["GetFlightInfo", "GetSchema"] {
+            for descriptor in [&by_path, &by_command] {
+                assert_eq!(
+                    FlightRoutes::route_key(method, Some(&descriptor.encode_to_vec())),
+                    expected,
+                    "{method} {descriptor:?}"
+                );
+            }
+        }
+        // Uploads and junk start new pipelines.
+        let put = fl::FlightData {
+            flight_descriptor: Some(by_path.clone()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            FlightRoutes::route_key("DoPut", Some(&put.encode_to_vec())),
+            RouteKey::Fresh(_)
+        ));
+        assert!(matches!(
+            FlightRoutes::route_key("DoGet", Some(&[0x0a, 0xff])),
+            RouteKey::Fresh(_)
+        ));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = route_key("Select", Some(&bytes));
             let _ = route_key("Sql", Some(&bytes));
+            let _ = FlightRoutes::route_key("DoGet", Some(&bytes));
+            let _ = FlightRoutes::route_key("GetFlightInfo", Some(&bytes));
         }
     }
 }

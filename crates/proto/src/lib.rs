@@ -7,7 +7,15 @@ pub mod v1 {
     pub use crate::arrow_batch::ArrowBatch;
 }
 
-/// The encoded `FileDescriptorSet` of every polaroid.v1 file, for gRPC reflection.
+/// Arrow Flight (`arrow.flight.protocol.FlightService`), served beside polaroid.v1: a
+/// ticket is a handle, and its rows come as Arrow IPC messages.
+pub mod flight {
+    #![allow(clippy::all, clippy::unwrap_used, missing_docs)]
+    tonic::include_proto!("arrow.flight.protocol");
+}
+
+/// The encoded `FileDescriptorSet` of every polaroid.v1 file and of Arrow Flight, for
+/// gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/polaroid_descriptor.bin"));
 

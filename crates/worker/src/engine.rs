@@ -949,6 +949,12 @@ impl Engine {
         Ok(Collected::Encoded(batches))
     }
 
+    /// A handle's rows for a client, within the result limits.
+    pub async fn collect_frame(&self, handle: &str) -> EngineResult<DataFrame> {
+        let (_, node) = self.resolve(handle).await?;
+        self.collect_node(&node, None).await
+    }
+
     fn encoded_cache(&self) -> std::sync::MutexGuard<'_, LruCache<EncodedKey, Arc<[Bytes]>>> {
         self.encoded.lock().unwrap_or_else(|p| p.into_inner())
     }

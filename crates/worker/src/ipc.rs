@@ -11,6 +11,9 @@ use crate::error::{EngineError, EngineResult};
 /// Arrow IPC files start with this magic; streams start with a schema message.
 const FILE_MAGIC: &[u8] = b"ARROW1";
 
+/// Starts each encapsulated IPC message (and, followed by a zero length, ends a stream).
+const CONTINUATION: [u8; 4] = [0xff; 4];
+
 /// Decodes an Arrow IPC stream or file.
 pub fn decode(bytes: &[u8]) -> EngineResult<DataFrame> {
     if bytes.is_empty() {
@@ -73,18 +76,212 @@ pub fn encode_chunks(
     max_rows: usize,
     emit: &mut dyn FnMut(Bytes) -> bool,
 ) -> EngineResult<()> {
-    let height = df.height();
-    if height == 0 {
+    if df.height() == 0 {
         emit(Bytes::from(encode(&mut df.clone())?));
         return Ok(());
     }
-    // First guess from the in-memory size; chunks that still come out too big are halved.
-    let per_row = (df.estimated_size() / height).max(1);
+    let mut encode_stream = |slice: &mut DataFrame| encode(slice).map(Bytes::from);
+    encode_in_ranges(
+        df,
+        max_bytes,
+        max_rows,
+        &mut encode_stream,
+        &Bytes::len,
+        emit,
+    )
+}
+
+/// One Arrow IPC message as Arrow Flight carries it: the flatbuffer header and the body.
+pub struct FlightMessage {
+    pub header: Bytes,
+    pub body: Bytes,
+}
+
+impl FlightMessage {
+    fn len(&self) -> usize {
+        self.header.len() + self.body.len()
+    }
+}
+
+/// The Arrow schema results go out with: plain (large) UTF-8 strings, as in [`encode`].
+fn wire_schema(schema: &Schema) -> polars_arrow::datatypes::ArrowSchema {
+    schema.to_arrow(CompatLevel::oldest())
+}
+
+/// The IPC schema message (its flatbuffer) of a frame of `schema`.
+pub fn schema_message(schema: &Schema) -> Bytes {
+    use polars_arrow::io::ipc::write::{default_ipc_fields, schema_to_bytes};
+    let arrow = wire_schema(schema);
+    let fields = default_ipc_fields(arrow.iter_values());
+    Bytes::from(schema_to_bytes(&arrow, &fields, None))
+}
+
+/// The schema as Flight's `FlightInfo` and `SchemaResult` carry it: the IPC message with
+/// its encapsulation (continuation marker, padded length, flatbuffer, padding).
+pub fn encapsulated_schema(schema: &Schema) -> Bytes {
+    let message = schema_message(schema);
+    let padded = message.len().next_multiple_of(8);
+    let mut out = Vec::with_capacity(8 + padded);
+    out.extend_from_slice(&CONTINUATION);
+    out.extend_from_slice(&(padded as i32).to_le_bytes());
+    out.extend_from_slice(&message);
+    out.resize(8 + padded, 0);
+    Bytes::from(out)
+}
+
+/// The record batches of `df` (after the schema message, which the caller sends) as Flight
+/// messages: dictionaries then the batch, for row ranges of at most `max_rows` rows whose
+/// messages fit in `max_bytes` together. A batch's dictionaries are sent with it, each
+/// replacing the last of its id, so any batch can be decoded after the ones before it.
+pub fn encode_flight_batches(
+    df: &DataFrame,
+    max_bytes: usize,
+    max_rows: usize,
+    emit: &mut dyn FnMut(FlightMessage) -> bool,
+) -> EngineResult<()> {
+    if df.height() == 0 {
+        return Ok(());
+    }
+    let fields = {
+        let arrow = wire_schema(df.schema());
+        polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values())
+    };
+    let mut encode_batch = |slice: &mut DataFrame| -> EngineResult<Vec<FlightMessage>> {
+        encode_flight_batch(slice, &fields).map_err(EngineError::polars("encode arrow"))
+    };
+    let size = |messages: &Vec<FlightMessage>| messages.iter().map(FlightMessage::len).sum();
+    let mut emit = |messages: Vec<FlightMessage>| messages.into_iter().all(&mut *emit);
+    encode_in_ranges(df, max_bytes, max_rows, &mut encode_batch, &size, &mut emit)
+}
+
+fn encode_flight_batch(
+    slice: &mut DataFrame,
+    fields: &[polars_arrow::io::ipc::IpcField],
+) -> PolarsResult<Vec<FlightMessage>> {
+    use polars_arrow::io::ipc::write::{
+        DictionaryTracker, EncodedData, WriteOptions, encode_new_dictionaries, encode_record_batch,
+    };
+    slice.rechunk_mut();
+    let parallel = slice.estimated_size() > PARALLEL_ENCODE_BYTES;
+    let mut tracker = DictionaryTracker {
+        dictionaries: Default::default(),
+        cannot_replace: false,
+    };
+    let options = WriteOptions { compression: None };
+    let mut messages = Vec::new();
+    for batch in slice.iter_chunks(CompatLevel::oldest(), parallel) {
+        let mut dictionaries = Vec::new();
+        for (field, array) in fields.iter().zip(batch.arrays()) {
+            encode_new_dictionaries(
+                field,
+                array.as_ref(),
+                &options,
+                &mut tracker,
+                &mut dictionaries,
+            )?;
+        }
+        let mut encoded = EncodedData::default();
+        encode_record_batch(&batch, &options, &mut encoded);
+        messages.extend(
+            dictionaries
+                .into_iter()
+                .chain([encoded])
+                .map(|encoded| FlightMessage {
+                    header: Bytes::from(encoded.ipc_message),
+                    body: Bytes::from(encoded.arrow_data),
+                }),
+        );
+    }
+    Ok(messages)
+}
+
+/// An Arrow IPC stream put together from the messages of a Flight upload, within a limit
+/// on its size.
+pub struct StreamBuilder {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl StreamBuilder {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Appends one message (a metadata-only Flight message, with neither, is skipped).
+    pub fn push(&mut self, header: &[u8], body: &[u8]) -> EngineResult<()> {
+        if header.is_empty() {
+            return match body.is_empty() {
+                true => Ok(()),
+                false => Err(EngineError::invalid(
+                    "a Flight message has a data_body but no data_header",
+                )),
+            };
+        }
+        let padded = header.len().next_multiple_of(8);
+        let size = 8 + padded + body.len();
+        if self.bytes.len().saturating_add(size) > self.limit {
+            return Err(EngineError::LimitExceeded(format!(
+                "upload is over the limit of {} bytes",
+                self.limit
+            )));
+        }
+        let length = i32::try_from(padded).map_err(|_| {
+            EngineError::invalid(format!(
+                "a Flight data_header of {padded} bytes is too long"
+            ))
+        })?;
+        self.bytes.reserve(size);
+        self.bytes.extend_from_slice(&CONTINUATION);
+        self.bytes.extend_from_slice(&length.to_le_bytes());
+        self.bytes.extend_from_slice(header);
+        self.bytes
+            .resize(self.bytes.len() + padded - header.len(), 0);
+        self.bytes.extend_from_slice(body);
+        Ok(())
+    }
+
+    /// The stream, with its end marker.
+    pub fn finish(mut self) -> EngineResult<Bytes> {
+        if self.bytes.is_empty() {
+            return Err(EngineError::invalid(
+                "the upload has no Arrow messages: the first must carry the schema",
+            ));
+        }
+        self.bytes.extend_from_slice(&CONTINUATION);
+        self.bytes.extend_from_slice(&0i32.to_le_bytes());
+        Ok(Bytes::from(self.bytes))
+    }
+}
+
+/// Encodes `df` (with rows) in consecutive row ranges whose encodings fit in `max_bytes`,
+/// at most `max_rows` rows each, handing each to `emit`, which answers whether the receiver
+/// still wants more.
+fn encode_in_ranges<T>(
+    df: &DataFrame,
+    max_bytes: usize,
+    max_rows: usize,
+    encode: &mut dyn FnMut(&mut DataFrame) -> EngineResult<T>,
+    size: &dyn Fn(&T) -> usize,
+    emit: &mut dyn FnMut(T) -> bool,
+) -> EngineResult<()> {
+    let height = df.height();
+    // First guess from the in-memory size; ranges that still come out too big are halved.
+    let per_row = (df.estimated_size() / height.max(1)).max(1);
     let rows = (max_bytes.saturating_mul(3) / 4 / per_row).clamp(1, max_rows.max(1));
+    let mut ranges = Ranges {
+        df,
+        max_bytes,
+        encode,
+        size,
+        emit,
+    };
     let mut offset = 0;
     while offset < height {
         let length = rows.min(height - offset);
-        if !encode_range(df, offset, length, max_bytes, emit)? {
+        if !ranges.encode_range(offset, length)? {
             return Ok(());
         }
         offset += length;
@@ -92,30 +289,33 @@ pub fn encode_chunks(
     Ok(())
 }
 
-/// Returns false when the receiver went away.
-fn encode_range(
-    df: &DataFrame,
-    offset: usize,
-    length: usize,
+struct Ranges<'a, T> {
+    df: &'a DataFrame,
     max_bytes: usize,
-    emit: &mut dyn FnMut(Bytes) -> bool,
-) -> EngineResult<bool> {
-    let mut slice = df.slice(offset as i64, length);
-    let encoded = encode(&mut slice)?;
-    if encoded.len() <= max_bytes {
-        return Ok(emit(Bytes::from(encoded)));
-    }
-    if length == 1 {
-        return Err(EngineError::LimitExceeded(format!(
-            "row {offset} alone encodes to {} bytes, over the maximum message size of {max_bytes} bytes",
-            encoded.len()
-        )));
-    }
-    let half = length / 2;
-    Ok(encode_range(df, offset, half, max_bytes, emit)?
-        && encode_range(df, offset + half, length - half, max_bytes, emit)?)
+    encode: &'a mut dyn FnMut(&mut DataFrame) -> EngineResult<T>,
+    size: &'a dyn Fn(&T) -> usize,
+    emit: &'a mut dyn FnMut(T) -> bool,
 }
 
+impl<T> Ranges<'_, T> {
+    /// Returns false when the receiver went away.
+    fn encode_range(&mut self, offset: usize, length: usize) -> EngineResult<bool> {
+        let mut slice = self.df.slice(offset as i64, length);
+        let encoded = (self.encode)(&mut slice)?;
+        let size = (self.size)(&encoded);
+        if size <= self.max_bytes {
+            return Ok((self.emit)(encoded));
+        }
+        if length == 1 {
+            return Err(EngineError::LimitExceeded(format!(
+                "row {offset} alone encodes to {size} bytes, over the maximum message size of {} bytes",
+                self.max_bytes
+            )));
+        }
+        let half = length / 2;
+        Ok(self.encode_range(offset, half)? && self.encode_range(offset + half, length - half)?)
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +391,63 @@ mod tests {
                 "{rows} rows"
             );
         }
+    }
+
+    #[test]
+    fn flight_messages_fit_and_reassemble_into_the_frame() {
+        let rows = 5_000i64;
+        let mut df = df!(
+            "id" => (0..rows).collect::<Vec<_>>(),
+            "name" => (0..rows).map(|i| (i % 3 != 0).then(|| format!("n{i}"))).collect::<Vec<_>>(),
+            "day" => (0..rows).map(|i| i as i32).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        df.apply("day", |s| s.cast(&DataType::Date).unwrap())
+            .unwrap();
+        let limit = 8 * 1024;
+        let mut messages = Vec::new();
+        encode_flight_batches(&df, limit, usize::MAX, &mut |m| {
+            messages.push(m);
+            true
+        })
+        .unwrap();
+        assert!(messages.len() > 5, "{} messages", messages.len());
+        assert!(messages.iter().all(|m| m.len() <= limit));
+        let mut stream = StreamBuilder::new(usize::MAX);
+        stream.push(&schema_message(df.schema()), &[]).unwrap();
+        for message in &messages {
+            stream.push(&message.header, &message.body).unwrap();
+        }
+        assert!(
+            decode(&stream.finish().unwrap())
+                .unwrap()
+                .equals_missing(&df)
+        );
+
+        // The encapsulated schema is a stream's first message.
+        let mut schema_only = encapsulated_schema(df.schema()).to_vec();
+        schema_only.extend_from_slice(&CONTINUATION);
+        schema_only.extend_from_slice(&[0; 4]);
+        assert_eq!(decode(&schema_only).unwrap().schema(), df.schema());
+    }
+
+    #[test]
+    fn flight_uploads_are_bounded_and_need_headers() {
+        let mut stream = StreamBuilder::new(64);
+        stream.push(&[], &[]).unwrap();
+        assert!(matches!(
+            stream.push(&[], &[1]),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        stream.push(&[1; 20], &[2; 16]).unwrap();
+        assert!(matches!(
+            stream.push(&[1; 20], &[2; 16]),
+            Err(EngineError::LimitExceeded(_))
+        ));
+        assert!(matches!(
+            StreamBuilder::new(64).finish(),
+            Err(EngineError::InvalidArgument(_))
+        ));
     }
 
     #[test]

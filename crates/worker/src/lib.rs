@@ -6,6 +6,7 @@ pub mod dtype;
 mod engine;
 mod error;
 pub mod expr;
+mod flight;
 mod ipc;
 mod jobs;
 mod paths;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use polaroid_jobs::JobQueue;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
+use polaroid_proto::flight::flight_service_server::FlightServiceServer;
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
 use polaroid_proto::v1::job_validation_service_server::JobValidationServiceServer;
 use polaroid_store::{AffinityKey, Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
@@ -109,10 +111,17 @@ pub async fn serve(
         DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))
             .max_decoding_message_size(config.max_request_message_bytes)
             .max_encoding_message_size(config.max_response_message_bytes);
+    let flight =
+        FlightServiceServer::new(flight::FlightServer::new(engine.clone(), &address, &config))
+            .max_decoding_message_size(config.max_request_message_bytes)
+            .max_encoding_message_size(config.max_response_message_bytes);
     let metrics = GrpcMetricsLayer::new("worker");
     let (health, health_service) = polaroid_observability::health_service();
     health
         .set_serving::<DataFrameServiceServer<service::DataFrameServer>>()
+        .await;
+    health
+        .set_serving::<FlightServiceServer<flight::FlightServer>>()
         .await;
     let reflection = polaroid_observability::reflection_service()?;
     let validation =
@@ -180,6 +189,9 @@ pub async fn serve(
             health
                 .set_not_serving::<DataFrameServiceServer<service::DataFrameServer>>()
                 .await;
+            health
+                .set_not_serving::<FlightServiceServer<flight::FlightServer>>()
+                .await;
             // No new jobs; attempts running now end with the process and are reclaimed.
             let _ = stop_jobs.send(true);
             if let Some(job_runner) = job_runner {
@@ -222,6 +234,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
+        .add_service(flight)
         .add_service(validation)
         .serve_with_incoming_shutdown(incoming, drain);
     let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);

@@ -1,0 +1,262 @@
+//! Arrow Flight on a worker: a ticket is a handle, `DoGet` streams its rows as Arrow IPC
+//! messages, `GetFlightInfo` names this worker as the place to fetch them, and `DoPut`
+//! uploads rows as a new handle. Errors take the same mapping as `DataFrameService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use polaroid_proto::flight::{self as pb, flight_service_server::FlightService};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+use crate::ipc;
+use crate::service::status;
+
+/// Flight's location for "the service that answered GetFlightInfo": a client that cannot
+/// reach the owning worker fetches through the coordinator it asked.
+pub const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
+
+type Reply<T> = Result<Response<T>, Status>;
+type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct FlightServer {
+    engine: Arc<Engine>,
+    /// This worker's Flight location (`grpc+tcp://` and its advertised address).
+    location: String,
+    max_message_bytes: usize,
+    max_upload_bytes: usize,
+}
+
+impl FlightServer {
+    pub fn new(engine: Arc<Engine>, address: &str, config: &crate::WorkerConfig) -> Self {
+        Self {
+            engine,
+            location: format!("grpc+tcp://{address}"),
+            // Room for the FlightData framing around the header and body.
+            max_message_bytes: config
+                .max_response_message_bytes
+                .saturating_sub(1024)
+                .max(1024),
+            max_upload_bytes: config.max_upload_bytes,
+        }
+    }
+}
+
+/// The handle a ticket carries (its UTF-8 text).
+fn ticket_handle(ticket: &pb::Ticket) -> EngineResult<&str> {
+    std::str::from_utf8(&ticket.ticket)
+        .map_err(|_| EngineError::invalid("a Flight ticket is a Polaroid handle: UTF-8 text"))
+}
+
+/// The handle a descriptor names: a path of one element, or a command that is the handle.
+fn descriptor_handle(descriptor: &pb::FlightDescriptor) -> EngineResult<String> {
+    use pb::flight_descriptor::DescriptorType;
+    match DescriptorType::try_from(descriptor.r#type) {
+        Ok(DescriptorType::Path) => match descriptor.path.as_slice() {
+            [handle] => Ok(handle.clone()),
+            path => Err(EngineError::invalid(format!(
+                "a Flight descriptor path names one Polaroid handle; this one has {} elements",
+                path.len()
+            ))),
+        },
+        Ok(DescriptorType::Cmd) => String::from_utf8(descriptor.cmd.to_vec()).map_err(|_| {
+            EngineError::invalid("a Flight descriptor command is a Polaroid handle: UTF-8 text")
+        }),
+        _ => Err(EngineError::invalid(
+            "a Flight descriptor must be a PATH of one handle or a CMD holding a handle",
+        )),
+    }
+}
+
+fn unimplemented(message: &str) -> Status {
+    status(EngineError::Unimplemented(message.to_owned()))
+}
+
+#[tonic::async_trait]
+impl FlightService for FlightServer {
+    type HandshakeStream = ReplyStream<pb::HandshakeResponse>;
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<pb::HandshakeRequest>>,
+    ) -> Reply<Self::HandshakeStream> {
+        Err(unimplemented(
+            "Handshake is not needed: Polaroid's Flight service has no session to open",
+        ))
+    }
+
+    type ListFlightsStream = ReplyStream<pb::FlightInfo>;
+
+    async fn list_flights(&self, _: Request<pb::Criteria>) -> Reply<Self::ListFlightsStream> {
+        Err(unimplemented(
+            "ListFlights: handles are not listed; GetFlightInfo takes a descriptor naming one",
+        ))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<pb::FlightDescriptor>,
+    ) -> Reply<pb::FlightInfo> {
+        let descriptor = request.into_inner();
+        let handle = descriptor_handle(&descriptor).map_err(status)?;
+        let schema = self.engine.schema(&handle).await.map_err(status)?;
+        let locations = [self.location.as_str(), REUSE_CONNECTION];
+        Ok(Response::new(pb::FlightInfo {
+            schema: ipc::encapsulated_schema(&schema),
+            flight_descriptor: Some(descriptor),
+            endpoint: vec![pb::FlightEndpoint {
+                ticket: Some(pb::Ticket {
+                    ticket: Bytes::from(handle),
+                }),
+                location: locations
+                    .into_iter()
+                    .map(|uri| pb::Location {
+                        uri: uri.to_owned(),
+                    })
+                    .collect(),
+                app_metadata: Bytes::new(),
+            }],
+            // Not known before the rows are computed, which is the fetch's work.
+            total_records: -1,
+            total_bytes: -1,
+            ordered: true,
+            app_metadata: Bytes::new(),
+        }))
+    }
+
+    async fn poll_flight_info(&self, _: Request<pb::FlightDescriptor>) -> Reply<pb::PollInfo> {
+        Err(unimplemented(
+            "PollFlightInfo: results are computed by the fetch; use GetFlightInfo",
+        ))
+    }
+
+    async fn get_schema(&self, request: Request<pb::FlightDescriptor>) -> Reply<pb::SchemaResult> {
+        let handle = descriptor_handle(request.get_ref()).map_err(status)?;
+        let schema = self.engine.schema(&handle).await.map_err(status)?;
+        Ok(Response::new(pb::SchemaResult {
+            schema: ipc::encapsulated_schema(&schema),
+        }))
+    }
+
+    type DoGetStream = ReplyStream<pb::FlightData>;
+
+    async fn do_get(&self, request: Request<pb::Ticket>) -> Reply<Self::DoGetStream> {
+        let handle = ticket_handle(request.get_ref()).map_err(status)?;
+        let df = self.engine.collect_frame(handle).await.map_err(status)?;
+        let max_bytes = self.max_message_bytes;
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        // Encoded off the runtime's threads, as the client takes the messages.
+        tokio::task::spawn_blocking(move || {
+            let data = |message: ipc::FlightMessage| pb::FlightData {
+                flight_descriptor: None,
+                data_header: message.header,
+                app_metadata: Bytes::new(),
+                data_body: message.body,
+            };
+            let schema = ipc::FlightMessage {
+                header: ipc::schema_message(df.schema()),
+                body: Bytes::new(),
+            };
+            if sender.blocking_send(Ok(data(schema))).is_err() {
+                return;
+            }
+            let mut emit = |message| sender.blocking_send(Ok(data(message))).is_ok();
+            if let Err(error) = ipc::encode_flight_batches(&df, max_bytes, usize::MAX, &mut emit) {
+                let _ = sender.blocking_send(Err(status(error)));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    type DoPutStream = ReplyStream<pb::PutResult>;
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<pb::FlightData>>,
+    ) -> Reply<Self::DoPutStream> {
+        let mut messages = request.into_inner();
+        let mut stream = ipc::StreamBuilder::new(self.max_upload_bytes);
+        let mut name = None;
+        while let Some(message) = messages.message().await? {
+            if let Some(descriptor) = &message.flight_descriptor
+                && name.is_none()
+            {
+                name = descriptor_handle(descriptor).ok();
+            }
+            stream
+                .push(&message.data_header, &message.data_body)
+                .map_err(status)?;
+        }
+        let bytes = stream.finish().map_err(status)?;
+        let handle = self.engine.upload(bytes, name).await.map_err(status)?;
+        let result = pb::PutResult {
+            app_metadata: Bytes::from(handle.to_string()),
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter([Ok(result)]))))
+    }
+
+    type DoExchangeStream = ReplyStream<pb::FlightData>;
+
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<pb::FlightData>>,
+    ) -> Reply<Self::DoExchangeStream> {
+        Err(unimplemented(
+            "DoExchange: use DoPut to upload and DoGet to fetch",
+        ))
+    }
+
+    type DoActionStream = ReplyStream<pb::Result>;
+
+    async fn do_action(&self, request: Request<pb::Action>) -> Reply<Self::DoActionStream> {
+        Err(unimplemented(&format!(
+            "DoAction {:?}: Polaroid's Flight service offers no actions; \
+             polaroid.v1.DataFrameService has the DataFrame calls",
+            request.get_ref().r#type
+        )))
+    }
+
+    type ListActionsStream = ReplyStream<pb::ActionType>;
+
+    async fn list_actions(&self, _: Request<pb::Empty>) -> Reply<Self::ListActionsStream> {
+        Ok(Response::new(Box::pin(tokio_stream::empty())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor(r#type: i32, cmd: &[u8], path: &[&str]) -> pb::FlightDescriptor {
+        pb::FlightDescriptor {
+            r#type,
+            cmd: Bytes::copy_from_slice(cmd),
+            path: path.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn descriptors_name_one_handle() {
+        assert_eq!(descriptor_handle(&descriptor(1, b"", &["h"])).unwrap(), "h");
+        assert_eq!(descriptor_handle(&descriptor(2, b"h", &[])).unwrap(), "h");
+        for bad in [
+            descriptor(1, b"", &[]),
+            descriptor(1, b"", &["a", "b"]),
+            descriptor(2, &[0xff, 0xfe], &[]),
+            descriptor(0, b"h", &["h"]),
+            descriptor(9, b"h", &["h"]),
+        ] {
+            assert!(
+                matches!(
+                    descriptor_handle(&bad),
+                    Err(EngineError::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+}

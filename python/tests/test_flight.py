@@ -1,0 +1,95 @@
+"""Arrow Flight from pyarrow's own Flight client (Arrow C++), against a real `polaroid
+standalone`: a handle is a ticket, `GetFlightInfo` on the coordinator points at the worker
+that owns it, `DoPut` uploads a table as a handle, and errors arrive as Flight errors with
+the server's message."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+from polars.testing import assert_frame_equal
+
+import polaroid as pr
+from polaroid.v1 import dataframe_pb2 as pb
+
+FRAME = pl.DataFrame(
+    {
+        "id": list(range(5_000)),
+        "name": [f"name-{i}" for i in range(5_000)],
+        "score": [None if i % 7 == 0 else i / 3 for i in range(5_000)],
+    }
+)
+REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
+
+
+@pytest.fixture(scope="module")
+def conn(standalone):
+    with pr.connect(standalone.address) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="module")
+def coordinator(standalone):
+    client = flight.connect(f"grpc://{standalone.address}")
+    yield client
+    client.close()
+
+
+def test_get_flight_info_points_at_the_owning_worker(conn, coordinator, standalone):
+    frame = pr.from_polars(FRAME, connection=conn).filter(pr.col("id") >= 1_000)
+    expected = FRAME.filter(pl.col("id") >= 1_000)
+
+    info = coordinator.get_flight_info(flight.FlightDescriptor.for_path(frame.handle))
+    assert info.schema.names == expected.columns
+    assert info.total_records == -1
+    [endpoint] = info.endpoints
+    assert endpoint.ticket.ticket == frame.handle.encode()
+    worker, reuse = (location.uri.decode() for location in endpoint.locations)
+    assert worker.startswith("grpc+tcp://127.0.0.1:")
+    assert worker != f"grpc+tcp://{standalone.address}", "a worker, not the coordinator"
+    assert reuse == REUSE_CONNECTION
+
+    with flight.connect(worker) as at_worker:
+        direct = at_worker.do_get(endpoint.ticket).read_all()
+    assert direct.schema == info.schema
+    assert_frame_equal(pl.from_arrow(direct), expected)
+    # The coordinator serves the same rows to clients that cannot reach workers.
+    relayed = coordinator.do_get(endpoint.ticket).read_all()
+    assert_frame_equal(pl.from_arrow(relayed), expected)
+    assert coordinator.get_schema(
+        flight.FlightDescriptor.for_command(frame.handle)
+    ).schema == info.schema
+
+
+def test_do_put_uploads_a_table_the_sdk_reads(conn, coordinator):
+    table = FRAME.to_arrow()
+    writer, reader = coordinator.do_put(flight.FlightDescriptor.for_path("scores"), table.schema)
+    writer.write_table(table, max_chunksize=700)
+    writer.done_writing()
+    handle = reader.read().to_pybytes().decode()
+    writer.close()
+
+    uploaded = pr.DataFrame(handle, conn)
+    assert_frame_equal(uploaded.collect(), FRAME)
+    assert_frame_equal(
+        uploaded.group_by("score").agg(pr.col("id").count()).sort("score").collect(),
+        FRAME.group_by("score").agg(pl.col("id").count()).sort("score"),
+        check_dtypes=False,
+    )
+
+
+def test_bad_tickets_are_flight_errors_with_the_servers_message(conn, coordinator):
+    with pytest.raises(pa.ArrowInvalid, match="handle"):
+        coordinator.do_get(flight.Ticket(b"not-a-handle")).read_all()
+    frame = pr.from_polars(FRAME.head(3), connection=conn)
+    handle = frame.handle
+    conn.call("DropHandle", pb.DropHandleRequest(handle=handle))
+    with pytest.raises(KeyError, match="handle"):
+        coordinator.do_get(flight.Ticket(handle.encode())).read_all()
+    with pytest.raises(pa.ArrowInvalid, match="one Polaroid handle"):
+        coordinator.get_flight_info(flight.FlightDescriptor.for_path("a", "b"))
+    with pytest.raises(NotImplementedError, match="not listed"):
+        list(coordinator.list_flights())
+    assert list(coordinator.list_actions()) == []
