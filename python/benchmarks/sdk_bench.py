@@ -1,8 +1,9 @@
 """The SDK benchmark (docs/benchmarks.md, "Python SDK"):
 
 1. SDK overhead per call over the raw gRPC stub (Head on a small frame, interleaved);
-2. collect() of a ~1 GiB result into a polars.DataFrame, against reading the same data
-   from a local Arrow IPC file;
+2. collect() of a ~1 GiB result into a polars.DataFrame (over Arrow Flight, and over
+   Collect through the coordinator), against reading the same data from a local Arrow
+   IPC file;
 3. the same 10-million-row pipeline through the SDK on `polaroid standalone`, in Polars
    in-process, and in Dask distributed with two local workers.
 
@@ -86,13 +87,21 @@ def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repeti
         pl.DataFrame({"id": range(rows), "x": pl.int_range(0, rows, eager=True) * 7}).write_ipc(path)
     frame = pr.read_ipc(path.name, connection=conn)
     frame.collect()  # computed and cached on its worker: the collect measures transfer
-    remote, local, loaded = [], [], []
+    # The same handle through the coordinator's Collect relay, for comparison.
+    plain = pr.Connection(conn.target, flight=False)
+    relayed_frame = pr.DataFrame(frame.handle, plain)
+    remote, relayed, local, loaded = [], [], [], []
     size = 0.0
     for _ in range(repetitions):
         start = time.perf_counter()
         df = frame.collect()
         remote.append(time.perf_counter() - start)
         size = df.estimated_size() / 1e6
+        assert df.height == rows
+        del df
+        start = time.perf_counter()
+        df = relayed_frame.collect()
+        relayed.append(time.perf_counter() - start)
         assert df.height == rows
         del df
         # Polars' default: the file is memory-mapped, its pages read when first touched.
@@ -107,8 +116,11 @@ def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repeti
         loaded.append(time.perf_counter() - start)
         assert copy.height == rows
         del copy
+    plain.close()
     r, l, m = statistics.median(remote), statistics.median(local), statistics.median(loaded)
-    print(f"| collect() of {size / 1000:.2f} GB into polars, median of {repetitions} | {r:.2f} s ({size / r:.0f} MB/s) |")
+    c = statistics.median(relayed)
+    print(f"| collect() of {size / 1000:.2f} GB into polars (Arrow Flight from its worker), median of {repetitions} | {r:.2f} s ({size / r:.0f} MB/s) |")
+    print(f"| the same over Collect through the coordinator (flight=False) | {c:.2f} s ({size / c:.0f} MB/s) |")
     print(f"| pl.read_ipc of the same data from a local file | {l:.2f} s ({size / l:.0f} MB/s) |")
     print(f"| ratio, collect / local read (throughput) | {l / r:.2f} |")
     print(f"| pl.read_ipc(path.read_bytes()), the file read into memory first | {m:.2f} s ({size / m:.0f} MB/s) |")
@@ -171,7 +183,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(ROOT / "bench-data"))
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--collect-mib", type=int, default=1024)
-    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--repetitions", type=int, default=7)
     args = parser.parse_args()
     data_root = pathlib.Path(args.data_dir).resolve()
     source = data_root / "core-10000000.parquet"

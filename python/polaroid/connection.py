@@ -72,6 +72,94 @@ def arrow_payload(message: bytes) -> memoryview:
     return payload
 
 
+#: Flight's location for "the service that answered GetFlightInfo".
+REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
+
+
+class _FlightFetcher:
+    """Fetches whole results with Arrow Flight: `GetFlightInfo` on the coordinator names
+    the owning worker first, then the coordinator itself; rows come from the first that
+    answers. Workers this client cannot reach are remembered and skipped."""
+
+    def __init__(self, target: str, token: str | None, timeout: float | None) -> None:
+        self._target = f"grpc+tcp://{target}"
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        self._timeout = timeout
+        self._headers = headers
+        self._clients: dict[str, Any] = {}
+        self._unreachable: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _options(self) -> Any:
+        import pyarrow.flight as flight
+
+        return flight.FlightCallOptions(timeout=self._timeout, headers=self._headers)
+
+    def _client(self, uri: str) -> Any:
+        import pyarrow.flight as flight
+
+        with self._lock:
+            client = self._clients.get(uri)
+        if client is not None:
+            return client
+        client = flight.connect(uri)
+        if uri != self._target:
+            # A worker's address may not be routable from here (a pod IP): find out once,
+            # quickly, rather than on every fetch at the call's timeout.
+            try:
+                # Any answer will do: Polaroid answers ListFlights with UNIMPLEMENTED.
+                list(client.list_flights(options=flight.FlightCallOptions(timeout=2)))
+            except NotImplementedError:
+                pass
+            except (flight.FlightUnavailableError, flight.FlightTimedOutError):
+                client.close()
+                with self._lock:
+                    self._unreachable.add(uri)
+                raise
+        with self._lock:
+            client = self._clients.setdefault(uri, client)
+        return client
+
+    def fetch(self, handle: str, progress: Callable[[int], None] | None) -> pa.Table | None:
+        """The rows of `handle`, or None when Flight could not deliver them all."""
+        import pyarrow.flight as flight
+
+        try:
+            info = self._client(self._target).get_flight_info(
+                flight.FlightDescriptor.for_path(handle), self._options()
+            )
+            [endpoint] = info.endpoints
+        except (flight.FlightError, pa.ArrowException, KeyError, NotImplementedError, ValueError):
+            return None
+        for location in endpoint.locations:
+            uri = location.uri.decode()
+            uri = self._target if uri == REUSE_CONNECTION else uri
+            if uri in self._unreachable:
+                continue
+            received = 0
+            try:
+                reader = self._client(uri).do_get(endpoint.ticket, self._options())
+                batches = []
+                for chunk in reader:
+                    batches.append(chunk.data)
+                    received += chunk.data.num_rows
+                    if progress is not None:
+                        progress(chunk.data.num_rows)
+                return pa.Table.from_batches(batches, schema=reader.schema)
+            except (flight.FlightError, pa.ArrowException, KeyError, NotImplementedError):
+                # What arrived is discarded; so is its progress.
+                if progress is not None and received:
+                    progress(-received)
+                continue
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
 class Connection:
     """A connection to a Polaroid coordinator (or a lone worker).
 
@@ -99,8 +187,13 @@ class Connection:
         max_backoff: float = 2.0,
         heartbeat_interval: float = 60.0,
         upload_chunk_bytes: int = 4 * 1024 * 1024,
+        flight: bool = True,
     ) -> None:
         self.target = target
+        # Whole results come over Arrow Flight from the worker that owns them (the
+        # coordinator says which), skipping the coordinator's hop; not over TLS, which
+        # workers do not serve.
+        self._flight = _FlightFetcher(target, token, timeout) if flight and not tls else None
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -188,7 +281,15 @@ class Connection:
         self, handle: str, *, limit: int | None = None, progress: Callable[[int], None] | None = None
     ) -> pa.Table:
         """A handle's rows as one Arrow table. A stream cut midway is started again from
-        the beginning and what had arrived is discarded, so no row is ever duplicated."""
+        the beginning and what had arrived is discarded, so no row is ever duplicated.
+
+        Without a limit the rows come over Arrow Flight from the worker that owns them;
+        when that fails for any reason the call is made again as `Collect` through the
+        coordinator, which retries, fails over and reports errors."""
+        if limit is None and self._flight is not None:
+            table = self._flight.fetch(handle, progress)
+            if table is not None:
+                return table
 
         def attempt() -> pa.Table:
             batches: list[pa.RecordBatch] = []
@@ -351,6 +452,8 @@ class Connection:
         self.flush_released()
         self._channel_closed = True
         self._channel.close()
+        if self._flight is not None:
+            self._flight.close()
         global _DEFAULT
         with _DEFAULT_LOCK:
             if _DEFAULT is self:

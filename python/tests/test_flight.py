@@ -93,3 +93,34 @@ def test_bad_tickets_are_flight_errors_with_the_servers_message(conn, coordinato
     with pytest.raises(NotImplementedError, match="not listed"):
         list(coordinator.list_flights())
     assert list(coordinator.list_actions()) == []
+
+
+def test_sdk_collect_comes_over_flight_and_falls_back_to_collect(conn, standalone):
+    from polaroid.connection import _FlightFetcher
+
+    frame = pr.from_polars(FRAME, connection=conn)
+    assert conn._flight is not None, "Flight is on by default"
+    fetched = conn._flight.fetch(frame.handle, None)
+    assert fetched is not None
+    assert_frame_equal(pl.from_arrow(fetched), FRAME)
+    assert_frame_equal(frame.collect(), FRAME)
+
+    # A client that cannot reach the workers gets the rows through the coordinator.
+    fetcher = _FlightFetcher(standalone.address, None, 30.0)
+    info = fetcher._client(fetcher._target).get_flight_info(
+        flight.FlightDescriptor.for_path(frame.handle)
+    )
+    fetcher._unreachable.add(info.endpoints[0].locations[0].uri.decode())
+    seen: list[int] = []
+    relayed = fetcher.fetch(frame.handle, seen.append)
+    fetcher.close()
+    assert relayed is not None
+    assert_frame_equal(pl.from_arrow(relayed), FRAME)
+    assert sum(seen) == FRAME.height
+
+    # Whatever Flight cannot do, Collect does, with the SDK's errors.
+    dropped = pr.from_polars(FRAME.head(2), connection=conn).handle
+    conn.call("DropHandle", pb.DropHandleRequest(handle=dropped))
+    assert conn._flight.fetch(dropped, None) is None
+    with pytest.raises(pr.NotFoundError, match="handle"):
+        pr.DataFrame(dropped, conn).collect()

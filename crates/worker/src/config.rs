@@ -114,6 +114,14 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The Arrow bytes one result message may carry: `max_response_message_bytes` less
+    /// room for the framing around them (an `ArrowBatch` or a Flight `FlightData`).
+    pub fn result_payload_bytes(&self) -> usize {
+        self.max_response_message_bytes
+            .saturating_sub(1024)
+            .max(1024)
+    }
+
     /// How long an unused handle lives; `None`: forever.
     pub fn handle_ttl(&self) -> Option<Duration> {
         (self.handle_ttl_secs > 0.0).then(|| seconds(self.handle_ttl_secs))

@@ -36,11 +36,7 @@ impl FlightServer {
         Self {
             engine,
             location: format!("grpc+tcp://{address}"),
-            // Room for the FlightData framing around the header and body.
-            max_message_bytes: config
-                .max_response_message_bytes
-                .saturating_sub(1024)
-                .max(1024),
+            max_message_bytes: config.result_payload_bytes(),
             max_upload_bytes: config.max_upload_bytes,
         }
     }
@@ -182,6 +178,7 @@ impl FlightService for FlightServer {
         let mut stream = ipc::StreamBuilder::new(self.max_upload_bytes);
         let mut name = None;
         while let Some(message) = messages.message().await? {
+            // The descriptor's one path element or command names the upload.
             if let Some(descriptor) = &message.flight_descriptor
                 && name.is_none()
             {

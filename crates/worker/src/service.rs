@@ -62,11 +62,7 @@ impl DataFrameServer {
     pub fn new(engine: Arc<Engine>, config: &crate::WorkerConfig) -> Self {
         Self {
             engine,
-            // Room for the ArrowBatch framing around the IPC bytes.
-            max_message_bytes: config
-                .max_response_message_bytes
-                .saturating_sub(1024)
-                .max(1024),
+            max_message_bytes: config.result_payload_bytes(),
             stream_batch_rows: config.stream_batch_rows,
             max_upload_bytes: config.max_upload_bytes,
         }
