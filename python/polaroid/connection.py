@@ -81,6 +81,14 @@ class _FlightFetcher:
     the owning worker first, then the coordinator itself; rows come from the first that
     answers. Workers this client cannot reach are remembered and skipped."""
 
+    @classmethod
+    def create(cls, target: str, token: str | None, timeout: float | None) -> _FlightFetcher | None:
+        try:
+            import pyarrow.flight  # noqa: F401
+        except ImportError:
+            return None
+        return cls(target, token, timeout)
+
     def __init__(self, target: str, token: str | None, timeout: float | None) -> None:
         self._target = f"grpc+tcp://{target}"
         headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
@@ -111,14 +119,17 @@ class _FlightFetcher:
                 list(client.list_flights(options=flight.FlightCallOptions(timeout=2)))
             except NotImplementedError:
                 pass
-            except (flight.FlightUnavailableError, flight.FlightTimedOutError):
+            except BaseException as error:
                 client.close()
-                with self._lock:
-                    self._unreachable.add(uri)
+                if isinstance(error, (flight.FlightUnavailableError, flight.FlightTimedOutError)):
+                    with self._lock:
+                        self._unreachable.add(uri)
                 raise
         with self._lock:
-            client = self._clients.setdefault(uri, client)
-        return client
+            kept = self._clients.setdefault(uri, client)
+        if kept is not client:
+            client.close()  # Another thread connected first.
+        return kept
 
     def fetch(self, handle: str, progress: Callable[[int], None] | None) -> pa.Table | None:
         """The rows of `handle`, or None when Flight could not deliver them all."""
@@ -129,7 +140,7 @@ class _FlightFetcher:
                 flight.FlightDescriptor.for_path(handle), self._options()
             )
             [endpoint] = info.endpoints
-        except (flight.FlightError, pa.ArrowException, KeyError, NotImplementedError, ValueError):
+        except (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError, ValueError):
             return None
         for location in endpoint.locations:
             uri = location.uri.decode()
@@ -146,7 +157,7 @@ class _FlightFetcher:
                     if progress is not None:
                         progress(chunk.data.num_rows)
                 return pa.Table.from_batches(batches, schema=reader.schema)
-            except (flight.FlightError, pa.ArrowException, KeyError, NotImplementedError):
+            except (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError):
                 # What arrived is discarded; so is its progress.
                 if progress is not None and received:
                     progress(-received)
@@ -187,13 +198,13 @@ class Connection:
         max_backoff: float = 2.0,
         heartbeat_interval: float = 60.0,
         upload_chunk_bytes: int = 4 * 1024 * 1024,
-        flight: bool = True,
+        flight: bool = False,
     ) -> None:
         self.target = target
-        # Whole results come over Arrow Flight from the worker that owns them (the
-        # coordinator says which), skipping the coordinator's hop; not over TLS, which
-        # workers do not serve.
-        self._flight = _FlightFetcher(target, token, timeout) if flight and not tls else None
+        # With `flight=True`, whole results come over Arrow Flight from the worker that
+        # owns them (the coordinator says which), skipping the coordinator's hop; not over
+        # TLS, which workers do not serve, nor where pyarrow was built without Flight.
+        self._flight = _FlightFetcher.create(target, token, timeout) if flight and not tls else None
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -283,9 +294,10 @@ class Connection:
         """A handle's rows as one Arrow table. A stream cut midway is started again from
         the beginning and what had arrived is discarded, so no row is ever duplicated.
 
-        Without a limit the rows come over Arrow Flight from the worker that owns them;
-        when that fails for any reason the call is made again as `Collect` through the
-        coordinator, which retries, fails over and reports errors."""
+        With `connect(..., flight=True)` and no limit, the rows come over Arrow Flight from
+        the worker that owns them; when that fails for any reason the call is made again
+        as `Collect` through the coordinator, which retries, fails over and reports
+        errors."""
         if limit is None and self._flight is not None:
             table = self._flight.fetch(handle, progress)
             if table is not None:

@@ -26,7 +26,7 @@ REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
 
 @pytest.fixture(scope="module")
 def conn(standalone):
-    with pr.connect(standalone.address) as connection:
+    with pr.connect(standalone.address, flight=True) as connection:
         yield connection
 
 
@@ -99,7 +99,9 @@ def test_sdk_collect_comes_over_flight_and_falls_back_to_collect(conn, standalon
     from polaroid.connection import _FlightFetcher
 
     frame = pr.from_polars(FRAME, connection=conn)
-    assert conn._flight is not None, "Flight is on by default"
+    assert conn._flight is not None, "Flight is on when asked for"
+    with pr.connect(standalone.address) as default:
+        assert default._flight is None, "and off by default"
     fetched = conn._flight.fetch(frame.handle, None)
     assert fetched is not None
     assert_frame_equal(pl.from_arrow(fetched), FRAME)

@@ -198,6 +198,14 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// Runs `work`, turning a panic into INTERNAL naming `operation`.
+pub(crate) fn catch_panic<T>(
+    operation: &'static str,
+    work: impl FnOnce() -> EngineResult<T>,
+) -> EngineResult<T> {
+    guarded(operation, false, work)
+}
+
 /// Runs `work`, turning a panic into INTERNAL naming `operation`; `inject_panic` is the
 /// `debug_panic_on_operation` test hook.
 fn guarded<T>(

@@ -25,8 +25,9 @@ type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct FlightServer {
     engine: Arc<Engine>,
-    /// This worker's Flight location (`grpc+tcp://` and its advertised address).
-    location: String,
+    /// Where clients fetch from: this worker (`grpc+tcp://` and its advertised address,
+    /// unless that is a wildcard no client can dial), then whoever answered.
+    locations: Vec<String>,
     max_message_bytes: usize,
     max_upload_bytes: usize,
 }
@@ -35,11 +36,23 @@ impl FlightServer {
     pub fn new(engine: Arc<Engine>, address: &str, config: &crate::WorkerConfig) -> Self {
         Self {
             engine,
-            location: format!("grpc+tcp://{address}"),
+            locations: locations(address),
             max_message_bytes: config.result_payload_bytes(),
             max_upload_bytes: config.max_upload_bytes,
         }
     }
+}
+
+fn locations(address: &str) -> Vec<String> {
+    let wildcard = address
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified());
+    let mut locations = Vec::new();
+    if !wildcard {
+        locations.push(format!("grpc+tcp://{address}"));
+    }
+    locations.push(REUSE_CONNECTION.to_owned());
+    locations
 }
 
 /// The handle a ticket carries (its UTF-8 text).
@@ -100,7 +113,6 @@ impl FlightService for FlightServer {
         let descriptor = request.into_inner();
         let handle = descriptor_handle(&descriptor).map_err(status)?;
         let schema = self.engine.schema(&handle).await.map_err(status)?;
-        let locations = [self.location.as_str(), REUSE_CONNECTION];
         Ok(Response::new(pb::FlightInfo {
             schema: ipc::encapsulated_schema(&schema),
             flight_descriptor: Some(descriptor),
@@ -108,11 +120,10 @@ impl FlightService for FlightServer {
                 ticket: Some(pb::Ticket {
                     ticket: Bytes::from(handle),
                 }),
-                location: locations
-                    .into_iter()
-                    .map(|uri| pb::Location {
-                        uri: uri.to_owned(),
-                    })
+                location: self
+                    .locations
+                    .iter()
+                    .map(|uri| pb::Location { uri: uri.clone() })
                     .collect(),
                 app_metadata: Bytes::new(),
             }],
@@ -161,7 +172,11 @@ impl FlightService for FlightServer {
                 return;
             }
             let mut emit = |message| sender.blocking_send(Ok(data(message))).is_ok();
-            if let Err(error) = ipc::encode_flight_batches(&df, max_bytes, usize::MAX, &mut emit) {
+            let encoded = crate::engine::catch_panic("DoGet", || {
+                ipc::encode_flight_batches(&df, max_bytes, usize::MAX, &mut emit)
+            });
+            // A panic ends the stream with INTERNAL, never as a short but complete result.
+            if let Err(error) = encoded {
                 let _ = sender.blocking_send(Err(status(error)));
             }
         });
@@ -234,6 +249,17 @@ mod tests {
             cmd: Bytes::copy_from_slice(cmd),
             path: path.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn wildcard_addresses_are_not_offered_as_locations() {
+        assert_eq!(
+            locations("10.0.0.7:50051"),
+            ["grpc+tcp://10.0.0.7:50051", REUSE_CONNECTION]
+        );
+        assert_eq!(locations("worker-3.pool:50051").len(), 2);
+        assert_eq!(locations("0.0.0.0:50051"), [REUSE_CONNECTION]);
+        assert_eq!(locations("[::]:50051"), [REUSE_CONNECTION]);
     }
 
     #[test]

@@ -128,9 +128,11 @@ impl DataFrameServer {
                     }))
                     .is_ok()
             };
-            if let Err(error) =
+            let encoded = crate::engine::catch_panic("Collect", || {
                 crate::ipc::encode_chunks(&df, shape.max_bytes, shape.max_rows, &mut emit)
-            {
+            });
+            // A panic ends the stream with INTERNAL, never as a short but complete result.
+            if let Err(error) = encoded {
                 let _ = sender.blocking_send(Err(status(error)));
             }
         });
