@@ -100,7 +100,8 @@ def test_sdk_collect_comes_over_flight_and_falls_back_to_collect(conn, standalon
 
     frame = pr.from_polars(FRAME, connection=conn)
     assert conn._flight is not None, "Flight is on when asked for"
-    with pr.connect(standalone.address) as default:
+    # A Connection, not pr.connect: the default connection stays the fixture's.
+    with pr.Connection(standalone.address) as default:
         assert default._flight is None, "and off by default"
     fetched = conn._flight.fetch(frame.handle, None)
     assert fetched is not None
