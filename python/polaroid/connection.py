@@ -135,12 +135,15 @@ class _FlightFetcher:
         """The rows of `handle`, or None when Flight could not deliver them all."""
         import pyarrow.flight as flight
 
+        # What a Flight call raises for a status (NOT_FOUND is a KeyError, UNIMPLEMENTED a
+        # NotImplementedError) or a broken connection.
+        failures = (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError)
         try:
             info = self._client(self._target).get_flight_info(
                 flight.FlightDescriptor.for_path(handle), self._options()
             )
             [endpoint] = info.endpoints
-        except (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError, ValueError):
+        except (*failures, ValueError):
             return None
         for location in endpoint.locations:
             uri = location.uri.decode()
@@ -157,7 +160,7 @@ class _FlightFetcher:
                     if progress is not None:
                         progress(chunk.data.num_rows)
                 return pa.Table.from_batches(batches, schema=reader.schema)
-            except (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError):
+            except failures:
                 # What arrived is discarded; so is its progress.
                 if progress is not None and received:
                     progress(-received)

@@ -1,7 +1,8 @@
 //! The Polaroid coordinator: serves the polaroid.v1 `DataFrameService` by forwarding each
 //! call to the worker that owns its handle's affinity key on a consistent-hash ring of
-//! live workers, failing over to the next one (Arrow Flight alike); `ClusterService`, where workers register
-//! and report their load; and `JobService`, which validates and queues batch jobs.
+//! live workers, failing over to the next one (Arrow Flight alike); `ClusterService`,
+//! where workers register and report their load; and `JobService`, which validates and
+//! queues batch jobs.
 
 mod cluster;
 mod cluster_service;

@@ -58,10 +58,7 @@ pub type FlightProxy = Proxy<FlightRoutes>;
 
 impl<R> Clone for Proxy<R> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            routes: PhantomData,
-        }
+        self.serving()
     }
 }
 

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::Stream;
 use polaroid_proto::flight::{self as pb, flight_service_server::FlightService};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 use crate::ipc;
-use crate::service::status;
+use crate::service::{status, stream_from_blocking};
 
 /// Flight's location for "the service that answered GetFlightInfo": a client that cannot
 /// reach the owning worker fetches through the coordinator it asked.
@@ -155,9 +154,8 @@ impl FlightService for FlightServer {
         let handle = ticket_handle(request.get_ref()).map_err(status)?;
         let df = self.engine.collect_frame(handle).await.map_err(status)?;
         let max_bytes = self.max_message_bytes;
-        let (sender, receiver) = tokio::sync::mpsc::channel(4);
         // Encoded off the runtime's threads, as the client takes the messages.
-        tokio::task::spawn_blocking(move || {
+        let messages = stream_from_blocking("DoGet", move |emit| {
             let data = |message: ipc::FlightMessage| pb::FlightData {
                 flight_descriptor: None,
                 data_header: message.header,
@@ -168,19 +166,14 @@ impl FlightService for FlightServer {
                 header: ipc::schema_message(df.schema()),
                 body: Bytes::new(),
             };
-            if sender.blocking_send(Ok(data(schema))).is_err() {
-                return;
+            if !emit(data(schema)) {
+                return Ok(());
             }
-            let mut emit = |message| sender.blocking_send(Ok(data(message))).is_ok();
-            let encoded = crate::engine::catch_panic("DoGet", || {
-                ipc::encode_flight_batches(&df, max_bytes, usize::MAX, &mut emit)
-            });
-            // A panic ends the stream with INTERNAL, never as a short but complete result.
-            if let Err(error) = encoded {
-                let _ = sender.blocking_send(Err(status(error)));
-            }
+            ipc::encode_flight_batches(&df, max_bytes, usize::MAX, &mut |message| {
+                emit(data(message))
+            })
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(messages))
     }
 
     type DoPutStream = ReplyStream<pb::PutResult>;

@@ -120,13 +120,26 @@ pub fn schema_message(schema: &Schema) -> Bytes {
 /// its encapsulation (continuation marker, padded length, flatbuffer, padding).
 pub fn encapsulated_schema(schema: &Schema) -> Bytes {
     let message = schema_message(schema);
-    let padded = message.len().next_multiple_of(8);
-    let mut out = Vec::with_capacity(8 + padded);
-    out.extend_from_slice(&CONTINUATION);
-    out.extend_from_slice(&(padded as i32).to_le_bytes());
-    out.extend_from_slice(&message);
-    out.resize(8 + padded, 0);
+    let mut out = Vec::with_capacity(8 + message.len().next_multiple_of(8));
+    // A schema's flatbuffer is far below 2 GiB.
+    let _ = append_encapsulated(&mut out, &message, &[]);
     Bytes::from(out)
+}
+
+/// Appends one encapsulated IPC message to `out`: the continuation marker, the header's
+/// length padded to 8 bytes (little-endian i32), the header, its padding, the body.
+fn append_encapsulated(out: &mut Vec<u8>, header: &[u8], body: &[u8]) -> EngineResult<()> {
+    let padded = header.len().next_multiple_of(8);
+    let length = i32::try_from(padded).map_err(|_| {
+        EngineError::invalid(format!("an Arrow IPC header of {padded} bytes is too long"))
+    })?;
+    out.reserve(8 + padded + body.len());
+    out.extend_from_slice(&CONTINUATION);
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(header);
+    out.resize(out.len() + padded - header.len(), 0);
+    out.extend_from_slice(body);
+    Ok(())
 }
 
 /// The record batches of `df` (after the schema message, which the caller sends) as Flight
@@ -228,19 +241,7 @@ impl StreamBuilder {
                 self.limit
             )));
         }
-        let length = i32::try_from(padded).map_err(|_| {
-            EngineError::invalid(format!(
-                "a Flight data_header of {padded} bytes is too long"
-            ))
-        })?;
-        self.bytes.reserve(size);
-        self.bytes.extend_from_slice(&CONTINUATION);
-        self.bytes.extend_from_slice(&length.to_le_bytes());
-        self.bytes.extend_from_slice(header);
-        self.bytes
-            .resize(self.bytes.len() + padded - header.len(), 0);
-        self.bytes.extend_from_slice(body);
-        Ok(())
+        append_encapsulated(&mut self.bytes, header, body)
     }
 
     /// The stream, with its end marker.

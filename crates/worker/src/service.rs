@@ -118,26 +118,33 @@ impl DataFrameServer {
             }
             Collected::Frame(df) => df,
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
-            let mut emit = |bytes: bytes::Bytes| {
-                sender
-                    .blocking_send(Ok(pb::ArrowBatch {
-                        arrow_ipc: bytes,
-                        error: None,
-                    }))
-                    .is_ok()
-            };
-            let encoded = crate::engine::catch_panic("Collect", || {
-                crate::ipc::encode_chunks(&df, shape.max_bytes, shape.max_rows, &mut emit)
-            });
-            // A panic ends the stream with INTERNAL, never as a short but complete result.
-            if let Err(error) = encoded {
-                let _ = sender.blocking_send(Err(status(error)));
-            }
-        });
-        Box::pin(ReceiverStream::new(receiver))
+        stream_from_blocking("Collect", move |emit| {
+            crate::ipc::encode_chunks(&df, shape.max_bytes, shape.max_rows, &mut |bytes| {
+                emit(pb::ArrowBatch {
+                    arrow_ipc: bytes,
+                    error: None,
+                })
+            })
+        })
     }
+}
+
+/// The messages `produce` makes on a blocking thread, handing each to `emit` (which says
+/// whether the client still reads), streamed as the client takes them. An error, or a
+/// panic (INTERNAL naming `operation`), ends the stream: never a short result that looks
+/// complete.
+pub(crate) fn stream_from_blocking<T: Send + 'static>(
+    operation: &'static str,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> bool) -> EngineResult<()> + Send + 'static,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut emit = |message: T| sender.blocking_send(Ok(message)).is_ok();
+        if let Err(error) = crate::engine::catch_panic(operation, || produce(&mut emit)) {
+            let _ = sender.blocking_send(Err(status(error)));
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
 }
 
 fn unimplemented_source(name: &str) -> Status {
