@@ -79,7 +79,11 @@ REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
 class _FlightFetcher:
     """Fetches whole results with Arrow Flight: `GetFlightInfo` on the coordinator names
     the owning worker first, then the coordinator itself; rows come from the first that
-    answers. Workers this client cannot reach are remembered and skipped."""
+    answers. Workers this client cannot reach are skipped for a minute, then tried again
+    (a restarted worker may come back at the same address)."""
+
+    #: Seconds a location that did not answer is skipped for.
+    UNREACHABLE_SECONDS = 60.0
 
     @classmethod
     def create(cls, target: str, token: str | None, timeout: float | None) -> _FlightFetcher | None:
@@ -95,7 +99,8 @@ class _FlightFetcher:
         self._timeout = timeout
         self._headers = headers
         self._clients: dict[str, Any] = {}
-        self._unreachable: set[str] = set()
+        # Location -> when it may be tried again (time.monotonic()).
+        self._unreachable: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _options(self) -> Any:
@@ -123,7 +128,7 @@ class _FlightFetcher:
                 client.close()
                 if isinstance(error, (flight.FlightUnavailableError, flight.FlightTimedOutError)):
                     with self._lock:
-                        self._unreachable.add(uri)
+                        self._unreachable[uri] = time.monotonic() + self.UNREACHABLE_SECONDS
                 raise
         with self._lock:
             kept = self._clients.setdefault(uri, client)
@@ -148,7 +153,7 @@ class _FlightFetcher:
         for location in endpoint.locations:
             uri = location.uri.decode()
             uri = self._target if uri == REUSE_CONNECTION else uri
-            if uri in self._unreachable:
+            if self._skipped(uri):
                 continue
             received = 0
             try:
@@ -166,6 +171,14 @@ class _FlightFetcher:
                     progress(-received)
                 continue
         return None
+
+    def _skipped(self, uri: str) -> bool:
+        with self._lock:
+            until = self._unreachable.get(uri)
+            if until is not None and until <= time.monotonic():
+                del self._unreachable[uri]
+                return False
+            return until is not None
 
     def close(self) -> None:
         with self._lock:
@@ -201,12 +214,12 @@ class Connection:
         max_backoff: float = 2.0,
         heartbeat_interval: float = 60.0,
         upload_chunk_bytes: int = 4 * 1024 * 1024,
-        flight: bool = False,
+        flight: bool = True,
     ) -> None:
         self.target = target
-        # With `flight=True`, whole results come over Arrow Flight from the worker that
-        # owns them (the coordinator says which), skipping the coordinator's hop; not over
-        # TLS, which workers do not serve, nor where pyarrow was built without Flight.
+        # Whole results come over Arrow Flight from the worker that owns them (the
+        # coordinator says which), skipping the coordinator's hop, unless `flight=False`;
+        # not over TLS, which workers do not serve, nor where pyarrow lacks Flight.
         self._flight = _FlightFetcher.create(target, token, timeout) if flight and not tls else None
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
@@ -297,10 +310,10 @@ class Connection:
         """A handle's rows as one Arrow table. A stream cut midway is started again from
         the beginning and what had arrived is discarded, so no row is ever duplicated.
 
-        With `connect(..., flight=True)` and no limit, the rows come over Arrow Flight from
-        the worker that owns them; when that fails for any reason the call is made again
-        as `Collect` through the coordinator, which retries, fails over and reports
-        errors."""
+        Without a limit (and unless `connect(..., flight=False)`), the rows come over
+        Arrow Flight from the worker that owns them; when that fails for any reason the
+        call is made again as `Collect` through the coordinator, which retries, fails over
+        and reports errors."""
         if limit is None and self._flight is not None:
             table = self._flight.fetch(handle, progress)
             if table is not None:

@@ -5,6 +5,8 @@ the server's message."""
 
 from __future__ import annotations
 
+import time
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -100,9 +102,11 @@ def test_sdk_collect_comes_over_flight_and_falls_back_to_collect(conn, standalon
 
     frame = pr.from_polars(FRAME, connection=conn)
     assert conn._flight is not None, "Flight is on when asked for"
-    # A Connection, not pr.connect: the default connection stays the fixture's.
+    # Connections, not pr.connect: the default connection stays the fixture's.
     with pr.Connection(standalone.address) as default:
-        assert default._flight is None, "and off by default"
+        assert default._flight is not None, "and by default"
+    with pr.Connection(standalone.address, flight=False) as plain:
+        assert plain._flight is None, "and off when not"
     fetched = conn._flight.fetch(frame.handle, None)
     assert fetched is not None
     assert_frame_equal(pl.from_arrow(fetched), FRAME)
@@ -113,13 +117,38 @@ def test_sdk_collect_comes_over_flight_and_falls_back_to_collect(conn, standalon
     info = fetcher._client(fetcher._target).get_flight_info(
         flight.FlightDescriptor.for_path(frame.handle)
     )
-    fetcher._unreachable.add(info.endpoints[0].locations[0].uri.decode())
+    worker = info.endpoints[0].locations[0].uri.decode()
+    fetcher._unreachable[worker] = time.monotonic() + 60
     seen: list[int] = []
     relayed = fetcher.fetch(frame.handle, seen.append)
-    fetcher.close()
     assert relayed is not None
     assert_frame_equal(pl.from_arrow(relayed), FRAME)
     assert sum(seen) == FRAME.height
+    assert worker not in fetcher._clients, "the worker was skipped"
+    # Once its minute is over, the worker is tried again.
+    fetcher._unreachable[worker] = time.monotonic() - 1
+    again = fetcher.fetch(frame.handle, None)
+    assert worker not in fetcher._unreachable and worker in fetcher._clients
+    fetcher.close()
+    assert again is not None
+    assert_frame_equal(pl.from_arrow(again), FRAME)
+
+
+def test_flight_buffers_arrive_aligned_so_polars_copies_nothing(conn, coordinator, standalone):
+    # Several record batches (a message is at most 4 MiB) of fixed-width columns.
+    rows = 1_200_000
+    big = pl.DataFrame({"id": pl.int_range(0, rows, eager=True), "x": pl.int_range(0, rows, eager=True) * 0.5})
+    frame = pr.from_polars(big, connection=conn)
+    info = coordinator.get_flight_info(flight.FlightDescriptor.for_path(frame.handle))
+    with flight.connect(info.endpoints[0].locations[0]) as at_worker:
+        table = at_worker.do_get(info.endpoints[0].ticket).read_all()
+    assert table.column(0).num_chunks > 1
+    for column in table.columns:
+        for chunk in column.chunks:
+            data = chunk.buffers()[1]
+            # Polars uses a buffer in place only at its type's alignment.
+            assert data.address % 8 == 0, f"a buffer at {data.address:#x}"
+    assert_frame_equal(pl.from_arrow(table, rechunk=False), big)
 
     # Whatever Flight cannot do, Collect does, with the SDK's errors.
     dropped = pr.from_polars(FRAME.head(2), connection=conn).handle

@@ -86,6 +86,11 @@ async fn do_put(
     Ok(String::from_utf8(result.app_metadata.to_vec()).expect("a handle is UTF-8"))
 }
 
+/// A client stream that sends `message` and then stays open.
+fn open_after_one<T: Send + 'static>(message: T) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::iter([message]).chain(futures::stream::pending())
+}
+
 fn files_under(root: &std::path::Path) -> usize {
     std::fs::read_dir(root).map_or(0, |entries| {
         entries
@@ -364,5 +369,23 @@ async fn a_coordinator_names_the_owning_worker_and_also_serves_the_rows() -> any
     let messages = do_get(&mut through_coordinator, &source).await?;
     let handle = do_put(&mut through_coordinator, messages).await?;
     assert_frame_eq(&collect(&mut client, &handle).await?, &input);
+
+    // A client of a bidirectional call may wait for an answer before it sends more (a
+    // handshake does): its first message is forwarded at once, not held for a second,
+    // so it hears UNIMPLEMENTED rather than its deadline.
+    let mut handshake = tonic::Request::new(open_after_one(fl::HandshakeRequest::default()));
+    handshake.set_timeout(std::time::Duration::from_secs(20));
+    let status = through_coordinator
+        .handshake(handshake)
+        .await
+        .expect_err("no handshake");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let mut exchange = tonic::Request::new(open_after_one(fl::FlightData::default()));
+    exchange.set_timeout(std::time::Duration::from_secs(20));
+    let status = through_coordinator
+        .do_exchange(exchange)
+        .await
+        .expect_err("no exchange");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     Ok(())
 }

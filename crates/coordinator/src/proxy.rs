@@ -117,7 +117,7 @@ impl<R: Routes> tower::Service<http::Request<tonic::body::Body>> for Proxy<R> {
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let settings = self.inner.clone();
         Box::pin(async move {
-            Ok(forward(&settings, R::route_key, request)
+            Ok(forward::<R>(&settings, request)
                 .await
                 .unwrap_or_else(|status| status.into_http()))
         })
@@ -204,9 +204,8 @@ fn grpc_timeout(left: Duration) -> String {
     format!("{}M", (secs / 60).min(MAX))
 }
 
-async fn forward(
+async fn forward<R: Routes>(
     settings: &Settings,
-    route_key: fn(&str, Option<&[u8]>) -> RouteKey,
     request: http::Request<tonic::body::Body>,
 ) -> Result<http::Response<tonic::body::Body>, Status> {
     let started = Instant::now();
@@ -218,9 +217,13 @@ async fn forward(
         .map(|timeout| started + timeout);
     let inbound =
         Streaming::new_request(RawDecoder, inbound, None, Some(settings.max_request_bytes));
-    let mut body = read_body(inbound).await?;
     let path = parts.uri.path().to_owned();
     let method = path.rsplit('/').next().unwrap_or_default();
+    let mut body = if R::converses(method) {
+        Body::Stream(Some(Box::pin(inbound)))
+    } else {
+        read_body(inbound).await?
+    };
     let retryable = match &body {
         Body::Replayable(first) => {
             !repeats_have_effects(method, first.as_deref().unwrap_or_default())
@@ -228,9 +231,9 @@ async fn forward(
         Body::Stream(_) => false,
     };
     let key = match &body {
-        Body::Replayable(first) => route_key(method, first.as_deref()),
+        Body::Replayable(first) => R::route_key(method, first.as_deref()),
         // A client stream (an upload) creates a new pipeline.
-        Body::Stream(_) => route_key(method, None),
+        Body::Stream(_) => R::route_key(method, None),
     };
     let mut headers = http::HeaderMap::with_capacity(parts.headers.len() + 3);
     for (name, value) in &parts.headers {

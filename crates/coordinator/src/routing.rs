@@ -35,6 +35,12 @@ pub trait Routes: 'static {
 
     /// The route of a call to `method` whose first request message is `first`.
     fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey;
+
+    /// Whether `method` is a bidirectional stream, whose client may wait for an answer
+    /// before it sends more: its messages are forwarded as they come, never read ahead.
+    fn converses(_method: &str) -> bool {
+        false
+    }
 }
 
 pub struct DataFrameRoutes;
@@ -69,6 +75,10 @@ impl Routes for FlightRoutes {
             _ => None,
         });
         pipeline_or_fresh(handle.as_deref().and_then(|h| std::str::from_utf8(h).ok()))
+    }
+
+    fn converses(method: &str) -> bool {
+        matches!(method, "Handshake" | "DoExchange")
     }
 }
 

@@ -29,5 +29,6 @@ pub const WORKER_METADATA: &str = "x-polaroid-worker";
 mod arrow_batch;
 pub mod codec;
 mod error_code;
+mod flight_data;
 
 pub use error_code::ErrorCode;

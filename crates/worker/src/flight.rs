@@ -156,11 +156,8 @@ impl FlightService for FlightServer {
         let max_bytes = self.max_message_bytes;
         // Encoded off the runtime's threads, as the client takes the messages.
         let messages = stream_from_blocking("DoGet", move |emit| {
-            let data = |message: ipc::FlightMessage| pb::FlightData {
-                flight_descriptor: None,
-                data_header: message.header,
-                app_metadata: Bytes::new(),
-                data_body: message.body,
+            let data = |message: ipc::FlightMessage| {
+                pb::FlightData::with_aligned_body(message.header, message.body)
             };
             let schema = ipc::FlightMessage {
                 header: ipc::schema_message(df.schema()),

@@ -93,7 +93,7 @@ pub fn encode_chunks(
 
 /// One Arrow IPC message as Arrow Flight carries it: the flatbuffer header and the body.
 pub struct FlightMessage {
-    pub header: Bytes,
+    pub header: Vec<u8>,
     pub body: Bytes,
 }
 
@@ -109,11 +109,11 @@ fn wire_schema(schema: &Schema) -> polars_arrow::datatypes::ArrowSchema {
 }
 
 /// The IPC schema message (its flatbuffer) of a frame of `schema`.
-pub fn schema_message(schema: &Schema) -> Bytes {
+pub fn schema_message(schema: &Schema) -> Vec<u8> {
     use polars_arrow::io::ipc::write::{default_ipc_fields, schema_to_bytes};
     let arrow = wire_schema(schema);
     let fields = default_ipc_fields(arrow.iter_values());
-    Bytes::from(schema_to_bytes(&arrow, &fields, None))
+    schema_to_bytes(&arrow, &fields, None)
 }
 
 /// The schema as Flight's `FlightInfo` and `SchemaResult` carry it: the IPC message with
@@ -200,7 +200,7 @@ fn encode_flight_batch(
                 .into_iter()
                 .chain([encoded])
                 .map(|encoded| FlightMessage {
-                    header: Bytes::from(encoded.ipc_message),
+                    header: encoded.ipc_message,
                     body: Bytes::from(encoded.arrow_data),
                 }),
         );
