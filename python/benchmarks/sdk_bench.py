@@ -3,7 +3,8 @@
 1. SDK overhead per call over the raw gRPC stub (Head on a small frame, interleaved);
 2. collect() of a ~1 GiB result into a polars.DataFrame (by default over Arrow Flight from
    its worker; and with `flight=False`, over Collect through the coordinator), against
-   reading the same data from a local Arrow IPC file;
+   reading the same data from a local Arrow IPC file, and the machine's floor: the same
+   bytes over a plain loopback socket;
 3. the same 10-million-row pipeline through the SDK on `polaroid standalone`, in Polars
    in-process, and in Dask distributed with two local workers.
 
@@ -122,9 +123,57 @@ def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repeti
     print(f"| collect() of {size / 1000:.2f} GB into polars (default: Flight from its worker), median of {repetitions} | {r:.2f} s ({size / r:.0f} MB/s) |")
     print(f"| the same over Collect through the coordinator (flight=False) | {c:.2f} s ({size / c:.0f} MB/s) |")
     print(f"| pl.read_ipc of the same data from a local file | {l:.2f} s ({size / l:.0f} MB/s) |")
+    spread = lambda times: ", ".join(f"{t:.2f}" for t in times)  # noqa: E731
+    print(f"| every run: default / flight=False / local read | {spread(remote)} / {spread(collect_times)} / {spread(local)} s |")
     print(f"| ratio, collect / local read (throughput) | {l / r:.2f} |")
     print(f"| pl.read_ipc(path.read_bytes()), the file read into memory first | {m:.2f} s ({size / m:.0f} MB/s) |")
     print(f"| ratio, collect / that read | {m / r:.2f} |")
+
+
+def loopback_floor(mib: int, repetitions: int) -> None:
+    """What receiving `mib` MiB over a plain loopback TCP socket costs this machine, with no
+    protocol: into fresh 4 MiB buffers kept to the end (as a result must be), and into one
+    reused buffer (the kernel's copy alone). The gap is the cost of new process memory."""
+    import mmap
+    import os
+    import socket
+
+    chunk, total = 4 << 20, mib << 20
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = os.fork()
+    if sender == 0:
+        payload = os.urandom(chunk)
+        for _ in range(2 * repetitions):
+            with socket.create_connection(server.getsockname()) as out:
+                for _ in range(total // chunk):
+                    out.sendall(payload)
+        os._exit(0)
+
+    def receive(fresh: bool) -> float:
+        connection, _ = server.accept()
+        with connection:
+            start = time.perf_counter()
+            kept, reused = [], memoryview(bytearray(chunk))
+            for _ in range(total // chunk):
+                # A mapping of its own: new pages from the kernel, never memory this
+                # process freed earlier.
+                view = memoryview(mmap.mmap(-1, chunk, flags=mmap.MAP_PRIVATE)) if fresh else reused
+                got = 0
+                while got < chunk:
+                    got += connection.recv_into(view[got:])
+                if fresh:
+                    kept.append(view)
+            return time.perf_counter() - start
+
+    fresh_times, reused_times = [], []
+    for _ in range(repetitions):
+        fresh_times.append(receive(True))
+        reused_times.append(receive(False))
+    os.waitpid(sender, 0)
+    server.close()
+    f, r = statistics.median(fresh_times), statistics.median(reused_times)
+    print(f"| {mib} MiB over plain loopback TCP into fresh buffers, kept (no protocol), median of {repetitions} | {f:.2f} s |")
+    print(f"| the same into one reused buffer | {r:.2f} s |")
 
 
 def pipeline_polars(lf: pl.LazyFrame) -> pl.DataFrame:
@@ -196,6 +245,7 @@ def main() -> int:
             with pr.connect(server.address) as conn:  # type: ignore[attr-defined]
                 overhead(conn, args.iterations)
                 collect_ratio(conn, data_root, args.collect_mib, args.repetitions)
+                loopback_floor(args.collect_mib, args.repetitions)
                 peers(conn, source, args.repetitions)
         finally:
             server.terminate()
