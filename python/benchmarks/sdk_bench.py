@@ -233,7 +233,10 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--collect-mib", type=int, default=1024)
     parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--sections", default="overhead,collect,peers",
+                        help="which of overhead, collect and peers to run (comma-separated)")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     data_root = pathlib.Path(args.data_dir).resolve()
     source = data_root / "core-10000000.parquet"
     if not source.exists():
@@ -243,10 +246,13 @@ def main() -> int:
         server = start_standalone(args.binary, data_root, state)
         try:
             with pr.connect(server.address) as conn:  # type: ignore[attr-defined]
-                overhead(conn, args.iterations)
-                collect_ratio(conn, data_root, args.collect_mib, args.repetitions)
-                loopback_floor(args.collect_mib, args.repetitions)
-                peers(conn, source, args.repetitions)
+                if "overhead" in sections:
+                    overhead(conn, args.iterations)
+                if "collect" in sections:
+                    collect_ratio(conn, data_root, args.collect_mib, args.repetitions)
+                    loopback_floor(args.collect_mib, args.repetitions)
+                if "peers" in sections:
+                    peers(conn, source, args.repetitions)
         finally:
             server.terminate()
             server.wait()
