@@ -130,31 +130,41 @@ def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repeti
     print(f"| ratio, collect / that read | {m / r:.2f} |")
 
 
+# The floor's sender, a process of its own: connects `rounds` times and, once told to
+# start, sends `chunks` blocks of 4 MiB each time.
+FLOOR_SENDER = """
+import os, socket, sys
+port, rounds, chunks = map(int, sys.argv[1:])
+payload = os.urandom(4 << 20)
+for _ in range(rounds):
+    with socket.create_connection(("127.0.0.1", port)) as out:
+        out.recv(1)
+        for _ in range(chunks):
+            out.sendall(payload)
+"""
+
+
 def loopback_floor(mib: int, repetitions: int) -> None:
     """What receiving `mib` MiB over a plain loopback TCP socket costs this machine, with no
     protocol: into fresh 4 MiB buffers kept to the end (as a result must be), and into one
     reused buffer (the kernel's copy alone). The gap is the cost of new process memory."""
     import mmap
-    import os
     import socket
 
-    chunk, total = 4 << 20, mib << 20
+    chunk = 4 << 20
+    chunks = max(1, (mib << 20) // chunk)
     server = socket.create_server(("127.0.0.1", 0))
-    sender = os.fork()
-    if sender == 0:
-        payload = os.urandom(chunk)
-        for _ in range(2 * repetitions):
-            with socket.create_connection(server.getsockname()) as out:
-                for _ in range(total // chunk):
-                    out.sendall(payload)
-        os._exit(0)
+    sender = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_SENDER, str(server.getsockname()[1]), str(2 * repetitions), str(chunks)]
+    )
 
     def receive(fresh: bool) -> float:
         connection, _ = server.accept()
         with connection:
-            start = time.perf_counter()
             kept, reused = [], memoryview(bytearray(chunk))
-            for _ in range(total // chunk):
+            start = time.perf_counter()
+            connection.sendall(b"g")  # nothing is sent before the clock starts
+            for _ in range(chunks):
                 # A mapping of its own: new pages from the kernel, never memory this
                 # process freed earlier.
                 view = memoryview(mmap.mmap(-1, chunk, flags=mmap.MAP_PRIVATE)) if fresh else reused
@@ -165,14 +175,17 @@ def loopback_floor(mib: int, repetitions: int) -> None:
                     kept.append(view)
             return time.perf_counter() - start
 
-    fresh_times, reused_times = [], []
-    for _ in range(repetitions):
-        fresh_times.append(receive(True))
-        reused_times.append(receive(False))
-    os.waitpid(sender, 0)
-    server.close()
+    try:
+        fresh_times, reused_times = [], []
+        for _ in range(repetitions):
+            fresh_times.append(receive(True))
+            reused_times.append(receive(False))
+    finally:
+        sender.kill()
+        sender.wait()
+        server.close()
     f, r = statistics.median(fresh_times), statistics.median(reused_times)
-    print(f"| {mib} MiB over plain loopback TCP into fresh buffers, kept (no protocol), median of {repetitions} | {f:.2f} s |")
+    print(f"| {chunks * 4} MiB over plain loopback TCP into fresh buffers, kept (no protocol), median of {repetitions} | {f:.2f} s |")
     print(f"| the same into one reused buffer | {r:.2f} s |")
 
 

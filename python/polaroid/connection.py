@@ -79,8 +79,9 @@ REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
 class _FlightFetcher:
     """Fetches whole results with Arrow Flight: `GetFlightInfo` on the coordinator names
     the owning worker first, then the coordinator itself; rows come from the first that
-    answers. Workers this client cannot reach are skipped for a minute, then tried again
-    (a restarted worker may come back at the same address)."""
+    answers. A worker this client fails to reach when it first connects there is skipped
+    for a minute, then tried again (a restarted worker may come back at the same
+    address)."""
 
     #: Seconds a location that did not answer is skipped for.
     UNREACHABLE_SECONDS = 60.0
@@ -143,6 +144,8 @@ class _FlightFetcher:
         # What a Flight call raises for a status (NOT_FOUND is a KeyError, UNIMPLEMENTED a
         # NotImplementedError) or a broken connection.
         failures = (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError)
+        # Failures of the location rather than of the call: the next location may serve it.
+        unreachable = (flight.FlightUnavailableError, flight.FlightTimedOutError, OSError)
         try:
             info = self._client(self._target).get_flight_info(
                 flight.FlightDescriptor.for_path(handle), self._options()
@@ -165,10 +168,13 @@ class _FlightFetcher:
                     if progress is not None:
                         progress(chunk.data.num_rows)
                 return pa.Table.from_batches(batches, schema=reader.schema)
-            except failures:
+            except failures as error:
                 # What arrived is discarded; so is its progress.
                 if progress is not None and received:
                     progress(-received)
+                if not isinstance(error, unreachable):
+                    # The same call would fail the same way elsewhere: Collect reports it.
+                    return None
                 continue
         return None
 

@@ -106,6 +106,13 @@ class Cluster:
     def address(self) -> str:
         return self.coordinator.address
 
+    def replace(self, dead: Process) -> None:
+        """Starts a worker in the place of `dead`, so later tests have three again."""
+        self.workers.remove(dead)
+        fresh = Process("worker", *self.worker_args)
+        self.workers.append(fresh)
+        fresh.wait_ready()
+
     def stop(self) -> None:
         for process in [*self.workers, self.coordinator]:
             process.stop()

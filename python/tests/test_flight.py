@@ -5,6 +5,7 @@ the server's message."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import polars as pl
@@ -129,6 +130,13 @@ def test_sdk_collect_comes_over_flight_and_falls_back_to_collect(conn, standalon
     fetcher._unreachable[worker] = time.monotonic() - 1
     again = fetcher.fetch(frame.handle, None)
     assert worker not in fetcher._unreachable and worker in fetcher._clients
+    # A location that refuses connections is found out by its first probe.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"grpc+tcp://127.0.0.1:{closed.getsockname()[1]}"
+    with pytest.raises(flight.FlightUnavailableError):
+        fetcher._client(dead)
+    assert dead in fetcher._unreachable and dead not in fetcher._clients
     fetcher.close()
     assert again is not None
     assert_frame_equal(pl.from_arrow(again), FRAME)

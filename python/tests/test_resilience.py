@@ -52,8 +52,10 @@ def serving_worker(conn: pr.Connection, cluster, handle: str):
     return next(w for w in cluster.workers if w.address == address)
 
 
-def test_a_collect_cut_midway_restarts_without_duplicates(cluster):
-    with pr.Connection(cluster.address) as conn:
+@pytest.mark.parametrize("flight", [True, False], ids=["flight", "collect"])
+def test_a_collect_cut_midway_restarts_without_duplicates(cluster, flight):
+    # Over Flight, the cut DoGet falls back to Collect; without it, Collect starts again.
+    with pr.Connection(cluster.address, flight=flight) as conn:
         # About 9 MB: several messages of at most 4 MiB.
         local = pl.DataFrame({"i": range(90_000), "text": ["x" * 100] * 90_000})
         frame = pr.from_polars(local, connection=conn).persist()
@@ -65,9 +67,12 @@ def test_a_collect_cut_midway_restarts_without_duplicates(cluster):
             if len(batches) == 1:
                 victim.kill()
 
-        table = conn.collect(frame.handle, progress=kill_after_the_first_batch)
-        assert victim.process.poll() is not None, "the worker died during the collect"
-        assert_frame_equal(pl.from_arrow(table), local)
+        try:
+            table = conn.collect(frame.handle, progress=kill_after_the_first_batch)
+            assert victim.process.poll() is not None, "the worker died during the collect"
+            assert_frame_equal(pl.from_arrow(table), local)
+        finally:
+            cluster.replace(victim)
 
 
 def test_limits_arrive_as_resource_exhausted(cluster):

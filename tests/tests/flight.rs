@@ -369,10 +369,23 @@ async fn a_coordinator_names_the_owning_worker_and_also_serves_the_rows() -> any
     let messages = do_get(&mut through_coordinator, &source).await?;
     let handle = do_put(&mut through_coordinator, messages).await?;
     assert_frame_eq(&collect(&mut client, &handle).await?, &input);
+    Ok(())
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_forwards_bidirectional_calls_without_reading_ahead() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(1, &[], &[]).await?;
+    let mut through_coordinator = flight_at(cluster.coordinator.address).await?;
     // A client of a bidirectional call may wait for an answer before it sends more (a
-    // handshake does): its first message is forwarded at once, not held for a second,
-    // so it hears UNIMPLEMENTED rather than its deadline.
+    // handshake does): its stream is forwarded as it comes, not held for a first or second
+    // message, so it hears the worker's UNIMPLEMENTED rather than its deadline.
+    let mut silent = tonic::Request::new(futures::stream::pending::<fl::HandshakeRequest>());
+    silent.set_timeout(std::time::Duration::from_secs(20));
+    let status = through_coordinator
+        .handshake(silent)
+        .await
+        .expect_err("no handshake");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     let mut handshake = tonic::Request::new(open_after_one(fl::HandshakeRequest::default()));
     handshake.set_timeout(std::time::Duration::from_secs(20));
     let status = through_coordinator

@@ -1,38 +1,40 @@
-//! Where a `FlightData`'s body lands in its encoded message. Flight clients that read a
-//! message in place (Arrow C++, and so pyarrow) hand out Arrow buffers at the body's own
-//! address; a body on an aligned offset lets Polars then use those buffers as they are,
-//! where a misaligned one is copied whole.
+//! Where a `FlightData`'s body lands in its encoded message. Arrow C++ (and so pyarrow)
+//! hands out Arrow buffers inside the received message: the gRPC slice it arrived in, or
+//! gRPC's contiguous copy when it arrived in pieces, either starting at a malloc boundary.
+//! A body on an aligned offset of the message gives aligned buffers, which Polars then
+//! uses as they are, where it copies a misaligned one whole.
 
 use prost::bytes::Bytes;
 use prost::encoding::{encoded_len_varint, key_len};
 
 use crate::flight::FlightData;
 
-/// The boundary a body starts on, relative to the start of the encoded message. Arrow
-/// C++ copies a message that arrives in pieces into a 64-byte-aligned buffer, and keeps
-/// one that arrives whole where gRPC put it (at a 16-byte boundary here).
+/// The boundary a body starts on, relative to the start of the encoded message: the
+/// message itself starts at 16 bytes or better (malloc's), and 64 is Arrow's own choice.
 pub const BODY_ALIGNMENT: usize = 64;
 
 const DATA_HEADER_TAG: u32 = 2;
 const DATA_BODY_TAG: u32 = 1000;
 
 impl FlightData {
-    /// A message of one Arrow IPC message: `header` (its flatbuffer) is padded with
-    /// trailing zeros so that `body` starts on [`BODY_ALIGNMENT`] in the encoded
-    /// message. Zeros after the flatbuffer are what the IPC format's own padding of
-    /// metadata to 8 bytes looks like, and readers ignore them.
+    /// A message of one Arrow IPC message, without descriptor or app metadata (which
+    /// would move the body): `header` (its flatbuffer) is padded with trailing zeros so
+    /// that `body` starts on [`BODY_ALIGNMENT`] in the encoded message. Zeros after the
+    /// flatbuffer are what the IPC format's own padding of metadata to 8 bytes looks like,
+    /// and readers ignore them.
     pub fn with_aligned_body(mut header: Vec<u8>, body: Bytes) -> Self {
         if !header.is_empty() && !body.is_empty() {
             let body_key = key_len(DATA_BODY_TAG) + encoded_len_varint(body.len() as u64);
             let body_offset = |header: usize| {
                 key_len(DATA_HEADER_TAG) + encoded_len_varint(header as u64) + header + body_key
             };
-            // A longer header can need a longer length varint; within two boundaries' worth
-            // of zeros, one length always lands the body on the boundary.
+            // A longer header can need a longer length varint (one more byte at 128, 16384,
+            // ...): at most one such step falls among two boundaries' worth of lengths, so
+            // 64 consecutive offsets, and one on the boundary, are always among them.
             let padded = (header.len()..header.len() + 2 * BODY_ALIGNMENT)
-                .find(|&length| body_offset(length) % BODY_ALIGNMENT == 0)
-                .unwrap_or(header.len());
-            header.resize(padded, 0);
+                .find(|&length| body_offset(length) % BODY_ALIGNMENT == 0);
+            debug_assert!(padded.is_some(), "no padding aligns the body");
+            header.resize(padded.unwrap_or(header.len()), 0);
         }
         Self {
             flight_descriptor: None,
