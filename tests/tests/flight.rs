@@ -7,9 +7,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use polaroid_proto::flight::{self as fl, flight_service_client::FlightServiceClient};
 use polaroid_proto::v1 as pb;
+use std::time::Duration;
+
 use polaroid_tests::{
-    Client, TestCluster, TestWorker, assert_frame_eq, collect, e, from_ipc, list_workers,
-    served_by, upload,
+    Client, TestCluster, TestWorker, assert_frame_eq, collect, e, eventually, from_ipc,
+    list_workers, served_by, upload,
 };
 use polars::prelude::*;
 use tonic::Code;
@@ -86,9 +88,9 @@ async fn do_put(
     Ok(String::from_utf8(result.app_metadata.to_vec()).expect("a handle is UTF-8"))
 }
 
-/// A client stream that sends `message` and then stays open.
-fn open_after_one<T: Send + 'static>(message: T) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::iter([message]).chain(futures::stream::pending())
+/// A client stream that sends `messages` and then stays open.
+fn open_after<T: Send + 'static>(messages: Vec<T>) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::iter(messages).chain(futures::stream::pending())
 }
 
 fn files_under(root: &std::path::Path) -> usize {
@@ -246,6 +248,82 @@ async fn do_put_uploads_rows_as_a_new_handle() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Calls of `method` the worker has finished (answered, or dropped when the client left).
+async fn finished_calls(worker: &TestWorker, method: &str) -> anyhow::Result<f64> {
+    let text = polaroid_tests::http_get(worker.http_address, "/metrics").await?;
+    Ok(polaroid_tests::metric_sum(
+        &text,
+        "polaroid_grpc_requests_total",
+        &[("method", method)],
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cancelled_midway_stores_nothing() -> anyhow::Result<()> {
+    let state = tempfile::tempdir()?;
+    let worker = TestWorker::start_with(|c| {
+        c.max_response_message_bytes = 16 * 1024;
+        c.handle_store = polaroid_worker::HandleStoreKind::External;
+        c.state_dir = state.path().to_path_buf();
+    })
+    .await?;
+    let mut client = worker.client().await?;
+    let mut flight = flight_at(worker.address).await?;
+    let input = frame(3_000);
+    let source = upload(&mut client, &input).await?;
+    let messages = do_get(&mut flight, &source).await?;
+    anyhow::ensure!(messages.len() > 2, "the frame takes several messages");
+    let stored = files_under(state.path());
+    let (puts, uploads) = (
+        finished_calls(&worker, "DoPut").await?,
+        finished_calls(&worker, "UploadArrow").await?,
+    );
+
+    // What arrives before the client goes away is a valid stream on its own in both
+    // calls: the schema and a first batch (DoPut), a whole IPC stream (UploadArrow).
+    let mut put_client = flight.clone();
+    let partial = messages[..2].to_vec();
+    let put = tokio::spawn(async move { put_client.do_put(open_after(partial)).await });
+    let mut upload_client = client.clone();
+    let first_chunk = pb::UploadArrowChunk {
+        data: polaroid_tests::to_ipc(&input.head(Some(100))).into(),
+        name: None,
+    };
+    let upload_call = tokio::spawn(async move {
+        upload_client
+            .upload_arrow(open_after(vec![first_chunk]))
+            .await
+    });
+    eventually(
+        "both uploads under way",
+        Duration::from_secs(20),
+        || async {
+            let text = polaroid_tests::http_get(worker.http_address, "/metrics").await?;
+            let in_flight = polaroid_tests::metric_sum(
+                &text,
+                "polaroid_grpc_in_flight_requests",
+                &[("role", "worker")],
+            );
+            Ok(in_flight >= 2.0)
+        },
+    )
+    .await?;
+    put.abort();
+    upload_call.abort();
+    eventually("both calls ended", Duration::from_secs(20), || async {
+        Ok(finished_calls(&worker, "DoPut").await? > puts
+            && finished_calls(&worker, "UploadArrow").await? > uploads)
+    })
+    .await?;
+    assert_eq!(files_under(state.path()), stored, "nothing stored");
+
+    // Still serving: the same upload, finished, makes a handle.
+    let handle = do_put(&mut flight, messages).await?;
+    assert_frame_eq(&collect(&mut client, &handle).await?, &input);
+    assert!(files_under(state.path()) > stored);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tickets_and_descriptors_get_precise_statuses() -> anyhow::Result<()> {
     let worker = TestWorker::start().await?;
@@ -386,14 +464,14 @@ async fn a_coordinator_forwards_bidirectional_calls_without_reading_ahead() -> a
         .await
         .expect_err("no handshake");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    let mut handshake = tonic::Request::new(open_after_one(fl::HandshakeRequest::default()));
+    let mut handshake = tonic::Request::new(open_after(vec![fl::HandshakeRequest::default()]));
     handshake.set_timeout(std::time::Duration::from_secs(20));
     let status = through_coordinator
         .handshake(handshake)
         .await
         .expect_err("no handshake");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    let mut exchange = tonic::Request::new(open_after_one(fl::FlightData::default()));
+    let mut exchange = tonic::Request::new(open_after(vec![fl::FlightData::default()]));
     exchange.set_timeout(std::time::Duration::from_secs(20));
     let status = through_coordinator
         .do_exchange(exchange)

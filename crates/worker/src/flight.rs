@@ -194,6 +194,7 @@ impl FlightService for FlightServer {
                 .map_err(status)?;
         }
         let bytes = stream.finish().map_err(status)?;
+        // As in UploadArrow: a cancelled upload is dropped at its decode, unstored.
         let handle = self.engine.upload(bytes, name).await.map_err(status)?;
         let result = pb::PutResult {
             app_metadata: Bytes::from(handle.to_string()),

@@ -225,6 +225,9 @@ impl DataFrameService for DataFrameServer {
             }
             data.extend_from_slice(&chunk.data);
         }
+        // A client that went away midway ends `chunks` like a finished stream; hyper then
+        // drops this call at the upload's first wait (its decode), before anything is
+        // stored. Storing nothing before that wait keeps a cancelled upload out.
         handle_reply(self.engine.upload(data.into(), name).await)
     }
 
