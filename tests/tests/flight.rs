@@ -93,6 +93,15 @@ fn open_after<T: Send + 'static>(messages: Vec<T>) -> impl futures::Stream<Item 
     futures::stream::iter(messages).chain(futures::stream::pending())
 }
 
+/// A request whose client stream sends `messages` and stays open, within a deadline.
+fn open_request<T: Send + 'static>(
+    messages: Vec<T>,
+) -> tonic::Request<impl futures::Stream<Item = T> + Send> {
+    let mut request = tonic::Request::new(open_after(messages));
+    request.set_timeout(Duration::from_secs(20));
+    request
+}
+
 fn files_under(root: &std::path::Path) -> usize {
     std::fs::read_dir(root).map_or(0, |entries| {
         entries
@@ -457,26 +466,22 @@ async fn a_coordinator_forwards_bidirectional_calls_without_reading_ahead() -> a
     // A client of a bidirectional call may wait for an answer before it sends more (a
     // handshake does): its stream is forwarded as it comes, not held for a first or second
     // message, so it hears the worker's UNIMPLEMENTED rather than its deadline.
-    let mut silent = tonic::Request::new(futures::stream::pending::<fl::HandshakeRequest>());
-    silent.set_timeout(std::time::Duration::from_secs(20));
-    let status = through_coordinator
-        .handshake(silent)
-        .await
-        .expect_err("no handshake");
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    let mut handshake = tonic::Request::new(open_after(vec![fl::HandshakeRequest::default()]));
-    handshake.set_timeout(std::time::Duration::from_secs(20));
-    let status = through_coordinator
-        .handshake(handshake)
-        .await
-        .expect_err("no handshake");
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    let mut exchange = tonic::Request::new(open_after(vec![fl::FlightData::default()]));
-    exchange.set_timeout(std::time::Duration::from_secs(20));
-    let status = through_coordinator
-        .do_exchange(exchange)
-        .await
-        .expect_err("no exchange");
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let statuses = [
+        through_coordinator
+            .handshake(open_request(Vec::<fl::HandshakeRequest>::new()))
+            .await
+            .expect_err("no handshake"),
+        through_coordinator
+            .handshake(open_request(vec![fl::HandshakeRequest::default()]))
+            .await
+            .expect_err("no handshake"),
+        through_coordinator
+            .do_exchange(open_request(vec![fl::FlightData::default()]))
+            .await
+            .expect_err("no exchange"),
+    ];
+    for status in statuses {
+        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    }
     Ok(())
 }

@@ -109,15 +109,7 @@ mod tests {
 
     /// Where `arrow_ipc`'s bytes start in an encoded message, read field by field.
     fn payload_offset(encoded: &[u8]) -> usize {
-        let mut rest = encoded;
-        loop {
-            let key = prost::encoding::decode_varint(&mut rest).expect("key");
-            let length = prost::encoding::decode_varint(&mut rest).expect("length") as usize;
-            if key >> 3 == u64::from(ARROW_IPC_TAG) {
-                return encoded.len() - rest.len();
-            }
-            rest = &rest[length..];
-        }
+        crate::field_start(encoded, ARROW_IPC_TAG)
     }
 
     #[test]

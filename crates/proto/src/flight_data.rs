@@ -53,15 +53,7 @@ mod tests {
 
     /// Where `data_body`'s bytes start in an encoded message, read field by field.
     fn body_offset(encoded: &[u8]) -> usize {
-        let mut rest = encoded;
-        loop {
-            let key = prost::encoding::decode_varint(&mut rest).expect("key");
-            let length = prost::encoding::decode_varint(&mut rest).expect("length") as usize;
-            if key >> 3 == u64::from(DATA_BODY_TAG) {
-                return encoded.len() - rest.len();
-            }
-            rest = &rest[length..];
-        }
+        crate::field_start(encoded, DATA_BODY_TAG)
     }
 
     #[test]

@@ -32,3 +32,19 @@ mod error_code;
 mod flight_data;
 
 pub use error_code::ErrorCode;
+
+/// Where the bytes of the first length-delimited field `tag` start in an encoded message
+/// whose fields are all length-delimited, read field by field (tests of hand-placed
+/// payloads).
+#[cfg(test)]
+fn field_start(encoded: &[u8], tag: u32) -> usize {
+    let mut rest = encoded;
+    loop {
+        let key = prost::encoding::decode_varint(&mut rest).expect("key");
+        let length = prost::encoding::decode_varint(&mut rest).expect("length") as usize;
+        if key >> 3 == u64::from(tag) {
+            return encoded.len() - rest.len();
+        }
+        rest = &rest[length..];
+    }
+}
