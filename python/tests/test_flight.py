@@ -46,7 +46,7 @@ def test_get_flight_info_points_at_the_owning_worker(conn, coordinator, standalo
 
     info = coordinator.get_flight_info(flight.FlightDescriptor.for_path(frame.handle))
     assert info.schema.names == expected.columns
-    assert info.total_records == -1
+    assert (info.total_records, info.total_bytes) == (-1, -1), "not computed yet"
     [endpoint] = info.endpoints
     assert endpoint.ticket.ticket == frame.handle.encode()
     worker, reuse = (location.uri.decode() for location in endpoint.locations)
@@ -58,6 +58,10 @@ def test_get_flight_info_points_at_the_owning_worker(conn, coordinator, standalo
         direct = at_worker.do_get(endpoint.ticket).read_all()
     assert direct.schema == info.schema
     assert_frame_equal(pl.from_arrow(direct), expected)
+    # Computed by the fetch, the result's size is known from then on.
+    known = coordinator.get_flight_info(flight.FlightDescriptor.for_path(frame.handle))
+    assert known.total_records == expected.height
+    assert known.total_bytes >= expected.estimated_size() // 2 > 0
     # The coordinator serves the same rows to clients that cannot reach workers.
     relayed = coordinator.do_get(endpoint.ticket).read_all()
     assert_frame_equal(pl.from_arrow(relayed), expected)

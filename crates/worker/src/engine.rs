@@ -801,6 +801,19 @@ impl Engine {
         Ok(self.resolve(handle).await?.1.schema.clone())
     }
 
+    /// The schema, and the rows and in-memory bytes of the result when it is computed
+    /// already (in the result cache); nothing is computed to find them.
+    pub async fn schema_and_known_size(
+        &self,
+        handle: &str,
+    ) -> EngineResult<(SchemaRef, Option<(usize, usize)>)> {
+        let (_, node) = self.resolve(handle).await?;
+        let size = self
+            .cached(&node)
+            .map(|df| (df.height(), df.estimated_size()));
+        Ok((node.schema.clone(), size))
+    }
+
     /// Rows and columns; rows from the cache, or by a count query Polars can answer from metadata.
     pub async fn shape(&self, handle: &str) -> EngineResult<(usize, usize)> {
         let (_, node) = self.resolve(handle).await?;

@@ -111,7 +111,15 @@ impl FlightService for FlightServer {
     ) -> Reply<pb::FlightInfo> {
         let descriptor = request.into_inner();
         let handle = descriptor_handle(&descriptor).map_err(status)?;
-        let schema = self.engine.schema(&handle).await.map_err(status)?;
+        let (schema, size) = self
+            .engine
+            .schema_and_known_size(&handle)
+            .await
+            .map_err(status)?;
+        // Known when the result is computed already; finding out otherwise is the fetch's
+        // work. The bytes are the result's size in memory, near what DoGet sends.
+        let (total_records, total_bytes) =
+            size.map_or((-1, -1), |(rows, bytes)| (rows as i64, bytes as i64));
         Ok(Response::new(pb::FlightInfo {
             schema: ipc::encapsulated_schema(&schema),
             flight_descriptor: Some(descriptor),
@@ -126,9 +134,8 @@ impl FlightService for FlightServer {
                     .collect(),
                 app_metadata: Bytes::new(),
             }],
-            // Not known before the rows are computed, which is the fetch's work.
-            total_records: -1,
-            total_bytes: -1,
+            total_records,
+            total_bytes,
             ordered: true,
             app_metadata: Bytes::new(),
         }))
