@@ -3,6 +3,7 @@ keeps a session's handles alive (heartbeats) and releases the ones Python let go
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -79,12 +80,16 @@ REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
 class _FlightFetcher:
     """Fetches whole results with Arrow Flight: `GetFlightInfo` on the coordinator names
     the owning worker first, then the coordinator itself; rows come from the first that
-    answers. A worker this client fails to reach when it first connects there is skipped
-    for a minute, then tried again (a restarted worker may come back at the same
-    address)."""
+    answers. A worker that refuses this client's first connection is skipped for a
+    minute, then tried again (a restarting worker comes back at the same address); one
+    that does not answer at all (an address not routable from here, such as a pod IP seen
+    from a laptop) is skipped for the life of the connection, since each try would cost
+    the probe's whole timeout."""
 
-    #: Seconds a location that did not answer is skipped for.
+    #: Seconds a location that refused a connection is skipped for.
     UNREACHABLE_SECONDS = 60.0
+    #: Seconds a worker's first answer is waited for.
+    PROBE_SECONDS = 2.0
 
     @classmethod
     def create(cls, target: str, token: str | None, timeout: float | None) -> _FlightFetcher | None:
@@ -120,16 +125,21 @@ class _FlightFetcher:
         if uri != self._target:
             # A worker's address may not be routable from here (a pod IP): find out once,
             # quickly, rather than on every fetch at the call's timeout.
+            started = time.monotonic()
             try:
                 # Any answer will do: Polaroid answers ListFlights with UNIMPLEMENTED.
-                list(client.list_flights(options=flight.FlightCallOptions(timeout=2)))
+                options = flight.FlightCallOptions(timeout=self.PROBE_SECONDS)
+                list(client.list_flights(options=options))
             except NotImplementedError:
                 pass
             except BaseException as error:
                 client.close()
                 if isinstance(error, (flight.FlightUnavailableError, flight.FlightTimedOutError)):
+                    waited = time.monotonic() - started
+                    silent = waited >= self.PROBE_SECONDS / 2
+                    until = math.inf if silent else time.monotonic() + self.UNREACHABLE_SECONDS
                     with self._lock:
-                        self._unreachable[uri] = time.monotonic() + self.UNREACHABLE_SECONDS
+                        self._unreachable[uri] = until
                 raise
         with self._lock:
             kept = self._clients.setdefault(uri, client)

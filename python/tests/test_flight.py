@@ -5,6 +5,7 @@ the server's message."""
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 
@@ -140,7 +141,17 @@ def test_sdk_collect_comes_over_flight_and_falls_back_to_collect(conn, standalon
         dead = f"grpc+tcp://127.0.0.1:{closed.getsockname()[1]}"
     with pytest.raises(flight.FlightUnavailableError):
         fetcher._client(dead)
-    assert dead in fetcher._unreachable and dead not in fetcher._clients
+    assert dead not in fetcher._clients
+    assert fetcher._unreachable[dead] <= time.monotonic() + fetcher.UNREACHABLE_SECONDS
+    # One that never answers (connections land in a backlog nobody accepts from) costs
+    # the probe's timeout, so it is not tried again.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        mute = f"grpc+tcp://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises((flight.FlightUnavailableError, flight.FlightTimedOutError)):
+            fetcher._client(mute)
+    assert fetcher._unreachable[mute] == math.inf
     fetcher.close()
     assert again is not None
     assert_frame_equal(pl.from_arrow(again), FRAME)
