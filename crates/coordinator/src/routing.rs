@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use polaroid_proto::flight::{FlightDescriptor, Ticket, flight_descriptor::DescriptorType};
+use polaroid_proto::flight::{FlightDescriptor, Ticket};
 use polaroid_proto::v1::SqlRequest;
 use polaroid_store::{AffinityKey, Handle};
 use prost::Message;
@@ -59,22 +59,20 @@ impl Routes for FlightRoutes {
     const NAME: &'static str = "arrow.flight.protocol.FlightService";
 
     fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey {
-        let handle: Option<Vec<u8>> = first.and_then(|message| match method {
-            "DoGet" => Some(Ticket::decode(message).ok()?.ticket.to_vec()),
-            "GetFlightInfo" | "GetSchema" | "PollFlightInfo" => {
-                let descriptor = FlightDescriptor::decode(message).ok()?;
-                match descriptor.r#type() {
-                    DescriptorType::Path => {
-                        descriptor.path.into_iter().next().map(String::into_bytes)
-                    }
-                    DescriptorType::Cmd => Some(descriptor.cmd.to_vec()),
-                    DescriptorType::Unknown => None,
-                }
-            }
+        // What names no handle goes anywhere: the worker there says what is wrong.
+        let handle: Option<String> = first.and_then(|message| match method {
+            "DoGet" => Some(Ticket::decode(message).ok()?.handle().ok()?.to_owned()),
+            "GetFlightInfo" | "GetSchema" | "PollFlightInfo" => Some(
+                FlightDescriptor::decode(message)
+                    .ok()?
+                    .handle()
+                    .ok()?
+                    .to_owned(),
+            ),
             // DoPut uploads a new frame; the rest are answered by any worker.
             _ => None,
         });
-        pipeline_or_fresh(handle.as_deref().and_then(|h| std::str::from_utf8(h).ok()))
+        pipeline_or_fresh(handle.as_deref())
     }
 
     fn converses(method: &str) -> bool {
@@ -224,7 +222,7 @@ mod tests {
 
     #[test]
     fn flight_tickets_and_descriptors_route_by_their_handle() {
-        use polaroid_proto::flight as fl;
+        use polaroid_proto::flight::{self as fl, flight_descriptor::DescriptorType};
         let owned = handle();
         let expected = RouteKey::Pipeline(owned.affinity());
         let ticket = fl::Ticket {
@@ -264,6 +262,15 @@ mod tests {
         ));
         assert!(matches!(
             FlightRoutes::route_key("DoGet", Some(&[0x0a, 0xff])),
+            RouteKey::Fresh(_)
+        ));
+        // A path of two elements names no handle, as the worker reads it too.
+        let two = fl::FlightDescriptor {
+            path: vec![owned.to_string(), owned.to_string()],
+            ..by_path.clone()
+        };
+        assert!(matches!(
+            FlightRoutes::route_key("GetSchema", Some(&two.encode_to_vec())),
             RouteKey::Fresh(_)
         ));
     }

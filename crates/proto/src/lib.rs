@@ -12,6 +12,7 @@ pub mod v1 {
 pub mod flight {
     #![allow(clippy::all, clippy::unwrap_used, missing_docs)]
     tonic::include_proto!("arrow.flight.protocol");
+    pub use crate::flight_handle::NotAHandle;
 }
 
 /// The encoded `FileDescriptorSet` of every polaroid.v1 file and of Arrow Flight, for
@@ -30,6 +31,7 @@ mod arrow_batch;
 pub mod codec;
 mod error_code;
 mod flight_data;
+mod flight_handle;
 
 pub use error_code::ErrorCode;
 

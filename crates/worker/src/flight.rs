@@ -56,28 +56,16 @@ fn locations(address: &str) -> Vec<String> {
 
 /// The handle a ticket carries (its UTF-8 text).
 fn ticket_handle(ticket: &pb::Ticket) -> EngineResult<&str> {
-    std::str::from_utf8(&ticket.ticket)
-        .map_err(|_| EngineError::invalid("a Flight ticket is a Polaroid handle: UTF-8 text"))
+    ticket.handle().map_err(not_a_handle)
 }
 
 /// The handle a descriptor names: a path of one element, or a command that is the handle.
 fn descriptor_handle(descriptor: &pb::FlightDescriptor) -> EngineResult<String> {
-    use pb::flight_descriptor::DescriptorType;
-    match DescriptorType::try_from(descriptor.r#type) {
-        Ok(DescriptorType::Path) => match descriptor.path.as_slice() {
-            [handle] => Ok(handle.clone()),
-            path => Err(EngineError::invalid(format!(
-                "a Flight descriptor path names one Polaroid handle; this one has {} elements",
-                path.len()
-            ))),
-        },
-        Ok(DescriptorType::Cmd) => String::from_utf8(descriptor.cmd.to_vec()).map_err(|_| {
-            EngineError::invalid("a Flight descriptor command is a Polaroid handle: UTF-8 text")
-        }),
-        _ => Err(EngineError::invalid(
-            "a Flight descriptor must be a PATH of one handle or a CMD holding a handle",
-        )),
-    }
+    descriptor.handle().map(str::to_owned).map_err(not_a_handle)
+}
+
+fn not_a_handle(reason: pb::NotAHandle) -> EngineError {
+    EngineError::invalid(reason.to_string())
 }
 
 fn unimplemented(message: &str) -> Status {
