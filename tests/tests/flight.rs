@@ -485,3 +485,211 @@ async fn a_coordinator_forwards_bidirectional_calls_without_reading_ahead() -> a
     }
     Ok(())
 }
+
+/// What a hand-made gRPC call got back: its status, message, the data it carried, its
+/// content type, and whether the status came in trailers (after data, or none) rather
+/// than in the headers (a call that failed before answering).
+struct RawAnswer {
+    code: Code,
+    message: String,
+    data: Vec<u8>,
+    content_type: Option<String>,
+    in_trailers: bool,
+}
+
+/// A call to `method` of the Flight service with `body` sent as it is (gRPC frames made
+/// by hand) and `headers` added, over a plain HTTP/2 connection.
+async fn raw_flight_call(
+    address: std::net::SocketAddr,
+    method: &str,
+    headers: &[(&'static str, &'static str)],
+    body: Vec<u8>,
+) -> anyhow::Result<RawAnswer> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let (mut sender, connection) = h2::client::handshake(tcp).await?;
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!(
+        "http://{address}/arrow.flight.protocol.FlightService/{method}"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = sender.send_request(request.body(())?, false)?;
+    send.send_data(Bytes::from(body), true)?;
+    let (parts, mut received) = response.await?.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = received.data().await {
+        let chunk = chunk?;
+        let _ = received.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str())
+        .transpose()?;
+    let content_type = content_type.map(str::to_owned);
+    let trailers = received.trailers().await?;
+    let in_trailers = trailers.is_some();
+    let status = trailers.unwrap_or(parts.headers);
+    let text = |name: &str| status.get(name).and_then(|v| v.to_str().ok());
+    Ok(RawAnswer {
+        code: Code::from(text("grpc-status").unwrap_or("2").parse::<i32>()?),
+        message: percent_decoded(text("grpc-message").unwrap_or_default()),
+        data,
+        content_type,
+        in_trailers,
+    })
+}
+
+/// `grpc-message` as the text it encodes.
+fn percent_decoded(text: &str) -> String {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) if first == b'%' => {
+                bytes.push(byte);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `message` as one gRPC frame, with the compressed flag as given.
+fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_get_requests_malformed_as_grpc_get_precise_statuses() -> anyhow::Result<()> {
+    use prost::Message;
+    let worker = TestWorker::start_with(|c| c.max_request_message_bytes = 4096).await?;
+    let mut client = worker.client().await?;
+    let mut flight = flight_at(worker.address).await?;
+    let handle = upload(&mut client, &frame(10)).await?;
+    let one_ticket = grpc_frame(false, &ticket(&handle).encode_to_vec());
+
+    // DoGet's frames are made by hand on the worker; a whole call made by hand gets them.
+    let answer = raw_flight_call(worker.address, "DoGet", &[], one_ticket.clone()).await?;
+    assert_eq!(answer.code, Code::Ok, "{}", answer.message);
+    assert!(answer.in_trailers, "the status follows the messages");
+    assert_eq!(answer.content_type.as_deref(), Some("application/grpc"));
+    let mut data = &answer.data[..];
+    let mut messages = Vec::new();
+    while !data.is_empty() {
+        assert_eq!(data[0], 0, "uncompressed");
+        let length = u32::from_be_bytes(data[1..5].try_into()?) as usize;
+        messages.push(fl::FlightData::decode(&data[5..5 + length])?);
+        data = &data[5 + length..];
+    }
+    assert_eq!(messages, do_get(&mut flight, &handle).await?);
+    assert_frame_eq(&from_ipc(&ipc_stream(&messages)), &frame(10));
+
+    let none = raw_flight_call(worker.address, "DoGet", &[], Vec::new()).await?;
+    assert_eq!(none.code, Code::InvalidArgument, "{}", none.message);
+    assert!(none.message.contains("no message"), "{}", none.message);
+    let two = raw_flight_call(worker.address, "DoGet", &[], one_ticket.repeat(2)).await?;
+    assert_eq!(two.code, Code::InvalidArgument, "{}", two.message);
+    assert!(two.message.contains("more than one"), "{}", two.message);
+
+    // A frame cut short, garbage, a compressed flag without an encoding, an oversized
+    // ticket, a compressed request: what the generated services answer (GetSchema's
+    // request is read the same way), and nothing sent.
+    let oversized = grpc_frame(false, &ticket(&"h".repeat(5000)).encode_to_vec());
+    for (headers, body) in [
+        (&[][..], one_ticket[..one_ticket.len() - 1].to_vec()),
+        (&[][..], grpc_frame(false, &[0xff, 0xff, 0xff])),
+        (&[][..], grpc_frame(true, &ticket(&handle).encode_to_vec())),
+        (&[][..], oversized),
+        (&[("grpc-encoding", "gzip")][..], grpc_frame(true, b"gzip?")),
+    ] {
+        let here = raw_flight_call(worker.address, "DoGet", headers, body.clone()).await?;
+        let generated = raw_flight_call(worker.address, "GetSchema", headers, body).await?;
+        assert_ne!(here.code, Code::Ok, "{}", here.message);
+        assert_eq!(
+            (here.code, &here.message),
+            (generated.code, &generated.message)
+        );
+        assert!(here.data.is_empty() && !here.in_trailers);
+    }
+
+    // Still serving.
+    assert_eq!(do_get(&mut flight, &handle).await?, messages);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_get_ends_with_the_error_that_stopped_it_midway() -> anyhow::Result<()> {
+    const LIMIT: usize = 4096;
+    let worker = TestWorker::start_with(|c| c.max_response_message_bytes = LIMIT).await?;
+    let mut client = worker.client().await?;
+    let mut flight = flight_at(worker.address).await?;
+    // Rows that fit, then one that cannot fit in any message.
+    let names: Vec<String> = (0..200)
+        .map(|i| match i {
+            150 => "x".repeat(3 * LIMIT),
+            _ => format!("name-{i}"),
+        })
+        .collect();
+    let input = df!("id" => (0..200i64).collect::<Vec<_>>(), "name" => names)?;
+    let handle = upload(&mut client, &input).await?;
+
+    let mut stream = flight.do_get(ticket(&handle)).await?.into_inner();
+    let mut received = 0;
+    let error = loop {
+        match stream.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => panic!("the stream ended without its error"),
+            Err(status) => break status,
+        }
+    };
+    assert!(
+        received >= 2,
+        "the schema and rows before the error came first"
+    );
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+    assert!(error.message().contains("row 150"), "{error:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_the_client_abandons_ends_on_the_worker() -> anyhow::Result<()> {
+    let worker = TestWorker::start_with(|c| c.max_response_message_bytes = 16 * 1024).await?;
+    let mut client = worker.client().await?;
+    let mut flight = flight_at(worker.address).await?;
+    // About 30 MB: far more than the connection's windows and socket buffers hold, so
+    // most of it is still to come when the client leaves.
+    let handle = upload(&mut client, &frame(1_000_000)).await?;
+    let fetches = finished_calls(&worker, "DoGet").await?;
+    let mut stream = flight.do_get(ticket(&handle)).await?.into_inner();
+    assert!(stream.message().await?.is_some(), "the schema");
+    drop(stream);
+    eventually("the fetch ended", Duration::from_secs(20), || async {
+        let text = polaroid_tests::http_get(worker.http_address, "/metrics").await?;
+        let in_flight = polaroid_tests::metric_sum(
+            &text,
+            "polaroid_grpc_in_flight_requests",
+            &[("role", "worker")],
+        );
+        Ok(finished_calls(&worker, "DoGet").await? > fetches && in_flight == 0.0)
+    })
+    .await?;
+
+    // Still serving.
+    let small = upload(&mut client, &frame(10)).await?;
+    let messages = do_get(&mut flight, &small).await?;
+    assert_frame_eq(&from_ipc(&ipc_stream(&messages)), &frame(10));
+    Ok(())
+}

@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use h2::client::SendRequest;
 use http_body::Frame;
+use polaroid_proto::GRPC_PREFIX_BYTES;
 use tokio::net::TcpStream;
 use tonic::Status;
 
@@ -22,8 +23,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The connection is pinged this often, and closed when a ping goes unanswered as long,
 /// so that calls do not wait on a worker that vanished without closing it.
 const KEEPALIVE: Duration = Duration::from_secs(20);
-/// The compressed flag and the length before every gRPC message.
-pub const GRPC_PREFIX_BYTES: usize = 5;
 /// The most bytes given to h2 in one send.
 const MAX_SEND_BYTES: usize = 1 << 30;
 

@@ -16,14 +16,14 @@ use futures::{Stream, StreamExt};
 use http::uri::PathAndQuery;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use polaroid_proto::AFFINITY_METADATA;
+use polaroid_proto::{AFFINITY_METADATA, GRPC_PREFIX_BYTES};
 use rand::Rng;
 use tonic::codec::{DecodeBuf, Decoder};
 use tonic::{Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::link::{GRPC_PREFIX_BYTES, LinkError, Outbound, Received};
+use crate::link::{LinkError, Outbound, Received};
 use crate::routing::{DataFrameRoutes, FlightRoutes, RouteKey, Routes};
 
 /// Reads the caller's request messages as undecoded protobuf bytes.

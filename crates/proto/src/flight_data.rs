@@ -2,11 +2,14 @@
 //! hands out Arrow buffers inside the received message: the gRPC slice it arrived in, or
 //! gRPC's contiguous copy when it arrived in pieces, either starting at a malloc boundary.
 //! A body on an aligned offset of the message gives aligned buffers, which Polars then
-//! uses as they are, where it copies a misaligned one whole.
+//! uses as they are, where it copies a misaligned one whole. And how a message is framed
+//! for gRPC without copying its body.
 
-use prost::bytes::Bytes;
-use prost::encoding::{encoded_len_varint, key_len};
+use prost::Message;
+use prost::bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
+use crate::GRPC_PREFIX_BYTES;
 use crate::flight::FlightData;
 
 /// The boundary a body starts on, relative to the start of the encoded message: the
@@ -45,6 +48,42 @@ impl FlightData {
     }
 }
 
+/// A message longer than a gRPC length prefix can say, or than the peer accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("a FlightData message of {length} bytes is over the limit of {limit} bytes")]
+pub struct MessageTooLarge {
+    pub length: usize,
+    pub limit: usize,
+}
+
+impl FlightData {
+    /// This message as one uncompressed gRPC frame, in two pieces: the frame's prefix with
+    /// every field but the body's bytes, then those bytes as they are (shared, not copied).
+    /// Prost writes fields in number order and `data_body`'s (1000) is the last, so the
+    /// pieces together are the bytes tonic's encoder sends, which copies the body first.
+    pub fn into_grpc_frame(mut self, limit: usize) -> Result<(Bytes, Bytes), MessageTooLarge> {
+        let body = std::mem::take(&mut self.data_body);
+        let body_field = match body.len() {
+            0 => 0,
+            n => key_len(DATA_BODY_TAG) + encoded_len_varint(n as u64) + n,
+        };
+        let length = self.encoded_len() + body_field;
+        let limit = limit.min(u32::MAX as usize);
+        if length > limit {
+            return Err(MessageTooLarge { length, limit });
+        }
+        let mut head = BytesMut::with_capacity(GRPC_PREFIX_BYTES + length - body.len());
+        head.put_u8(0);
+        head.put_u32(length as u32);
+        self.encode_raw(&mut head);
+        if !body.is_empty() {
+            encode_key(DATA_BODY_TAG, WireType::LengthDelimited, &mut head);
+            encode_varint(body.len() as u64, &mut head);
+        }
+        Ok((head.freeze(), body))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -77,6 +116,47 @@ mod tests {
                 assert!(decoded.data_header.len() < header_len + 2 * BODY_ALIGNMENT);
             }
         }
+    }
+
+    /// Tonic's uncompressed frame: the prefix, then prost's encoding of the whole message.
+    #[test]
+    fn a_frame_in_pieces_is_the_frame_tonic_sends() {
+        let descriptor = crate::flight::FlightDescriptor {
+            r#type: 1,
+            cmd: Bytes::new(),
+            path: vec!["h".to_owned()],
+        };
+        let bodies = [
+            Bytes::new(),
+            Bytes::from(vec![4u8; 100]),
+            Bytes::from(vec![9u8; 300]),
+            Bytes::from(vec![3u8; 70_000]),
+        ];
+        for body in bodies {
+            let mut message = FlightData::with_aligned_body(vec![5u8; 120], body.clone());
+            message.flight_descriptor = Some(descriptor.clone());
+            message.app_metadata = Bytes::from_static(b"meta");
+            let encoded = message.encode_to_vec();
+            let (head, shared) = message.into_grpc_frame(usize::MAX).expect("fits");
+            let mut expected = vec![0u8];
+            expected.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+            expected.extend_from_slice(&encoded);
+            assert_eq!([&head[..], &shared[..]].concat(), expected);
+            assert_eq!(
+                shared.as_ptr(),
+                body.as_ptr(),
+                "the body is shared, not copied"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_at_the_limit_goes_and_one_over_it_is_refused() {
+        let message = FlightData::with_aligned_body(vec![1; 8], Bytes::from(vec![0u8; 1000]));
+        let length = message.encoded_len();
+        assert!(message.clone().into_grpc_frame(length).is_ok());
+        let error = message.into_grpc_frame(length - 1).expect_err("over");
+        assert_eq!((error.length, error.limit), (length, length - 1));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod v1 {
 pub mod flight {
     #![allow(clippy::all, clippy::unwrap_used, missing_docs)]
     tonic::include_proto!("arrow.flight.protocol");
+    pub use crate::flight_data::MessageTooLarge;
     pub use crate::flight_handle::NotAHandle;
 }
 
@@ -23,6 +24,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// Metadata a coordinator sets on a call that creates a new pipeline: the affinity key
 /// (16 lowercase hex digits) the new handle must carry, so that it routes back here.
 pub const AFFINITY_METADATA: &str = "x-polaroid-affinity";
+
+/// The compressed flag and the length before every gRPC message.
+pub const GRPC_PREFIX_BYTES: usize = 5;
 
 /// Response metadata naming the worker that served a call.
 pub const WORKER_METADATA: &str = "x-polaroid-worker";

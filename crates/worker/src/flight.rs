@@ -20,7 +20,7 @@ use crate::service::{status, stream_from_blocking};
 pub const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
 
 type Reply<T> = Result<Response<T>, Status>;
-type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct FlightServer {
     engine: Arc<Engine>,
@@ -39,6 +39,34 @@ impl FlightServer {
             max_message_bytes: config.result_payload_bytes(),
             max_upload_bytes: config.max_upload_bytes,
         }
+    }
+}
+
+impl FlightServer {
+    /// DoGet's messages for `ticket`: the schema, then the rows in batches that each fit
+    /// in a message, encoded off the runtime's threads as the client takes them.
+    pub(crate) async fn fetch(
+        &self,
+        ticket: &pb::Ticket,
+    ) -> Result<ReplyStream<pb::FlightData>, Status> {
+        let handle = ticket_handle(ticket).map_err(status)?;
+        let df = self.engine.collect_frame(handle).await.map_err(status)?;
+        let max_bytes = self.max_message_bytes;
+        Ok(stream_from_blocking("DoGet", move |emit| {
+            let data = |message: ipc::FlightMessage| {
+                pb::FlightData::with_aligned_body(message.header, message.body)
+            };
+            let schema = ipc::FlightMessage {
+                header: ipc::schema_message(df.schema()),
+                body: Bytes::new(),
+            };
+            if !emit(data(schema)) {
+                return Ok(());
+            }
+            ipc::encode_flight_batches(&df, max_bytes, usize::MAX, &mut |message| {
+                emit(data(message))
+            })
+        }))
     }
 }
 
@@ -146,26 +174,8 @@ impl FlightService for FlightServer {
     type DoGetStream = ReplyStream<pb::FlightData>;
 
     async fn do_get(&self, request: Request<pb::Ticket>) -> Reply<Self::DoGetStream> {
-        let handle = ticket_handle(request.get_ref()).map_err(status)?;
-        let df = self.engine.collect_frame(handle).await.map_err(status)?;
-        let max_bytes = self.max_message_bytes;
-        // Encoded off the runtime's threads, as the client takes the messages.
-        let messages = stream_from_blocking("DoGet", move |emit| {
-            let data = |message: ipc::FlightMessage| {
-                pb::FlightData::with_aligned_body(message.header, message.body)
-            };
-            let schema = ipc::FlightMessage {
-                header: ipc::schema_message(df.schema()),
-                body: Bytes::new(),
-            };
-            if !emit(data(schema)) {
-                return Ok(());
-            }
-            ipc::encode_flight_batches(&df, max_bytes, usize::MAX, &mut |message| {
-                emit(data(message))
-            })
-        });
-        Ok(Response::new(messages))
+        // Served by `flight_frames` unless the request is compressed.
+        self.fetch(request.get_ref()).await.map(Response::new)
     }
 
     type DoPutStream = ReplyStream<pb::PutResult>;

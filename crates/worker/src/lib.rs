@@ -7,6 +7,7 @@ mod engine;
 mod error;
 pub mod expr;
 mod flight;
+mod flight_frames;
 mod ipc;
 mod jobs;
 mod paths;
@@ -26,7 +27,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use polaroid_jobs::JobQueue;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
-use polaroid_proto::flight::flight_service_server::FlightServiceServer;
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
 use polaroid_proto::v1::job_validation_service_server::JobValidationServiceServer;
 use polaroid_store::{AffinityKey, Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
@@ -111,18 +111,16 @@ pub async fn serve(
         DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))
             .max_decoding_message_size(config.max_request_message_bytes)
             .max_encoding_message_size(config.max_response_message_bytes);
-    let flight =
-        FlightServiceServer::new(flight::FlightServer::new(engine.clone(), &address, &config))
-            .max_decoding_message_size(config.max_request_message_bytes)
-            .max_encoding_message_size(config.max_response_message_bytes);
+    let flight = flight_frames::FlightService::new(
+        flight::FlightServer::new(engine.clone(), &address, &config),
+        &config,
+    );
     let metrics = GrpcMetricsLayer::new("worker");
     let (health, health_service) = polaroid_observability::health_service();
     health
         .set_serving::<DataFrameServiceServer<service::DataFrameServer>>()
         .await;
-    health
-        .set_serving::<FlightServiceServer<flight::FlightServer>>()
-        .await;
+    health.set_serving::<flight_frames::FlightService>().await;
     let reflection = polaroid_observability::reflection_service()?;
     let validation =
         JobValidationServiceServer::new(jobs::JobValidationServer::new(engine.clone()))
@@ -190,7 +188,7 @@ pub async fn serve(
                 .set_not_serving::<DataFrameServiceServer<service::DataFrameServer>>()
                 .await;
             health
-                .set_not_serving::<FlightServiceServer<flight::FlightServer>>()
+                .set_not_serving::<flight_frames::FlightService>()
                 .await;
             // No new jobs; attempts running now end with the process and are reclaimed.
             let _ = stop_jobs.send(true);
