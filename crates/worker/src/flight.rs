@@ -40,9 +40,7 @@ impl FlightServer {
             max_upload_bytes: config.max_upload_bytes,
         }
     }
-}
 
-impl FlightServer {
     /// DoGet's messages for `ticket`: the schema, then the rows in batches that each fit
     /// in a message, encoded off the runtime's threads as the client takes them.
     pub(crate) async fn fetch(
