@@ -267,6 +267,16 @@ async fn finished_calls(worker: &TestWorker, method: &str) -> anyhow::Result<f64
     ))
 }
 
+/// Calls the worker is serving now.
+async fn calls_in_flight(worker: &TestWorker) -> anyhow::Result<f64> {
+    let text = polaroid_tests::http_get(worker.http_address, "/metrics").await?;
+    Ok(polaroid_tests::metric_sum(
+        &text,
+        "polaroid_grpc_in_flight_requests",
+        &[("role", "worker")],
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cancelled_midway_stores_nothing() -> anyhow::Result<()> {
     let state = tempfile::tempdir()?;
@@ -306,15 +316,7 @@ async fn an_upload_cancelled_midway_stores_nothing() -> anyhow::Result<()> {
     eventually(
         "both uploads under way",
         Duration::from_secs(20),
-        || async {
-            let text = polaroid_tests::http_get(worker.http_address, "/metrics").await?;
-            let in_flight = polaroid_tests::metric_sum(
-                &text,
-                "polaroid_grpc_in_flight_requests",
-                &[("role", "worker")],
-            );
-            Ok(in_flight >= 2.0)
-        },
+        || async { Ok(calls_in_flight(&worker).await? >= 2.0) },
     )
     .await?;
     put.abort();
@@ -677,13 +679,8 @@ async fn a_fetch_the_client_abandons_ends_on_the_worker() -> anyhow::Result<()> 
     assert!(stream.message().await?.is_some(), "the schema");
     drop(stream);
     eventually("the fetch ended", Duration::from_secs(20), || async {
-        let text = polaroid_tests::http_get(worker.http_address, "/metrics").await?;
-        let in_flight = polaroid_tests::metric_sum(
-            &text,
-            "polaroid_grpc_in_flight_requests",
-            &[("role", "worker")],
-        );
-        Ok(finished_calls(&worker, "DoGet").await? > fetches && in_flight == 0.0)
+        Ok(finished_calls(&worker, "DoGet").await? > fetches
+            && calls_in_flight(&worker).await? == 0.0)
     })
     .await?;
 
