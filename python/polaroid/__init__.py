@@ -10,6 +10,7 @@
 """
 
 from polaroid import jobs
+from polaroid._memory import set_memory_retention
 from polaroid.connection import Connection, connect, default_connection
 from polaroid.errors import (
     CancelledError,
@@ -71,6 +72,7 @@ __all__ = [
     "read_json",
     "read_parquet",
     "read_rest_api",
+    "set_memory_retention",
     "sql",
     "when",
 ]

@@ -15,7 +15,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.ipc
 
-from polaroid import errors
+from polaroid import _memory, errors
 from polaroid.v1 import dataframe_pb2 as pb
 from polaroid.v1 import dataframe_pb2_grpc
 from polaroid.v1 import jobs_pb2_grpc
@@ -329,7 +329,16 @@ class Connection:
         Without a limit (and unless `connect(..., flight=False)`), the rows come over
         Arrow Flight from the worker that owns them; when that fails for any reason the
         call is made again as `Collect` through the coordinator, which retries, fails over
-        and reports errors."""
+        and reports errors.
+
+        The memory results arrive in is kept for the next one for a while after the last
+        (`polaroid.set_memory_retention`)."""
+        with _memory.RETENTION.receiving():
+            return self._collect(handle, limit, progress)
+
+    def _collect(
+        self, handle: str, limit: int | None, progress: Callable[[int], None] | None
+    ) -> pa.Table:
         if limit is None and self._flight is not None:
             table = self._flight.fetch(handle, progress)
             if table is not None:

@@ -844,8 +844,12 @@ async fn the_cli_runs_the_example_spec() -> anyhow::Result<()> {
     let df = sales(1_000);
     write_parquet(&cluster.path("sales.parquet"), &df);
     std::fs::create_dir(cluster.path("reports"))?;
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/jobs/revenue-by-region.json");
+    // The directory cargo names at run time: a test binary built from another checkout
+    // sharing the target dir (CI's clean clone) would carry that checkout's path.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let example = manifest_dir.join("../examples/jobs/revenue-by-region.json");
     let coordinator = format!("http://{}", cluster.coordinator.address);
     let polaroid = |args: &[&str]| {
         std::process::Command::new(polaroid_binary().expect("binary"))
