@@ -331,8 +331,11 @@ class Connection:
         call is made again as `Collect` through the coordinator, which retries, fails over
         and reports errors.
 
-        The memory results arrive in is kept for the next one for a while after the last
-        (`polaroid.set_memory_retention`)."""
+        The memory whole results arrive in is kept for the next one for a while after the
+        last (`polaroid.set_memory_retention`); previews (with a limit) leave the
+        allocator alone."""
+        if limit is not None:
+            return self._collect(handle, limit, progress)
         with _memory.RETENTION.receiving():
             return self._collect(handle, limit, progress)
 

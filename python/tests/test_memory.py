@@ -1,11 +1,14 @@
-"""Memory retention between collects (polaroid._memory): on glibc, a large result's pages
-are reused by the next collect instead of faulted in anew, and go back to the kernel once
-collects stop for the period. Measured in a child process against the real standalone,
-since the allocator's settings are the whole process's."""
+"""Memory retention between collects (polaroid._memory). On glibc, measured in a child
+process against the real standalone (the allocator's settings are the whole process's): a
+large result's pages are reused by the next collect instead of faulted in anew, and go
+back to the kernel once collects stop for the period. The policy itself (when glibc is
+told what, overlapping collects, forks, the period's bounds) is checked against an
+allocator that records the calls, on every platform."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -109,71 +112,164 @@ def test_turning_retention_off_gives_memory_back_at_once(standalone):
     assert out["rss_released"] < out["rss_holding"] - out["bytes"] // 2, out
 
 
-@glibc_only
+class RecordingAllocator:
+    """Records what retention asks of glibc; `refuse_mmap` plays a glibc that rejects the
+    32 MiB mmap threshold."""
+
+    def __init__(self, refuse_mmap: bool = False) -> None:
+        self.calls: list[tuple[str, int, int] | tuple[str, int]] = []
+        self.refuse_mmap = refuse_mmap
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 0 if self.refuse_mmap and param == _memory.M_MMAP_THRESHOLD else 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+RETAIN = [
+    ("mallopt", _memory.M_MMAP_THRESHOLD, 32 * 1024 * 1024),
+    ("mallopt", _memory.M_TRIM_THRESHOLD, -1),
+]
+RELEASE = [("mallopt", _memory.M_TRIM_THRESHOLD, 64 * 1024 * 1024), ("malloc_trim", 0)]
+
+
+def wait_until_released(retention: _memory.Retention) -> float:
+    start = time.monotonic()
+    while retention.retaining:
+        assert time.monotonic() - start < 10, "retention never ended"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def test_memory_is_kept_for_the_period_after_the_last_collect_then_given_back():
+    allocator = RecordingAllocator()
+    retention = _memory.Retention(seconds=0.5, allocator=allocator)
+    with retention.receiving():
+        assert allocator.calls == RETAIN
+    assert retention.retaining, "kept right after the collect"
+    assert allocator.calls == RETAIN
+    waited = wait_until_released(retention)
+    assert 0.3 < waited < 5, waited
+    assert allocator.calls == RETAIN + RELEASE
+    assert retention._trimmer is None
+
+
 def test_retention_lasts_until_every_overlapping_collect_is_done_plus_the_period():
-    retention = _memory.Retention(seconds=0.2)
+    allocator = RecordingAllocator()
+    retention = _memory.Retention(seconds=0.1, allocator=allocator)
     first, second = retention.receiving(), retention.receiving()
     first.__enter__()
-    assert retention.retaining
     second.__enter__()
     first.__exit__(None, None, None)
-    time.sleep(0.5)  # Past the period: the second receipt still holds retention.
+    time.sleep(0.4)  # Past the period: the second collect still holds retention.
     assert retention.retaining
     second.__exit__(None, None, None)
-    deadline = time.monotonic() + 10
-    while retention.retaining:
-        assert time.monotonic() < deadline, "retention never ended"
-        time.sleep(0.02)
-
-    # Off: nothing retained, at once, and collects no longer retain.
-    with retention.receiving():
-        assert retention.retaining
-        retention.set_seconds(None)
-        assert not retention.retaining
-    with retention.receiving():
-        assert not retention.retaining
+    wait_until_released(retention)
+    assert allocator.calls == RETAIN + RELEASE, "glibc told once each way"
 
 
-def test_the_period_must_be_a_finite_number_of_seconds():
-    retention = _memory.Retention()
-    for bad in (-1, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="finite number"):
-            retention.set_seconds(bad)
-
-
-@glibc_only
 def test_collects_from_many_threads_share_one_trimmer():
-    retention = _memory.Retention(seconds=0.1)
+    allocator = RecordingAllocator()
+    retention = _memory.Retention(seconds=0.2, allocator=allocator)
+    trimmers = set()
 
     def receive() -> None:
         for _ in range(50):
             with retention.receiving():
                 pass
+            trimmers.add(retention._trimmer)
 
     threads = [threading.Thread(target=receive) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    deadline = time.monotonic() + 10
-    while retention.retaining:
-        assert time.monotonic() < deadline, "retention never ended"
-        time.sleep(0.02)
+    wait_until_released(retention)
+    assert len(trimmers - {None}) == 1, trimmers
+    assert allocator.calls == RETAIN + RELEASE
+
+
+def test_turning_retention_off_gives_memory_back_now_and_stops_it():
+    allocator = RecordingAllocator()
+    retention = _memory.Retention(seconds=600, allocator=allocator)
+    with retention.receiving():
+        retention.set_seconds(None)
+        assert not retention.retaining
+        assert allocator.calls == RETAIN + RELEASE
+    with retention.receiving():
+        pass
+    assert allocator.calls == RETAIN + RELEASE, "later collects leave glibc alone"
+    assert _memory.Retention(seconds=0, allocator=allocator).retaining is False
+
+
+def test_a_glibc_that_refuses_the_mmap_threshold_is_left_alone():
+    allocator = RecordingAllocator(refuse_mmap=True)
+    retention = _memory.Retention(seconds=0.1, allocator=allocator)
+    with retention.receiving():
+        assert not retention.retaining
+    assert allocator.calls == RETAIN[:1], "only the refused call"
     assert retention._trimmer is None
+
+
+def test_a_period_too_long_for_one_wait_still_ends_when_shortened():
+    allocator = RecordingAllocator()
+    retention = _memory.Retention(seconds=1e10, allocator=allocator)
+    with retention.receiving():
+        pass
+    time.sleep(0.1)
+    trimmer = retention._trimmer
+    assert trimmer is not None and trimmer.is_alive(), "waiting, not crashed"
+    retention.set_seconds(0.05)
+    wait_until_released(retention)
+    assert allocator.calls == RETAIN + RELEASE
+
+
+def test_a_fork_inside_a_collect_leaves_the_child_keeping_nothing():
+    allocator = RecordingAllocator()
+    retention = _memory.Retention(seconds=600, allocator=allocator)
+    with retention.receiving():
+        retention._after_fork_in_child()  # What the child runs after fork().
+        assert not retention.retaining
+    assert retention._receiving == 0, "the parent's collect is not counted off"
+    assert retention._trimmer is None
+    assert allocator.calls == RETAIN + RELEASE
+
+
+def test_the_period_must_be_a_finite_number_of_seconds():
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number"):
+            _memory.Retention(seconds=600, allocator=RecordingAllocator()).set_seconds(bad)
+
+
+def test_the_default_period_comes_from_the_environment_and_yields_to_malloc_tuning():
+    assert _memory.default_seconds({}) == 30.0
+    assert _memory.default_seconds({"POLAROID_MEMORY_RETENTION_SECONDS": "120"}) == 120.0
+    assert _memory.default_seconds({"POLAROID_MEMORY_RETENTION_SECONDS": "off"}) is None
+    assert _memory.default_seconds({"POLAROID_MEMORY_RETENTION_SECONDS": "0"}) is None
+    assert _memory.default_seconds({"MALLOC_TRIM_THRESHOLD_": "1"}) is None
+    assert _memory.default_seconds({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}) is None
+    assert _memory.default_seconds({"GLIBC_TUNABLES": "glibc.rtld.nns=2"}) == 30.0
+    with pytest.warns(UserWarning, match="POLAROID_MEMORY_RETENTION_SECONDS"):
+        assert _memory.default_seconds({"POLAROID_MEMORY_RETENTION_SECONDS": "soon"}) == 30.0
 
 
 @glibc_only
 def test_a_forked_child_keeps_nothing_its_parent_was_retaining():
-    import os
-
     retention = _memory.RETENTION
+    if retention._seconds is None:
+        pytest.skip("retention is off in this environment")
     with retention.receiving():
         assert retention.retaining
         reader, writer = os.pipe()
         child = os.fork()
         if child == 0:
-            os.write(writer, b"1" if retention.retaining else b"0")
-            os._exit(0)
+            try:
+                os.write(writer, b"1" if retention.retaining else b"0")
+            finally:
+                os._exit(0)
         os.close(writer)
         answer = os.read(reader, 1)
         os.close(reader)
