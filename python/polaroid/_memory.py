@@ -69,9 +69,9 @@ def _glibc() -> Allocator | None:
 
 
 def _user_tuned_malloc(environ: Mapping[str, str]) -> bool:
-    """Whether the environment already tunes glibc's malloc: its settings are kept."""
-    names = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
-    return any(name in environ for name in names) or "glibc.malloc." in environ.get(
+    """Whether the environment already tunes glibc's malloc (`MALLOC_ARENA_MAX`,
+    `MALLOC_TRIM_THRESHOLD_` and the like, or `GLIBC_TUNABLES`): its settings are kept."""
+    return any(name.startswith("MALLOC_") for name in environ) or "glibc.malloc." in environ.get(
         "GLIBC_TUNABLES", ""
     )
 
@@ -152,12 +152,15 @@ class Retention:
                 self._received(generation)
 
     def _start_retaining(self, allocator: Allocator) -> bool:
-        # Without the mmap threshold (an older or 32-bit glibc refuses 32 MiB), messages
-        # would be mapped and unmapped whole, and keeping the heap would keep nothing.
+        # Without the mmap threshold (a 32-bit glibc refuses 32 MiB), messages would be
+        # mapped and unmapped whole, and keeping the heap would keep nothing: retention
+        # is then off for good.
         if not allocator.mallopt(M_MMAP_THRESHOLD, RETAIN_MMAP_BYTES):
+            self._allocator = None
             return False
-        allocator.mallopt(M_TRIM_THRESHOLD, RETAIN_TRIM)
+        # Marked first: a fork between the two calls must leave a child that restores.
         self._retaining = True
+        allocator.mallopt(M_TRIM_THRESHOLD, RETAIN_TRIM)
         return True
 
     def _received(self, generation: int) -> None:
@@ -167,10 +170,17 @@ class Retention:
             self._receiving -= 1
             self._last_received = time.monotonic()
             if self._trimmer is None:
-                self._trimmer = threading.Thread(
+                trimmer = threading.Thread(
                     target=self._trim_when_idle, name="polaroid-memory", daemon=True
                 )
-                self._trimmer.start()
+                try:
+                    trimmer.start()
+                except RuntimeError:
+                    # No thread to be had (a thread limit, or the interpreter exiting):
+                    # give the memory back now rather than keep it for good.
+                    self._stop_retaining()
+                    return
+                self._trimmer = trimmer
 
     def _trim_when_idle(self) -> None:
         with self._lock:
@@ -214,7 +224,9 @@ def set_memory_retention(seconds: float | None) -> None:
     freed results were received into, so that the next large result reuses it instead
     of faulting new pages in (glibc only). `None` or 0 stops this and gives freed memory
     back now. The default is 30 seconds, or `POLAROID_MEMORY_RETENTION_SECONDS` (a number
-    or "off"); it is off when the environment tunes glibc's malloc itself.
+    or "off"); it is off when the environment tunes glibc's malloc itself (`MALLOC_*`,
+    `GLIBC_TUNABLES`), unless a period is set explicitly, and then the trim threshold
+    left after the period is 64 MiB whatever the environment said.
 
     >>> import polaroid as pr
     >>> pr.set_memory_retention(120)     # a notebook that re-runs large collects

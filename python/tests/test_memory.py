@@ -173,7 +173,7 @@ def test_retention_lasts_until_every_overlapping_collect_is_done_plus_the_period
 
 def test_collects_from_many_threads_share_one_trimmer():
     allocator = RecordingAllocator()
-    retention = _memory.Retention(seconds=0.2, allocator=allocator)
+    retention = _memory.Retention(seconds=60, allocator=allocator)
     trimmers = set()
 
     def receive() -> None:
@@ -187,12 +187,13 @@ def test_collects_from_many_threads_share_one_trimmer():
         thread.start()
     for thread in threads:
         thread.join()
+    retention.set_seconds(0.01)
     wait_until_released(retention)
     assert len(trimmers - {None}) == 1, trimmers
     assert allocator.calls == RETAIN + RELEASE
 
 
-def test_turning_retention_off_gives_memory_back_now_and_stops_it():
+def test_a_period_of_none_releases_now_and_later_collects_keep_nothing():
     allocator = RecordingAllocator()
     retention = _memory.Retention(seconds=600, allocator=allocator)
     with retention.receiving():
@@ -208,10 +209,27 @@ def test_turning_retention_off_gives_memory_back_now_and_stops_it():
 def test_a_glibc_that_refuses_the_mmap_threshold_is_left_alone():
     allocator = RecordingAllocator(refuse_mmap=True)
     retention = _memory.Retention(seconds=0.1, allocator=allocator)
-    with retention.receiving():
-        assert not retention.retaining
-    assert allocator.calls == RETAIN[:1], "only the refused call"
+    for _ in range(3):
+        with retention.receiving():
+            assert not retention.retaining
+    assert allocator.calls == RETAIN[:1], "only the refused call, once"
     assert retention._trimmer is None
+
+
+def test_without_a_thread_for_the_trimmer_memory_is_given_back_at_once(monkeypatch):
+    allocator = RecordingAllocator()
+    retention = _memory.Retention(seconds=600, allocator=allocator)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with retention.receiving():
+        pass  # The collect itself succeeds.
+    monkeypatch.undo()
+    assert not retention.retaining
+    assert retention._trimmer is None
+    assert allocator.calls == RETAIN + RELEASE
 
 
 def test_a_period_too_long_for_one_wait_still_ends_when_shortened():
@@ -250,6 +268,10 @@ def test_the_default_period_comes_from_the_environment_and_yields_to_malloc_tuni
     assert _memory.default_seconds({"POLAROID_MEMORY_RETENTION_SECONDS": "off"}) is None
     assert _memory.default_seconds({"POLAROID_MEMORY_RETENTION_SECONDS": "0"}) is None
     assert _memory.default_seconds({"MALLOC_TRIM_THRESHOLD_": "1"}) is None
+    assert _memory.default_seconds({"MALLOC_ARENA_MAX": "2"}) is None
+    assert _memory.default_seconds(
+        {"MALLOC_ARENA_MAX": "2", "POLAROID_MEMORY_RETENTION_SECONDS": "5"}
+    ) == 5.0, "an explicit period wins"
     assert _memory.default_seconds({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}) is None
     assert _memory.default_seconds({"GLIBC_TUNABLES": "glibc.rtld.nns=2"}) == 30.0
     with pytest.warns(UserWarning, match="POLAROID_MEMORY_RETENTION_SECONDS"):
