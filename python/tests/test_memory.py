@@ -86,7 +86,7 @@ def run_child(address: str, seconds: float, then: str) -> dict:
 
 
 @glibc_only
-def test_a_second_large_collect_reuses_the_first_ones_pages_then_they_go_back(standalone):
+def test_later_large_collects_reuse_freed_pages_which_then_go_back(standalone):
     period = 3.0
     out = run_child(standalone.address, period, "decay")
     pages = out["bytes"] // 4096
