@@ -38,6 +38,9 @@ impl TestWorker {
         let mut config = WorkerConfig {
             bind_address: address,
             data_roots: vec![data_root.path().to_path_buf()],
+            // Spinning threads in every test would only slow the suite; the keep-warm
+            // test turns them on.
+            keep_warm_micros: 0,
             ..Default::default()
         };
         adjust(&mut config);

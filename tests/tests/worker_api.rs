@@ -1577,3 +1577,36 @@ async fn small_results_collect_alike_from_their_encoded_copy() -> anyhow::Result
     );
     worker.stop().await
 }
+
+/// Calls that follow each other closely keep the CPUs awake: after them the keep-warm
+/// threads spin, and they stop once the warm period has passed (a spin is counted when it
+/// ends). Other tests' workers keep nothing warm, so the spins counted are this worker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_close_together_keep_the_cpus_warm_and_then_let_them_rest() -> anyhow::Result<()> {
+    // The longest warm period allowed, far above the pause between these calls, so that
+    // the test does not depend on the machine's speed.
+    let worker = TestWorker::start_with(|c| c.keep_warm_micros = 10_000).await?;
+    let mut client = worker.client().await?;
+    let input = sales();
+    let handle = upload(&mut client, &input).await?;
+    let spins = |worker_http| async move {
+        let text = polaroid_tests::http_get(worker_http, "/metrics").await?;
+        anyhow::Ok(polaroid_tests::metric_sum(
+            &text,
+            "polaroid_runtime_keep_warm_spin_seconds_count",
+            &[],
+        ))
+    };
+    let before = spins(worker.http_address).await?;
+    for _ in 0..5 {
+        assert!(polaroid_tests::heartbeat(&mut client, &handle).await?);
+    }
+    assert_frame_eq(&collect(&mut client, &handle).await?, &input);
+    polaroid_tests::eventually(
+        "a keep-warm spin to end",
+        std::time::Duration::from_secs(20),
+        || async { Ok(spins(worker.http_address).await? > before) },
+    )
+    .await?;
+    worker.stop().await
+}

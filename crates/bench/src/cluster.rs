@@ -25,6 +25,8 @@ pub struct Options {
     pub repetitions: usize,
     pub clients: usize,
     pub duration: Duration,
+    /// The coordinator's `keep_warm_micros`.
+    pub keep_warm_micros: u64,
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -133,6 +135,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let coordinator = BenchServer::coordinator(CoordinatorConfig {
         bind_address: "127.0.0.1:0".parse()?,
         http_address: "127.0.0.1:0".parse()?,
+        keep_warm_micros: options.keep_warm_micros,
         ..Default::default()
     })
     .await?;
@@ -148,6 +151,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 data_roots: vec![data_dir.clone()],
                 cache_bytes: 3 * options.collect_bytes.max(1 << 30),
                 max_result_bytes: 4 * options.collect_bytes.max(1 << 30),
+                // One process: the coordinator's threads keep its CPUs warm for all, as
+                // in `polaroid standalone`.
+                keep_warm_micros: 0,
                 ..Default::default()
             })
             .await?,

@@ -36,6 +36,9 @@ enum Bench {
         trivial_iterations: usize,
         #[arg(long, default_value_t = 7)]
         pipeline_iterations: usize,
+        /// The worker's `keep_warm_micros` (0 turns keeping the CPUs warm off).
+        #[arg(long, default_value_t = polaroid_worker::WorkerConfig::default().keep_warm_micros)]
+        keep_warm_micros: u64,
     },
     /// The shared store: 1 GiB artifact throughput against plain file I/O, handle
     /// creation latency, and the core pipeline with a cold versus a warm cache.
@@ -73,6 +76,10 @@ enum Bench {
         clients: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The coordinator's `keep_warm_micros` (the workers, in the same process, keep
+        /// nothing warm themselves).
+        #[arg(long, default_value_t = polaroid_coordinator::CoordinatorConfig::default().keep_warm_micros)]
+        keep_warm_micros: u64,
     },
     /// Batch jobs through Redis: queue-to-start latency on idle workers, throughput of
     /// 10,000 trivial jobs with 3 workers, and a 10-million-row plan as a job versus
@@ -202,6 +209,18 @@ async fn collect(client: &mut Client, handle: &str) -> anyhow::Result<DataFrame>
         whole.vstack_mut(&frame)?;
     }
     Ok(whole)
+}
+
+/// User and system CPU time of this process so far, from `/proc/self/stat` (in clock
+/// ticks of 10 ms, so measure many calls); `None` where there is no such file.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces:
+    // utime and stime, fields 14 and 15 of the line, are 11 and 12 (from 0) of these.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -377,6 +396,7 @@ async fn core(
     rows: usize,
     trivial_iterations: usize,
     pipeline_iterations: usize,
+    keep_warm_micros: u64,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let data_dir = data_dir.canonicalize()?;
@@ -385,6 +405,7 @@ async fn core(
 
     let worker = BenchServer::worker(polaroid_worker::WorkerConfig {
         data_roots: vec![data_dir.clone()],
+        keep_warm_micros,
         ..Default::default()
     })
     .await?;
@@ -441,6 +462,7 @@ async fn core(
     collect_only.sort();
     // The transport floor: one Heartbeat round trip, which touches no data.
     let mut floor = Vec::with_capacity(trivial_iterations);
+    let cpu_before = process_cpu();
     for _ in 0..trivial_iterations {
         let start = Instant::now();
         client
@@ -450,6 +472,9 @@ async fn core(
             .await?;
         floor.push(start.elapsed());
     }
+    let floor_cpu = cpu_before
+        .zip(process_cpu())
+        .map(|(before, after)| (after - before) / trivial_iterations as u32);
     floor.sort();
 
     // (b) the pipeline through the worker versus in-process, interleaved, median of each.
@@ -500,6 +525,10 @@ async fn core(
     latency_row(
         "one Heartbeat round trip (transport floor), p50 / p99",
         &floor,
+    );
+    println!(
+        "| CPU of this process per Heartbeat (client, worker, keep-warm threads; keep_warm_micros = {keep_warm_micros}) | {} |",
+        floor_cpu.map_or("n/a".into(), |cpu| format!("{:.0} µs", micros(cpu)))
     );
     println!(
         "| (b) pipeline in-process Polars, median of {pipeline_iterations} | {:.1} ms |",
@@ -633,7 +662,17 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             rows,
             trivial_iterations,
             pipeline_iterations,
-        } => core(data_dir, rows, trivial_iterations, pipeline_iterations).await,
+            keep_warm_micros,
+        } => {
+            core(
+                data_dir,
+                rows,
+                trivial_iterations,
+                pipeline_iterations,
+                keep_warm_micros,
+            )
+            .await
+        }
         Bench::Store {
             data_dir,
             artifact_mib,
@@ -660,6 +699,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             repetitions,
             clients,
             seconds,
+            keep_warm_micros,
         } => {
             cluster::run(cluster::Options {
                 data_dir,
@@ -669,6 +709,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
                 repetitions,
                 clients,
                 duration: Duration::from_secs(seconds),
+                keep_warm_micros,
             })
             .await
         }

@@ -41,6 +41,9 @@ pub struct CoordinatorConfig {
     pub max_attempts: usize,
     /// Pause before the second attempt; it doubles for each further one (with jitter).
     pub retry_backoff_ms: u64,
+    /// After a call, keep the machine's CPUs awake for up to this long in case the next
+    /// call comes (see `polaroid_observability::keep_warm`; at most 10 ms); 0: off.
+    pub keep_warm_micros: u64,
     /// Largest request message accepted from a client (and forwarded to a worker).
     pub max_request_message_bytes: usize,
     /// Largest response message forwarded; workers split results below their own limit.
@@ -65,6 +68,10 @@ impl CoordinatorConfig {
         }
     }
 
+    pub fn keep_warm(&self) -> Duration {
+        Duration::from_micros(self.keep_warm_micros)
+    }
+
     pub fn membership_refresh(&self) -> Duration {
         seconds(self.membership_refresh_secs).max(Duration::from_millis(10))
     }
@@ -83,6 +90,7 @@ impl Default for CoordinatorConfig {
             virtual_nodes: 128,
             max_attempts: 3,
             retry_backoff_ms: 20,
+            keep_warm_micros: 200,
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 256 * 1024 * 1024,
             job_default_max_attempts: 3,

@@ -23,6 +23,8 @@ pub enum CoordinatorError {
     Http(#[from] std::io::Error),
     #[error("grpc reflection: {0}")]
     Reflection(#[from] polaroid_observability::ReflectionError),
+    #[error("starting the keep-warm threads: {0}")]
+    KeepWarm(std::io::Error),
     #[error("batch jobs need a queue: set redis_url (or run `polaroid standalone`)")]
     NoJobQueue,
     #[error("SubmitJob needs a spec")]
@@ -66,6 +68,7 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::Transport(_)
             | CoordinatorError::Http(_)
             | CoordinatorError::Reflection(_)
+            | CoordinatorError::KeepWarm(_)
             | CoordinatorError::Queue(QueueError::Corrupt(_)) => tonic::Status::internal(message),
         }
     }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use polaroid_jobs::JobQueue;
+use polaroid_observability::keep_warm::KeepWarm;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
 use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
 use polaroid_proto::v1::job_service_server::JobServiceServer;
@@ -89,9 +90,12 @@ pub async fn serve(
         Arc::new(move || cluster.live_workers() > 0)
     };
 
+    let keep_warm = KeepWarm::start(config.keep_warm()).map_err(CoordinatorError::KeepWarm)?;
     let layers = tower::ServiceBuilder::new()
         // Outermost: every call is counted and timed, rejected ones included.
-        .layer(GrpcMetricsLayer::new("coordinator"));
+        .layer(GrpcMetricsLayer::new("coordinator"))
+        // Calls that follow each other closely keep the CPUs awake for the next one.
+        .layer(keep_warm.layer());
 
     tracing::info!(address = ?listeners.grpc.local_addr().ok(), "coordinator serving");
     let shutdown = shutdown.shared();

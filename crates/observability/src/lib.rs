@@ -15,6 +15,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+pub mod keep_warm;
+
 pub use tonic_health::ServingStatus;
 pub use tonic_health::server::HealthReporter;
 pub use tonic_reflection::server::Error as ReflectionError;

@@ -70,6 +70,10 @@ struct StandaloneArgs {
     /// Memory for materialized results, per worker (POLAROID_CACHE_BYTES).
     #[arg(long)]
     cache_bytes: Option<usize>,
+    /// Microseconds the CPUs are kept awake after a call, for the next one; 0: off
+    /// (POLAROID_KEEP_WARM_MICROS).
+    #[arg(long)]
+    keep_warm_micros: Option<u64>,
 }
 
 impl StandaloneArgs {
@@ -82,6 +86,7 @@ impl StandaloneArgs {
             config.data_roots = self.data_roots;
         }
         set(&mut config.cache_bytes, self.cache_bytes);
+        set(&mut config.keep_warm_micros, self.keep_warm_micros);
     }
 }
 
@@ -126,6 +131,10 @@ struct CoordinatorArgs {
     /// Largest response message forwarded (POLAROID_MAX_RESPONSE_MESSAGE_BYTES).
     #[arg(long)]
     max_response_message_bytes: Option<usize>,
+    /// Microseconds the CPUs are kept awake after a call, for the next one; 0: off
+    /// (POLAROID_KEEP_WARM_MICROS).
+    #[arg(long)]
+    keep_warm_micros: Option<u64>,
 }
 
 impl CoordinatorArgs {
@@ -143,6 +152,7 @@ impl CoordinatorArgs {
         set(&mut config.virtual_nodes, self.virtual_nodes);
         set(&mut config.max_attempts, self.max_attempts);
         set(&mut config.retry_backoff_ms, self.retry_backoff_ms);
+        set(&mut config.keep_warm_micros, self.keep_warm_micros);
         set(
             &mut config.max_request_message_bytes,
             self.max_request_message_bytes,
@@ -180,6 +190,10 @@ struct WorkerArgs {
     /// Seconds a draining worker keeps serving after leaving the ring (POLAROID_DRAIN_DELAY_SECS).
     #[arg(long)]
     drain_delay_secs: Option<f64>,
+    /// Microseconds the CPUs are kept awake after a call, for the next one; 0: off
+    /// (POLAROID_KEEP_WARM_MICROS).
+    #[arg(long)]
+    keep_warm_micros: Option<u64>,
     /// A directory clients may read and write (POLAROID_DATA_ROOTS); repeat for several.
     #[arg(long = "data-root")]
     data_roots: Vec<PathBuf>,
@@ -268,6 +282,7 @@ impl WorkerArgs {
             self.load_report_interval_secs,
         );
         set(&mut config.drain_delay_secs, self.drain_delay_secs);
+        set(&mut config.keep_warm_micros, self.keep_warm_micros);
         if !self.data_roots.is_empty() {
             config.data_roots = self.data_roots;
         }

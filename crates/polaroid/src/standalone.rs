@@ -29,6 +29,9 @@ pub struct StandaloneConfig {
     pub data_roots: Vec<PathBuf>,
     /// Memory for materialized results, per worker.
     pub cache_bytes: usize,
+    /// After a call, keep the machine's CPUs awake for up to this long in case the next
+    /// call comes; 0: off. One set of threads serves the whole process.
+    pub keep_warm_micros: u64,
 }
 
 impl Default for StandaloneConfig {
@@ -41,6 +44,7 @@ impl Default for StandaloneConfig {
             state_dir: worker.state_dir,
             data_roots: worker.data_roots,
             cache_bytes: 512 * 1024 * 1024,
+            keep_warm_micros: worker.keep_warm_micros,
         }
     }
 }
@@ -62,6 +66,9 @@ pub async fn run(
         http_address: config.http_address,
         // In one process a worker that stops reporting is gone: notice it quickly.
         worker_lease_secs: 3.0,
+        // Every call passes through the coordinator: its threads keep the CPUs warm for
+        // the whole process.
+        keep_warm_micros: config.keep_warm_micros,
         ..CoordinatorConfig::default()
     };
     // The embedded job queue, shared by the coordinator (which queues) and the workers.
@@ -94,6 +101,7 @@ pub async fn run(
             state_dir: config.state_dir.clone(),
             data_roots: config.data_roots.clone(),
             cache_bytes: config.cache_bytes,
+            keep_warm_micros: 0,
             ..WorkerConfig::default()
         };
         workers.push(tokio::spawn(polaroid_worker::serve(

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     /// Seconds a draining worker keeps serving after leaving the ring, so that every
     /// coordinator has seen it leave (at least their `membership_refresh_secs`).
     pub drain_delay_secs: f64,
+    /// After a call, keep the machine's CPUs awake for up to this long in case the next
+    /// call comes (see `polaroid_observability::keep_warm`; at most 10 ms); 0: off.
+    pub keep_warm_micros: u64,
     pub handle_store: HandleStoreKind,
     /// Root of the filesystem store (`handle_store = "external"` without `store_url`).
     pub state_dir: PathBuf,
@@ -140,12 +143,14 @@ impl WorkerConfig {
         seconds(self.drain_delay_secs)
     }
 
+    pub fn keep_warm(&self) -> Duration {
+        Duration::from_micros(self.keep_warm_micros)
+    }
+
     pub fn gc_grace(&self) -> Duration {
         seconds(self.gc_grace_secs)
     }
 
-    /// Compute time past which a result is written behind; `None`: never (a memory
-    /// store, or a negative setting).
     /// How this worker's queue treats jobs; coordinators must use the same retention.
     pub fn job_queue_settings(&self) -> polaroid_jobs::QueueSettings {
         polaroid_jobs::QueueSettings {
@@ -163,6 +168,8 @@ impl WorkerConfig {
         seconds(self.job_default_timeout_secs)
     }
 
+    /// Compute time past which a result is written behind; `None`: never (a memory
+    /// store, or a negative setting).
     pub fn write_behind_after(&self) -> Option<Duration> {
         (self.handle_store == HandleStoreKind::External && self.write_behind_after_secs >= 0.0)
             .then(|| seconds(self.write_behind_after_secs))
@@ -179,6 +186,7 @@ impl Default for WorkerConfig {
             worker_id: String::new(),
             load_report_interval_secs: 2.0,
             drain_delay_secs: 1.5,
+            keep_warm_micros: 200,
             handle_store: HandleStoreKind::Memory,
             state_dir: PathBuf::from("polaroid-state"),
             store_url: String::new(),

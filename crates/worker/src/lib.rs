@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use polaroid_jobs::JobQueue;
+use polaroid_observability::keep_warm::KeepWarm;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
 use polaroid_proto::v1::job_validation_service_server::JobValidationServiceServer;
@@ -55,6 +56,8 @@ pub enum WorkerError {
     Cluster(String),
     #[error("job queue: {0}")]
     Queue(#[from] polaroid_jobs::QueueError),
+    #[error("starting the keep-warm threads: {0}")]
+    KeepWarm(std::io::Error),
 }
 
 /// Serves the worker until `shutdown` completes, then drains: it leaves the ring, finishes
@@ -210,9 +213,12 @@ pub async fn serve(
 
     let worker_header = http::HeaderValue::from_str(&worker_id)
         .map_err(|_| WorkerError::WorkerId(worker_id.clone()))?;
+    let keep_warm = KeepWarm::start(config.keep_warm()).map_err(WorkerError::KeepWarm)?;
     let layers = tower::ServiceBuilder::new()
         // Outermost: every call is counted and timed, rejected ones included.
         .layer(metrics)
+        // Calls that follow each other closely keep the CPUs awake for the next one.
+        .layer(keep_warm.layer())
         // Names the worker that served the call, for operators and tests behind a coordinator.
         .map_response(move |mut response: http::Response<tonic::body::Body>| {
             response
