@@ -56,10 +56,15 @@ struct Shared {
     window_micros: AtomicU64,
     /// When the last call ended, in microseconds since `epoch` (0: none yet).
     last_end_micros: AtomicU64,
-    /// Threads waiting on `wake` (a call ending must wake them).
+    /// Threads waiting on `wake` (a call ending, or a call in flight leaving, wakes them).
     sleeping: AtomicU64,
     /// Spins begun since the start (for tests and the curious).
     spins: AtomicU64,
+    /// Calls started and not yet ended or dropped.
+    in_flight: AtomicU64,
+    /// Keep-warm threads started: with at least as many calls in flight, the CPUs are
+    /// busy serving them and spinning would only take time from them.
+    threads: u64,
     stop: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
@@ -82,7 +87,7 @@ impl KeepWarm {
     }
 
     fn with_threads(max: Duration, threads: usize) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared::new(max));
+        let shared = Arc::new(Shared::new(max, threads));
         let mut keep_warm = Self {
             shared: shared.clone(),
             threads: Vec::with_capacity(threads),
@@ -137,7 +142,7 @@ impl Drop for KeepWarm {
 }
 
 impl Shared {
-    fn new(max: Duration) -> Self {
+    fn new(max: Duration, threads: usize) -> Self {
         Self {
             max_micros: u64::try_from(max.as_micros()).unwrap_or(u64::MAX),
             epoch: Instant::now(),
@@ -145,6 +150,8 @@ impl Shared {
             last_end_micros: AtomicU64::new(0),
             sleeping: AtomicU64::new(0),
             spins: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            threads: threads as u64,
             stop: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -159,6 +166,7 @@ impl Shared {
     }
 
     fn call_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let last_end = self.last_end_micros.load(Ordering::Relaxed);
         if last_end == 0 {
             return;
@@ -170,21 +178,25 @@ impl Shared {
             .store(next_window(window, gap, self.max_micros), Ordering::Relaxed);
     }
 
+    /// A call's reply is ready (and it is no longer counted in flight).
     fn call_ended(&self) {
         self.last_end_micros
             .store(self.now_micros(), Ordering::SeqCst);
         // A `call_started` raising the window from 0 just now may be missed: that costs
-        // one warm period, no more.
-        if self.window_micros.load(Ordering::Relaxed) > 0
-            && self.sleeping.load(Ordering::SeqCst) > 0
-        {
+        // one warm period, no more. Waking is only worth it when a thread would spin.
+        if self.sleeping.load(Ordering::SeqCst) > 0 && self.warm() {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.wake.notify_all();
         }
     }
 
-    /// Whether the last call ended less than the warm period ago.
+    /// Whether the last call ended less than the warm period ago, and fewer calls are in
+    /// flight than there are keep-warm threads.
     fn warm(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) < self.threads && self.recently_ended()
+    }
+
+    fn recently_ended(&self) -> bool {
         let last_end = self.last_end_micros.load(Ordering::SeqCst);
         let window = self.window_micros.load(Ordering::Relaxed);
         last_end != 0 && window > 0 && self.now_micros() < last_end.saturating_add(window)
@@ -257,12 +269,13 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        if let Some(shared) = &self.shared {
+        let in_flight = self.shared.clone().map(|shared| {
             shared.call_started();
-        }
+            InFlight(shared)
+        });
         CallEnds {
             inner: self.inner.call(request),
-            shared: self.shared.clone(),
+            in_flight,
         }
     }
 }
@@ -275,7 +288,26 @@ pin_project_lite::pin_project! {
     pub struct CallEnds<F> {
         #[pin]
         inner: F,
-        shared: Option<Arc<Shared>>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+/// A call counted in flight until this is dropped, with its future or when it ends.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        let before = shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Threads that waited only because every one of them had a call in flight may
+        // spin again (a call that ended wakes them in `call_ended`; a dropped one here).
+        if before == shared.threads
+            && shared.sleeping.load(Ordering::SeqCst) > 0
+            && shared.recently_ended()
+        {
+            let _guard = shared.lock.lock().unwrap_or_else(|p| p.into_inner());
+            shared.wake.notify_all();
+        }
     }
 }
 
@@ -285,33 +317,46 @@ impl<F: Future> Future for CallEnds<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let output = std::task::ready!(this.inner.poll(cx));
-        if let Some(shared) = this.shared.take() {
+        if let Some(in_flight) = this.in_flight.take() {
+            let shared = in_flight.0.clone();
+            drop(in_flight);
             shared.call_ended();
         }
         Poll::Ready(output)
     }
 }
 
-/// The CPU quota of this process's cgroup (v2 `cpu.max`, or v1 `cpu.cfs_quota_us`), as
-/// read from /proc and /sys; `None` when there is none or it cannot be read.
+/// The CPU quota of this process's own cgroup (v2 `cpu.max`, or v1 `cpu.cfs_quota_us`),
+/// as read from /proc and /sys; `None` when there is none or it cannot be read. Inside a
+/// container the cgroup's files are often mounted at the root of the hierarchy rather
+/// than under the path /proc names, so the root is read when that path is missing.
+/// Quotas on parent cgroups are not looked for.
 fn cgroup_cpu_quota() -> Option<String> {
     let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let first_readable =
+        |paths: Vec<String>| paths.iter().find_map(|p| std::fs::read_to_string(p).ok());
     membership.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
         let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
         let path = path.trim_end_matches('/');
         if controllers.is_empty() {
-            let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cpu.max")).ok()?;
+            let max = first_readable(vec![
+                format!("/sys/fs/cgroup{path}/cpu.max"),
+                "/sys/fs/cgroup/cpu.max".to_owned(),
+            ])?;
             quota_v2(&max)
         } else if controllers.split(',').any(|c| c == "cpu") {
-            let quota =
-                std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{path}/cpu.cfs_quota_us"))
-                    .or_else(|_| {
-                        std::fs::read_to_string(format!(
-                            "/sys/fs/cgroup/cpu,cpuacct{path}/cpu.cfs_quota_us"
-                        ))
+            let quota = first_readable(
+                ["cpu", "cpu,cpuacct"]
+                    .iter()
+                    .flat_map(|mount| {
+                        [
+                            format!("/sys/fs/cgroup/{mount}{path}/cpu.cfs_quota_us"),
+                            format!("/sys/fs/cgroup/{mount}/cpu.cfs_quota_us"),
+                        ]
                     })
-                    .ok()?;
+                    .collect(),
+            )?;
             quota_v1(&quota)
         } else {
             None
@@ -381,9 +426,9 @@ mod tests {
     #[tokio::test]
     async fn calls_close_together_start_the_threads_and_they_stop_after_the_window() {
         // A limit far above the pause between two calls here, and a warm period (a
-        // quarter of it) long enough to see but short enough to wait out.
-        let keep_warm =
-            KeepWarm::with_threads(Duration::from_millis(400), 2).expect("threads start");
+        // quarter of it) long enough to see on a loaded machine and short enough to wait
+        // out.
+        let keep_warm = KeepWarm::with_threads(Duration::from_secs(4), 2).expect("threads start");
         let mut service = keep_warm
             .layer()
             .layer(tower::service_fn(echo as fn(u32) -> _));
@@ -392,7 +437,7 @@ mod tests {
         assert_eq!(keep_warm.window(), Duration::ZERO, "one call is no pattern");
         assert_eq!(keep_warm.spins(), 0);
         call(&mut service).await;
-        assert_eq!(keep_warm.window(), Duration::from_millis(100));
+        assert_eq!(keep_warm.window(), Duration::from_secs(1));
         eventually("a thread spins", || keep_warm.spins() > 0);
         eventually("the window passed and both wait again", || {
             keep_warm.spinning() == 0
@@ -407,6 +452,33 @@ mod tests {
         });
         done.recv_timeout(Duration::from_secs(10))
             .expect("dropping KeepWarm joins its threads");
+    }
+
+    #[tokio::test]
+    async fn calls_in_flight_on_every_thread_stop_the_spinning_and_dropped_calls_are_not_counted() {
+        // Warm periods of a second or more: long enough to see on a loaded machine.
+        let keep_warm = KeepWarm::with_threads(Duration::from_secs(4), 1).expect("starts");
+        let mut service = keep_warm
+            .layer()
+            .layer(tower::service_fn(echo as fn(u32) -> _));
+        eventually("the thread waits", || keep_warm.spinning() == 0);
+        call(&mut service).await;
+        call(&mut service).await;
+        eventually("the thread spins", || keep_warm.spinning() == 1);
+        // A call still waiting for its reply: the one CPU it could keep warm is busy.
+        let mut slow = keep_warm.layer().layer(tower::service_fn(|_: u32| {
+            std::future::pending::<Result<u32, ()>>()
+        }));
+        let pending = slow.call(1);
+        eventually("the thread stops for the call in flight", || {
+            keep_warm.spinning() == 0
+        });
+        assert_eq!(keep_warm.shared.in_flight.load(Ordering::SeqCst), 1);
+        // Dropping the call uncounts it, and the thread spins again for what is left of
+        // the warm period after the last call that ended.
+        drop(pending);
+        assert_eq!(keep_warm.shared.in_flight.load(Ordering::SeqCst), 0);
+        eventually("the thread spins again", || keep_warm.spinning() == 1);
     }
 
     #[test]
