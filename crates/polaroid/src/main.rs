@@ -428,6 +428,8 @@ mod tests {
             "7",
             "--handle-store",
             "memory",
+            "--keep-warm-micros",
+            "50",
         ])
         .unwrap();
         let Command::Worker(args) = cli.command else {
@@ -441,6 +443,7 @@ mod tests {
         assert_eq!(config.bind_address.port(), 0);
         assert_eq!(config.data_roots, vec![PathBuf::from("/data")]);
         assert_eq!(config.max_result_rows, 7);
+        assert_eq!(config.keep_warm_micros, 50);
         assert_eq!(
             config.tenant, "from-env",
             "settings without a flag keep their value"

@@ -80,9 +80,11 @@ mod tests {
                 "0.0.0.0:9000".to_owned(),
             ),
             ("POLAROID_DATA_ROOTS".to_owned(), "/a, /b".to_owned()),
+            ("POLAROID_KEEP_WARM_MICROS".to_owned(), "0".to_owned()),
             ("OTHER".to_owned(), "x".to_owned()),
         ];
         let config: WorkerConfig = load(Some(&file), env).unwrap();
+        assert_eq!(config.keep_warm_micros, 0);
         assert_eq!(config.bind_address.to_string(), "0.0.0.0:9000");
         assert_eq!(config.cache_bytes, 10);
         assert_eq!(config.tenant, "file");
