@@ -161,11 +161,13 @@ pub fn stack(frames: &[DataFrame]) -> DataFrame {
     whole
 }
 
-/// Asserts two frames are equal, nulls included, with a readable message.
+/// Asserts two frames are equal: the same column names and types in the same order
+/// (`equals_missing` alone lets numeric types differ), and the same values, nulls
+/// included. The message shows both.
 #[track_caller]
 pub fn assert_frame_eq(actual: &DataFrame, expected: &DataFrame) {
     assert!(
-        actual.equals_missing(expected),
+        actual.schema() == expected.schema() && actual.equals_missing(expected),
         "frames differ\n--- actual {:?}\n{actual}\n--- expected {:?}\n{expected}",
         actual.schema(),
         expected.schema()

@@ -604,14 +604,15 @@ def read_json(path: str, *, n_rows: int | None = None, connection: Connection | 
 
 def read_rest_api(
     url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None,
-    body: str | None = None, records_path: str | None = None,
+    body: str | None = None, records_path: str | None = None, format: str | None = None,
     connection: Connection | None = None,
 ) -> DataFrame:
-    """JSON records fetched by the server over HTTP (under `records_path` if given)."""
+    """Records fetched by the server over HTTP: a JSON array (under `records_path` if
+    given), or with `format="ndjson"` one JSON record per line, or `format="csv"`."""
     return _read(
         "ReadRestApi",
         pb.RestApiRequest(url=url, method=method, headers=dict(headers or {}), body=body,
-                          records_path=records_path),
+                          records_path=records_path, format=format),
         connection,
     )
 

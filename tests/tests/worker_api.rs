@@ -53,6 +53,36 @@ async fn sources_match_polars() -> anyhow::Result<()> {
         .collect()?;
     assert_frame_eq(&collect(&mut client, &handle).await?, &expected);
 
+    // Parquet with a predicate (a SQL expression, as existing clients send it) on a
+    // column the projection leaves out, after the row limit and the row index.
+    let handle = client
+        .read_parquet(pb::ReadParquetRequest {
+            path: "sales.parquet".into(),
+            columns: vec!["id".into(), "region".into()],
+            predicate: Some("qty >= 3 AND region <> 'east'".into()),
+            n_rows: Some(7),
+            row_index_offset: Some(0),
+            row_index_name: Some("row".into()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let expected = df
+        .clone()
+        .lazy()
+        .limit(7)
+        .with_row_index("row", Some(0))
+        .filter(col("qty").gt_eq(lit(3)).and(col("region").neq(lit("east"))))
+        .select([col("row"), col("id"), col("region")])
+        .collect()?;
+    assert_eq!(
+        expected.height(),
+        3,
+        "the predicate keeps some rows, not all"
+    );
+    assert_frame_eq(&collect(&mut client, &handle).await?, &expected);
+
     // CSV: separator, quote, skip rows, n_rows, columns, explicit schema.
     std::fs::write(
         worker.path("data.csv"),

@@ -1,7 +1,7 @@
 //! Bad input gets a precise status, loses nothing, and the worker keeps serving.
 
 use polaroid_proto::v1::{self as pb, BinaryOperator as Op};
-use polaroid_tests::{Client, TestWorker, collect, e, upload};
+use polaroid_tests::{Client, TestWorker, collect, e, upload, write_parquet};
 use polars::prelude::*;
 use tonic::Code;
 
@@ -130,14 +130,15 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
             predicate: Some(e::col("a")),
         })
         .await;
-    assert_status(wrong_type, Code::InvalidArgument, "");
+    assert_status(wrong_type, Code::InvalidArgument, "filter");
     let bad_arith = client
         .with_columns(pb::WithColumnsRequest {
             handle: base.clone(),
             exprs: vec![e::binary(e::col("b"), Op::Minus, e::int(1))],
         })
         .await;
-    assert_status(bad_arith, Code::InvalidArgument, "");
+    assert_status(bad_arith, Code::InvalidArgument, "with_columns");
+
     let unknown_function = client
         .with_columns(pb::WithColumnsRequest {
             handle: base.clone(),
@@ -192,7 +193,23 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
             tables: [("t".to_owned(), base.clone())].into(),
         })
         .await;
-    assert_status(bad_sql, Code::InvalidArgument, "");
+    assert_status(bad_sql, Code::InvalidArgument, "sql");
+    write_parquet(&worker.path("f.parquet"), &frame());
+    let predicate = |text: &str| pb::ReadParquetRequest {
+        path: "f.parquet".into(),
+        predicate: Some(text.into()),
+        ..Default::default()
+    };
+    assert_status(
+        client.read_parquet(predicate("a >>> 1")).await,
+        Code::InvalidArgument,
+        "is not a SQL expression",
+    );
+    assert_status(
+        client.read_parquet(predicate("zz > 1")).await,
+        Code::InvalidArgument,
+        "zz",
+    );
     let negative = client
         .head(pb::HeadRequest {
             handle: base.clone(),
@@ -200,6 +217,14 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         })
         .await;
     assert_status(negative, Code::InvalidArgument, "n must be");
+    let lead_out_of_range = client
+        .lead(pb::ShiftRequest {
+            handle: base.clone(),
+            n: i64::MIN,
+            ..Default::default()
+        })
+        .await;
+    assert_status(lead_out_of_range, Code::InvalidArgument, "out of range");
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: base.clone(),
@@ -264,6 +289,7 @@ async fn file_access_is_confined_and_atomic() -> anyhow::Result<()> {
         "../secret.csv",
         secret.to_str().unwrap_or_default(),
         "escape/secret.csv",
+        "escape/missing.csv",
         "/etc/passwd",
     ] {
         assert_status(

@@ -218,6 +218,9 @@ struct WorkerArgs {
     /// Largest streaming upload (POLAROID_MAX_UPLOAD_BYTES).
     #[arg(long)]
     max_upload_bytes: Option<usize>,
+    /// Largest answer of a REST source, all pages (POLAROID_MAX_REST_RESPONSE_BYTES).
+    #[arg(long)]
+    max_rest_response_bytes: Option<usize>,
     /// Rows a result may have (POLAROID_MAX_RESULT_ROWS).
     #[arg(long)]
     max_result_rows: Option<usize>,
@@ -299,6 +302,10 @@ impl WorkerArgs {
             self.max_response_message_bytes,
         );
         set(&mut config.max_upload_bytes, self.max_upload_bytes);
+        set(
+            &mut config.max_rest_response_bytes,
+            self.max_rest_response_bytes,
+        );
         set(&mut config.max_result_rows, self.max_result_rows);
         set(&mut config.max_result_columns, self.max_result_columns);
         set(&mut config.max_result_bytes, self.max_result_bytes);

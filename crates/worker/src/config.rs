@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     pub max_response_message_bytes: usize,
     /// Largest upload through the streaming `UploadArrow`.
     pub max_upload_bytes: usize,
+    /// Largest answer a REST source (`ReadRestApi`) may give, all its pages together.
+    pub max_rest_response_bytes: usize,
     pub max_result_rows: usize,
     pub max_result_columns: usize,
     pub max_result_bytes: usize,
@@ -196,6 +198,7 @@ impl Default for WorkerConfig {
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,
+            max_rest_response_bytes: 1024 * 1024 * 1024,
             max_result_rows: 100_000_000,
             max_result_columns: 10_000,
             max_result_bytes: 8 * 1024 * 1024 * 1024,

@@ -138,6 +138,7 @@ pub struct Engine {
     /// cost). Results are immutable per plan, so entries never go stale.
     encoded: Mutex<LruCache<EncodedKey, Arc<[Bytes]>>>,
     http: reqwest::Client,
+    max_rest_response_bytes: usize,
     panic_on_operation: Option<String>,
     handle_ttl_ms: u64,
     /// A live handle's record is rewritten with a new access time at most this often.
@@ -284,6 +285,7 @@ impl Engine {
             results: ResultCache::new(config.cache_bytes),
             encoded: Mutex::new(LruCache::new(ENCODED_RESULTS)),
             http: reqwest::Client::new(),
+            max_rest_response_bytes: config.max_rest_response_bytes,
             panic_on_operation: Some(config.debug_panic_on_operation.clone())
                 .filter(|op| !op.is_empty()),
             handle_ttl_ms: ttl_ms,
@@ -626,13 +628,7 @@ impl Engine {
                 // Kept as an upload, as interactively: the answer is not replayable, and
                 // its content address makes the plan's id (so a later run with another
                 // answer is another plan, not a stale cache hit).
-                let df = sources::fetch_rest(&self.http, &request).await?;
-                let (bytes, df) = self
-                    .blocking("read_rest_api", move || {
-                        let mut df = df;
-                        Ok((Bytes::from(ipc::encode(&mut df)?), df))
-                    })
-                    .await?;
+                let (bytes, df) = self.fetch_rest(&request).await?;
                 let artifact = self.catalog.put_artifact(self.tenant, bytes).await?;
                 own_artifact = Some(Catalog::artifact_ref(self.tenant, &artifact));
                 let schema = df.schema().clone();
@@ -729,14 +725,20 @@ impl Engine {
 
     /// A REST source, fetched now and kept as an upload.
     pub async fn read_rest(&self, req: pb::RestApiRequest) -> EngineResult<Handle> {
-        let df = sources::fetch_rest(&self.http, &req).await?;
-        let (bytes, df) = self
-            .blocking("read_rest_api", move || {
-                let mut df = df;
-                Ok((Bytes::from(ipc::encode(&mut df)?), df))
-            })
-            .await?;
+        let (bytes, df) = self.fetch_rest(&req).await?;
         self.register_upload(bytes, df, Some(req.url)).await
+    }
+
+    /// Fetches a REST source and parses it, as a frame and the Arrow IPC bytes it is
+    /// stored as.
+    async fn fetch_rest(&self, req: &pb::RestApiRequest) -> EngineResult<(Bytes, DataFrame)> {
+        let answer = sources::fetch_rest(&self.http, req, self.max_rest_response_bytes).await?;
+        let fields = req.schema.clone();
+        self.blocking("read_rest_api", move || {
+            let mut df = answer.into_frame(&fields)?;
+            Ok((Bytes::from(ipc::encode(&mut df)?), df))
+        })
+        .await
     }
 
     /// A step over existing handles; the new handle inherits the first parent's affinity.

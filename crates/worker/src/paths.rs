@@ -68,14 +68,30 @@ impl DataRoots {
         }
     }
 
+    /// Checks that a path that does not exist would be inside a root: its nearest existing
+    /// ancestor, symlinks followed, must be (the rest has no `..`, see `joined`).
+    fn check_missing_inside(&self, requested: &str, missing: &Path) -> EngineResult<()> {
+        let resolved = missing
+            .ancestors()
+            .skip(1)
+            .find_map(|ancestor| {
+                let canonical = ancestor.canonicalize().ok()?;
+                let rest = missing.strip_prefix(ancestor).ok()?;
+                Some(canonical.join(rest))
+            })
+            .unwrap_or_else(|| missing.to_path_buf());
+        self.check_inside(requested, &resolved)
+    }
+
     /// Resolves a path to read: it must exist inside a root.
     pub fn read_path(&self, requested: &str) -> EngineResult<PathBuf> {
         let joined = self.joined(requested)?;
         let canonical = match joined.canonicalize() {
             Ok(path) => path,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Say "outside" rather than "missing" for paths that could never be read.
-                self.check_inside(requested, &joined)?;
+                // Say "outside" rather than "missing" for paths that could never be read,
+                // so that whether a file exists outside the roots is never told.
+                self.check_missing_inside(requested, &joined)?;
                 return Err(EngineError::FileNotFound(requested.to_owned()));
             }
             Err(e) => return Err(EngineError::io("resolve path")(e)),
@@ -96,7 +112,7 @@ impl DataRoots {
         let parent = match parent.canonicalize() {
             Ok(path) => path,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.check_inside(requested, parent)?;
+                self.check_missing_inside(requested, parent)?;
                 return Err(EngineError::FileNotFound(format!(
                     "directory of `{requested}`"
                 )));
@@ -139,6 +155,14 @@ mod tests {
             roots.read_path(outside.path().join("secret.csv").to_str().unwrap())
         ));
         assert!(denied(roots.read_path("link/secret.csv")));
+        // Missing files behind a link that leaves the root are outside too, not missing.
+        assert!(denied(roots.read_path("link/missing.csv")));
+        assert!(denied(roots.read_path("link/no/such/dir/missing.csv")));
+        assert!(denied(roots.write_path("link/no/such/dir/new.csv")));
+        assert!(matches!(
+            roots.read_path("no/such/dir/missing.csv"),
+            Err(EngineError::FileNotFound(_))
+        ));
         assert!(denied(roots.write_path("link/new.csv")));
         assert!(denied(roots.write_path("/etc/new.csv")));
         assert!(matches!(

@@ -301,7 +301,9 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         }
         Op::Lag(req) | Op::Lead(req) => {
             let n = if matches!(op, Op::Lead(_)) {
-                -shift_n(req.n)
+                shift_n(req.n).checked_neg().ok_or_else(|| {
+                    EngineError::invalid(format!("lead by {} rows is out of range", req.n))
+                })?
             } else {
                 shift_n(req.n)
             };

@@ -43,10 +43,23 @@ fn byte_option(value: Option<&str>, what: &str, default: Option<u8>) -> EngineRe
 
 /// Applies row index, projection and row limit on top of a scan; Polars pushes them down.
 fn shape_scan(
+    lf: LazyFrame,
+    columns: &[String],
+    row_index: Option<(&str, i64)>,
+    n_rows: Option<i64>,
+) -> EngineResult<LazyFrame> {
+    shape_filtered_scan(lf, columns, row_index, n_rows, None)
+}
+
+/// [`shape_scan`] with a row filter, applied after the row limit and row index (so
+/// `n_rows` counts rows of the file and the index numbers them) and before the
+/// projection (so the filter may use columns the projection leaves out).
+fn shape_filtered_scan(
     mut lf: LazyFrame,
     columns: &[String],
     row_index: Option<(&str, i64)>,
     n_rows: Option<i64>,
+    predicate: Option<Expr>,
 ) -> EngineResult<LazyFrame> {
     if let Some(n) = n_rows {
         lf =
@@ -61,6 +74,9 @@ fn shape_scan(
             ))
         })?;
         lf = lf.with_row_index(name, Some(offset));
+    }
+    if let Some(predicate) = predicate {
+        lf = lf.filter(predicate);
     }
     if !columns.is_empty() {
         let mut projection: Vec<Expr> = row_index.iter().map(|(name, _)| col(*name)).collect();
@@ -79,7 +95,21 @@ pub fn parquet(req: &pb::ReadParquetRequest) -> EngineResult<LazyFrame> {
     let row_index = req
         .row_index_offset
         .map(|offset| (req.row_index_name.as_deref().unwrap_or("index"), offset));
-    shape_scan(lf, &req.columns, row_index, req.n_rows)
+    let predicate = req
+        .predicate
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .map(sql_predicate)
+        .transpose()?;
+    shape_filtered_scan(lf, &req.columns, row_index, req.n_rows, predicate)
+}
+
+/// A row filter written as a SQL boolean expression (`amount > 100 AND region = 'EU'`),
+/// as `ReadParquetRequest.predicate` carries it.
+fn sql_predicate(text: &str) -> EngineResult<Expr> {
+    polars::sql::sql_expr(text).map_err(|e| {
+        EngineError::invalid(format!("predicate `{text}` is not a SQL expression: {e}"))
+    })
 }
 
 pub fn csv(req: &pb::ReadCsvRequest) -> EngineResult<LazyFrame> {
@@ -212,11 +242,261 @@ fn records_at<'a>(
     })
 }
 
-/// Fetches a REST source (every page) and returns its records as one frame.
+/// The longest pause between two pages a rate limit may ask for.
+const MAX_PAGE_PAUSE: StdDuration = StdDuration::from_secs(60);
+
+/// How a REST source's answer is written (`RestApiRequest.format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RestFormat {
+    /// A JSON document: an array of records, or one under `records_path`.
+    Json,
+    /// One JSON record per line.
+    Ndjson,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+impl RestFormat {
+    fn of(req: &pb::RestApiRequest) -> EngineResult<Self> {
+        let format = match req.format.as_deref().map(str::trim) {
+            None | Some("") => Self::Json,
+            Some(name) => match name.to_ascii_lowercase().as_str() {
+                "json" => Self::Json,
+                "ndjson" | "jsonl" => Self::Ndjson,
+                "csv" => Self::Csv,
+                _ => {
+                    return Err(EngineError::invalid(format!(
+                        "unknown REST format `{name}`: expected json, ndjson or csv"
+                    )));
+                }
+            },
+        };
+        if format != Self::Json && req.records_path.as_deref().is_some_and(|p| !p.is_empty()) {
+            return Err(EngineError::invalid(
+                "records_path applies to the json format only",
+            ));
+        }
+        Ok(format)
+    }
+}
+
+/// The records of every page of a REST answer, gathered to be parsed once.
+pub enum RestAnswer {
+    Json(Vec<serde_json::Value>),
+    Ndjson(Vec<u8>),
+    Csv {
+        header: Option<Vec<u8>>,
+        rows: Vec<u8>,
+    },
+}
+
+impl RestAnswer {
+    fn new(format: RestFormat) -> Self {
+        match format {
+            RestFormat::Json => Self::Json(Vec::new()),
+            RestFormat::Ndjson => Self::Ndjson(Vec::new()),
+            RestFormat::Csv => Self::Csv {
+                header: None,
+                rows: Vec::new(),
+            },
+        }
+    }
+
+    /// Adds one page's body and returns how many records it held.
+    fn add_page(
+        &mut self,
+        body: &[u8],
+        records_path: Option<&str>,
+        url: &str,
+    ) -> EngineResult<usize> {
+        match self {
+            Self::Json(records) => {
+                let body: serde_json::Value = serde_json::from_slice(body)
+                    .map_err(|e| EngineError::invalid(format!("{url} did not answer JSON: {e}")))?;
+                let page = records_at(&body, records_path)?;
+                records.extend(page.iter().cloned());
+                Ok(page.len())
+            }
+            Self::Ndjson(lines) => {
+                let count = non_blank_lines(body);
+                lines.extend_from_slice(body);
+                if !body.ends_with(b"\n") {
+                    lines.push(b'\n');
+                }
+                Ok(count)
+            }
+            Self::Csv { header, rows } => {
+                let (first, rest) = match body.iter().position(|&b| b == b'\n') {
+                    Some(end) => (&body[..end], &body[end + 1..]),
+                    None => (body, &[][..]),
+                };
+                let first = first.strip_suffix(b"\r").unwrap_or(first);
+                match header {
+                    None => *header = Some(first.to_vec()),
+                    Some(known) if known.as_slice() == first => {}
+                    Some(_) => {
+                        return Err(EngineError::invalid(format!(
+                            "{url}: a page's CSV header differs from the first page's"
+                        )));
+                    }
+                }
+                let count = non_blank_lines(rest);
+                rows.extend_from_slice(rest);
+                if !rest.is_empty() && !rest.ends_with(b"\n") {
+                    rows.push(b'\n');
+                }
+                Ok(count)
+            }
+        }
+    }
+
+    /// Parses the gathered records into one frame, cast to `fields` where given. This is
+    /// Polars work: run it off the async threads.
+    pub fn into_frame(self, fields: &[pb::Field]) -> EngineResult<DataFrame> {
+        let schema = schema_of(fields)?;
+        let df = match self {
+            Self::Json(records) if records.is_empty() => None,
+            Self::Json(records) => {
+                let encoded = serde_json::to_vec(&records).map_err(|e| EngineError::Internal {
+                    operation: "read_rest_api",
+                    reason: e.to_string(),
+                })?;
+                Some(json_records(std::io::Cursor::new(encoded), None, None)?)
+            }
+            Self::Ndjson(lines) if non_blank_lines(&lines) == 0 => None,
+            Self::Ndjson(lines) => Some(
+                JsonReader::new(std::io::Cursor::new(lines))
+                    .with_json_format(polars::prelude::JsonFormat::JsonLines)
+                    .finish()
+                    .map_err(EngineError::polars("read_rest_api ndjson"))?,
+            ),
+            Self::Csv { header: None, .. } => None,
+            Self::Csv {
+                header: Some(mut data),
+                rows,
+            } => {
+                data.push(b'\n');
+                data.extend_from_slice(&rows);
+                Some(
+                    CsvReadOptions::default()
+                        .with_has_header(true)
+                        .into_reader_with_file_handle(std::io::Cursor::new(data))
+                        .finish()
+                        .map_err(EngineError::polars("read_rest_api csv"))?,
+                )
+            }
+        };
+        match (df, schema) {
+            (None, None) => Ok(DataFrame::empty()),
+            (None, Some(schema)) => Ok(DataFrame::empty_with_arc_schema(schema)),
+            (Some(df), None) => Ok(df),
+            (Some(df), Some(schema)) => {
+                let casts: Vec<Expr> = schema
+                    .iter()
+                    .map(|(name, dtype)| col(name.clone()).strict_cast(dtype.clone()))
+                    .collect();
+                df.lazy()
+                    .with_columns(casts)
+                    .collect()
+                    .map_err(EngineError::polars("read_rest_api schema"))
+            }
+        }
+    }
+}
+
+fn non_blank_lines(text: &[u8]) -> usize {
+    text.split(|&b| b == b'\n')
+        .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
+        .count()
+}
+
+/// The pause between pages a rate limit asks for.
+fn page_pause(limit: Option<&pb::RestRateLimit>) -> EngineResult<StdDuration> {
+    let Some(limit) = limit else {
+        return Ok(StdDuration::ZERO);
+    };
+    let rate = limit.requests_per_second;
+    if rate == 0.0 {
+        return Ok(StdDuration::ZERO);
+    }
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(EngineError::invalid(format!(
+            "rate_limit.requests_per_second must be a positive number, got {rate}"
+        )));
+    }
+    StdDuration::try_from_secs_f64(1.0 / rate)
+        .ok()
+        .filter(|pause| *pause <= MAX_PAGE_PAUSE)
+        .ok_or_else(|| {
+            EngineError::invalid(format!(
+                "rate_limit.requests_per_second {rate} asks for more than {}s between pages",
+                MAX_PAGE_PAUSE.as_secs()
+            ))
+        })
+}
+
+/// The page numbers to ask for, in order (`None`: one request, no page parameter).
+fn page_numbers(pagination: Option<&pb::RestPagination>) -> EngineResult<Vec<Option<i64>>> {
+    let Some(p) = pagination else {
+        return Ok(vec![None]);
+    };
+    if p.page_param.is_empty() {
+        return Err(EngineError::invalid("pagination needs `page_param`"));
+    }
+    if !(1..=10_000).contains(&p.max_pages) {
+        return Err(EngineError::invalid(
+            "pagination `max_pages` must be in 1..=10000",
+        ));
+    }
+    (0..p.max_pages)
+        .map(|i| {
+            p.start_page.checked_add(i).map(Some).ok_or_else(|| {
+                EngineError::invalid("pagination `start_page` + `max_pages` overflows")
+            })
+        })
+        .collect()
+}
+
+/// Reads a response's body, refusing it once the answer so far would pass `limit` bytes.
+async fn body_within(
+    mut response: reqwest::Response,
+    read_so_far: usize,
+    limit: usize,
+    url: &str,
+) -> EngineResult<Vec<u8>> {
+    let over = || {
+        EngineError::LimitExceeded(format!(
+            "the answer of {url} is larger than max_rest_response_bytes ({limit} bytes)"
+        ))
+    };
+    let room = limit.saturating_sub(read_so_far);
+    if response
+        .content_length()
+        .is_some_and(|length| length > room as u64)
+    {
+        return Err(over());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| EngineError::Remote(format!("{url}: {e}")))?
+    {
+        if body.len() + chunk.len() > room {
+            return Err(over());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Fetches a REST source, every page of it, at most `max_bytes` of answer in all; parse
+/// the result with [`RestAnswer::into_frame`].
 pub async fn fetch_rest(
     client: &reqwest::Client,
     req: &pb::RestApiRequest,
-) -> EngineResult<DataFrame> {
+    max_bytes: usize,
+) -> EngineResult<RestAnswer> {
     let method = if req.method.is_empty() {
         "GET"
     } else {
@@ -232,30 +512,18 @@ pub async fn fetch_rest(
             url.scheme()
         )));
     }
+    let format = RestFormat::of(req)?;
+    // Checked before the first request, so a bad field costs the remote server nothing.
+    schema_of(&req.schema)?;
     let timeout = StdDuration::from_millis(
         req.timeout_ms
             .map_or(30_000, |t| t.clamp(1, 600_000) as u64),
     );
-    let pause = match &req.rate_limit {
-        Some(limit) if limit.requests_per_second > 0.0 => {
-            StdDuration::from_secs_f64(1.0 / limit.requests_per_second)
-        }
-        _ => StdDuration::ZERO,
-    };
-    let pages = match &req.pagination {
-        None => vec![None],
-        Some(p) if p.page_param.is_empty() => {
-            return Err(EngineError::invalid("pagination needs `page_param`"));
-        }
-        Some(p) if !(1..=10_000).contains(&p.max_pages) => {
-            return Err(EngineError::invalid(
-                "pagination `max_pages` must be in 1..=10000",
-            ));
-        }
-        Some(p) => (0..p.max_pages).map(|i| Some(p.start_page + i)).collect(),
-    };
+    let pause = page_pause(req.rate_limit.as_ref())?;
+    let pages = page_numbers(req.pagination.as_ref())?;
 
-    let mut records: Vec<serde_json::Value> = Vec::new();
+    let mut answer = RestAnswer::new(format);
+    let mut read = 0;
     for (index, page) in pages.into_iter().enumerate() {
         if index > 0 && !pause.is_zero() {
             tokio::time::sleep(pause).await;
@@ -286,38 +554,12 @@ pub async fn fetch_rest(
                 req.url
             )));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| EngineError::Remote(format!("{}: {e}", req.url)))?;
-        let body: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| EngineError::invalid(format!("{} did not answer JSON: {e}", req.url)))?;
-        let page_records = records_at(&body, req.records_path.as_deref())?;
-        if page_records.is_empty() && page.is_some() {
+        let body = body_within(response, read, max_bytes, &req.url).await?;
+        read += body.len();
+        let records = answer.add_page(&body, req.records_path.as_deref(), &req.url)?;
+        if records == 0 && page.is_some() {
             break;
         }
-        records.extend(page_records.iter().cloned());
     }
-
-    let encoded = serde_json::to_vec(&records).map_err(|e| EngineError::Internal {
-        operation: "read_rest_api",
-        reason: e.to_string(),
-    })?;
-    if records.is_empty() {
-        return Ok(DataFrame::empty());
-    }
-    let df = json_records(std::io::Cursor::new(encoded), None, None)?;
-    match schema_of(&req.schema)? {
-        None => Ok(df),
-        Some(schema) => {
-            let casts: Vec<Expr> = schema
-                .iter()
-                .map(|(name, dtype)| col(name.clone()).strict_cast(dtype.clone()))
-                .collect();
-            df.lazy()
-                .with_columns(casts)
-                .collect()
-                .map_err(EngineError::polars("read_rest_api schema"))
-        }
-    }
+    Ok(answer)
 }

@@ -201,7 +201,7 @@ class ReadJsonRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., format: _Optional[_Union[JsonFormat, str]] = ..., n_rows: _Optional[int] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., infer_schema_length: _Optional[int] = ...) -> None: ...
 
 class RestApiRequest(_message.Message):
-    __slots__ = ("url", "headers", "method", "body", "pagination", "schema", "rate_limit", "records_path", "timeout_ms")
+    __slots__ = ("url", "headers", "method", "body", "pagination", "schema", "rate_limit", "format", "timeout_ms", "records_path")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -216,8 +216,9 @@ class RestApiRequest(_message.Message):
     PAGINATION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
-    RECORDS_PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_PATH_FIELD_NUMBER: _ClassVar[int]
     url: str
     headers: _containers.ScalarMap[str, str]
     method: str
@@ -225,9 +226,10 @@ class RestApiRequest(_message.Message):
     pagination: RestPagination
     schema: _containers.RepeatedCompositeFieldContainer[Field]
     rate_limit: RestRateLimit
-    records_path: str
+    format: str
     timeout_ms: int
-    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., body: _Optional[str] = ..., pagination: _Optional[_Union[RestPagination, _Mapping]] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., rate_limit: _Optional[_Union[RestRateLimit, _Mapping]] = ..., records_path: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    records_path: str
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., body: _Optional[str] = ..., pagination: _Optional[_Union[RestPagination, _Mapping]] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., rate_limit: _Optional[_Union[RestRateLimit, _Mapping]] = ..., format: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., records_path: _Optional[str] = ...) -> None: ...
 
 class RestPagination(_message.Message):
     __slots__ = ("page_param", "start_page", "max_pages", "page_size_param", "page_size")
