@@ -138,6 +138,13 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         })
         .await;
     assert_status(bad_arith, Code::InvalidArgument, "with_columns");
+    let upper_of_a_number = client
+        .with_columns(pb::WithColumnsRequest {
+            handle: base.clone(),
+            exprs: vec![e::func("upper", vec![e::col("a")])],
+        })
+        .await;
+    assert_status(upper_of_a_number, Code::InvalidArgument, "with_columns");
 
     let unknown_function = client
         .with_columns(pb::WithColumnsRequest {

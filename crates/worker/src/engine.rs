@@ -258,7 +258,34 @@ fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)>
             schemas[0].clone()
         }
     };
+    if checks_types_on_no_rows(op) {
+        // Polars resolves some expressions' schemas without checking their inputs' types
+        // (`upper` of an integer column passes); running the step on no rows of the
+        // same schemas reports such errors now rather than at collect.
+        let empty: Vec<Frame> = schemas
+            .iter()
+            .map(|s| Frame::Lazy(DataFrame::empty_with_arc_schema(s.clone()).lazy()))
+            .collect();
+        let probe = plan::apply(
+            op,
+            &StepContext {
+                inputs: &empty,
+                input_schemas: &schemas,
+            },
+        )?;
+        if let Frame::Lazy(lf) = probe {
+            lf.collect().map_err(EngineError::polars(operation))?;
+        }
+    }
     Ok((frame, schema))
+}
+
+/// Steps whose expressions are type-checked by running them on no rows.
+fn checks_types_on_no_rows(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Select(_) | Op::WithColumn(_) | Op::WithColumns(_) | Op::Filter(_)
+    )
 }
 
 fn keeps_input_schema(op: &Op) -> bool {
