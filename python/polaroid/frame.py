@@ -433,9 +433,15 @@ class DataFrame:
         )
 
     def describe(self, percentiles: Sequence[float] = (0.25, 0.5, 0.75)) -> DataFrame:
+        """Summary statistics per column, as Polars' `DataFrame.describe` gives them."""
         return self._derive(
             "Describe", pb.DescribeRequest(handle=self.handle, percentiles=list(percentiles))
         )
+
+    def stats(self) -> DataFrame:
+        """One row per column: column, dtype, count, null_count, n_unique, min and max (as
+        text), mean and std (numeric and boolean columns)."""
+        return self._derive("GetStats", pb.GetStatsRequest(handle=self.handle))
 
     def sql(self, query: str, *, table_name: str = "self") -> DataFrame:
         """Polars SQL over this frame, named `self` in the query."""

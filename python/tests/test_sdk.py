@@ -136,8 +136,49 @@ def test_time_series_calls(sales):
     )
     nans = pl.DataFrame({"x": [1.0, float("nan"), 3.0]})
     same(pr.from_polars(nans).fill_nan(0.0), nans.fill_nan(0.0))
-    described = sales.describe().collect()
-    assert described.columns[0] == "statistic" and "amount" in described.columns
+
+
+def test_describe_and_stats_match_polars(sales):
+    frame = SALES.with_columns(
+        (pl.col("amount") > 2).alias("big"),
+        pl.col("day").cast(pl.Datetime("us")).dt.offset_by("90m").alias("at"),
+        pl.col("day").cast(pl.Datetime("ms", "UTC")).alias("at_utc"),
+        (pl.col("day") - pl.date(2024, 2, 1) + pl.duration(microseconds=pl.col("id") * 250_001)).alias("since"),
+    )
+    remote = pr.from_polars(frame)
+    same(remote.describe(), frame.describe())
+    same(remote.describe(percentiles=[0.9, 0.1, 0.5]), frame.describe(percentiles=[0.9, 0.1, 0.5]))
+    same(remote.describe(percentiles=[0.125, 1 / 3]), frame.describe(percentiles=[0.125, 1 / 3]))
+
+    stats = remote.stats().collect()
+    numeric = {"id", "amount", "big"}
+
+    def text(value: object) -> str:
+        # Temporal values as Python prints them, everything else as Polars casts it.
+        if isinstance(value, (dt.date, dt.timedelta)):
+            return str(value)
+        return pl.Series([value]).cast(pl.String)[0]
+
+    extremes = {
+        "min": [text(frame[name].min()) for name in frame.columns],
+        "max": [text(frame[name].max()) for name in frame.columns],
+    }
+    expected = pl.DataFrame(
+        {
+            "column": frame.columns,
+            "dtype": ["Int64", "String", "Float64", "String", "Date", "Boolean", "Datetime[us]", "Datetime[ms, UTC]", "Duration[us]"],
+            "count": [frame[name].count() for name in frame.columns],
+            "null_count": [frame[name].null_count() for name in frame.columns],
+            "n_unique": [frame[name].n_unique() for name in frame.columns],
+            "min": extremes["min"],
+            "max": extremes["max"],
+            "mean": [frame[name].cast(pl.Float64).mean() if name in numeric else None for name in frame.columns],
+            "std": [frame[name].cast(pl.Float64).std() if name in numeric else None for name in frame.columns],
+        },
+        schema={"column": pl.String, "dtype": pl.String, "count": pl.UInt64, "null_count": pl.UInt64,
+                "n_unique": pl.UInt64, "min": pl.String, "max": pl.String, "mean": pl.Float64, "std": pl.Float64},
+    )
+    assert_frame_equal(stats, expected)
 
 
 def test_expressions(sales):

@@ -679,7 +679,14 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
             time_column: "time".into(),
             by: vec![]
         },
-        df.clone()
+        shuffled
+            .clone()
+            .lazy()
+            .sort(
+                ["time"],
+                SortMultipleOptions::default().with_maintain_order(true)
+            )
+            .collect()?
     );
     check!(
         resample,
@@ -1356,11 +1363,9 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
     assert_eq!((shape.rows, shape.columns), (50_000, 2));
 
     // Describe and stats, against the same statistics computed here.
-    let small = upload(
-        &mut client,
-        &df!("x" => [Some(1.0f64), Some(2.0), None, Some(4.0)], "s" => ["b", "a", "c", "a"])?,
-    )
-    .await?;
+    let small_frame =
+        df!("x" => [Some(1.0f64), Some(2.0), None, Some(4.0)], "s" => ["b", "a", "c", "a"])?;
+    let small = upload(&mut client, &small_frame).await?;
     let described = client
         .describe(pb::DescribeRequest {
             handle: h(&small),
@@ -1393,6 +1398,7 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
         .into_inner()
         .handle;
     let stats = collect(&mut client, &stats).await?;
+    let x = small_frame.column("x")?.as_materialized_series();
     let expected = df!(
         "column" => ["x", "s"],
         "dtype" => ["Float64", "String"],
@@ -1401,19 +1407,28 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
         "n_unique" => [4u64, 3],
         "min" => ["1.0", "a"],
         "max" => ["4.0", "c"],
+        "mean" => [x.mean(), None],
+        "std" => [x.std(1), None],
     )?;
-    assert_frame_eq(
-        &stats.select([
-            "column",
-            "dtype",
-            "count",
-            "null_count",
-            "n_unique",
-            "min",
-            "max",
-        ])?,
-        &expected,
-    );
+    let exact = [
+        "column",
+        "dtype",
+        "count",
+        "null_count",
+        "n_unique",
+        "min",
+        "max",
+    ];
+    assert_frame_eq(&stats.select(exact)?, &expected.select(exact)?);
+    for name in ["mean", "std"] {
+        let (actual, expected) = (stats.column(name)?.f64()?, expected.column(name)?.f64()?);
+        for (a, b) in actual.iter().zip(expected.iter()) {
+            match (a, b) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{name}: {a} != {b}"),
+                _ => assert_eq!(a, b, "{name}"),
+            }
+        }
+    }
 
     // Writers: atomic, with append.
     for (name, format) in [("out.parquet", 0), ("out.csv", 1), ("out.arrow", 2)] {
