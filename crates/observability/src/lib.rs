@@ -87,15 +87,19 @@ pub fn admin_router(ready: Readiness) -> axum::Router {
         .route("/metrics", get(move || async move { metrics.render() }))
 }
 
-/// Serves the admin endpoint on `listener` until `shutdown` completes.
-pub async fn serve_admin(
+/// Serves the admin endpoint on `listener` until `shutdown` completes. The router (and
+/// the metrics recorder) is built at once, not when the returned future is first polled.
+pub fn serve_admin(
     listener: TcpListener,
     ready: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, admin_router(ready))
-        .with_graceful_shutdown(shutdown)
-        .await
+) -> impl Future<Output = std::io::Result<()>> {
+    let router = admin_router(ready);
+    async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
 }
 
 /// gRPC reflection over every polaroid.v1 service (and the health service).
@@ -184,6 +188,10 @@ pub struct GrpcMetricsLayer {
 
 impl GrpcMetricsLayer {
     pub fn new(role: &'static str) -> Self {
+        // The recorder must be in place before the first call: the `metrics` macros
+        // drop what they record while none is, so a call started then and ended after
+        // would leave the in-flight gauge at -1 for good.
+        prometheus();
         Self {
             role,
             in_flight: InFlight::default(),
@@ -359,6 +367,33 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::{Layer, ServiceExt};
+
+    fn in_flight_now(role: &str) -> Option<String> {
+        let prefix = format!("polaroid_grpc_in_flight_requests{{role=\"{role}\"}} ");
+        prometheus()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+    }
+
+    #[tokio::test]
+    async fn the_first_call_of_a_process_is_counted() {
+        // Nothing here touches the recorder before the call: building the layer must
+        // install it (nextest runs each test in a process of its own).
+        let layer = GrpcMetricsLayer::new("first-call");
+        let service = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        }));
+        let request = http::Request::builder()
+            .uri("/polaroid.v1.DataFrameService/Collect")
+            .body(())
+            .expect("a valid request");
+        let response = service.oneshot(request).await.expect("infallible");
+        assert_eq!(in_flight_now("first-call").as_deref(), Some("1"));
+        drop(response);
+        assert_eq!(in_flight_now("first-call").as_deref(), Some("0"));
+    }
 
     #[test]
     fn only_served_methods_become_labels() {
