@@ -149,6 +149,15 @@ def test_describe_and_stats_match_polars(sales):
     same(remote.describe(), frame.describe())
     same(remote.describe(percentiles=[0.9, 0.1, 0.5]), frame.describe(percentiles=[0.9, 0.1, 0.5]))
     same(remote.describe(percentiles=[0.125, 1 / 3]), frame.describe(percentiles=[0.125, 1 / 3]))
+    # Columns with counts only.
+    counted = pl.DataFrame({"l": [[1, 2], [3], None], "n": pl.Series([None, None, None], dtype=pl.Null), "i": [1, 2, 3]})
+    same(pr.from_polars(counted).describe(), counted.describe())
+    counted_stats = pr.from_polars(counted).stats().collect()
+    assert counted_stats.select("column", "count", "null_count", "min", "max").rows() == [
+        ("l", 2, 1, None, None),
+        ("n", 0, 3, None, None),
+        ("i", 3, 0, "1", "3"),
+    ]
 
     stats = remote.stats().collect()
     numeric = {"id", "amount", "big"}

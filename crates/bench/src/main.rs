@@ -477,6 +477,47 @@ async fn core(
         .map(|(before, after)| (after - before) / trivial_iterations as u32);
     floor.sort();
 
+    // A with_columns call: the worker resolves the new schema and runs the step on no rows
+    // to check types (`checks_types_on_no_rows`); a new expression each time, so no call
+    // is answered from the plan cache. Beside it, that zero-row run alone, in-process.
+    let schema = LazyFrame::scan_parquet(
+        PlRefPath::new(path.to_string_lossy().as_ref()),
+        Default::default(),
+    )?
+    .collect_schema()?;
+    let mut with_columns_calls = Vec::with_capacity(trivial_iterations);
+    let mut zero_row_checks = Vec::with_capacity(trivial_iterations);
+    for i in 0..trivial_iterations + 50 {
+        let factor = 1.0 + i as f64;
+        let start = Instant::now();
+        client
+            .with_columns(pb::WithColumnsRequest {
+                handle: source.clone(),
+                exprs: vec![alias(
+                    binary(
+                        column("value"),
+                        BinaryOperator::Multiply,
+                        literal(Value::FloatVal(factor)),
+                    ),
+                    "scaled",
+                )],
+            })
+            .await?;
+        let call = start.elapsed();
+        let start = Instant::now();
+        DataFrame::empty_with_arc_schema(schema.clone())
+            .lazy()
+            .with_columns([(col("value") * lit(factor)).alias("scaled")])
+            .collect()?;
+        let check = start.elapsed();
+        if i >= 50 {
+            with_columns_calls.push(call);
+            zero_row_checks.push(check);
+        }
+    }
+    with_columns_calls.sort();
+    zero_row_checks.sort();
+
     // (b) the pipeline through the worker versus in-process, interleaved, median of each.
     let dimension_df = dimension()?;
     let dimension_handle = upload(&mut client, &dimension_df).await?;
@@ -529,6 +570,14 @@ async fn core(
     println!(
         "| CPU of this process per Heartbeat (client, worker, keep-warm threads; keep_warm_micros = {keep_warm_micros}) | {} |",
         floor_cpu.map_or("n/a".into(), |cpu| format!("{:.0} µs", micros(cpu)))
+    );
+    latency_row(
+        "one with_columns call, new expression each time (schema and zero-row type check), p50 / p99",
+        &with_columns_calls,
+    );
+    latency_row(
+        "the zero-row type check of that step alone, in-process, p50 / p99",
+        &zero_row_checks,
     );
     println!(
         "| (b) pipeline in-process Polars, median of {pipeline_iterations} | {:.1} ms |",

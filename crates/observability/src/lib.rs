@@ -380,7 +380,9 @@ mod tests {
     #[tokio::test]
     async fn the_first_call_of_a_process_is_counted() {
         // Nothing here touches the recorder before the call: building the layer must
-        // install it (nextest runs each test in a process of its own).
+        // install it. This proves it only in a process of its own, as nextest (what
+        // scripts/test.sh runs) gives each test; under `cargo test` another test may
+        // install the recorder first.
         let layer = GrpcMetricsLayer::new("first-call");
         let service = layer.layer(tower::service_fn(|_: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))

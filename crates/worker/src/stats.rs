@@ -21,7 +21,9 @@ enum Described {
     /// Strings: min and max, as text.
     Text,
     /// Lists, structs, binary and null columns: counts only. Lists, structs and null
-    /// columns give Float64 values as Polars does; binary gives text.
+    /// columns give Float64 values as Polars does; binary gives text. (Polars also gives
+    /// a binary column's min and max, as Python's `b'..'`; binary that is not UTF-8 has
+    /// no text here.)
     CountsOnly { float: bool },
 }
 
@@ -37,6 +39,14 @@ impl Described {
         }
     }
 
+    /// Whether min and max mean something (and have text).
+    fn has_extremes(self) -> bool {
+        matches!(
+            self,
+            Self::Numeric | Self::Boolean | Self::Temporal | Self::Text
+        )
+    }
+
     fn is_float(self) -> bool {
         matches!(
             self,
@@ -49,26 +59,23 @@ impl Described {
 /// significant digits, trailing zeros dropped, so 0.25 is `25%` and 0.125 is `12.5%`.
 fn percentile_label(p: f64) -> String {
     let value = p * 100.0;
-    if value == 0.0 {
-        return "0%".into();
-    }
-    let exponent = value.abs().log10().floor() as i32;
-    let trim = |text: String| {
+    let trim = |text: &str| {
         if text.contains('.') {
             text.trim_end_matches('0').trim_end_matches('.').to_string()
         } else {
-            text
+            text.to_string()
         }
     };
+    // As `g` does: the exponent is the one of the value rounded to six digits.
+    let scientific = format!("{value:.5e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
     if !(-4..6).contains(&exponent) {
-        let text = format!("{value:.5e}");
-        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
-        let exp: i32 = exp.parse().unwrap_or(0);
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{}e{sign}{:02}%", trim(mantissa.to_string()), exp.abs());
+        let sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{}e{sign}{:02}%", trim(mantissa), exponent.abs());
     }
-    let decimals = (5 - exponent).max(0) as usize;
-    format!("{}%", trim(format!("{value:.decimals$}")))
+    let decimals = (5 - exponent) as usize;
+    format!("{}%", trim(&format!("{value:.decimals$}")))
 }
 
 /// A datetime as Python prints it, which is how Polars' `describe` shows temporal
@@ -142,7 +149,8 @@ fn text(value: Expr, dtype: &DataType) -> Expr {
 /// Polars' `describe`: one row per statistic (count, null_count, mean, std, min, the
 /// percentiles in ascending order, max) and one column per input column, computed as
 /// Polars' `DataFrame.describe` does for each type (see [`Described`]). Percentiles
-/// default to 25, 50 and 75 and use nearest-rank interpolation.
+/// default to 25, 50 and 75 (an empty list too: the request cannot say "none") and use
+/// Polars' `nearest` interpolation.
 pub fn describe(input: LazyFrame, schema: &Schema, percentiles: &[f64]) -> EngineResult<LazyFrame> {
     if schema.is_empty() {
         return Err(EngineError::invalid("describe of a frame without columns"));
@@ -199,8 +207,8 @@ pub fn describe(input: LazyFrame, schema: &Schema, percentiles: &[f64]) -> Engin
                     (Stat::NullCount, _) => Some(c.null_count()),
                     (Stat::Mean, Numeric | Boolean | Temporal) => Some(c.mean()),
                     (Stat::Std, Numeric) => Some(c.std(1)),
-                    (Stat::Min, Numeric | Boolean | Temporal | Text) => Some(c.min()),
-                    (Stat::Max, Numeric | Boolean | Temporal | Text) => Some(c.max()),
+                    (Stat::Min, kind) if kind.has_extremes() => Some(c.min()),
+                    (Stat::Max, kind) if kind.has_extremes() => Some(c.max()),
                     (Stat::Percentile(p), Numeric) => {
                         Some(c.quantile(lit(*p), QuantileMethod::Nearest))
                     }
@@ -230,8 +238,9 @@ pub fn describe(input: LazyFrame, schema: &Schema, percentiles: &[f64]) -> Engin
     concat(rows, UnionArgs::default()).map_err(EngineError::polars("describe"))
 }
 
-/// One row per input column: name, type, count, null_count, n_unique, min, max (as
-/// text, see [`text`]), mean and std (numeric and boolean columns only).
+/// One row per input column: name, type, count, null_count, n_unique, min and max (as
+/// text, see [`text`]; null for lists, structs, binary and null columns), mean and std
+/// (numeric and boolean columns only).
 pub fn column_stats(input: LazyFrame, schema: &Schema) -> EngineResult<LazyFrame> {
     if schema.is_empty() {
         return Err(EngineError::invalid("stats of a frame without columns"));
@@ -245,6 +254,13 @@ pub fn column_stats(input: LazyFrame, schema: &Schema) -> EngineResult<LazyFrame
                 c.clone().cast(DataType::Float64)
             } else {
                 c.clone()
+            };
+            let extreme = |e: Expr| {
+                if Described::of(dtype).has_extremes() {
+                    text(e, dtype)
+                } else {
+                    lit(NULL).cast(DataType::String)
+                }
             };
             let numeric_stat = |e: Expr| {
                 if numeric {
@@ -265,8 +281,8 @@ pub fn column_stats(input: LazyFrame, schema: &Schema) -> EngineResult<LazyFrame
                     .n_unique()
                     .cast(DataType::UInt64)
                     .alias("n_unique"),
-                text(c.clone().min(), dtype).alias("min"),
-                text(c.clone().max(), dtype).alias("max"),
+                extreme(c.clone().min()).alias("min"),
+                extreme(c.clone().max()).alias("max"),
                 numeric_stat(as_float.clone().mean()).alias("mean"),
                 numeric_stat(as_float.std(1)).alias("std"),
             ])
@@ -291,6 +307,8 @@ mod tests {
             (1.0, "100%"),
             (0.999_999_9, "100%"),
             (1e-7, "1e-05%"),
+            (9.999_999_9e-7, "0.0001%"),
+            (0.123_456_789, "12.3457%"),
         ] {
             assert_eq!(percentile_label(p), label, "{p}");
         }
