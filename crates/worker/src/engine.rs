@@ -759,10 +759,10 @@ impl Engine {
     /// Fetches a REST source and parses it, as a frame and the Arrow IPC bytes it is
     /// stored as.
     async fn fetch_rest(&self, req: &pb::RestApiRequest) -> EngineResult<(Bytes, DataFrame)> {
-        let answer = sources::fetch_rest(&self.http, req, self.max_rest_response_bytes).await?;
-        let fields = req.schema.clone();
+        let (answer, schema) =
+            sources::fetch_rest(&self.http, req, self.max_rest_response_bytes).await?;
         self.blocking("read_rest_api", move || {
-            let mut df = answer.into_frame(&fields)?;
+            let mut df = answer.into_frame(schema)?;
             Ok((Bytes::from(ipc::encode(&mut df)?), df))
         })
         .await

@@ -41,20 +41,11 @@ fn byte_option(value: Option<&str>, what: &str, default: Option<u8>) -> EngineRe
     }
 }
 
-/// Applies row index, projection and row limit on top of a scan; Polars pushes them down.
+/// Applies row limit, row index, an optional row filter and projection on top of a scan;
+/// Polars pushes them down. The filter comes after the row limit and row index (so
+/// `n_rows` counts rows of the file and the index numbers them) and before the projection
+/// (so it may use columns the projection leaves out).
 fn shape_scan(
-    lf: LazyFrame,
-    columns: &[String],
-    row_index: Option<(&str, i64)>,
-    n_rows: Option<i64>,
-) -> EngineResult<LazyFrame> {
-    shape_filtered_scan(lf, columns, row_index, n_rows, None)
-}
-
-/// [`shape_scan`] with a row filter, applied after the row limit and row index (so
-/// `n_rows` counts rows of the file and the index numbers them) and before the
-/// projection (so the filter may use columns the projection leaves out).
-fn shape_filtered_scan(
     mut lf: LazyFrame,
     columns: &[String],
     row_index: Option<(&str, i64)>,
@@ -101,7 +92,7 @@ pub fn parquet(req: &pb::ReadParquetRequest) -> EngineResult<LazyFrame> {
         .filter(|p| !p.trim().is_empty())
         .map(sql_predicate)
         .transpose()?;
-    shape_filtered_scan(lf, &req.columns, row_index, req.n_rows, predicate)
+    shape_scan(lf, &req.columns, row_index, req.n_rows, predicate)
 }
 
 /// A row filter written as a SQL boolean expression (`amount > 100 AND region = 'EU'`),
@@ -135,7 +126,7 @@ pub fn csv(req: &pb::ReadCsvRequest) -> EngineResult<LazyFrame> {
         reader = reader.with_null_values(Some(NullValues::AllColumns(values)));
     }
     let lf = reader.finish().map_err(EngineError::polars("read_csv"))?;
-    shape_scan(lf, &req.columns, None, req.n_rows)
+    shape_scan(lf, &req.columns, None, req.n_rows, None)
 }
 
 pub fn ipc(req: &pb::ReadIpcRequest) -> EngineResult<LazyFrame> {
@@ -148,7 +139,7 @@ pub fn ipc(req: &pb::ReadIpcRequest) -> EngineResult<LazyFrame> {
     let row_index = req
         .row_index_offset
         .map(|offset| (req.row_index_name.as_deref().unwrap_or("index"), offset));
-    shape_scan(lf, &req.columns, row_index, req.n_rows)
+    shape_scan(lf, &req.columns, row_index, req.n_rows, None)
 }
 
 fn is_ndjson(req: &pb::ReadJsonRequest) -> bool {
@@ -177,12 +168,12 @@ pub fn json(req: &pb::ReadJsonRequest) -> EngineResult<LazyFrame> {
             reader = reader.with_infer_schema_length(NonZeroUsize::new(n));
         }
         let lf = reader.finish().map_err(EngineError::polars("read_json"))?;
-        return shape_scan(lf, &[], None, req.n_rows);
+        return shape_scan(lf, &[], None, req.n_rows, None);
     }
     // A JSON array has no lazy scan: it is parsed here, once, when the handle is made.
     let file = std::fs::File::open(&req.path).map_err(EngineError::io("read_json"))?;
     let df = json_records(file, schema, infer)?;
-    shape_scan(df.lazy(), &[], None, req.n_rows)
+    shape_scan(df.lazy(), &[], None, req.n_rows, None)
 }
 
 /// Parses a JSON array of records.
@@ -352,8 +343,7 @@ impl RestAnswer {
 
     /// Parses the gathered records into one frame, cast to `fields` where given. This is
     /// Polars work: run it off the async threads.
-    pub fn into_frame(self, fields: &[pb::Field]) -> EngineResult<DataFrame> {
-        let schema = schema_of(fields)?;
+    pub fn into_frame(self, schema: Option<SchemaRef>) -> EngineResult<DataFrame> {
         let df = match self {
             Self::Json(records) if records.is_empty() => None,
             Self::Json(records) => {
@@ -490,13 +480,13 @@ async fn body_within(
     Ok(body)
 }
 
-/// Fetches a REST source, every page of it, at most `max_bytes` of answer in all; parse
-/// the result with [`RestAnswer::into_frame`].
+/// Fetches a REST source, every page of it, at most `max_bytes` of answer in all, with
+/// the request's schema; parse the two with [`RestAnswer::into_frame`].
 pub async fn fetch_rest(
     client: &reqwest::Client,
     req: &pb::RestApiRequest,
     max_bytes: usize,
-) -> EngineResult<RestAnswer> {
+) -> EngineResult<(RestAnswer, Option<SchemaRef>)> {
     let method = if req.method.is_empty() {
         "GET"
     } else {
@@ -514,7 +504,7 @@ pub async fn fetch_rest(
     }
     let format = RestFormat::of(req)?;
     // Checked before the first request, so a bad field costs the remote server nothing.
-    schema_of(&req.schema)?;
+    let schema = schema_of(&req.schema)?;
     let timeout = StdDuration::from_millis(
         req.timeout_ms
             .map_or(30_000, |t| t.clamp(1, 600_000) as u64),
@@ -561,5 +551,5 @@ pub async fn fetch_rest(
             break;
         }
     }
-    Ok(answer)
+    Ok((answer, schema))
 }

@@ -5,10 +5,6 @@ use polars::prelude::*;
 use crate::dtype;
 use crate::error::{EngineError, EngineResult};
 
-fn is_numeric(dtype: &DataType) -> bool {
-    dtype.is_primitive_numeric() || dtype.is_bool()
-}
-
 /// What `describe` computes for a column, after Polars' own `describe`.
 #[derive(Clone, Copy, PartialEq)]
 enum Described {
@@ -249,14 +245,15 @@ pub fn column_stats(input: LazyFrame, schema: &Schema) -> EngineResult<LazyFrame
         .iter()
         .map(|(name, dtype)| {
             let c = col(name.clone());
-            let numeric = is_numeric(dtype);
-            let as_float = if dtype.is_bool() {
+            let kind = Described::of(dtype);
+            let numeric = matches!(kind, Described::Numeric | Described::Boolean);
+            let as_float = if kind == Described::Boolean {
                 c.clone().cast(DataType::Float64)
             } else {
                 c.clone()
             };
             let extreme = |e: Expr| {
-                if Described::of(dtype).has_extremes() {
+                if kind.has_extremes() {
                     text(e, dtype)
                 } else {
                     lit(NULL).cast(DataType::String)
