@@ -73,6 +73,11 @@ def arrow_payload(message: bytes) -> memoryview:
     return payload
 
 
+#: Bytes of a whole result received over `Collect` after which the rest is fetched over
+#: Arrow Flight instead (when its worker kept it). Below it a result costs one round trip
+#: and no Flight connection.
+FLIGHT_AFTER_BYTES = 4 * 1024 * 1024
+
 #: Flight's location for "the service that answered GetFlightInfo".
 REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
 
@@ -147,22 +152,45 @@ class _FlightFetcher:
             client.close()  # Another thread connected first.
         return kept
 
-    def fetch(self, handle: str, progress: Callable[[int], None] | None) -> pa.Table | None:
-        """The rows of `handle`, or None when Flight could not deliver them all."""
+    @staticmethod
+    def _failures() -> tuple[type[BaseException], ...]:
         import pyarrow.flight as flight
 
         # What a Flight call raises for a status (NOT_FOUND is a KeyError, UNIMPLEMENTED a
         # NotImplementedError) or a broken connection.
-        failures = (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError)
-        # Failures of the location rather than of the call: the next location may serve it.
-        unreachable = (flight.FlightUnavailableError, flight.FlightTimedOutError, OSError)
+        return (flight.FlightError, pa.ArrowException, OSError, KeyError, NotImplementedError)
+
+    def locate(self, handle: str) -> Any:
+        """`handle`'s FlightInfo from the coordinator (where its rows are, and their size
+        once computed), or None when Flight cannot say."""
+        import pyarrow.flight as flight
+
+        # ValueError: not the one endpoint Polaroid gives.
+        failures: tuple[type[BaseException], ...] = (*self._failures(), ValueError)
         try:
             info = self._client(self._target).get_flight_info(
                 flight.FlightDescriptor.for_path(handle), self._options()
             )
-            [endpoint] = info.endpoints
-        except (*failures, ValueError):
+            [_] = info.endpoints
+        except failures:
             return None
+        return info
+
+    def fetch(
+        self, handle: str, progress: Callable[[int], None] | None, info: Any = None
+    ) -> pa.Table | None:
+        """The rows of `handle` (from where `info` says, else asked first), or None when
+        Flight could not deliver them all."""
+        import pyarrow.flight as flight
+
+        failures = self._failures()
+        # Failures of the location rather than of the call: the next location may serve it.
+        unreachable = (flight.FlightUnavailableError, flight.FlightTimedOutError, OSError)
+        if info is None:
+            info = self.locate(handle)
+            if info is None:
+                return None
+        [endpoint] = info.endpoints
         for location in endpoint.locations:
             uri = location.uri.decode()
             uri = self._target if uri == REUSE_CONNECTION else uri
@@ -273,6 +301,8 @@ class Connection:
         self.upload_chunk_bytes = upload_chunk_bytes
         # Python objects alive per handle: a handle is released when its last one goes.
         self._owners: dict[str, int] = {}
+        # Handles whose whole result proved large (oldest first).
+        self._large: dict[str, None] = {}
         self._released: list[str] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -326,10 +356,13 @@ class Connection:
         """A handle's rows as one Arrow table. A stream cut midway is started again from
         the beginning and what had arrived is discarded, so no row is ever duplicated.
 
-        Without a limit (and unless `connect(..., flight=False)`), the rows come over
-        Arrow Flight from the worker that owns them; when that fails for any reason the
-        call is made again as `Collect` through the coordinator, which retries, fails over
-        and reports errors.
+        The rows come over `Collect` through the coordinator, in one round trip. Without
+        a limit (and unless `connect(..., flight=False)`), a result that turns out large
+        (over `FLIGHT_AFTER_BYTES`) is fetched over Arrow Flight instead, from the worker
+        that owns it, once the coordinator reports it computed and kept there; when that
+        fails for any reason the call is made again as `Collect`, which retries, fails
+        over and reports errors. A later collect of a handle found large goes to Flight
+        at once.
 
         The memory whole results arrive in is kept for the next one for a while after the
         last (`polaroid.set_memory_retention`); previews (with a limit) leave the
@@ -342,26 +375,50 @@ class Connection:
     def _collect(
         self, handle: str, limit: int | None, progress: Callable[[int], None] | None
     ) -> pa.Table:
-        if limit is None and self._flight is not None:
-            table = self._flight.fetch(handle, progress)
-            if table is not None:
-                return table
+        flight = self._flight if limit is None else None
+        # Set once the result has proved large and Flight can serve it from its worker.
+        located: list[Any] = []
+        if flight is not None and handle in self._large:
+            # Known large from an earlier collect (a handle's rows never change): to
+            # Flight at once, unless its worker no longer keeps it.
+            info = flight.locate(handle)
+            located.append(info if info is not None and info.total_bytes >= 0 else None)
+            if located[0] is not None:
+                table = flight.fetch(handle, progress, located[0])
+                if table is not None:
+                    return table
 
-        def attempt() -> pa.Table:
+        def attempt() -> pa.Table | None:
             batches: list[pa.RecordBatch] = []
             schema = None
+            received = 0
+            call = self._collect_raw(
+                pb.CollectRequest(handle=handle, limit=limit),
+                timeout=self.timeout,
+                metadata=self._metadata,
+            )
             try:
-                for message in self._collect_raw(
-                    pb.CollectRequest(handle=handle, limit=limit),
-                    timeout=self.timeout,
-                    metadata=self._metadata,
-                ):
+                for message in call:
                     reader = pa.ipc.open_stream(pa.py_buffer(arrow_payload(message)))
                     schema = reader.schema
                     for batch in reader:
                         batches.append(batch)
                         if progress is not None:
                             progress(batch.num_rows)
+                    received += len(message)
+                    if flight is not None and not located and received > FLIGHT_AFTER_BYTES:
+                        info = flight.locate(handle)
+                        # Unknown sizes (-1) mean the worker did not keep the result (over
+                        # its cache): Flight would compute it again, so the rest comes
+                        # over Collect.
+                        if info is not None and info.total_bytes >= 0:
+                            located.append(info)
+                            self._remember_large(handle)
+                            call.cancel()
+                            if progress is not None:
+                                progress(-sum(b.num_rows for b in batches))
+                            return None
+                        located.append(None)
             except grpc.RpcError:
                 # What arrived is discarded; so is its progress.
                 if progress is not None:
@@ -371,7 +428,23 @@ class Connection:
                 raise errors.InternalError("the server sent no data for the result")
             return pa.Table.from_batches(batches, schema=schema)
 
-        return self.retrying(attempt)
+        table = self.retrying(attempt)
+        if table is None and flight is not None:
+            table = flight.fetch(handle, progress, located[0])
+        if table is None:
+            # Flight failed: Collect again, to the end this time.
+            table = self.retrying(attempt)
+        assert table is not None
+        return table
+
+    #: Handles remembered as large, at most.
+    LARGE_HANDLES = 4096
+
+    def _remember_large(self, handle: str) -> None:
+        with self._lock:
+            self._large[handle] = None
+            while len(self._large) > self.LARGE_HANDLES:
+                del self._large[next(iter(self._large))]
 
     def upload(self, table: pa.Table, *, name: str | None = None,
                progress: Callable[[int], None] | None = None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import operator
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,6 +91,25 @@ def _names(columns: Sequence[Any]) -> list[str]:
     return [str(c) for c in _flatten(columns)]
 
 
+#: The largest `n` a Head or Limit call accepts (Polars' row index is 32 bits): a larger
+#: one is left to the server, which refuses it at the call.
+_MAX_ROWS = 2**32 - 1
+
+
+class _PendingHead:
+    """The first `n` rows of `parent`, not yet asked of the server: collecting them is
+    one `Collect(parent, limit=n)`, and the call that makes their handle (`method`, Head
+    or Limit) is made only when the frame is used for anything else."""
+
+    __slots__ = ("lock", "method", "n", "parent")
+
+    def __init__(self, parent: DataFrame, method: str, n: int) -> None:
+        self.parent = parent
+        self.method = method
+        self.n = n
+        self.lock = threading.Lock()
+
+
 class DataFrame:
     """A server-side frame. Build one with `read_parquet`, `read_csv`, `from_polars`, …
 
@@ -99,18 +120,75 @@ class DataFrame:
     """
 
     def __init__(self, handle: str, connection: Connection) -> None:
-        self.handle = handle
+        self._handle: str | None = handle
+        self._pending: _PendingHead | None = None
         self._connection = connection
         self._schema: polars.Schema | None = None
         connection.track(handle, self)
+
+    @classmethod
+    def _head_of(cls, parent: DataFrame, method: str, n: int) -> DataFrame:
+        pending = parent._pending
+        if pending is not None and parent._handle is None:
+            # The first n of the first m rows are the first min(n, m).
+            n, parent = min(n, pending.n), pending.parent
+        frame = cls.__new__(cls)
+        frame._handle = None
+        frame._pending = _PendingHead(parent, method, n)
+        frame._connection = parent._connection
+        frame._schema = parent._schema
+        return frame
+
+    @property
+    def handle(self) -> str:
+        """The server's handle for this frame. A `head(n)` or `limit(n)` frame gets its
+        own only now, on first use: collecting it needs none."""
+        handle = self._handle
+        if handle is None:
+            handle = self._make_pending()
+        return handle
+
+    def _make_pending(self) -> str:
+        pending = self._pending
+        if pending is None:  # Another thread made it meanwhile.
+            assert self._handle is not None
+            return self._handle
+        with pending.lock:
+            if self._handle is None:
+                conn = self._connection
+                reply = conn.call(
+                    pending.method,
+                    getattr(pb, f"{pending.method}Request")(handle=pending.parent.handle, n=pending.n),
+                )
+                if reply.error:
+                    raise errors.InvalidArgumentError(reply.error)
+                conn.track(reply.handle, self)
+                self._handle = reply.handle
+        # Made: the parent may go (its handle is released as with any other frame).
+        self._pending = None
+        return self._handle
+
+    def _limited(self, limit: int | None) -> tuple[str, int | None]:
+        """The handle and limit a collect of the first `limit` rows asks for: a pending
+        head's parent with its `n`, so that no handle is made for it."""
+        pending = self._pending
+        if pending is None or self._handle is not None:
+            return self.handle, limit
+        return pending.parent.handle, pending.n if limit is None else min(limit, pending.n)
 
     # -- plumbing ---------------------------------------------------------------------
 
     def _derive(self, method: str, request: Any) -> DataFrame:
         return _read(method, request, self._connection)
 
+    def _label(self) -> str:
+        pending = self._pending
+        if pending is not None and self._handle is None:
+            return f"{pending.method.lower()}({pending.n}) of {pending.parent._label()}"
+        return self.handle
+
     def __repr__(self) -> str:
-        return f"<polaroid.DataFrame {self.handle}>"
+        return f"<polaroid.DataFrame {self._label()}>"
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -119,7 +197,11 @@ class DataFrame:
         """Column names and Polars data types, in order (from an empty result: nothing is
         computed)."""
         if self._schema is None:
-            self._schema = self.collect(limit=0).schema
+            pending = self._pending
+            if pending is not None and self._handle is None:
+                self._schema = pending.parent.schema
+            else:
+                self._schema = self.collect(limit=0).schema
         return self._schema
 
     @property
@@ -216,12 +298,23 @@ class DataFrame:
         )
 
     def head(self, n: int = 5) -> DataFrame:
+        """The first `n` rows. No call is made yet: `df.head(n).collect()` is one
+        `Collect` of `df` with a limit, and the frame gets its own handle (a Head call)
+        only when used for anything else. So an error the Head call would report (a
+        dropped input) is raised there instead."""
+        n = operator.index(n)
+        if 0 <= n <= _MAX_ROWS:
+            return DataFrame._head_of(self, "Head", n)
         return self._derive("Head", pb.HeadRequest(handle=self.handle, n=n))
 
     def tail(self, n: int = 5) -> DataFrame:
         return self._derive("Tail", pb.TailRequest(handle=self.handle, n=n))
 
     def limit(self, n: int = 5) -> DataFrame:
+        """The first `n` rows, as `head` (and as lazily)."""
+        n = operator.index(n)
+        if 0 <= n <= _MAX_ROWS:
+            return DataFrame._head_of(self, "Limit", n)
         return self._derive("Limit", pb.LimitRequest(handle=self.handle, n=n))
 
     def slice(self, offset: int, length: int | None = None) -> DataFrame:
@@ -454,12 +547,13 @@ class DataFrame:
 
     def to_arrow(self, *, limit: int | None = None, progress: bool = False) -> pa.Table:
         """The rows as a pyarrow Table (a progress bar with `progress=True`)."""
+        handle, limit = self._limited(limit)
         if not progress:
-            return self._connection.collect(self.handle, limit=limit)
+            return self._connection.collect(handle, limit=limit)
         from tqdm.auto import tqdm
 
         with tqdm(unit=" rows", desc="collect") as bar:
-            return self._connection.collect(self.handle, limit=limit, progress=bar.update)
+            return self._connection.collect(handle, limit=limit, progress=bar.update)
 
     def collect(self, *, limit: int | None = None, progress: bool = False) -> polars.DataFrame:
         """The rows as a `polars.DataFrame`."""
@@ -520,12 +614,27 @@ class DataFrame:
     def _repr_html_(self) -> str:
         """Shape, schema and the first rows: 5 rows fetched when shown, and the row
         count only where the server knows it without computing the whole result."""
+        shown = 5
+        pending = self._pending
+        if self._handle is not None:
+            pending = None
         try:
-            head = self.collect(limit=5)
-            info = self._connection.call("GetHandleInfo", pb.HandleInfoRequest(handle=self.handle))
+            head = self.collect(limit=shown)
+            if pending is not None and head.height < min(shown, pending.n):
+                known: int | None = head.height  # The parent has no more rows.
+            elif pending is not None and pending.n <= shown:
+                known = pending.n
+            else:
+                # A pending head's rows are the parent's up to n: its own handle is not
+                # made just to be shown.
+                of = self.handle if pending is None else pending.parent.handle
+                info = self._connection.call("GetHandleInfo", pb.HandleInfoRequest(handle=of))
+                known = info.rows if info.HasField("rows") else None
+                if known is not None and pending is not None:
+                    known = min(known, pending.n)
         except errors.PolaroidError as error:
-            return f"<pre>polaroid.DataFrame {html.escape(self.handle)}: {html.escape(str(error))}</pre>"
-        rows = str(info.rows) if info.HasField("rows") else "?"
+            return f"<pre>polaroid.DataFrame {html.escape(self._label())}: {html.escape(str(error))}</pre>"
+        rows = "?" if known is None else str(known)
         table = head._repr_html_() if hasattr(head, "_repr_html_") else html.escape(str(head))
         schema = ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in head.schema.items())
         return (
