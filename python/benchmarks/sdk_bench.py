@@ -1,6 +1,8 @@
 """The SDK benchmark (docs/benchmarks.md, "Python SDK"):
 
 1. SDK overhead per call over the raw gRPC stub (Head on a small frame, interleaved);
+   and per-call latency: the trivial call (that Head) and head(5) + collect() through the
+   SDK, p50 and p99, with the raw stub's same requests for reference;
 2. collect() of a ~1 GiB result into a polars.DataFrame (by default over Arrow Flight from
    its worker; and with `flight=False`, over Collect through the coordinator), against
    reading the same data from a local Arrow IPC file, and the machine's floor: the same
@@ -70,7 +72,8 @@ def overhead(conn: pr.Connection, iterations: int) -> None:
     made = []
     for _ in range(iterations):
         start = time.perf_counter()
-        made.append(frame.head(1))
+        # head() alone makes no call: its handle, asked for, makes the Head call.
+        made.append(frame.head(1).handle)
         sdk.append(time.perf_counter() - start)
         start = time.perf_counter()
         conn.stub.Head(request)
@@ -79,6 +82,53 @@ def overhead(conn: pr.Connection, iterations: int) -> None:
     print(f"| Head through the SDK, p50 / p99 | {us(percentile(sdk, .5)):.0f} µs / {us(percentile(sdk, .99)):.0f} µs |")
     print(f"| the same on the raw stub, p50 / p99 | {us(percentile(raw, .5)):.0f} µs / {us(percentile(raw, .99)):.0f} µs |")
     print(f"| SDK overhead per call, p50 difference | {us(percentile(sdk, .5) - percentile(raw, .5)):.0f} µs |")
+
+
+def calls(conn: pr.Connection, iterations: int) -> None:
+    """Per-call latency as a notebook meets it, each with the raw stub's same request
+    interleaved for reference. The trivial call is the one the overhead measure times: a
+    Head on a 3-row frame (`df.head(1)`, its handle asked for, which makes the call);
+    with_columns on that frame also runs the server's zero-row type check. head(5) +
+    collect() is of a 1,000-row frame, whose schema the SDK has not fetched."""
+    frame = pr.from_dict({"a": [1, 2, 3]}, connection=conn)
+    source = pr.from_dict({"a": list(range(1000)), "b": [str(i) for i in range(1000)]}, connection=conn)
+    head_request = pb.HeadRequest(handle=frame.handle, n=1)
+    collect_request = pb.CollectRequest(handle=source.handle, limit=5)
+    expected = pl.DataFrame({"a": range(5), "b": [str(i) for i in range(5)]})
+    assert source.head(5).collect().equals(expected)
+    # The transport alone: a health check the coordinator answers itself, with no work.
+    health = conn._channel.unary_unary(
+        "/grpc.health.v1.Health/Check", request_serializer=bytes, response_deserializer=bytes
+    )
+    runs: dict[str, list[float]] = {
+        "trivial": [], "raw head": [], "with_columns": [], "head collect": [], "raw collect": [],
+        "health": [],
+    }
+    # Kept until the end: no handle drops run in the background while timing.
+    made: list[object] = []
+    # Each call that makes a handle follows one that writes nothing: in standalone a
+    # handle's record is written durably (fsync), and a call right after another such
+    # would queue behind its write.
+    steps = {
+        "trivial": lambda: made.append(frame.head(1).handle),
+        "raw collect": lambda: list(conn.stub.Collect(collect_request)),
+        "raw head": lambda: conn.stub.Head(head_request),
+        "head collect": lambda: source.head(5).collect(),
+        "with_columns": lambda: made.append(frame.with_columns(b=pr.lit(1))),
+        "health": lambda: health(b""),
+    }
+    for _ in range(iterations):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            runs[name].append(time.perf_counter() - start)
+    p50_p99 = lambda name: f"{percentile(runs[name], .5) * 1e6:,.0f} µs / {percentile(runs[name], .99) * 1e6:,.0f} µs"  # noqa: E731
+    print(f"| SDK trivial call (Head on a 3-row frame), p50 / p99, {iterations:,} calls | {p50_p99('trivial')} |")
+    print(f"| the same Head on the raw stub, p50 / p99 | {p50_p99('raw head')} |")
+    print(f"| SDK with_columns on the 3-row frame, p50 / p99 | {p50_p99('with_columns')} |")
+    print(f"| SDK head(5).collect() of a 1,000-row frame (one Collect), p50 / p99 | {p50_p99('head collect')} |")
+    print(f"| the same Collect(limit=5) on the raw stub, p50 / p99 | {p50_p99('raw collect')} |")
+    print(f"| a gRPC health check on the raw channel (the transport alone), p50 / p99 | {p50_p99('health')} |")
 
 
 def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repetitions: int) -> None:
@@ -246,21 +296,24 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--collect-mib", type=int, default=1024)
     parser.add_argument("--repetitions", type=int, default=7)
-    parser.add_argument("--sections", default="overhead,collect,peers",
-                        help="which of overhead, collect and peers to run (comma-separated)")
+    parser.add_argument("--sections", default="overhead,calls,collect,peers",
+                        help="which of overhead, calls, collect and peers to run (comma-separated)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     data_root = pathlib.Path(args.data_dir).resolve()
     source = data_root / "core-10000000.parquet"
-    if not source.exists():
+    if "peers" in sections and not source.exists():
         print(f"{source} missing: run `polaroid-bench core` once to generate it", file=sys.stderr)
         return 1
+    data_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sdk-bench-state-") as state:
         server = start_standalone(args.binary, data_root, state)
         try:
             with pr.connect(server.address) as conn:  # type: ignore[attr-defined]
                 if "overhead" in sections:
                     overhead(conn, args.iterations)
+                if "calls" in sections:
+                    calls(conn, args.iterations)
                 if "collect" in sections:
                     collect_ratio(conn, data_root, args.collect_mib, args.repetitions)
                     loopback_floor(args.collect_mib, args.repetitions)
