@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+import grpc.experimental
 import pyarrow as pa
 import pyarrow.ipc
 
@@ -273,6 +274,11 @@ class Connection:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
+            # Streaming replies (Collect, WatchJob) read on the calling thread, as unary
+            # calls are, instead of handed over by the channel's own thread: a
+            # head(5).collect() took 140 µs less (1,069 against 1,207 µs at p50 against a
+            # debug worker, interleaved in one process), a 64 MiB Collect the same.
+            (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
         ]
         if tls:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
