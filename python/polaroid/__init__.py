@@ -9,6 +9,8 @@
 ...       .collect())                                               # doctest: +SKIP
 """
 
+# First: grpc is imported with the client settings the SDK wants (see _grpc).
+from polaroid import _grpc  # noqa: F401, I001
 from polaroid import jobs
 from polaroid._memory import set_memory_retention
 from polaroid.connection import Connection, connect, default_connection
