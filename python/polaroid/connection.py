@@ -74,10 +74,14 @@ def arrow_payload(message: bytes) -> memoryview:
     return payload
 
 
-#: Bytes of a whole result received over `Collect` after which the rest is fetched over
-#: Arrow Flight instead (when its worker kept it). Below it a result costs one round trip
-#: and no Flight connection.
-FLIGHT_AFTER_BYTES = 4 * 1024 * 1024
+#: Bytes of a whole result received over `Collect` after which the coordinator is asked
+#: (GetFlightInfo) whether its worker keeps it, and how large it is. Workers split results
+#: into messages of about 3 MiB, so a result that reaches this needed more than one;
+#: below it a result costs one round trip and no Flight connection.
+FLIGHT_PROBE_BYTES = 2 * 1024 * 1024
+#: A kept result with more than this still to come is fetched over Arrow Flight from
+#: its worker instead (the Collect is cancelled and what it brought is dropped).
+FLIGHT_REST_BYTES = 4 * 1024 * 1024
 
 #: Flight's location for "the service that answered GetFlightInfo".
 REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
@@ -364,11 +368,12 @@ class Connection:
 
         The rows come over `Collect` through the coordinator, in one round trip. Without
         a limit (and unless `connect(..., flight=False)`), a result that turns out large
-        (over `FLIGHT_AFTER_BYTES`) is fetched over Arrow Flight instead, from the worker
-        that owns it, once the coordinator reports it computed and kept there; when that
-        fails for any reason the call is made again as `Collect`, which retries, fails
-        over and reports errors. A later collect of a handle found large goes to Flight
-        at once.
+        is fetched over Arrow Flight instead, from the worker that owns it: past
+        `FLIGHT_PROBE_BYTES` received, the coordinator is asked where the result is and
+        how large, and if its worker keeps it with over `FLIGHT_REST_BYTES` still to
+        come, Flight fetches it whole. When that fails for any reason the call is made
+        again as `Collect`, which retries, fails over and reports errors. A later collect
+        of a handle found large goes to Flight at once.
 
         The memory whole results arrive in is kept for the next one for a while after the
         last (`polaroid.set_memory_retention`); previews (with a limit) leave the
@@ -412,12 +417,13 @@ class Connection:
                         if progress is not None:
                             progress(batch.num_rows)
                     received += len(message)
-                    if flight is not None and not located and received > FLIGHT_AFTER_BYTES:
+                    if flight is not None and not located and received >= FLIGHT_PROBE_BYTES:
                         info = flight.locate(handle)
                         # Unknown sizes (-1) mean the worker did not keep the result (over
                         # its cache): Flight would compute it again, so the rest comes
-                        # over Collect.
-                        if info is not None and info.total_bytes >= 0:
+                        # over Collect, as does a small rest.
+                        arrived = sum(b.nbytes for b in batches)
+                        if info is not None and info.total_bytes - arrived > FLIGHT_REST_BYTES:
                             located.append(info)
                             self._remember_large(handle)
                             call.cancel()

@@ -19,7 +19,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import polaroid as pr
-from polaroid.connection import FLIGHT_AFTER_BYTES
+from polaroid.connection import FLIGHT_PROBE_BYTES, FLIGHT_REST_BYTES
 
 from conftest import Process
 
@@ -211,15 +211,23 @@ def test_a_small_whole_result_makes_no_flight_connection(standalone, calls):
         assert_frame_equal(got[0], FRAME.filter(pl.col("id") < 900))
 
 
-def big_frame(rows: int) -> pl.DataFrame:
+def big_frame(size: int) -> pl.DataFrame:
+    """About `size` bytes once `with_y` adds its column: three 8-byte columns."""
+    rows = size // 24
     return pl.DataFrame({"id": pl.int_range(0, rows, eager=True), "x": pl.int_range(0, rows, eager=True) * 0.5})
 
 
+def with_y(frame: pr.DataFrame) -> pr.DataFrame:
+    """A result computed on the server (and kept by its worker), not an upload."""
+    return frame.with_columns(y=pr.col("x") + 1)
+
+
 def test_a_large_whole_result_comes_over_flight_from_its_worker(standalone, calls):
-    # About 3 FLIGHT_AFTER_BYTES of two 8-byte columns: several Collect messages.
-    local = big_frame(3 * FLIGHT_AFTER_BYTES // 16)
+    # Twice what would stay on Collect: several Collect messages.
+    local = big_frame(2 * (FLIGHT_PROBE_BYTES + FLIGHT_REST_BYTES))
+    expected = local.with_columns(y=pl.col("x") + 1)
     with pr.Connection(standalone.address) as conn:
-        large = pr.from_polars(local, connection=conn).with_columns(y=pr.col("x") + 1)
+        large = with_y(pr.from_polars(local, connection=conn))
         large.handle
         seen: list[int] = []
         got: list[pa.Table] = []
@@ -236,8 +244,6 @@ def test_a_large_whole_result_comes_over_flight_from_its_worker(standalone, call
             "flight.ListFlights@worker": 1,
             "flight.DoGet@worker": 1,
         }, made
-        assert conn._flight._clients, "over Flight"
-        expected = local.with_columns(y=pl.col("x") + 1)
         assert sum(seen) == expected.height, "progress counts each row once"
         assert_frame_equal(pl.from_arrow(got[0]), expected)
         # Found large, it is fetched over Flight at once from then on.
@@ -250,18 +256,35 @@ def test_a_large_whole_result_comes_over_flight_from_its_worker(standalone, call
         assert_frame_equal(got[1], expected)
 
 
+def test_a_result_with_little_left_after_the_probe_stays_on_collect(standalone, calls):
+    local = big_frame(FLIGHT_PROBE_BYTES + FLIGHT_REST_BYTES // 2)
+    with pr.Connection(standalone.address) as conn:
+        medium = with_y(pr.from_polars(local, connection=conn))
+        medium.handle
+        got: list[pl.DataFrame] = []
+        made = calls.during(lambda: got.append(medium.collect()), expected=3)
+        # Asked about, found to have little left, and read to the end over Collect.
+        assert made == {
+            "Collect": 1,
+            "flight.GetFlightInfo@coordinator": 1,
+            "flight.GetFlightInfo@worker": 1,
+        }, made
+        assert_frame_equal(got[0], local.with_columns(y=pl.col("x") + 1))
+        assert medium.handle not in conn._large
+
+
 def test_a_large_result_its_worker_did_not_keep_stays_on_collect(data_root):
     # Workers that keep no result this size: Flight would compute it again.
+    local = big_frame(2 * (FLIGHT_PROBE_BYTES + FLIGHT_REST_BYTES))
     with tempfile.TemporaryDirectory(prefix="polaroid-sdk-state-") as state:
         server = Process(
             "standalone", "--data-root", str(data_root), "--state-dir", state,
-            "--cache-bytes", str(FLIGHT_AFTER_BYTES),
+            "--cache-bytes", str(FLIGHT_PROBE_BYTES),
         )
         try:
             server.wait_ready()
-            local = big_frame(3 * FLIGHT_AFTER_BYTES // 16)
             with pr.Connection(server.address) as conn:
-                large = pr.from_polars(local, connection=conn).with_columns(y=pr.col("x") + 1)
+                large = with_y(pr.from_polars(local, connection=conn))
                 large.handle
                 got: list[pl.DataFrame] = []
                 made = Calls(server).during(lambda: got.append(large.collect()), expected=3)
