@@ -81,6 +81,18 @@ enum Bench {
         #[arg(long, default_value_t = polaroid_coordinator::CoordinatorConfig::default().keep_warm_micros)]
         keep_warm_micros: u64,
     },
+    /// One call's latency and the worker's memory as a chain of WithColumns calls deepens.
+    Lineage {
+        /// Depths at which a call is timed and the memory read (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000,3000")]
+        depths: Vec<usize>,
+        /// Calls timed at each depth.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Each step adds a column instead of rewriting one, so the width grows too.
+        #[arg(long)]
+        add_columns: bool,
+    },
     /// Batch jobs through Redis: queue-to-start latency on idle workers, throughput of
     /// 10,000 trivial jobs with 3 workers, and a 10-million-row plan as a job versus
     /// interactively.
@@ -113,6 +125,7 @@ enum Bench {
 
 mod cluster;
 mod jobs;
+mod lineage;
 mod store;
 
 type Client = DataFrameServiceClient<Channel>;
@@ -759,6 +772,18 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
                 clients,
                 duration: Duration::from_secs(seconds),
                 keep_warm_micros,
+            })
+            .await
+        }
+        Bench::Lineage {
+            depths,
+            samples,
+            add_columns,
+        } => {
+            lineage::run(lineage::Options {
+                depths,
+                samples,
+                add_columns,
             })
             .await
         }

@@ -12,6 +12,7 @@ mod ipc;
 mod jobs;
 mod paths;
 mod plan;
+mod query;
 mod registration;
 mod service;
 mod sinks;

@@ -26,7 +26,7 @@ impl Frame {
     /// The frame, or INVALID_ARGUMENT for a grouped handle used as a frame.
     pub fn lazy(&self) -> EngineResult<LazyFrame> {
         match self {
-            Self::Lazy(lf) => Ok(lf.clone()),
+            Self::Lazy(lf) => Ok(detached(lf)),
             Self::Grouped { .. } => Err(EngineError::invalid(
                 "this handle is a grouped frame from GroupBy; call Agg on it first",
             )),
@@ -34,10 +34,33 @@ impl Frame {
     }
 }
 
+/// A copy of `lf` sharing its plan but not its cache of converted plans. A `LazyFrame`'s
+/// clones share that cache, and resolving a schema fills it with the conversion of the
+/// whole lineage: a node whose frame were cloned into such work would keep a copy of all
+/// its ancestors' plans, and memory would grow with the square of the depth.
+pub fn detached(lf: &LazyFrame) -> LazyFrame {
+    LazyFrame::from(lf.logical_plan.clone())
+}
+
+/// The same frame over no rows of `schema`: a stand-in with which a step's output schema
+/// is resolved without going through the input's lineage.
+pub fn stand_in(frame: &Frame, schema: &SchemaRef) -> Frame {
+    let empty = DataFrame::empty_with_arc_schema(schema.clone()).lazy();
+    match frame {
+        Frame::Lazy(_) => Frame::Lazy(empty),
+        Frame::Grouped { keys, .. } => Frame::Grouped {
+            input: empty,
+            keys: keys.clone(),
+        },
+    }
+}
+
 /// Everything a step can need besides its inputs.
 pub struct StepContext<'a> {
     pub inputs: &'a [Frame],
     pub input_schemas: &'a [SchemaRef],
+    /// The engine that runs what a step must compute to be built (pivot's columns).
+    pub mode: crate::query::Mode,
 }
 
 impl StepContext<'_> {
@@ -226,7 +249,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 ));
             }
         },
-        Op::Pivot(req) => pivot(ctx.input(0)?, ctx.schema(0)?, req)?,
+        Op::Pivot(req) => pivot(ctx.input(0)?, ctx.schema(0)?, req, ctx.mode)?,
         Op::Melt(req) => {
             require_columns(ctx.schema(0)?, &req.index)?;
             require_columns(ctx.schema(0)?, &req.on)?;
@@ -238,11 +261,10 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             })
         }
         Op::Join(req) => join(ctx.input(0)?, ctx.input(1)?, req)?,
-        Op::Cross(req) => ctx.input(0)?.cross_join(
+        Op::Cross(req) => cross_join(
+            ctx.input(0)?,
             ctx.input(1)?,
-            Some(PlSmallStr::from_str(
-                req.suffix.as_deref().unwrap_or("_right"),
-            )),
+            PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right")),
         ),
         Op::Sql(req) => {
             let mut context = polars::sql::SQLContext::new();
@@ -483,7 +505,12 @@ fn aggregate(function: AggregateFunction, values: Expr) -> EngineResult<Expr> {
     })
 }
 
-fn pivot(input: LazyFrame, schema: &Schema, req: &pb::PivotRequest) -> EngineResult<LazyFrame> {
+fn pivot(
+    input: LazyFrame,
+    schema: &Schema,
+    req: &pb::PivotRequest,
+    mode: crate::query::Mode,
+) -> EngineResult<LazyFrame> {
     if req.on.is_empty() {
         return Err(EngineError::invalid("pivot needs `on` columns"));
     }
@@ -500,12 +527,14 @@ fn pivot(input: LazyFrame, schema: &Schema, req: &pb::PivotRequest) -> EngineRes
         req.values.clone()
     };
     // Polars needs the output columns up front: the distinct values of `on`.
-    let mut on_columns = input
-        .clone()
-        .select(exprs(&req.on))
-        .unique_stable(None, UniqueKeepStrategy::First)
-        .collect()
-        .map_err(EngineError::polars("pivot"))?;
+    let mut on_columns = crate::query::collect(
+        input
+            .clone()
+            .select(exprs(&req.on))
+            .unique_stable(None, UniqueKeepStrategy::First),
+        mode,
+    )
+    .map_err(EngineError::polars("pivot"))?;
     if req.sort_columns {
         on_columns = on_columns
             .sort(names(&req.on), SortMultipleOptions::default())
@@ -523,6 +552,15 @@ fn pivot(input: LazyFrame, schema: &Schema, req: &pb::PivotRequest) -> EngineRes
     ))
 }
 
+/// Every left row with every right row, left-major. Polars' `cross_join` leaves the order
+/// to the engine, and the streaming engine gives right-major order; a handle must give the
+/// same rows in the same order wherever it runs.
+fn cross_join(left: LazyFrame, right: LazyFrame, suffix: PlSmallStr) -> LazyFrame {
+    let mut args = JoinArgs::new(JoinType::Cross).with_suffix(Some(suffix));
+    args.maintain_order = MaintainOrderJoin::LeftRight;
+    left.join(right, Vec::<Expr>::new(), Vec::<Expr>::new(), args)
+}
+
 fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResult<LazyFrame> {
     let how = match req.how() {
         PbJoinType::Inner | PbJoinType::Unspecified => JoinType::Inner,
@@ -535,7 +573,7 @@ fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResul
     };
     let suffix = PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right"));
     if matches!(how, JoinType::Cross) {
-        return Ok(left.cross_join(right, Some(suffix)));
+        return Ok(cross_join(left, right, suffix));
     }
     let (left_on, right_on) = match (
         req.on.is_empty(),

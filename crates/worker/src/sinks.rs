@@ -4,12 +4,14 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use polars::prelude::*;
 
 use crate::engine::SinkFormat;
 use crate::error::{EngineError, EngineResult};
+use crate::query::{self, Mode, slices};
 
 /// Deletes the temp file unless the write committed.
 struct TempFile {
@@ -63,7 +65,11 @@ fn separator(text: Option<&str>) -> EngineResult<u8> {
 }
 
 /// Reads the existing file to append to, checking its schema matches.
-fn existing(target: &Path, format: &SinkFormat, df: &DataFrame) -> EngineResult<Option<DataFrame>> {
+fn existing(
+    target: &Path,
+    format: &SinkFormat,
+    schema: &Schema,
+) -> EngineResult<Option<DataFrame>> {
     let file = match File::open(target) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -80,56 +86,159 @@ fn existing(target: &Path, format: &SinkFormat, df: &DataFrame) -> EngineResult<
             target.display()
         ))
     })?;
-    if old.schema() != df.schema() {
+    if old.schema().as_ref() != schema {
         return Err(EngineError::invalid(format!(
             "cannot append to {}: its schema {:?} differs from the result's {:?}",
             target.display(),
             old.schema(),
-            df.schema()
+            schema
         )));
     }
     Ok(Some(old))
 }
 
 /// Rows written between two progress reports (and cancellation checks).
-const CHUNK_ROWS: usize = 256 * 1024;
+const CHUNK_ROWS: NonZeroUsize = NonZeroUsize::new(256 * 1024).expect("non-zero");
 
-/// Feeds `df` to `write` in chunks, reporting the rows written so far after each; an error
-/// from `progress` (a cancellation) stops the write.
-fn write_chunks(
-    df: &DataFrame,
-    chunk_rows: usize,
-    progress: &mut dyn FnMut(usize) -> EngineResult<()>,
-    mut write: impl FnMut(&DataFrame) -> EngineResult<()>,
-) -> EngineResult<()> {
-    let mut offset = 0;
-    while offset < df.height() || offset == 0 {
-        let chunk = df.slice(i64::try_from(offset).unwrap_or(i64::MAX), chunk_rows);
-        write(&chunk)?;
-        offset += chunk.height().max(1);
-        progress(offset.min(df.height()))?;
-    }
-    Ok(())
+/// The rows a write takes: a result in memory already, or a query streamed to the file as
+/// it runs (in bounded memory).
+pub enum Rows {
+    Frame(DataFrame),
+    Query {
+        lf: Box<LazyFrame>,
+        schema: SchemaRef,
+        mode: Mode,
+    },
 }
 
-/// Writes `df` to `target` (appending to what is there when asked) atomically, calling
-/// `progress` with the rows written so far; an error from it abandons the write.
+impl Rows {
+    fn schema(&self) -> SchemaRef {
+        match self {
+            Self::Frame(df) => df.schema().clone(),
+            Self::Query { schema, .. } => schema.clone(),
+        }
+    }
+
+    /// Hands the rows to `consume` in frames of `batch_rows` (at least one frame, empty
+    /// for no rows, so that a writer always learns the columns).
+    fn for_each_batch(
+        self,
+        batch_rows: NonZeroUsize,
+        consume: &mut dyn FnMut(DataFrame) -> EngineResult<()>,
+    ) -> EngineResult<()> {
+        match self {
+            Self::Frame(df) => slices(&df, batch_rows, consume),
+            Self::Query { lf, mode, .. } => query::for_each_batch(*lf, mode, batch_rows, consume),
+        }
+    }
+}
+
+/// A file format's writer, fed batch by batch.
+trait BatchWriter {
+    fn write(&mut self, df: &DataFrame) -> PolarsResult<()>;
+    fn finish(&mut self) -> PolarsResult<()>;
+}
+
+impl<W: Write> BatchWriter for polars::io::parquet::write::BatchedWriter<W> {
+    fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        self.write_batch(df)
+    }
+    fn finish(&mut self) -> PolarsResult<()> {
+        polars::io::parquet::write::BatchedWriter::finish(self).map(|_| ())
+    }
+}
+
+impl<W: Write> BatchWriter for polars::io::csv::write::BatchedWriter<W> {
+    fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        self.write_batch(df)
+    }
+    fn finish(&mut self) -> PolarsResult<()> {
+        polars::io::csv::write::BatchedWriter::finish(self)
+    }
+}
+
+impl<W: Write> BatchWriter for polars::io::ipc::BatchedWriter<W> {
+    fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        // The IPC writer needs the columns' chunks aligned; the engine's batches may not be.
+        let mut df = df.clone();
+        df.align_chunks_par();
+        self.write_batch(&df)
+    }
+    fn finish(&mut self) -> PolarsResult<()> {
+        polars::io::ipc::BatchedWriter::finish(self)
+    }
+}
+
+/// Opens the writer of `format` on `out` for rows of `schema`; `header` says whether a CSV
+/// starts with one. Returns the writer and the rows per batch it wants.
+fn open_writer<'w>(
+    out: &'w mut BufWriter<&mut File>,
+    format: &SinkFormat,
+    schema: &Schema,
+    header: bool,
+) -> EngineResult<(Box<dyn BatchWriter + 'w>, NonZeroUsize)> {
+    Ok(match format {
+        SinkFormat::Parquet {
+            compression,
+            row_group_size,
+        } => {
+            let mut parquet = ParquetWriter::new(out)
+                .with_compression(parquet_compression(compression.as_deref())?);
+            let mut batch_rows = CHUNK_ROWS;
+            if let Some(size) = row_group_size {
+                let rows = usize::try_from(*size)
+                    .ok()
+                    .and_then(NonZeroUsize::new)
+                    .ok_or_else(|| {
+                        EngineError::invalid(format!("row_group_size must be positive, got {size}"))
+                    })?;
+                parquet = parquet.with_row_group_size(Some(rows.get()));
+                batch_rows = rows;
+            }
+            let writer = parquet
+                .batched(schema)
+                .map_err(EngineError::polars("write parquet"))?;
+            (Box::new(writer), batch_rows)
+        }
+        SinkFormat::Csv {
+            separator: sep,
+            include_header,
+        } => {
+            let writer = CsvWriter::new(out)
+                .include_header(include_header.unwrap_or(true) && header)
+                .with_separator(separator(sep.as_deref())?)
+                .batched(schema)
+                .map_err(EngineError::polars("write csv"))?;
+            (Box::new(writer), CHUNK_ROWS)
+        }
+        SinkFormat::Ipc { compression } => {
+            let arrow = schema.to_arrow(CompatLevel::newest());
+            let fields = polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values());
+            let writer = IpcWriter::new(out)
+                .with_compression(ipc_compression(compression.as_deref())?)
+                .batched(schema, fields)
+                .map_err(EngineError::polars("write ipc"))?;
+            (Box::new(writer), CHUNK_ROWS)
+        }
+    })
+}
+
+/// Writes `rows` to `target` (appending to what is there when asked) atomically, calling
+/// `progress` with the rows written so far; an error from it abandons the write. Returns
+/// the rows written (without those appended to).
 pub fn write_atomic(
     target: &Path,
-    mut df: DataFrame,
+    rows: Rows,
     format: &SinkFormat,
     append: bool,
     progress: &mut dyn FnMut(usize) -> EngineResult<()>,
-) -> EngineResult<()> {
+) -> EngineResult<usize> {
+    let schema = rows.schema();
     let old = if append {
-        existing(target, format, &df)?
+        existing(target, format, &schema)?
     } else {
         None
     };
-    if let Some(mut old) = old {
-        old.vstack_mut(&df).map_err(EngineError::polars("append"))?;
-        df = old;
-    }
     let directory = target.parent().unwrap_or(Path::new("."));
     let file_name = target
         .file_name()
@@ -143,74 +252,40 @@ pub fn write_atomic(
         committed: false,
     };
     let mut file = File::create_new(&temp.path).map_err(EngineError::io("write"))?;
+    let mut written = 0;
     {
-        let mut writer = BufWriter::new(&mut file);
-        match format {
-            SinkFormat::Parquet {
-                compression,
-                row_group_size,
-            } => {
-                let mut parquet = ParquetWriter::new(&mut writer)
-                    .with_compression(parquet_compression(compression.as_deref())?);
-                let mut chunk_rows = CHUNK_ROWS;
-                if let Some(size) = row_group_size {
-                    let size = usize::try_from(*size)
-                        .ok()
-                        .filter(|s| *s > 0)
-                        .ok_or_else(|| {
-                            EngineError::invalid(format!(
-                                "row_group_size must be positive, got {size}"
-                            ))
-                        })?;
-                    parquet = parquet.with_row_group_size(Some(size));
-                    chunk_rows = size;
-                }
-                let mut batched = parquet
-                    .batched(df.schema())
-                    .map_err(EngineError::polars("write parquet"))?;
-                write_chunks(&df, chunk_rows, progress, |chunk| {
-                    batched
-                        .write_batch(chunk)
-                        .map_err(EngineError::polars("write parquet"))
-                })?;
-                batched
-                    .finish()
-                    .map_err(EngineError::polars("write parquet"))?;
-            }
-            SinkFormat::Csv {
-                separator: sep,
-                include_header,
-            } => {
-                let appending_to_existing = append && target.exists();
-                if appending_to_existing {
-                    // Copy the existing text and add rows without repeating the header.
-                    let mut old = File::open(target).map_err(EngineError::io("append"))?;
-                    std::io::copy(&mut old, &mut writer).map_err(EngineError::io("append"))?;
-                }
-                let mut batched = CsvWriter::new(&mut writer)
-                    .include_header(include_header.unwrap_or(true) && !appending_to_existing)
-                    .with_separator(separator(sep.as_deref())?)
-                    .batched(df.schema())
-                    .map_err(EngineError::polars("write csv"))?;
-                write_chunks(&df, CHUNK_ROWS, progress, |chunk| {
-                    batched
-                        .write_batch(chunk)
-                        .map_err(EngineError::polars("write csv"))
-                })?;
-                batched.finish().map_err(EngineError::polars("write csv"))?;
-            }
-            SinkFormat::Ipc { compression } => {
-                IpcWriter::new(&mut writer)
-                    .with_compression(ipc_compression(compression.as_deref())?)
-                    .finish(&mut df)
-                    .map_err(EngineError::polars("write ipc"))?;
-                progress(df.height())?;
-            }
+        let mut out = BufWriter::new(&mut file);
+        let appending_to_csv =
+            append && matches!(format, SinkFormat::Csv { .. }) && target.exists();
+        if appending_to_csv {
+            // Copy the existing text and add rows without repeating the header.
+            let mut old = File::open(target).map_err(EngineError::io("append"))?;
+            std::io::copy(&mut old, &mut out).map_err(EngineError::io("append"))?;
         }
-        writer.flush().map_err(EngineError::io("write"))?;
+        let (mut writer, batch_rows) = open_writer(&mut out, format, &schema, !appending_to_csv)?;
+        let operation = match format {
+            SinkFormat::Parquet { .. } => "write parquet",
+            SinkFormat::Csv { .. } => "write csv",
+            SinkFormat::Ipc { .. } => "write ipc",
+        };
+        if let Some(old) = old {
+            slices(&old, batch_rows, &mut |batch| {
+                writer.write(&batch).map_err(EngineError::polars(operation))
+            })?;
+        }
+        rows.for_each_batch(batch_rows, &mut |batch| {
+            writer
+                .write(&batch)
+                .map_err(EngineError::polars(operation))?;
+            written += batch.height();
+            progress(written)
+        })?;
+        writer.finish().map_err(EngineError::polars(operation))?;
+        drop(writer);
+        out.flush().map_err(EngineError::io("write"))?;
     }
     // The last word before the rename: a cancelled job leaves nothing.
-    progress(df.height())?;
+    progress(written)?;
     file.sync_all().map_err(EngineError::io("write"))?;
     std::fs::rename(&temp.path, target).map_err(EngineError::io("write"))?;
     let mut temp = temp;
@@ -219,7 +294,7 @@ pub fn write_atomic(
     if let Ok(dir) = File::open(directory) {
         let _ = dir.sync_all();
     }
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -241,16 +316,22 @@ mod tests {
             row_group_size: None,
         };
         let mut reports = Vec::new();
-        let outcome = write_atomic(&target, rows(1_000_000), &format, false, &mut |written| {
-            reports.push(written);
-            if written >= CHUNK_ROWS {
-                Err(EngineError::Cancelled)
-            } else {
-                Ok(())
-            }
-        });
+        let outcome = write_atomic(
+            &target,
+            Rows::Frame(rows(1_000_000)),
+            &format,
+            false,
+            &mut |written| {
+                reports.push(written);
+                if written >= CHUNK_ROWS.get() {
+                    Err(EngineError::Cancelled)
+                } else {
+                    Ok(())
+                }
+            },
+        );
         assert!(matches!(outcome, Err(EngineError::Cancelled)));
-        assert_eq!(reports, [CHUNK_ROWS], "stopped at the first check");
+        assert_eq!(reports, [CHUNK_ROWS.get()], "stopped at the first check");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
@@ -276,11 +357,17 @@ mod tests {
         ] {
             let target = dir.path().join(name);
             let mut last = 0;
-            write_atomic(&target, rows(600_000), &format, false, &mut |written| {
-                assert!(written >= last, "{name}: progress only grows");
-                last = written;
-                Ok(())
-            })
+            write_atomic(
+                &target,
+                Rows::Frame(rows(600_000)),
+                &format,
+                false,
+                &mut |written| {
+                    assert!(written >= last, "{name}: progress only grows");
+                    last = written;
+                    Ok(())
+                },
+            )
             .unwrap();
             assert_eq!(last, 600_000, "{name}");
             assert!(target.is_file(), "{name}");
@@ -294,5 +381,104 @@ mod tests {
             3,
             "no temp files"
         );
+    }
+
+    /// A query over `n` rows that Polars runs in several morsels.
+    fn query(n: i64) -> Rows {
+        let lf = rows(n)
+            .lazy()
+            .filter(col("id").gt_eq(lit(0)))
+            .with_column((col("id") * lit(2)).alias("double"));
+        let schema = lf.clone().collect_schema().unwrap();
+        Rows::Query {
+            lf: Box::new(lf),
+            schema,
+            mode: Mode::Streaming,
+        }
+    }
+
+    #[test]
+    fn a_query_streams_to_each_format_as_polars_computes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = rows(700_000)
+            .lazy()
+            .with_column((col("id") * lit(2)).alias("double"))
+            .collect()
+            .unwrap();
+        for (name, format) in [
+            (
+                "out.parquet",
+                SinkFormat::Parquet {
+                    compression: None,
+                    row_group_size: Some(100_000),
+                },
+            ),
+            ("out.arrow", SinkFormat::Ipc { compression: None }),
+        ] {
+            let target = dir.path().join(name);
+            let mut reports = Vec::new();
+            let written = write_atomic(&target, query(700_000), &format, false, &mut |n| {
+                reports.push(n);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(written, 700_000, "{name}");
+            assert!(
+                reports.len() > 2,
+                "{name}: progress as it streams: {reports:?}"
+            );
+            let back = match format {
+                SinkFormat::Parquet { .. } => {
+                    ParquetReader::new(File::open(&target).unwrap()).finish()
+                }
+                _ => IpcReader::new(File::open(&target).unwrap()).finish(),
+            }
+            .unwrap();
+            assert!(back.equals_missing(&expected), "{name}");
+        }
+        let meta = ParquetReader::new(File::open(dir.path().join("out.parquet")).unwrap())
+            .get_metadata()
+            .unwrap()
+            .clone();
+        assert!(
+            meta.row_groups.iter().all(|g| g.num_rows() <= 100_000),
+            "row groups of the size asked for"
+        );
+    }
+
+    #[test]
+    fn a_streamed_write_cancelled_midway_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let format = SinkFormat::Csv {
+            separator: None,
+            include_header: None,
+        };
+        let outcome = write_atomic(&target, query(1_000_000), &format, false, &mut |_| {
+            Err(EngineError::Cancelled)
+        });
+        assert!(matches!(outcome, Err(EngineError::Cancelled)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_empty_query_result_still_writes_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let format = SinkFormat::Csv {
+            separator: None,
+            include_header: None,
+        };
+        let empty = match query(10) {
+            Rows::Query { lf, schema, mode } => Rows::Query {
+                lf: Box::new(lf.filter(col("id").lt(lit(0)))),
+                schema,
+                mode,
+            },
+            frame => frame,
+        };
+        let written = write_atomic(&target, empty, &format, false, &mut |_| Ok(())).unwrap();
+        assert_eq!(written, 0);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "id,double\n");
     }
 }
