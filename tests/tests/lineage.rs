@@ -111,3 +111,33 @@ async fn a_deep_lineage_replays_on_a_worker_that_never_saw_it() -> anyhow::Resul
     );
     second.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lineage_past_its_limit_is_refused_until_persisted() -> anyhow::Result<()> {
+    const LIMIT: u32 = 20;
+    let worker = TestWorker::start_with(|config| config.max_lineage_depth = LIMIT).await?;
+    let mut client = worker.client().await?;
+    let source = upload(&mut client, &base()).await?;
+    let deepest = chain(&mut client, &source, LIMIT as usize).await?;
+    let refused = step(&mut client, &deepest)
+        .await
+        .expect_err("a step past the limit");
+    let status = refused
+        .downcast_ref::<tonic::Status>()
+        .expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("persist"), "{status:?}");
+
+    // Persisting starts a new lineage from the stored result: the limit counts from it.
+    client
+        .persist(pb::PersistRequest {
+            handle: deepest.clone(),
+        })
+        .await?;
+    let further = chain(&mut client, &deepest, LIMIT as usize).await?;
+    assert_frame_eq(
+        &collect(&mut client, &further).await?,
+        &expected(2 * i64::from(LIMIT)),
+    );
+    worker.stop().await
+}

@@ -281,7 +281,9 @@ fn local_pipeline(path: &Path, dimension: &DataFrame, threshold: i32) -> anyhow:
         SortMultipleOptions::default().with_order_descending(true),
     )
     .limit(10)
-    .collect()?)
+    // Polars' streaming engine, as the worker runs it and as Python Polars does by default.
+    .collect_with_engine(Engine::Streaming)?
+    .unwrap_single())
 }
 
 /// The same pipeline through the worker, call by call.

@@ -236,6 +236,10 @@ struct WorkerArgs {
     /// Plan nodes kept ready in memory (POLAROID_PLAN_CACHE_ENTRIES).
     #[arg(long)]
     plan_cache_entries: Option<usize>,
+    /// Steps a lineage may have since its source or nearest persisted ancestor
+    /// (POLAROID_MAX_LINEAGE_DEPTH).
+    #[arg(long)]
+    max_lineage_depth: Option<u32>,
     /// Default rows per CollectStreaming message (POLAROID_STREAM_BATCH_ROWS).
     #[arg(long)]
     stream_batch_rows: Option<usize>,
@@ -311,6 +315,7 @@ impl WorkerArgs {
         set(&mut config.max_result_bytes, self.max_result_bytes);
         set(&mut config.cache_bytes, self.cache_bytes);
         set(&mut config.plan_cache_entries, self.plan_cache_entries);
+        set(&mut config.max_lineage_depth, self.max_lineage_depth);
         set(&mut config.stream_batch_rows, self.stream_batch_rows);
         set(&mut config.handle_ttl_secs, self.handle_ttl_secs);
         set(&mut config.gc_interval_secs, self.gc_interval_secs);

@@ -82,6 +82,8 @@ pub struct WorkerConfig {
     pub cache_bytes: usize,
     /// Plan nodes (lazy frames) kept ready in memory.
     pub plan_cache_entries: usize,
+    /// Steps a handle's lineage may have since its nearest source or persisted ancestor.
+    pub max_lineage_depth: u32,
     /// Default rows per message of CollectStreaming.
     pub stream_batch_rows: usize,
     /// A handle not used (collected, derived from, heartbeated) for this long expires,
@@ -204,6 +206,7 @@ impl Default for WorkerConfig {
             max_result_bytes: 8 * 1024 * 1024 * 1024,
             cache_bytes: 1024 * 1024 * 1024,
             plan_cache_entries: 100_000,
+            max_lineage_depth: 10_000,
             stream_batch_rows: 65_536,
             handle_ttl_secs: 24.0 * 3600.0,
             gc_interval_secs: 60.0,

@@ -50,6 +50,8 @@ pub struct Node {
     pub artifacts: Vec<String>,
     /// The Polars engine that runs the frame.
     pub mode: Mode,
+    /// Steps between the frame and its sources (or the persisted result it starts from).
+    pub depth: u32,
     /// When this worker last knew the plan record durable in the store (ms since the
     /// epoch; 0: not known). Deriving from the node needs it there.
     plan_stored_unix_ms: std::sync::atomic::AtomicU64,
@@ -170,6 +172,7 @@ pub struct Engine {
     access_refresh_ms: u64,
     /// Results that took at least this long to compute are written to the store.
     write_behind_after: Option<Duration>,
+    max_lineage_depth: u32,
 }
 
 /// The name of an operation, for errors, logs and metrics.
@@ -364,6 +367,7 @@ impl Engine {
             handle_ttl_ms: ttl_ms,
             access_refresh_ms: (ttl_ms / 4).min(60_000),
             write_behind_after: config.write_behind_after(),
+            max_lineage_depth: config.max_lineage_depth,
         }
     }
 
@@ -468,6 +472,11 @@ impl Engine {
             Some(op) => Mode::of_step(op, &modes),
             None => Mode::Streaming,
         };
+        let depth = inputs
+            .iter()
+            .map(|input| input.depth.saturating_add(1))
+            .max()
+            .unwrap_or(0);
         Arc::new(Node {
             id: PlanId::of(&record),
             record,
@@ -475,6 +484,7 @@ impl Engine {
             schema,
             artifacts,
             mode,
+            depth,
             plan_stored_unix_ms: Default::default(),
         })
     }
@@ -635,6 +645,7 @@ impl Engine {
                 frame: Frame::Lazy(df.lazy()),
                 // Rows in memory: nothing left whose order an engine could change.
                 mode: Mode::Streaming,
+                depth: 0,
                 plan_stored_unix_ms: Default::default(),
             });
             self.remember_node(node.clone());
@@ -825,7 +836,8 @@ impl Engine {
         node: &Node,
         affinity: Option<AffinityKey>,
     ) -> EngineResult<(Handle, u64)> {
-        let (rows, stored) = self.store_result(node).await?;
+        let (df, stored) = self.store_result(node).await?;
+        let rows = df.height() as u64;
         let kept = Arc::new(Node {
             id: node.id.clone(),
             record: node.record.clone(),
@@ -833,6 +845,7 @@ impl Engine {
             schema: node.schema.clone(),
             artifacts: vec![Catalog::result_ref(self.tenant, &node.id)],
             mode: node.mode,
+            depth: node.depth,
             plan_stored_unix_ms: Default::default(),
         });
         let handle = self
@@ -928,6 +941,14 @@ impl Engine {
             source: None,
         };
         let node = self.new_node(record, frame, schema, &inputs, None);
+        // Polars converts, optimizes and drops plans recursively: a lineage without end
+        // would end in a stack overflow, which aborts the whole worker.
+        if node.depth > self.max_lineage_depth {
+            return Err(EngineError::LineageTooDeep {
+                depth: node.depth,
+                limit: self.max_lineage_depth,
+            });
+        }
         self.register(node, affinity, None).await
     }
 
@@ -1276,12 +1297,12 @@ impl Engine {
     /// Computes a node's result and stores it; returns its rows and stored bytes. Encoded
     /// even when the result is stored already: an old copy is rewritten, so the collector
     /// never takes it for garbage while a handle is being recorded to need it.
-    async fn store_result(&self, node: &Node) -> EngineResult<(u64, u64)> {
+    async fn store_result(&self, node: &Node) -> EngineResult<(DataFrame, u64)> {
         let df = self.materialize(node, None).await?;
-        let rows = df.height() as u64;
+        let encoded = df.clone();
         let bytes = self
             .blocking("persist", move || {
-                let mut df = df;
+                let mut df = encoded;
                 ipc::encode(&mut df)
             })
             .await?;
@@ -1289,13 +1310,26 @@ impl Engine {
             .catalog
             .put_result(self.tenant, &node.id, Bytes::from(bytes))
             .await?;
-        Ok((rows, stored))
+        Ok((df, stored))
     }
 
     /// Computes a handle's result and stores it; returns its rows and stored bytes.
     pub async fn persist(&self, text: &str) -> EngineResult<(u64, u64)> {
         let (handle, node) = self.resolve(text).await?;
-        let (rows, stored) = self.store_result(&node).await?;
+        let (df, stored) = self.store_result(&node).await?;
+        let rows = df.height() as u64;
+        // The stored result starts a new lineage, as it does for a worker that replays
+        // the handle: later steps read its rows, and their depth counts from here.
+        self.remember_node(Arc::new(Node {
+            id: node.id.clone(),
+            record: node.record.clone(),
+            schema: node.schema.clone(),
+            frame: Frame::Lazy(df.lazy()),
+            artifacts: vec![Catalog::result_ref(self.tenant, &node.id)],
+            mode: Mode::Streaming,
+            depth: 0,
+            plan_stored_unix_ms: Default::default(),
+        }));
         // Re-read the record: the work above may have taken a while.
         if let Some(mut record) = self.catalog.get_handle(&handle).await? {
             let result = Catalog::result_ref(self.tenant, &node.id);

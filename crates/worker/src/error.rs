@@ -30,6 +30,11 @@ pub enum EngineError {
     LimitExceeded(String),
     #[error("source changed since the plan was recorded: {0}")]
     SourceChanged(String),
+    #[error(
+        "the lineage would be {depth} steps deep, over the limit of {limit} (max_lineage_depth): \
+         persist the handle to start a new lineage from its stored result"
+    )]
+    LineageTooDeep { depth: u32, limit: u32 },
     #[error("{0}")]
     Unimplemented(String),
     #[error("remote source failed: {0}")]
@@ -71,7 +76,7 @@ impl EngineError {
             Self::HandleNotFound(_) | Self::FileNotFound(_) => ErrorCode::NotFound,
             Self::OutsideDataRoots(_) => ErrorCode::PermissionDenied,
             Self::LimitExceeded(_) => ErrorCode::ResourceExhausted,
-            Self::SourceChanged(_) => ErrorCode::FailedPrecondition,
+            Self::SourceChanged(_) | Self::LineageTooDeep { .. } => ErrorCode::FailedPrecondition,
             Self::Unimplemented(_) => ErrorCode::Unimplemented,
             Self::Remote(_) => ErrorCode::Unavailable,
             Self::Cancelled => ErrorCode::Cancelled,
