@@ -7,8 +7,10 @@
    its worker; and with `flight=False`, over Collect through the coordinator), against
    reading the same data from a local Arrow IPC file, and the machine's floor: the same
    bytes over a plain loopback socket;
-3. the same 10-million-row pipeline through the SDK on `polaroid standalone`, in Polars
-   in-process, and in Dask distributed with two local workers.
+3. issue 21's pipeline (Parquet -> filter -> with_columns -> join a 1,000-row table ->
+   group_by/agg -> sort -> head 20) at 1 and 10 million rows through the SDK on `polaroid
+   standalone`, in Polars in-process (its default engine), and in Dask distributed with two
+   local workers (`--sections peers`).
 
 Run from the repository root against a release build:
 
@@ -28,6 +30,7 @@ import tempfile
 import time
 
 import polars as pl
+from polars.testing import assert_frame_equal
 
 import polaroid as pr
 from polaroid.v1 import dataframe_pb2 as pb
@@ -239,54 +242,122 @@ def loopback_floor(mib: int, repetitions: int) -> None:
     print(f"| the same into one reused buffer | {r:.2f} s |")
 
 
-def pipeline_polars(lf: pl.LazyFrame) -> pl.DataFrame:
+CATEGORIES = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+
+
+def source_file(data_root: pathlib.Path, rows: int) -> pathlib.Path:
+    """The core benchmark's Parquet file of `rows` rows (`polaroid-bench core` writes the
+    same columns with the same formulas), written here when missing."""
+    path = data_root / f"core-{rows}.parquet"
+    if not path.exists():
+        i = pl.int_range(0, rows, eager=True)
+        pl.DataFrame({
+            "id": i,
+            "key": (i * 7919) % 1000,
+            "value": ((i * 31) % 10_007) / 7.0,
+            "qty": (i % 100).cast(pl.Int32),
+            "category": pl.Series(CATEGORIES)[i % len(CATEGORIES)],
+        }).write_parquet(path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+    return path
+
+
+def dimension() -> pl.DataFrame:
+    keys = pl.int_range(0, 1000, eager=True)
+    return pl.DataFrame({
+        "key": keys,
+        "weight": 1.0 + (keys % 10) / 10.0,
+    }).with_columns(pl.format("g{}", pl.col("key") % 25).alias("group"))
+
+
+def pipeline_polars(lf: pl.LazyFrame, dim: pl.DataFrame) -> pl.DataFrame:
+    """Issue 21's pipeline, in Polars in-process with its default engine."""
     return (
         lf.filter(pl.col("qty") > 10)
-        .group_by("key", "category")
-        .agg(pl.col("value").sum().alias("total"), pl.col("qty").mean().alias("mean_qty"))
-        .sort("key", "category")
+        .with_columns((pl.col("value") * 2).alias("double"), (pl.col("qty") + 1).alias("qty1"))
+        .join(dim.lazy(), on="key")
+        .group_by("group")
+        .agg(
+            (pl.col("double") * pl.col("weight")).sum().alias("total"),
+            pl.col("qty1").mean().alias("mean_qty"),
+            pl.col("id").count().alias("n"),
+        )
+        .sort("total", descending=True)
+        .head(20)
         .collect()
     )
 
 
-def pipeline_sdk(frame: pr.DataFrame, threshold: float) -> pl.DataFrame:
+def pipeline_sdk(frame: pr.DataFrame, dim: pr.DataFrame, threshold: float) -> pl.DataFrame:
     return (
         frame.filter(pr.col("qty") > threshold)
-        .group_by("key", "category")
-        .agg(pr.col("value").sum().alias("total"), pr.col("qty").mean().alias("mean_qty"))
-        .sort("key", "category")
+        .with_columns((pr.col("value") * 2).alias("double"), (pr.col("qty") + 1).alias("qty1"))
+        .join(dim, on="key")
+        .group_by("group")
+        .agg(
+            (pr.col("double") * pr.col("weight")).sum().alias("total"),
+            pr.col("qty1").mean().alias("mean_qty"),
+            pr.col("id").count().alias("n"),
+        )
+        .sort("total", descending=True)
+        .head(20)
         .collect()
     )
 
 
-def peers(conn: pr.Connection, path: pathlib.Path, repetitions: int) -> None:
-    times: dict[str, list[float]] = {"Polaroid standalone (SDK)": [], "Polars in-process": [], "Dask distributed, 2 workers": []}
-    from dask.distributed import Client, LocalCluster
+def pipeline_dask(path: pathlib.Path, dim: pl.DataFrame) -> object:
     import dask.dataframe as dd
 
+    ddf = dd.read_parquet(str(path), columns=["id", "key", "value", "qty"])
+    ddf = ddf[ddf.qty > 10]
+    ddf = ddf.assign(double=ddf.value * 2, qty1=ddf.qty + 1)
+    ddf = ddf.merge(dim.to_pandas(), on="key")
+    ddf = ddf.assign(weighted=ddf.double * ddf.weight)
+    result = ddf.groupby("group").agg(
+        total=("weighted", "sum"), mean_qty=("qty1", "mean"), n=("id", "count")
+    )
+    return result.compute().sort_values("total", ascending=False).head(20)
+
+
+def peers(conn: pr.Connection, data_root: pathlib.Path, sizes: list[int], repetitions: int) -> None:
+    """Issue 21's pipeline (Parquet -> filter -> with_columns -> join a 1,000-row table ->
+    group_by/agg -> sort -> head 20 -> to the client) through the SDK on `polaroid
+    standalone`, in Polars in-process (its default engine) and in Dask distributed with two
+    workers, run alternately; each SDK run reads a fresh source handle with a threshold
+    that selects the same rows, so no run reuses another's cached result."""
+    from dask.distributed import Client, LocalCluster
+
+    dim = dimension()
+    dim_handle = pr.from_polars(dim, connection=conn)
+    print("| rows | Polaroid (SDK) | Polars in-process | SDK / Polars | Dask, 2 workers | Dask / SDK |")
+    print("|---|---|---|---|---|---|")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster):
-        for repetition in range(repetitions):
-            start = time.perf_counter()
-            # A fresh source handle each time, and a threshold that selects the same
-            # rows: no run reuses another's cached result.
-            frame = pr.read_parquet(str(path), connection=conn)
-            ours = pipeline_sdk(frame, 10 + repetition * 1e-6)
-            times["Polaroid standalone (SDK)"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            theirs = pipeline_polars(pl.scan_parquet(path))
-            times["Polars in-process"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            ddf = dd.read_parquet(str(path), columns=["key", "category", "value", "qty"])
-            result = (
-                ddf[ddf.qty > 10].groupby(["key", "category"])
-                .agg(total=("value", "sum"), mean_qty=("qty", "mean"))
-                .compute()
-                .sort_index()
-            )
-            times["Dask distributed, 2 workers"].append(time.perf_counter() - start)
-            assert ours.height == theirs.height == len(result)
-    for name, values in times.items():
-        print(f"| {name}: 10M-row filter, group_by + 2 aggregates, sort, median of {repetitions} | {statistics.median(values):.2f} s |")
+        for rows in sizes:
+            path = source_file(data_root, rows)
+            times: dict[str, list[float]] = {"sdk": [], "polars": [], "dask": []}
+            # One uncounted round each way first: files into the page cache, pools started.
+            for repetition in range(repetitions + 1):
+                start = time.perf_counter()
+                frame = pr.read_parquet(str(path), connection=conn)
+                ours = pipeline_sdk(frame, dim_handle, 10 + (rows + repetition) * 1e-9)
+                sdk = time.perf_counter() - start
+                start = time.perf_counter()
+                theirs = pipeline_polars(pl.scan_parquet(path), dim)
+                local = time.perf_counter() - start
+                start = time.perf_counter()
+                dask_result = pipeline_dask(path, dim)
+                dask = time.perf_counter() - start
+                # Sums may differ in their last bits with the order Polars adds in.
+                assert_frame_equal(ours, theirs, check_exact=False)
+                assert len(dask_result) == theirs.height
+                if repetition > 0:
+                    times["sdk"].append(sdk)
+                    times["polars"].append(local)
+                    times["dask"].append(dask)
+            sdk, local, dask = (statistics.median(times[k]) for k in ("sdk", "polars", "dask"))
+            print(f"| {rows:,} | {sdk * 1e3:.0f} ms | {local * 1e3:.0f} ms | {sdk / local:.2f} "
+                  f"| {dask * 1e3:.0f} ms | {dask / sdk:.1f} |")
+    print(f"(medians of {repetitions}; Polars {pl.__version__}, default engine)")
 
 
 def main() -> int:
@@ -296,15 +367,13 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--collect-mib", type=int, default=1024)
     parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--peer-rows", default="1000000,10000000",
+                        help="source sizes of the peers section (comma-separated)")
     parser.add_argument("--sections", default="overhead,calls,collect,peers",
                         help="which of overhead, calls, collect and peers to run (comma-separated)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     data_root = pathlib.Path(args.data_dir).resolve()
-    source = data_root / "core-10000000.parquet"
-    if "peers" in sections and not source.exists():
-        print(f"{source} missing: run `polaroid-bench core` once to generate it", file=sys.stderr)
-        return 1
     data_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sdk-bench-state-") as state:
         server = start_standalone(args.binary, data_root, state)
@@ -318,7 +387,8 @@ def main() -> int:
                     collect_ratio(conn, data_root, args.collect_mib, args.repetitions)
                     loopback_floor(args.collect_mib, args.repetitions)
                 if "peers" in sections:
-                    peers(conn, source, args.repetitions)
+                    sizes = [int(n) for n in args.peer_rows.split(",")]
+                    peers(conn, data_root, sizes, args.repetitions)
         finally:
             server.terminate()
             server.wait()
