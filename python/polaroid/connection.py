@@ -76,12 +76,19 @@ def arrow_payload(message: bytes) -> memoryview:
 
 #: Bytes of a whole result received over `Collect` after which the coordinator is asked
 #: (GetFlightInfo) whether its worker keeps it, and how large it is. Workers split results
-#: into messages of about 3 MiB, so a result that reaches this needed more than one;
-#: below it a result costs one round trip and no Flight connection.
-FLIGHT_PROBE_BYTES = 2 * 1024 * 1024
+#: into messages of about 3 MiB, so this is reached on a result's second message; below
+#: it a result costs one round trip and no Flight connection.
+FLIGHT_PROBE_BYTES = 4 * 1024 * 1024
 #: A kept result with more than this still to come is fetched over Arrow Flight from
-#: its worker instead (the Collect is cancelled and what it brought is dropped).
-FLIGHT_REST_BYTES = 4 * 1024 * 1024
+#: its worker instead (the Collect is cancelled and what it brought is dropped). Measured
+#: with a release standalone on the 2-vCPU machine (cached results, medians of 7): Flight
+#: alone takes about half of Collect's time from 1 MiB up (2.1 against 3.0 ms at 1 MiB,
+#: 244 against 504 ms at 256 MiB), but switching costs what came over Collect first plus
+#: a GetFlightInfo made while that stream still runs, 6-16 ms in all, so the switch lost
+#: at 8 MiB (13.9 against 10.4 ms), broke even at 16-32 MiB and won from 64 MiB (87
+#: against 102 ms; 257 against 504 ms at 256 MiB). A handle found large goes to Flight at
+#: once the next time, without that cost.
+FLIGHT_REST_BYTES = 32 * 1024 * 1024
 
 #: Flight's location for "the service that answered GetFlightInfo".
 REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
@@ -311,7 +318,8 @@ class Connection:
         self.upload_chunk_bytes = upload_chunk_bytes
         # Python objects alive per handle: a handle is released when its last one goes.
         self._owners: dict[str, int] = {}
-        # Handles whose whole result proved large (oldest first).
+        # Handles whose whole result its worker keeps and is over FLIGHT_PROBE_BYTES, so
+        # that their next collect goes to Flight at once (oldest first).
         self._large: dict[str, None] = {}
         self._released: list[str] = []
         self._lock = threading.Lock()
@@ -373,7 +381,7 @@ class Connection:
         how large, and if its worker keeps it with over `FLIGHT_REST_BYTES` still to
         come, Flight fetches it whole. When that fails for any reason the call is made
         again as `Collect`, which retries, fails over and reports errors. A later collect
-        of a handle found large goes to Flight at once.
+        of a handle found kept and over `FLIGHT_PROBE_BYTES` goes to Flight at once.
 
         The memory whole results arrive in is kept for the next one for a while after the
         last (`polaroid.set_memory_retention`); previews (with a limit) leave the
@@ -423,9 +431,12 @@ class Connection:
                         # its cache): Flight would compute it again, so the rest comes
                         # over Collect, as does a small rest.
                         arrived = sum(b.nbytes for b in batches)
+                        if info is not None and info.total_bytes >= 0:
+                            # Next time straight to Flight, which moves a kept result in
+                            # about half Collect's time once the switch is not paid for.
+                            self._remember_large(handle)
                         if info is not None and info.total_bytes - arrived > FLIGHT_REST_BYTES:
                             located.append(info)
-                            self._remember_large(handle)
                             call.cancel()
                             if progress is not None:
                                 progress(-sum(b.num_rows for b in batches))

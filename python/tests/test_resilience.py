@@ -8,6 +8,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import polaroid as pr
+import polaroid.connection
 from polaroid.v1 import cluster_pb2, cluster_pb2_grpc
 
 
@@ -53,8 +54,10 @@ def serving_worker(conn: pr.Connection, cluster, handle: str):
 
 
 @pytest.mark.parametrize("flight", [True, False], ids=["flight", "collect"])
-def test_a_collect_cut_midway_restarts_without_duplicates(cluster, flight):
+def test_a_collect_cut_midway_restarts_without_duplicates(cluster, flight, monkeypatch):
     # Over Flight, the cut DoGet falls back to Collect; without it, Collect starts again.
+    # Results with over 2 MiB to come after the first 4 MiB go over Flight here.
+    monkeypatch.setattr(polaroid.connection, "FLIGHT_REST_BYTES", 2 * 1024 * 1024)
     with pr.Connection(cluster.address, flight=flight) as conn:
         # About 9 MB: several messages of at most 4 MiB, large enough to go over Flight.
         local = pl.DataFrame({"i": range(90_000), "text": ["x" * 100] * 90_000})

@@ -19,7 +19,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import polaroid as pr
-from polaroid.connection import FLIGHT_PROBE_BYTES, FLIGHT_REST_BYTES
+import polaroid.connection
+from polaroid.connection import FLIGHT_PROBE_BYTES
 
 from conftest import Process
 
@@ -211,6 +212,16 @@ def test_a_small_whole_result_makes_no_flight_connection(standalone, calls):
         assert_frame_equal(got[0], FRAME.filter(pl.col("id") < 900))
 
 
+#: What the tests leave to come before a result moves to Flight: far less than the SDK's
+#: default, so that large results stay a few MiB.
+REST = 4 * 1024 * 1024
+
+
+@pytest.fixture
+def small_rest(monkeypatch) -> None:
+    monkeypatch.setattr(polaroid.connection, "FLIGHT_REST_BYTES", REST)
+
+
 def big_frame(size: int) -> pl.DataFrame:
     """About `size` bytes once `with_y` adds its column: three 8-byte columns."""
     rows = size // 24
@@ -222,9 +233,9 @@ def with_y(frame: pr.DataFrame) -> pr.DataFrame:
     return frame.with_columns(y=pr.col("x") + 1)
 
 
-def test_a_large_whole_result_comes_over_flight_from_its_worker(standalone, calls):
+def test_a_large_whole_result_comes_over_flight_from_its_worker(standalone, calls, small_rest):
     # Twice what would stay on Collect: several Collect messages.
-    local = big_frame(2 * (FLIGHT_PROBE_BYTES + FLIGHT_REST_BYTES))
+    local = big_frame(2 * (FLIGHT_PROBE_BYTES + REST))
     expected = local.with_columns(y=pl.col("x") + 1)
     with pr.Connection(standalone.address) as conn:
         large = with_y(pr.from_polars(local, connection=conn))
@@ -256,8 +267,8 @@ def test_a_large_whole_result_comes_over_flight_from_its_worker(standalone, call
         assert_frame_equal(got[1], expected)
 
 
-def test_a_result_with_little_left_after_the_probe_stays_on_collect(standalone, calls):
-    local = big_frame(FLIGHT_PROBE_BYTES + FLIGHT_REST_BYTES // 2)
+def test_a_result_with_little_left_after_the_probe_stays_on_collect(standalone, calls, small_rest):
+    local = big_frame(FLIGHT_PROBE_BYTES + REST // 2)
     with pr.Connection(standalone.address) as conn:
         medium = with_y(pr.from_polars(local, connection=conn))
         medium.handle
@@ -270,12 +281,20 @@ def test_a_result_with_little_left_after_the_probe_stays_on_collect(standalone, 
             "flight.GetFlightInfo@worker": 1,
         }, made
         assert_frame_equal(got[0], local.with_columns(y=pl.col("x") + 1))
-        assert medium.handle not in conn._large
+        # Known to be kept and over the probe's size, it comes over Flight next time.
+        made = calls.during(lambda: got.append(medium.collect()), expected=4)
+        assert made == {
+            "flight.GetFlightInfo@coordinator": 1,
+            "flight.GetFlightInfo@worker": 1,
+            "flight.ListFlights@worker": 1,
+            "flight.DoGet@worker": 1,
+        }, made
+        assert_frame_equal(got[1], got[0])
 
 
-def test_a_large_result_its_worker_did_not_keep_stays_on_collect(data_root):
+def test_a_large_result_its_worker_did_not_keep_stays_on_collect(data_root, small_rest):
     # Workers that keep no result this size: Flight would compute it again.
-    local = big_frame(2 * (FLIGHT_PROBE_BYTES + FLIGHT_REST_BYTES))
+    local = big_frame(2 * (FLIGHT_PROBE_BYTES + REST))
     with tempfile.TemporaryDirectory(prefix="polaroid-sdk-state-") as state:
         server = Process(
             "standalone", "--data-root", str(data_root), "--state-dir", state,
