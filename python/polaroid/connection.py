@@ -3,13 +3,14 @@ keeps a session's handles alive (heartbeats) and releases the ones Python let go
 
 from __future__ import annotations
 
+import io
 import math
 import random
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import grpc.experimental
@@ -20,6 +21,9 @@ from polaroid import _memory, errors
 from polaroid.v1 import dataframe_pb2 as pb
 from polaroid.v1 import dataframe_pb2_grpc
 from polaroid.v1 import jobs_pb2_grpc
+
+if TYPE_CHECKING:
+    import polars
 
 T = TypeVar("T")
 
@@ -89,6 +93,12 @@ FLIGHT_PROBE_BYTES = 4 * 1024 * 1024
 #: against 102 ms; 257 against 504 ms at 256 MiB). A handle found large goes to Flight at
 #: once the next time, without that cost.
 FLIGHT_REST_BYTES = 32 * 1024 * 1024
+
+#: A result that arrives as one `Collect` message under this size reaches `collect()`
+#: undecoded, and Polars reads it: for head(5) of a 1,000-row frame that took 80 against
+#: 194 µs through pyarrow and `polars.from_arrow` (p50, interleaved in one process against
+#: a release standalone), of a call of about 1 ms.
+SMALL_PAYLOAD_BYTES = 1024 * 1024
 
 #: Flight's location for "the service that answered GetFlightInfo".
 REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
@@ -386,14 +396,39 @@ class Connection:
         The memory whole results arrive in is kept for the next one for a while after the
         last (`polaroid.set_memory_retention`); previews (with a limit) leave the
         allocator alone."""
+        rows = self._collect_retaining(handle, limit, progress, payload=False)
+        assert isinstance(rows, pa.Table)
+        return rows
+
+    def collect_polars(
+        self, handle: str, *, limit: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> polars.DataFrame:
+        """`collect` into a `polars.DataFrame`."""
+        import polars
+
+        rows = self._collect_retaining(handle, limit, progress, payload=progress is None)
+        if isinstance(rows, pa.Table):
+            # No rechunk: the batches are used as they arrived, without another copy.
+            result = polars.from_arrow(rows, rechunk=False)
+            assert isinstance(result, polars.DataFrame)
+            return result
+        return polars.read_ipc_stream(io.BytesIO(rows))
+
+    def _collect_retaining(
+        self, handle: str, limit: int | None, progress: Callable[[int], None] | None,
+        payload: bool,
+    ) -> pa.Table | memoryview:
         if limit is not None:
-            return self._collect(handle, limit, progress)
+            return self._collect(handle, limit, progress, payload)
         with _memory.RETENTION.receiving():
-            return self._collect(handle, limit, progress)
+            return self._collect(handle, limit, progress, payload)
 
     def _collect(
-        self, handle: str, limit: int | None, progress: Callable[[int], None] | None
-    ) -> pa.Table:
+        self, handle: str, limit: int | None, progress: Callable[[int], None] | None,
+        payload: bool = False,
+    ) -> pa.Table | memoryview:
+        """The rows as a table, or with `payload`, a result of one small message as its
+        Arrow IPC stream, undecoded."""
         flight = self._flight if limit is None else None
         # Set once the result has proved large and Flight can serve it from its worker.
         located: list[Any] = []
@@ -407,10 +442,22 @@ class Connection:
                 if table is not None:
                     return table
 
-        def attempt() -> pa.Table | None:
+        def attempt() -> pa.Table | memoryview | None:
             batches: list[pa.RecordBatch] = []
             schema = None
             received = 0
+            # The first message, undecoded while it may be the whole result.
+            held: memoryview | None = None
+
+            def decode(arrow: memoryview) -> None:
+                nonlocal schema
+                reader = pa.ipc.open_stream(pa.py_buffer(arrow))
+                schema = reader.schema
+                for batch in reader:
+                    batches.append(batch)
+                    if progress is not None:
+                        progress(batch.num_rows)
+
             call = self._collect_raw(
                 pb.CollectRequest(handle=handle, limit=limit),
                 timeout=self.timeout,
@@ -418,13 +465,16 @@ class Connection:
             )
             try:
                 for message in call:
-                    reader = pa.ipc.open_stream(pa.py_buffer(arrow_payload(message)))
-                    schema = reader.schema
-                    for batch in reader:
-                        batches.append(batch)
-                        if progress is not None:
-                            progress(batch.num_rows)
+                    arrow = arrow_payload(message)
+                    first = received == 0
                     received += len(message)
+                    if first and payload and len(arrow) < SMALL_PAYLOAD_BYTES:
+                        held = arrow
+                        continue
+                    if held is not None:
+                        decode(held)
+                        held = None
+                    decode(arrow)
                     if flight is not None and not located and received >= FLIGHT_PROBE_BYTES:
                         info = flight.locate(handle)
                         # Unknown sizes (-1) mean the worker did not keep the result (over
@@ -447,6 +497,8 @@ class Connection:
                 if progress is not None:
                     progress(-sum(b.num_rows for b in batches))
                 raise
+            if held is not None:
+                return held
             if schema is None:
                 raise errors.InternalError("the server sent no data for the result")
             return pa.Table.from_batches(batches, schema=schema)

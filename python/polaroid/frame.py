@@ -557,12 +557,13 @@ class DataFrame:
 
     def collect(self, *, limit: int | None = None, progress: bool = False) -> polars.DataFrame:
         """The rows as a `polars.DataFrame`."""
-        import polars
+        handle, limit = self._limited(limit)
+        if not progress:
+            return self._connection.collect_polars(handle, limit=limit)
+        from tqdm.auto import tqdm
 
-        # No rechunk: the batches are used as they arrived, without another copy.
-        result = polars.from_arrow(self.to_arrow(limit=limit, progress=progress), rechunk=False)
-        assert isinstance(result, polars.DataFrame)
-        return result
+        with tqdm(unit=" rows", desc="collect") as bar:
+            return self._connection.collect_polars(handle, limit=limit, progress=bar.update)
 
     def to_pandas(self, *, limit: int | None = None) -> pandas.DataFrame:
         return self.to_arrow(limit=limit).to_pandas()

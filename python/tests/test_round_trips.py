@@ -6,6 +6,8 @@ over Flight from its worker. Rows are compared with Polars computing the same lo
 from __future__ import annotations
 
 import collections
+import datetime as dt
+import decimal
 import gc
 import re
 import tempfile
@@ -220,6 +222,37 @@ REST = 4 * 1024 * 1024
 @pytest.fixture
 def small_rest(monkeypatch) -> None:
     monkeypatch.setattr(polaroid.connection, "FLIGHT_REST_BYTES", REST)
+
+
+def test_small_results_read_by_polars_keep_every_type(conn):
+    # Small results reach collect() undecoded and Polars reads them; to_arrow() decodes
+    # with pyarrow. Both must give what Polars has locally.
+    local = pl.DataFrame({
+        "i8": pl.Series([1, -2, None], dtype=pl.Int8),
+        "u32": pl.Series([1, 2, 3], dtype=pl.UInt32),
+        "f32": pl.Series([1.5, None, -0.0], dtype=pl.Float32),
+        "b": [True, None, False],
+        "s": ["a", None, "ccc"],
+        "bin": [b"x", None, b"\x00\x01"],
+        "d": [dt.date(2024, 1, 1), None, dt.date(1970, 1, 1)],
+        "dtm": [dt.datetime(2024, 1, 1, 12), None, dt.datetime(2000, 2, 29)],
+        "dtz": pl.Series([dt.datetime(2024, 1, 1, 12), None, dt.datetime(2000, 2, 29)])
+        .dt.replace_time_zone("Europe/Paris"),
+        "dur": [dt.timedelta(hours=1), None, dt.timedelta(microseconds=5)],
+        "t": [dt.time(1, 2, 3), None, dt.time(23, 59)],
+        "cat": pl.Series(["x", "y", None], dtype=pl.Categorical),
+        "enum": pl.Series(["lo", "hi", "lo"], dtype=pl.Enum(["lo", "hi"])),
+        "lst": [[1, 2], None, []],
+        "st": [{"a": 1, "b": "x"}, None, {"a": 3, "b": None}],
+        "dec": pl.Series([decimal.Decimal("1.25"), None, decimal.Decimal("-3.50")], dtype=pl.Decimal(10, 2)),
+        "nul": [None, None, None],
+    })
+    frame = pr.from_polars(local, connection=conn)
+    assert isinstance(conn._collect(frame.handle, None, None, payload=True), memoryview)
+    assert_frame_equal(frame.collect(), local)
+    assert_frame_equal(pl.from_arrow(frame.to_arrow()), local)
+    assert_frame_equal(frame.head(2).collect(), local.head(2))
+    assert_frame_equal(frame.collect(limit=0), local.head(0))
 
 
 def big_frame(size: int) -> pl.DataFrame:
