@@ -251,7 +251,7 @@ async fn pipeline_cold_and_warm(
         let warm_result_time = start.elapsed();
         for result in [&from_cold, &from_builder, &again] {
             anyhow::ensure!(
-                result.equals_missing(&expected),
+                crate::same_result(result, &expected),
                 "worker and Polars disagree"
             );
         }
