@@ -64,11 +64,21 @@ class Calls:
                 counts[f"flight.{method}@{role}"] += int(float(value))
         return counts
 
+    def settled(self) -> collections.Counter[str]:
+        """The counts once calls made before have all been counted (a call is counted when
+        the server has sent its end, which may be just after the client saw it)."""
+        counts = self.read()
+        while True:
+            time.sleep(0.1)
+            again = self.read()
+            if again == counts:
+                return counts
+            counts = again
+
     def during(self, action: Callable[[], object], expected: int) -> collections.Counter[str]:
-        """The calls `action` made. A call is counted when the server has sent its end,
-        which may be just after the client saw it: wait until `expected` calls are
-        counted, then a little longer, so that a further one would show too."""
-        before = self.read()
+        """The calls `action` made: wait until `expected` calls are counted, then a little
+        longer, so that a further one would show too."""
+        before = self.settled()
         action()
         deadline = time.monotonic() + 10
         while True:
