@@ -88,10 +88,10 @@ FLIGHT_PROBE_BYTES = 4 * 1024 * 1024
 #: with a release standalone on the 2-vCPU machine (cached results, medians of 7): Flight
 #: alone takes about half of Collect's time from 1 MiB up (2.1 against 3.0 ms at 1 MiB,
 #: 244 against 504 ms at 256 MiB), but switching costs what came over Collect first plus
-#: a GetFlightInfo made while that stream still runs, 6-16 ms in all, so the switch lost
-#: at 8 MiB (13.9 against 10.4 ms), broke even at 16-32 MiB and won from 64 MiB (87
-#: against 102 ms; 257 against 504 ms at 256 MiB). A handle found large goes to Flight at
-#: once the next time, without that cost.
+#: a GetFlightInfo made while that stream still runs, 6-16 ms in all: with 4 MiB here the
+#: switch lost at 8 MiB (13.9 against 10.4 ms) and 32 MiB (61.5 against 50.2 ms), was
+#: even at 16 MiB and won from 64 MiB (87 against 102 ms; 257 against 504 ms at 256 MiB).
+#: A handle found large goes to Flight at once the next time, without that cost.
 FLIGHT_REST_BYTES = 32 * 1024 * 1024
 
 #: A result that arrives as one `Collect` message under this size reaches `collect()`
