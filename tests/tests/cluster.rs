@@ -586,3 +586,36 @@ async fn an_upload_cut_by_the_client_is_its_error_and_stores_nothing() -> anyhow
     );
     Ok(())
 }
+
+/// A request whose message is empty (all fields default) is forwarded without an empty
+/// DATA frame: h2 counts those as a flood and, after enough of them on one connection,
+/// broke the coordinator's link to the worker (every call then failed with "no live
+/// worker" until the next load report). It happened at the 200th such request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_requests_do_not_wear_out_the_link_to_a_worker() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(1, &[], &[]).await?;
+    let mut client = cluster.client().await?;
+    for i in 0..400 {
+        client
+            .heartbeat(pb::HeartbeatRequest::default())
+            .await
+            .map_err(|status| anyhow::anyhow!("empty heartbeat {i}: {status:?}"))?;
+    }
+    // Client-streaming calls of two messages or more are piped, and their stream to the
+    // worker is ended after the last one.
+    let ipc = to_ipc(&df!("a" => [1i64, 2, 3])?);
+    let (head, tail) = ipc.split_at(ipc.len() / 2);
+    for i in 0..150 {
+        let chunks = [head, tail].map(|data| pb::UploadArrowChunk {
+            data: data.to_vec().into(),
+            name: None,
+        });
+        client
+            .upload_arrow(tokio_stream::iter(chunks))
+            .await
+            .map_err(|status| anyhow::anyhow!("upload {i}: {status:?}"))?;
+    }
+    let handle = upload(&mut client, &df!("a" => [1i64, 2, 3])?).await?;
+    assert_eq!(collect(&mut client, &handle).await?.height(), 3);
+    Ok(())
+}

@@ -99,15 +99,24 @@ impl WorkerLink {
         let (response, mut send) = sender.send_request(request, false)?;
         let pipe = match outbound {
             Outbound::Message(message) => {
-                if let (Some(prefix), Some(mut message)) = (prefix, message) {
-                    send.send_data(prefix, false)?;
-                    // h2 refuses a single send of 2 GiB or more; gRPC messages reach 4 GiB.
-                    while message.len() > MAX_SEND_BYTES {
-                        send.send_data(message.split_to(MAX_SEND_BYTES), false)?;
+                // The last frame ends the stream. No empty DATA frame is sent before it:
+                // h2 counts those as a flood (CVE-2019-9518), and a worker's connection
+                // that had carried 200 requests with an empty message was closed.
+                match (prefix, message) {
+                    (Some(prefix), Some(message)) if message.is_empty() => {
+                        send.send_data(prefix, true)?;
                     }
-                    send.send_data(message, false)?;
+                    (Some(prefix), Some(mut message)) => {
+                        send.send_data(prefix, false)?;
+                        // h2 refuses a single send of 2 GiB or more; gRPC messages reach
+                        // 4 GiB.
+                        while message.len() > MAX_SEND_BYTES {
+                            send.send_data(message.split_to(MAX_SEND_BYTES), false)?;
+                        }
+                        send.send_data(message, true)?;
+                    }
+                    _ => send.send_data(Bytes::new(), true)?,
                 }
-                send.send_data(Bytes::new(), true)?;
                 None
             }
             Outbound::Stream { messages, failed } => {
