@@ -224,7 +224,18 @@ async fn sources_match_polars() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transforms_match_polars() -> anyhow::Result<()> {
-    let worker = TestWorker::start().await?;
+    transforms_match_polars_on(true).await
+}
+
+/// The same calls with every query on Polars' in-memory engine (`streaming_engine` off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_match_polars_on_the_in_memory_engine() -> anyhow::Result<()> {
+    transforms_match_polars_on(false).await
+}
+
+async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()> {
+    let worker =
+        TestWorker::start_with(|config| config.streaming_engine = streaming_engine).await?;
     let mut client = worker.client().await?;
     let df = sales();
     let base = upload(&mut client, &df).await?;

@@ -39,6 +39,10 @@ enum Bench {
         /// The worker's `keep_warm_micros` (0 turns keeping the CPUs warm off).
         #[arg(long, default_value_t = polaroid_worker::WorkerConfig::default().keep_warm_micros)]
         keep_warm_micros: u64,
+        /// The worker runs every query on Polars' in-memory engine (`streaming_engine`
+        /// false); in-process Polars still uses the streaming engine.
+        #[arg(long)]
+        in_memory_engine: bool,
     },
     /// The shared store: 1 GiB artifact throughput against plain file I/O, handle
     /// creation latency, and the core pipeline with a cold versus a warm cache.
@@ -439,6 +443,7 @@ async fn core(
     trivial_iterations: usize,
     pipeline_iterations: usize,
     keep_warm_micros: u64,
+    streaming_engine: bool,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let data_dir = data_dir.canonicalize()?;
@@ -448,6 +453,7 @@ async fn core(
     let worker = BenchServer::worker(polaroid_worker::WorkerConfig {
         data_roots: vec![data_dir.clone()],
         keep_warm_micros,
+        streaming_engine,
         ..Default::default()
     })
     .await?;
@@ -754,6 +760,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             trivial_iterations,
             pipeline_iterations,
             keep_warm_micros,
+            in_memory_engine,
         } => {
             core(
                 data_dir,
@@ -761,6 +768,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
                 trivial_iterations,
                 pipeline_iterations,
                 keep_warm_micros,
+                !in_memory_engine,
             )
             .await
         }

@@ -236,6 +236,10 @@ struct WorkerArgs {
     /// Plan nodes kept ready in memory (POLAROID_PLAN_CACHE_ENTRIES).
     #[arg(long)]
     plan_cache_entries: Option<usize>,
+    /// Run queries on Polars' streaming engine; false: all on the in-memory engine
+    /// (POLAROID_STREAMING_ENGINE).
+    #[arg(long)]
+    streaming_engine: Option<bool>,
     /// Steps a lineage may have since its source or nearest persisted ancestor
     /// (POLAROID_MAX_LINEAGE_DEPTH).
     #[arg(long)]
@@ -316,6 +320,7 @@ impl WorkerArgs {
         set(&mut config.cache_bytes, self.cache_bytes);
         set(&mut config.plan_cache_entries, self.plan_cache_entries);
         set(&mut config.max_lineage_depth, self.max_lineage_depth);
+        set(&mut config.streaming_engine, self.streaming_engine);
         set(&mut config.stream_batch_rows, self.stream_batch_rows);
         set(&mut config.handle_ttl_secs, self.handle_ttl_secs);
         set(&mut config.gc_interval_secs, self.gc_interval_secs);

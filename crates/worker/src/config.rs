@@ -82,6 +82,9 @@ pub struct WorkerConfig {
     pub cache_bytes: usize,
     /// Plan nodes (lazy frames) kept ready in memory.
     pub plan_cache_entries: usize,
+    /// Whether queries run on Polars' streaming engine; `false` runs them all on the
+    /// in-memory engine.
+    pub streaming_engine: bool,
     /// Steps a handle's lineage may have since its nearest source or persisted ancestor.
     pub max_lineage_depth: u32,
     /// Default rows per message of CollectStreaming.
@@ -207,6 +210,7 @@ impl Default for WorkerConfig {
             cache_bytes: 1024 * 1024 * 1024,
             plan_cache_entries: 100_000,
             max_lineage_depth: 10_000,
+            streaming_engine: true,
             stream_batch_rows: 65_536,
             handle_ttl_secs: 24.0 * 3600.0,
             gc_interval_secs: 60.0,

@@ -173,6 +173,8 @@ pub struct Engine {
     /// Results that took at least this long to compute are written to the store.
     write_behind_after: Option<Duration>,
     max_lineage_depth: u32,
+    /// Whether plans run on Polars' streaming engine (else all on the in-memory one).
+    streaming_engine: bool,
 }
 
 /// The name of an operation, for errors, logs and metrics.
@@ -368,6 +370,16 @@ impl Engine {
             access_refresh_ms: (ttl_ms / 4).min(60_000),
             write_behind_after: config.write_behind_after(),
             max_lineage_depth: config.max_lineage_depth,
+            streaming_engine: config.streaming_engine,
+        }
+    }
+
+    /// The mode of a frame over rows in memory (an upload, a stored result).
+    fn rows_mode(&self) -> Mode {
+        if self.streaming_engine {
+            Mode::Streaming
+        } else {
+            Mode::InMemory
         }
     }
 
@@ -469,8 +481,8 @@ impl Engine {
         artifacts.dedup();
         let modes: Vec<Mode> = inputs.iter().map(|input| input.mode).collect();
         let mode = match record.step.as_ref().and_then(|s| s.op.as_ref()) {
-            Some(op) => Mode::of_step(op, &modes),
-            None => Mode::Streaming,
+            Some(op) if self.streaming_engine => Mode::of_step(op, &modes),
+            _ => self.rows_mode(),
         };
         let depth = inputs
             .iter()
@@ -644,7 +656,7 @@ impl Engine {
                 schema: df.schema().clone(),
                 frame: Frame::Lazy(df.lazy()),
                 // Rows in memory: nothing left whose order an engine could change.
-                mode: Mode::Streaming,
+                mode: self.rows_mode(),
                 depth: 0,
                 plan_stored_unix_ms: Default::default(),
             });
@@ -1326,7 +1338,7 @@ impl Engine {
             schema: node.schema.clone(),
             frame: Frame::Lazy(df.lazy()),
             artifacts: vec![Catalog::result_ref(self.tenant, &node.id)],
-            mode: Mode::Streaming,
+            mode: self.rows_mode(),
             depth: 0,
             plan_stored_unix_ms: Default::default(),
         }));
