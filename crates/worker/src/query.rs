@@ -98,7 +98,6 @@ pub fn for_each_batch(
     let (send, receive) = std::sync::mpsc::sync_channel::<DataFrame>(1);
     // The callback answers "stop" once the consumer has gone (an error, a cancelled job).
     let sink = lf
-        .clone()
         .sink_batches(
             PlanCallback::new(move |df| Ok(send.send(df).is_err())),
             true,

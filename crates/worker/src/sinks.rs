@@ -169,6 +169,15 @@ impl<W: Write> BatchWriter for polars::io::ipc::BatchedWriter<W> {
     }
 }
 
+/// The operation a write in `format` is, for errors.
+fn operation(format: &SinkFormat) -> &'static str {
+    match format {
+        SinkFormat::Parquet { .. } => "write parquet",
+        SinkFormat::Csv { .. } => "write csv",
+        SinkFormat::Ipc { .. } => "write ipc",
+    }
+}
+
 /// Opens the writer of `format` on `out` for rows of `schema`; `header` says whether a CSV
 /// starts with one. Returns the writer and the rows per batch it wants.
 fn open_writer<'w>(
@@ -197,7 +206,7 @@ fn open_writer<'w>(
             }
             let writer = parquet
                 .batched(schema)
-                .map_err(EngineError::polars("write parquet"))?;
+                .map_err(EngineError::polars(operation(format)))?;
             (Box::new(writer), batch_rows)
         }
         SinkFormat::Csv {
@@ -208,7 +217,7 @@ fn open_writer<'w>(
                 .include_header(include_header.unwrap_or(true) && header)
                 .with_separator(separator(sep.as_deref())?)
                 .batched(schema)
-                .map_err(EngineError::polars("write csv"))?;
+                .map_err(EngineError::polars(operation(format)))?;
             (Box::new(writer), CHUNK_ROWS)
         }
         SinkFormat::Ipc { compression } => {
@@ -217,7 +226,7 @@ fn open_writer<'w>(
             let writer = IpcWriter::new(out)
                 .with_compression(ipc_compression(compression.as_deref())?)
                 .batched(schema, fields)
-                .map_err(EngineError::polars("write ipc"))?;
+                .map_err(EngineError::polars(operation(format)))?;
             (Box::new(writer), CHUNK_ROWS)
         }
     })
@@ -263,11 +272,7 @@ pub fn write_atomic(
             std::io::copy(&mut old, &mut out).map_err(EngineError::io("append"))?;
         }
         let (mut writer, batch_rows) = open_writer(&mut out, format, &schema, !appending_to_csv)?;
-        let operation = match format {
-            SinkFormat::Parquet { .. } => "write parquet",
-            SinkFormat::Csv { .. } => "write csv",
-            SinkFormat::Ipc { .. } => "write ipc",
-        };
+        let operation = operation(format);
         if let Some(old) = old {
             slices(&old, batch_rows, &mut |batch| {
                 writer.write(&batch).map_err(EngineError::polars(operation))
