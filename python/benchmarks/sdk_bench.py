@@ -75,8 +75,11 @@ def overhead(conn: pr.Connection, iterations: int) -> None:
     made = []
     for _ in range(iterations):
         start = time.perf_counter()
-        # head() alone makes no call: its handle, asked for, makes the Head call.
-        made.append(frame.head(1).handle)
+        # head() alone makes no call: its handle, asked for, makes the Head call. The frame
+        # is kept, not just its handle: a frame let go is dropped on the server (a durable
+        # write) by a background thread, in batches of 64, while later calls are timed.
+        made.append(head := frame.head(1))
+        head.handle
         sdk.append(time.perf_counter() - start)
         start = time.perf_counter()
         conn.stub.Head(request)
@@ -113,7 +116,7 @@ def calls(conn: pr.Connection, iterations: int) -> None:
     # handle's record is written durably (fsync), and a call right after another such
     # would queue behind its write.
     steps = {
-        "trivial": lambda: made.append(frame.head(1).handle),
+        "trivial": lambda: made.append(head := frame.head(1)) or head.handle,
         "raw collect": lambda: list(conn.stub.Collect(collect_request)),
         "raw head": lambda: conn.stub.Head(head_request),
         "head collect": lambda: source.head(5).collect(),
@@ -270,19 +273,21 @@ def dimension() -> pl.DataFrame:
     }).with_columns(pl.format("g{}", pl.col("key") % 25).alias("group"))
 
 
-def pipeline_polars(lf: pl.LazyFrame, dim: pl.DataFrame) -> pl.DataFrame:
-    """Issue 21's pipeline, in Polars in-process with its default engine."""
+def pipeline_polars(lf: pl.LazyFrame, dim: pl.DataFrame, ordered: bool = False) -> pl.DataFrame:
+    """Issue 21's pipeline, in Polars in-process with its default engine. `ordered` asks
+    Polars for the row order Polaroid guarantees (docs/architecture.md, "Determinism"):
+    the join keeps left-then-right order and groups come in order of first appearance."""
     return (
         lf.filter(pl.col("qty") > 10)
         .with_columns((pl.col("value") * 2).alias("double"), (pl.col("qty") + 1).alias("qty1"))
-        .join(dim.lazy(), on="key")
-        .group_by("group")
+        .join(dim.lazy(), on="key", maintain_order="left_right" if ordered else None)
+        .group_by("group", maintain_order=ordered)
         .agg(
             (pl.col("double") * pl.col("weight")).sum().alias("total"),
             pl.col("qty1").mean().alias("mean_qty"),
             pl.col("id").count().alias("n"),
         )
-        .sort("total", descending=True)
+        .sort("total", descending=True, maintain_order=ordered)
         .head(20)
         .collect()
     )
@@ -322,19 +327,21 @@ def pipeline_dask(path: pathlib.Path, dim: pl.DataFrame) -> object:
 def peers(conn: pr.Connection, data_root: pathlib.Path, sizes: list[int], repetitions: int) -> None:
     """Issue 21's pipeline (Parquet -> filter -> with_columns -> join a 1,000-row table ->
     group_by/agg -> sort -> head 20 -> to the client) through the SDK on `polaroid
-    standalone`, in Polars in-process (its default engine) and in Dask distributed with two
+    standalone`, in Polars in-process (its default engine, and again keeping the order
+    Polaroid keeps) and in Dask distributed with two
     workers, run alternately; each SDK run reads a fresh source handle with a threshold
     that selects the same rows, so no run reuses another's cached result."""
     from dask.distributed import Client, LocalCluster
 
     dim = dimension()
     dim_handle = pr.from_polars(dim, connection=conn)
-    print("| rows | Polaroid (SDK) | Polars in-process | SDK / Polars | Dask, 2 workers | Dask / SDK |")
-    print("|---|---|---|---|---|---|")
+    print("| rows | Polaroid (SDK) | Polars in-process | SDK / Polars | Polars, order kept "
+          "| SDK / that | Dask, 2 workers | Dask / SDK |")
+    print("|---|---|---|---|---|---|---|---|")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster):
         for rows in sizes:
             path = source_file(data_root, rows)
-            times: dict[str, list[float]] = {"sdk": [], "polars": [], "dask": []}
+            times: dict[str, list[float]] = {"sdk": [], "polars": [], "ordered": [], "dask": []}
             # One uncounted round each way first: files into the page cache, pools started.
             for repetition in range(repetitions + 1):
                 start = time.perf_counter()
@@ -345,17 +352,25 @@ def peers(conn: pr.Connection, data_root: pathlib.Path, sizes: list[int], repeti
                 theirs = pipeline_polars(pl.scan_parquet(path), dim)
                 local = time.perf_counter() - start
                 start = time.perf_counter()
+                same_order = pipeline_polars(pl.scan_parquet(path), dim, ordered=True)
+                ordered = time.perf_counter() - start
+                start = time.perf_counter()
                 dask_result = pipeline_dask(path, dim)
                 dask = time.perf_counter() - start
                 # Sums may differ in their last bits with the order Polars adds in.
                 assert_frame_equal(ours, theirs, check_exact=False)
+                assert_frame_equal(ours, same_order, check_exact=False)
                 assert len(dask_result) == theirs.height
                 if repetition > 0:
                     times["sdk"].append(sdk)
                     times["polars"].append(local)
+                    times["ordered"].append(ordered)
                     times["dask"].append(dask)
-            sdk, local, dask = (statistics.median(times[k]) for k in ("sdk", "polars", "dask"))
+            sdk, local, ordered, dask = (
+                statistics.median(times[k]) for k in ("sdk", "polars", "ordered", "dask")
+            )
             print(f"| {rows:,} | {sdk * 1e3:.0f} ms | {local * 1e3:.0f} ms | {sdk / local:.2f} "
+                  f"| {ordered * 1e3:.0f} ms | {sdk / ordered:.2f} "
                   f"| {dask * 1e3:.0f} ms | {dask / sdk:.1f} |")
     print(f"(medians of {repetitions}; Polars {pl.__version__}, default engine)")
 
@@ -369,13 +384,16 @@ def main() -> int:
     parser.add_argument("--repetitions", type=int, default=7)
     parser.add_argument("--peer-rows", default="1000000,10000000",
                         help="source sizes of the peers section (comma-separated)")
+    parser.add_argument("--state-parent", default=None,
+                        help="directory for the server's state (handle records; default: the "
+                             "system's temp dir). On tmpfs (/dev/shm) a call pays no fsync.")
     parser.add_argument("--sections", default="overhead,calls,collect,peers",
                         help="which of overhead, calls, collect and peers to run (comma-separated)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     data_root = pathlib.Path(args.data_dir).resolve()
     data_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="sdk-bench-state-") as state:
+    with tempfile.TemporaryDirectory(prefix="sdk-bench-state-", dir=args.state_parent) as state:
         server = start_standalone(args.binary, data_root, state)
         try:
             with pr.connect(server.address) as conn:  # type: ignore[attr-defined]
