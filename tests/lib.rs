@@ -620,6 +620,10 @@ pub struct TestCluster {
     pub workers: Vec<Option<WorkerProcess>>,
     coordinator_args: Vec<String>,
     worker_args: Vec<String>,
+    /// Environment of every process of the cluster (authentication settings).
+    env: Vec<(String, String)>,
+    /// The token the harness lists workers with, when the cluster requires tokens.
+    admin_token: Option<String>,
     pub state: tempfile::TempDir,
     pub data_root: tempfile::TempDir,
 }
@@ -631,6 +635,18 @@ impl TestCluster {
         workers: usize,
         coordinator_args: &[&str],
         worker_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_with_env(workers, coordinator_args, worker_args, Vec::new(), None).await
+    }
+
+    /// [`TestCluster::start`] with `env` for every process, and the admin token the
+    /// harness lists workers with when the cluster requires tokens.
+    pub async fn start_with_env(
+        workers: usize,
+        coordinator_args: &[&str],
+        worker_args: &[&str],
+        env: Vec<(String, String)>,
+        admin_token: Option<String>,
     ) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         let data_root = tempfile::tempdir()?;
@@ -646,12 +662,14 @@ impl TestCluster {
         .map(|s| s.to_string())
         .collect();
         let args: Vec<&str> = coordinator_args.iter().map(String::as_str).collect();
-        let coordinator = WorkerProcess::spawn_role("coordinator", &args, &[])?;
+        let coordinator = WorkerProcess::spawn_role("coordinator", &args, &env)?;
         let mut cluster = Self {
             coordinator,
             workers: Vec::new(),
             coordinator_args,
             worker_args: worker_args.iter().map(|s| s.to_string()).collect(),
+            env,
+            admin_token,
             state,
             data_root,
         };
@@ -680,7 +698,7 @@ impl TestCluster {
             &data_root,
         ];
         args.extend(self.worker_args.iter().map(String::as_str));
-        WorkerProcess::spawn(&args, &[])
+        WorkerProcess::spawn(&args, &self.env)
     }
 
     /// A client of the coordinator.
@@ -695,16 +713,17 @@ impl TestCluster {
 
     /// The live workers the coordinator routes to.
     pub async fn live_workers(&self) -> anyhow::Result<Vec<pb::WorkerInfo>> {
-        list_workers(self.coordinator.address).await
+        list_workers_as(self.coordinator.address, self.admin_token.as_deref()).await
     }
 
     /// Waits until `count` workers are live on the coordinator.
     pub async fn wait_for_workers(&self, count: usize) -> anyhow::Result<()> {
         let address = self.coordinator.address;
+        let token = self.admin_token.as_deref();
         eventually(
             &format!("{count} live workers"),
             std::time::Duration::from_secs(30),
-            || async move { Ok(list_workers(address).await?.len() == count) },
+            || async move { Ok(list_workers_as(address, token).await?.len() == count) },
         )
         .await
     }
@@ -737,20 +756,37 @@ impl TestCluster {
         let address = self.coordinator.address.to_string();
         let mut args: Vec<&str> = self.coordinator_args.iter().map(String::as_str).collect();
         args.extend(["--bind", &address]);
-        self.coordinator = WorkerProcess::spawn_role("coordinator", &args, &[])?;
+        self.coordinator = WorkerProcess::spawn_role("coordinator", &args, &self.env)?;
         Ok(())
     }
 }
 
 /// The workers a coordinator at `address` routes to.
 pub async fn list_workers(address: SocketAddr) -> anyhow::Result<Vec<pb::WorkerInfo>> {
+    list_workers_as(address, None).await
+}
+
+/// [`list_workers`] with an (admin) token.
+pub async fn list_workers_as(
+    address: SocketAddr,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<pb::WorkerInfo>> {
     use polaroid_proto::v1::cluster_service_client::ClusterServiceClient;
     let mut client = ClusterServiceClient::connect(format!("http://{address}")).await?;
-    Ok(client
-        .list_workers(pb::ListWorkersRequest {})
-        .await?
-        .into_inner()
-        .workers)
+    let request = match token {
+        Some(token) => with_token(pb::ListWorkersRequest {}, token),
+        None => tonic::Request::new(pb::ListWorkersRequest {}),
+    };
+    Ok(client.list_workers(request).await?.into_inner().workers)
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 /// The worker that served a call, from the response metadata.

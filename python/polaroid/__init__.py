@@ -24,6 +24,7 @@ from polaroid.errors import (
     PermissionDeniedError,
     PolaroidError,
     ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
     UnimplementedError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",
+    "UnauthenticatedError",
     "PolaroidError",
     "ResourceExhaustedError",
     "UnavailableError",

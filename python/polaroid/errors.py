@@ -29,6 +29,12 @@ class NotFoundError(PolaroidError, LookupError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class UnauthenticatedError(PolaroidError, PermissionError):
+    """No token, or one the server does not know: `connect(..., token=...)`."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class PermissionDeniedError(PolaroidError, PermissionError):
     """The request reaches outside what the caller may access (e.g. the data roots)."""
 
@@ -82,6 +88,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PolaroidError]] = {
     for cls in (
         InvalidArgumentError,
         NotFoundError,
+        UnauthenticatedError,
         PermissionDeniedError,
         ResourceExhaustedError,
         FailedPreconditionError,

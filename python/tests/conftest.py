@@ -30,14 +30,15 @@ def polaroid_binary() -> pathlib.Path:
 class Process:
     """A `polaroid <role>` process; its addresses are read from its first two lines."""
 
-    def __init__(self, role: str, *args: str) -> None:
+    def __init__(self, role: str, *args: str, env: dict[str, str] | None = None) -> None:
         binary = polaroid_binary()
         assert binary.exists(), f"{binary} not built; run cargo build first"
         command = [str(binary), role, "--http-address", "127.0.0.1:0"]
         if "--bind" not in args:
             command += ["--bind", "127.0.0.1:0"]
         self.process = subprocess.Popen(
-            [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})},
         )
         assert self.process.stdout is not None
         self.address = self.process.stdout.readline().strip().rsplit(" ", 1)[-1]

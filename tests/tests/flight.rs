@@ -467,24 +467,21 @@ async fn a_coordinator_forwards_bidirectional_calls_without_reading_ahead() -> a
     let mut through_coordinator = flight_at(cluster.coordinator.address).await?;
     // A client of a bidirectional call may wait for an answer before it sends more (a
     // handshake does): its stream is forwarded as it comes, not held for a first or second
-    // message, so it hears the worker's UNIMPLEMENTED rather than its deadline.
-    let statuses = [
-        through_coordinator
-            .handshake(open_request(Vec::<fl::HandshakeRequest>::new()))
-            .await
-            .expect_err("no handshake"),
-        through_coordinator
-            .handshake(open_request(vec![fl::HandshakeRequest::default()]))
-            .await
-            .expect_err("no handshake"),
-        through_coordinator
-            .do_exchange(open_request(vec![fl::FlightData::default()]))
-            .await
-            .expect_err("no exchange"),
-    ];
-    for status in statuses {
-        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    // message, so it hears the worker's answer (a handshake's reply, an exchange's
+    // UNIMPLEMENTED) while its own stream is still open, rather than its deadline.
+    for sent in [vec![], vec![fl::HandshakeRequest::default()]] {
+        let mut replies = through_coordinator
+            .handshake(open_request(sent))
+            .await?
+            .into_inner();
+        let reply = replies.message().await?;
+        assert!(reply.is_some(), "a handshake is answered with one reply");
     }
+    let status = through_coordinator
+        .do_exchange(open_request(vec![fl::FlightData::default()]))
+        .await
+        .expect_err("no exchange");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     Ok(())
 }
 

@@ -230,7 +230,7 @@ async fn forged_foreign_and_path_like_handles_touch_nothing() -> anyhow::Result<
     let theirs = TestWorker::start_with(|config| {
         config.handle_store = HandleStoreKind::External;
         config.state_dir = state.clone();
-        config.tenant = "other".into();
+        config.auth.anonymous_tenant = "other".into();
     })
     .await?;
     let mut client = ours.client().await?;

@@ -52,6 +52,8 @@ pub struct CoordinatorConfig {
     pub job_default_max_attempts: u32,
     /// Finished jobs are kept this long (the same as the workers' setting).
     pub job_retention_secs: f64,
+    /// Who may call, as which tenant (`[auth]`; docs/security.md).
+    pub auth: polaroid_auth::AuthConfig,
 }
 
 impl CoordinatorConfig {
@@ -95,6 +97,7 @@ impl Default for CoordinatorConfig {
             max_response_message_bytes: 256 * 1024 * 1024,
             job_default_max_attempts: 3,
             job_retention_secs: 7.0 * 24.0 * 3600.0,
+            auth: polaroid_auth::AuthConfig::default(),
         }
     }
 }

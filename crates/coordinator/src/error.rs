@@ -37,6 +37,8 @@ pub enum CoordinatorError {
     UnknownJobState(i32),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("authentication: {0}")]
+    Auth(#[from] polaroid_auth::AuthError),
 }
 
 impl From<CoordinatorError> for tonic::Status {
@@ -69,6 +71,7 @@ impl From<CoordinatorError> for tonic::Status {
             | CoordinatorError::Http(_)
             | CoordinatorError::Reflection(_)
             | CoordinatorError::KeepWarm(_)
+            | CoordinatorError::Auth(_)
             | CoordinatorError::Queue(QueueError::Corrupt(_)) => tonic::Status::internal(message),
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use polaroid_auth::{Caller, ClusterSecret};
 use polaroid_jobs::{JobQueue, lifecycle, new_job_id, page_size, valid_job_id};
 use polaroid_proto::v1::{
     self as pb, JobState, job_input, job_validation_service_client::JobValidationServiceClient,
@@ -28,6 +29,8 @@ pub struct JobServer {
     cluster: Arc<Cluster>,
     max_attempts: usize,
     max_message_bytes: usize,
+    /// Validation calls act for the submitter: its tenant resolves the input handles.
+    cluster_secret: Option<ClusterSecret>,
 }
 
 impl JobServer {
@@ -36,8 +39,10 @@ impl JobServer {
         cluster: Arc<Cluster>,
         max_attempts: usize,
         max_message_bytes: usize,
+        cluster_secret: Option<ClusterSecret>,
     ) -> Self {
         Self {
+            cluster_secret,
             queue,
             cluster,
             max_attempts,
@@ -52,7 +57,7 @@ impl JobServer {
     /// Has a worker build the job's plan: the worker of its first input handle when it has
     /// one (its plan is likely cached there), else any. Another worker is tried only when
     /// one cannot be reached.
-    async fn validate(&self, spec: &pb::JobSpec) -> Result<(), Status> {
+    async fn validate(&self, caller: &Caller, spec: &pb::JobSpec) -> Result<(), Status> {
         let key = first_input_handle(spec)
             .and_then(|handle| polaroid_store::Handle::parse(handle).ok())
             .map_or_else(AffinityKey::random, |handle| handle.affinity());
@@ -68,6 +73,9 @@ impl JobServer {
             // Building a plan reads only schemas (and REST sources); a worker that takes
             // longer than this is stuck.
             request.set_timeout(VALIDATION_TIMEOUT);
+            if let Some(secret) = &self.cluster_secret {
+                secret.authorize_request(&mut request, Some(caller));
+            }
             match client.validate_job(request).await {
                 Ok(_) => return Ok(()),
                 Err(status) if is_transport_failure(&status) => {
@@ -109,6 +117,7 @@ impl pb::job_service_server::JobService for JobServer {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let queue = self.queue()?.clone();
+        let caller = Caller::of(&request)?.clone();
         let spec = request
             .into_inner()
             .spec
@@ -124,7 +133,7 @@ impl pb::job_service_server::JobService for JobServer {
                 created: false,
             }));
         }
-        self.validate(&spec).await?;
+        self.validate(&caller, &spec).await?;
         let (job, created) = queue
             .submit(&new_job_id(), spec)
             .await

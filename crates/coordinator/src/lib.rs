@@ -54,6 +54,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), CoordinatorError> {
+    let bound = listeners.grpc.local_addr()?;
+    let auth = polaroid_auth::Auth::from_config(&config.auth, bound)?;
     let membership: Arc<dyn Membership> = if config.redis_url.is_empty() {
         Arc::new(MemoryMembership::default())
     } else {
@@ -73,6 +75,7 @@ pub async fn serve(
         Duration::from_millis(config.retry_backoff_ms),
         config.max_request_message_bytes,
         config.max_response_message_bytes,
+        auth.cluster_secret().cloned(),
     );
     let flight = proxy.serving::<routing::FlightRoutes>();
     let (health, health_service) = polaroid_observability::health_service();
@@ -94,6 +97,9 @@ pub async fn serve(
     let layers = tower::ServiceBuilder::new()
         // Outermost: every call is counted and timed, rejected ones included.
         .layer(GrpcMetricsLayer::new("coordinator"))
+        // Who is calling: a client's token, or a worker with the cluster credential;
+        // refused calls end here (docs/security.md).
+        .layer(auth.clone().layer())
         // Calls that follow each other closely keep the CPUs awake for the next one.
         .layer(keep_warm.layer());
 
@@ -119,6 +125,7 @@ pub async fn serve(
                 cluster.clone(),
                 config.max_attempts,
                 config.max_request_message_bytes,
+                auth.cluster_secret().cloned(),
             ))
             .max_decoding_message_size(config.max_request_message_bytes),
         )

@@ -16,6 +16,7 @@ use futures::{Stream, StreamExt};
 use http::uri::PathAndQuery;
 use http_body::Frame;
 use http_body_util::BodyExt;
+use polaroid_auth::{Caller, ClusterSecret};
 use polaroid_proto::{AFFINITY_METADATA, GRPC_PREFIX_BYTES};
 use rand::Rng;
 use tonic::codec::{DecodeBuf, Decoder};
@@ -64,6 +65,10 @@ impl<R> Clone for Proxy<R> {
 
 struct Settings {
     cluster: Arc<Cluster>,
+    /// Carried by every forwarded call, with the caller it acts for: workers trust the
+    /// tenant they are told only from a coordinator. None: the cluster runs without
+    /// authentication, and workers take every call as their anonymous tenant.
+    cluster_secret: Option<ClusterSecret>,
     max_attempts: usize,
     backoff: Duration,
     max_request_bytes: usize,
@@ -77,10 +82,12 @@ impl DataFrameProxy {
         backoff: Duration,
         max_request_bytes: usize,
         max_response_bytes: usize,
+        cluster_secret: Option<ClusterSecret>,
     ) -> Self {
         Self {
             inner: Arc::new(Settings {
                 cluster,
+                cluster_secret,
                 max_attempts: max_attempts.max(1),
                 backoff,
                 max_request_bytes,
@@ -176,7 +183,9 @@ async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
 }
 
 /// Headers of the caller's request that the coordinator sets itself or must not pass on.
-const NOT_FORWARDED: [&str; 7] = [
+/// The client's token stays here: a worker is told the caller by the coordinator.
+const NOT_FORWARDED: [&str; 8] = [
+    "authorization",
     "te",
     "content-type",
     "content-length",
@@ -246,6 +255,9 @@ async fn forward<R: Routes>(
         http::HeaderValue::from_static("application/grpc"),
     );
     headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    if let Some(secret) = &settings.cluster_secret {
+        secret.authorize(&mut headers, parts.extensions.get::<Caller>());
+    }
     if let RouteKey::Fresh(affinity) = key {
         if let Ok(value) = http::HeaderValue::try_from(affinity.to_hex()) {
             headers.insert(AFFINITY_METADATA, value);

@@ -38,6 +38,72 @@ enum Command {
     Worker(WorkerArgs),
     /// Batch jobs: submit, status, watch, cancel, list.
     Job(job::JobArgs),
+    /// Bearer tokens: create one for a tenant.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new token: prints the token (for the client) and the line that grants it
+    /// (for the server's tokens file). Only the line's hash is kept server-side.
+    Create {
+        /// The tenant whose handles and jobs the token reaches.
+        #[arg(long)]
+        tenant: String,
+        /// `user`, or `admin` to also see the cluster's workers and every tenant's jobs.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// A word that says whose token it is (kept in the line, for rotation).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Append the line to this tokens file too (servers pick it up within seconds).
+        #[arg(long)]
+        append_to: Option<PathBuf>,
+    },
+}
+
+/// Makes a token, prints it and its line, and appends the line when asked.
+fn create_token(
+    tenant: &str,
+    role: &str,
+    name: &str,
+    append_to: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        polaroid_auth::valid_tenant_name(tenant),
+        "tenant {tenant:?}: expected 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit"
+    );
+    let role = polaroid_auth::Role::parse(role)
+        .with_context(|| format!("role {role:?}: expected `user` or `admin`"))?;
+    anyhow::ensure!(
+        !name.contains(char::is_whitespace) && !name.contains('#'),
+        "the name is one word, without `#`"
+    );
+    let token = polaroid_auth::new_token();
+    let line = polaroid_auth::token_line(&token, tenant, role, name);
+    if let Some(path) = append_to {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{line}").with_context(|| format!("appending to {}", path.display()))?;
+        file.sync_all()?;
+    }
+    println!("token: {token}");
+    println!("line:  {line}");
+    match append_to {
+        Some(path) => eprintln!(
+            "The line was appended to {}. Give the token to its user: it is shown only now.",
+            path.display()
+        ),
+        None => eprintln!(
+            "Add the line to the servers' tokens file (auth.tokens_file). Give the token to its user: it is shown only now."
+        ),
+    }
+    Ok(())
 }
 
 /// Sets `target` when the flag was given.
@@ -206,9 +272,6 @@ struct WorkerArgs {
     /// Object store URL for shared state (POLAROID_STORE_URL).
     #[arg(long)]
     store_url: Option<String>,
-    /// The tenant of every call (POLAROID_TENANT).
-    #[arg(long)]
-    tenant: Option<String>,
     /// Largest request message accepted (POLAROID_MAX_REQUEST_MESSAGE_BYTES).
     #[arg(long)]
     max_request_message_bytes: Option<usize>,
@@ -300,7 +363,6 @@ impl WorkerArgs {
         set(&mut config.handle_store, self.handle_store);
         set(&mut config.state_dir, self.state_dir);
         set(&mut config.store_url, self.store_url);
-        set(&mut config.tenant, self.tenant);
         set(
             &mut config.max_request_message_bytes,
             self.max_request_message_bytes,
@@ -410,6 +472,12 @@ async fn main() -> anyhow::Result<()> {
             polaroid_worker::run(config, listeners, shutdown_signal()).await?;
         }
         Command::Job(args) => std::process::exit(job::run(args).await?),
+        Command::Token(TokenCommand::Create {
+            tenant,
+            role,
+            name,
+            append_to,
+        }) => create_token(&tenant, &role, &name, append_to.as_deref())?,
     }
     Ok(())
 }
@@ -453,7 +521,7 @@ mod tests {
             panic!("parsed as another command")
         };
         let mut config = WorkerConfig {
-            tenant: "from-env".into(),
+            redis_prefix: "from-env".into(),
             ..Default::default()
         };
         args.apply(&mut config);
@@ -462,7 +530,7 @@ mod tests {
         assert_eq!(config.max_result_rows, 7);
         assert_eq!(config.keep_warm_micros, 50);
         assert_eq!(
-            config.tenant, "from-env",
+            config.redis_prefix, "from-env",
             "settings without a flag keep their value"
         );
     }

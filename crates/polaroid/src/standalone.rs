@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures::FutureExt;
+use polaroid_auth::AuthConfig;
 use polaroid_coordinator::CoordinatorConfig;
 use polaroid_jobs::{JobQueue, MemoryQueue};
 use polaroid_observability::Listeners;
@@ -32,6 +33,10 @@ pub struct StandaloneConfig {
     /// After a call, keep the machine's CPUs awake for up to this long in case the next
     /// call comes; 0: off. One set of threads serves the whole process.
     pub keep_warm_micros: u64,
+    /// Who may call, as which tenant (`[auth]`; docs/security.md). On loopback without
+    /// tokens every caller is the `default` tenant; the coordinator and the workers share
+    /// a cluster secret made at start unless one is set.
+    pub auth: AuthConfig,
 }
 
 impl Default for StandaloneConfig {
@@ -45,6 +50,7 @@ impl Default for StandaloneConfig {
             data_roots: worker.data_roots,
             cache_bytes: 512 * 1024 * 1024,
             keep_warm_micros: worker.keep_warm_micros,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -60,7 +66,11 @@ pub async fn run(
     if coordinator_address.ip().is_unspecified() {
         coordinator_address.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
+    // Checked before anything starts: a coordinator that refused to serve would leave
+    // the workers running without it.
+    polaroid_auth::check_exposure(&config.auth, listeners.grpc.local_addr()?)?;
     let shutdown = shutdown.shared();
+    let auth = config.auth.clone().with_own_cluster_secret();
     let coordinator_config = CoordinatorConfig {
         bind_address: config.bind_address,
         http_address: config.http_address,
@@ -69,6 +79,7 @@ pub async fn run(
         // Every call passes through the coordinator: its threads keep the CPUs warm for
         // the whole process.
         keep_warm_micros: config.keep_warm_micros,
+        auth: auth.clone(),
         ..CoordinatorConfig::default()
     };
     // The embedded job queue, shared by the coordinator (which queues) and the workers.
@@ -102,6 +113,8 @@ pub async fn run(
             data_roots: config.data_roots.clone(),
             cache_bytes: config.cache_bytes,
             keep_warm_micros: 0,
+            // Clients fetch large results from workers directly: the same tokens apply.
+            auth: auth.clone(),
             ..WorkerConfig::default()
         };
         workers.push(tokio::spawn(polaroid_worker::serve(

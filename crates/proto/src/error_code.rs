@@ -8,7 +8,10 @@ pub enum ErrorCode {
     InvalidArgument,
     /// The handle, file or object does not exist (or belongs to another tenant).
     NotFound,
-    /// The request touches something outside what the caller may access (data roots).
+    /// The caller presented no credential, or one nobody issued.
+    Unauthenticated,
+    /// The request touches something outside what the caller may access (data roots, a
+    /// call its role may not make, an address outbound requests may not reach).
     PermissionDenied,
     /// The result or request is over a configured limit.
     ResourceExhausted,
@@ -30,6 +33,7 @@ impl ErrorCode {
         match self {
             Self::InvalidArgument => tonic::Code::InvalidArgument,
             Self::NotFound => tonic::Code::NotFound,
+            Self::Unauthenticated => tonic::Code::Unauthenticated,
             Self::PermissionDenied => tonic::Code::PermissionDenied,
             Self::ResourceExhausted => tonic::Code::ResourceExhausted,
             Self::FailedPrecondition => tonic::Code::FailedPrecondition,
@@ -45,6 +49,7 @@ impl ErrorCode {
         match self {
             Self::InvalidArgument => 400,
             Self::NotFound => 404,
+            Self::Unauthenticated => 401,
             Self::PermissionDenied => 403,
             Self::ResourceExhausted => 429,
             Self::FailedPrecondition => 412,
@@ -61,6 +66,7 @@ impl ErrorCode {
         match self {
             Self::InvalidArgument => "invalid_argument",
             Self::NotFound => "not_found",
+            Self::Unauthenticated => "unauthenticated",
             Self::PermissionDenied => "permission_denied",
             Self::ResourceExhausted => "resource_exhausted",
             Self::FailedPrecondition => "failed_precondition",

@@ -64,8 +64,8 @@ pub struct WorkerConfig {
     /// Directories files may be read from and written to; relative paths resolve
     /// against the first. Default: the working directory.
     pub data_roots: Vec<PathBuf>,
-    /// The tenant every call belongs to until authentication lands.
-    pub tenant: String,
+    /// Who may call, as which tenant (`[auth]`; docs/security.md).
+    pub auth: polaroid_auth::AuthConfig,
     /// Largest request message accepted (uploads through CreateFromArrow).
     pub max_request_message_bytes: usize,
     /// Largest response message sent; Collect splits results to fit. 4 MiB is what
@@ -199,7 +199,7 @@ impl Default for WorkerConfig {
             store_url: String::new(),
             store_options: StoreOptions::default(),
             data_roots: vec![PathBuf::from(".")],
-            tenant: "default".into(),
+            auth: polaroid_auth::AuthConfig::default(),
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,

@@ -41,6 +41,8 @@ fn new_pipeline_affinity() -> AffinityKey {
 
 /// A plan node ready to use: its lazy frame and output schema.
 pub struct Node {
+    /// Whose plan this is: caches are keyed by it, and its records live under it.
+    pub tenant: TenantId,
     pub id: PlanId,
     /// The stored form, which handle records carry.
     pub record: PlanNode,
@@ -155,7 +157,6 @@ fn is_source(record: &PlanNode) -> bool {
 
 pub struct Engine {
     catalog: Catalog,
-    tenant: TenantId,
     roots: DataRoots,
     limits: ResultLimits,
     nodes: Mutex<LruCache<(TenantId, PlanId), Arc<Node>>>,
@@ -352,7 +353,6 @@ impl Engine {
             NonZeroUsize::new(config.plan_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             catalog,
-            tenant: TenantId::from_name(&config.tenant),
             roots,
             limits: ResultLimits {
                 max_rows: config.max_result_rows,
@@ -408,14 +408,14 @@ impl Engine {
             })
     }
 
-    fn cached_node(&self, id: &PlanId) -> Option<Arc<Node>> {
+    fn cached_node(&self, tenant: TenantId, id: &PlanId) -> Option<Arc<Node>> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        nodes.get(&(self.tenant, id.clone())).cloned()
+        nodes.get(&(tenant, id.clone())).cloned()
     }
 
     fn remember_node(&self, node: Arc<Node>) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        nodes.put((self.tenant, node.id.clone()), node);
+        nodes.put((node.tenant, node.id.clone()), node);
     }
 
     /// Records a fresh handle naming `node`. `shape` is its rows and bytes when known.
@@ -426,13 +426,13 @@ impl Engine {
         shape: Option<(u64, u64)>,
     ) -> EngineResult<Handle> {
         self.remember_node(node.clone());
-        let handle = Handle::new(self.tenant, affinity);
+        let handle = Handle::new(node.tenant, affinity);
         let now = now_unix_ms();
         let schema = schema_fields(&node.schema);
         let record = HandleRecord {
             plan: node.id.to_string(),
             node: Some(node.record.clone()),
-            tenant: self.tenant.to_hex(),
+            tenant: node.tenant.to_hex(),
             created_unix_ms: now,
             last_access_unix_ms: now,
             ttl_ms: self.handle_ttl_ms,
@@ -453,9 +453,8 @@ impl Engine {
         // makes sure of it; written now, off the caller's path, it is there by then.
         if node.plan_stored_unix_ms.load(Ordering::Relaxed) == 0 {
             let catalog = self.catalog.clone();
-            let tenant = self.tenant;
             tokio::spawn(async move {
-                if let Err(e) = store_plan(&catalog, tenant, &node).await {
+                if let Err(e) = store_plan(&catalog, &node).await {
                     tracing::warn!(plan = %node.id, error = %e, "storing a plan record failed");
                 }
             });
@@ -466,6 +465,7 @@ impl Engine {
     /// A node for a new step, with the id and artifacts it gets from its inputs.
     fn new_node(
         &self,
+        tenant: TenantId,
         record: PlanNode,
         frame: Frame,
         schema: SchemaRef,
@@ -490,6 +490,7 @@ impl Engine {
             .max()
             .unwrap_or(0);
         Arc::new(Node {
+            tenant,
             id: PlanId::of(&record),
             record,
             frame,
@@ -501,21 +502,25 @@ impl Engine {
         })
     }
 
-    fn parse_handle(&self, text: &str) -> EngineResult<Handle> {
+    fn parse_handle(&self, tenant: TenantId, text: &str) -> EngineResult<Handle> {
         let handle = Handle::parse(text).map_err(|reason| EngineError::MalformedHandle {
             handle: text.to_owned(),
             reason,
         })?;
         // Another tenant's handle is answered exactly as an unknown one.
-        if handle.tenant() != self.tenant {
+        if handle.tenant() != tenant {
             return Err(EngineError::HandleNotFound(text.to_owned()));
         }
         Ok(handle)
     }
 
     /// The record of a live handle, its access time refreshed when due.
-    async fn live_record(&self, text: &str) -> EngineResult<(Handle, HandleRecord)> {
-        let handle = self.parse_handle(text)?;
+    async fn live_record(
+        &self,
+        tenant: TenantId,
+        text: &str,
+    ) -> EngineResult<(Handle, HandleRecord)> {
+        let handle = self.parse_handle(tenant, text)?;
         let mut record = self
             .catalog
             .get_handle(&handle)
@@ -534,10 +539,10 @@ impl Engine {
     }
 
     /// Parses and looks up a client's handle.
-    pub async fn resolve(&self, text: &str) -> EngineResult<(Handle, Arc<Node>)> {
-        let (handle, record) = self.live_record(text).await?;
+    pub async fn resolve(&self, tenant: TenantId, text: &str) -> EngineResult<(Handle, Arc<Node>)> {
+        let (handle, record) = self.live_record(tenant, text).await?;
         let id = PlanId::parse(&record.plan)?;
-        if let Some(node) = self.cached_node(&id) {
+        if let Some(node) = self.cached_node(tenant, &id) {
             metrics::counter!("polaroid_worker_cache_hits_total", "cache" => "plan").increment(1);
             return Ok((handle, node));
         }
@@ -546,7 +551,7 @@ impl Engine {
             operation: "replay",
             reason: format!("the record of handle {text} has no plan"),
         })?;
-        Ok((handle, self.build_node(id, plan).await?))
+        Ok((handle, self.build_node(tenant, id, plan).await?))
     }
 
     /// Rebuilds a plan node and whichever of its ancestors this worker does not hold: from
@@ -556,12 +561,18 @@ impl Engine {
     /// The lineage is walked with a stack of its own, not by recursion: a replay thousands
     /// of steps deep overflowed a runtime thread's stack when each step awaited its
     /// inputs' replay.
-    async fn build_node(&self, id: PlanId, record: PlanNode) -> EngineResult<Arc<Node>> {
+    async fn build_node(
+        &self,
+        tenant: TenantId,
+        id: PlanId,
+        record: PlanNode,
+    ) -> EngineResult<Arc<Node>> {
         use std::collections::{HashMap, HashSet};
         // Depth-first over the nodes to rebuild, in an order where each comes after its
         // inputs. A node is pushed again for each user; it is emitted once, once every
         // input pushed after it has been.
-        let mut fetched = HashMap::from([(id.clone(), self.missing(id.clone(), record).await?)]);
+        let mut fetched =
+            HashMap::from([(id.clone(), self.missing(tenant, id.clone(), record).await?)]);
         let (mut visiting, mut done) = (HashSet::new(), HashSet::new());
         let mut order = Vec::new();
         let mut stack = vec![(id, false)];
@@ -581,15 +592,16 @@ impl Engine {
                 });
             }
             if !fetched.contains_key(&next) {
-                let record = self
-                    .catalog
-                    .get_plan(self.tenant, &next)
-                    .await?
-                    .ok_or_else(|| EngineError::Internal {
+                let record = self.catalog.get_plan(tenant, &next).await?.ok_or_else(|| {
+                    EngineError::Internal {
                         operation: "replay",
                         reason: format!("plan {next} is not recorded"),
-                    })?;
-                fetched.insert(next.clone(), self.missing(next.clone(), record).await?);
+                    }
+                })?;
+                fetched.insert(
+                    next.clone(),
+                    self.missing(tenant, next.clone(), record).await?,
+                );
             }
             let missing = &fetched[&next];
             let replays_inputs = missing.persisted.is_none() && !is_source(&missing.record);
@@ -601,7 +613,7 @@ impl Engine {
             stack.push((next, true));
             for input in inputs {
                 let input = PlanId::parse(&input)?;
-                if !done.contains(&input) && self.cached_node(&input).is_none() {
+                if !done.contains(&input) && self.cached_node(tenant, &input).is_none() {
                     stack.push((input, false));
                 }
             }
@@ -613,7 +625,7 @@ impl Engine {
                 operation: "replay",
                 reason: format!("plan {id} was not fetched"),
             })?;
-            let node = self.build_one(missing, &built).await?;
+            let node = self.build_one(tenant, missing, &built).await?;
             built.insert(node.id.clone(), node.clone());
             last = Some(node);
         }
@@ -624,8 +636,13 @@ impl Engine {
     }
 
     /// A node to rebuild, with its persisted result when it has one.
-    async fn missing(&self, id: PlanId, record: PlanNode) -> EngineResult<Missing> {
-        let persisted = self.catalog.get_result(self.tenant, &id).await?;
+    async fn missing(
+        &self,
+        tenant: TenantId,
+        id: PlanId,
+        record: PlanNode,
+    ) -> EngineResult<Missing> {
+        let persisted = self.catalog.get_result(tenant, &id).await?;
         Ok(Missing {
             id,
             record,
@@ -636,6 +653,7 @@ impl Engine {
     /// Rebuilds one node whose inputs are built (in `built`, or cached).
     async fn build_one(
         &self,
+        tenant: TenantId,
         missing: Missing,
         built: &std::collections::HashMap<PlanId, Arc<Node>>,
     ) -> EngineResult<Arc<Node>> {
@@ -648,9 +666,10 @@ impl Engine {
             let df = self
                 .blocking("load_result", move || ipc::decode(&bytes))
                 .await?;
-            self.results.insert((self.tenant, id.clone()), df.clone());
+            self.results.insert((tenant, id.clone()), df.clone());
             let node = Arc::new(Node {
-                artifacts: vec![Catalog::result_ref(self.tenant, &id)],
+                tenant,
+                artifacts: vec![Catalog::result_ref(tenant, &id)],
                 id,
                 record,
                 schema: df.schema().clone(),
@@ -677,10 +696,10 @@ impl Engine {
         let (frame, schema) = match &op {
             Op::Upload(upload) => {
                 let artifact = ArtifactId::parse(&upload.artifact)?;
-                own_artifact = Some(Catalog::artifact_ref(self.tenant, &artifact));
+                own_artifact = Some(Catalog::artifact_ref(tenant, &artifact));
                 let bytes = self
                     .catalog
-                    .get_artifact(self.tenant, &artifact)
+                    .get_artifact(tenant, &artifact)
                     .await?
                     .ok_or_else(|| EngineError::Internal {
                         operation: "replay",
@@ -707,7 +726,7 @@ impl Engine {
                     let node = built
                         .get(&input)
                         .cloned()
-                        .or_else(|| self.cached_node(&input))
+                        .or_else(|| self.cached_node(tenant, &input))
                         .ok_or_else(|| EngineError::Internal {
                             operation: "replay",
                             reason: format!("input {input} of plan {id} was not rebuilt"),
@@ -717,7 +736,7 @@ impl Engine {
                 self.apply(op, inputs.clone()).await?
             }
         };
-        let node = self.new_node(record, frame, schema, &inputs, own_artifact);
+        let node = self.new_node(tenant, record, frame, schema, &inputs, own_artifact);
         self.remember_node(node.clone());
         Ok(node)
     }
@@ -783,7 +802,7 @@ impl Engine {
     }
 
     /// A file source: the path is confined to the data roots and fingerprinted.
-    pub async fn read_file(&self, op: Op) -> EngineResult<Handle> {
+    pub async fn read_file(&self, tenant: TenantId, op: Op) -> EngineResult<Handle> {
         let (op, source) = self.confine_source(op)?;
         let (frame, schema) = self.open_source(op.clone()).await?;
         let record = PlanNode {
@@ -791,14 +810,19 @@ impl Engine {
             inputs: vec![],
             source: Some(source),
         };
-        let node = self.new_node(record, frame, schema, &[], None);
+        let node = self.new_node(tenant, record, frame, schema, &[], None);
         self.register(node, new_pipeline_affinity(), None).await
     }
 
     /// One step of a batch job over its inputs' nodes: built (so paths, columns, types and
     /// expressions are checked) but not recorded. Validation stops there; a run goes on to
     /// [`Engine::write_node`] and [`Engine::keep_node`] with the last one.
-    pub async fn job_step(&self, op: Op, inputs: Vec<Arc<Node>>) -> EngineResult<Arc<Node>> {
+    pub async fn job_step(
+        &self,
+        tenant: TenantId,
+        op: Op,
+        inputs: Vec<Arc<Node>>,
+    ) -> EngineResult<Arc<Node>> {
         let mut source = None;
         let mut own_artifact = None;
         let (op, (frame, schema)) = match op {
@@ -813,8 +837,8 @@ impl Engine {
                 // its content address makes the plan's id (so a later run with another
                 // answer is another plan, not a stale cache hit).
                 let (bytes, df) = self.fetch_rest(&request).await?;
-                let artifact = self.catalog.put_artifact(self.tenant, bytes).await?;
-                own_artifact = Some(Catalog::artifact_ref(self.tenant, &artifact));
+                let artifact = self.catalog.put_artifact(tenant, bytes).await?;
+                own_artifact = Some(Catalog::artifact_ref(tenant, &artifact));
                 let schema = df.schema().clone();
                 let upload = Op::Upload(pb::UploadedArtifact {
                     artifact: artifact.as_str().to_owned(),
@@ -837,7 +861,7 @@ impl Engine {
             inputs: inputs.iter().map(|n| n.id.to_string()).collect(),
             source,
         };
-        Ok(self.new_node(record, frame, schema, &inputs, own_artifact))
+        Ok(self.new_node(tenant, record, frame, schema, &inputs, own_artifact))
     }
 
     /// Keeps a batch job's result: computes and stores it, then makes a handle for it.
@@ -851,11 +875,12 @@ impl Engine {
         let (df, stored) = self.store_result(node).await?;
         let rows = df.height() as u64;
         let kept = Arc::new(Node {
+            tenant: node.tenant,
             id: node.id.clone(),
             record: node.record.clone(),
             frame: node.frame.clone(),
             schema: node.schema.clone(),
-            artifacts: vec![Catalog::result_ref(self.tenant, &node.id)],
+            artifacts: vec![Catalog::result_ref(node.tenant, &node.id)],
             mode: node.mode,
             depth: node.depth,
             plan_stored_unix_ms: Default::default(),
@@ -871,23 +896,29 @@ impl Engine {
     }
 
     /// Uploaded Arrow IPC bytes: validated, then stored durably before the handle exists.
-    pub async fn upload(&self, bytes: Bytes, name: Option<String>) -> EngineResult<Handle> {
+    pub async fn upload(
+        &self,
+        tenant: TenantId,
+        bytes: Bytes,
+        name: Option<String>,
+    ) -> EngineResult<Handle> {
         let decoded = bytes.clone();
         let df = self
             .blocking("upload", move || ipc::decode(&decoded))
             .await?;
-        self.register_upload(bytes, df, name).await
+        self.register_upload(tenant, bytes, df, name).await
     }
 
     async fn register_upload(
         &self,
+        tenant: TenantId,
         bytes: Bytes,
         df: DataFrame,
         name: Option<String>,
     ) -> EngineResult<Handle> {
         let stored_bytes = bytes.len() as u64;
-        let artifact = self.catalog.put_artifact(self.tenant, bytes).await?;
-        let artifact_ref = Catalog::artifact_ref(self.tenant, &artifact);
+        let artifact = self.catalog.put_artifact(tenant, bytes).await?;
+        let artifact_ref = Catalog::artifact_ref(tenant, &artifact);
         let op = Op::Upload(pb::UploadedArtifact {
             artifact: artifact.as_str().to_owned(),
             name,
@@ -900,6 +931,7 @@ impl Engine {
         let schema = df.schema().clone();
         let rows = df.height() as u64;
         let node = self.new_node(
+            tenant,
             record,
             Frame::Lazy(df.lazy()),
             schema,
@@ -911,9 +943,13 @@ impl Engine {
     }
 
     /// A REST source, fetched now and kept as an upload.
-    pub async fn read_rest(&self, req: pb::RestApiRequest) -> EngineResult<Handle> {
+    pub async fn read_rest(
+        &self,
+        tenant: TenantId,
+        req: pb::RestApiRequest,
+    ) -> EngineResult<Handle> {
         let (bytes, df) = self.fetch_rest(&req).await?;
-        self.register_upload(bytes, df, Some(req.url)).await
+        self.register_upload(tenant, bytes, df, Some(req.url)).await
     }
 
     /// Fetches a REST source and parses it, as a frame and the Arrow IPC bytes it is
@@ -929,11 +965,16 @@ impl Engine {
     }
 
     /// A step over existing handles; the new handle inherits the first parent's affinity.
-    pub async fn derive(&self, parents: Vec<String>, op: Op) -> EngineResult<Handle> {
+    pub async fn derive(
+        &self,
+        tenant: TenantId,
+        parents: Vec<String>,
+        op: Op,
+    ) -> EngineResult<Handle> {
         let mut inputs = Vec::with_capacity(parents.len());
         let mut affinity = None;
         for parent in &parents {
-            let (handle, node) = self.resolve(parent).await?;
+            let (handle, node) = self.resolve(tenant, parent).await?;
             affinity.get_or_insert(handle.affinity());
             inputs.push(node);
         }
@@ -942,7 +983,7 @@ impl Engine {
         futures::future::try_join_all(
             inputs
                 .iter()
-                .map(|input| ensure_plan_stored(&self.catalog, self.tenant, input)),
+                .map(|input| ensure_plan_stored(&self.catalog, input)),
         )
         .await?;
         let input_ids = inputs.iter().map(|n| n.id.to_string()).collect();
@@ -952,7 +993,7 @@ impl Engine {
             inputs: input_ids,
             source: None,
         };
-        let node = self.new_node(record, frame, schema, &inputs, None);
+        let node = self.new_node(tenant, record, frame, schema, &inputs, None);
         // Polars converts, optimizes and drops plans recursively: a lineage without end
         // would end in a stack overflow, which aborts the whole worker.
         if node.depth > self.max_lineage_depth {
@@ -967,6 +1008,7 @@ impl Engine {
     /// SQL over named handles.
     pub async fn sql(
         &self,
+        tenant: TenantId,
         query: String,
         tables: BTreeMap<String, String>,
     ) -> EngineResult<Handle> {
@@ -979,6 +1021,7 @@ impl Engine {
             .collect();
         let parents = tables.into_values().collect();
         self.derive(
+            tenant,
             parents,
             Op::Sql(pb::SqlRequest {
                 query,
@@ -989,22 +1032,23 @@ impl Engine {
     }
 
     /// A new handle for the same plan.
-    pub async fn clone_handle(&self, text: &str) -> EngineResult<Handle> {
-        let (handle, node) = self.resolve(text).await?;
+    pub async fn clone_handle(&self, tenant: TenantId, text: &str) -> EngineResult<Handle> {
+        let (handle, node) = self.resolve(tenant, text).await?;
         self.register(node, handle.affinity(), None).await
     }
 
-    pub async fn schema(&self, handle: &str) -> EngineResult<SchemaRef> {
-        Ok(self.resolve(handle).await?.1.schema.clone())
+    pub async fn schema(&self, tenant: TenantId, handle: &str) -> EngineResult<SchemaRef> {
+        Ok(self.resolve(tenant, handle).await?.1.schema.clone())
     }
 
     /// The schema, and the rows and in-memory bytes of the result when it is computed
     /// already (in the result cache); nothing is computed to find them.
     pub async fn schema_and_known_size(
         &self,
+        tenant: TenantId,
         handle: &str,
     ) -> EngineResult<(SchemaRef, Option<(usize, usize)>)> {
-        let (_, node) = self.resolve(handle).await?;
+        let (_, node) = self.resolve(tenant, handle).await?;
         let size = self
             .cached(&node)
             .map(|df| (df.height(), df.estimated_size()));
@@ -1012,10 +1056,10 @@ impl Engine {
     }
 
     /// Rows and columns; rows from the cache, or by a count query Polars can answer from metadata.
-    pub async fn shape(&self, handle: &str) -> EngineResult<(usize, usize)> {
-        let (_, node) = self.resolve(handle).await?;
+    pub async fn shape(&self, tenant: TenantId, handle: &str) -> EngineResult<(usize, usize)> {
+        let (_, node) = self.resolve(tenant, handle).await?;
         let columns = node.schema.len();
-        if let Some(df) = self.results.get(&(self.tenant, node.id.clone())) {
+        if let Some(df) = self.results.get(&(tenant, node.id.clone())) {
             return Ok((df.height(), columns));
         }
         let (lf, mode) = (node.frame.lazy()?, node.mode);
@@ -1039,8 +1083,8 @@ impl Engine {
     }
 
     /// The optimized and unoptimized plans.
-    pub async fn explain(&self, handle: &str) -> EngineResult<(String, String)> {
-        let lf = self.resolve(handle).await?.1.frame.lazy()?;
+    pub async fn explain(&self, tenant: TenantId, handle: &str) -> EngineResult<(String, String)> {
+        let lf = self.resolve(tenant, handle).await?.1.frame.lazy()?;
         self.blocking("explain", move || {
             let optimized = lf.explain(true).map_err(EngineError::polars("explain"))?;
             let unoptimized = lf.explain(false).map_err(EngineError::polars("explain"))?;
@@ -1050,7 +1094,7 @@ impl Engine {
     }
 
     fn cached(&self, node: &Node) -> Option<DataFrame> {
-        self.results.get(&(self.tenant, node.id.clone()))
+        self.results.get(&(node.tenant, node.id.clone()))
     }
 
     /// The frame of a node, from the cache or computed.
@@ -1063,7 +1107,7 @@ impl Engine {
 
     /// Computes a node's frame and caches it, unless it has more than `row_cap` rows.
     async fn compute(&self, node: &Node, row_cap: Option<usize>) -> EngineResult<DataFrame> {
-        let key = (self.tenant, node.id.clone());
+        let key = (node.tenant, node.id.clone());
         let mut lf = node.frame.lazy()?;
         if let Some(cap) = row_cap {
             // One row past the cap tells "too many" without computing everything.
@@ -1082,7 +1126,7 @@ impl Engine {
                 .write_behind_after
                 .is_some_and(|after| started.elapsed() >= after)
             {
-                self.write_behind(node.id.clone(), df.clone());
+                self.write_behind(node.tenant, node.id.clone(), df.clone());
             }
         }
         Ok(df)
@@ -1090,9 +1134,8 @@ impl Engine {
 
     /// Stores a result that was expensive to compute, in the background: a later cache
     /// miss on any worker loads it instead of recomputing it.
-    fn write_behind(&self, id: PlanId, df: DataFrame) {
+    fn write_behind(&self, tenant: TenantId, id: PlanId, df: DataFrame) {
         let catalog = self.catalog.clone();
-        let tenant = self.tenant;
         tokio::spawn(async move {
             let stored = async {
                 let bytes = tokio::task::spawn_blocking(move || {
@@ -1120,14 +1163,15 @@ impl Engine {
     /// left for the caller to encode as it streams.
     pub async fn collect_batches(
         &self,
+        tenant: TenantId,
         handle: &str,
         limit: Option<i64>,
         shape: BatchShape,
     ) -> EngineResult<Collected> {
         let limit = parse_limit(limit)?;
-        let (_, node) = self.resolve(handle).await?;
+        let (_, node) = self.resolve(tenant, handle).await?;
         let key = EncodedKey {
-            tenant: self.tenant,
+            tenant: tenant,
             plan: node.id.clone(),
             limit,
             shape,
@@ -1156,8 +1200,7 @@ impl Engine {
         // small messages (a tiny batch size) can encode far larger than the rows: those
         // are not kept either.
         let encoded_bytes: usize = batches.iter().map(Bytes::len).sum();
-        if encoded_bytes <= SMALL_RESULT_BYTES
-            && self.results.contains(&(self.tenant, node.id.clone()))
+        if encoded_bytes <= SMALL_RESULT_BYTES && self.results.contains(&(tenant, node.id.clone()))
         {
             metrics::counter!("polaroid_worker_cache_misses_total", "cache" => "encoded")
                 .increment(1);
@@ -1167,8 +1210,8 @@ impl Engine {
     }
 
     /// A handle's rows for a client, within the result limits.
-    pub async fn collect_frame(&self, handle: &str) -> EngineResult<DataFrame> {
-        let (_, node) = self.resolve(handle).await?;
+    pub async fn collect_frame(&self, tenant: TenantId, handle: &str) -> EngineResult<DataFrame> {
+        let (_, node) = self.resolve(tenant, handle).await?;
         self.collect_node(&node, None).await
     }
 
@@ -1228,12 +1271,13 @@ impl Engine {
     /// Writes a handle's rows to a file under the data roots, atomically.
     pub async fn write(
         &self,
+        tenant: TenantId,
         handle: &str,
         path: &str,
         format: SinkFormat,
         append: bool,
     ) -> EngineResult<usize> {
-        self.write_reporting(handle, path, format, append, Box::new(|_| Ok(())))
+        self.write_reporting(tenant, handle, path, format, append, Box::new(|_| Ok(())))
             .await
     }
 
@@ -1241,13 +1285,14 @@ impl Engine {
     /// error from `progress` (a cancelled job) abandons the write, leaving no file.
     pub async fn write_reporting(
         &self,
+        tenant: TenantId,
         handle: &str,
         path: &str,
         format: SinkFormat,
         append: bool,
         progress: Box<dyn FnMut(usize) -> EngineResult<()> + Send>,
     ) -> EngineResult<usize> {
-        let (_, node) = self.resolve(handle).await?;
+        let (_, node) = self.resolve(tenant, handle).await?;
         self.write_node(&node, path, format, append, progress).await
     }
 
@@ -1285,8 +1330,8 @@ impl Engine {
     /// Forgets a handle; other handles, even of the same plan, are unaffected. The record
     /// stays as a tombstone until the collector's grace period has passed, so a call
     /// deriving from the handle at this moment still finds its lineage.
-    pub async fn drop_handle(&self, text: &str) -> EngineResult<bool> {
-        let (handle, mut record) = match self.live_record(text).await {
+    pub async fn drop_handle(&self, tenant: TenantId, text: &str) -> EngineResult<bool> {
+        let (handle, mut record) = match self.live_record(tenant, text).await {
             Ok(found) => found,
             Err(EngineError::HandleNotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
@@ -1297,10 +1342,14 @@ impl Engine {
     }
 
     /// Whether each handle is live; live ones have their TTL extended.
-    pub async fn heartbeat(&self, handles: Vec<String>) -> BTreeMap<String, bool> {
+    pub async fn heartbeat(
+        &self,
+        tenant: TenantId,
+        handles: Vec<String>,
+    ) -> BTreeMap<String, bool> {
         let mut alive = BTreeMap::new();
         for text in handles {
-            let ok = self.live_record(&text).await.is_ok();
+            let ok = self.live_record(tenant, &text).await.is_ok();
             alive.insert(text, ok);
         }
         alive
@@ -1320,31 +1369,32 @@ impl Engine {
             .await?;
         let stored = self
             .catalog
-            .put_result(self.tenant, &node.id, Bytes::from(bytes))
+            .put_result(node.tenant, &node.id, Bytes::from(bytes))
             .await?;
         Ok((df, stored))
     }
 
     /// Computes a handle's result and stores it; returns its rows and stored bytes.
-    pub async fn persist(&self, text: &str) -> EngineResult<(u64, u64)> {
-        let (handle, node) = self.resolve(text).await?;
+    pub async fn persist(&self, tenant: TenantId, text: &str) -> EngineResult<(u64, u64)> {
+        let (handle, node) = self.resolve(tenant, text).await?;
         let (df, stored) = self.store_result(&node).await?;
         let rows = df.height() as u64;
         // The stored result starts a new lineage, as it does for a worker that replays
         // the handle: later steps read its rows, and their depth counts from here.
         self.remember_node(Arc::new(Node {
+            tenant: node.tenant,
             id: node.id.clone(),
             record: node.record.clone(),
             schema: node.schema.clone(),
             frame: Frame::Lazy(df.lazy()),
-            artifacts: vec![Catalog::result_ref(self.tenant, &node.id)],
+            artifacts: vec![Catalog::result_ref(node.tenant, &node.id)],
             mode: self.rows_mode(),
             depth: 0,
             plan_stored_unix_ms: Default::default(),
         }));
         // Re-read the record: the work above may have taken a while.
         if let Some(mut record) = self.catalog.get_handle(&handle).await? {
-            let result = Catalog::result_ref(self.tenant, &node.id);
+            let result = Catalog::result_ref(node.tenant, &node.id);
             if !record.artifacts.contains(&result) {
                 record.artifacts.push(result);
             }
@@ -1356,8 +1406,13 @@ impl Engine {
     }
 
     /// Pins or unpins a live handle; unpinning restarts its TTL.
-    pub async fn set_pinned(&self, text: &str, pinned: bool) -> EngineResult<bool> {
-        let (handle, mut record) = self.live_record(text).await?;
+    pub async fn set_pinned(
+        &self,
+        tenant: TenantId,
+        text: &str,
+        pinned: bool,
+    ) -> EngineResult<bool> {
+        let (handle, mut record) = self.live_record(tenant, text).await?;
         if record.pinned != pinned {
             record.pinned = pinned;
             record.last_access_unix_ms = now_unix_ms();
@@ -1367,14 +1422,14 @@ impl Engine {
     }
 
     /// The record of a live handle, with what this worker's cache adds.
-    pub async fn handle_info(&self, text: &str) -> EngineResult<HandleInfo> {
-        let (_, record) = self.live_record(text).await?;
+    pub async fn handle_info(&self, tenant: TenantId, text: &str) -> EngineResult<HandleInfo> {
+        let (_, record) = self.live_record(tenant, text).await?;
         let id = PlanId::parse(&record.plan)?;
         let cached_shape = self
             .results
-            .get(&(self.tenant, id.clone()))
+            .get(&(tenant, id.clone()))
             .map(|df| (df.height() as u64, df.estimated_size() as u64));
-        let persisted = self.catalog.result_size(self.tenant, &id).await?.is_some();
+        let persisted = self.catalog.result_size(tenant, &id).await?.is_some();
         Ok(HandleInfo {
             record,
             cached_shape,
@@ -1384,8 +1439,8 @@ impl Engine {
 }
 
 /// Writes (or refreshes) the plan record of `node` and notes when.
-async fn store_plan(catalog: &Catalog, tenant: TenantId, node: &Node) -> EngineResult<()> {
-    catalog.put_plan(tenant, &node.record).await?;
+async fn store_plan(catalog: &Catalog, node: &Node) -> EngineResult<()> {
+    catalog.put_plan(node.tenant, &node.record).await?;
     node.plan_stored_unix_ms
         .store(now_unix_ms(), Ordering::Relaxed);
     Ok(())
@@ -1393,13 +1448,13 @@ async fn store_plan(catalog: &Catalog, tenant: TenantId, node: &Node) -> EngineR
 
 /// Makes sure the plan record of `node` is in the store, and fresh enough that the
 /// collector will not take it before the handle being made can protect it.
-async fn ensure_plan_stored(catalog: &Catalog, tenant: TenantId, node: &Node) -> EngineResult<()> {
+async fn ensure_plan_stored(catalog: &Catalog, node: &Node) -> EngineResult<()> {
     let stored = node.plan_stored_unix_ms.load(Ordering::Relaxed);
     let fresh = u64::try_from(catalog.refresh_after().as_millis()).unwrap_or(u64::MAX);
     if stored != 0 && now_unix_ms().saturating_sub(stored) < fresh {
         return Ok(());
     }
-    store_plan(catalog, tenant, node).await
+    store_plan(catalog, node).await
 }
 
 /// A schema as the wire's name/type pairs.

@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 use crate::ipc;
-use crate::service::{status, stream_from_blocking};
+use crate::service::{status, stream_from_blocking, tenant};
+use polaroid_store::TenantId;
 
 /// Flight's location for "the service that answered GetFlightInfo": a client that cannot
 /// reach the owning worker fetches through the coordinator it asked.
@@ -45,10 +46,15 @@ impl FlightServer {
     /// in a message, encoded off the runtime's threads as the client takes them.
     pub(crate) async fn fetch(
         &self,
+        tenant: TenantId,
         ticket: &pb::Ticket,
     ) -> Result<ReplyStream<pb::FlightData>, Status> {
         let handle = ticket_handle(ticket).map_err(status)?;
-        let df = self.engine.collect_frame(handle).await.map_err(status)?;
+        let df = self
+            .engine
+            .collect_frame(tenant, handle)
+            .await
+            .map_err(status)?;
         let max_bytes = self.max_message_bytes;
         Ok(stream_from_blocking("DoGet", move |emit| {
             let data = |message: ipc::FlightMessage| {
@@ -102,13 +108,26 @@ fn unimplemented(message: &str) -> Status {
 impl FlightService for FlightServer {
     type HandshakeStream = ReplyStream<pb::HandshakeResponse>;
 
+    /// Not needed (there is no session to open: every call carries its token), but
+    /// answered for clients that start with it: a caller the authentication layer let
+    /// through gets its bearer header back, which is what such clients send next.
     async fn handshake(
         &self,
-        _: Request<Streaming<pb::HandshakeRequest>>,
+        request: Request<Streaming<pb::HandshakeRequest>>,
     ) -> Reply<Self::HandshakeStream> {
-        Err(unimplemented(
-            "Handshake is not needed: Polaroid's Flight service has no session to open",
-        ))
+        let authorization = request.metadata().get("authorization").cloned();
+        let reply = pb::HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::new(),
+        };
+        let mut response =
+            Response::new(Box::pin(tokio_stream::iter([Ok(reply)])) as Self::HandshakeStream);
+        if let Some(authorization) = authorization {
+            response
+                .metadata_mut()
+                .insert("authorization", authorization);
+        }
+        Ok(response)
     }
 
     type ListFlightsStream = ReplyStream<pb::FlightInfo>;
@@ -123,11 +142,12 @@ impl FlightService for FlightServer {
         &self,
         request: Request<pb::FlightDescriptor>,
     ) -> Reply<pb::FlightInfo> {
+        let tenant = tenant(&request)?;
         let descriptor = request.into_inner();
         let handle = descriptor_handle(&descriptor).map_err(status)?;
         let (schema, size) = self
             .engine
-            .schema_and_known_size(&handle)
+            .schema_and_known_size(tenant, &handle)
             .await
             .map_err(status)?;
         // Known when the result is computed already; finding out otherwise is the fetch's
@@ -162,8 +182,9 @@ impl FlightService for FlightServer {
     }
 
     async fn get_schema(&self, request: Request<pb::FlightDescriptor>) -> Reply<pb::SchemaResult> {
+        let tenant = tenant(&request)?;
         let handle = descriptor_handle(request.get_ref()).map_err(status)?;
-        let schema = self.engine.schema(&handle).await.map_err(status)?;
+        let schema = self.engine.schema(tenant, &handle).await.map_err(status)?;
         Ok(Response::new(pb::SchemaResult {
             schema: ipc::encapsulated_schema(&schema),
         }))
@@ -173,7 +194,9 @@ impl FlightService for FlightServer {
 
     async fn do_get(&self, request: Request<pb::Ticket>) -> Reply<Self::DoGetStream> {
         // Served by `flight_frames` unless the request is compressed.
-        self.fetch(request.get_ref()).await.map(Response::new)
+        self.fetch(tenant(&request)?, request.get_ref())
+            .await
+            .map(Response::new)
     }
 
     type DoPutStream = ReplyStream<pb::PutResult>;
@@ -182,6 +205,7 @@ impl FlightService for FlightServer {
         &self,
         request: Request<Streaming<pb::FlightData>>,
     ) -> Reply<Self::DoPutStream> {
+        let tenant = tenant(&request)?;
         let mut messages = request.into_inner();
         let mut stream = ipc::StreamBuilder::new(self.max_upload_bytes);
         let mut name = None;
@@ -198,7 +222,11 @@ impl FlightService for FlightServer {
         }
         let bytes = stream.finish().map_err(status)?;
         // As in UploadArrow: a cancelled upload is dropped at its decode, unstored.
-        let handle = self.engine.upload(bytes, name).await.map_err(status)?;
+        let handle = self
+            .engine
+            .upload(tenant, bytes, name)
+            .await
+            .map_err(status)?;
         let result = pb::PutResult {
             app_metadata: Bytes::from(handle.to_string()),
         };

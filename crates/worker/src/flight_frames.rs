@@ -86,6 +86,11 @@ impl tower::Service<http::Request<Body>> for FlightService {
 
 impl FlightService {
     async fn do_get(&self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
+        let caller = request
+            .extensions()
+            .get::<polaroid_auth::Caller>()
+            .ok_or_else(|| Status::unauthenticated("this call has no authenticated caller"))?;
+        let tenant = polaroid_store::TenantId::from_name(&caller.tenant);
         let decoder = PresizedProstCodec::<pb::FlightData, pb::Ticket>::default().decoder();
         let mut inbound = Streaming::new_request(
             decoder,
@@ -103,7 +108,7 @@ impl FlightService {
                 "DoGet takes one Ticket; the request carried more than one message",
             )));
         }
-        let messages = self.server.fetch(&ticket).await?;
+        let messages = self.server.fetch(tenant, &ticket).await?;
         let body = FramedMessages {
             messages,
             pending_body: None,

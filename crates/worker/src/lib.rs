@@ -59,6 +59,8 @@ pub enum WorkerError {
     Queue(#[from] polaroid_jobs::QueueError),
     #[error("starting the keep-warm threads: {0}")]
     KeepWarm(std::io::Error),
+    #[error("authentication: {0}")]
+    Auth(#[from] polaroid_auth::AuthError),
 }
 
 /// Serves the worker until `shutdown` completes, then drains: it leaves the ring, finishes
@@ -84,6 +86,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), WorkerError> {
+    let bound = listeners.grpc.local_addr().map_err(WorkerError::Http)?;
+    let auth = polaroid_auth::Auth::from_config(&config.auth, bound)?;
     let roots = paths::DataRoots::new(&config.data_roots).map_err(WorkerError::DataRoots)?;
     let store: Arc<dyn ResultStore> = match config.handle_store {
         HandleStoreKind::Memory => Arc::new(MemoryStore::new()),
@@ -156,6 +160,7 @@ pub async fn serve(
             engine.clone(),
             metrics.in_flight(),
             jobs_running,
+            polaroid_auth::WithClusterCredential(auth.cluster_secret().cloned()),
         )?))
     };
     let (stop_reports, reports_stopped) = tokio::sync::watch::channel(false);
@@ -218,6 +223,9 @@ pub async fn serve(
     let layers = tower::ServiceBuilder::new()
         // Outermost: every call is counted and timed, rejected ones included.
         .layer(metrics)
+        // Who is calling: a client's token, or a coordinator acting for one; refused
+        // calls end here (docs/security.md).
+        .layer(auth.layer())
         // Calls that follow each other closely keep the CPUs awake for the next one.
         .layer(keep_warm.layer())
         // Names the worker that served the call, for operators and tests behind a coordinator.

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use polaroid_auth::WithClusterCredential;
 use polaroid_observability::InFlight;
 use polaroid_proto::v1 as pb;
 use polaroid_proto::v1::cluster_service_client::ClusterServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::engine::Engine;
 
 pub struct Registration {
-    client: ClusterServiceClient<Channel>,
+    client: ClusterServiceClient<InterceptedService<Channel, WithClusterCredential>>,
     worker_id: String,
     address: String,
     engine: Arc<Engine>,
@@ -31,13 +33,15 @@ impl Registration {
         engine: Arc<Engine>,
         in_flight: InFlight,
         jobs_running: Arc<AtomicU32>,
+        credential: WithClusterCredential,
     ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(coordinator_url.to_owned())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .connect_lazy();
         Ok(Self {
-            client: ClusterServiceClient::new(channel),
+            // Load reports and leaving are internal calls: they carry the cluster credential.
+            client: ClusterServiceClient::with_interceptor(channel, credential),
             worker_id,
             address,
             engine,

@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::dtype;
 use crate::engine::{BatchShape, Collected, Engine, SinkFormat};
 use crate::error::{EngineError, EngineResult};
-use polaroid_store::HandleRecordExt;
+use polaroid_auth::Caller;
+use polaroid_store::{HandleRecordExt, TenantId};
 
 /// The one place engine errors become gRPC statuses.
 pub fn status(error: EngineError) -> Status {
@@ -26,6 +27,11 @@ pub fn status(error: EngineError) -> Status {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+/// The tenant a call acts for, from the caller the authentication layer found.
+pub(crate) fn tenant<T>(request: &Request<T>) -> Result<TenantId, Status> {
+    Caller::of(request).map(|caller| TenantId::from_name(&caller.tenant))
+}
 type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::ArrowBatch, Status>> + Send>>;
 
 fn handle_reply(result: EngineResult<polaroid_store::Handle>) -> Reply<pb::DataFrameHandle> {
@@ -71,24 +77,26 @@ impl DataFrameServer {
     /// A transform of one input handle: the handle leaves the request, the rest is the step.
     async fn derive_one<R>(
         &self,
+        tenant: TenantId,
         mut request: R,
         handle: fn(&mut R) -> &mut String,
         op: fn(R) -> Op,
     ) -> Reply<pb::DataFrameHandle> {
         let parent = std::mem::take(handle(&mut request));
-        handle_reply(self.engine.derive(vec![parent], op(request)).await)
+        handle_reply(self.engine.derive(tenant, vec![parent], op(request)).await)
     }
 
     /// A transform of two input handles (left in `handle`, right in `right`).
     async fn derive_two<R>(
         &self,
+        tenant: TenantId,
         mut request: R,
         handles: fn(&mut R) -> (&mut String, &mut String),
         op: fn(R) -> Op,
     ) -> Reply<pb::DataFrameHandle> {
         let (left, right) = handles(&mut request);
         let parents = vec![std::mem::take(left), std::mem::take(right)];
-        handle_reply(self.engine.derive(parents, op(request)).await)
+        handle_reply(self.engine.derive(tenant, parents, op(request)).await)
     }
 
     /// Messages of at most `max_rows` rows and the configured message size, each a
@@ -159,33 +167,37 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::ReadParquetRequest>,
     ) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         handle_reply(
             self.engine
-                .read_file(Op::ReadParquet(request.into_inner()))
+                .read_file(tenant, Op::ReadParquet(request.into_inner()))
                 .await,
         )
     }
 
     async fn read_csv(&self, request: Request<pb::ReadCsvRequest>) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         handle_reply(
             self.engine
-                .read_file(Op::ReadCsv(request.into_inner()))
+                .read_file(tenant, Op::ReadCsv(request.into_inner()))
                 .await,
         )
     }
 
     async fn read_ipc(&self, request: Request<pb::ReadIpcRequest>) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         handle_reply(
             self.engine
-                .read_file(Op::ReadIpc(request.into_inner()))
+                .read_file(tenant, Op::ReadIpc(request.into_inner()))
                 .await,
         )
     }
 
     async fn read_json(&self, request: Request<pb::ReadJsonRequest>) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         handle_reply(
             self.engine
-                .read_file(Op::ReadJson(request.into_inner()))
+                .read_file(tenant, Op::ReadJson(request.into_inner()))
                 .await,
         )
     }
@@ -194,21 +206,28 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::RestApiRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        handle_reply(self.engine.read_rest(request.into_inner()).await)
+        let tenant = tenant(&request)?;
+        handle_reply(self.engine.read_rest(tenant, request.into_inner()).await)
     }
 
     async fn create_from_arrow(
         &self,
         request: Request<pb::CreateFromArrowRequest>,
     ) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         let request = request.into_inner();
-        handle_reply(self.engine.upload(request.arrow_ipc, request.name).await)
+        handle_reply(
+            self.engine
+                .upload(tenant, request.arrow_ipc, request.name)
+                .await,
+        )
     }
 
     async fn upload_arrow(
         &self,
         request: Request<Streaming<pb::UploadArrowChunk>>,
     ) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         let mut chunks = request.into_inner();
         let mut data = Vec::new();
         let mut name = None;
@@ -228,7 +247,7 @@ impl DataFrameService for DataFrameServer {
         // A client that went away midway ends `chunks` like a finished stream; hyper then
         // drops this call at the upload's first wait (its decode), before anything is
         // stored. Storing nothing before that wait keeps a cancelled upload out.
-        handle_reply(self.engine.upload(data.into(), name).await)
+        handle_reply(self.engine.upload(tenant, data.into(), name).await)
     }
 
     async fn stream_rest_api(
@@ -257,12 +276,14 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn select(&self, request: Request<pb::SelectRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Select)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Select)
             .await
     }
 
     async fn filter(&self, request: Request<pb::FilterRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Filter)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Filter)
             .await
     }
 
@@ -270,80 +291,106 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::WithColumnRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::WithColumn)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::WithColumn,
+        )
+        .await
     }
 
     async fn with_columns(
         &self,
         request: Request<pb::WithColumnsRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::WithColumns)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::WithColumns,
+        )
+        .await
     }
 
     async fn drop(&self, request: Request<pb::DropRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Drop)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Drop)
             .await
     }
 
     async fn rename(&self, request: Request<pb::RenameRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Rename)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Rename)
             .await
     }
 
     async fn sort(&self, request: Request<pb::SortRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Sort)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Sort)
             .await
     }
 
     async fn unique(&self, request: Request<pb::UniqueRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Unique)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Unique)
             .await
     }
 
     async fn limit(&self, request: Request<pb::LimitRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Limit)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Limit)
             .await
     }
 
     async fn head(&self, request: Request<pb::HeadRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Head)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Head)
             .await
     }
 
     async fn tail(&self, request: Request<pb::TailRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Tail)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Tail)
             .await
     }
 
     async fn slice(&self, request: Request<pb::SliceRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Slice)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Slice)
             .await
     }
 
     async fn group_by(&self, request: Request<pb::GroupByRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::GroupBy)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::GroupBy)
             .await
     }
 
     async fn agg(&self, request: Request<pb::AggRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Agg)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Agg)
             .await
     }
 
     async fn pivot(&self, request: Request<pb::PivotRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Pivot)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Pivot)
             .await
     }
 
     async fn melt(&self, request: Request<pb::MeltRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Melt)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Melt)
             .await
     }
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         self.derive_two(
+            tenant,
             request.into_inner(),
             |r| (&mut r.handle, &mut r.right),
             Op::Join,
@@ -352,7 +399,9 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn cross(&self, request: Request<pb::CrossRequest>) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         self.derive_two(
+            tenant,
             request.into_inner(),
             |r| (&mut r.handle, &mut r.right),
             Op::Cross,
@@ -361,47 +410,74 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn sql(&self, request: Request<pb::SqlRequest>) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         let request = request.into_inner();
-        handle_reply(self.engine.sql(request.query, request.tables).await)
+        handle_reply(self.engine.sql(tenant, request.query, request.tables).await)
     }
 
     async fn clone(&self, request: Request<pb::CloneRequest>) -> Reply<pb::DataFrameHandle> {
-        handle_reply(self.engine.clone_handle(&request.into_inner().handle).await)
+        let tenant = tenant(&request)?;
+        handle_reply(
+            self.engine
+                .clone_handle(tenant, &request.into_inner().handle)
+                .await,
+        )
     }
 
     async fn as_time_series(
         &self,
         request: Request<pb::AsTimeSeriesRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::AsTimeSeries)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::AsTimeSeries,
+        )
+        .await
     }
 
     async fn resample(&self, request: Request<pb::ResampleRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Resample)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::Resample,
+        )
+        .await
     }
 
     async fn rolling_window(
         &self,
         request: Request<pb::RollingWindowRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::RollingWindow)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::RollingWindow,
+        )
+        .await
     }
 
     async fn lag(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Lag)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Lag)
             .await
     }
 
     async fn lead(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Lead)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Lead)
             .await
     }
 
     async fn diff(&self, request: Request<pb::DiffRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Diff)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Diff)
             .await
     }
 
@@ -409,12 +485,20 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::PctChangeRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::PctChange)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::PctChange,
+        )
+        .await
     }
 
     async fn asof_join(&self, request: Request<pb::AsofJoinRequest>) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
         self.derive_two(
+            tenant,
             request.into_inner(),
             |r| (&mut r.handle, &mut r.right),
             Op::AsofJoin,
@@ -423,12 +507,19 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn fill_null(&self, request: Request<pb::FillNullRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::FillNull)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::FillNull,
+        )
+        .await
     }
 
     async fn fill_nan(&self, request: Request<pb::FillNanRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::FillNan)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::FillNan)
             .await
     }
 
@@ -436,28 +527,42 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::InterpolateRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Interpolate)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::Interpolate,
+        )
+        .await
     }
 
     async fn describe(&self, request: Request<pb::DescribeRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Describe)
-            .await
+        let tenant = tenant(&request)?;
+        self.derive_one(
+            tenant,
+            request.into_inner(),
+            |r| &mut r.handle,
+            Op::Describe,
+        )
+        .await
     }
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request.into_inner(), |r| &mut r.handle, Op::Stats)
+        let tenant = tenant(&request)?;
+        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Stats)
             .await
     }
 
     type CollectStream = BatchStream;
 
     async fn collect(&self, request: Request<pb::CollectRequest>) -> Reply<Self::CollectStream> {
+        let tenant = tenant(&request)?;
         let request = request.into_inner();
         let shape = self.shape(usize::MAX);
         let collected = self
             .engine
-            .collect_batches(&request.handle, request.limit, shape)
+            .collect_batches(tenant, &request.handle, request.limit, shape)
             .await
             .map_err(status)?;
         Ok(Response::new(Self::stream_collected(collected, shape)))
@@ -469,6 +574,7 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::CollectStreamingRequest>,
     ) -> Reply<Self::CollectStreamingStream> {
+        let tenant = tenant(&request)?;
         let request = request.into_inner();
         let batch_rows = match request.batch_size {
             None => self.stream_batch_rows,
@@ -482,7 +588,7 @@ impl DataFrameService for DataFrameServer {
         let shape = self.shape(batch_rows);
         let collected = self
             .engine
-            .collect_batches(&request.handle, request.limit, shape)
+            .collect_batches(tenant, &request.handle, request.limit, shape)
             .await
             .map_err(status)?;
         Ok(Response::new(Self::stream_collected(collected, shape)))
@@ -492,6 +598,7 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::WriteParquetRequest>,
     ) -> Reply<pb::WriteResponse> {
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let format = SinkFormat::Parquet {
             compression: r.compression,
@@ -499,12 +606,13 @@ impl DataFrameService for DataFrameServer {
         };
         write_reply(
             self.engine
-                .write(&r.handle, &r.path, format, r.append)
+                .write(tenant, &r.handle, &r.path, format, r.append)
                 .await,
         )
     }
 
     async fn write_csv(&self, request: Request<pb::WriteCsvRequest>) -> Reply<pb::WriteResponse> {
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let format = SinkFormat::Csv {
             separator: r.separator,
@@ -512,16 +620,18 @@ impl DataFrameService for DataFrameServer {
         };
         write_reply(
             self.engine
-                .write(&r.handle, &r.path, format, r.append)
+                .write(tenant, &r.handle, &r.path, format, r.append)
                 .await,
         )
     }
 
     async fn write_ipc(&self, request: Request<pb::WriteIpcRequest>) -> Reply<pb::WriteResponse> {
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         write_reply(
             self.engine
                 .write(
+                    tenant,
                     &r.handle,
                     &r.path,
                     SinkFormat::Ipc {
@@ -534,9 +644,10 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn explain(&self, request: Request<pb::ExplainRequest>) -> Reply<pb::ExplainResponse> {
+        let tenant = tenant(&request)?;
         let (optimized_plan, unoptimized_plan) = self
             .engine
-            .explain(&request.into_inner().handle)
+            .explain(tenant, &request.into_inner().handle)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ExplainResponse {
@@ -549,9 +660,10 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::GetSchemaRequest>,
     ) -> Reply<pb::SchemaResponse> {
+        let tenant = tenant(&request)?;
         let schema = self
             .engine
-            .schema(&request.into_inner().handle)
+            .schema(tenant, &request.into_inner().handle)
             .await
             .map_err(status)?;
         let columns: Vec<pb::ColumnInfo> = schema
@@ -574,9 +686,10 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn get_shape(&self, request: Request<pb::GetShapeRequest>) -> Reply<pb::ShapeResponse> {
+        let tenant = tenant(&request)?;
         let (rows, columns) = self
             .engine
-            .shape(&request.into_inner().handle)
+            .shape(tenant, &request.into_inner().handle)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ShapeResponse {
@@ -589,9 +702,10 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::DropHandleRequest>,
     ) -> Reply<pb::DropHandleResponse> {
+        let tenant = tenant(&request)?;
         let success = self
             .engine
-            .drop_handle(&request.into_inner().handle)
+            .drop_handle(tenant, &request.into_inner().handle)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DropHandleResponse { success }))
@@ -601,14 +715,19 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Reply<pb::HeartbeatResponse> {
-        let alive = self.engine.heartbeat(request.into_inner().handles).await;
+        let tenant = tenant(&request)?;
+        let alive = self
+            .engine
+            .heartbeat(tenant, request.into_inner().handles)
+            .await;
         Ok(Response::new(pb::HeartbeatResponse { alive }))
     }
 
     async fn persist(&self, request: Request<pb::PersistRequest>) -> Reply<pb::PersistResponse> {
+        let tenant = tenant(&request)?;
         let (rows, stored) = self
             .engine
-            .persist(&request.into_inner().handle)
+            .persist(tenant, &request.into_inner().handle)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::PersistResponse {
@@ -618,18 +737,20 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn pin(&self, request: Request<pb::PinRequest>) -> Reply<pb::PinResponse> {
+        let tenant = tenant(&request)?;
         let pinned = self
             .engine
-            .set_pinned(&request.into_inner().handle, true)
+            .set_pinned(tenant, &request.into_inner().handle, true)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::PinResponse { pinned }))
     }
 
     async fn unpin(&self, request: Request<pb::PinRequest>) -> Reply<pb::PinResponse> {
+        let tenant = tenant(&request)?;
         let pinned = self
             .engine
-            .set_pinned(&request.into_inner().handle, false)
+            .set_pinned(tenant, &request.into_inner().handle, false)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::PinResponse { pinned }))
@@ -639,8 +760,13 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::HandleInfoRequest>,
     ) -> Reply<pb::HandleInfo> {
+        let tenant = tenant(&request)?;
         let handle = request.into_inner().handle;
-        let info = self.engine.handle_info(&handle).await.map_err(status)?;
+        let info = self
+            .engine
+            .handle_info(tenant, &handle)
+            .await
+            .map_err(status)?;
         let record = info.record;
         // 0 when it never expires (pinned, or no TTL).
         let expires = record.expires_unix_ms().filter(|&at| at != u64::MAX);

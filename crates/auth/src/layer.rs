@@ -1,0 +1,73 @@
+//! The tower layer that checks every gRPC call before any service sees it.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+
+use crate::{Auth, Internal};
+
+/// Checks each call with [`Auth::check`]: a refused call is answered here with its status;
+/// an accepted one goes on with its [`crate::Caller`] (and [`Internal`]) in its extensions.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Auth>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Auth>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated {
+            auth: self.auth.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    auth: Arc<Auth>,
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    R: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.auth.check(request.uri().path(), request.headers()) {
+            Ok(access) => {
+                let extensions = request.extensions_mut();
+                if let Some(caller) = access.caller {
+                    extensions.insert(caller);
+                }
+                if access.internal {
+                    extensions.insert(Internal);
+                }
+                Either::Right(self.inner.call(request))
+            }
+            Err(refusal) => {
+                metrics::counter!("polaroid_auth_refused_calls_total", "reason" => refusal.reason())
+                    .increment(1);
+                tracing::debug!(path = request.uri().path(), %refusal, "call refused");
+                Either::Left(ready(Ok(refusal.status().into_http())))
+            }
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! Authentication and tenancy against real processes: a coordinator and two workers on
+//! loopback with tokens for three tenants, tried as a hostile client would.
+
+use std::time::Duration;
+
+use polaroid_auth::{Role, new_token, token_line};
+use polaroid_proto::flight::{self as fl, flight_service_client::FlightServiceClient};
+use polaroid_proto::v1 as pb;
+use polaroid_proto::v1::cluster_service_client::ClusterServiceClient;
+use polaroid_tests::*;
+use polars::prelude::*;
+use tonic::Code;
+
+/// Tokens of the test cluster: two users of their own tenants, and an admin.
+struct Tokens {
+    a: String,
+    b: String,
+    admin: String,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const SECRET: &str = "a-cluster-secret-for-these-tests-only";
+
+fn tokens() -> anyhow::Result<Tokens> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("tokens");
+    let (a, b, admin) = (new_token(), new_token(), new_token());
+    std::fs::write(
+        &file,
+        format!(
+            "# test tokens\n{}\n{}\n{}\n",
+            token_line(&a, "tenant-a", Role::User, "alice"),
+            token_line(&b, "tenant-b", Role::User, "bob"),
+            token_line(&admin, "ops", Role::Admin, ""),
+        ),
+    )?;
+    Ok(Tokens {
+        a,
+        b,
+        admin,
+        file,
+        _dir: dir,
+    })
+}
+
+fn auth_env(tokens: &Tokens, reload_secs: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "POLAROID_AUTH_TOKENS_FILE".into(),
+            tokens.file.to_string_lossy().into_owned(),
+        ),
+        ("POLAROID_AUTH_CLUSTER_SECRET".into(), SECRET.into()),
+        (
+            "POLAROID_AUTH_TOKENS_RELOAD_SECS".into(),
+            reload_secs.into(),
+        ),
+    ]
+}
+
+async fn secured_cluster(tokens: &Tokens, reload_secs: &str) -> anyhow::Result<TestCluster> {
+    TestCluster::start_with_env(
+        2,
+        &[],
+        &[],
+        auth_env(tokens, reload_secs),
+        Some(tokens.admin.clone()),
+    )
+    .await
+}
+
+fn sales() -> DataFrame {
+    df!("id" => [1i64, 2, 3], "amount" => [10.0f64, 20.5, 3.25]).expect("frame")
+}
+
+async fn upload_as(
+    client: &mut Client,
+    token: &str,
+    df: &DataFrame,
+) -> Result<String, tonic::Status> {
+    let request = pb::CreateFromArrowRequest {
+        arrow_ipc: to_ipc(df).into(),
+        name: None,
+    };
+    Ok(client
+        .create_from_arrow(with_token(request, token))
+        .await?
+        .into_inner()
+        .handle)
+}
+
+async fn collect_as(
+    client: &mut Client,
+    token: &str,
+    handle: &str,
+) -> Result<DataFrame, tonic::Status> {
+    let request = pb::CollectRequest {
+        handle: handle.into(),
+        limit: None,
+    };
+    let mut stream = client
+        .collect(with_token(request, token))
+        .await?
+        .into_inner();
+    let mut frames = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        frames.push(from_ipc(&batch.arrow_ipc));
+    }
+    Ok(stack(&frames))
+}
+
+fn code_of<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_make_internal_calls_or_see_the_cluster() -> anyhow::Result<()> {
+    let tokens = tokens()?;
+    let cluster = secured_cluster(&tokens, "2").await?;
+    let before = cluster.live_workers().await?;
+    assert_eq!(before.len(), 2);
+    let mut members =
+        ClusterServiceClient::connect(format!("http://{}", cluster.coordinator.address)).await?;
+
+    // A rogue worker address and the removal of a live worker, with a user's token, an
+    // admin's token and no token at all: each refused, the ring unchanged.
+    let rogue = || pb::LoadReport {
+        worker_id: "rogue".into(),
+        address: "127.0.0.1:1".into(),
+        load: None,
+    };
+    let leave = || pb::LeaveRequest {
+        worker_id: before[0].worker_id.clone(),
+    };
+    for token in [&tokens.a, &tokens.admin] {
+        let code = code_of(members.report_load(with_token(rogue(), token)).await);
+        assert_eq!(code, Code::PermissionDenied);
+        let code = code_of(members.leave(with_token(leave(), token)).await);
+        assert_eq!(code, Code::PermissionDenied);
+    }
+    assert_eq!(
+        code_of(members.report_load(rogue()).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code_of(members.leave(leave()).await),
+        Code::PermissionDenied
+    );
+    // A guessed cluster credential is refused as such.
+    let mut guessed = tonic::Request::new(rogue());
+    guessed.metadata_mut().insert(
+        "x-polaroid-cluster-credential",
+        "guessed-secret-0000000".parse()?,
+    );
+    assert_eq!(
+        code_of(members.report_load(guessed).await),
+        Code::Unauthenticated
+    );
+    // The ring is as it was, including after a membership refresh.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut after = cluster.live_workers().await?;
+    after.sort_by(|x, y| x.worker_id.cmp(&y.worker_id));
+    let mut expected = before.clone();
+    expected.sort_by(|x, y| x.worker_id.cmp(&y.worker_id));
+    assert_eq!(
+        after.iter().map(|w| &w.address).collect::<Vec<_>>(),
+        expected.iter().map(|w| &w.address).collect::<Vec<_>>()
+    );
+
+    // Listing workers is for admins.
+    let listed = members
+        .list_workers(with_token(pb::ListWorkersRequest {}, &tokens.a))
+        .await;
+    assert_eq!(code_of(listed), Code::PermissionDenied);
+    let listed = members.list_workers(pb::ListWorkersRequest {}).await;
+    assert_eq!(code_of(listed), Code::Unauthenticated);
+
+    // Job validation on a worker is internal too.
+    use polaroid_proto::v1::job_validation_service_client::JobValidationServiceClient;
+    let worker = cluster.workers[0].as_ref().expect("worker").address;
+    let mut validation = JobValidationServiceClient::connect(format!("http://{worker}")).await?;
+    let request = with_token(pb::ValidateJobRequest { spec: None }, &tokens.a);
+    assert_eq!(
+        code_of(validation.validate_job(request).await),
+        Code::PermissionDenied
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_reach_another_tenants_handles() -> anyhow::Result<()> {
+    let tokens = tokens()?;
+    let cluster = secured_cluster(&tokens, "2").await?;
+    let mut client = cluster.client().await?;
+    let theirs = upload_as(&mut client, &tokens.a, &sales()).await?;
+    let ours = upload_as(&mut client, &tokens.b, &sales()).await?;
+    let b = tokens.b.as_str();
+    let handle = || theirs.clone();
+
+    // Every call that names a handle, as tenant B on tenant A's handle: not found, as a
+    // handle that never existed.
+    let not_found = [
+        (
+            "collect",
+            code_of(collect_as(&mut client, b, &theirs).await),
+        ),
+        (
+            "schema",
+            code_of(
+                client
+                    .get_schema(with_token(pb::GetSchemaRequest { handle: handle() }, b))
+                    .await,
+            ),
+        ),
+        (
+            "shape",
+            code_of(
+                client
+                    .get_shape(with_token(pb::GetShapeRequest { handle: handle() }, b))
+                    .await,
+            ),
+        ),
+        (
+            "describe",
+            code_of(
+                client
+                    .describe(with_token(
+                        pb::DescribeRequest {
+                            handle: handle(),
+                            ..Default::default()
+                        },
+                        b,
+                    ))
+                    .await,
+            ),
+        ),
+        (
+            "head",
+            code_of(
+                client
+                    .head(with_token(
+                        pb::HeadRequest {
+                            handle: handle(),
+                            n: 1,
+                        },
+                        b,
+                    ))
+                    .await,
+            ),
+        ),
+        (
+            "clone",
+            code_of(
+                pb::data_frame_service_client::DataFrameServiceClient::clone(
+                    &mut client,
+                    with_token(pb::CloneRequest { handle: handle() }, b),
+                )
+                .await,
+            ),
+        ),
+        (
+            "join",
+            code_of(
+                client
+                    .join(with_token(
+                        pb::JoinRequest {
+                            handle: ours.clone(),
+                            right: handle(),
+                            on: vec!["id".into()],
+                            ..Default::default()
+                        },
+                        b,
+                    ))
+                    .await,
+            ),
+        ),
+        (
+            "sql",
+            code_of(
+                client
+                    .sql(with_token(
+                        pb::SqlRequest {
+                            query: "SELECT * FROM t".into(),
+                            tables: [("t".to_owned(), handle())].into(),
+                        },
+                        b,
+                    ))
+                    .await,
+            ),
+        ),
+        (
+            "pin",
+            code_of(
+                client
+                    .pin(with_token(pb::PinRequest { handle: handle() }, b))
+                    .await,
+            ),
+        ),
+        (
+            "unpin",
+            code_of(
+                client
+                    .unpin(with_token(pb::PinRequest { handle: handle() }, b))
+                    .await,
+            ),
+        ),
+        (
+            "persist",
+            code_of(
+                client
+                    .persist(with_token(pb::PersistRequest { handle: handle() }, b))
+                    .await,
+            ),
+        ),
+        (
+            "info",
+            code_of(
+                client
+                    .get_handle_info(with_token(pb::HandleInfoRequest { handle: handle() }, b))
+                    .await,
+            ),
+        ),
+        (
+            "write",
+            code_of(
+                client
+                    .write_parquet(with_token(
+                        pb::WriteParquetRequest {
+                            handle: handle(),
+                            path: "stolen.parquet".into(),
+                            ..Default::default()
+                        },
+                        b,
+                    ))
+                    .await,
+            ),
+        ),
+    ];
+    for (call, code) in not_found {
+        assert_eq!(code, Code::NotFound, "{call}");
+    }
+    assert!(!cluster.path("stolen.parquet").exists());
+    // Dropping and heartbeating it from B does nothing to it.
+    let dropped = client
+        .drop_handle(with_token(pb::DropHandleRequest { handle: handle() }, b))
+        .await?
+        .into_inner();
+    assert!(!dropped.success);
+    let alive = client
+        .heartbeat(with_token(
+            pb::HeartbeatRequest {
+                handles: vec![handle()],
+            },
+            b,
+        ))
+        .await?
+        .into_inner()
+        .alive;
+    assert_eq!(alive.get(&theirs), Some(&false));
+
+    // Over Flight, straight from each worker, as tenant B: not found either; as A: the rows.
+    for worker in cluster.workers.iter().flatten() {
+        let mut flight = FlightServiceClient::connect(format!("http://{}", worker.address)).await?;
+        let ticket = || fl::Ticket {
+            ticket: theirs.clone().into_bytes().into(),
+        };
+        let fetched = match flight.do_get(with_token(ticket(), b)).await {
+            Ok(response) => response.into_inner().message().await.map(|_| ()),
+            Err(status) => Err(status),
+        };
+        assert_eq!(code_of(fetched), Code::NotFound);
+        let no_token = flight.do_get(ticket()).await.map(|_| ());
+        assert_eq!(code_of(no_token), Code::Unauthenticated);
+        let mut stream = flight
+            .do_get(with_token(ticket(), &tokens.a))
+            .await?
+            .into_inner();
+        assert!(stream.message().await?.is_some(), "A reads its own rows");
+    }
+
+    // A still has its rows, untouched.
+    assert_frame_eq(
+        &collect_as(&mut client, &tokens.a, &theirs).await?,
+        &sales(),
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_missing_unknown_forged_revoked_and_rotated() -> anyhow::Result<()> {
+    let tokens = tokens()?;
+    // Reload on SIGHUP only (the interval is an hour), so rotation is what the signal does.
+    let cluster = secured_cluster(&tokens, "3600").await?;
+    let mut client = cluster.client().await?;
+    let frame = pb::CreateFromArrowRequest {
+        arrow_ipc: to_ipc(&sales()).into(),
+        name: None,
+    };
+
+    let refused = client.create_from_arrow(frame.clone()).await;
+    let status = refused.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("Bearer"), "{}", status.message());
+    let unknown = client
+        .create_from_arrow(with_token(frame.clone(), &new_token()))
+        .await;
+    assert_eq!(code_of(unknown), Code::Unauthenticated);
+    let mut basic = tonic::Request::new(frame.clone());
+    basic
+        .metadata_mut()
+        .insert("authorization", format!("Basic {}", tokens.a).parse()?);
+    assert_eq!(
+        code_of(client.create_from_arrow(basic).await),
+        Code::Unauthenticated
+    );
+
+    // A forged tenant header, to the coordinator and straight to a worker: refused, even
+    // with a valid token.
+    let worker = cluster.workers[0].as_ref().expect("worker").address;
+    for address in [cluster.coordinator.address, worker] {
+        let mut target = client_at(address).await?;
+        let mut forged = with_token(frame.clone(), &tokens.a);
+        forged
+            .metadata_mut()
+            .insert("x-polaroid-tenant", "tenant-b".parse()?);
+        assert_eq!(
+            code_of(target.create_from_arrow(forged).await),
+            Code::PermissionDenied
+        );
+    }
+
+    // Rotation: A's token is replaced by a new one, and B's revoked, without a restart.
+    let handle = upload_as(&mut client, &tokens.a, &sales()).await?;
+    let rotated = new_token();
+    std::fs::write(
+        &tokens.file,
+        format!(
+            "{}\n{}\n",
+            token_line(&rotated, "tenant-a", Role::User, "alice"),
+            token_line(&tokens.admin, "ops", Role::Admin, ""),
+        ),
+    )?;
+    let mut pids = vec![cluster.coordinator.pid()];
+    pids.extend(cluster.workers.iter().flatten().map(WorkerProcess::pid));
+    for pid in pids {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -HUP {pid}");
+    }
+    let address = cluster.coordinator.address;
+    let (old, revoked) = (tokens.a.clone(), tokens.b.clone());
+    eventually(
+        "the old tokens to be refused",
+        Duration::from_secs(10),
+        || {
+            let (old, revoked) = (old.clone(), revoked.clone());
+            async move {
+                let mut client = client_at(address).await?;
+                let frame = pb::CreateFromArrowRequest {
+                    arrow_ipc: to_ipc(&sales()).into(),
+                    name: None,
+                };
+                let old = client
+                    .create_from_arrow(with_token(frame.clone(), &old))
+                    .await;
+                let revoked = client.create_from_arrow(with_token(frame, &revoked)).await;
+                Ok(old.is_err_and(|s| s.code() == Code::Unauthenticated)
+                    && revoked.is_err_and(|s| s.code() == Code::Unauthenticated))
+            }
+        },
+    )
+    .await?;
+    // The new token is the same tenant: its handles are still there.
+    assert_frame_eq(&collect_as(&mut client, &rotated, &handle).await?, &sales());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_prints_a_token_the_servers_accept() -> anyhow::Result<()> {
+    let tokens = tokens()?;
+    let cluster = secured_cluster(&tokens, "0.2").await?;
+    let output = std::process::Command::new(polaroid_binary()?)
+        .args([
+            "token",
+            "create",
+            "--tenant",
+            "tenant-c",
+            "--name",
+            "carol",
+            "--append-to",
+        ])
+        .arg(&tokens.file)
+        .output()?;
+    anyhow::ensure!(output.status.success(), "token create: {output:?}");
+    let stdout = String::from_utf8(output.stdout)?;
+    let token = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("token: "))
+        .ok_or_else(|| anyhow::anyhow!("no token in {stdout:?}"))?
+        .to_owned();
+    let file = std::fs::read_to_string(&tokens.file)?;
+    assert!(!file.contains(&token), "the file keeps only the hash");
+    assert!(file.lines().any(|l| l.ends_with(" tenant-c user carol")));
+
+    let address = cluster.coordinator.address;
+    eventually(
+        "the new token to be accepted",
+        Duration::from_secs(10),
+        || {
+            let token = token.clone();
+            async move {
+                let mut client = client_at(address).await?;
+                Ok(upload_as(&mut client, &token, &sales()).await.is_ok())
+            }
+        },
+    )
+    .await?;
+
+    let refused = std::process::Command::new(polaroid_binary()?)
+        .args(["token", "create", "--tenant", "../etc"])
+        .output()?;
+    assert!(!refused.status.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_address_without_tokens_refuses_to_start() -> anyhow::Result<()> {
+    for role in ["worker", "coordinator", "standalone"] {
+        let output = std::process::Command::new(polaroid_binary()?)
+            .args([role, "--bind", "0.0.0.0:0", "--http-address", "127.0.0.1:0"])
+            .env_remove("POLAROID_AUTH_TOKENS_FILE")
+            .env_remove("POLAROID_AUTH_ALLOW_UNAUTHENTICATED")
+            .output()?;
+        assert!(!output.status.success(), "{role} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("tokens_file") && stderr.contains("allow_unauthenticated"),
+            "{role}: {stderr}"
+        );
+    }
+    // Allowed explicitly, it starts.
+    let worker = WorkerProcess::spawn(
+        &["--bind", "0.0.0.0:0"],
+        &[("POLAROID_AUTH_ALLOW_UNAUTHENTICATED".into(), "true".into())],
+    )?;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], worker.address.port()));
+    let mut client = client_at(address).await?;
+    upload(&mut client, &sales()).await?;
+    Ok(())
+}
