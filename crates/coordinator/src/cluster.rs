@@ -102,6 +102,7 @@ impl Cluster {
     /// Skips `worker_id` until it reports again.
     pub fn suspect(&self, worker_id: &Arc<str>) {
         tracing::warn!(worker = %worker_id, "worker unreachable; routing around it");
+        metrics::counter!("polaroid_coordinator_workers_suspected_total").increment(1);
         let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.view();
         let Some(member) = current.members.get(worker_id) else {

@@ -26,7 +26,8 @@ fn check_worker_id(id: &str) -> Result<(), CoordinatorError> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if id.is_empty() || id.len() > 128 || !plain {
         return Err(CoordinatorError::InvalidReport(format!(
-            "worker_id must be 1 to 128 of [A-Za-z0-9._-], got {id:?}"
+            "worker_id must be 1 to 128 of [A-Za-z0-9._-], got `{}`",
+            polaroid_proto::excerpt(id)
         )));
     }
     Ok(())

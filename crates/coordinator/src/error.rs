@@ -1,7 +1,10 @@
 //! The coordinator's errors, and the one place they become gRPC statuses. Statuses from
-//! workers pass through unchanged: the worker already chose them.
+//! workers pass through unchanged: the worker already chose them (and bounded them). A
+//! client's string in a message is quoted through `excerpt`, and every message is cut to
+//! `MAX_STATUS_MESSAGE_BYTES`.
 
 use polaroid_jobs::QueueError;
+use polaroid_proto::excerpt;
 
 use crate::membership::MembershipError;
 
@@ -29,7 +32,7 @@ pub enum CoordinatorError {
     NoJobQueue,
     #[error("SubmitJob needs a spec")]
     MissingSpec,
-    #[error("malformed job id `{0}`: expected 28 lowercase hex digits")]
+    #[error("malformed job id `{}`: expected 28 lowercase hex digits", excerpt(.0))]
     MalformedJobId(String),
     #[error("job {0} not found (unknown, or expired after its retention)")]
     JobNotFound(String),
@@ -43,7 +46,7 @@ pub enum CoordinatorError {
 
 impl From<CoordinatorError> for tonic::Status {
     fn from(error: CoordinatorError) -> Self {
-        let message = error.to_string();
+        let message = polaroid_proto::bounded_message(error.to_string());
         match error {
             CoordinatorError::NoLiveWorkers | CoordinatorError::Membership(_) => {
                 tonic::Status::unavailable(message)

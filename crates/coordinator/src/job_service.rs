@@ -78,7 +78,7 @@ impl JobServer {
             }
             match client.validate_job(request).await {
                 Ok(_) => return Ok(()),
-                Err(status) if is_transport_failure(&status) => {
+                Err(status) if crate::failover::is_transport_failure(&status) => {
                     self.cluster.suspect(&target.worker_id);
                     tried.push(target.worker_id);
                     last_failure = Some(status);
@@ -249,46 +249,5 @@ impl pb::job_service_server::JobService for JobServer {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(receiver),
         )))
-    }
-}
-
-/// A failure worth trying the next worker for: the worker is unreachable or went away
-/// (tonic attaches the transport error as the source, except for hyper's "operation was
-/// canceled" when a connection dies under a queued call, which is CANCELLED; a worker
-/// never sends CANCELLED itself, and our own caller cancelling drops this call instead).
-/// A status the worker sent, even UNAVAILABLE (a REST source that is down), is its answer.
-fn is_transport_failure(status: &Status) -> bool {
-    use std::error::Error;
-    match status.code() {
-        tonic::Code::Cancelled => true,
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
-            status.source().is_some()
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_transport_failures_fail_over() {
-        assert!(
-            !is_transport_failure(&Status::unavailable("the REST source is down")),
-            "a worker's own UNAVAILABLE is its answer"
-        );
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(is_transport_failure(&Status::from_error(Box::new(refused))));
-        assert!(!is_transport_failure(&Status::internal("worker said so")));
-        assert!(!is_transport_failure(&Status::not_found("no handle")));
-        assert!(is_transport_failure(&Status::cancelled(
-            "operation was canceled"
-        )));
-        // A connection that broke under a call surfaces as UNKNOWN with the cause attached.
-        let broken = std::io::Error::new(std::io::ErrorKind::Other, "connection closed");
-        let status = Status::from_error(Box::new(broken));
-        assert_eq!(status.code(), tonic::Code::Unknown);
-        assert!(is_transport_failure(&status));
     }
 }

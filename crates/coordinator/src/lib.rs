@@ -8,6 +8,7 @@ mod cluster;
 mod cluster_service;
 pub mod config;
 mod error;
+mod failover;
 mod job_service;
 mod link;
 pub mod membership;

@@ -16,6 +16,7 @@ use polaroid_proto::GRPC_PREFIX_BYTES;
 use tokio::net::TcpStream;
 use tonic::Status;
 
+use crate::failover::{Http2Failure, Verdict};
 use crate::proxy::MessageStream;
 
 /// A worker that does not accept a connection this quickly is treated as down.
@@ -25,6 +26,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// The most bytes given to h2 in one send.
 const MAX_SEND_BYTES: usize = 1 << 30;
+/// The largest header block (response headers or trailers) read from a worker, as hyper's
+/// client. A larger one fails its call (REFUSED_STREAM), and one over 4x this closes the
+/// whole connection (h2's ENHANCE_YOUR_CALM): a worker's headers are a few fixed fields
+/// and its status, whose message is at most `MAX_STATUS_MESSAGE_BYTES` (three times that
+/// percent-encoded), so they always fit.
+pub(crate) const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+const _: () =
+    assert!(3 * polaroid_proto::MAX_STATUS_MESSAGE_BYTES + 1024 <= MAX_HEADER_LIST_BYTES as usize);
 
 /// Why a call could not be sent to the worker, or its answer not read.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +44,20 @@ pub enum LinkError {
     MessageTooLarge(usize),
     #[error(transparent)]
     Http2(#[from] h2::Error),
+}
+
+impl LinkError {
+    /// Whether the worker is down (fail over) or this call failed (answer it with the
+    /// code): see [`crate::failover`].
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Self::Connect { .. } => Verdict::WorkerDown,
+            Self::MessageTooLarge(_) => {
+                Verdict::CallFailed(polaroid_proto::ErrorCode::ResourceExhausted)
+            }
+            Self::Http2(e) => Http2Failure::of(e).verdict(),
+        }
+    }
 }
 
 /// A connection to one worker, opened on first use and again after it fails.
@@ -183,7 +206,7 @@ impl WorkerLink {
             .initial_connection_window_size(512 << 20)
             // As hyper's client: workers never push, and header blocks stay small.
             .enable_push(false)
-            .max_header_list_size(16 << 10)
+            .max_header_list_size(MAX_HEADER_LIST_BYTES)
             .handshake::<_, Bytes>(tcp)
             .await?;
         let ping_pong = connection.ping_pong();

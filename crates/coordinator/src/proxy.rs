@@ -1,7 +1,8 @@
 //! The coordinator's `DataFrameService`: every call is forwarded, as raw protobuf bytes,
 //! to the worker that owns its affinity key, and retried on the next distinct worker on
-//! the ring when that worker cannot be reached. Responses pass through as the worker's
-//! HTTP/2 frames, neither decoded nor copied: a result is never held whole here.
+//! the ring when that worker cannot be reached (and only then: see `failover`). Responses
+//! pass through as the worker's HTTP/2 frames, neither decoded nor copied: a result is
+//! never held whole here.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,13 +18,14 @@ use http::uri::PathAndQuery;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use polaroid_auth::{Caller, ClusterSecret};
-use polaroid_proto::{AFFINITY_METADATA, GRPC_PREFIX_BYTES};
+use polaroid_proto::{AFFINITY_METADATA, ErrorCode, GRPC_PREFIX_BYTES};
 use rand::Rng;
 use tonic::codec::{DecodeBuf, Decoder};
 use tonic::{Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
+use crate::failover::{Http2Failure, Verdict};
 use crate::link::{LinkError, Outbound, Received};
 use crate::routing::{DataFrameRoutes, FlightRoutes, RouteKey, Routes};
 
@@ -347,9 +349,20 @@ async fn forward<R: Routes>(
                 ));
             }
             Err(e @ LinkError::MessageTooLarge(_)) => {
-                return Err(Status::resource_exhausted(e.to_string()));
+                return Err(ErrorCode::ResourceExhausted.status(e.to_string()));
             }
-            Err(e) => Status::unavailable(format!("worker {worker} failed to answer: {e}")),
+            // Only an unreachable worker is routed around and the call run elsewhere: a
+            // bad answer would be as bad from every worker, and failing over on it once
+            // emptied the ring (see `failover`).
+            Err(e) => match e.verdict() {
+                Verdict::WorkerDown => {
+                    ErrorCode::Unavailable.status(format!("worker {worker} failed to answer: {e}"))
+                }
+                Verdict::CallFailed(code) => {
+                    tracing::warn!(worker = %worker, error = %e, "a worker's answer could not be read");
+                    return Err(call_failed(code, &worker, &e));
+                }
+            },
         };
         if !retryable {
             return Err(failure);
@@ -359,6 +372,14 @@ async fn forward<R: Routes>(
         last_failure = Some(failure);
     }
     Err(last_failure.unwrap_or_else(|| CoordinatorError::NoLiveWorkers.into()))
+}
+
+/// The status of a call whose answer from `worker` could not be read (or that the link
+/// refused to send): the worker stays on the ring.
+fn call_failed(code: ErrorCode, worker: &str, error: &dyn std::fmt::Display) -> Status {
+    code.status(format!(
+        "the answer of worker {worker} could not be read: {error}"
+    ))
 }
 
 /// A worker's response body on its way to the caller, frame by frame as the worker's
@@ -402,10 +423,16 @@ impl http_body::Body for Forwarded {
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(e))) => {
                     let worker = self.worker.clone();
-                    self.cluster.suspect(&worker);
-                    return self.end_with(Status::unavailable(format!(
-                        "worker {worker} went away during the response: {e}"
-                    )));
+                    let status = match Http2Failure::of(&e).verdict() {
+                        Verdict::WorkerDown => {
+                            self.cluster.suspect(&worker);
+                            ErrorCode::Unavailable.status(format!(
+                                "worker {worker} went away during the response: {e}"
+                            ))
+                        }
+                        Verdict::CallFailed(code) => call_failed(code, &worker, &e),
+                    };
+                    return self.end_with(status);
                 }
                 Poll::Ready(None) => {
                     self.ended = true;

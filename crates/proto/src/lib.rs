@@ -37,7 +37,9 @@ mod error_code;
 mod flight_data;
 mod flight_handle;
 
-pub use error_code::ErrorCode;
+pub use error_code::{
+    ErrorCode, Excerpt, MAX_EXCERPT_CHARS, MAX_STATUS_MESSAGE_BYTES, bounded_message, excerpt,
+};
 
 /// Where the bytes of the first length-delimited field `tag` start in an encoded message
 /// whose fields are all length-delimited, read field by field (tests of hand-placed

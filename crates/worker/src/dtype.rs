@@ -4,6 +4,7 @@
 use polars::prelude::{DataType, TimeUnit, TimeZone};
 
 use crate::error::{EngineError, EngineResult};
+use polaroid_proto::excerpt;
 
 /// Parses a data type name; case-insensitive for the simple names, with common aliases.
 pub fn parse(name: &str) -> EngineResult<DataType> {
@@ -41,8 +42,9 @@ pub fn parse(name: &str) -> EngineResult<DataType> {
         "null" => DataType::Null,
         _ => {
             return Err(EngineError::invalid(format!(
-                "unknown data type `{name}`; expected one of Boolean, Int8..Int64, UInt8..UInt64, Float32, \
-                 Float64, String, Binary, Date, Datetime[unit(, zone)], Duration[unit], List[type], Null"
+                "unknown data type `{}`; expected one of Boolean, Int8..Int64, UInt8..UInt64, Float32, \
+                 Float64, String, Binary, Date, Datetime[unit(, zone)], Duration[unit], List[type], Null",
+                excerpt(name)
             )));
         }
     })
@@ -63,7 +65,8 @@ fn time_unit(text: &str) -> EngineResult<TimeUnit> {
         "us" | "μs" => Ok(TimeUnit::Microseconds),
         "ms" => Ok(TimeUnit::Milliseconds),
         other => Err(EngineError::invalid(format!(
-            "unknown time unit `{other}`; expected ns, us or ms"
+            "unknown time unit `{}`; expected ns, us or ms",
+            excerpt(other)
         ))),
     }
 }

@@ -23,6 +23,7 @@ use crate::paths::DataRoots;
 use crate::plan::{self, Frame, StepContext};
 use crate::query::{self, Mode};
 use crate::{ipc, sinks, sources};
+use polaroid_proto::excerpt;
 
 tokio::task_local! {
     /// The affinity key a coordinator chose for the pipeline a call starts (the
@@ -794,7 +795,10 @@ impl Engine {
         };
         let resolved = self.roots.read_path(path)?;
         if !resolved.is_file() {
-            return Err(EngineError::invalid(format!("`{path}` is not a file")));
+            return Err(EngineError::invalid(format!(
+                "`{}` is not a file",
+                excerpt(path)
+            )));
         }
         *path = resolved.to_string_lossy().into_owned();
         let source = sources::fingerprint(&resolved)?;

@@ -1,18 +1,20 @@
-//! The engine's errors, each with the [`ErrorCode`] it means on the wire.
+//! The engine's errors, each with the [`ErrorCode`] it means on the wire. A client's
+//! string in a message is quoted through [`excerpt`] (a handle, a path, a name may be as
+//! long as a request allows; the message goes back in an HTTP/2 trailer).
 
-use polaroid_proto::ErrorCode;
+use polaroid_proto::{ErrorCode, excerpt};
 use polaroid_store::{HandleParseError, StoreError};
 use polars::prelude::PolarsError;
 
 /// Everything a DataFrame call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("malformed handle `{handle}`: {reason}")]
+    #[error("malformed handle `{}`: {reason}", excerpt(.handle))]
     MalformedHandle {
         handle: String,
         reason: HandleParseError,
     },
-    #[error("handle `{0}` not found (unknown, dropped or expired)")]
+    #[error("handle `{}` not found (unknown, dropped or expired)", excerpt(.0))]
     HandleNotFound(String),
     #[error("{0}")]
     InvalidArgument(String),

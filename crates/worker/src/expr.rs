@@ -10,6 +10,7 @@ use polars::prelude::*;
 
 use crate::dtype;
 use crate::error::{EngineError, EngineResult};
+use polaroid_proto::excerpt;
 
 /// Every named function an expression may call, with its arguments (the first is the input).
 pub const FUNCTIONS: &[(&str, &str)] = &[
@@ -389,7 +390,7 @@ fn case_expr(case: &pb::CaseExpr) -> EngineResult<Expr> {
 /// Parses a Polars duration string ("1h", "30m", "2d12h").
 pub fn duration(text: &str) -> EngineResult<Duration> {
     Duration::try_parse(text)
-        .map_err(|e| EngineError::invalid(format!("bad duration `{text}`: {e}")))
+        .map_err(|e| EngineError::invalid(format!("bad duration `{}`: {e}", excerpt(text))))
 }
 
 fn non_negative(value: i64, what: &str) -> EngineResult<usize> {
@@ -442,7 +443,8 @@ fn function_expr(function: &pb::FunctionExpr) -> EngineResult<Expr> {
     let name = function.name.as_str();
     let Some((_, signature)) = FUNCTIONS.iter().find(|(known, _)| *known == name) else {
         return Err(EngineError::invalid(format!(
-            "unknown function `{name}`; known functions: {}",
+            "unknown function `{}`; known functions: {}",
+            excerpt(name),
             known_functions()
         )));
     };

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, Node, SinkFormat, schema_fields};
 use crate::error::{EngineError, EngineResult};
+use polaroid_proto::excerpt;
 
 /// The most steps a job's plan may have.
 const MAX_STEPS: usize = 10_000;
@@ -138,7 +139,7 @@ pub fn sink_format(sink: &pb::JobSink) -> EngineResult<SinkFormat> {
                 _ => {
                     return Err(EngineError::invalid(format!(
                         "cannot tell the format of sink `{}`: set format, or use a .parquet, .csv or .arrow path",
-                        sink.path
+                        excerpt(&sink.path)
                     )));
                 }
             }

@@ -7,6 +7,12 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{EngineError, EngineResult};
+use polaroid_proto::excerpt;
+
+/// Linux's PATH_MAX and NAME_MAX: longer paths and names fail to resolve with
+/// ENAMETOOLONG, which would reach the client as an INTERNAL i/o error.
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_NAME_BYTES: usize = 255;
 
 /// The directories files may be read from and written to.
 #[derive(Debug, Clone)]
@@ -42,13 +48,29 @@ impl DataRoots {
         if requested.is_empty() {
             return Err(EngineError::invalid("path is empty"));
         }
+        if requested.len() > MAX_PATH_BYTES {
+            return Err(EngineError::invalid(format!(
+                "a path is at most {MAX_PATH_BYTES} bytes; this one has {}",
+                requested.len()
+            )));
+        }
         if requested.contains('\0') {
             return Err(EngineError::invalid("path contains a NUL byte"));
         }
         let path = Path::new(requested);
+        if path
+            .components()
+            .any(|c| c.as_os_str().len() > MAX_NAME_BYTES)
+        {
+            return Err(EngineError::invalid(format!(
+                "a path's names are at most {MAX_NAME_BYTES} bytes each: `{}`",
+                excerpt(requested)
+            )));
+        }
         if path.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(EngineError::OutsideDataRoots(format!(
-                "`{requested}`: `..` is not allowed in paths"
+                "`{}`: `..` is not allowed in paths",
+                excerpt(requested)
             )));
         }
         Ok(if path.is_absolute() {
@@ -63,7 +85,8 @@ impl DataRoots {
             Ok(())
         } else {
             Err(EngineError::OutsideDataRoots(format!(
-                "`{requested}` is outside the configured data roots"
+                "`{}` is outside the configured data roots",
+                excerpt(requested)
             )))
         }
     }
@@ -92,7 +115,7 @@ impl DataRoots {
                 // Say "outside" rather than "missing" for paths that could never be read,
                 // so that whether a file exists outside the roots is never told.
                 self.check_missing_inside(requested, &joined)?;
-                return Err(EngineError::FileNotFound(requested.to_owned()));
+                return Err(EngineError::FileNotFound(excerpt(requested).to_string()));
             }
             Err(e) => return Err(EngineError::io("resolve path")(e)),
         };
@@ -106,7 +129,9 @@ impl DataRoots {
         let joined = self.joined(requested)?;
         let file_name = joined
             .file_name()
-            .ok_or_else(|| EngineError::invalid(format!("`{requested}` does not name a file")))?
+            .ok_or_else(|| {
+                EngineError::invalid(format!("`{}` does not name a file", excerpt(requested)))
+            })?
             .to_owned();
         let parent = joined.parent().unwrap_or(Path::new("/"));
         let parent = match parent.canonicalize() {
@@ -114,7 +139,8 @@ impl DataRoots {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.check_missing_inside(requested, parent)?;
                 return Err(EngineError::FileNotFound(format!(
-                    "directory of `{requested}`"
+                    "directory of `{}`",
+                    excerpt(requested)
                 )));
             }
             Err(e) => return Err(EngineError::io("resolve path")(e)),
@@ -126,7 +152,8 @@ impl DataRoots {
             .is_ok_and(|meta| meta.file_type().is_symlink())
         {
             return Err(EngineError::OutsideDataRoots(format!(
-                "`{requested}` is a symlink; refusing to write through it"
+                "`{}` is a symlink; refusing to write through it",
+                excerpt(requested)
             )));
         }
         Ok(target)
@@ -170,5 +197,18 @@ mod tests {
             Err(EngineError::FileNotFound(_))
         ));
         assert!(roots.write_path("out.parquet").is_ok());
+    }
+
+    #[test]
+    fn over_long_paths_are_invalid_and_not_echoed() {
+        let root = tempfile::tempdir().unwrap();
+        let roots = DataRoots::new(&[root.path().to_path_buf()]).unwrap();
+        for path in ["a".repeat(100_000), format!("d/{}.csv", "n".repeat(300))] {
+            for result in [roots.read_path(&path), roots.write_path(&path)] {
+                let error = result.expect_err("over-long");
+                assert_eq!(error.code(), polaroid_proto::ErrorCode::InvalidArgument);
+                assert!(error.to_string().len() < 300, "{error}");
+            }
+        }
     }
 }

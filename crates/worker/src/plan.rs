@@ -14,6 +14,7 @@ use polars::prelude::*;
 use crate::error::{EngineError, EngineResult};
 use crate::expr::{self, duration, to_polars_all};
 use crate::sources;
+use polaroid_proto::excerpt;
 
 /// What a plan node evaluates to: a frame, or grouped keys awaiting `Agg`.
 #[derive(Clone)]
@@ -282,7 +283,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 Some(other) => {
                     return Err(EngineError::invalid(format!(
                         "time column `{}` must be Date or Datetime, not {}",
-                        req.time_column,
+                        excerpt(&req.time_column),
                         crate::dtype::name(other)
                     )));
                 }
@@ -700,7 +701,7 @@ fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<L
             }
             _ => {
                 let value: f64 = text.parse().map_err(|_| {
-                    EngineError::invalid(format!("tolerance `{text}` is not a number"))
+                    EngineError::invalid(format!("tolerance `{}` is not a number", excerpt(text)))
                 })?;
                 (Some(Scalar::from(value)), None)
             }

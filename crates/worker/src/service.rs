@@ -15,7 +15,9 @@ use crate::error::{EngineError, EngineResult};
 use polaroid_auth::Caller;
 use polaroid_store::{HandleRecordExt, TenantId};
 
-/// The one place engine errors become gRPC statuses.
+/// The one place engine errors become gRPC statuses (Flight's too). The message is cut to
+/// `MAX_STATUS_MESSAGE_BYTES` whatever went into it (Polars quotes column names and
+/// expressions whole): the coordinator's HTTP/2 client must always be able to read it.
 pub fn status(error: EngineError) -> Status {
     let code = error.code();
     if code == polaroid_proto::ErrorCode::Internal {
@@ -23,7 +25,7 @@ pub fn status(error: EngineError) -> Status {
     } else {
         tracing::debug!(%error, "call rejected");
     }
-    Status::new(code.grpc(), error.to_string())
+    code.status(error.to_string())
 }
 
 type Reply<T> = Result<Response<T>, Status>;

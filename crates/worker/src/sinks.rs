@@ -12,6 +12,7 @@ use polars::prelude::*;
 use crate::engine::SinkFormat;
 use crate::error::{EngineError, EngineResult};
 use crate::query::{self, Mode, slices};
+use polaroid_proto::excerpt;
 
 /// Deletes the temp file unless the write committed.
 struct TempFile {
@@ -37,7 +38,8 @@ fn parquet_compression(name: Option<&str>) -> EngineResult<ParquetCompression> {
         "brotli" => ParquetCompression::Brotli(None),
         other => {
             return Err(EngineError::invalid(format!(
-                "unknown parquet compression `{other}`; expected uncompressed, snappy, gzip, lz4, zstd or brotli"
+                "unknown parquet compression `{}`; expected uncompressed, snappy, gzip, lz4, zstd or brotli",
+                excerpt(other)
             )));
         }
     })
@@ -49,7 +51,8 @@ fn ipc_compression(name: Option<&str>) -> EngineResult<Option<IpcCompression>> {
         "lz4" => Ok(Some(IpcCompression::LZ4)),
         "zstd" => Ok(Some(IpcCompression::ZSTD(Default::default()))),
         other => Err(EngineError::invalid(format!(
-            "unknown ipc compression `{other}`; expected uncompressed, lz4 or zstd"
+            "unknown ipc compression `{}`; expected uncompressed, lz4 or zstd",
+            excerpt(other)
         ))),
     }
 }
@@ -59,7 +62,8 @@ fn separator(text: Option<&str>) -> EngineResult<u8> {
         None => Ok(b','),
         Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
         Some(s) => Err(EngineError::invalid(format!(
-            "separator must be a single byte, got `{s}`"
+            "separator must be a single byte, got `{}`",
+            excerpt(s)
         ))),
     }
 }

@@ -10,6 +10,7 @@ use polars::prelude::*;
 
 use crate::dtype;
 use crate::error::{EngineError, EngineResult};
+use polaroid_proto::excerpt;
 
 fn usize_of(value: i64, what: &str) -> EngineResult<usize> {
     usize::try_from(value)
@@ -36,7 +37,8 @@ fn byte_option(value: Option<&str>, what: &str, default: Option<u8>) -> EngineRe
         Some("") => Ok(None),
         Some(text) if text.len() == 1 => Ok(Some(text.as_bytes()[0])),
         Some(text) => Err(EngineError::invalid(format!(
-            "{what} must be a single byte, got `{text}`"
+            "{what} must be a single byte, got `{}`",
+            excerpt(text)
         ))),
     }
 }
@@ -99,7 +101,10 @@ pub fn parquet(req: &pb::ReadParquetRequest) -> EngineResult<LazyFrame> {
 /// as `ReadParquetRequest.predicate` carries it.
 fn sql_predicate(text: &str) -> EngineResult<Expr> {
     polars::sql::sql_expr(text).map_err(|e| {
-        EngineError::invalid(format!("predicate `{text}` is not a SQL expression: {e}"))
+        EngineError::invalid(format!(
+            "predicate `{}` is not a SQL expression: {e}",
+            excerpt(text)
+        ))
     })
 }
 
@@ -223,8 +228,9 @@ fn records_at<'a>(
         }
         .ok_or_else(|| {
             EngineError::invalid(format!(
-                "records path `{}`: no `{key}` in the response",
-                path.unwrap_or("")
+                "records path `{}`: no `{}` in the response",
+                excerpt(path.unwrap_or("")),
+                excerpt(key)
             ))
         })?;
     }
@@ -257,7 +263,8 @@ impl RestFormat {
                 "csv" => Self::Csv,
                 _ => {
                     return Err(EngineError::invalid(format!(
-                        "unknown REST format `{name}`: expected json, ndjson or csv"
+                        "unknown REST format `{}`: expected json, ndjson or csv",
+                        excerpt(name)
                     )));
                 }
             },
@@ -302,8 +309,9 @@ impl RestAnswer {
     ) -> EngineResult<usize> {
         match self {
             Self::Json(records) => {
-                let body: serde_json::Value = serde_json::from_slice(body)
-                    .map_err(|e| EngineError::invalid(format!("{url} did not answer JSON: {e}")))?;
+                let body: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+                    EngineError::invalid(format!("{} did not answer JSON: {e}", excerpt(url)))
+                })?;
                 let page = records_at(&body, records_path)?;
                 records.extend(page.iter().cloned());
                 Ok(page.len())
@@ -327,7 +335,8 @@ impl RestAnswer {
                     Some(known) if known.as_slice() == first => {}
                     Some(_) => {
                         return Err(EngineError::invalid(format!(
-                            "{url}: a page's CSV header differs from the first page's"
+                            "{}: a page's CSV header differs from the first page's",
+                            excerpt(url)
                         )));
                     }
                 }
@@ -456,7 +465,8 @@ async fn body_within(
 ) -> EngineResult<Vec<u8>> {
     let over = || {
         EngineError::LimitExceeded(format!(
-            "the answer of {url} is larger than max_rest_response_bytes ({limit} bytes)"
+            "the answer of {} is larger than max_rest_response_bytes ({limit} bytes)",
+            excerpt(url)
         ))
     };
     let room = limit.saturating_sub(read_so_far);
@@ -470,7 +480,7 @@ async fn body_within(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| EngineError::Remote(format!("{url}: {e}")))?
+        .map_err(|e| EngineError::Remote(format!("{}: {e}", excerpt(url))))?
     {
         if body.len() + chunk.len() > room {
             return Err(over());
@@ -493,9 +503,9 @@ pub async fn fetch_rest(
         req.method.as_str()
     };
     let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| EngineError::invalid(format!("bad HTTP method `{}`", req.method)))?;
+        .map_err(|_| EngineError::invalid(format!("bad HTTP method `{}`", excerpt(&req.method))))?;
     let url = reqwest::Url::parse(&req.url)
-        .map_err(|e| EngineError::invalid(format!("bad url `{}`: {e}", req.url)))?;
+        .map_err(|e| EngineError::invalid(format!("bad url `{}`: {e}", excerpt(&req.url))))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(EngineError::invalid(format!(
             "url scheme `{}` is not http or https",
@@ -536,12 +546,12 @@ pub async fn fetch_rest(
         let response = request
             .send()
             .await
-            .map_err(|e| EngineError::Remote(format!("{}: {e}", req.url)))?;
+            .map_err(|e| EngineError::Remote(format!("{}: {e}", excerpt(&req.url))))?;
         let status = response.status();
         if !status.is_success() {
             return Err(EngineError::Remote(format!(
                 "{} answered HTTP {status}",
-                req.url
+                excerpt(&req.url)
             )));
         }
         let body = body_within(response, read, max_bytes, &req.url).await?;
