@@ -54,7 +54,8 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::MissingSpec
             | CoordinatorError::MalformedJobId(_)
             | CoordinatorError::UnknownJobState(_)
-            | CoordinatorError::Queue(QueueError::InvalidPageToken(_)) => {
+            | CoordinatorError::Queue(QueueError::InvalidPageToken(_))
+            | CoordinatorError::Queue(QueueError::InvalidTenant(_)) => {
                 tonic::Status::invalid_argument(message)
             }
             CoordinatorError::JobNotFound(_) | CoordinatorError::Queue(QueueError::NotFound(_)) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use polaroid_jobs::{JobQueue, lifecycle, new_job_id, page_size, valid_job_id};
+use polaroid_jobs::{JobQueue, LEGACY_TENANT, lifecycle, new_job_id, page_size, valid_job_id};
 use polaroid_proto::v1::{
     self as pb, JobState, job_input, job_validation_service_client::JobValidationServiceClient,
 };
@@ -113,9 +113,11 @@ impl pb::job_service_server::JobService for JobServer {
             .into_inner()
             .spec
             .ok_or(CoordinatorError::MissingSpec)?;
+        // Tenant of the call: set from the caller's token (issue 22).
+        let tenant = LEGACY_TENANT;
         // A retried submit gets its job even if its inputs have changed since.
         if let Some(job) = queue
-            .find(&spec.idempotency_key)
+            .find(tenant, &spec.idempotency_key)
             .await
             .map_err(CoordinatorError::from)?
         {
@@ -126,7 +128,7 @@ impl pb::job_service_server::JobService for JobServer {
         }
         self.validate(&spec).await?;
         let (job, created) = queue
-            .submit(&new_job_id(), spec)
+            .submit(&new_job_id(), tenant, spec)
             .await
             .map_err(CoordinatorError::from)?;
         metrics::counter!("polaroid_coordinator_jobs_submitted_total")
@@ -161,9 +163,16 @@ impl pb::job_service_server::JobService for JobServer {
             Ok(state) => Some(state),
             Err(_) => return Err(CoordinatorError::UnknownJobState(request.state).into()),
         };
+        // Tenant of the call: set from the caller's token (issue 22).
+        let tenant = Some(LEGACY_TENANT);
         let page = self
             .queue()?
-            .list(state, page_size(request.page_size), &request.page_token)
+            .list(
+                tenant,
+                state,
+                page_size(request.page_size),
+                &request.page_token,
+            )
             .await
             .map_err(CoordinatorError::from)?;
         Ok(Response::new(pb::ListJobsResponse {
