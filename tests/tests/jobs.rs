@@ -39,6 +39,193 @@ async fn the_redis_queue_conforms() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a Redis queue written before jobs had tenants holds (records without a tenant,
+/// idempotency keys and dead letters in the old layout) reads as the default tenant's; a
+/// finished job leaves every index, global and per tenant, when its record expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_jobs_from_before_tenants_are_the_default_tenants() -> anyhow::Result<()> {
+    use polaroid_jobs::{LEGACY_TENANT, new_job_id};
+    use prost::Message;
+
+    let redis = redis_server().await?;
+    let mut raw =
+        redis::aio::ConnectionManager::new(redis::Client::open(redis.redis_url())?).await?;
+    let old_spec = pb::JobSpec {
+        plan: Some(pb::JobPlan { steps: vec![] }),
+        idempotency_key: "old-key".into(),
+        max_attempts: 3,
+        ..pb::JobSpec::default()
+    };
+    let queued = new_job_id();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let finished = new_job_id();
+    let dead = new_job_id();
+    let record = |id: &str, state: JobState| {
+        pb::Job {
+            id: id.to_owned(),
+            spec: Some(old_spec.clone()),
+            state: state as i32,
+            ..pb::Job::default()
+        }
+        .encode_to_vec()
+    };
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("old:job:{queued}"))
+        .arg(record(&queued, JobState::Queued))
+        .ignore()
+        .cmd("ZADD")
+        .arg("old:jobs:index:all")
+        .arg(0)
+        .arg(&queued)
+        .ignore()
+        .cmd("ZADD")
+        .arg("old:jobs:index:queued")
+        .arg(0)
+        .arg(&queued)
+        .ignore()
+        .cmd("SET")
+        .arg("old:jobs:idem:old-key")
+        .arg(&queued)
+        .ignore()
+        .cmd("XADD")
+        .arg("old:jobs:q:normal")
+        .arg("*")
+        .arg("job")
+        .arg(&queued)
+        .ignore()
+        .cmd("SET")
+        .arg(format!("old:job:{finished}"))
+        .arg(record(&finished, JobState::Succeeded))
+        .ignore()
+        .cmd("ZADD")
+        .arg("old:jobs:index:all")
+        .arg(0)
+        .arg(&finished)
+        .ignore()
+        .cmd("ZADD")
+        .arg("old:jobs:index:succeeded")
+        .arg(0)
+        .arg(&finished)
+        .ignore()
+        .cmd("XADD")
+        .arg("old:jobs:dead")
+        .arg("*")
+        .arg("job")
+        .arg(&dead)
+        .arg("attempts")
+        .arg(3)
+        .arg("error")
+        .arg("boom")
+        .ignore()
+        .query_async(&mut raw)
+        .await?;
+
+    let settings = QueueSettings {
+        retention: Duration::from_millis(500),
+        ..polaroid_jobs::conformance::quick_settings()
+    };
+    let queue = RedisQueue::connect(&redis.redis_url(), "old", settings).await?;
+    let listed = |tenant: &'static str, state: Option<JobState>| {
+        let queue = &queue;
+        async move {
+            let page = queue.list(Some(tenant), state, 100, "").await?;
+            anyhow::Ok(page.jobs.into_iter().map(|j| j.id).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(
+        queue.get(&queued).await?.map(|j| j.tenant),
+        Some(LEGACY_TENANT.into())
+    );
+    assert_eq!(
+        listed(LEGACY_TENANT, None).await?,
+        [finished.clone(), queued.clone()]
+    );
+    assert!(listed("analytics", None).await?.is_empty());
+    assert_eq!(
+        queue.find(LEGACY_TENANT, "old-key").await?.map(|j| j.id),
+        Some(queued.clone())
+    );
+    assert!(queue.find("analytics", "old-key").await?.is_none());
+    let (again, created) = queue
+        .submit(&new_job_id(), LEGACY_TENANT, old_spec.clone())
+        .await?;
+    assert_eq!((again.id.as_str(), created), (queued.as_str(), false));
+    let (theirs, created) = queue
+        .submit(&new_job_id(), "analytics", old_spec.clone())
+        .await?;
+    assert!(created, "another tenant's key, though the same text");
+    let letters = queue.dead_letters(Some(LEGACY_TENANT), 10).await?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].job_id.as_str(), letters[0].tenant.as_str()),
+        (dead.as_str(), LEGACY_TENANT)
+    );
+    assert!(queue.dead_letters(Some("analytics"), 10).await?.is_empty());
+
+    // The old job runs as the default tenant's, and its record says so from then on.
+    let lease = queue
+        .take("w", Duration::from_secs(5))
+        .await?
+        .expect("the old entry");
+    assert_eq!(
+        (lease.job.id.as_str(), lease.job.tenant.as_str()),
+        (queued.as_str(), LEGACY_TENANT)
+    );
+    let done = queue.succeed(&lease, pb::JobResult::default()).await?;
+    assert_eq!(done.tenant, LEGACY_TENANT);
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(format!("old:job:{queued}"))
+        .query_async(&mut raw)
+        .await?;
+    assert_eq!(pb::Job::decode(stored.as_slice())?.tenant, LEGACY_TENANT);
+    assert_eq!(
+        listed(LEGACY_TENANT, Some(JobState::Succeeded)).await?,
+        [finished.clone(), queued.clone()]
+    );
+    let lease = queue
+        .take("w", Duration::from_secs(5))
+        .await?
+        .expect("the new job");
+    assert_eq!(lease.job.id, theirs.id);
+    queue.succeed(&lease, pb::JobResult::default()).await?;
+
+    // Past the retention, the next change sweeps the finished jobs out of every index.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    queue
+        .submit(&new_job_id(), "analytics", pb::JobSpec::default())
+        .await?;
+    for (id, tenant) in [(&queued, LEGACY_TENANT), (&theirs.id, "analytics")] {
+        for index in [
+            "old:jobs:index:all".to_owned(),
+            "old:jobs:index:succeeded".to_owned(),
+            format!("old:jobs:t:{tenant}:index:all"),
+            format!("old:jobs:t:{tenant}:index:succeeded"),
+        ] {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(&index)
+                .arg(id)
+                .query_async(&mut raw)
+                .await?;
+            assert_eq!(score, None, "{id} is still in {index}");
+        }
+    }
+    let left: usize = redis::cmd("ZCARD")
+        .arg("old:jobs:finished")
+        .query_async(&mut raw)
+        .await?;
+    assert_eq!(left, 0);
+    let old_key: Option<String> = redis::cmd("GET")
+        .arg("old:jobs:idem:old-key")
+        .query_async(&mut raw)
+        .await?;
+    assert_eq!(
+        old_key, None,
+        "the old idempotency key expires with its job"
+    );
+    Ok(())
+}
+
 /// Redis, a coordinator and `workers` workers sharing the queue; attempts of a dead worker
 /// are reclaimed after 2 s and failed attempts retried after about 0.1 s.
 async fn cluster_with_queue(
@@ -679,9 +866,10 @@ async fn a_job_that_always_fails_is_dead_lettered_after_max_attempts() -> anyhow
 
     let queue =
         RedisQueue::connect(&redis.redis_url(), "polaroid", QueueSettings::default()).await?;
-    let dead = queue.dead_letters(100).await?;
+    let dead = queue.dead_letters(None, 100).await?;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].job_id, job.id);
+    assert_eq!(dead[0].tenant, polaroid_jobs::LEGACY_TENANT);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].error, done.error);
     Ok(())

@@ -552,3 +552,166 @@ async fn a_public_address_without_tokens_refuses_to_start() -> anyhow::Result<()
     upload(&mut client, &sales()).await?;
     Ok(())
 }
+
+/// A job of tenant `a`'s that reads `handle` and keeps its result as a handle.
+fn job_over(handle: &str, key: &str) -> pb::JobSpec {
+    use polaroid_proto::v1::{job_input, plan_step::Op};
+    pb::JobSpec {
+        name: "head".into(),
+        idempotency_key: key.into(),
+        plan: Some(pb::JobPlan {
+            steps: vec![pb::JobStep {
+                step: Some(pb::PlanStep {
+                    op: Some(Op::Head(pb::HeadRequest {
+                        handle: String::new(),
+                        n: 2,
+                    })),
+                }),
+                inputs: vec![pb::JobInput {
+                    input: Some(job_input::Input::Handle(handle.into())),
+                }],
+            }],
+        }),
+        sink: Some(pb::JobSink {
+            keep_handle: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_their_tenants() -> anyhow::Result<()> {
+    use polaroid_proto::v1::job_service_client::JobServiceClient;
+    let redis = redis_server().await?;
+    let url = redis.redis_url();
+    let tokens = tokens()?;
+    let cluster = TestCluster::start_with_env(
+        1,
+        &["--redis-url", &url],
+        &["--redis-url", &url],
+        auth_env(&tokens, "2"),
+        Some(tokens.admin.clone()),
+    )
+    .await?;
+    let mut client = cluster.client().await?;
+    let mut jobs =
+        JobServiceClient::connect(format!("http://{}", cluster.coordinator.address)).await?;
+    let (a, b) = (tokens.a.as_str(), tokens.b.as_str());
+    let theirs = upload_as(&mut client, a, &sales()).await?;
+
+    // B cannot run a job over A's handle: validated as B, the handle is not found.
+    let submitted = jobs
+        .submit_job(with_token(
+            pb::SubmitJobRequest {
+                spec: Some(job_over(&theirs, "k")),
+            },
+            b,
+        ))
+        .await;
+    assert_eq!(code_of(submitted), Code::NotFound);
+
+    // A's job runs as A, and its result is A's handle.
+    let job = jobs
+        .submit_job(with_token(
+            pb::SubmitJobRequest {
+                spec: Some(job_over(&theirs, "k")),
+            },
+            a,
+        ))
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    assert_eq!(job.tenant, "tenant-a");
+    let id = job.id.clone();
+    eventually("A's job to succeed", Duration::from_secs(60), || {
+        let (mut jobs, id) = (jobs.clone(), id.clone());
+        async move {
+            let job = jobs
+                .get_job(with_token(pb::GetJobRequest { job_id: id }, a))
+                .await?
+                .into_inner();
+            anyhow::ensure!(
+                job.state() != pb::JobState::Failed,
+                "job failed: {}",
+                job.error
+            );
+            Ok(job.state() == pb::JobState::Succeeded)
+        }
+    })
+    .await?;
+    let done = jobs
+        .get_job(with_token(pb::GetJobRequest { job_id: id.clone() }, a))
+        .await?
+        .into_inner();
+    let result = done.result.unwrap_or_default().handle;
+    assert_frame_eq(
+        &collect_as(&mut client, a, &result).await?,
+        &sales().head(Some(2)),
+    );
+    assert_eq!(
+        code_of(collect_as(&mut client, b, &result).await),
+        Code::NotFound
+    );
+
+    // B does not see A's job by id, in its listing, or by A's idempotency key.
+    let job_id = || pb::GetJobRequest { job_id: id.clone() };
+    assert_eq!(
+        code_of(jobs.get_job(with_token(job_id(), b)).await),
+        Code::NotFound
+    );
+    let cancel = pb::CancelJobRequest { job_id: id.clone() };
+    assert_eq!(
+        code_of(jobs.cancel_job(with_token(cancel, b)).await),
+        Code::NotFound
+    );
+    let watch = pb::WatchJobRequest { job_id: id.clone() };
+    assert_eq!(
+        code_of(jobs.watch_job(with_token(watch, b)).await.map(|_| ())),
+        Code::NotFound
+    );
+    let listed = |all_tenants| pb::ListJobsRequest {
+        all_tenants,
+        ..Default::default()
+    };
+    let theirs_listed = jobs
+        .list_jobs(with_token(listed(false), b))
+        .await?
+        .into_inner();
+    assert!(theirs_listed.jobs.is_empty(), "B lists no job of A's");
+    let all = jobs.list_jobs(with_token(listed(true), b)).await;
+    assert_eq!(code_of(all), Code::PermissionDenied);
+    // The same idempotency key in B is B's own job, not A's.
+    let ours = upload_as(&mut client, b, &sales()).await?;
+    let again = jobs
+        .submit_job(with_token(
+            pb::SubmitJobRequest {
+                spec: Some(job_over(&ours, "k")),
+            },
+            b,
+        ))
+        .await?
+        .into_inner();
+    assert!(again.created);
+    assert_ne!(again.job.unwrap_or_default().id, id);
+
+    // An admin lists every tenant's jobs when asked to, and only then.
+    let admin = tokens.admin.as_str();
+    let everything = jobs
+        .list_jobs(with_token(listed(true), admin))
+        .await?
+        .into_inner();
+    let tenants: std::collections::BTreeSet<_> = everything
+        .jobs
+        .iter()
+        .map(|job| job.tenant.as_str())
+        .collect();
+    assert_eq!(tenants, ["tenant-a", "tenant-b"].into());
+    let own = jobs
+        .list_jobs(with_token(listed(false), admin))
+        .await?
+        .into_inner();
+    assert!(own.jobs.is_empty(), "the admin's own tenant has no jobs");
+    Ok(())
+}

@@ -35,19 +35,7 @@ pub const ROLE_METADATA: &str = "x-polaroid-role";
 /// The cluster credential: the shared secret of internal calls.
 pub const CLUSTER_CREDENTIAL_METADATA: &str = "x-polaroid-cluster-credential";
 
-/// The tenant of every call when nobody authenticates (a laptop's standalone, or an
-/// operator's explicit `allow_unauthenticated`), and of records made before tenants.
-pub const DEFAULT_TENANT: &str = "default";
-
-/// Whether `name` can be a tenant: 1 to 64 of `[A-Za-z0-9._-]`, starting with a letter or
-/// digit, so that it is safe in store keys, Redis keys, metrics labels and log lines.
-pub fn valid_tenant_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use polaroid_proto::tenant::{DEFAULT_TENANT, valid_tenant_name};
 
 /// What a caller may do beyond its own tenant's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -278,6 +266,36 @@ impl tonic::service::Interceptor for WithClusterCredential {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(secret) = &self.0 {
             secret.authorize_request(&mut request, None);
+        }
+        Ok(request)
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request of a tonic client: the CLI,
+/// benchmarks, tests.
+#[derive(Clone, Debug, Default)]
+pub struct WithBearerToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl WithBearerToken {
+    /// `None`: requests go without a token. A token that cannot be a header is an error.
+    pub fn new(token: Option<&str>) -> Result<Self, AuthError> {
+        token
+            .map(|token| {
+                format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                    AuthError::Unsafe("the token has characters a header cannot carry".into())
+                })
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for WithBearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }

@@ -4,6 +4,8 @@
 //! Only hashes are stored: a token is 256 random bits, so a plain SHA-256 is as hard to
 //! reverse as the token is to guess (a slow password hash would only cost every call).
 
+use std::collections::HashMap;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -44,21 +46,15 @@ pub struct ParseError {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    hash: [u8; 32],
-    caller: Caller,
-}
-
-/// The tokens of one version of the file.
+/// The tokens of one version of the file, by the SHA-256 of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenTable {
-    entries: Vec<Entry>,
+    entries: HashMap<[u8; 32], Caller>,
 }
 
 impl TokenTable {
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let mut entries: Vec<Entry> = Vec::new();
+        let mut entries = HashMap::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let fail = |reason: String| ParseError { line, reason };
@@ -87,16 +83,13 @@ impl TokenTable {
             }
             let role = Role::parse(role)
                 .ok_or_else(|| fail(format!("role {role:?}: expected `user` or `admin`")))?;
-            if entries.iter().any(|e| e.hash == hash) {
+            let caller = Caller {
+                tenant: (*tenant).to_owned(),
+                role,
+            };
+            if entries.insert(hash, caller).is_some() {
                 return Err(fail("the same token is listed twice".into()));
             }
-            entries.push(Entry {
-                hash,
-                caller: Caller {
-                    tenant: (*tenant).to_owned(),
-                    role,
-                },
-            });
         }
         Ok(Self { entries })
     }
@@ -109,17 +102,15 @@ impl TokenTable {
         self.entries.is_empty()
     }
 
-    /// Whose `token` is. Every entry is compared, in constant time, whatever matches: the
-    /// time taken says nothing about which hash came close.
+    /// Whose `token` is. The token's hash is looked up, and the entry found compared with
+    /// it in constant time. The lookup's timing depends only on the presented token's
+    /// hash: learning which stored hashes share bits with it reveals nothing that leads to
+    /// a token (that would take a SHA-256 preimage). Comparing every entry in constant
+    /// time instead cost 16 % of a trivial call in a debug build with 100 tokens.
     pub fn authenticate(&self, token: &str) -> Option<Caller> {
         let presented = hash_token(token);
-        let mut found = None;
-        for entry in &self.entries {
-            if bool::from(entry.hash.ct_eq(&presented)) {
-                found = Some(&entry.caller);
-            }
-        }
-        found.cloned()
+        let (stored, caller) = self.entries.get_key_value(&presented)?;
+        bool::from(stored.ct_eq(&presented)).then(|| caller.clone())
     }
 }
 

@@ -85,6 +85,15 @@ enum Bench {
         #[arg(long, default_value_t = polaroid_coordinator::CoordinatorConfig::default().keep_warm_micros)]
         keep_warm_micros: u64,
     },
+    /// Authentication's cost on a trivial call: a worker requiring tokens against one
+    /// without, alternately.
+    Auth {
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        /// Both workers without authentication: how far two identical sides differ.
+        #[arg(long)]
+        control: bool,
+    },
     /// One call's latency and the worker's memory as a chain of WithColumns calls deepens.
     Lineage {
         /// Depths at which a call is timed and the memory read (comma-separated).
@@ -127,6 +136,7 @@ enum Bench {
     },
 }
 
+mod auth;
 mod cluster;
 mod jobs;
 mod lineage;
@@ -812,6 +822,10 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             })
             .await
         }
+        Bench::Auth {
+            iterations,
+            control,
+        } => auth::run(iterations, control).await,
         Bench::Lineage {
             depths,
             samples,

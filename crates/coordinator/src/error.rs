@@ -42,6 +42,8 @@ pub enum CoordinatorError {
     Queue(#[from] QueueError),
     #[error("authentication: {0}")]
     Auth(#[from] polaroid_auth::AuthError),
+    #[error("{0} needs the admin role")]
+    AdminOnly(&'static str),
 }
 
 impl From<CoordinatorError> for tonic::Status {
@@ -55,11 +57,13 @@ impl From<CoordinatorError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             CoordinatorError::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
+            CoordinatorError::AdminOnly(_) => tonic::Status::permission_denied(message),
             CoordinatorError::NoJobQueue => tonic::Status::failed_precondition(message),
             CoordinatorError::MissingSpec
             | CoordinatorError::MalformedJobId(_)
             | CoordinatorError::UnknownJobState(_)
-            | CoordinatorError::Queue(QueueError::InvalidPageToken(_)) => {
+            | CoordinatorError::Queue(QueueError::InvalidPageToken(_))
+            | CoordinatorError::Queue(QueueError::InvalidTenant(_)) => {
                 tonic::Status::invalid_argument(message)
             }
             CoordinatorError::JobNotFound(_) | CoordinatorError::Queue(QueueError::NotFound(_)) => {

@@ -91,6 +91,18 @@ impl JobServer {
     }
 }
 
+impl JobServer {
+    /// The job `id` as `caller` may see it: its own tenant's, or any for an admin.
+    /// Another tenant's job is not found, exactly like one that never existed.
+    async fn visible_job(&self, caller: &Caller, id: String) -> Result<pb::Job, CoordinatorError> {
+        let job = self.queue()?.get(checked_id(&id)?).await?;
+        match job {
+            Some(job) if caller.is_admin() || job.tenant == caller.tenant => Ok(job),
+            _ => Err(CoordinatorError::JobNotFound(id)),
+        }
+    }
+}
+
 fn first_input_handle(spec: &pb::JobSpec) -> Option<&str> {
     spec.plan.as_ref()?.steps.iter().find_map(|step| {
         step.inputs.iter().find_map(|input| match &input.input {
@@ -122,9 +134,12 @@ impl pb::job_service_server::JobService for JobServer {
             .into_inner()
             .spec
             .ok_or(CoordinatorError::MissingSpec)?;
+        // The job belongs to the caller's tenant: it runs as that tenant, and only that
+        // tenant (and admins) see it.
+        let tenant = caller.tenant.as_str();
         // A retried submit gets its job even if its inputs have changed since.
         if let Some(job) = queue
-            .find(&spec.idempotency_key)
+            .find(tenant, &spec.idempotency_key)
             .await
             .map_err(CoordinatorError::from)?
         {
@@ -135,7 +150,7 @@ impl pb::job_service_server::JobService for JobServer {
         }
         self.validate(&caller, &spec).await?;
         let (job, created) = queue
-            .submit(&new_job_id(), spec)
+            .submit(&new_job_id(), tenant, spec)
             .await
             .map_err(CoordinatorError::from)?;
         metrics::counter!("polaroid_coordinator_jobs_submitted_total")
@@ -150,29 +165,35 @@ impl pb::job_service_server::JobService for JobServer {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let id = request.into_inner().job_id;
-        let job = self
-            .queue()?
-            .get(checked_id(&id)?)
-            .await
-            .map_err(CoordinatorError::from)?
-            .ok_or(CoordinatorError::JobNotFound(id))?;
-        Ok(Response::new(job))
+        Ok(Response::new(self.visible_job(&caller, id).await?))
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let request = request.into_inner();
         let state = match JobState::try_from(request.state) {
             Ok(JobState::Unspecified) => None,
             Ok(state) => Some(state),
             Err(_) => return Err(CoordinatorError::UnknownJobState(request.state).into()),
         };
+        let tenant = match (request.all_tenants, caller.is_admin()) {
+            (false, _) => Some(caller.tenant.as_str()),
+            (true, true) => None,
+            (true, false) => return Err(CoordinatorError::AdminOnly("all_tenants").into()),
+        };
         let page = self
             .queue()?
-            .list(state, page_size(request.page_size), &request.page_token)
+            .list(
+                tenant,
+                state,
+                page_size(request.page_size),
+                &request.page_token,
+            )
             .await
             .map_err(CoordinatorError::from)?;
         Ok(Response::new(pb::ListJobsResponse {
@@ -185,10 +206,12 @@ impl pb::job_service_server::JobService for JobServer {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let id = request.into_inner().job_id;
+        self.visible_job(&caller, id.clone()).await?;
         let job = self
             .queue()?
-            .cancel(checked_id(&id)?)
+            .cancel(&id)
             .await
             .map_err(CoordinatorError::from)?;
         Ok(Response::new(job))
@@ -200,16 +223,10 @@ impl pb::job_service_server::JobService for JobServer {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let id = request.into_inner().job_id;
         let queue = self.queue()?.clone();
-        if queue
-            .get(checked_id(&id)?)
-            .await
-            .map_err(CoordinatorError::from)?
-            .is_none()
-        {
-            return Err(CoordinatorError::JobNotFound(id).into());
-        }
+        self.visible_job(&caller, id.clone()).await?;
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let mut cursor = String::new();

@@ -13,6 +13,11 @@ use polaroid_proto::v1::{
 
 use crate::{FailureOutcome, JobQueue, LeaseStatus, QueueError, QueueSettings, new_job_id};
 
+/// The tenant of the cases that are not about tenants.
+const TENANT: &str = "analytics";
+/// Another tenant, for the cases that are.
+const OTHER: &str = "marketing";
+
 /// Settings that keep the suite fast: short timeouts, no real waiting.
 pub fn quick_settings() -> QueueSettings {
     QueueSettings {
@@ -34,11 +39,36 @@ fn spec(priority: JobPriority) -> JobSpec {
 }
 
 async fn submit(queue: &dyn JobQueue, spec: JobSpec) -> String {
+    submit_as(queue, TENANT, spec).await
+}
+
+async fn submit_as(queue: &dyn JobQueue, tenant: &str, spec: JobSpec) -> String {
     let id = new_job_id();
-    let (job, created) = queue.submit(&id, spec).await.unwrap();
+    let (job, created) = queue.submit(&id, tenant, spec).await.unwrap();
     assert!(created);
     assert_eq!(job.id, id);
+    assert_eq!(job.tenant, tenant);
     id
+}
+
+/// Every page of a listing, newest first.
+async fn list_all(
+    queue: &dyn JobQueue,
+    tenant: Option<&str>,
+    state: Option<JobState>,
+    page_size: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = queue.list(tenant, state, page_size, &token).await.unwrap();
+        assert!(page.jobs.len() <= page_size);
+        seen.extend(page.jobs.iter().map(|j| j.id.clone()));
+        if page.next_page_token.is_empty() {
+            return seen;
+        }
+        token = page.next_page_token;
+    }
 }
 
 const SHORT: Duration = Duration::from_millis(150);
@@ -83,6 +113,11 @@ where
     )
     .await;
     listing_pages_by_state(&*make(quick_settings()).await).await;
+    idempotency_keys_are_per_tenant(&*make(quick_settings()).await).await;
+    listings_are_per_tenant(&*make(quick_settings()).await).await;
+    dead_letters_carry_their_tenant(&*make(quick_settings()).await).await;
+    the_tenant_survives_every_change(&*make(quick_settings()).await).await;
+    tenant_names_are_checked(&*make(quick_settings()).await).await;
 }
 
 async fn submitted_jobs_read_back(queue: &dyn JobQueue) {
@@ -114,14 +149,15 @@ async fn idempotency_keys_return_the_first_job(queue: &dyn JobQueue) {
     let first = submit(queue, keyed.clone()).await;
     assert_eq!(
         queue
-            .find("nightly-2026-11-24")
+            .find(TENANT, "nightly-2026-11-24")
             .await
             .unwrap()
             .map(|j| j.id),
         Some(first.clone())
     );
-    assert!(queue.find("never-used").await.unwrap().is_none());
-    let (again, created) = queue.submit(&new_job_id(), keyed).await.unwrap();
+    assert!(queue.find(TENANT, "never-used").await.unwrap().is_none());
+    assert!(queue.find(TENANT, "").await.unwrap().is_none());
+    let (again, created) = queue.submit(&new_job_id(), TENANT, keyed).await.unwrap();
     assert!(!created);
     assert_eq!(again.id, first);
     let other = JobSpec {
@@ -207,12 +243,13 @@ async fn failures_retry_then_dead_letter_after_max_attempts(queue: &dyn JobQueue
     assert_eq!(job.state(), JobState::Failed);
     assert_eq!(job.attempts, 3);
     assert_eq!(job.error, "boom 3");
-    let dead = queue.dead_letters(100).await.unwrap();
+    let dead = queue.dead_letters(None, 100).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(
         (dead[0].job_id.as_str(), dead[0].attempts),
         (id.as_str(), 3)
     );
+    assert_eq!(dead[0].tenant, TENANT);
     assert_eq!(dead[0].error, "boom 3");
     assert!(queue.take("w", SHORT).await.unwrap().is_none());
 }
@@ -354,7 +391,7 @@ async fn a_last_attempt_lost_with_its_worker_is_dead_lettered(queue: &dyn JobQue
     let job = queue.get(&id).await.unwrap().unwrap();
     assert_eq!((job.state(), job.attempts), (JobState::Failed, 1));
     assert!(job.error.contains("lost with its worker"), "{}", job.error);
-    let dead = queue.dead_letters(10).await.unwrap();
+    let dead = queue.dead_letters(Some(TENANT), 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].job_id, id);
 }
@@ -404,32 +441,196 @@ async fn listing_pages_by_state(queue: &dyn JobQueue) {
         // Ids order by milliseconds first.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = queue.list(None, 2, &token).await.unwrap();
-        assert!(page.jobs.len() <= 2);
-        seen.extend(page.jobs.iter().map(|j| j.id.clone()));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
     let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
-    assert_eq!(seen, newest_first);
+    assert_eq!(list_all(queue, None, None, 2).await, newest_first);
+    assert_eq!(list_all(queue, Some(TENANT), None, 2).await, newest_first);
 
     let lease = queue.take("w", LONG).await.unwrap().unwrap();
     queue.succeed(&lease, JobResult::default()).await.unwrap();
-    let succeeded = queue.list(Some(JobState::Succeeded), 10, "").await.unwrap();
+    let succeeded = queue
+        .list(None, Some(JobState::Succeeded), 10, "")
+        .await
+        .unwrap();
     assert_eq!(succeeded.jobs.len(), 1);
     assert_eq!(succeeded.jobs[0].id, lease.job.id);
-    let queued = queue.list(Some(JobState::Queued), 10, "").await.unwrap();
+    let queued = queue
+        .list(Some(TENANT), Some(JobState::Queued), 10, "")
+        .await
+        .unwrap();
     assert_eq!(queued.jobs.len(), 4);
     assert!(queued.jobs.iter().all(|j| j.state() == JobState::Queued));
     assert!(matches!(
-        queue.list(None, 10, "../../etc").await,
+        queue.list(None, None, 10, "../../etc").await,
         Err(QueueError::InvalidPageToken(_))
     ));
+}
+
+async fn idempotency_keys_are_per_tenant(queue: &dyn JobQueue) {
+    let keyed = JobSpec {
+        idempotency_key: "nightly".into(),
+        ..spec(JobPriority::Normal)
+    };
+    let mine = submit_as(queue, TENANT, keyed.clone()).await;
+    let theirs = submit_as(queue, OTHER, keyed.clone()).await;
+    assert_ne!(mine, theirs, "the same key in two tenants makes two jobs");
+    let found = |tenant: &'static str| async move {
+        queue
+            .find(tenant, "nightly")
+            .await
+            .unwrap()
+            .map(|j| (j.id, j.tenant))
+    };
+    assert_eq!(found(TENANT).await, Some((mine.clone(), TENANT.into())));
+    assert_eq!(found(OTHER).await, Some((theirs.clone(), OTHER.into())));
+    assert_eq!(found("nobody").await, None, "as if the key was never used");
+    for (tenant, first) in [(TENANT, &mine), (OTHER, &theirs)] {
+        let (again, created) = queue
+            .submit(&new_job_id(), tenant, keyed.clone())
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!((&again.id, again.tenant.as_str()), (first, tenant));
+    }
+    // Only the two jobs were queued.
+    assert!(queue.take("w", SHORT).await.unwrap().is_some());
+    assert!(queue.take("w", SHORT).await.unwrap().is_some());
+    assert!(queue.take("w", SHORT).await.unwrap().is_none());
+}
+
+async fn listings_are_per_tenant(queue: &dyn JobQueue) {
+    let mut mine = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..5 {
+        mine.push(submit_as(queue, TENANT, spec(JobPriority::Normal)).await);
+        if round % 2 == 0 {
+            theirs.push(submit_as(queue, OTHER, spec(JobPriority::Normal)).await);
+        }
+        // Ids order by milliseconds first.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let newest_first = |ids: &[String]| ids.iter().rev().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        list_all(queue, Some(TENANT), None, 2).await,
+        newest_first(&mine)
+    );
+    assert_eq!(
+        list_all(queue, Some(OTHER), None, 2).await,
+        newest_first(&theirs)
+    );
+    assert!(list_all(queue, Some("nobody"), None, 2).await.is_empty());
+    let mut everyone: Vec<String> = mine.iter().chain(&theirs).cloned().collect();
+    everyone.sort();
+    assert_eq!(
+        list_all(queue, None, None, 3).await,
+        newest_first(&everyone)
+    );
+    let page = queue.list(Some(TENANT), None, 10, "").await.unwrap();
+    assert!(page.jobs.iter().all(|j| j.tenant == TENANT));
+
+    // By state too: finish the oldest job (one of mine).
+    let lease = queue.take("w", LONG).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, mine[0]);
+    queue.succeed(&lease, JobResult::default()).await.unwrap();
+    let succeeded = |tenant| list_all(queue, tenant, Some(JobState::Succeeded), 2);
+    assert_eq!(succeeded(Some(TENANT)).await, [mine[0].clone()]);
+    assert!(succeeded(Some(OTHER)).await.is_empty());
+    assert_eq!(succeeded(None).await, [mine[0].clone()]);
+    assert_eq!(
+        list_all(queue, Some(TENANT), Some(JobState::Queued), 2).await,
+        newest_first(&mine[1..])
+    );
+    assert_eq!(
+        list_all(queue, Some(OTHER), Some(JobState::Queued), 2).await,
+        newest_first(&theirs)
+    );
+}
+
+async fn dead_letters_carry_their_tenant(queue: &dyn JobQueue) {
+    let once = || JobSpec {
+        max_attempts: 1,
+        ..spec(JobPriority::Normal)
+    };
+    let mine = submit_as(queue, TENANT, once()).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let theirs = submit_as(queue, OTHER, once()).await;
+    for _ in 0..2 {
+        let lease = queue.take("w", LONG).await.unwrap().unwrap();
+        let outcome = queue.fail(&lease, "boom").await.unwrap();
+        assert_eq!(outcome, FailureOutcome::DeadLettered);
+    }
+    let letters = |tenant| async move {
+        queue
+            .dead_letters(tenant, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.job_id, d.tenant))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        letters(None).await,
+        [
+            (mine.clone(), TENANT.to_owned()),
+            (theirs.clone(), OTHER.to_owned())
+        ]
+    );
+    assert_eq!(letters(Some(TENANT)).await, [(mine, TENANT.to_owned())]);
+    assert_eq!(letters(Some(OTHER)).await, [(theirs, OTHER.to_owned())]);
+    assert!(letters(Some("nobody")).await.is_empty());
+    assert_eq!(queue.dead_letters(None, 1).await.unwrap().len(), 1);
+}
+
+async fn the_tenant_survives_every_change(queue: &dyn JobQueue) {
+    let id = submit_as(queue, OTHER, spec(JobPriority::Normal)).await;
+    let tenant_now = || async { queue.get(&id).await.unwrap().unwrap().tenant };
+    assert_eq!(tenant_now().await, OTHER);
+    let lease = queue.take("w", LONG).await.unwrap().unwrap();
+    assert_eq!(lease.job.tenant, OTHER);
+    queue
+        .progress(&lease, JobProgress::default(), true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        queue.fail(&lease, "flaky").await.unwrap(),
+        FailureOutcome::Retrying { .. }
+    ));
+    assert_eq!(tenant_now().await, OTHER);
+    let retry = queue.take("w", LONG).await.unwrap().unwrap();
+    assert_eq!(retry.job.tenant, OTHER);
+    let done = queue.succeed(&retry, JobResult::default()).await.unwrap();
+    assert_eq!(done.tenant, OTHER);
+    assert_eq!(tenant_now().await, OTHER);
+
+    let cancelled = submit_as(queue, OTHER, spec(JobPriority::Normal)).await;
+    assert_eq!(queue.cancel(&cancelled).await.unwrap().tenant, OTHER);
+}
+
+async fn tenant_names_are_checked(queue: &dyn JobQueue) {
+    for bad in ["", "a:b", "a/b", "x y", &"t".repeat(65)] {
+        let submitted = queue
+            .submit(&new_job_id(), bad, spec(JobPriority::Normal))
+            .await;
+        assert!(
+            matches!(submitted, Err(QueueError::InvalidTenant(_))),
+            "{bad}: {submitted:?}"
+        );
+        assert!(matches!(
+            queue.find(bad, "key").await,
+            Err(QueueError::InvalidTenant(_))
+        ));
+        assert!(matches!(
+            queue.list(Some(bad), None, 10, "").await,
+            Err(QueueError::InvalidTenant(_))
+        ));
+        assert!(matches!(
+            queue.dead_letters(Some(bad), 10).await,
+            Err(QueueError::InvalidTenant(_))
+        ));
+    }
+    assert!(
+        queue.take("w", SHORT).await.unwrap().is_none(),
+        "nothing queued"
+    );
 }
 
 #[cfg(test)]

@@ -5,6 +5,13 @@
 //! The rules of a job's life (what an attempt, a failure or a cancellation does to its
 //! record) live once, in [`lifecycle`]; a backend only stores records atomically and moves
 //! queue entries.
+//!
+//! Every job belongs to a tenant (`Job.tenant`, set at submit from the caller, never
+//! changed). Records, listings, idempotency keys and dead letters are namespaced by it: a
+//! tenant's `find` and `list` never show another's jobs, and two tenants using the same
+//! idempotency key get two jobs. `get` and `events` take a bare job id; the caller compares
+//! `Job.tenant` with its own and answers a mismatch exactly as an unknown id. Records written
+//! before jobs had tenants are reported as [`LEGACY_TENANT`]'s.
 
 pub mod conformance;
 pub mod lifecycle;
@@ -35,6 +42,8 @@ pub enum QueueError {
     InvalidPageToken(String),
     #[error("job {0} kept changing under the update; giving up")]
     Contended(String),
+    #[error("invalid tenant name `{0}`: 1 to 64 of A-Z a-z 0-9 . _ -")]
+    InvalidTenant(String),
 }
 
 pub type QueueResult<T> = Result<T, QueueError>;
@@ -119,6 +128,8 @@ impl FailureOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub job_id: String,
+    /// The job's tenant ([`LEGACY_TENANT`] for a job from before tenants).
+    pub tenant: String,
     pub attempts: u32,
     pub error: String,
 }
@@ -141,18 +152,22 @@ pub struct EventBatch {
 /// Where jobs wait, and where their records live.
 #[async_trait::async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    /// Records and enqueues a new job under `id`, unless the spec's idempotency key names
-    /// an existing job: then that job is returned with `false`.
-    async fn submit(&self, id: &str, spec: JobSpec) -> QueueResult<(Job, bool)>;
+    /// Records and enqueues a new job of `tenant` under `id`, unless the spec's idempotency
+    /// key names an existing job of the same tenant: then that job is returned with `false`.
+    /// A `tenant` that is not [`valid_tenant`] is [`QueueError::InvalidTenant`].
+    async fn submit(&self, id: &str, tenant: &str, spec: JobSpec) -> QueueResult<(Job, bool)>;
 
+    /// Any tenant's job by id; `Job.tenant` says whose it is.
     async fn get(&self, id: &str) -> QueueResult<Option<Job>>;
 
-    /// The job an idempotency key submitted, while it is kept.
-    async fn find(&self, idempotency_key: &str) -> QueueResult<Option<Job>>;
+    /// The job of `tenant` an idempotency key submitted, while it is kept.
+    async fn find(&self, tenant: &str, idempotency_key: &str) -> QueueResult<Option<Job>>;
 
-    /// Jobs in `state` (all when `None`), newest first, `page_size` at a time.
+    /// Jobs of `tenant` (`None`: every tenant's, for admins) in `state` (all when `None`),
+    /// newest first, `page_size` at a time.
     async fn list(
         &self,
+        tenant: Option<&str>,
         state: Option<JobState>,
         page_size: usize,
         page_token: &str,
@@ -186,8 +201,12 @@ pub trait JobQueue: Send + Sync + 'static {
     /// The worker stopped the attempt because the job was cancelled.
     async fn cancelled(&self, lease: &Lease) -> QueueResult<Job>;
 
-    /// The dead-letter stream, oldest first.
-    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>>;
+    /// The dead-letter stream of `tenant` (`None`: every tenant's), oldest first.
+    async fn dead_letters(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> QueueResult<Vec<DeadLetter>>;
 }
 
 /// The Redis queue at `url`, or none when `url` is empty (no batch jobs).
@@ -226,4 +245,49 @@ pub fn new_job_id() -> String {
 /// a key.
 pub fn valid_job_id(id: &str) -> bool {
     id.len() == 28 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The tenant of jobs recorded before jobs had tenants.
+pub use polaroid_proto::tenant::DEFAULT_TENANT as LEGACY_TENANT;
+/// Whether a name can be a tenant (the rule every crate shares).
+pub use polaroid_proto::tenant::valid_tenant_name as valid_tenant;
+
+/// `tenant`, or [`QueueError::InvalidTenant`].
+pub(crate) fn checked_tenant(tenant: &str) -> QueueResult<&str> {
+    if valid_tenant(tenant) {
+        Ok(tenant)
+    } else {
+        Err(QueueError::InvalidTenant(tenant.to_owned()))
+    }
+}
+
+/// A record as reported: one written before jobs had tenants is [`LEGACY_TENANT`]'s.
+pub(crate) fn with_tenant(mut job: Job) -> Job {
+    if job.tenant.is_empty() {
+        job.tenant = LEGACY_TENANT.to_owned();
+    }
+    job
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_are_checked() {
+        for good in ["default", "analytics", "a", "A.b_c-9", &"x".repeat(64)] {
+            assert!(valid_tenant(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a:b",
+            "a/b",
+            "a b",
+            "\u{e9}t\u{e9}",
+            "a*",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_tenant(bad), "{bad}");
+        }
+    }
 }

@@ -125,8 +125,13 @@ fn event(job: &Job, kind: JobEventKind) -> JobEvent {
     }
 }
 
-/// A new job's record and its first event.
-pub fn submitted(id: &str, mut spec: JobSpec, settings: &QueueSettings) -> Transition {
+/// A new job's record (of `tenant`, for good) and its first event.
+pub fn submitted(
+    id: &str,
+    tenant: &str,
+    mut spec: JobSpec,
+    settings: &QueueSettings,
+) -> Transition {
     if spec.max_attempts == 0 {
         spec.max_attempts = settings.default_max_attempts.max(1);
     }
@@ -136,6 +141,7 @@ pub fn submitted(id: &str, mut spec: JobSpec, settings: &QueueSettings) -> Trans
         .map_or(0, |p| u32::try_from(p.steps.len()).unwrap_or(u32::MAX));
     let job = Job {
         id: id.to_owned(),
+        tenant: tenant.to_owned(),
         spec: Some(spec),
         state: JobState::Queued as i32,
         submitted_unix_ms: now_unix_ms(),

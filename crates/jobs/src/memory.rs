@@ -1,7 +1,8 @@
 //! The embedded queue of `polaroid standalone`: the same semantics as the Redis one, in
-//! this process's memory (so jobs do not outlive it).
+//! this process's memory (so jobs do not outlive it). Each tenant has its own set of job
+//! ids for listing and its own idempotency keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use tokio::sync::Notify;
 use crate::lifecycle::{self, Transition, is_terminal};
 use crate::{
     DeadLetter, EntryRef, EventBatch, FailureOutcome, JobPage, JobQueue, Lease, LeaseStatus,
-    QueueError, QueueResult, QueueSettings,
+    QueueError, QueueResult, QueueSettings, checked_tenant,
 };
 
 struct Entry {
@@ -25,10 +26,13 @@ struct Entry {
 #[derive(Default)]
 struct State {
     jobs: BTreeMap<String, Job>,
+    /// Each tenant's job ids, so that its listing skips other tenants' jobs.
+    by_tenant: HashMap<String, BTreeSet<String>>,
     events: HashMap<String, Vec<polaroid_proto::v1::JobEvent>>,
     /// When finished jobs are forgotten.
     expires: HashMap<String, Instant>,
-    idempotency: HashMap<String, String>,
+    /// (tenant, idempotency key) → job id.
+    idempotency: HashMap<(String, String), String>,
     entries: BTreeMap<u64, Entry>,
     next_entry: u64,
     delayed: Vec<(Instant, String, JobPriority)>,
@@ -61,7 +65,16 @@ impl State {
             self.expires.remove(&id);
             self.events.remove(&id);
             if let Some(job) = self.jobs.remove(&id) {
-                let key = job.spec.map(|s| s.idempotency_key).unwrap_or_default();
+                if let Some(ids) = self.by_tenant.get_mut(&job.tenant) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        self.by_tenant.remove(&job.tenant);
+                    }
+                }
+                let key = (
+                    job.tenant,
+                    job.spec.map(|s| s.idempotency_key).unwrap_or_default(),
+                );
                 if self.idempotency.get(&key) == Some(&id) {
                     self.idempotency.remove(&key);
                 }
@@ -105,6 +118,7 @@ impl State {
         if dead_letter {
             self.dead.push(DeadLetter {
                 job_id: id.clone(),
+                tenant: job.tenant.clone(),
                 attempts: job.attempts,
                 error: job.error.clone(),
             });
@@ -217,11 +231,12 @@ impl Default for MemoryQueue {
 
 #[async_trait::async_trait]
 impl JobQueue for MemoryQueue {
-    async fn submit(&self, id: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
+    async fn submit(&self, id: &str, tenant: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
+        let tenant = checked_tenant(tenant)?;
         let mut state = self.state();
         state.expire();
-        let key = spec.idempotency_key.clone();
-        if !key.is_empty()
+        let key = (tenant.to_owned(), spec.idempotency_key.clone());
+        if !key.1.is_empty()
             && let Some(existing) = state
                 .idempotency
                 .get(&key)
@@ -230,10 +245,15 @@ impl JobQueue for MemoryQueue {
             return Ok((existing.clone(), false));
         }
         let priority = spec.priority();
-        let transition = lifecycle::submitted(id, spec, &self.settings);
+        let transition = lifecycle::submitted(id, tenant, spec, &self.settings);
         let job = transition.job.clone();
         state.apply(transition, None, &self.settings);
-        if !key.is_empty() {
+        state
+            .by_tenant
+            .entry(key.0.clone())
+            .or_default()
+            .insert(id.to_owned());
+        if !key.1.is_empty() {
             state.idempotency.insert(key, id.to_owned());
         }
         state.enqueue(id.to_owned(), priority);
@@ -248,32 +268,50 @@ impl JobQueue for MemoryQueue {
         Ok(state.jobs.get(id).cloned())
     }
 
-    async fn find(&self, idempotency_key: &str) -> QueueResult<Option<Job>> {
+    async fn find(&self, tenant: &str, idempotency_key: &str) -> QueueResult<Option<Job>> {
+        let tenant = checked_tenant(tenant)?;
+        if idempotency_key.is_empty() {
+            return Ok(None);
+        }
         let mut state = self.state();
         state.expire();
         Ok(state
             .idempotency
-            .get(idempotency_key)
+            .get(&(tenant.to_owned(), idempotency_key.to_owned()))
             .and_then(|id| state.jobs.get(id))
             .cloned())
     }
 
     async fn list(
         &self,
+        tenant: Option<&str>,
         state_filter: Option<JobState>,
         page_size: usize,
         page_token: &str,
     ) -> QueueResult<JobPage> {
+        let tenant = tenant.map(checked_tenant).transpose()?;
         if !page_token.is_empty() && !crate::valid_job_id(page_token) {
             return Err(QueueError::InvalidPageToken(page_token.to_owned()));
         }
         let mut state = self.state();
         state.expire();
-        let mut matching = state
-            .jobs
-            .values()
-            .rev()
-            .filter(|job| page_token.is_empty() || job.id.as_str() < page_token)
+        let state = &*state;
+        // Newest first, before the token: ids start with the submit time.
+        let before = if page_token.is_empty() {
+            std::ops::Bound::Unbounded
+        } else {
+            std::ops::Bound::Excluded(page_token)
+        };
+        let range = (std::ops::Bound::Unbounded, before);
+        let ids: Box<dyn Iterator<Item = &String>> = match tenant {
+            None => Box::new(state.jobs.range::<str, _>(range).rev().map(|(id, _)| id)),
+            Some(tenant) => match state.by_tenant.get(tenant) {
+                Some(ids) => Box::new(ids.range::<str, _>(range).rev()),
+                None => Box::new(std::iter::empty()),
+            },
+        };
+        let mut matching = ids
+            .filter_map(|id| state.jobs.get(id))
             .filter(|job| state_filter.is_none_or(|s| job.state() == s));
         let jobs: Vec<Job> = matching.by_ref().take(page_size.max(1)).cloned().collect();
         let more = matching.next().is_some();
@@ -422,7 +460,19 @@ impl JobQueue for MemoryQueue {
         self.update(lease, |job| lifecycle::stopped(job, lease))
     }
 
-    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>> {
-        Ok(self.state().dead.iter().take(limit).cloned().collect())
+    async fn dead_letters(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> QueueResult<Vec<DeadLetter>> {
+        let tenant = tenant.map(checked_tenant).transpose()?;
+        Ok(self
+            .state()
+            .dead
+            .iter()
+            .filter(|dead| tenant.is_none_or(|t| dead.tenant == t))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

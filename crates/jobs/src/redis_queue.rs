@@ -4,16 +4,24 @@
 //!
 //! Every change of a record is a compare-and-set in one Lua script together with the
 //! queue changes that go with it, so a crash between the two cannot happen. Keys, under
-//! the configured prefix `P` (one Redis, not Redis Cluster):
+//! the configured prefix `P` (one Redis, not Redis Cluster), with `T` a tenant:
 //!
 //! | key | what |
 //! |---|---|
 //! | `P:jobs:q:{high,normal,low}` | the streams; entries carry `job` = id |
 //! | `P:jobs:delayed` | retries, scored by when they are due (Redis's clock) |
-//! | `P:jobs:dead` | the dead-letter stream: `job`, `attempts`, `error` |
+//! | `P:jobs:dead` | the dead-letter stream: `job`, `attempts`, `error`, `tenant` |
 //! | `P:job:ID`, `P:job:ID:events` | a job's record and its events |
-//! | `P:jobs:index:{all,STATE}` | job ids by state, for listing (scores 0, ids sort by time) |
-//! | `P:jobs:idem:KEY` | the job an idempotency key created |
+//! | `P:jobs:index:{all,STATE}` | every tenant's job ids by state, for admins' listings (scores 0, ids sort by time) |
+//! | `P:jobs:t:T:index:{all,STATE}` | the same for tenant `T` alone |
+//! | `P:jobs:t:T:idem:KEY` | the job of `T` an idempotency key created |
+//! | `P:jobs:finished` | `ID:STATE:T` of finished jobs, scored by when their records expire, so that their index entries go with them |
+//! | `P:jobs:tenancy` | set once the records from before tenants are in `default`'s indexes |
+//!
+//! A tenant name has no `:` ([`crate::valid_tenant`]), so `P:jobs:t:T:` names one tenant
+//! whatever the idempotency key after it holds; the keys from before tenants
+//! (`P:jobs:idem:KEY`) are outside `P:jobs:t:`, are read for the legacy tenant only, and
+//! are never written.
 
 use std::time::Duration;
 
@@ -25,8 +33,8 @@ use tokio::sync::Mutex;
 
 use crate::lifecycle::{self, PRIORITIES, Transition, is_terminal, priority_name, state_name};
 use crate::{
-    DeadLetter, EntryRef, EventBatch, FailureOutcome, JobPage, JobQueue, Lease, LeaseStatus,
-    QueueError, QueueResult, QueueSettings,
+    DeadLetter, EntryRef, EventBatch, FailureOutcome, JobPage, JobQueue, LEGACY_TENANT, Lease,
+    LeaseStatus, QueueError, QueueResult, QueueSettings, checked_tenant, valid_tenant, with_tenant,
 };
 
 const GROUP: &str = "workers";
@@ -34,6 +42,8 @@ const GROUP: &str = "workers";
 const UPDATE_ATTEMPTS: usize = 32;
 /// The longest a worker blocks on the streams before looking at retries and stale entries.
 const MAX_BLOCK: Duration = Duration::from_millis(250);
+/// Ids (or entries) read per round trip when walking an index or a stream.
+const CHUNK: usize = 1000;
 
 pub struct RedisQueue {
     settings: QueueSettings,
@@ -78,7 +88,69 @@ impl RedisQueue {
             renew: Script::new(include_str!("lua/renew.lua")),
         };
         queue.create_groups().await?;
+        queue.index_untenanted_records().await?;
         Ok(queue)
+    }
+
+    /// Adds the records written before jobs had tenants to the legacy tenant's indexes,
+    /// once per Redis (they were only in the global ones). Every process may do it at once:
+    /// it only adds. A record that changes later is (re)indexed by the change itself.
+    async fn index_untenanted_records(&self) -> QueueResult<()> {
+        let mut connection = self.connection.clone();
+        let marker = format!("{}:jobs:tenancy", self.prefix);
+        let done: bool = redis::cmd("EXISTS")
+            .arg(&marker)
+            .query_async(&mut connection)
+            .await?;
+        if done {
+            return Ok(());
+        }
+        let mut after = "-".to_owned();
+        loop {
+            let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(self.index_key(None))
+                .arg(&after)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(CHUNK)
+                .query_async(&mut connection)
+                .await?;
+            let Some(last) = ids.last() else { break };
+            after = format!("({last}");
+            let keys: Vec<String> = ids.iter().map(|id| self.record_key(id)).collect();
+            let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut connection)
+                .await?;
+            let mut pipe = redis::pipe();
+            let mut untenanted = 0;
+            for (id, record) in ids.iter().zip(records) {
+                // Decoded as stored: an empty tenant is what marks a record from before.
+                let Some(job) = record.and_then(|bytes| Job::decode(bytes.as_slice()).ok()) else {
+                    continue;
+                };
+                if job.tenant.is_empty() {
+                    untenanted += 1;
+                    for state in [None, Some(job.state())] {
+                        pipe.cmd("ZADD")
+                            .arg(self.tenant_index_key(LEGACY_TENANT, state))
+                            .arg(0)
+                            .arg(id)
+                            .ignore();
+                    }
+                }
+            }
+            if untenanted > 0 {
+                let _: () = pipe.query_async(&mut connection).await?;
+            }
+        }
+        let _: () = redis::cmd("SET")
+            .arg(&marker)
+            .arg(1)
+            .query_async(&mut connection)
+            .await?;
+        Ok(())
     }
 
     async fn create_groups(&self) -> QueueResult<()> {
@@ -117,8 +189,31 @@ impl RedisQueue {
         format!("{}:jobs:index:{name}", self.prefix)
     }
 
-    fn idempotency_key(&self, key: &str) -> String {
-        format!("{}:jobs:idem:{key}", self.prefix)
+    /// Tenant `T`'s keys are under `P:jobs:t:T:`.
+    fn tenant_base(&self) -> String {
+        format!("{}:jobs:t:", self.prefix)
+    }
+
+    fn tenant_index_key(&self, tenant: &str, state: Option<JobState>) -> String {
+        let name = state.map_or("all", state_name);
+        format!("{}{tenant}:index:{name}", self.tenant_base())
+    }
+
+    fn idempotency_key(&self, tenant: &str, key: &str) -> String {
+        format!("{}{tenant}:idem:{key}", self.tenant_base())
+    }
+
+    /// Where an idempotency key of the legacy tenant was kept before tenants.
+    fn legacy_idempotency_key(&self, tenant: &str, key: &str) -> String {
+        if tenant == LEGACY_TENANT && !key.is_empty() {
+            format!("{}:jobs:idem:{key}", self.prefix)
+        } else {
+            String::new()
+        }
+    }
+
+    fn finished_key(&self) -> String {
+        format!("{}:jobs:finished", self.prefix)
     }
 
     fn delayed_key(&self) -> String {
@@ -154,6 +249,14 @@ impl RedisQueue {
         owned_by: Option<&str>,
     ) -> QueueResult<CommitReply> {
         let job = &transition.job;
+        // Records are only written with a checked tenant; this keeps a damaged one out of
+        // the keys the script builds from it.
+        if !valid_tenant(&job.tenant) {
+            return Err(QueueError::Corrupt(format!(
+                "job {} has the tenant `{}`",
+                job.id, job.tenant
+            )));
+        }
         let spec = job.spec.clone().unwrap_or_default();
         let event = transition
             .event
@@ -170,6 +273,7 @@ impl RedisQueue {
         } else {
             0
         };
+        let tenant = job.tenant.as_str();
         let reply: String = self
             .commit
             .key(self.record_key(&job.id))
@@ -211,7 +315,7 @@ impl RedisQueue {
             .arg(if spec.idempotency_key.is_empty() {
                 String::new()
             } else {
-                self.idempotency_key(&spec.idempotency_key)
+                self.idempotency_key(tenant, &spec.idempotency_key)
             })
             .arg(
                 entry
@@ -221,6 +325,19 @@ impl RedisQueue {
             )
             .arg(entry.map(|e| e.id.clone()).unwrap_or_default())
             .arg(owned_by.unwrap_or_default())
+            .arg(tenant)
+            .arg(
+                old_state
+                    .map(|s| self.tenant_index_key(tenant, Some(s)))
+                    .unwrap_or_default(),
+            )
+            .arg(self.tenant_index_key(tenant, Some(job.state())))
+            .arg(self.tenant_index_key(tenant, None))
+            .arg(self.legacy_idempotency_key(tenant, &spec.idempotency_key))
+            .arg(self.finished_key())
+            .arg(format!("{}:{}:{tenant}", job.id, state_name(job.state())))
+            .arg(format!("{}:jobs:index:", self.prefix))
+            .arg(self.tenant_base())
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(match reply.as_str() {
@@ -361,8 +478,11 @@ fn is_stream_id(text: &str) -> bool {
     })
 }
 
+/// A stored record as reported (with its tenant filled in when it predates tenants).
 fn decode_job(bytes: &[u8]) -> QueueResult<Job> {
-    Job::decode(bytes).map_err(|e| QueueError::Corrupt(format!("job record: {e}")))
+    Job::decode(bytes)
+        .map(with_tenant)
+        .map_err(|e| QueueError::Corrupt(format!("job record: {e}")))
 }
 
 fn text(value: &Value) -> QueueResult<String> {
@@ -453,8 +573,9 @@ fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
 
 #[async_trait::async_trait]
 impl JobQueue for RedisQueue {
-    async fn submit(&self, id: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
-        let transition = lifecycle::submitted(id, spec, &self.settings);
+    async fn submit(&self, id: &str, tenant: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
+        let tenant = checked_tenant(tenant)?;
+        let transition = lifecycle::submitted(id, tenant, spec, &self.settings);
         match self
             .commit(&[], None, &transition, None, true, None)
             .await?
@@ -477,30 +598,45 @@ impl JobQueue for RedisQueue {
         Ok(self.record(id).await?.map(|(_, job)| job))
     }
 
-    async fn find(&self, idempotency_key: &str) -> QueueResult<Option<Job>> {
+    async fn find(&self, tenant: &str, idempotency_key: &str) -> QueueResult<Option<Job>> {
+        let tenant = checked_tenant(tenant)?;
         if idempotency_key.is_empty() {
             return Ok(None);
         }
-        let id: Option<String> = redis::cmd("GET")
-            .arg(self.idempotency_key(idempotency_key))
-            .query_async(&mut self.connection.clone())
+        let mut connection = self.connection.clone();
+        let mut id: Option<String> = redis::cmd("GET")
+            .arg(self.idempotency_key(tenant, idempotency_key))
+            .query_async(&mut connection)
             .await?;
+        let legacy = self.legacy_idempotency_key(tenant, idempotency_key);
+        if id.is_none() && !legacy.is_empty() {
+            id = redis::cmd("GET")
+                .arg(legacy)
+                .query_async(&mut connection)
+                .await?;
+        }
         match id {
-            Some(id) => self.get(&id).await,
+            Some(id) => Ok(self.get(&id).await?.filter(|job| job.tenant == tenant)),
             None => Ok(None),
         }
     }
 
     async fn list(
         &self,
+        tenant: Option<&str>,
         state: Option<JobState>,
         page_size: usize,
         page_token: &str,
     ) -> QueueResult<JobPage> {
+        let tenant = tenant.map(checked_tenant).transpose()?;
         if !page_token.is_empty() && !crate::valid_job_id(page_token) {
             return Err(QueueError::InvalidPageToken(page_token.to_owned()));
         }
-        let index = self.index_key(state);
+        // A tenant's own index: its listing never walks other tenants' jobs.
+        let index = match tenant {
+            Some(tenant) => self.tenant_index_key(tenant, state),
+            None => self.index_key(state),
+        };
         let mut connection = self.connection.clone();
         let mut jobs = Vec::with_capacity(page_size);
         let mut after = page_token.to_owned();
@@ -526,7 +662,10 @@ impl JobQueue for RedisQueue {
                 after.clone_from(&id);
                 match self.record(&id).await? {
                     // Still in that state: index moves and records change together.
-                    Some((_, job)) if state.is_none_or(|s| job.state() == s) => {
+                    Some((_, job))
+                        if state.is_none_or(|s| job.state() == s)
+                            && tenant.is_none_or(|t| job.tenant == t) =>
+                    {
                         if jobs.len() == page_size {
                             return Ok(JobPage {
                                 next_page_token: jobs
@@ -757,27 +896,52 @@ impl JobQueue for RedisQueue {
         Ok(job)
     }
 
-    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>> {
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(self.dead_key())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .query_async(&mut self.connection.clone())
-            .await?;
-        stream_entries(reply)?
-            .into_iter()
-            .map(|(_, fields)| {
+    async fn dead_letters(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> QueueResult<Vec<DeadLetter>> {
+        let tenant = tenant.map(checked_tenant).transpose()?;
+        let limit = limit.max(1);
+        let mut connection = self.connection.clone();
+        let mut dead = Vec::new();
+        let mut after = "-".to_owned();
+        // One stream for every tenant (it is capped at about 100 000 entries, and read by
+        // operators rather than on any request's path): a tenant's are picked out of it.
+        loop {
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(self.dead_key())
+                .arg(&after)
+                .arg("+")
+                .arg("COUNT")
+                .arg(if tenant.is_some() { CHUNK } else { limit })
+                .query_async(&mut connection)
+                .await?;
+            let entries = stream_entries(reply)?;
+            let Some((last, _)) = entries.last() else {
+                return Ok(dead);
+            };
+            after = format!("({last}");
+            for (_, fields) in entries {
                 let text = |name: &str| {
                     String::from_utf8_lossy(field(&fields, name).unwrap_or_default()).into_owned()
                 };
-                Ok(DeadLetter {
+                let letter = DeadLetter {
                     job_id: text("job"),
+                    // An entry from before tenants has none.
+                    tenant: Some(text("tenant"))
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| LEGACY_TENANT.to_owned()),
                     attempts: text("attempts").parse().unwrap_or(0),
                     error: text("error"),
-                })
-            })
-            .collect()
+                };
+                if tenant.is_none_or(|t| letter.tenant == t) {
+                    dead.push(letter);
+                    if dead.len() == limit {
+                        return Ok(dead);
+                    }
+                }
+            }
+        }
     }
 }

@@ -6,10 +6,12 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
+use polaroid_auth::WithBearerToken;
 use polaroid_proto::v1::{
     self as pb, JobEventKind, JobState, job_service_client::JobServiceClient,
 };
 use prost_reflect::{DescriptorPool, DynamicMessage};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 #[derive(clap::Args)]
@@ -22,9 +24,14 @@ pub struct JobArgs {
         global = true
     )]
     coordinator: String,
+    /// Bearer token of the caller (POLAROID_TOKEN); jobs are the token's tenant's.
+    #[arg(long, env = "POLAROID_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: JobCommand,
 }
+
+type Client = JobServiceClient<InterceptedService<Channel, WithBearerToken>>;
 
 #[derive(clap::Subcommand)]
 enum JobCommand {
@@ -49,6 +56,9 @@ enum JobCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Every tenant's jobs (admins), not just the token's tenant's.
+        #[arg(long)]
+        all_tenants: bool,
     },
 }
 
@@ -59,7 +69,8 @@ pub async fn run(args: JobArgs) -> anyhow::Result<i32> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.coordinator))?;
-    let mut client = JobServiceClient::new(channel);
+    let mut client =
+        JobServiceClient::with_interceptor(channel, WithBearerToken::new(args.token.as_deref())?);
     match args.command {
         JobCommand::Submit { spec, wait } => {
             let text = std::fs::read_to_string(&spec)
@@ -102,7 +113,11 @@ pub async fn run(args: JobArgs) -> anyhow::Result<i32> {
                 state_label(job.state(), job.cancel_requested)
             );
         }
-        JobCommand::List { state, limit } => {
+        JobCommand::List {
+            state,
+            limit,
+            all_tenants,
+        } => {
             let state = match state.as_deref() {
                 None => JobState::Unspecified,
                 Some(name) => parse_state(name)?,
@@ -115,6 +130,7 @@ pub async fn run(args: JobArgs) -> anyhow::Result<i32> {
                         state: state as i32,
                         page_size: u32::try_from(limit - shown).unwrap_or(u32::MAX).min(1000),
                         page_token: token,
+                        all_tenants,
                     })
                     .await
                     .map_err(status)?
@@ -185,7 +201,7 @@ fn to_json<M: prost::Message>(name: &str, message: &M) -> anyhow::Result<String>
 }
 
 /// Follows a job's events: one line each, or a live progress bar on a terminal.
-async fn watch(client: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Result<i32> {
+async fn watch(client: &mut Client, id: &str) -> anyhow::Result<i32> {
     let mut events = client
         .watch_job(pb::WatchJobRequest {
             job_id: id.to_owned(),

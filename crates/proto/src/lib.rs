@@ -36,6 +36,7 @@ pub mod codec;
 mod error_code;
 mod flight_data;
 mod flight_handle;
+pub mod tenant;
 
 pub use error_code::{
     ErrorCode, Excerpt, MAX_EXCERPT_CHARS, MAX_STATUS_MESSAGE_BYTES, bounded_message, excerpt,

@@ -576,7 +576,11 @@ async fn keep_lease(
     }
 }
 
-/// The tenant a job runs as: its submitter's.
-fn job_tenant(_job: &polaroid_proto::v1::Job) -> TenantId {
-    TenantId::from_name(polaroid_auth::DEFAULT_TENANT)
+/// The tenant a job runs as: its submitter's (jobs recorded before tenants were the
+/// default tenant's).
+fn job_tenant(job: &polaroid_proto::v1::Job) -> TenantId {
+    match job.tenant.as_str() {
+        "" => TenantId::from_name(polaroid_auth::DEFAULT_TENANT),
+        tenant => TenantId::from_name(tenant),
+    }
 }

@@ -26,21 +26,21 @@ from polaroid.v1 import dataframe_pb2 as polaroid_dot_v1_dot_dataframe__pb2
 from polaroid.v1 import plan_pb2 as polaroid_dot_v1_dot_plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16polaroid/v1/jobs.proto\x12\x0bpolaroid.v1\x1a\x1bpolaroid/v1/dataframe.proto\x1a\x16polaroid/v1/plan.proto\".\n\x07JobPlan\x12#\n\x05steps\x18\x01 \x03(\x0b\x32\x14.polaroid.v1.JobStep\"U\n\x07JobStep\x12#\n\x04step\x18\x01 \x01(\x0b\x32\x15.polaroid.v1.PlanStep\x12%\n\x06inputs\x18\x02 \x03(\x0b\x32\x15.polaroid.v1.JobInput\"5\n\x08JobInput\x12\x10\n\x06handle\x18\x01 \x01(\tH\x00\x12\x0e\n\x04step\x18\x02 \x01(\rH\x00\x42\x07\n\x05input\"X\n\x07JobSink\x12\x0c\n\x04path\x18\x01 \x01(\t\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.polaroid.v1.JobSinkFormat\x12\x13\n\x0bkeep_handle\x18\x03 \x01(\x08\"\xce\x01\n\x07JobSpec\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.polaroid.v1.JobPlan\x12\"\n\x04sink\x18\x02 \x01(\x0b\x32\x14.polaroid.v1.JobSink\x12*\n\x08priority\x18\x03 \x01(\x0e\x32\x18.polaroid.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x04\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\"L\n\x0bJobProgress\x12\x12\n\nsteps_done\x18\x01 \x01(\r\x12\x13\n\x0bsteps_total\x18\x02 \x01(\r\x12\x14\n\x0crows_written\x18\x03 \x01(\x04\"7\n\tJobResult\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\xc8\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.polaroid.v1.JobSpec\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.polaroid.v1.JobState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x0e\n\x06worker\x18\x05 \x01(\t\x12\x19\n\x11submitted_unix_ms\x18\x06 \x01(\x04\x12\x17\n\x0fstarted_unix_ms\x18\x07 \x01(\x04\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x04\x12\r\n\x05\x65rror\x18\t \x01(\t\x12&\n\x06result\x18\n \x01(\x0b\x32\x16.polaroid.v1.JobResult\x12*\n\x08progress\x18\x0b \x01(\x0b\x32\x18.polaroid.v1.JobProgress\x12\x18\n\x10\x63\x61ncel_requested\x18\x0c \x01(\x08\"\x93\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07unix_ms\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.polaroid.v1.JobEventKind\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.polaroid.v1.JobState\x12\x0e\n\x06worker\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12*\n\x08progress\x18\x07 \x01(\x0b\x32\x18.polaroid.v1.JobProgress\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12&\n\x06result\x18\t \x01(\x0b\x32\x16.polaroid.v1.JobResult\x12\x13\n\x0bretry_in_ms\x18\n \x01(\x04\"6\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.polaroid.v1.JobSpec\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.polaroid.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"^\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.polaroid.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.polaroid.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x12ValidateJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.polaroid.v1.JobSpec\"9\n\x13ValidateJobResponse\x12\"\n\x06schema\x18\x01 \x03(\x0b\x32\x12.polaroid.v1.Field*\x7f\n\rJobSinkFormat\x12\x1f\n\x1bJOB_SINK_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_SINK_FORMAT_PARQUET\x10\x01\x12\x17\n\x13JOB_SINK_FORMAT_CSV\x10\x02\x12\x17\n\x13JOB_SINK_FORMAT_IPC\x10\x03*S\n\x0bJobPriority\x12\x17\n\x13JOB_PRIORITY_NORMAL\x10\x00\x12\x15\n\x11JOB_PRIORITY_HIGH\x10\x01\x12\x14\n\x10JOB_PRIORITY_LOW\x10\x02*\xb2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_RETRYING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xb8\x02\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_EVENT_KIND_QUEUED\x10\x01\x12\x1a\n\x16JOB_EVENT_KIND_STARTED\x10\x02\x12\x17\n\x13JOB_EVENT_KIND_STEP\x10\x03\x12\x1f\n\x1bJOB_EVENT_KIND_ROWS_WRITTEN\x10\x04\x12\x1c\n\x18JOB_EVENT_KIND_SUCCEEDED\x10\x05\x12\x1b\n\x17JOB_EVENT_KIND_RETRYING\x10\x06\x12\x19\n\x15JOB_EVENT_KIND_FAILED\x10\x07\x12#\n\x1fJOB_EVENT_KIND_CANCEL_REQUESTED\x10\x08\x12\x1c\n\x18JOB_EVENT_KIND_CANCELLED\x10\t2\xda\x02\n\nJobService\x12J\n\tSubmitJob\x12\x1d.polaroid.v1.SubmitJobRequest\x1a\x1e.polaroid.v1.SubmitJobResponse\x12\x36\n\x06GetJob\x12\x1a.polaroid.v1.GetJobRequest\x1a\x10.polaroid.v1.Job\x12G\n\x08ListJobs\x12\x1c.polaroid.v1.ListJobsRequest\x1a\x1d.polaroid.v1.ListJobsResponse\x12<\n\tCancelJob\x12\x1d.polaroid.v1.CancelJobRequest\x1a\x10.polaroid.v1.Job\x12\x41\n\x08WatchJob\x12\x1c.polaroid.v1.WatchJobRequest\x1a\x15.polaroid.v1.JobEvent0\x01\x32h\n\x14JobValidationService\x12P\n\x0bValidateJob\x12\x1f.polaroid.v1.ValidateJobRequest\x1a .polaroid.v1.ValidateJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16polaroid/v1/jobs.proto\x12\x0bpolaroid.v1\x1a\x1bpolaroid/v1/dataframe.proto\x1a\x16polaroid/v1/plan.proto\".\n\x07JobPlan\x12#\n\x05steps\x18\x01 \x03(\x0b\x32\x14.polaroid.v1.JobStep\"U\n\x07JobStep\x12#\n\x04step\x18\x01 \x01(\x0b\x32\x15.polaroid.v1.PlanStep\x12%\n\x06inputs\x18\x02 \x03(\x0b\x32\x15.polaroid.v1.JobInput\"5\n\x08JobInput\x12\x10\n\x06handle\x18\x01 \x01(\tH\x00\x12\x0e\n\x04step\x18\x02 \x01(\rH\x00\x42\x07\n\x05input\"X\n\x07JobSink\x12\x0c\n\x04path\x18\x01 \x01(\t\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.polaroid.v1.JobSinkFormat\x12\x13\n\x0bkeep_handle\x18\x03 \x01(\x08\"\xce\x01\n\x07JobSpec\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.polaroid.v1.JobPlan\x12\"\n\x04sink\x18\x02 \x01(\x0b\x32\x14.polaroid.v1.JobSink\x12*\n\x08priority\x18\x03 \x01(\x0e\x32\x18.polaroid.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x04\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\"L\n\x0bJobProgress\x12\x12\n\nsteps_done\x18\x01 \x01(\r\x12\x13\n\x0bsteps_total\x18\x02 \x01(\r\x12\x14\n\x0crows_written\x18\x03 \x01(\x04\"7\n\tJobResult\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\xd8\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.polaroid.v1.JobSpec\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.polaroid.v1.JobState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x0e\n\x06worker\x18\x05 \x01(\t\x12\x19\n\x11submitted_unix_ms\x18\x06 \x01(\x04\x12\x17\n\x0fstarted_unix_ms\x18\x07 \x01(\x04\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x04\x12\r\n\x05\x65rror\x18\t \x01(\t\x12&\n\x06result\x18\n \x01(\x0b\x32\x16.polaroid.v1.JobResult\x12*\n\x08progress\x18\x0b \x01(\x0b\x32\x18.polaroid.v1.JobProgress\x12\x18\n\x10\x63\x61ncel_requested\x18\x0c \x01(\x08\x12\x0e\n\x06tenant\x18\r \x01(\t\"\x93\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07unix_ms\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.polaroid.v1.JobEventKind\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.polaroid.v1.JobState\x12\x0e\n\x06worker\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12*\n\x08progress\x18\x07 \x01(\x0b\x32\x18.polaroid.v1.JobProgress\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12&\n\x06result\x18\t \x01(\x0b\x32\x16.polaroid.v1.JobResult\x12\x13\n\x0bretry_in_ms\x18\n \x01(\x04\"6\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.polaroid.v1.JobSpec\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.polaroid.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"s\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.polaroid.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x13\n\x0b\x61ll_tenants\x18\x04 \x01(\x08\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.polaroid.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x12ValidateJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.polaroid.v1.JobSpec\"9\n\x13ValidateJobResponse\x12\"\n\x06schema\x18\x01 \x03(\x0b\x32\x12.polaroid.v1.Field*\x7f\n\rJobSinkFormat\x12\x1f\n\x1bJOB_SINK_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_SINK_FORMAT_PARQUET\x10\x01\x12\x17\n\x13JOB_SINK_FORMAT_CSV\x10\x02\x12\x17\n\x13JOB_SINK_FORMAT_IPC\x10\x03*S\n\x0bJobPriority\x12\x17\n\x13JOB_PRIORITY_NORMAL\x10\x00\x12\x15\n\x11JOB_PRIORITY_HIGH\x10\x01\x12\x14\n\x10JOB_PRIORITY_LOW\x10\x02*\xb2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_RETRYING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xb8\x02\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_EVENT_KIND_QUEUED\x10\x01\x12\x1a\n\x16JOB_EVENT_KIND_STARTED\x10\x02\x12\x17\n\x13JOB_EVENT_KIND_STEP\x10\x03\x12\x1f\n\x1bJOB_EVENT_KIND_ROWS_WRITTEN\x10\x04\x12\x1c\n\x18JOB_EVENT_KIND_SUCCEEDED\x10\x05\x12\x1b\n\x17JOB_EVENT_KIND_RETRYING\x10\x06\x12\x19\n\x15JOB_EVENT_KIND_FAILED\x10\x07\x12#\n\x1fJOB_EVENT_KIND_CANCEL_REQUESTED\x10\x08\x12\x1c\n\x18JOB_EVENT_KIND_CANCELLED\x10\t2\xda\x02\n\nJobService\x12J\n\tSubmitJob\x12\x1d.polaroid.v1.SubmitJobRequest\x1a\x1e.polaroid.v1.SubmitJobResponse\x12\x36\n\x06GetJob\x12\x1a.polaroid.v1.GetJobRequest\x1a\x10.polaroid.v1.Job\x12G\n\x08ListJobs\x12\x1c.polaroid.v1.ListJobsRequest\x1a\x1d.polaroid.v1.ListJobsResponse\x12<\n\tCancelJob\x12\x1d.polaroid.v1.CancelJobRequest\x1a\x10.polaroid.v1.Job\x12\x41\n\x08WatchJob\x12\x1c.polaroid.v1.WatchJobRequest\x1a\x15.polaroid.v1.JobEvent0\x01\x32h\n\x14JobValidationService\x12P\n\x0bValidateJob\x12\x1f.polaroid.v1.ValidateJobRequest\x1a .polaroid.v1.ValidateJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polaroid.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSINKFORMAT']._serialized_start=1844
-  _globals['_JOBSINKFORMAT']._serialized_end=1971
-  _globals['_JOBPRIORITY']._serialized_start=1973
-  _globals['_JOBPRIORITY']._serialized_end=2056
-  _globals['_JOBSTATE']._serialized_start=2059
-  _globals['_JOBSTATE']._serialized_end=2237
-  _globals['_JOBEVENTKIND']._serialized_start=2240
-  _globals['_JOBEVENTKIND']._serialized_end=2552
+  _globals['_JOBSINKFORMAT']._serialized_start=1881
+  _globals['_JOBSINKFORMAT']._serialized_end=2008
+  _globals['_JOBPRIORITY']._serialized_start=2010
+  _globals['_JOBPRIORITY']._serialized_end=2093
+  _globals['_JOBSTATE']._serialized_start=2096
+  _globals['_JOBSTATE']._serialized_end=2274
+  _globals['_JOBEVENTKIND']._serialized_start=2277
+  _globals['_JOBEVENTKIND']._serialized_end=2589
   _globals['_JOBPLAN']._serialized_start=92
   _globals['_JOBPLAN']._serialized_end=138
   _globals['_JOBSTEP']._serialized_start=140
@@ -56,29 +56,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBRESULT']._serialized_start=659
   _globals['_JOBRESULT']._serialized_end=714
   _globals['_JOB']._serialized_start=717
-  _globals['_JOB']._serialized_end=1045
-  _globals['_JOBEVENT']._serialized_start=1048
-  _globals['_JOBEVENT']._serialized_end=1323
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1325
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1379
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=1381
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=1448
-  _globals['_GETJOBREQUEST']._serialized_start=1450
-  _globals['_GETJOBREQUEST']._serialized_end=1481
-  _globals['_LISTJOBSREQUEST']._serialized_start=1483
-  _globals['_LISTJOBSREQUEST']._serialized_end=1577
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1579
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1654
-  _globals['_CANCELJOBREQUEST']._serialized_start=1656
-  _globals['_CANCELJOBREQUEST']._serialized_end=1690
-  _globals['_WATCHJOBREQUEST']._serialized_start=1692
-  _globals['_WATCHJOBREQUEST']._serialized_end=1725
-  _globals['_VALIDATEJOBREQUEST']._serialized_start=1727
-  _globals['_VALIDATEJOBREQUEST']._serialized_end=1783
-  _globals['_VALIDATEJOBRESPONSE']._serialized_start=1785
-  _globals['_VALIDATEJOBRESPONSE']._serialized_end=1842
-  _globals['_JOBSERVICE']._serialized_start=2555
-  _globals['_JOBSERVICE']._serialized_end=2901
-  _globals['_JOBVALIDATIONSERVICE']._serialized_start=2903
-  _globals['_JOBVALIDATIONSERVICE']._serialized_end=3007
+  _globals['_JOB']._serialized_end=1061
+  _globals['_JOBEVENT']._serialized_start=1064
+  _globals['_JOBEVENT']._serialized_end=1339
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1341
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1395
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=1397
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=1464
+  _globals['_GETJOBREQUEST']._serialized_start=1466
+  _globals['_GETJOBREQUEST']._serialized_end=1497
+  _globals['_LISTJOBSREQUEST']._serialized_start=1499
+  _globals['_LISTJOBSREQUEST']._serialized_end=1614
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1616
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1691
+  _globals['_CANCELJOBREQUEST']._serialized_start=1693
+  _globals['_CANCELJOBREQUEST']._serialized_end=1727
+  _globals['_WATCHJOBREQUEST']._serialized_start=1729
+  _globals['_WATCHJOBREQUEST']._serialized_end=1762
+  _globals['_VALIDATEJOBREQUEST']._serialized_start=1764
+  _globals['_VALIDATEJOBREQUEST']._serialized_end=1820
+  _globals['_VALIDATEJOBRESPONSE']._serialized_start=1822
+  _globals['_VALIDATEJOBRESPONSE']._serialized_end=1879
+  _globals['_JOBSERVICE']._serialized_start=2592
+  _globals['_JOBSERVICE']._serialized_end=2938
+  _globals['_JOBVALIDATIONSERVICE']._serialized_start=2940
+  _globals['_JOBVALIDATIONSERVICE']._serialized_end=3044
 # @@protoc_insertion_point(module_scope)
