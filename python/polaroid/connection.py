@@ -154,8 +154,9 @@ class _FlightFetcher:
             # quickly, rather than on every fetch at the call's timeout.
             started = time.monotonic()
             try:
-                # Any answer will do: Polaroid answers ListFlights with UNIMPLEMENTED.
-                options = flight.FlightCallOptions(timeout=self.PROBE_SECONDS)
+                # Any answer will do: Polaroid answers ListFlights with UNIMPLEMENTED. With
+                # the token, or a server that requires one answers UNAUTHENTICATED instead.
+                options = flight.FlightCallOptions(timeout=self.PROBE_SECONDS, headers=self._headers)
                 list(client.list_flights(options=options))
             except NotImplementedError:
                 pass

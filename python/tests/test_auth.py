@@ -124,3 +124,22 @@ def fetch_over_flight(flight, secured: Secured, handle: str, rows: pl.DataFrame)
         coordinator.get_flight_info(flight.FlightDescriptor.for_path(handle))
     coordinator.close()
     worker.close()
+
+
+def test_the_sdk_fetches_large_results_from_workers_with_its_token(secured: Secured, monkeypatch) -> None:  # noqa: ANN001
+    import polaroid.connection
+
+    # Far below the SDK's default, so that a few MiB already move to Flight.
+    monkeypatch.setattr(polaroid.connection, "FLIGHT_REST_BYTES", 1024 * 1024)
+    rows = (polaroid.connection.FLIGHT_PROBE_BYTES + 4 * 1024 * 1024) // 16
+    local = pl.DataFrame({"id": pl.int_range(0, rows, eager=True)})
+    expected = local.with_columns(y=pl.col("id") + 1)
+    with pr.Connection(secured.server.address, token=secured.a) as conn:
+        large = pr.from_polars(local, connection=conn).with_columns(y=pr.col("id") + 1)
+        assert large.collect().equals(expected)
+        fetcher = conn._flight
+        assert fetcher is not None
+        # The worker's Flight endpoint took the token: probed, kept, not marked unreachable.
+        workers = [uri for uri in fetcher._clients if uri != fetcher._target]
+        assert workers, "the result came over Flight from its worker"
+        assert not fetcher._unreachable

@@ -243,7 +243,13 @@ async fn cluster_with_queue(
         "0.1",
     ];
     args.extend(worker_args);
-    let cluster = TestCluster::start(workers, &["--redis-url", &url], &args).await?;
+    // The REST sources of these tests are on loopback, which workers refuse by default.
+    let env = vec![(
+        "POLAROID_REST_ALLOW_PRIVATE_NETWORKS".to_owned(),
+        "true".to_owned(),
+    )];
+    let cluster =
+        TestCluster::start_with_env(workers, &["--redis-url", &url], &args, env, None).await?;
     Ok((redis, cluster))
 }
 

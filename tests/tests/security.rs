@@ -542,10 +542,28 @@ async fn a_public_address_without_tokens_refuses_to_start() -> anyhow::Result<()
             "{role}: {stderr}"
         );
     }
-    // Allowed explicitly, it starts.
+    // Allowed explicitly, it still needs a cluster secret: without one, anyone could
+    // register a worker address or remove a worker.
+    let output = std::process::Command::new(polaroid_binary()?)
+        .args([
+            "coordinator",
+            "--bind",
+            "0.0.0.0:0",
+            "--http-address",
+            "127.0.0.1:0",
+        ])
+        .env("POLAROID_AUTH_ALLOW_UNAUTHENTICATED", "true")
+        .env_remove("POLAROID_AUTH_CLUSTER_SECRET")
+        .output()?;
+    assert!(!output.status.success(), "started without a cluster secret");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cluster secret"));
+    // With both, it starts.
     let worker = WorkerProcess::spawn(
         &["--bind", "0.0.0.0:0"],
-        &[("POLAROID_AUTH_ALLOW_UNAUTHENTICATED".into(), "true".into())],
+        &[
+            ("POLAROID_AUTH_ALLOW_UNAUTHENTICATED".into(), "true".into()),
+            ("POLAROID_AUTH_CLUSTER_SECRET".into(), SECRET.into()),
+        ],
     )?;
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], worker.address.port()));
     let mut client = client_at(address).await?;
@@ -713,5 +731,101 @@ async fn jobs_are_their_tenants() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(own.jobs.is_empty(), "the admin's own tenant has no jobs");
+    Ok(())
+}
+
+/// A local HTTP server that counts its requests: `/allowed/data` answers rows,
+/// `/allowed/out` redirects out of `/allowed`, `/other` answers rows.
+async fn counting_server()
+-> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = |hits: std::sync::Arc<AtomicUsize>| {
+        axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                next.run(request)
+            },
+        )
+    };
+    let rows = || async { r#"[{"a": 1}, {"a": 2}]"# };
+    let app = axum::Router::new()
+        .route("/allowed/data", get(rows))
+        .route("/other", get(rows))
+        .route(
+            "/allowed/out",
+            get(|| async { axum::response::Redirect::temporary("/other") }),
+        )
+        .layer(counted(hits.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((format!("http://127.0.0.1:{}", address.port()), hits))
+}
+
+async fn read_rest(client: &mut Client, url: &str) -> Result<String, tonic::Status> {
+    let request = pb::RestApiRequest {
+        url: url.into(),
+        method: "GET".into(),
+        ..Default::default()
+    };
+    Ok(client.read_rest_api(request).await?.into_inner().handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_sources_reach_public_addresses_or_allowed_prefixes_only() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let (base, hits) = counting_server().await?;
+    let port = base.rsplit(':').next().unwrap_or_default().to_owned();
+
+    // By default: loopback (as an address and as a name), the metadata address, private
+    // and unique-local ranges are refused, and nothing reaches the local server.
+    let worker = TestWorker::start().await?;
+    let mut client = worker.client().await?;
+    for url in [
+        format!("{base}/other"),
+        format!("http://localhost:{port}/other"),
+        format!("http://[::ffff:127.0.0.1]:{port}/other"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://192.168.0.1/".to_owned(),
+        "http://[fd00::1]/".to_owned(),
+    ] {
+        let status = read_rest(&mut client, &url).await.expect_err(&url);
+        assert_eq!(status.code(), Code::PermissionDenied, "{url}: {status:?}");
+        assert!(
+            status.message().contains("rest_allowed_url_prefixes"),
+            "{url}: {}",
+            status.message()
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no refused request reached the server"
+    );
+
+    // With a prefix, only URLs under it, and redirects that stay under it.
+    let prefix = format!("{base}/allowed");
+    let allowed = TestWorker::start_with(|c| c.rest_allowed_url_prefixes = vec![prefix]).await?;
+    let mut client = allowed.client().await?;
+    let handle = read_rest(&mut client, &format!("{base}/allowed/data")).await?;
+    assert_eq!(collect(&mut client, &handle).await?.height(), 2);
+    let before = hits.load(Ordering::SeqCst);
+    let outside = read_rest(&mut client, &format!("{base}/other")).await;
+    assert_eq!(code_of(outside), Code::PermissionDenied);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "refused before any request"
+    );
+    let redirected = read_rest(&mut client, &format!("{base}/allowed/out")).await;
+    assert_eq!(code_of(redirected), Code::PermissionDenied);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before + 1,
+        "the redirect itself was fetched, its target was not"
+    );
     Ok(())
 }

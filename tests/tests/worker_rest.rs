@@ -129,7 +129,13 @@ fn paged(path_request: pb::RestApiRequest, start_page: i64, max_pages: i64) -> p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_rest_api_from_a_local_server() -> anyhow::Result<()> {
     let base_url = serve().await?;
-    let worker = TestWorker::start_with(|c| c.max_rest_response_bytes = MAX_ANSWER).await?;
+    let allowed = base_url.clone();
+    let worker = TestWorker::start_with(|c| {
+        c.max_rest_response_bytes = MAX_ANSWER;
+        // The server is on loopback, which REST sources may reach only when allowed.
+        c.rest_allowed_url_prefixes = vec![allowed];
+    })
+    .await?;
     let mut client = worker.client().await?;
     let request = |path: &str| pb::RestApiRequest {
         url: format!("{base_url}{path}"),

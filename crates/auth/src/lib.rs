@@ -220,8 +220,10 @@ impl ClusterSecret {
 
     /// The header an internal call carries.
     pub fn header(&self) -> (http::HeaderName, http::HeaderValue) {
-        let value = http::HeaderValue::from_str(&self.0)
+        let mut value = http::HeaderValue::from_str(&self.0)
             .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
+        // Not kept in HPACK's tables, nor printed by anything that honours the flag.
+        value.set_sensitive(true);
         (
             http::HeaderName::from_static(CLUSTER_CREDENTIAL_METADATA),
             value,
@@ -273,17 +275,26 @@ impl tonic::service::Interceptor for WithClusterCredential {
 
 /// Adds `authorization: Bearer <token>` to every request of a tonic client: the CLI,
 /// benchmarks, tests.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct WithBearerToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl std::fmt::Debug for WithBearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WithBearerToken(<redacted>)")
+    }
+}
 
 impl WithBearerToken {
     /// `None`: requests go without a token. A token that cannot be a header is an error.
     pub fn new(token: Option<&str>) -> Result<Self, AuthError> {
         token
             .map(|token| {
-                format!("Bearer {}", token.trim()).parse().map_err(|_| {
-                    AuthError::Unsafe("the token has characters a header cannot carry".into())
-                })
+                let mut value: tonic::metadata::AsciiMetadataValue =
+                    format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                        AuthError::Unsafe("the token has characters a header cannot carry".into())
+                    })?;
+                value.set_sensitive(true);
+                Ok(value)
             })
             .transpose()
             .map(Self)
@@ -369,6 +380,16 @@ impl Auth {
             )));
         }
         check_exposure(config, bind)?;
+        // Without a secret, anyone who reaches the port could register a worker address of
+        // their choosing and receive other clients' calls: beyond loopback, one is needed
+        // with or without tokens.
+        if cluster_secret.is_none() && !bind.ip().is_loopback() {
+            return Err(AuthError::Unsafe(format!(
+                "refusing to serve {bind} without a cluster secret: anyone who reaches it could register a worker or remove one. \
+                 Set auth.cluster_secret_file (or POLAROID_AUTH_CLUSTER_SECRET), the same on every coordinator and worker \
+                 (for example `openssl rand -hex 32`)"
+            )));
+        }
         if config.tokens_file.as_os_str().is_empty() {
             let tenant = match config.anonymous_tenant.as_str() {
                 "" => DEFAULT_TENANT.to_owned(),
@@ -393,7 +414,10 @@ impl Auth {
             ));
         }
         let tokens = Tokens::load(&config.tokens_file)?;
-        tokens.watch(Duration::from_secs_f64(config.tokens_reload_secs.max(0.1)));
+        let reload = Duration::try_from_secs_f64(config.tokens_reload_secs)
+            .unwrap_or(Duration::from_secs(2))
+            .clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        tokens.watch(reload);
         Ok(Self {
             tokens: Some(tokens),
             anonymous: Some(&config.anonymous_tenant)

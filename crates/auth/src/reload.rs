@@ -68,7 +68,7 @@ impl Tokens {
         let now = stamp(&self.path).ok();
         {
             let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if !force && now.is_some() && *seen == now {
+            if !force && *seen == now {
                 return Ok(false);
             }
         }

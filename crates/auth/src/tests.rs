@@ -98,7 +98,18 @@ fn without_tokens_loopback_is_one_tenant_and_anywhere_else_refuses_to_start() {
         anonymous_tenant: "shared".into(),
         ..AuthConfig::default()
     };
+    // Beyond loopback internal calls need a secret even without tokens.
+    let error = Auth::from_config(&allowed, anywhere()).unwrap_err();
+    assert!(error.to_string().contains("cluster secret"), "{error}");
+    let allowed = AuthConfig {
+        cluster_secret: "0123456789abcdef0123456789abcdef".into(),
+        ..allowed
+    };
     let auth = Auth::from_config(&allowed, anywhere()).unwrap();
+    assert_eq!(
+        auth.check(REPORT_LOAD, &HeaderMap::new()).unwrap_err(),
+        Refusal::InternalCall
+    );
     let caller = auth.check(CLIENT_CALL, &HeaderMap::new()).unwrap().caller;
     assert_eq!(caller.unwrap().tenant, "shared");
 }

@@ -185,9 +185,14 @@ async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
 }
 
 /// Headers of the caller's request that the coordinator sets itself or must not pass on.
-/// The client's token stays here: a worker is told the caller by the coordinator.
-const NOT_FORWARDED: [&str; 8] = [
+/// The client's token stays here: a worker is told the caller by the coordinator (and
+/// only by it: a client's own internal headers are refused by the auth layer, and not
+/// passed on even so).
+const NOT_FORWARDED: [&str; 11] = [
     "authorization",
+    polaroid_auth::TENANT_METADATA,
+    polaroid_auth::ROLE_METADATA,
+    polaroid_auth::CLUSTER_CREDENTIAL_METADATA,
     "te",
     "content-type",
     "content-length",

@@ -84,12 +84,17 @@ fn create_token(
     let line = polaroid_auth::token_line(&token, tenant, role, name);
     if let Some(path) = append_to {
         use std::io::Write;
+        // A file whose last line has no newline would otherwise merge with this one.
+        let ends_open =
+            std::fs::read(path).is_ok_and(|bytes| bytes.last().is_some_and(|b| *b != b'\n'));
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{line}").with_context(|| format!("appending to {}", path.display()))?;
+        let separator = if ends_open { "\n" } else { "" };
+        write!(file, "{separator}{line}\n")
+            .with_context(|| format!("appending to {}", path.display()))?;
         file.sync_all()?;
     }
     println!("token: {token}");

@@ -64,6 +64,12 @@ pub struct WorkerConfig {
     /// Directories files may be read from and written to; relative paths resolve
     /// against the first. Default: the working directory.
     pub data_roots: Vec<PathBuf>,
+    /// URL prefixes REST sources may reach (on any address; redirects must stay under
+    /// them). Empty: any http(s) URL on a public address.
+    pub rest_allowed_url_prefixes: Vec<String>,
+    /// Lets REST sources reach loopback, link-local and private addresses too (a laptop,
+    /// a trusted network). Off: they are refused.
+    pub rest_allow_private_networks: bool,
     /// Who may call, as which tenant (`[auth]`; docs/security.md).
     pub auth: polaroid_auth::AuthConfig,
     /// Largest request message accepted (uploads through CreateFromArrow).
@@ -199,6 +205,8 @@ impl Default for WorkerConfig {
             store_url: String::new(),
             store_options: StoreOptions::default(),
             data_roots: vec![PathBuf::from(".")],
+            rest_allowed_url_prefixes: Vec::new(),
+            rest_allow_private_networks: false,
             auth: polaroid_auth::AuthConfig::default(),
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,

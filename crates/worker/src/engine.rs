@@ -166,7 +166,8 @@ pub struct Engine {
     /// sends the same bytes instead of encoding them again (most of a small collect's
     /// cost). Results are immutable per plan, so entries never go stale.
     encoded: Mutex<LruCache<EncodedKey, Arc<[Bytes]>>>,
-    http: reqwest::Client,
+    /// Where REST sources may reach, and the HTTP clients that hold to it.
+    outbound: crate::outbound::Outbound,
     max_rest_response_bytes: usize,
     panic_on_operation: Option<String>,
     handle_ttl_ms: u64,
@@ -346,7 +347,12 @@ fn keeps_input_schema(op: &Op) -> bool {
 }
 
 impl Engine {
-    pub fn new(config: &WorkerConfig, catalog: Catalog, roots: DataRoots) -> Self {
+    pub fn new(
+        config: &WorkerConfig,
+        catalog: Catalog,
+        roots: DataRoots,
+        outbound: crate::outbound::Outbound,
+    ) -> Self {
         let ttl_ms = config.handle_ttl().map_or(u64::MAX, |ttl| {
             u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
         });
@@ -363,7 +369,7 @@ impl Engine {
             nodes: Mutex::new(LruCache::new(node_capacity)),
             results: ResultCache::new(config.cache_bytes),
             encoded: Mutex::new(LruCache::new(ENCODED_RESULTS)),
-            http: reqwest::Client::new(),
+            outbound,
             max_rest_response_bytes: config.max_rest_response_bytes,
             panic_on_operation: Some(config.debug_panic_on_operation.clone())
                 .filter(|op| !op.is_empty()),
@@ -960,7 +966,7 @@ impl Engine {
     /// stored as.
     async fn fetch_rest(&self, req: &pb::RestApiRequest) -> EngineResult<(Bytes, DataFrame)> {
         let (answer, schema) =
-            sources::fetch_rest(&self.http, req, self.max_rest_response_bytes).await?;
+            sources::fetch_rest(&self.outbound, req, self.max_rest_response_bytes).await?;
         self.blocking("read_rest_api", move || {
             let mut df = answer.into_frame(schema)?;
             Ok((Bytes::from(ipc::encode(&mut df)?), df))

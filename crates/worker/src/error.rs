@@ -28,6 +28,9 @@ pub enum EngineError {
     FileNotFound(String),
     #[error("permission denied: {0}")]
     OutsideDataRoots(String),
+    /// A REST source aimed where outbound requests may not go.
+    #[error("permission denied: {0}")]
+    OutboundRefused(String),
     #[error("{0}")]
     LimitExceeded(String),
     #[error("source changed since the plan was recorded: {0}")]
@@ -76,7 +79,7 @@ impl EngineError {
         match self {
             Self::MalformedHandle { .. } | Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::HandleNotFound(_) | Self::FileNotFound(_) => ErrorCode::NotFound,
-            Self::OutsideDataRoots(_) => ErrorCode::PermissionDenied,
+            Self::OutsideDataRoots(_) | Self::OutboundRefused(_) => ErrorCode::PermissionDenied,
             Self::LimitExceeded(_) => ErrorCode::ResourceExhausted,
             Self::SourceChanged(_) | Self::LineageTooDeep { .. } => ErrorCode::FailedPrecondition,
             Self::Unimplemented(_) => ErrorCode::Unimplemented,

@@ -10,6 +10,7 @@ mod flight;
 mod flight_frames;
 mod ipc;
 mod jobs;
+mod outbound;
 mod paths;
 mod plan;
 mod query;
@@ -61,6 +62,8 @@ pub enum WorkerError {
     KeepWarm(std::io::Error),
     #[error("authentication: {0}")]
     Auth(#[from] polaroid_auth::AuthError),
+    #[error("outbound requests: {0}")]
+    Outbound(#[from] outbound::OutboundError),
 }
 
 /// Serves the worker until `shutdown` completes, then drains: it leaves the ring, finishes
@@ -114,7 +117,11 @@ pub async fn serve(
     let collector = config
         .gc_interval()
         .map(|interval| tokio::spawn(collect_garbage_every(catalog.clone(), interval, grace)));
-    let engine = Arc::new(Engine::new(&config, catalog, roots));
+    let outbound = outbound::Outbound::new(
+        &config.rest_allowed_url_prefixes,
+        config.rest_allow_private_networks,
+    )?;
+    let engine = Arc::new(Engine::new(&config, catalog, roots, outbound));
     let service =
         DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))
             .max_decoding_message_size(config.max_request_message_bytes)

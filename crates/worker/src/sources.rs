@@ -493,7 +493,7 @@ async fn body_within(
 /// Fetches a REST source, every page of it, at most `max_bytes` of answer in all, with
 /// the request's schema; parse the two with [`RestAnswer::into_frame`].
 pub async fn fetch_rest(
-    client: &reqwest::Client,
+    outbound: &crate::outbound::Outbound,
     req: &pb::RestApiRequest,
     max_bytes: usize,
 ) -> EngineResult<(RestAnswer, Option<SchemaRef>)> {
@@ -512,6 +512,7 @@ pub async fn fetch_rest(
             url.scheme()
         )));
     }
+    let client = outbound.client_for(&url)?;
     let format = RestFormat::of(req)?;
     // Checked before the first request, so a bad field costs the remote server nothing.
     let schema = schema_of(&req.schema)?;
@@ -543,10 +544,14 @@ pub async fn fetch_rest(
         if let Some(body) = &req.body {
             request = request.body(body.clone());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| EngineError::Remote(format!("{}: {e}", excerpt(&req.url))))?;
+        let response =
+            request
+                .send()
+                .await
+                .map_err(|e| match crate::outbound::Outbound::refusal(&e) {
+                    Some(refused) => EngineError::OutboundRefused(refused),
+                    None => EngineError::Remote(format!("{}: {e}", excerpt(&req.url))),
+                })?;
         let status = response.status();
         if !status.is_success() {
             return Err(EngineError::Remote(format!(
