@@ -5,10 +5,10 @@ use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
 
-use crate::{Auth, Internal};
+use crate::Auth;
 
 /// Checks each call with [`Auth::check`]: a refused call is answered here with its status;
-/// an accepted one goes on with its [`crate::Caller`] (and [`Internal`]) in its extensions.
+/// an accepted one goes on with its [`crate::Caller`], if it has one, in its extensions.
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Auth>,
@@ -53,12 +53,8 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         match self.auth.check(request.uri().path(), request.headers()) {
             Ok(access) => {
-                let extensions = request.extensions_mut();
                 if let Some(caller) = access.caller {
-                    extensions.insert(caller);
-                }
-                if access.internal {
-                    extensions.insert(Internal);
+                    request.extensions_mut().insert(caller);
                 }
                 Either::Right(self.inner.call(request))
             }

@@ -85,10 +85,6 @@ impl Caller {
     }
 }
 
-/// A call made with the cluster credential; in the request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Internal;
-
 /// Authentication settings, the same for coordinators and workers (`[auth]` in the
 /// settings file, `POLAROID_AUTH_*` in the environment).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -430,26 +426,9 @@ impl Auth {
         })
     }
 
-    /// No tokens: every caller is the default tenant (tests, embedded use on loopback).
-    pub fn open(cluster_secret: Option<ClusterSecret>) -> Self {
-        Self {
-            tokens: None,
-            anonymous: Some(Caller {
-                tenant: DEFAULT_TENANT.into(),
-                role: Role::Admin,
-            }),
-            cluster_secret,
-        }
-    }
-
     /// The secret this process's own internal calls carry.
     pub fn cluster_secret(&self) -> Option<&ClusterSecret> {
         self.cluster_secret.as_ref()
-    }
-
-    /// Whether callers must present tokens.
-    pub fn requires_tokens(&self) -> bool {
-        self.tokens.is_some()
     }
 
     /// The layer that checks every call with these rules.

@@ -33,6 +33,12 @@ pub struct StandaloneConfig {
     /// After a call, keep the machine's CPUs awake for up to this long in case the next
     /// call comes; 0: off. One set of threads serves the whole process.
     pub keep_warm_micros: u64,
+    /// URL prefixes REST sources may reach (on any address). Empty: any URL on a public
+    /// address, and on loopback and private ones too while clients connect on loopback.
+    pub rest_allowed_url_prefixes: Vec<String>,
+    /// Lets REST sources reach loopback and private addresses even when clients connect
+    /// from beyond loopback.
+    pub rest_allow_private_networks: bool,
     /// Who may call, as which tenant (`[auth]`; docs/security.md). On loopback without
     /// tokens every caller is the `default` tenant; the coordinator and the workers share
     /// a cluster secret made at start unless one is set.
@@ -50,6 +56,8 @@ impl Default for StandaloneConfig {
             data_roots: worker.data_roots,
             cache_bytes: 512 * 1024 * 1024,
             keep_warm_micros: worker.keep_warm_micros,
+            rest_allowed_url_prefixes: Vec::new(),
+            rest_allow_private_networks: false,
             auth: AuthConfig::default(),
         }
     }
@@ -71,6 +79,10 @@ pub async fn run(
     polaroid_auth::check_exposure(&config.auth, listeners.grpc.local_addr()?)?;
     let shutdown = shutdown.shared();
     let auth = config.auth.clone().with_own_cluster_secret();
+    // Callers on loopback are this machine's users, who reach its loopback and private
+    // networks themselves: their REST sources may too.
+    let rest_allow_private_networks =
+        config.rest_allow_private_networks || listeners.grpc.local_addr()?.ip().is_loopback();
     let coordinator_config = CoordinatorConfig {
         bind_address: config.bind_address,
         http_address: config.http_address,
@@ -115,6 +127,8 @@ pub async fn run(
             keep_warm_micros: 0,
             // Clients fetch large results from workers directly: the same tokens apply.
             auth: auth.clone(),
+            rest_allowed_url_prefixes: config.rest_allowed_url_prefixes.clone(),
+            rest_allow_private_networks,
             ..WorkerConfig::default()
         };
         workers.push(tokio::spawn(polaroid_worker::serve(
