@@ -829,3 +829,61 @@ async fn rest_sources_reach_public_addresses_or_allowed_prefixes_only() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_read_or_overwrite_another_tenants_files() -> anyhow::Result<()> {
+    let tokens = tokens()?;
+    let cluster = secured_cluster(&tokens, "2").await?;
+    let mut client = cluster.client().await?;
+    let (a, b) = (tokens.a.as_str(), tokens.b.as_str());
+    let write = |handle: String, path: &str| pb::WriteParquetRequest {
+        handle,
+        path: path.into(),
+        ..Default::default()
+    };
+    let read = |path: &str| pb::ReadParquetRequest {
+        path: path.into(),
+        ..Default::default()
+    };
+
+    // A writes a file; it lands in A's own directory of the data root.
+    let theirs = upload_as(&mut client, a, &sales()).await?;
+    client
+        .write_parquet(with_token(write(theirs, "report.parquet"), a))
+        .await?;
+    let written: Vec<_> = files_under(cluster.data_root.path())
+        .into_iter()
+        .filter(|(path, _)| path.ends_with("report.parquet"))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let absolute = written[0].0.to_string_lossy().into_owned();
+    assert!(absolute.contains("/tenants/"), "{absolute}");
+
+    // B asks for the same name: its own directory has none. B names A's file whole:
+    // outside B's roots.
+    let same_name = client
+        .read_parquet(with_token(read("report.parquet"), b))
+        .await;
+    assert_eq!(code_of(same_name), Code::NotFound);
+    let whole = client.read_parquet(with_token(read(&absolute), b)).await;
+    assert_eq!(code_of(whole), Code::PermissionDenied);
+    // B writes the same name: its own file, A's is untouched.
+    let ours = upload_as(&mut client, b, &sales().head(Some(1))).await?;
+    client
+        .write_parquet(with_token(write(ours, "report.parquet"), b))
+        .await?;
+    let overwrite = upload_as(&mut client, b, &sales().head(Some(1))).await?;
+    let overwritten = client
+        .write_parquet(with_token(write(overwrite, &absolute), b))
+        .await;
+    assert_eq!(code_of(overwritten), Code::PermissionDenied);
+
+    // A reads its own file back, whole.
+    let reread = client
+        .read_parquet(with_token(read("report.parquet"), a))
+        .await?
+        .into_inner()
+        .handle;
+    assert_frame_eq(&collect_as(&mut client, a, &reread).await?, &sales());
+    Ok(())
+}

@@ -33,6 +33,9 @@ pub struct StandaloneConfig {
     /// After a call, keep the machine's CPUs awake for up to this long in case the next
     /// call comes; 0: off. One set of threads serves the whole process.
     pub keep_warm_micros: u64,
+    /// With tokens, every tenant reads and writes the same data roots; off: each in its
+    /// own directory of each root (see the worker setting).
+    pub shared_data_roots: bool,
     /// URL prefixes REST sources may reach (on any address). Empty: any URL on a public
     /// address, and on loopback and private ones too while clients connect on loopback.
     pub rest_allowed_url_prefixes: Vec<String>,
@@ -56,6 +59,7 @@ impl Default for StandaloneConfig {
             data_roots: worker.data_roots,
             cache_bytes: 512 * 1024 * 1024,
             keep_warm_micros: worker.keep_warm_micros,
+            shared_data_roots: false,
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,
             auth: AuthConfig::default(),
@@ -127,6 +131,7 @@ pub async fn run(
             keep_warm_micros: 0,
             // Clients fetch large results from workers directly: the same tokens apply.
             auth: auth.clone(),
+            shared_data_roots: config.shared_data_roots,
             rest_allowed_url_prefixes: config.rest_allowed_url_prefixes.clone(),
             rest_allow_private_networks,
             ..WorkerConfig::default()

@@ -64,6 +64,10 @@ pub struct WorkerConfig {
     /// Directories files may be read from and written to; relative paths resolve
     /// against the first. Default: the working directory.
     pub data_roots: Vec<PathBuf>,
+    /// With tokens, every tenant reads and writes the same data roots (one team's
+    /// cluster). Off: each tenant's paths resolve in its own directory of each root,
+    /// `<root>/tenants/<tenant digest>`, and other tenants' files are outside its roots.
+    pub shared_data_roots: bool,
     /// URL prefixes REST sources may reach (on any address; redirects must stay under
     /// them). Empty: any http(s) URL on a public address.
     pub rest_allowed_url_prefixes: Vec<String>,
@@ -205,6 +209,7 @@ impl Default for WorkerConfig {
             store_url: String::new(),
             store_options: StoreOptions::default(),
             data_roots: vec![PathBuf::from(".")],
+            shared_data_roots: false,
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,
             auth: polaroid_auth::AuthConfig::default(),

@@ -159,6 +159,9 @@ fn is_source(record: &PlanNode) -> bool {
 pub struct Engine {
     catalog: Catalog,
     roots: DataRoots,
+    /// Each tenant's directory in the data roots, when tenants' files are kept apart
+    /// (tokens configured, `shared_data_roots` off); `None`: every call uses `roots`.
+    tenant_roots: Option<Mutex<std::collections::HashMap<TenantId, DataRoots>>>,
     limits: ResultLimits,
     nodes: Mutex<LruCache<(TenantId, PlanId), Arc<Node>>>,
     results: ResultCache,
@@ -360,6 +363,9 @@ impl Engine {
             NonZeroUsize::new(config.plan_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             catalog,
+            tenant_roots: (!config.shared_data_roots
+                && !config.auth.tokens_file.as_os_str().is_empty())
+            .then(Default::default),
             roots,
             limits: ResultLimits {
                 max_rows: config.max_result_rows,
@@ -379,6 +385,24 @@ impl Engine {
             max_lineage_depth: config.max_lineage_depth,
             streaming_engine: config.streaming_engine,
         }
+    }
+
+    /// The data roots `tenant` reads and writes files in: the configured ones, or its own
+    /// directory in each when tenants' files are kept apart.
+    fn roots_of(&self, tenant: TenantId) -> EngineResult<DataRoots> {
+        let Some(narrowed) = &self.tenant_roots else {
+            return Ok(self.roots.clone());
+        };
+        let mut narrowed = narrowed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(roots) = narrowed.get(&tenant) {
+            return Ok(roots.clone());
+        }
+        let roots = self
+            .roots
+            .narrowed(&tenant.to_hex())
+            .map_err(EngineError::io("tenant data roots"))?;
+        narrowed.insert(tenant, roots.clone());
+        Ok(roots)
     }
 
     /// The mode of a frame over rows in memory (an upload, a stored result).
@@ -786,7 +810,11 @@ impl Engine {
 
     /// A file source's request with its path confined to the data roots and resolved,
     /// and the file's fingerprint.
-    fn confine_source(&self, mut op: Op) -> EngineResult<(Op, pb::SourceFingerprint)> {
+    fn confine_source(
+        &self,
+        tenant: TenantId,
+        mut op: Op,
+    ) -> EngineResult<(Op, pb::SourceFingerprint)> {
         let path = match &mut op {
             Op::ReadParquet(r) => &mut r.path,
             Op::ReadCsv(r) => &mut r.path,
@@ -799,7 +827,7 @@ impl Engine {
                 });
             }
         };
-        let resolved = self.roots.read_path(path)?;
+        let resolved = self.roots_of(tenant)?.read_path(path)?;
         if !resolved.is_file() {
             return Err(EngineError::invalid(format!(
                 "`{}` is not a file",
@@ -813,7 +841,7 @@ impl Engine {
 
     /// A file source: the path is confined to the data roots and fingerprinted.
     pub async fn read_file(&self, tenant: TenantId, op: Op) -> EngineResult<Handle> {
-        let (op, source) = self.confine_source(op)?;
+        let (op, source) = self.confine_source(tenant, op)?;
         let (frame, schema) = self.open_source(op.clone()).await?;
         let record = PlanNode {
             step: Some(PlanStep { op: Some(op) }),
@@ -837,7 +865,7 @@ impl Engine {
         let mut own_artifact = None;
         let (op, (frame, schema)) = match op {
             Op::ReadParquet(_) | Op::ReadCsv(_) | Op::ReadIpc(_) | Op::ReadJson(_) => {
-                let (op, fingerprint) = self.confine_source(op)?;
+                let (op, fingerprint) = self.confine_source(tenant, op)?;
                 source = Some(fingerprint);
                 let opened = self.open_source(op.clone()).await?;
                 (op, opened)
@@ -1315,7 +1343,7 @@ impl Engine {
         append: bool,
         mut progress: Box<dyn FnMut(usize) -> EngineResult<()> + Send>,
     ) -> EngineResult<usize> {
-        let target = self.roots.write_path(path)?;
+        let target = self.roots_of(node.tenant)?.write_path(path)?;
         let rows = match self.cached(node) {
             Some(df) => sinks::Rows::Frame(df),
             // Streamed to the file as the query runs: the result is never held whole (nor
@@ -1333,8 +1361,8 @@ impl Engine {
     }
 
     /// Checks that `path` may be written (inside the data roots, in an existing directory).
-    pub fn check_write_path(&self, path: &str) -> EngineResult<()> {
-        self.roots.write_path(path).map(|_| ())
+    pub fn check_write_path(&self, tenant: TenantId, path: &str) -> EngineResult<()> {
+        self.roots_of(tenant)?.write_path(path).map(|_| ())
     }
 
     /// Forgets a handle; other handles, even of the same plan, are unaffected. The record

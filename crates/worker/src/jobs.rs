@@ -233,7 +233,7 @@ pub async fn validate(
     let plan = check_spec(spec)?;
     let (last, _) = build_plan(engine, tenant, plan, None).await?;
     if let Some(sink) = spec.sink.as_ref().filter(|s| !s.path.is_empty()) {
-        engine.check_write_path(&sink.path)?;
+        engine.check_write_path(tenant, &sink.path)?;
     }
     Ok(last.schema.clone())
 }

@@ -44,6 +44,22 @@ impl DataRoots {
         &self.roots
     }
 
+    /// The same roots narrowed to one tenant's directory in each (`<root>/tenants/<dir>`),
+    /// made on first use. A tenant's paths resolve there, and absolute paths must land
+    /// there too: another tenant's files are outside its roots.
+    pub fn narrowed(&self, dir: &str) -> std::io::Result<Self> {
+        let roots = self
+            .roots
+            .iter()
+            .map(|root| {
+                let narrowed = root.join("tenants").join(dir);
+                std::fs::create_dir_all(&narrowed)?;
+                narrowed.canonicalize()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { roots })
+    }
+
     fn joined(&self, requested: &str) -> EngineResult<PathBuf> {
         if requested.is_empty() {
             return Err(EngineError::invalid("path is empty"));
