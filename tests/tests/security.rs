@@ -887,3 +887,73 @@ async fn a_tenant_cannot_read_or_overwrite_another_tenants_files() -> anyhow::Re
     assert_frame_eq(&collect_as(&mut client, a, &reread).await?, &sales());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_its_limit_sheds_calls_at_once() -> anyhow::Result<()> {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A REST source that takes 300 ms and records how many requests it had at once.
+    let (running, most) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let slow = {
+        let (running, most) = (running.clone(), most.clone());
+        move || {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                r#"[{"a": 1}]"#
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/slow", listener.local_addr()?);
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().route("/slow", get(slow))).await
+    });
+
+    let worker = TestWorker::start_with(|c| {
+        c.max_concurrent_calls = 4;
+        c.rest_allow_private_networks = true;
+    })
+    .await?;
+    let calls = (0..64).map(|i| {
+        let url = format!("{url}?call={i}");
+        let address = worker.address;
+        tokio::spawn(async move {
+            let mut client = client_at(address).await?;
+            anyhow::Ok(read_rest(&mut client, &url).await.map(|_| ()))
+        })
+    });
+    let (mut served, mut shed) = (0, 0);
+    for call in futures::future::join_all(calls).await {
+        match call?? {
+            Ok(()) => served += 1,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    status.message().contains("limit of 4"),
+                    "{}",
+                    status.message()
+                );
+                assert!(status.metadata().contains_key("grpc-retry-pushback-ms"));
+                shed += 1;
+            }
+            Err(status) => anyhow::bail!("neither served nor shed: {status:?}"),
+        }
+    }
+    assert_eq!(served + shed, 64);
+    assert!(served >= 4 && shed > 0, "served {served}, shed {shed}");
+    assert!(
+        most.load(Ordering::SeqCst) <= 4,
+        "{} at once",
+        most.load(Ordering::SeqCst)
+    );
+    // Still serving, at once.
+    let mut client = worker.client().await?;
+    read_rest(&mut client, &format!("{url}?after")).await?;
+    Ok(())
+}

@@ -52,6 +52,9 @@ pub struct CoordinatorConfig {
     pub job_default_max_attempts: u32,
     /// Finished jobs are kept this long (the same as the workers' setting).
     pub job_retention_secs: f64,
+    /// Calls served at once; beyond it a call is answered RESOURCE_EXHAUSTED at once
+    /// rather than queued (membership reports are never refused). 0: no limit.
+    pub max_concurrent_calls: usize,
     /// Who may call, as which tenant (`[auth]`; docs/security.md).
     pub auth: polaroid_auth::AuthConfig,
 }
@@ -97,6 +100,7 @@ impl Default for CoordinatorConfig {
             max_response_message_bytes: 256 * 1024 * 1024,
             job_default_max_attempts: 3,
             job_retention_secs: 7.0 * 24.0 * 3600.0,
+            max_concurrent_calls: 2048,
             auth: polaroid_auth::AuthConfig::default(),
         }
     }

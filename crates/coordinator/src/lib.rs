@@ -101,6 +101,12 @@ pub async fn serve(
         // Who is calling: a client's token, or a worker with the cluster credential;
         // refused calls end here (docs/security.md).
         .layer(auth.clone().layer())
+        // At its limit of calls it answers RESOURCE_EXHAUSTED at once; nothing queues
+        // without bound.
+        .layer(polaroid_observability::ShedLayer::new(
+            "coordinator",
+            config.max_concurrent_calls,
+        ))
         // Calls that follow each other closely keep the CPUs awake for the next one.
         .layer(keep_warm.layer());
 

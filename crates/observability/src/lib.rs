@@ -16,6 +16,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 pub mod keep_warm;
+mod shed;
+
+pub use shed::{Shed, ShedLayer};
 
 pub use tonic_health::ServingStatus;
 pub use tonic_health::server::HealthReporter;

@@ -64,6 +64,9 @@ pub struct WorkerConfig {
     /// Directories files may be read from and written to; relative paths resolve
     /// against the first. Default: the working directory.
     pub data_roots: Vec<PathBuf>,
+    /// Calls served at once; beyond it a call is answered RESOURCE_EXHAUSTED at once
+    /// rather than queued. 0: no limit.
+    pub max_concurrent_calls: usize,
     /// With tokens, every tenant reads and writes the same data roots (one team's
     /// cluster). Off: each tenant's paths resolve in its own directory of each root,
     /// `<root>/tenants/<tenant digest>`, and other tenants' files are outside its roots.
@@ -209,6 +212,7 @@ impl Default for WorkerConfig {
             store_url: String::new(),
             store_options: StoreOptions::default(),
             data_roots: vec![PathBuf::from(".")],
+            max_concurrent_calls: 256,
             shared_data_roots: false,
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,

@@ -233,6 +233,12 @@ pub async fn serve(
         // Who is calling: a client's token, or a coordinator acting for one; refused
         // calls end here (docs/security.md).
         .layer(auth.layer())
+        // A worker at its limit of calls answers RESOURCE_EXHAUSTED at once, for the
+        // client to retry later; nothing queues without bound.
+        .layer(polaroid_observability::ShedLayer::new(
+            "worker",
+            config.max_concurrent_calls,
+        ))
         // Calls that follow each other closely keep the CPUs awake for the next one.
         .layer(keep_warm.layer())
         // Names the worker that served the call, for operators and tests behind a coordinator.

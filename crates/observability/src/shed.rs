@@ -1,0 +1,105 @@
+//! Load shedding: a server at its limit of concurrent calls answers RESOURCE_EXHAUSTED at
+//! once instead of queueing calls until memory runs out. One limit per process, shared by
+//! every connection (tonic's own per-connection limit would let many connections each
+//! bring their own).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::Semaphore;
+
+/// Sheds calls beyond `limit` running at once; 0: no limit.
+#[derive(Clone)]
+pub struct ShedLayer {
+    permits: Option<Arc<Semaphore>>,
+    limit: usize,
+    role: &'static str,
+}
+
+impl ShedLayer {
+    pub fn new(role: &'static str, limit: usize) -> Self {
+        Self {
+            permits: (limit > 0).then(|| Arc::new(Semaphore::new(limit))),
+            limit,
+            role,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Shed {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Shed<S> {
+    layer: ShedLayer,
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How long a shed call's client is asked to wait before trying again.
+const RETRY_PUSHBACK_MS: &str = "100";
+
+impl<S, B, R> tower::Service<http::Request<B>> for Shed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // Membership reports and health checks are never shed: a coordinator at its limit
+        // must not lose its workers for it.
+        let path = request.uri().path();
+        let exempt = path.starts_with("/polaroid.v1.ClusterService/")
+            || path.starts_with("/grpc.health.v1.Health/");
+        let Some(permits) = self.layer.permits.as_ref().filter(|_| !exempt) else {
+            return Box::pin(self.inner.call(request));
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let call = self.inner.call(request);
+                Box::pin(async move {
+                    let response = call.await;
+                    // Held until the response starts: a streamed body is not counted.
+                    drop(permit);
+                    response
+                })
+            }
+            Err(_) => {
+                metrics::counter!("polaroid_grpc_shed_requests_total", "role" => self.layer.role)
+                    .increment(1);
+                let status = tonic::Status::resource_exhausted(format!(
+                    "this {} is running its limit of {} calls at once; retry after a short backoff",
+                    self.layer.role, self.layer.limit
+                ));
+                let mut response: http::Response<R> = status.into_http();
+                // gRPC's standard hint: clients with a retry policy wait this long and try
+                // again; a limit error (a result too large) carries none, so is not retried.
+                response.headers_mut().insert(
+                    "grpc-retry-pushback-ms",
+                    http::HeaderValue::from_static(RETRY_PUSHBACK_MS),
+                );
+                Box::pin(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}
