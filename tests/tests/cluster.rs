@@ -563,8 +563,9 @@ async fn an_upload_cut_by_the_client_is_its_error_and_stores_nothing() -> anyhow
             .upload_arrow(tokio_stream::wrappers::ReceiverStream::new(received))
             .await;
         let status = refused.expect_err("the third chunk is over the coordinator's limit");
-        // The client's own error (tonic's for an oversized message), not UNAVAILABLE.
-        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        // The client's own error (an oversized message: RESOURCE_EXHAUSTED, as gRPC
+        // clients expect, where tonic says OUT_OF_RANGE), not UNAVAILABLE.
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
         assert!(status.message().contains("too large"), "{status:?}");
     }
     // The prefix the worker saw is a valid upload on its own.

@@ -957,3 +957,39 @@ async fn a_worker_at_its_limit_sheds_calls_at_once() -> anyhow::Result<()> {
     read_rest(&mut client, &format!("{url}?after")).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_requests_get_the_codes_grpc_clients_expect() -> anyhow::Result<()> {
+    use polaroid_tests::e::{binary, col, int};
+    let worker = TestWorker::start_with(|c| c.max_request_message_bytes = 64 * 1024).await?;
+    let mut client = worker.client().await?;
+    let handle = upload(&mut client, &sales()).await?;
+
+    // Over the message limit: RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE).
+    let large = df!("x" => vec![1i64; 100_000])?;
+    let status = upload(&mut client, &large)
+        .await
+        .expect_err("over the limit");
+    let status = status
+        .downcast::<tonic::Status>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // An expression nested past the decoder's recursion limit: INVALID_ARGUMENT (tonic
+    // says INTERNAL), and the worker goes on serving.
+    let nested = |depth: usize| {
+        (0..depth).fold(col("id"), |inner, _| {
+            binary(inner, pb::BinaryOperator::Plus, int(1))
+        })
+    };
+    let filter = |depth: usize| pb::FilterRequest {
+        handle: handle.clone(),
+        predicate: Some(binary(nested(depth), pb::BinaryOperator::Gt, int(0))),
+    };
+    let deep = client.filter(filter(1_000)).await;
+    assert_eq!(code_of(deep), Code::InvalidArgument);
+    // A modest depth works.
+    let shallow = client.filter(filter(20)).await?.into_inner().handle;
+    assert_eq!(collect(&mut client, &shallow).await?.height(), 3);
+    Ok(())
+}

@@ -100,6 +100,9 @@ pub async fn serve(
         .layer(GrpcMetricsLayer::new("coordinator"))
         // Who is calling: a client's token, or a worker with the cluster credential;
         // refused calls end here (docs/security.md).
+        // A request that could not be decoded (JobService's; the DataFrame calls are
+        // decoded by workers) answers as gRPC clients expect.
+        .map_response(polaroid_observability::rewrite_decode_status)
         .layer(auth.clone().layer())
         // At its limit of calls it answers RESOURCE_EXHAUSTED at once; nothing queues
         // without bound.

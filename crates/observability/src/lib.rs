@@ -15,8 +15,11 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+mod decode_status;
 pub mod keep_warm;
 mod shed;
+
+pub use decode_status::rewrite_decode_status;
 
 pub use shed::{Shed, ShedLayer};
 

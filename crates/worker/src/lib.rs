@@ -230,6 +230,9 @@ pub async fn serve(
     let layers = tower::ServiceBuilder::new()
         // Outermost: every call is counted and timed, rejected ones included.
         .layer(metrics)
+        // A request that could not be decoded answers as gRPC clients expect: over the
+        // size limit RESOURCE_EXHAUSTED, not a valid message INVALID_ARGUMENT.
+        .map_response(polaroid_observability::rewrite_decode_status)
         // Who is calling: a client's token, or a coordinator acting for one; refused
         // calls end here (docs/security.md).
         .layer(auth.layer())
