@@ -93,7 +93,7 @@ fn create_token(
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         let separator = if ends_open { "\n" } else { "" };
-        write!(file, "{separator}{line}\n")
+        writeln!(file, "{separator}{line}")
             .with_context(|| format!("appending to {}", path.display()))?;
         file.sync_all()?;
     }

@@ -1209,7 +1209,7 @@ impl Engine {
         let limit = parse_limit(limit)?;
         let (_, node) = self.resolve(tenant, handle).await?;
         let key = EncodedKey {
-            tenant: tenant,
+            tenant,
             plan: node.id.clone(),
             limit,
             shape,
