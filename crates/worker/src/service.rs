@@ -76,14 +76,16 @@ impl DataFrameServer {
         }
     }
 
-    /// A transform of one input handle: the handle leaves the request, the rest is the step.
+    /// A transform of one input handle, as the caller's tenant: the handle leaves the
+    /// request, the rest is the step.
     async fn derive_one<R>(
         &self,
-        tenant: TenantId,
-        mut request: R,
+        request: Request<R>,
         handle: fn(&mut R) -> &mut String,
         op: fn(R) -> Op,
     ) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
         let parent = std::mem::take(handle(&mut request));
         handle_reply(self.engine.derive(tenant, vec![parent], op(request)).await)
     }
@@ -91,11 +93,12 @@ impl DataFrameServer {
     /// A transform of two input handles (left in `handle`, right in `right`).
     async fn derive_two<R>(
         &self,
-        tenant: TenantId,
-        mut request: R,
+        request: Request<R>,
         handles: fn(&mut R) -> (&mut String, &mut String),
         op: fn(R) -> Op,
     ) -> Reply<pb::DataFrameHandle> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
         let (left, right) = handles(&mut request);
         let parents = vec![std::mem::take(left), std::mem::take(right)];
         handle_reply(self.engine.derive(tenant, parents, op(request)).await)
@@ -278,14 +281,12 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn select(&self, request: Request<pb::SelectRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Select)
+        self.derive_one(request, |r| &mut r.handle, Op::Select)
             .await
     }
 
     async fn filter(&self, request: Request<pb::FilterRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Filter)
+        self.derive_one(request, |r| &mut r.handle, Op::Filter)
             .await
     }
 
@@ -293,122 +294,77 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::WithColumnRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::WithColumn,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::WithColumn)
+            .await
     }
 
     async fn with_columns(
         &self,
         request: Request<pb::WithColumnsRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::WithColumns,
-        )
-        .await
-    }
-
-    async fn drop(&self, request: Request<pb::DropRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Drop)
+        self.derive_one(request, |r| &mut r.handle, Op::WithColumns)
             .await
     }
 
+    async fn drop(&self, request: Request<pb::DropRequest>) -> Reply<pb::DataFrameHandle> {
+        self.derive_one(request, |r| &mut r.handle, Op::Drop).await
+    }
+
     async fn rename(&self, request: Request<pb::RenameRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Rename)
+        self.derive_one(request, |r| &mut r.handle, Op::Rename)
             .await
     }
 
     async fn sort(&self, request: Request<pb::SortRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Sort)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Sort).await
     }
 
     async fn unique(&self, request: Request<pb::UniqueRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Unique)
+        self.derive_one(request, |r| &mut r.handle, Op::Unique)
             .await
     }
 
     async fn limit(&self, request: Request<pb::LimitRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Limit)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Limit).await
     }
 
     async fn head(&self, request: Request<pb::HeadRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Head)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Head).await
     }
 
     async fn tail(&self, request: Request<pb::TailRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Tail)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Tail).await
     }
 
     async fn slice(&self, request: Request<pb::SliceRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Slice)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Slice).await
     }
 
     async fn group_by(&self, request: Request<pb::GroupByRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::GroupBy)
+        self.derive_one(request, |r| &mut r.handle, Op::GroupBy)
             .await
     }
 
     async fn agg(&self, request: Request<pb::AggRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Agg)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Agg).await
     }
 
     async fn pivot(&self, request: Request<pb::PivotRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Pivot)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Pivot).await
     }
 
     async fn melt(&self, request: Request<pb::MeltRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Melt)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Melt).await
     }
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_two(
-            tenant,
-            request.into_inner(),
-            |r| (&mut r.handle, &mut r.right),
-            Op::Join,
-        )
-        .await
+        self.derive_two(request, |r| (&mut r.handle, &mut r.right), Op::Join)
+            .await
     }
 
     async fn cross(&self, request: Request<pb::CrossRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_two(
-            tenant,
-            request.into_inner(),
-            |r| (&mut r.handle, &mut r.right),
-            Op::Cross,
-        )
-        .await
+        self.derive_two(request, |r| (&mut r.handle, &mut r.right), Op::Cross)
+            .await
     }
 
     async fn sql(&self, request: Request<pb::SqlRequest>) -> Reply<pb::DataFrameHandle> {
@@ -430,98 +386,55 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::AsTimeSeriesRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::AsTimeSeries,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::AsTimeSeries)
+            .await
     }
 
     async fn resample(&self, request: Request<pb::ResampleRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::Resample,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::Resample)
+            .await
     }
 
     async fn rolling_window(
         &self,
         request: Request<pb::RollingWindowRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::RollingWindow,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::RollingWindow)
+            .await
     }
 
     async fn lag(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Lag)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Lag).await
     }
 
     async fn lead(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Lead)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Lead).await
     }
 
     async fn diff(&self, request: Request<pb::DiffRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Diff)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Diff).await
     }
 
     async fn pct_change(
         &self,
         request: Request<pb::PctChangeRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::PctChange,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::PctChange)
+            .await
     }
 
     async fn asof_join(&self, request: Request<pb::AsofJoinRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_two(
-            tenant,
-            request.into_inner(),
-            |r| (&mut r.handle, &mut r.right),
-            Op::AsofJoin,
-        )
-        .await
+        self.derive_two(request, |r| (&mut r.handle, &mut r.right), Op::AsofJoin)
+            .await
     }
 
     async fn fill_null(&self, request: Request<pb::FillNullRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::FillNull,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::FillNull)
+            .await
     }
 
     async fn fill_nan(&self, request: Request<pb::FillNanRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::FillNan)
+        self.derive_one(request, |r| &mut r.handle, Op::FillNan)
             .await
     }
 
@@ -529,31 +442,17 @@ impl DataFrameService for DataFrameServer {
         &self,
         request: Request<pb::InterpolateRequest>,
     ) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::Interpolate,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::Interpolate)
+            .await
     }
 
     async fn describe(&self, request: Request<pb::DescribeRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(
-            tenant,
-            request.into_inner(),
-            |r| &mut r.handle,
-            Op::Describe,
-        )
-        .await
+        self.derive_one(request, |r| &mut r.handle, Op::Describe)
+            .await
     }
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Reply<pb::DataFrameHandle> {
-        let tenant = tenant(&request)?;
-        self.derive_one(tenant, request.into_inner(), |r| &mut r.handle, Op::Stats)
-            .await
+        self.derive_one(request, |r| &mut r.handle, Op::Stats).await
     }
 
     type CollectStream = BatchStream;
