@@ -78,8 +78,12 @@ impl Caller {
     /// The caller of a request that passed [`AuthLayer`]; UNAUTHENTICATED when there is
     /// none (a service reached without the layer).
     pub fn of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
-        request
-            .extensions()
+        Self::in_extensions(request.extensions())
+    }
+
+    /// [`Caller::of`] for services that read the HTTP request themselves.
+    pub fn in_extensions(extensions: &http::Extensions) -> Result<&Caller, Status> {
+        extensions
             .get::<Caller>()
             .ok_or_else(|| Status::unauthenticated("this call has no authenticated caller"))
     }
@@ -603,7 +607,7 @@ impl Refusal {
     }
 
     pub fn status(self) -> Status {
-        Status::new(self.code().grpc(), self.to_string())
+        self.code().status(self.to_string())
     }
 }
 

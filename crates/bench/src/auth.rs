@@ -94,12 +94,9 @@ fn request<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Request<
 }
 
 async fn upload(client: &mut Client, token: Option<&str>) -> anyhow::Result<String> {
-    use polars::prelude::{IpcStreamWriter, SerWriter, df};
-    let mut df = df!("a" => [1i64, 2, 3])?;
-    let mut bytes = Vec::new();
-    IpcStreamWriter::new(&mut bytes).finish(&mut df)?;
+    let df = polars::prelude::df!("a" => [1i64, 2, 3])?;
     let message = pb::CreateFromArrowRequest {
-        arrow_ipc: bytes.into(),
+        arrow_ipc: crate::arrow_ipc(&df)?.into(),
         name: None,
     };
     Ok(client

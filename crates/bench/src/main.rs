@@ -327,11 +327,16 @@ fn local_pipeline(path: &Path, dimension: &DataFrame, threshold: i32) -> anyhow:
     .unwrap_single())
 }
 
-/// The same pipeline through the worker, call by call.
+/// A frame as the Arrow IPC stream clients upload.
+pub fn arrow_ipc(df: &DataFrame) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    IpcStreamWriter::new(&mut bytes).finish(&mut df.clone())?;
+    Ok(bytes)
+}
+
 /// Uploads a frame; returns its handle.
 async fn upload(client: &mut Client, df: &DataFrame) -> anyhow::Result<String> {
-    let mut arrow_ipc = Vec::new();
-    IpcStreamWriter::new(&mut arrow_ipc).finish(&mut df.clone())?;
+    let arrow_ipc = arrow_ipc(df)?;
     Ok(client
         .create_from_arrow(pb::CreateFromArrowRequest {
             arrow_ipc: arrow_ipc.into(),

@@ -86,11 +86,7 @@ impl tower::Service<http::Request<Body>> for FlightService {
 
 impl FlightService {
     async fn do_get(&self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
-        let caller = request
-            .extensions()
-            .get::<polaroid_auth::Caller>()
-            .ok_or_else(|| Status::unauthenticated("this call has no authenticated caller"))?;
-        let tenant = polaroid_store::TenantId::from_name(&caller.tenant);
+        let tenant = crate::service::tenant_in(request.extensions())?;
         let decoder = PresizedProstCodec::<pb::FlightData, pb::Ticket>::default().decoder();
         let mut inbound = Streaming::new_request(
             decoder,

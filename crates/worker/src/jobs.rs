@@ -576,11 +576,8 @@ async fn keep_lease(
     }
 }
 
-/// The tenant a job runs as: its submitter's (jobs recorded before tenants were the
-/// default tenant's).
+/// The tenant a job runs as: its submitter's (the queue reports a job recorded before
+/// tenants as the default tenant's).
 fn job_tenant(job: &polaroid_proto::v1::Job) -> TenantId {
-    match job.tenant.as_str() {
-        "" => TenantId::from_name(polaroid_auth::DEFAULT_TENANT),
-        tenant => TenantId::from_name(tenant),
-    }
+    TenantId::from_name(&job.tenant)
 }

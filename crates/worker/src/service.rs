@@ -32,7 +32,12 @@ type Reply<T> = Result<Response<T>, Status>;
 
 /// The tenant a call acts for, from the caller the authentication layer found.
 pub(crate) fn tenant<T>(request: &Request<T>) -> Result<TenantId, Status> {
-    Caller::of(request).map(|caller| TenantId::from_name(&caller.tenant))
+    tenant_in(request.extensions())
+}
+
+/// [`tenant`] for services that read the HTTP request themselves.
+pub(crate) fn tenant_in(extensions: &http::Extensions) -> Result<TenantId, Status> {
+    Caller::in_extensions(extensions).map(|caller| TenantId::from_name(&caller.tenant))
 }
 type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::ArrowBatch, Status>> + Send>>;
 
