@@ -30,7 +30,7 @@ use crate::link::{LinkError, Outbound, Received};
 use crate::routing::{DataFrameRoutes, FlightRoutes, RouteKey, Routes};
 
 /// Reads the caller's request messages as undecoded protobuf bytes.
-struct RawDecoder;
+pub(crate) struct RawDecoder;
 
 impl Decoder for RawDecoder {
     type Item = Bytes;
@@ -135,7 +135,7 @@ impl<R: Routes> tower::Service<http::Request<tonic::body::Body>> for Proxy<R> {
 
 /// Whether running the call twice could change more than running it once: a write that
 /// appends. Every other call makes content-addressed handles or replaces a file whole.
-fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
+pub(crate) fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
     use polaroid_proto::v1 as pb;
     use prost::Message;
     match method {
@@ -146,8 +146,14 @@ fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
     }
 }
 
-/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n). Text that is not ASCII is
+/// none: splitting off a last character of two bytes panicked (the `coordinator_frames`
+/// fuzz target; a header value is ASCII by the time it gets here, other callers' text
+/// need not be).
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;
@@ -166,12 +172,12 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 /// The request messages to send: replayable when the client sent at most one (every
 /// unary and server-streaming call), else the first two and the rest of the stream.
-enum Body {
+pub(crate) enum Body {
     Replayable(Option<Bytes>),
     Stream(Option<MessageStream>),
 }
 
-async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
+pub(crate) async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
     let Some(first) = inbound.message().await? else {
         return Ok(Body::Replayable(None));
     };
@@ -203,7 +209,7 @@ const NOT_FORWARDED: [&str; 11] = [
 ];
 
 /// `grpc-timeout` for `left`: the finest unit that fits the protocol's 8 digits.
-fn grpc_timeout(left: Duration) -> String {
+pub(crate) fn grpc_timeout(left: Duration) -> String {
     const MAX: u128 = 99_999_999;
     let micros = left.as_micros();
     if micros <= MAX {
@@ -461,7 +467,7 @@ impl http_body::Body for Forwarded {
 
 /// Follows the gRPC message prefixes through a stream of data frames, so that a message
 /// over `limit` is refused as the worker starts sending it.
-struct MessageLimit {
+pub(crate) struct MessageLimit {
     limit: usize,
     /// Bytes of the current message's body still to come.
     body_left: usize,
@@ -471,7 +477,7 @@ struct MessageLimit {
 }
 
 impl MessageLimit {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             limit,
             body_left: 0,
@@ -480,7 +486,7 @@ impl MessageLimit {
         }
     }
 
-    fn check(&mut self, mut data: &[u8]) -> Result<(), Status> {
+    pub(crate) fn check(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
             if self.body_left > 0 {
                 let skipped = self.body_left.min(data.len());
@@ -598,5 +604,6 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("10x"), None);
         assert_eq!(parse_grpc_timeout("-1S"), None);
+        assert_eq!(parse_grpc_timeout("1\u{fb}"), None);
     }
 }
