@@ -890,3 +890,91 @@ pub fn files_under(root: &Path) -> Vec<(PathBuf, u64)> {
     }
     files
 }
+
+/// What a hand-made gRPC call got back: its status, message, the data it carried, its
+/// content type, and whether the status came in trailers (after data, or none) rather
+/// than in the headers (a call that failed before answering).
+pub struct RawAnswer {
+    pub code: tonic::Code,
+    pub message: String,
+    pub data: Vec<u8>,
+    pub content_type: Option<String>,
+    pub in_trailers: bool,
+}
+
+/// A call to `path` (`/package.Service/Method`) with `body` sent as it is (gRPC frames
+/// made by hand) and `headers` added, over a plain HTTP/2 connection: what a client that
+/// is not a gRPC library sends, and what no client library's own timers interfere with.
+pub async fn raw_grpc_call(
+    address: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+    body: Vec<u8>,
+) -> anyhow::Result<RawAnswer> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let (mut sender, connection) = h2::client::handshake(tcp).await?;
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = sender.send_request(request.body(())?, false)?;
+    // This fails ("inactive stream") when the server has answered from the headers alone
+    // and closed the stream already, as it may for a compressed request, which it refuses
+    // unread; the answer is read below either way.
+    let _ = send.send_data(bytes::Bytes::from(body), true);
+    let (parts, mut received) = response.await?.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = received.data().await {
+        let chunk = chunk?;
+        let _ = received.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str())
+        .transpose()?;
+    let content_type = content_type.map(str::to_owned);
+    let trailers = received.trailers().await?;
+    let in_trailers = trailers.is_some();
+    let status = trailers.unwrap_or(parts.headers);
+    let text = |name: &str| status.get(name).and_then(|v| v.to_str().ok());
+    Ok(RawAnswer {
+        code: tonic::Code::from(text("grpc-status").unwrap_or("2").parse::<i32>()?),
+        message: percent_decoded(text("grpc-message").unwrap_or_default()),
+        data,
+        content_type,
+        in_trailers,
+    })
+}
+
+/// `grpc-message` as the text it encodes.
+fn percent_decoded(text: &str) -> String {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) if first == b'%' => {
+                bytes.push(byte);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `message` as one gRPC frame, with the compressed flag as given.
+pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
 
-use crate::Auth;
+use crate::{Auth, ComponentCall};
 
 /// Checks each call with [`Auth::check`]: a refused call is answered here with its status;
 /// an accepted one goes on with its [`crate::Caller`], if it has one, in its extensions.
@@ -54,7 +54,11 @@ where
         match self.auth.check(request.uri().path(), request.headers()) {
             Ok(access) => {
                 if let Some(caller) = access.caller {
+                    tracing::Span::current().record("tenant", caller.tenant.as_str());
                     request.extensions_mut().insert(caller);
+                }
+                if access.internal {
+                    request.extensions_mut().insert(ComponentCall);
                 }
                 Either::Right(self.inner.call(request))
             }

@@ -341,6 +341,11 @@ impl CallKind {
     }
 }
 
+/// In the extensions of a call that carries the cluster credential: one component calling
+/// another, for itself or for the caller it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentCall;
+
 /// What a checked call carries on: its caller (if any) and whether it is internal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {

@@ -26,6 +26,7 @@ use polaroid_observability::keep_warm::KeepWarm;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
 use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
 use polaroid_proto::v1::job_service_server::JobServiceServer;
+use polaroid_server::ServerLayers;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::{CoordinatorConfig, RoutingPolicy};
@@ -95,21 +96,20 @@ pub async fn serve(
     };
 
     let keep_warm = KeepWarm::start(config.keep_warm()).map_err(CoordinatorError::KeepWarm)?;
+    let quotas = Arc::new(config.quotas.clone());
+    let tenant_calls = quotas
+        .limits_calls()
+        .then(|| polaroid_server::TenantCalls::new(quotas.clone()));
     let layers = tower::ServiceBuilder::new()
-        // Outermost: every call is counted and timed, rejected ones included.
-        .layer(GrpcMetricsLayer::new("coordinator"))
-        // Who is calling: a client's token, or a worker with the cluster credential;
-        // refused calls end here (docs/security.md).
-        // A request that could not be decoded (JobService's; the DataFrame calls are
-        // decoded by workers) answers as gRPC clients expect.
-        .map_response(polaroid_observability::rewrite_decode_status)
-        .layer(auth.clone().layer())
-        // At its limit of calls it answers RESOURCE_EXHAUSTED at once; nothing queues
-        // without bound.
-        .layer(polaroid_observability::ShedLayer::new(
-            "coordinator",
-            config.max_concurrent_calls,
-        ))
+        // The stack every Polaroid gRPC port runs (polaroid-server, outermost first).
+        .layer(ServerLayers {
+            role: "coordinator",
+            metrics: GrpcMetricsLayer::new("coordinator"),
+            auth: auth.clone().layer(),
+            tenant_calls,
+            max_concurrent_calls: config.max_concurrent_calls,
+            max_call: polaroid_server::max_call(config.max_call_secs),
+        })
         // Calls that follow each other closely keep the CPUs awake for the next one.
         .layer(keep_warm.layer());
 
@@ -136,6 +136,7 @@ pub async fn serve(
                 config.max_attempts,
                 config.max_request_message_bytes,
                 auth.cluster_secret().cloned(),
+                quotas,
             ))
             .max_decoding_message_size(config.max_request_message_bytes),
         )

@@ -146,24 +146,6 @@ fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
     }
 }
 
-/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
 /// The request messages to send: replayable when the client sent at most one (every
 /// unary and server-streaming call), else the first two and the rest of the stream.
 enum Body {
@@ -226,11 +208,11 @@ async fn forward<R: Routes>(
 ) -> Result<http::Response<tonic::body::Body>, Status> {
     let started = Instant::now();
     let (parts, inbound) = request.into_parts();
-    let deadline = parts
-        .headers
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok().and_then(parse_grpc_timeout))
-        .map(|timeout| started + timeout);
+    // Set by the server stack from the client's deadline and the maximum call time.
+    let deadline = match parts.extensions.get::<polaroid_server::CallDeadline>() {
+        Some(deadline) => Some(deadline.0),
+        None => polaroid_server::client_timeout(&parts.headers).map(|timeout| started + timeout),
+    };
     let inbound =
         Streaming::new_request(RawDecoder, inbound, None, Some(settings.max_request_bytes));
     let path = parts.uri.path().to_owned();
@@ -542,7 +524,9 @@ mod tests {
             Duration::from_secs(86_400 * 365 * 10),
         ] {
             let value = grpc_timeout(left);
-            let parsed = parse_grpc_timeout(&value).expect(&value);
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().expect("ascii"));
+            let parsed = polaroid_server::client_timeout(&headers).expect(&value);
             assert!(parsed <= left.max(Duration::from_micros(1)), "{value}");
             let slack = if left > Duration::from_secs(99_999_999) {
                 60
@@ -585,18 +569,5 @@ mod tests {
                 .expect("the 11-byte message is over the limit");
             assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         }
-    }
-
-    #[test]
-    fn grpc_timeouts_parse_strictly() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
-        assert_eq!(parse_grpc_timeout(""), None);
-        assert_eq!(parse_grpc_timeout("m"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
-        assert_eq!(parse_grpc_timeout("10x"), None);
-        assert_eq!(parse_grpc_timeout("-1S"), None);
     }
 }

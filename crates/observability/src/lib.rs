@@ -15,13 +15,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-mod decode_status;
 pub mod keep_warm;
-mod shed;
-
-pub use decode_status::rewrite_decode_status;
-
-pub use shed::{Shed, ShedLayer};
 
 pub use tonic_health::ServingStatus;
 pub use tonic_health::server::HealthReporter;

@@ -1,0 +1,77 @@
+//! The tower stack every gRPC port of a coordinator or a worker runs, in one place: a span
+//! and metrics per call, the decode statuses gRPC clients expect, authentication, tenant
+//! and process concurrency limits, and deadlines; and the tenant quotas they enforce.
+
+mod deadline;
+mod decode_status;
+pub mod quota;
+mod shed;
+mod span;
+mod tenant_limit;
+
+use std::time::Duration;
+
+use polaroid_auth::{AuthLayer, Authenticated};
+use polaroid_observability::{GrpcMetrics, GrpcMetricsLayer};
+use tower::util::MapResponse;
+
+pub use deadline::{CallDeadline, Deadline, DeadlineLayer, client_timeout};
+pub use decode_status::rewrite_decode_status;
+pub use quota::{CallPermit, QuotaConfig, QuotaExceeded, TenantCalls, TenantLimits};
+pub use shed::{Shed, ShedLayer};
+pub use span::{CallSpan, CallSpanLayer};
+pub use tenant_limit::{TenantLimit, TenantLimitLayer};
+
+type DecodeStatus = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// The shared layers of one process, built from its settings.
+#[derive(Clone)]
+pub struct ServerLayers {
+    pub role: &'static str,
+    pub metrics: GrpcMetricsLayer,
+    pub auth: AuthLayer,
+    /// Calls in flight per tenant; `None` when no tenant has a limit.
+    pub tenant_calls: Option<TenantCalls>,
+    /// Calls served at once by the process; 0: no limit.
+    pub max_concurrent_calls: usize,
+    /// The longest a call may run before its response starts; `None`: no bound.
+    pub max_call: Option<Duration>,
+}
+
+impl<S> tower::Layer<S> for ServerLayers {
+    type Service = CallSpan<
+        GrpcMetrics<MapResponse<Authenticated<TenantLimit<Shed<Deadline<S>>>>, DecodeStatus>>,
+    >;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        tower::ServiceBuilder::new()
+            // Outermost: one span per call, so everything below, refusals included, is
+            // recorded in it with the call's method and tenant.
+            .layer(CallSpanLayer::new(self.role))
+            // Every call is counted and timed, rejected ones included.
+            .layer(self.metrics.clone())
+            // A request that could not be decoded answers as gRPC clients expect: over the
+            // size limit RESOURCE_EXHAUSTED, not a valid message INVALID_ARGUMENT.
+            .map_response(rewrite_decode_status as DecodeStatus)
+            // Who is calling: a client's token, or a component with the cluster
+            // credential; refused calls end here (docs/security.md).
+            .layer(self.auth.clone())
+            // A tenant at its quota of calls in flight is refused before it takes a slot
+            // of the process-wide limit from other tenants.
+            .layer(TenantLimitLayer::new(self.tenant_calls.clone()))
+            // At its limit of calls the process answers RESOURCE_EXHAUSTED at once, for the
+            // client to retry later; nothing queues without bound.
+            .layer(ShedLayer::new(self.role, self.max_concurrent_calls))
+            // Innermost: the call's deadline (the client's, or the server's maximum call
+            // time) bounds the work itself, not the time spent waiting in the layers above.
+            .layer(DeadlineLayer::new(self.max_call))
+            .service(inner)
+    }
+}
+
+/// Seconds from a setting to a bound: 0 or not a finite positive number means none.
+pub fn max_call(seconds: f64) -> Option<Duration> {
+    (seconds > 0.0)
+        .then(|| Duration::try_from_secs_f64(seconds).ok())
+        .flatten()
+}
