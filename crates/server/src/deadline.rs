@@ -2,12 +2,12 @@
 //! or the server's maximum call time, whichever comes first, instead of working on for a
 //! client that has given up.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use polaroid_proto::ErrorCode;
+
+use crate::BoxFuture;
 
 /// Bounds every call by its client's deadline and by `max_call` (`None`: no server bound).
 #[derive(Debug, Clone, Copy)]
@@ -58,18 +58,10 @@ pub fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Calls that must outlive any deadline: membership reports and health checks are short
-/// anyway, and a `WatchJob` stream is bounded by its job, not by a call time.
-fn exempt(path: &str) -> bool {
-    path.starts_with("/polaroid.v1.ClusterService/") || path.starts_with("/grpc.health.v1.Health/")
-}
-
 /// When a call must be answered by, in the extensions of a call that has a deadline: a
 /// coordinator's forwarding gives the worker what is left of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallDeadline(pub std::time::Instant);
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B, R> tower::Service<http::Request<B>> for Deadline<S>
 where
@@ -89,7 +81,7 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let client = client_timeout(request.headers());
         let limit = match (client, self.max_call) {
-            _ if exempt(request.uri().path()) => None,
+            _ if crate::is_control_call(request.uri().path()) => None,
             (Some(client), Some(max)) if max < client => Some((max, "the server's max_call_secs")),
             (Some(client), _) => Some((client, "the client's grpc-timeout")),
             (None, Some(max)) => Some((max, "the server's max_call_secs")),

@@ -22,6 +22,29 @@ pub use shed::{Shed, ShedLayer};
 pub use span::{CallSpan, CallSpanLayer};
 pub use tenant_limit::{TenantLimit, TenantLimitLayer};
 
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Membership reports and health checks are never shed nor cut short: a coordinator at its
+/// limit must not lose its workers for it.
+fn is_control_call(path: &str) -> bool {
+    path.starts_with("/polaroid.v1.ClusterService/") || path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// `call`, with `permit` held until its response starts: a streamed body is not counted.
+fn holding<P, T>(
+    permit: P,
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> BoxFuture<T>
+where
+    P: Send + 'static,
+{
+    Box::pin(async move {
+        let response = call.await;
+        drop(permit);
+        response
+    })
+}
+
 type DecodeStatus = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
 
 /// The shared layers of one process, built from its settings.

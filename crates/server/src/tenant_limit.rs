@@ -2,12 +2,11 @@
 //! RESOURCE_EXHAUSTED at once, so one tenant's burst cannot take every slot of the
 //! process-wide limit from the others.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use polaroid_auth::{Caller, ComponentCall};
 
+use crate::BoxFuture;
 use crate::quota::TenantCalls;
 
 #[derive(Debug, Clone)]
@@ -39,8 +38,6 @@ pub struct TenantLimit<S> {
     inner: S,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, B, R> tower::Service<http::Request<B>> for TenantLimit<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
@@ -70,15 +67,7 @@ where
             return Box::pin(self.inner.call(request));
         };
         match calls.admit(&tenant) {
-            Ok(permit) => {
-                let call = self.inner.call(request);
-                Box::pin(async move {
-                    let response = call.await;
-                    // Held until the response starts, as the process-wide limit is.
-                    drop(permit);
-                    response
-                })
-            }
+            Ok(permit) => crate::holding(permit, self.inner.call(request)),
             Err(exceeded) => Box::pin(std::future::ready(Ok(exceeded.status().into_http()))),
         }
     }
