@@ -254,6 +254,20 @@ class _FlightFetcher:
             client.close()
 
 
+def _pushback_seconds(error: grpc.RpcError) -> float | None:
+    """The wait a RESOURCE_EXHAUSTED answer asks for (`grpc-retry-pushback-ms`), if any."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == "grpc-retry-pushback-ms":
+            try:
+                return max(0, int(value)) / 1000
+            except ValueError:
+                return None
+    return None
+
+
 class Connection:
     """A connection to a Polaroid coordinator (or a lone worker).
 
@@ -262,7 +276,8 @@ class Connection:
     ...     df = conn.read_parquet("sales.parquet")
 
     Calls that are safe to repeat (all DataFrame calls but appending writes) are retried
-    on UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff and jitter. Handles made
+    on UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff and jitter, and on
+    RESOURCE_EXHAUSTED after the wait a busy server asks for (`grpc-retry-pushback-ms`). Handles made
     through this connection are kept alive by heartbeats while their Python objects live,
     and dropped on the server, in batches, once they are garbage-collected.
     """
@@ -371,11 +386,17 @@ class Connection:
             try:
                 return attempt()
             except grpc.RpcError as error:
-                out_of_time = give_up is not None and time.monotonic() + delay > give_up
-                if remaining == 0 or out_of_time or error.code() not in RETRYABLE:
+                # A server at its limit says how long to wait (gRPC's retry pushback);
+                # a limit that waiting does not lift (a quota of stored bytes, a result
+                # too large) carries none and is not retried.
+                pushback = _pushback_seconds(error)
+                retryable = error.code() in RETRYABLE or pushback is not None
+                pause = random.uniform(0, delay) if pushback is None else pushback
+                out_of_time = give_up is not None and time.monotonic() + pause > give_up
+                if remaining == 0 or out_of_time or not retryable:
                     raise errors.from_rpc_error(error) from None
                 # Full jitter: calls that failed together do not retry together.
-                time.sleep(random.uniform(0, delay))
+                time.sleep(pause)
                 delay = min(delay * 2, self.max_backoff)
         raise AssertionError("unreachable")
 

@@ -1081,6 +1081,10 @@ async fn tenant_quotas_hold_exactly_at_their_limits() -> anyhow::Result<()> {
         "{}",
         refused.message()
     );
+    assert!(
+        !refused.metadata().contains_key("grpc-retry-pushback-ms"),
+        "waiting does not free stored bytes"
+    );
     upload_as(&mut client, a, &numbers(0, 1000)).await?;
     // tenant-b has no stored-bytes limit.
     for first in 0..3 {
@@ -1109,6 +1113,8 @@ async fn tenant_quotas_hold_exactly_at_their_limits() -> anyhow::Result<()> {
                 let message = status.message();
                 assert!(message.contains("concurrent_calls"), "{message}");
                 assert!(message.contains("limit of 2"), "{message}");
+                // Waiting lifts it: the client is told how long.
+                assert!(status.metadata().contains_key("grpc-retry-pushback-ms"));
                 refused += 1;
             }
             Err(status) => anyhow::bail!("neither served nor refused: {status:?}"),

@@ -45,6 +45,21 @@ where
     })
 }
 
+/// How long a client refused for being one call too many is asked to wait.
+const RETRY_PUSHBACK_MS: &str = "100";
+
+/// The answer to a call refused because too many are running: `status` with gRPC's
+/// standard retry hint, so clients with a retry policy wait and try again. A limit that
+/// waiting does not lift (a result too large, a full stored-bytes quota) carries none.
+fn busy<R: Default>(status: tonic::Status) -> http::Response<R> {
+    let mut response: http::Response<R> = status.into_http();
+    response.headers_mut().insert(
+        "grpc-retry-pushback-ms",
+        http::HeaderValue::from_static(RETRY_PUSHBACK_MS),
+    );
+    response
+}
+
 type DecodeStatus = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
 
 /// The shared layers of one process, built from its settings.

@@ -45,9 +45,6 @@ pub struct Shed<S> {
     inner: S,
 }
 
-/// How long a shed call's client is asked to wait before trying again.
-const RETRY_PUSHBACK_MS: &str = "100";
-
 impl<S, B, R> tower::Service<http::Request<B>> for Shed<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
@@ -77,14 +74,7 @@ where
                     "this {} is running its limit of {} calls at once; retry after a short backoff",
                     self.layer.role, self.layer.limit
                 ));
-                let mut response: http::Response<R> = status.into_http();
-                // gRPC's standard hint: clients with a retry policy wait this long and try
-                // again; a limit error (a result too large) carries none, so is not retried.
-                response.headers_mut().insert(
-                    "grpc-retry-pushback-ms",
-                    http::HeaderValue::from_static(RETRY_PUSHBACK_MS),
-                );
-                Box::pin(std::future::ready(Ok(response)))
+                Box::pin(std::future::ready(Ok(crate::busy(status))))
             }
         }
     }

@@ -68,7 +68,7 @@ where
         };
         match calls.admit(&tenant) {
             Ok(permit) => crate::holding(permit, self.inner.call(request)),
-            Err(exceeded) => Box::pin(std::future::ready(Ok(exceeded.status().into_http()))),
+            Err(exceeded) => Box::pin(std::future::ready(Ok(crate::busy(exceeded.status())))),
         }
     }
 }
