@@ -1187,6 +1187,85 @@ async fn tenant_quotas_hold_exactly_at_their_limits() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_calls_count_on_every_coordinator() -> anyhow::Result<()> {
+    let tokens = tokens()?;
+    let b = tokens.b.as_str();
+    let dir = tempfile::tempdir()?;
+    let config = quota_config(dir.path(), 0)?;
+    let redis = redis_server().await?;
+    let url = redis.redis_url();
+    let mut env = auth_env(&tokens, "2");
+    env.push(("POLAROID_REST_ALLOW_PRIVATE_NETWORKS".into(), "true".into()));
+    let coordinator_args = ["--config", &config, "--redis-url", &url];
+    let cluster = TestCluster::start_with_env(
+        1,
+        &coordinator_args,
+        &["--config", &config],
+        env.clone(),
+        Some(tokens.admin.clone()),
+    )
+    .await?;
+    // A second coordinator on the same Redis: it sees the worker through membership.
+    let mut args = coordinator_args.to_vec();
+    args.extend(["--membership-refresh-secs", "0.2"]);
+    let second = WorkerProcess::spawn_role("coordinator", &args, &env)?;
+    eventually(
+        "the second coordinator to see the worker",
+        Duration::from_secs(20),
+        || async { Ok(http_get(second.http_address, "/readyz").await.is_ok()) },
+    )
+    .await?;
+
+    // Tenant-b's two calls in flight on the first coordinator fill its quota of two ...
+    let (slow, _) = slow_server(Duration::from_secs(2)).await?;
+    let first = cluster.coordinator.address;
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(read_rest_as(
+                first,
+                format!("{slow}?held={i}"),
+                b.to_owned(),
+            ))
+        })
+        .collect();
+    eventually(
+        "the second coordinator to learn of them",
+        Duration::from_secs(10),
+        || async {
+            let metrics = http_get(second.http_address, "/metrics").await?;
+            let elsewhere = [("tenant", "tenant-b")];
+            Ok(metric_sum(&metrics, "polaroid_quota_calls_elsewhere", &elsewhere) == 2.0)
+        },
+    )
+    .await?;
+    // ... so the second coordinator refuses a third, naming the cluster-wide use.
+    let (fast, _) = slow_server(Duration::from_millis(1)).await?;
+    let refused = read_rest_as(second.address, format!("{fast}?third"), b.to_owned())
+        .await?
+        .expect_err("the quota is full across the coordinators");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("2 in use of its limit of 2"),
+        "{}",
+        refused.message()
+    );
+    for call in held {
+        call.await??
+            .map_err(|status| anyhow::anyhow!("a held call failed: {status:?}"))?;
+    }
+    // Once they end, the second coordinator admits the tenant again.
+    eventually("room again", Duration::from_secs(10), || async {
+        Ok(
+            read_rest_as(second.address, format!("{fast}?later"), b.to_owned())
+                .await?
+                .is_ok(),
+        )
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_end_at_the_clients_deadline_or_the_servers_maximum() -> anyhow::Result<()> {
     let (slow, _) = slow_server(Duration::from_secs(3)).await?;
     let worker = TestWorker::start_with(|c| {

@@ -4,6 +4,7 @@
 //! where workers register and report their load; and `JobService`, which validates and
 //! queues batch jobs.
 
+mod call_share;
 mod cluster;
 mod cluster_service;
 pub mod config;
@@ -32,6 +33,10 @@ use tonic::transport::server::TcpIncoming;
 pub use config::{CoordinatorConfig, RoutingPolicy};
 pub use error::CoordinatorError;
 pub use membership::{Membership, MemoryMembership, RedisMembership};
+
+/// How often coordinators publish their tenants' calls in flight to each other: the
+/// bound on how stale another coordinator's count is when a call is admitted.
+const CALL_SHARE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Serves the coordinator until `shutdown` completes, then finishes in-flight calls. With a
 /// Redis URL, membership and the batch-job queue live in Redis.
@@ -100,6 +105,18 @@ pub async fn serve(
     let tenant_calls = quotas
         .limits_calls()
         .then(|| polaroid_server::TenantCalls::new(quotas.clone()));
+    // With replicas (they share Redis), each counts the others' calls too.
+    let call_sharing = tenant_calls
+        .clone()
+        .filter(|_| !config.redis_url.is_empty())
+        .map(|calls| {
+            let (url, prefix) = (config.redis_url.clone(), config.redis_prefix.clone());
+            tokio::spawn(async move {
+                if let Err(e) = call_share::share_every(calls, url, prefix, CALL_SHARE_INTERVAL).await {
+                    tracing::error!(error = %e, "cannot share calls in flight with other coordinators");
+                }
+            })
+        });
     let layers = tower::ServiceBuilder::new()
         // The stack every Polaroid gRPC port runs (polaroid-server, outermost first).
         .layer(ServerLayers {
@@ -144,6 +161,9 @@ pub async fn serve(
     let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);
     refresher.abort();
+    if let Some(sharing) = call_sharing {
+        sharing.abort();
+    }
     grpc?;
     http?;
     Ok(())

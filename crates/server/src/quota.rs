@@ -176,6 +176,20 @@ impl TenantCalls {
     /// What the other coordinators have in flight, by tenant.
     pub fn set_elsewhere(&self, elsewhere: HashMap<String, u32>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = state
+            .elsewhere
+            .keys()
+            .filter(|tenant| !elsewhere.contains_key(*tenant))
+            .cloned()
+            .collect();
+        for (tenant, count) in elsewhere
+            .iter()
+            .map(|(t, c)| (t.clone(), *c))
+            .chain(gone.into_iter().map(|t| (t, 0)))
+        {
+            metrics::gauge!("polaroid_quota_calls_elsewhere", "tenant" => tenant)
+                .set(f64::from(count));
+        }
         state.elsewhere = elsewhere;
     }
 
