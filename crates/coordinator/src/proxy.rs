@@ -18,8 +18,8 @@ use http::uri::PathAndQuery;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use polaroid_auth::{Caller, ClusterSecret};
+use polaroid_proto::retry::RetryPolicy;
 use polaroid_proto::{AFFINITY_METADATA, ErrorCode, GRPC_PREFIX_BYTES};
-use rand::Rng;
 use tonic::codec::{DecodeBuf, Decoder};
 use tonic::{Status, Streaming};
 
@@ -71,8 +71,8 @@ struct Settings {
     /// tenant they are told only from a coordinator. None: the cluster runs without
     /// authentication, and workers take every call as their anonymous tenant.
     cluster_secret: Option<ClusterSecret>,
-    max_attempts: usize,
-    backoff: Duration,
+    /// Workers tried for one call and the waits between them.
+    retry: RetryPolicy,
     max_request_bytes: usize,
     max_response_bytes: usize,
 }
@@ -90,8 +90,13 @@ impl DataFrameProxy {
             inner: Arc::new(Settings {
                 cluster,
                 cluster_secret,
-                max_attempts: max_attempts.max(1),
-                backoff,
+                retry: RetryPolicy {
+                    max_attempts: u32::try_from(max_attempts.max(1)).unwrap_or(u32::MAX),
+                    first_backoff: backoff,
+                    // Ten doublings: past them a call waits no longer between workers.
+                    max_backoff: backoff.saturating_mul(1 << 10),
+                    min_jitter: 0.5,
+                },
                 max_request_bytes,
                 max_response_bytes,
             }),
@@ -263,12 +268,11 @@ async fn forward<R: Routes>(
     let cluster = &settings.cluster;
     let mut tried = Vec::new();
     let mut last_failure = None;
-    for attempt in 0..settings.max_attempts {
+    for attempt in 0..settings.retry.max_attempts {
         if attempt > 0 {
             metrics::counter!("polaroid_coordinator_retries_total").increment(1);
-            // Exponential backoff with full jitter, never past the caller's deadline.
-            let ceiling = settings.backoff.saturating_mul(1 << (attempt - 1).min(10));
-            let pause = ceiling.mul_f64(rand::rng().random_range(0.5..=1.0));
+            // Exponential backoff with jitter, never past the caller's deadline.
+            let pause = settings.retry.backoff(attempt);
             if deadline.is_some_and(|d| Instant::now() + pause >= d) {
                 return Err(CoordinatorError::DeadlineExceeded.into());
             }
