@@ -57,6 +57,9 @@ pub struct CoordinatorConfig {
     pub max_concurrent_calls: usize,
     /// Who may call, as which tenant (`[auth]`; docs/security.md).
     pub auth: polaroid_auth::AuthConfig,
+    /// TLS on the gRPC and HTTP ports, and between components (`[tls]`;
+    /// docs/security.md). Empty: plaintext.
+    pub tls: polaroid_auth::TlsConfig,
 }
 
 impl CoordinatorConfig {
@@ -102,6 +105,7 @@ impl Default for CoordinatorConfig {
             job_retention_secs: 7.0 * 24.0 * 3600.0,
             max_concurrent_calls: 2048,
             auth: polaroid_auth::AuthConfig::default(),
+            tls: polaroid_auth::TlsConfig::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures::FutureExt;
-use polaroid_auth::AuthConfig;
+use polaroid_auth::{AuthConfig, TlsConfig};
 use polaroid_coordinator::CoordinatorConfig;
 use polaroid_jobs::{JobQueue, MemoryQueue};
 use polaroid_observability::Listeners;
@@ -46,6 +46,9 @@ pub struct StandaloneConfig {
     /// tokens every caller is the `default` tenant; the coordinator and the workers share
     /// a cluster secret made at start unless one is set.
     pub auth: AuthConfig,
+    /// TLS on the client-facing ports (`[tls]`: `cert_file`, `key_file`, and
+    /// `client_ca_file`, `admin_tls`); the workers inside are reached on loopback.
+    pub tls: TlsConfig,
 }
 
 impl Default for StandaloneConfig {
@@ -63,6 +66,7 @@ impl Default for StandaloneConfig {
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -96,7 +100,30 @@ pub async fn run(
         // the whole process.
         keep_warm_micros: config.keep_warm_micros,
         auth: auth.clone(),
+        // The client-facing port. Its workers are on loopback in this process: they are
+        // dialed in plaintext, and carry the secret made above.
+        tls: TlsConfig {
+            ca_file: PathBuf::new(),
+            client_cert_file: PathBuf::new(),
+            client_key_file: PathBuf::new(),
+            server_name: String::new(),
+            ..config.tls.clone()
+        },
         ..CoordinatorConfig::default()
+    };
+    // Workers report to the coordinator's port, TLS when clients' is; they know the very
+    // certificate it serves, whatever names it carries.
+    let (coordinator_url, worker_tls) = if config.tls.cert_file.as_os_str().is_empty() {
+        (
+            format!("http://{coordinator_address}"),
+            TlsConfig::default(),
+        )
+    } else {
+        let tls = TlsConfig {
+            pinned_server_cert_file: config.tls.cert_file.clone(),
+            ..TlsConfig::default()
+        };
+        (format!("https://{coordinator_address}"), tls)
     };
     // The embedded job queue, shared by the coordinator (which queues) and the workers.
     let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new(
@@ -121,7 +148,8 @@ pub async fn run(
         let worker = WorkerConfig {
             bind_address: loopback,
             http_address: loopback,
-            coordinator_url: format!("http://{coordinator_address}"),
+            coordinator_url: coordinator_url.clone(),
+            tls: worker_tls.clone(),
             worker_id: format!("standalone-{index}"),
             load_report_interval_secs: 1.0,
             handle_store: HandleStoreKind::External,

@@ -79,6 +79,9 @@ pub struct WorkerConfig {
     pub rest_allow_private_networks: bool,
     /// Who may call, as which tenant (`[auth]`; docs/security.md).
     pub auth: polaroid_auth::AuthConfig,
+    /// TLS on the gRPC and HTTP ports, and between components (`[tls]`;
+    /// docs/security.md). Empty: plaintext.
+    pub tls: polaroid_auth::TlsConfig,
     /// Largest request message accepted (uploads through CreateFromArrow).
     pub max_request_message_bytes: usize,
     /// Largest response message sent; Collect splits results to fit. 4 MiB is what
@@ -217,6 +220,7 @@ impl Default for WorkerConfig {
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,
             auth: polaroid_auth::AuthConfig::default(),
+            tls: polaroid_auth::TlsConfig::default(),
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,
