@@ -170,9 +170,6 @@ impl Identity {
 impl Tls {
     /// Reads the files `config` names and checks that they make sense together.
     pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
-        // Whatever else the process links, its TLS uses ring (no aws-lc, no cmake); set
-        // before tonic builds its own configurations from the process default.
-        let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
         let set = |path: &Path| !path.as_os_str().is_empty();
         let server_identity = match (set(&config.cert_file), set(&config.key_file)) {
             (false, false) => None,
@@ -328,7 +325,12 @@ fn server_side(
     // Built whether or not the admin port uses it: this is also where rustls checks that
     // the key and the certificate belong together, at start rather than at the first
     // handshake.
-    let mut admin = rustls::ServerConfig::builder()
+    let mut admin = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls {
+            what: "server protocol versions",
+            source,
+        })?
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|source| TlsError::Rustls {
@@ -512,8 +514,16 @@ fn host_of(address: &str) -> &str {
         .unwrap_or(host)
 }
 
+/// The ring provider (no aws-lc, no cmake), which is also made the process's default on
+/// first use: tonic builds its own TLS configurations from the default.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
+            Arc::new(rustls::crypto::ring::default_provider())
+        })
+        .clone()
 }
 
 fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
