@@ -26,14 +26,13 @@ fn tokens() -> anyhow::Result<Tokens> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("tokens");
     let (a, b, admin) = (new_token(), new_token(), new_token());
-    std::fs::write(
+    write_tokens(
         &file,
-        format!(
-            "# test tokens\n{}\n{}\n{}\n",
-            token_line(&a, "tenant-a", Role::User, "alice"),
-            token_line(&b, "tenant-b", Role::User, "bob"),
-            token_line(&admin, "ops", Role::Admin, ""),
-        ),
+        &[
+            (&a, "tenant-a", Role::User, "alice"),
+            (&b, "tenant-b", Role::User, "bob"),
+            (&admin, "ops", Role::Admin, ""),
+        ],
     )?;
     Ok(Tokens {
         a,
@@ -73,22 +72,6 @@ fn sales() -> DataFrame {
     df!("id" => [1i64, 2, 3], "amount" => [10.0f64, 20.5, 3.25]).expect("frame")
 }
 
-async fn upload_as(
-    client: &mut Client,
-    token: &str,
-    df: &DataFrame,
-) -> Result<String, tonic::Status> {
-    let request = pb::CreateFromArrowRequest {
-        arrow_ipc: to_ipc(df).into(),
-        name: None,
-    };
-    Ok(client
-        .create_from_arrow(with_token(request, token))
-        .await?
-        .into_inner()
-        .handle)
-}
-
 async fn collect_as(
     client: &mut Client,
     token: &str,
@@ -107,13 +90,6 @@ async fn collect_as(
         frames.push(from_ipc(&batch.arrow_ipc));
     }
     Ok(stack(&frames))
-}
-
-fn code_of<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(value) => panic!("expected an error, got {value:?}"),
-        Err(status) => status.code(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,9 @@ pub struct CoordinatorConfig {
     pub auth: polaroid_auth::AuthConfig,
     /// What each tenant may run at once (`[quotas]`; docs/security.md).
     pub quotas: polaroid_server::QuotaConfig,
+    /// TLS on the gRPC and HTTP ports, and between components (`[tls]`;
+    /// docs/security.md). Empty: plaintext.
+    pub tls: polaroid_auth::TlsConfig,
 }
 
 impl CoordinatorConfig {
@@ -109,6 +112,7 @@ impl Default for CoordinatorConfig {
             max_call_secs: 600.0,
             auth: polaroid_auth::AuthConfig::default(),
             quotas: polaroid_server::QuotaConfig::default(),
+            tls: polaroid_auth::TlsConfig::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use polaroid_auth::{Caller, ClusterSecret};
+use polaroid_auth::{Caller, ClusterCredential};
 use polaroid_jobs::{JobQueue, QueueError, lifecycle, new_job_id, page_size, valid_job_id};
 use polaroid_proto::v1::{
     self as pb, JobState, job_input, job_validation_service_client::JobValidationServiceClient,
@@ -31,7 +31,7 @@ pub struct JobServer {
     max_attempts: usize,
     max_message_bytes: usize,
     /// Validation calls act for the submitter: its tenant resolves the input handles.
-    cluster_secret: Option<ClusterSecret>,
+    credential: ClusterCredential,
     /// Each tenant's quota of active jobs.
     quotas: Arc<QuotaConfig>,
 }
@@ -42,11 +42,11 @@ impl JobServer {
         cluster: Arc<Cluster>,
         max_attempts: usize,
         max_message_bytes: usize,
-        cluster_secret: Option<ClusterSecret>,
+        credential: ClusterCredential,
         quotas: Arc<QuotaConfig>,
     ) -> Self {
         Self {
-            cluster_secret,
+            credential,
             quotas,
             queue,
             cluster,
@@ -78,9 +78,8 @@ impl JobServer {
             // Building a plan reads only schemas (and REST sources); a worker that takes
             // longer than this is stuck.
             request.set_timeout(VALIDATION_TIMEOUT);
-            if let Some(secret) = &self.cluster_secret {
-                secret.authorize_request(&mut request, Some(caller));
-            }
+            self.credential
+                .authorize_request(&mut request, Some(caller));
             match client.validate_job(request).await {
                 Ok(_) => return Ok(()),
                 Err(status) if crate::failover::is_transport_failure(&status) => {

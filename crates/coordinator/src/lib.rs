@@ -62,13 +62,21 @@ pub async fn serve(
     queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), CoordinatorError> {
     let bound = listeners.grpc.local_addr()?;
-    let auth = polaroid_auth::Auth::from_config(&config.auth, bound)?;
+    let auth = polaroid_auth::Auth::from_settings(&config.auth, &config.tls, bound)?;
+    let tls = auth.tls().clone();
+    // What forwarded calls, validations and reports carry to workers: the secret, and
+    // this coordinator's certificate when it dials them over TLS.
+    let credential = auth.cluster_credential(tls.dialing())?;
     let membership: Arc<dyn Membership> = if config.redis_url.is_empty() {
         Arc::new(MemoryMembership::default())
     } else {
         Arc::new(RedisMembership::connect(&config.redis_url, &config.redis_prefix).await?)
     };
-    let cluster = Arc::new(cluster::Cluster::new(membership, &config));
+    let cluster = Arc::new(cluster::Cluster::new(
+        membership,
+        &config,
+        tls.dialing().cloned(),
+    ));
     if let Err(e) = cluster.refresh().await {
         tracing::warn!(error = %e, "reading membership failed; starting with no workers");
     }
@@ -82,7 +90,7 @@ pub async fn serve(
         Duration::from_millis(config.retry_backoff_ms),
         config.max_request_message_bytes,
         config.max_response_message_bytes,
-        auth.cluster_secret().cloned(),
+        credential.clone(),
     );
     let flight = proxy.serving::<routing::FlightRoutes>();
     let (health, health_service) = polaroid_observability::health_service();
@@ -134,7 +142,8 @@ pub async fn serve(
     let shutdown = shutdown.shared();
     // Small request/response pairs dominate: send at once instead of coalescing packets.
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let grpc = tls
+        .server(tonic::transport::Server::builder())?
         // Results stream through two hops: windows that grow with the bandwidth keep the
         // pipe full.
         .http2_adaptive_window(Some(true))
@@ -152,13 +161,13 @@ pub async fn serve(
                 cluster.clone(),
                 config.max_attempts,
                 config.max_request_message_bytes,
-                auth.cluster_secret().cloned(),
+                credential,
                 quotas,
             ))
             .max_decoding_message_size(config.max_request_message_bytes),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.clone());
-    let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
+    let http = polaroid_observability::serve_admin(listeners.http, tls.admin(), ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);
     refresher.abort();
     if let Some(sharing) = call_sharing {

@@ -17,7 +17,7 @@ use futures::{Stream, StreamExt};
 use http::uri::PathAndQuery;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use polaroid_auth::{Caller, ClusterSecret};
+use polaroid_auth::{Caller, ClusterCredential};
 use polaroid_proto::retry::RetryPolicy;
 use polaroid_proto::{AFFINITY_METADATA, ErrorCode, GRPC_PREFIX_BYTES};
 use tonic::codec::{DecodeBuf, Decoder};
@@ -68,9 +68,9 @@ impl<R> Clone for Proxy<R> {
 struct Settings {
     cluster: Arc<Cluster>,
     /// Carried by every forwarded call, with the caller it acts for: workers trust the
-    /// tenant they are told only from a coordinator. None: the cluster runs without
+    /// tenant they are told only from a coordinator. Empty: the cluster runs without
     /// authentication, and workers take every call as their anonymous tenant.
-    cluster_secret: Option<ClusterSecret>,
+    credential: ClusterCredential,
     /// Workers tried for one call and the waits between them.
     retry: RetryPolicy,
     max_request_bytes: usize,
@@ -84,12 +84,12 @@ impl DataFrameProxy {
         backoff: Duration,
         max_request_bytes: usize,
         max_response_bytes: usize,
-        cluster_secret: Option<ClusterSecret>,
+        credential: ClusterCredential,
     ) -> Self {
         Self {
             inner: Arc::new(Settings {
                 cluster,
-                cluster_secret,
+                credential,
                 retry: RetryPolicy {
                     max_attempts: u32::try_from(max_attempts.max(1)).unwrap_or(u32::MAX),
                     first_backoff: backoff,
@@ -249,9 +249,9 @@ async fn forward<R: Routes>(
         http::HeaderValue::from_static("application/grpc"),
     );
     headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-    if let Some(secret) = &settings.cluster_secret {
-        secret.authorize(&mut headers, parts.extensions.get::<Caller>());
-    }
+    settings
+        .credential
+        .authorize(&mut headers, parts.extensions.get::<Caller>());
     if let RouteKey::Fresh(affinity) = key {
         if let Ok(value) = http::HeaderValue::try_from(affinity.to_hex()) {
             headers.insert(AFFINITY_METADATA, value);

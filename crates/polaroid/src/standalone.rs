@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures::FutureExt;
-use polaroid_auth::AuthConfig;
+use polaroid_auth::{AuthConfig, TlsConfig};
 use polaroid_coordinator::CoordinatorConfig;
 use polaroid_jobs::{JobQueue, MemoryQueue};
 use polaroid_observability::Listeners;
@@ -58,6 +58,9 @@ pub struct StandaloneConfig {
     /// Every other setting of the coordinator (`[coordinator]`,
     /// `POLAROID_COORDINATOR_<KEY>`), under the same rule.
     pub coordinator: CoordinatorConfig,
+    /// TLS on the client-facing ports (`[tls]`: `cert_file`, `key_file`, and
+    /// `client_ca_file`, `admin_tls`); the workers inside are reached on loopback.
+    pub tls: TlsConfig,
 }
 
 /// Keys of `[worker]` and `[coordinator]` that standalone sets itself: the top-level key
@@ -84,6 +87,7 @@ const OWNED_KEYS: &[(&str, Option<&str>)] = &[
         Some("rest_allow_private_networks"),
     ),
     ("auth", Some("auth")),
+    ("tls", Some("tls")),
     ("quotas", Some("quotas")),
     ("max_call_secs", Some("max_call_secs")),
     ("redis_url", None),
@@ -137,6 +141,7 @@ impl Default for StandaloneConfig {
             max_call_secs: worker.max_call_secs,
             worker: WorkerConfig::default(),
             coordinator: CoordinatorConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -173,7 +178,30 @@ pub async fn run(
         auth: auth.clone(),
         quotas: config.quotas.clone(),
         max_call_secs: config.max_call_secs,
+        // The client-facing port. Its workers are on loopback in this process: they are
+        // dialed in plaintext, and carry the secret made above.
+        tls: TlsConfig {
+            ca_file: PathBuf::new(),
+            client_cert_file: PathBuf::new(),
+            client_key_file: PathBuf::new(),
+            server_name: String::new(),
+            ..config.tls.clone()
+        },
         ..config.coordinator.clone()
+    };
+    // Workers report to the coordinator's port, TLS when clients' is; they know the very
+    // certificate it serves, whatever names it carries.
+    let (coordinator_url, worker_tls) = if config.tls.cert_file.as_os_str().is_empty() {
+        (
+            format!("http://{coordinator_address}"),
+            TlsConfig::default(),
+        )
+    } else {
+        let tls = TlsConfig {
+            pinned_server_cert_file: config.tls.cert_file.clone(),
+            ..TlsConfig::default()
+        };
+        (format!("https://{coordinator_address}"), tls)
     };
     // The embedded job queue, shared by the coordinator (which queues) and the workers.
     let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new(config.worker.job_queue_settings()));
@@ -196,7 +224,8 @@ pub async fn run(
         let worker = WorkerConfig {
             bind_address: loopback,
             http_address: loopback,
-            coordinator_url: format!("http://{coordinator_address}"),
+            coordinator_url: coordinator_url.clone(),
+            tls: worker_tls.clone(),
             worker_id: format!("standalone-{index}"),
             load_report_interval_secs: 1.0,
             handle_store: HandleStoreKind::External,

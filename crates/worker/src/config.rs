@@ -84,6 +84,9 @@ pub struct WorkerConfig {
     pub auth: polaroid_auth::AuthConfig,
     /// What each tenant may store and run at once (`[quotas]`; docs/security.md).
     pub quotas: polaroid_server::QuotaConfig,
+    /// TLS on the gRPC and HTTP ports, and between components (`[tls]`;
+    /// docs/security.md). Empty: plaintext.
+    pub tls: polaroid_auth::TlsConfig,
     /// Largest request message accepted (uploads through CreateFromArrow).
     pub max_request_message_bytes: usize,
     /// Largest response message sent; Collect splits results to fit. 4 MiB is what
@@ -224,6 +227,7 @@ impl Default for WorkerConfig {
             max_call_secs: 600.0,
             auth: polaroid_auth::AuthConfig::default(),
             quotas: polaroid_server::QuotaConfig::default(),
+            tls: polaroid_auth::TlsConfig::default(),
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,

@@ -67,6 +67,8 @@ pub enum WorkerError {
     KeepWarm(std::io::Error),
     #[error("authentication: {0}")]
     Auth(#[from] polaroid_auth::AuthError),
+    #[error("tls: {0}")]
+    Tls(#[from] polaroid_auth::TlsError),
     #[error("outbound requests: {0}")]
     Outbound(#[from] outbound::OutboundError),
     #[error("quotas: {0}")]
@@ -130,7 +132,8 @@ pub async fn serve(
     queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), WorkerError> {
     let bound = listeners.grpc.local_addr().map_err(WorkerError::Http)?;
-    let auth = polaroid_auth::Auth::from_config(&config.auth, bound)?;
+    let auth = polaroid_auth::Auth::from_settings(&config.auth, &config.tls, bound)?;
+    let tls = auth.tls().clone();
     let roots = paths::DataRoots::new(&config.data_roots).map_err(WorkerError::DataRoots)?;
     let store: Arc<dyn ResultStore> = match config.handle_store {
         HandleStoreKind::Memory => Arc::new(MemoryStore::new()),
@@ -171,7 +174,7 @@ pub async fn serve(
             .max_decoding_message_size(config.max_request_message_bytes)
             .max_encoding_message_size(config.max_response_message_bytes);
     let flight = flight_frames::FlightService::new(
-        flight::FlightServer::new(engine.clone(), &address, &config),
+        flight::FlightServer::new(engine.clone(), &address, tls.serves_tls(), &config),
         &config,
     );
     let metrics = GrpcMetricsLayer::new("worker");
@@ -204,15 +207,17 @@ pub async fn serve(
     let registration = if config.coordinator_url.is_empty() {
         None
     } else {
+        // Over TLS for an `https://` URL, presenting this worker's certificate.
+        let dialing = tls.for_url(&config.coordinator_url)?;
         Some(Arc::new(registration::Registration::new(
-            &config.coordinator_url,
+            registration::channel(&config.coordinator_url, dialing.as_ref())?,
             worker_id.clone(),
             address.clone(),
             engine.clone(),
             metrics.in_flight(),
             jobs_running,
-            polaroid_auth::WithClusterCredential(auth.cluster_secret().cloned()),
-        )?))
+            polaroid_auth::WithClusterCredential(auth.cluster_credential(dialing.as_ref())?),
+        )))
     };
     let (stop_reports, reports_stopped) = tokio::sync::watch::channel(false);
     let reporter = registration.clone().map(|registration| {
@@ -301,7 +306,8 @@ pub async fn serve(
     // Small request/response pairs dominate: send at once instead of coalescing packets
     // (Nagle with delayed ACKs costs ~40 ms a call).
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let grpc = tls
+        .server(tonic::transport::Server::builder())?
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection)
@@ -309,7 +315,7 @@ pub async fn serve(
         .add_service(flight)
         .add_service(validation)
         .serve_with_incoming_shutdown(incoming, drain);
-    let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
+    let http = polaroid_observability::serve_admin(listeners.http, tls.admin(), ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);
     if let Some(collector) = collector {
         // Each deletion is atomic on its own; stopping between two loses nothing.
