@@ -464,7 +464,9 @@ class Connection:
                 # too large) carries none and is not retried.
                 pushback = _pushback_seconds(error)
                 retryable = error.code() in RETRYABLE or pushback is not None
-                pause = random.uniform(0, delay) if pushback is None else pushback
+                # Pushback is spread a little too: clients refused together do not all
+                # come back at the same instant.
+                pause = random.uniform(0, delay) if pushback is None else pushback * random.uniform(1, 1.5)
                 out_of_time = give_up is not None and time.monotonic() + pause > give_up
                 if remaining == 0 or out_of_time or not retryable:
                     raise errors.from_rpc_error(error) from None

@@ -11,8 +11,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use polaroid_proto::retry::RetryPolicy;
 use polaroid_server::TenantCalls;
 use redis::Script;
+
+/// Waits for a Redis that is not there yet.
+const REDIS_AWAY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    first_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(5),
+    min_jitter: 0.5,
+};
 
 /// Publishes this coordinator's counts and returns every other live coordinator's sum.
 /// KEYS[1]: the set of coordinators scored by expiry. ARGV: own id, time to live (ms),
@@ -47,7 +56,7 @@ return reply
 "#;
 
 /// Shares `calls` with the other coordinators on `redis_url` every `interval`, until the
-/// task is aborted. Redis being away leaves the last known counts in place.
+/// task is aborted. While Redis is away this coordinator counts its own calls alone.
 pub async fn share_every(
     calls: TenantCalls,
     redis_url: String,
@@ -55,13 +64,25 @@ pub async fn share_every(
     interval: Duration,
 ) -> Result<(), redis::RedisError> {
     let client = redis::Client::open(redis_url.as_str())?;
-    let mut connection = redis::aio::ConnectionManager::new(client).await?;
+    // Redis may come up after this coordinator: keep trying, counting alone meanwhile.
+    let mut failures = 0;
+    let mut connection = loop {
+        match redis::aio::ConnectionManager::new(client.clone()).await {
+            Ok(connection) => break connection,
+            Err(e) => {
+                failures += 1;
+                let pause = REDIS_AWAY.backoff(failures);
+                tracing::warn!(error = %e, ?pause, "cannot reach Redis to share calls in flight");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    };
     let own = format!("{:016x}", rand::random::<u64>());
     let script = Script::new(SHARE_SCRIPT);
     let registry = format!("{prefix}:quota:coordinators");
     let hashes = format!("{prefix}:quota:calls:");
-    // Three intervals: one late publication does not make a coordinator's calls vanish.
-    let ttl_ms = u64::try_from((interval * 3).as_millis()).unwrap_or(u64::MAX);
+    // Ten intervals: a coordinator that stalls briefly does not drop out of the sum.
+    let ttl_ms = u64::try_from((interval * 10).as_millis()).unwrap_or(u64::MAX);
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,7 +97,12 @@ pub async fn share_every(
             .await
         {
             Ok(reply) => calls.set_elsewhere(totals(&reply)),
-            Err(e) => tracing::warn!(error = %e, "sharing calls in flight failed"),
+            Err(e) => {
+                // Stale counts of others could refuse a tenant for as long as Redis is
+                // away: count this coordinator's calls alone until it is back.
+                calls.set_elsewhere(HashMap::new());
+                tracing::warn!(error = %e, "sharing calls in flight failed");
+            }
         }
     }
 }

@@ -44,6 +44,8 @@ pub enum CoordinatorError {
     Auth(#[from] polaroid_auth::AuthError),
     #[error("{0} needs the admin role")]
     AdminOnly(&'static str),
+    #[error("quotas: {0}")]
+    InvalidQuotas(String),
 }
 
 impl CoordinatorError {
@@ -73,6 +75,7 @@ impl CoordinatorError {
             | Self::Reflection(_)
             | Self::KeepWarm(_)
             | Self::Auth(_)
+            | Self::InvalidQuotas(_)
             | Self::Queue(QueueError::Corrupt(_)) => ErrorCode::Internal,
         }
     }

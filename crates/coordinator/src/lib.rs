@@ -109,6 +109,10 @@ pub async fn serve(
     };
 
     let keep_warm = KeepWarm::start(config.keep_warm()).map_err(CoordinatorError::KeepWarm)?;
+    config
+        .quotas
+        .validate()
+        .map_err(CoordinatorError::InvalidQuotas)?;
     let quotas = Arc::new(config.quotas.clone());
     let tenant_calls = quotas
         .limits_calls()

@@ -58,6 +58,15 @@ pub fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
+/// Calls whose request is a stream of any length: a whole upload is read before the
+/// answer starts.
+fn is_upload(path: &str) -> bool {
+    matches!(
+        path,
+        "/polaroid.v1.DataFrameService/UploadArrow" | "/arrow.flight.protocol.FlightService/DoPut"
+    )
+}
+
 /// When a call must be answered by, in the extensions of a call that has a deadline: a
 /// coordinator's forwarding gives the worker what is left of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +89,10 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let client = client_timeout(request.headers());
-        let limit = match (client, self.max_call) {
+        // An upload's stream is bounded by `max_upload_bytes`, and its time by how fast
+        // the client sends: only the client's deadline applies to it.
+        let max_call = self.max_call.filter(|_| !is_upload(request.uri().path()));
+        let limit = match (client, max_call) {
             _ if crate::is_control_call(request.uri().path()) => None,
             (Some(client), Some(max)) if max < client => Some((max, "the server's max_call_secs")),
             (Some(client), _) => Some((client, "the client's grpc-timeout")),
@@ -186,5 +198,10 @@ mod tests {
         );
         let health = "/grpc.health.v1.Health/Check";
         assert_eq!(answer(server, health, Some("1m")).await, "still running");
+        // An upload takes as long as its client sends, within the client's own deadline.
+        let upload = "/polaroid.v1.DataFrameService/UploadArrow";
+        assert_eq!(answer(server, upload, None).await, "still running");
+        let answer_of = answer(server, upload, Some("20m")).await;
+        assert!(answer_of.contains("the client's"), "{answer_of}");
     }
 }

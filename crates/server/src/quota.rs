@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct QuotaConfig {
     /// Bytes of uploads and persisted results a tenant may keep in the shared store.
     pub stored_bytes: u64,
-    /// Calls of a tenant served at once across the cluster.
+    /// Calls of a tenant served at once: across the coordinators (which share their
+    /// counts through Redis), and separately by each worker for the calls clients make to
+    /// it directly.
     pub concurrent_calls: u32,
     /// Batch jobs of a tenant queued, running or waiting to retry at once.
     pub active_jobs: u32,

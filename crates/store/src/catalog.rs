@@ -197,19 +197,22 @@ impl Catalog {
         value: Bytes,
         counted_for: Option<TenantId>,
     ) -> Result<u64, StoreError> {
-        if let Some(meta) = self.store.head(key).await?
+        let existing = self.store.head(key).await?;
+        if let Some(meta) = &existing
             && now_unix_ms().saturating_sub(meta.modified_unix_ms) < self.refresh_after_ms
         {
             return Ok(meta.size);
         }
         let size = value.len() as u64;
+        // Rewriting an old copy (to keep it from the collector) stores nothing new.
+        let added = size.saturating_sub(existing.map_or(0, |meta| meta.size));
         let reservation = match (&self.stored_bytes, counted_for) {
             (Some(quota), Some(tenant)) => {
                 let prefix = tenant_prefix(tenant);
                 let (artifacts, results) =
                     (format!("{prefix}/artifacts/"), format!("{prefix}/results/"));
                 quota
-                    .reserve(&*self.store, tenant, [&artifacts, &results], size)
+                    .reserve(&*self.store, tenant, [&artifacts, &results], added)
                     .await?
             }
             _ => None,

@@ -115,7 +115,7 @@ impl StoredBytesQuota {
         prefixes: [&str; 2],
         bytes: u64,
     ) -> Result<Option<Reservation>, StoreError> {
-        let Some(limit) = (self.limit_of)(tenant) else {
+        let Some(limit) = (self.limit_of)(tenant).filter(|_| bytes > 0) else {
             return Ok(None);
         };
         // When a listing is due: the bytes this process had written before it starts.
