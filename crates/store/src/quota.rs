@@ -41,15 +41,17 @@ struct Usage {
     /// Bytes found by the last listing, and when it was made.
     listed: u64,
     listed_at: Option<Instant>,
-    /// Bytes this process wrote since that listing.
+    /// Bytes this process has written in all, and how many of them it had written when
+    /// the last listing started (those are in the listing).
     written: u64,
+    written_at_listing: u64,
     /// Bytes of writes under way.
     reserved: u64,
 }
 
 impl Usage {
     fn used(&self) -> u64 {
-        self.listed + self.written + self.reserved
+        self.listed + self.written.saturating_sub(self.written_at_listing) + self.reserved
     }
 }
 
@@ -142,11 +144,12 @@ impl StoredBytesQuota {
             let entry = usage.entry(tenant).or_default();
             // Writes that landed before the listing started are in it; those that landed
             // while it ran may be or not, and stay counted (twice at worst, until the next
-            // listing), which errs on the side of the limit.
+            // listing), which errs on the side of the limit. Of two listings that ran at
+            // once, the later-started one wins.
             if entry.listed_at.is_none_or(|at| at < started) {
                 entry.listed = listed;
                 entry.listed_at = Some(started);
-                entry.written = entry.written.saturating_sub(written_before);
+                entry.written_at_listing = written_before;
             }
         }
         let mut usage = self.lock();
