@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use polaroid_auth::tls::ClientTls;
 use polaroid_proto::v1::{self as pb, data_frame_service_client::DataFrameServiceClient};
 use polaroid_worker::{WorkerConfig, WorkerError};
 use polars::prelude::*;
@@ -88,12 +89,23 @@ impl Drop for TestWorker {
 
 /// A DataFrameService client of `address`, with no message-size limits of its own.
 pub async fn client_at(address: SocketAddr) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(format!("http://{address}"))?
-        .connect()
-        .await?;
-    Ok(DataFrameServiceClient::new(channel)
+    Ok(client_over(channel_to(address, None).await?))
+}
+
+/// A DataFrameService client over `channel`, with no message-size limits of its own.
+pub fn client_over(channel: Channel) -> Client {
+    DataFrameServiceClient::new(channel)
         .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX))
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// A channel to `address`: plaintext, or TLS with `tls`.
+pub async fn channel_to(address: SocketAddr, tls: Option<&ClientTls>) -> anyhow::Result<Channel> {
+    let endpoint = match tls {
+        None => Channel::from_shared(format!("http://{address}"))?,
+        Some(tls) => tls.endpoint(Channel::from_shared(format!("https://{address}"))?)?,
+    };
+    Ok(endpoint.connect().await?)
 }
 
 /// Encodes a frame as an Arrow IPC stream, as clients upload it.
@@ -119,6 +131,46 @@ pub async fn upload(client: &mut Client, df: &DataFrame) -> anyhow::Result<Strin
         name: None,
     };
     Ok(client.create_from_arrow(request).await?.into_inner().handle)
+}
+
+/// Uploads a frame as the caller of `token` and returns its handle.
+pub async fn upload_as(
+    client: &mut Client,
+    token: &str,
+    df: &DataFrame,
+) -> Result<String, tonic::Status> {
+    let request = pb::CreateFromArrowRequest {
+        arrow_ipc: to_ipc(df).into(),
+        name: None,
+    };
+    Ok(client
+        .create_from_arrow(with_token(request, token))
+        .await?
+        .into_inner()
+        .handle)
+}
+
+/// The code of a call that must fail.
+#[track_caller]
+pub fn code_of<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> tonic::Code {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(status) => status.code(),
+    }
+}
+
+/// Writes a tokens file (after a comment line) with a line per `(token, tenant, role,
+/// name)`, as `polaroid token create` makes them.
+pub fn write_tokens(
+    path: &Path,
+    grants: &[(&str, &str, polaroid_auth::Role, &str)],
+) -> std::io::Result<()> {
+    let mut text = String::from("# test tokens\n");
+    for (token, tenant, role, name) in grants {
+        text.push_str(&polaroid_auth::token_line(token, tenant, *role, name));
+        text.push('\n');
+    }
+    std::fs::write(path, text)
 }
 
 /// Collects a handle: every `ArrowBatch` decoded on its own, then stacked.
@@ -624,6 +676,9 @@ pub struct TestCluster {
     env: Vec<(String, String)>,
     /// The token the harness lists workers with, when the cluster requires tokens.
     admin_token: Option<String>,
+    /// How the harness dials the cluster's processes when they serve TLS (and workers
+    /// then dial an `https://` coordinator).
+    tls: Option<ClientTls>,
     pub state: tempfile::TempDir,
     pub data_root: tempfile::TempDir,
 }
@@ -648,6 +703,27 @@ impl TestCluster {
         env: Vec<(String, String)>,
         admin_token: Option<String>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_tls(
+            workers,
+            coordinator_args,
+            worker_args,
+            env,
+            admin_token,
+            None,
+        )
+        .await
+    }
+
+    /// [`TestCluster::start_with_env`] for processes that serve TLS (set in `env`), which
+    /// the harness dials with `tls`.
+    pub async fn start_with_tls(
+        workers: usize,
+        coordinator_args: &[&str],
+        worker_args: &[&str],
+        env: Vec<(String, String)>,
+        admin_token: Option<String>,
+        tls: Option<ClientTls>,
+    ) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         let data_root = tempfile::tempdir()?;
         let coordinator_args: Vec<String> = [
@@ -670,6 +746,7 @@ impl TestCluster {
             worker_args: worker_args.iter().map(|s| s.to_string()).collect(),
             env,
             admin_token,
+            tls,
             state,
             data_root,
         };
@@ -682,7 +759,8 @@ impl TestCluster {
     }
 
     fn spawn_worker(&self, coordinator: &SocketAddr) -> anyhow::Result<WorkerProcess> {
-        let coordinator_url = format!("http://{coordinator}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let coordinator_url = format!("{scheme}://{coordinator}");
         let state = self.state.path().to_string_lossy().into_owned();
         let data_root = self.data_root.path().to_string_lossy().into_owned();
         let mut args = vec![
@@ -703,7 +781,12 @@ impl TestCluster {
 
     /// A client of the coordinator.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        self.coordinator.client().await
+        Ok(client_over(self.channel().await?))
+    }
+
+    /// A channel to the coordinator, over TLS when the cluster serves it.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        channel_to(self.coordinator.address, self.tls.as_ref()).await
     }
 
     /// A path inside the shared data root.
@@ -713,17 +796,15 @@ impl TestCluster {
 
     /// The live workers the coordinator routes to.
     pub async fn live_workers(&self) -> anyhow::Result<Vec<pb::WorkerInfo>> {
-        list_workers_as(self.coordinator.address, self.admin_token.as_deref()).await
+        list_workers_over(self.channel().await?, self.admin_token.as_deref()).await
     }
 
     /// Waits until `count` workers are live on the coordinator.
     pub async fn wait_for_workers(&self, count: usize) -> anyhow::Result<()> {
-        let address = self.coordinator.address;
-        let token = self.admin_token.as_deref();
         eventually(
             &format!("{count} live workers"),
             std::time::Duration::from_secs(30),
-            || async move { Ok(list_workers_as(address, token).await?.len() == count) },
+            || async move { Ok(self.live_workers().await?.len() == count) },
         )
         .await
     }
@@ -771,8 +852,16 @@ pub async fn list_workers_as(
     address: SocketAddr,
     token: Option<&str>,
 ) -> anyhow::Result<Vec<pb::WorkerInfo>> {
+    list_workers_over(channel_to(address, None).await?, token).await
+}
+
+/// [`list_workers_as`] over `channel`.
+pub async fn list_workers_over(
+    channel: Channel,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<pb::WorkerInfo>> {
     use polaroid_proto::v1::cluster_service_client::ClusterServiceClient;
-    let mut client = ClusterServiceClient::connect(format!("http://{address}")).await?;
+    let mut client = ClusterServiceClient::new(channel);
     let request = match token {
         Some(token) => with_token(pb::ListWorkersRequest {}, token),
         None => tonic::Request::new(pb::ListWorkersRequest {}),
@@ -889,4 +978,92 @@ pub fn files_under(root: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     files
+}
+
+/// What a hand-made gRPC call got back: its status, message, the data it carried, its
+/// content type, and whether the status came in trailers (after data, or none) rather
+/// than in the headers (a call that failed before answering).
+pub struct RawAnswer {
+    pub code: tonic::Code,
+    pub message: String,
+    pub data: Vec<u8>,
+    pub content_type: Option<String>,
+    pub in_trailers: bool,
+}
+
+/// A call to `path` (`/package.Service/Method`) with `body` sent as it is (gRPC frames
+/// made by hand) and `headers` added, over a plain HTTP/2 connection: what a client that
+/// is not a gRPC library sends, and what no client library's own timers interfere with.
+pub async fn raw_grpc_call(
+    address: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+    body: Vec<u8>,
+) -> anyhow::Result<RawAnswer> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let (mut sender, connection) = h2::client::handshake(tcp).await?;
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = sender.send_request(request.body(())?, false)?;
+    // This fails ("inactive stream") when the server has answered from the headers alone
+    // and closed the stream already, as it may for a compressed request, which it refuses
+    // unread; the answer is read below either way.
+    let _ = send.send_data(bytes::Bytes::from(body), true);
+    let (parts, mut received) = response.await?.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = received.data().await {
+        let chunk = chunk?;
+        let _ = received.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str())
+        .transpose()?;
+    let content_type = content_type.map(str::to_owned);
+    let trailers = received.trailers().await?;
+    let in_trailers = trailers.is_some();
+    let status = trailers.unwrap_or(parts.headers);
+    let text = |name: &str| status.get(name).and_then(|v| v.to_str().ok());
+    Ok(RawAnswer {
+        code: tonic::Code::from(text("grpc-status").unwrap_or("2").parse::<i32>()?),
+        message: percent_decoded(text("grpc-message").unwrap_or_default()),
+        data,
+        content_type,
+        in_trailers,
+    })
+}
+
+/// `grpc-message` as the text it encodes.
+fn percent_decoded(text: &str) -> String {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) if first == b'%' => {
+                bytes.push(byte);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `message` as one gRPC frame, with the compressed flag as given.
+pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
 }

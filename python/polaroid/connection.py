@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import random
 import threading
 import time
@@ -119,15 +120,22 @@ class _FlightFetcher:
     PROBE_SECONDS = 2.0
 
     @classmethod
-    def create(cls, target: str, token: str | None, timeout: float | None) -> _FlightFetcher | None:
+    def create(
+        cls, target: str, token: str | None, timeout: float | None, tls: _Tls | None = None
+    ) -> _FlightFetcher | None:
         try:
             import pyarrow.flight  # noqa: F401
         except ImportError:
             return None
-        return cls(target, token, timeout)
+        return cls(target, token, timeout, tls)
 
-    def __init__(self, target: str, token: str | None, timeout: float | None) -> None:
-        self._target = f"grpc+tcp://{target}"
+    def __init__(
+        self, target: str, token: str | None, timeout: float | None, tls: _Tls | None = None
+    ) -> None:
+        # Over TLS, locations are followed only where they are TLS too (`grpc+tls://`, as
+        # workers that serve TLS advertise themselves): the token never goes in the clear.
+        self._tls = tls
+        self._target = f"grpc+tls://{target}" if tls else f"grpc+tcp://{target}"
         headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
         self._timeout = timeout
         self._headers = headers
@@ -148,7 +156,14 @@ class _FlightFetcher:
             client = self._clients.get(uri)
         if client is not None:
             return client
-        client = flight.connect(uri)
+        if self._tls is None:
+            client = flight.connect(uri)
+        else:
+            client = flight.connect(
+                uri,
+                tls_root_certs=self._tls.root_certificates,
+                override_hostname=self._tls.server_name,
+            )
         if uri != self._target:
             # A worker's address may not be routable from here (a pod IP): find out once,
             # quickly, rather than on every fetch at the call's timeout.
@@ -217,7 +232,7 @@ class _FlightFetcher:
         for location in endpoint.locations:
             uri = location.uri.decode()
             uri = self._target if uri == REUSE_CONNECTION else uri
-            if self._skipped(uri):
+            if self._skipped(uri) or (self._tls is not None and not uri.startswith("grpc+tls://")):
                 continue
             received = 0
             try:
@@ -254,6 +269,68 @@ class _FlightFetcher:
             client.close()
 
 
+def _pushback_seconds(error: grpc.RpcError) -> float | None:
+    """The wait a RESOURCE_EXHAUSTED answer asks for (`grpc-retry-pushback-ms`), if any."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == "grpc-retry-pushback-ms":
+            try:
+                return max(0, int(value)) / 1000
+            except ValueError:
+                return None
+    return None
+class _Tls:
+    """How a connection checks the server's certificate: against `root_certificates`
+    (PEM; None: gRPC's default roots), for `server_name` when given (else the target's
+    host)."""
+
+    def __init__(self, root_certificates: bytes | None, server_name: str | None) -> None:
+        self.root_certificates = root_certificates
+        self.server_name = server_name
+
+
+#: URL schemes a target may carry, and whether each is TLS.
+_SCHEMES = {
+    "https://": True, "grpcs://": True, "grpc+tls://": True,
+    "http://": False, "grpc://": False, "grpc+tcp://": False,
+}
+
+
+def _target_and_tls(
+    target: str,
+    tls: bool | None,
+    root_certificates: bytes | None,
+    ca_file: str | os.PathLike[str] | None,
+    server_name: str | None,
+) -> tuple[str, _Tls | None]:
+    """`host:port` of `target`, and its TLS: on for an `https://` (or `grpcs://`) target,
+    for `tls=True`, or when root certificates or a CA file are given."""
+    scheme = next((s for s in _SCHEMES if target.lower().startswith(s)), None)
+    if scheme is not None:
+        target = target[len(scheme) :].rstrip("/")
+        if tls is not None and tls != _SCHEMES[scheme]:
+            raise ValueError(f"tls={tls} contradicts the target's scheme {scheme}")
+        tls = _SCHEMES[scheme]
+    if ca_file is not None:
+        if root_certificates is not None:
+            raise ValueError("give root_certificates or ca_file, not both")
+        with open(ca_file, "rb") as pem:
+            root_certificates = pem.read()
+    if tls is None:
+        tls = root_certificates is not None or server_name is not None
+    elif not tls and (root_certificates is not None or server_name is not None):
+        raise ValueError("root_certificates, ca_file and server_name are for TLS connections")
+    if not tls:
+        return target, None
+    if root_certificates is None and os.environ.get("POLAROID_CA_FILE"):
+        # The same variable the CLI reads.
+        with open(os.environ["POLAROID_CA_FILE"], "rb") as pem:
+            root_certificates = pem.read()
+    return target, _Tls(root_certificates, server_name)
+
+
 class Connection:
     """A connection to a Polaroid coordinator (or a lone worker).
 
@@ -261,8 +338,14 @@ class Connection:
     >>> with pr.connect("127.0.0.1:50051") as conn:   # doctest: +SKIP
     ...     df = conn.read_parquet("sales.parquet")
 
+    Over TLS: an `https://` target (or `grpcs://`), or `tls=True`, or a CA to trust
+    (`ca_file=` or `root_certificates=` as PEM; else `POLAROID_CA_FILE`, else gRPC's
+    default roots). `server_name` is the name to check in the certificate when it is not
+    the target's host.
+
     Calls that are safe to repeat (all DataFrame calls but appending writes) are retried
-    on UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff and jitter. Handles made
+    on UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff and jitter, and on
+    RESOURCE_EXHAUSTED after the wait a busy server asks for (`grpc-retry-pushback-ms`). Handles made
     through this connection are kept alive by heartbeats while their Python objects live,
     and dropped on the server, in batches, once they are garbage-collected.
     """
@@ -272,8 +355,10 @@ class Connection:
         target: str,
         *,
         token: str | None = None,
-        tls: bool = False,
+        tls: bool | None = None,
         root_certificates: bytes | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        server_name: str | None = None,
         max_message_bytes: int = 256 * 1024 * 1024,
         timeout: float | None = 300.0,
         retries: int = 6,
@@ -283,12 +368,13 @@ class Connection:
         upload_chunk_bytes: int = 4 * 1024 * 1024,
         flight: bool = True,
     ) -> None:
+        target, secure = _target_and_tls(target, tls, root_certificates, ca_file, server_name)
         self.target = target
         # Whole results come over Arrow Flight from the worker that owns them (the
-        # coordinator says which), skipping the coordinator's hop, unless `flight=False`;
-        # not over TLS, which workers do not serve, nor where pyarrow lacks Flight.
-        self._flight = _FlightFetcher.create(target, token, timeout) if flight and not tls else None
-        options = [
+        # coordinator says which), skipping the coordinator's hop, unless `flight=False`
+        # or pyarrow lacks Flight; over TLS only from workers that serve TLS.
+        self._flight = _FlightFetcher.create(target, token, timeout, secure) if flight else None
+        options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             # Keepalives notice a dead peer (and keep idle NAT/LB paths open).
@@ -302,8 +388,10 @@ class Connection:
             # debug worker, interleaved in one process), a 64 MiB Collect the same.
             (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
         ]
-        if tls:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if secure is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=secure.root_certificates)
+            if secure.server_name:
+                options.append(("grpc.ssl_target_name_override", secure.server_name))
             if token:
                 credentials = grpc.composite_channel_credentials(
                     credentials, grpc.access_token_call_credentials(token)
@@ -371,11 +459,19 @@ class Connection:
             try:
                 return attempt()
             except grpc.RpcError as error:
-                out_of_time = give_up is not None and time.monotonic() + delay > give_up
-                if remaining == 0 or out_of_time or error.code() not in RETRYABLE:
+                # A server at its limit says how long to wait (gRPC's retry pushback);
+                # a limit that waiting does not lift (a quota of stored bytes, a result
+                # too large) carries none and is not retried.
+                pushback = _pushback_seconds(error)
+                retryable = error.code() in RETRYABLE or pushback is not None
+                # Pushback is spread a little too: clients refused together do not all
+                # come back at the same instant.
+                pause = random.uniform(0, delay) if pushback is None else pushback * random.uniform(1, 1.5)
+                out_of_time = give_up is not None and time.monotonic() + pause > give_up
+                if remaining == 0 or out_of_time or not retryable:
                     raise errors.from_rpc_error(error) from None
                 # Full jitter: calls that failed together do not retry together.
-                time.sleep(random.uniform(0, delay))
+                time.sleep(pause)
                 delay = min(delay * 2, self.max_backoff)
         raise AssertionError("unreachable")
 

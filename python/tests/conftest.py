@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -45,11 +46,13 @@ class Process:
         self.http = self.process.stdout.readline().strip().rsplit(" ", 1)[-1]
         assert self.address and self.http, f"{role} did not start"
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0, ca_file: str | None = None) -> None:
+        """Waits for `/readyz`; over TLS trusting `ca_file` when given."""
         deadline = time.monotonic() + timeout
+        scheme, context = ("https", ssl.create_default_context(cafile=ca_file)) if ca_file else ("http", None)
         while True:
             try:
-                with urllib.request.urlopen(f"http://{self.http}/readyz", timeout=2) as answer:
+                with urllib.request.urlopen(f"{scheme}://{self.http}/readyz", timeout=2, context=context) as answer:
                     if answer.status == 200:
                         return
             except (urllib.error.URLError, OSError):

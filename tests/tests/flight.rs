@@ -10,8 +10,8 @@ use polaroid_proto::v1 as pb;
 use std::time::Duration;
 
 use polaroid_tests::{
-    Client, TestCluster, TestWorker, assert_frame_eq, collect, e, eventually, from_ipc,
-    list_workers, served_by, upload,
+    Client, TestCluster, TestWorker, assert_frame_eq, collect, e, eventually, from_ipc, grpc_frame,
+    list_workers, raw_grpc_call, served_by, upload,
 };
 use polars::prelude::*;
 use tonic::Code;
@@ -485,94 +485,8 @@ async fn a_coordinator_forwards_bidirectional_calls_without_reading_ahead() -> a
     Ok(())
 }
 
-/// What a hand-made gRPC call got back: its status, message, the data it carried, its
-/// content type, and whether the status came in trailers (after data, or none) rather
-/// than in the headers (a call that failed before answering).
-struct RawAnswer {
-    code: Code,
-    message: String,
-    data: Vec<u8>,
-    content_type: Option<String>,
-    in_trailers: bool,
-}
-
-/// A call to `method` of the Flight service with `body` sent as it is (gRPC frames made
-/// by hand) and `headers` added, over a plain HTTP/2 connection.
-async fn raw_flight_call(
-    address: std::net::SocketAddr,
-    method: &str,
-    headers: &[(&'static str, &'static str)],
-    body: Vec<u8>,
-) -> anyhow::Result<RawAnswer> {
-    let tcp = tokio::net::TcpStream::connect(address).await?;
-    let (mut sender, connection) = h2::client::handshake(tcp).await?;
-    tokio::spawn(connection);
-    let mut request = http::Request::post(format!(
-        "http://{address}/arrow.flight.protocol.FlightService/{method}"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let (response, mut send) = sender.send_request(request.body(())?, false)?;
-    // This fails ("inactive stream") when the server has answered from the headers alone
-    // and closed the stream already, as it may for a compressed request, which it refuses
-    // unread; the answer is read below either way.
-    let _ = send.send_data(Bytes::from(body), true);
-    let (parts, mut received) = response.await?.into_parts();
-    let mut data = Vec::new();
-    while let Some(chunk) = received.data().await {
-        let chunk = chunk?;
-        let _ = received.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    let content_type = parts
-        .headers
-        .get("content-type")
-        .map(|v| v.to_str())
-        .transpose()?;
-    let content_type = content_type.map(str::to_owned);
-    let trailers = received.trailers().await?;
-    let in_trailers = trailers.is_some();
-    let status = trailers.unwrap_or(parts.headers);
-    let text = |name: &str| status.get(name).and_then(|v| v.to_str().ok());
-    Ok(RawAnswer {
-        code: Code::from(text("grpc-status").unwrap_or("2").parse::<i32>()?),
-        message: percent_decoded(text("grpc-message").unwrap_or_default()),
-        data,
-        content_type,
-        in_trailers,
-    })
-}
-
-/// `grpc-message` as the text it encodes.
-fn percent_decoded(text: &str) -> String {
-    let mut bytes = Vec::with_capacity(text.len());
-    let mut rest = text.as_bytes();
-    while let Some((&first, tail)) = rest.split_first() {
-        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
-        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(byte) if first == b'%' => {
-                bytes.push(byte);
-                rest = &tail[2..];
-            }
-            _ => {
-                bytes.push(first);
-                rest = tail;
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// `message` as one gRPC frame, with the compressed flag as given.
-fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
-    let mut frame = vec![u8::from(compressed)];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(message);
-    frame
-}
+const FLIGHT_DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
+const FLIGHT_GET_SCHEMA: &str = "/arrow.flight.protocol.FlightService/GetSchema";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn do_get_requests_malformed_as_grpc_get_precise_statuses() -> anyhow::Result<()> {
@@ -584,7 +498,7 @@ async fn do_get_requests_malformed_as_grpc_get_precise_statuses() -> anyhow::Res
     let one_ticket = grpc_frame(false, &ticket(&handle).encode_to_vec());
 
     // DoGet's frames are made by hand on the worker; a whole call made by hand gets them.
-    let answer = raw_flight_call(worker.address, "DoGet", &[], one_ticket.clone()).await?;
+    let answer = raw_grpc_call(worker.address, FLIGHT_DO_GET, &[], one_ticket.clone()).await?;
     assert_eq!(answer.code, Code::Ok, "{}", answer.message);
     assert!(answer.in_trailers, "the status follows the messages");
     assert_eq!(answer.content_type.as_deref(), Some("application/grpc"));
@@ -599,10 +513,10 @@ async fn do_get_requests_malformed_as_grpc_get_precise_statuses() -> anyhow::Res
     assert_eq!(messages, do_get(&mut flight, &handle).await?);
     assert_frame_eq(&from_ipc(&ipc_stream(&messages)), &frame(10));
 
-    let none = raw_flight_call(worker.address, "DoGet", &[], Vec::new()).await?;
+    let none = raw_grpc_call(worker.address, FLIGHT_DO_GET, &[], Vec::new()).await?;
     assert_eq!(none.code, Code::InvalidArgument, "{}", none.message);
     assert!(none.message.contains("no message"), "{}", none.message);
-    let two = raw_flight_call(worker.address, "DoGet", &[], one_ticket.repeat(2)).await?;
+    let two = raw_grpc_call(worker.address, FLIGHT_DO_GET, &[], one_ticket.repeat(2)).await?;
     assert_eq!(two.code, Code::InvalidArgument, "{}", two.message);
     assert!(two.message.contains("more than one"), "{}", two.message);
 
@@ -617,8 +531,8 @@ async fn do_get_requests_malformed_as_grpc_get_precise_statuses() -> anyhow::Res
         (&[][..], oversized),
         (&[("grpc-encoding", "gzip")][..], grpc_frame(true, b"gzip?")),
     ] {
-        let here = raw_flight_call(worker.address, "DoGet", headers, body.clone()).await?;
-        let generated = raw_flight_call(worker.address, "GetSchema", headers, body).await?;
+        let here = raw_grpc_call(worker.address, FLIGHT_DO_GET, headers, body.clone()).await?;
+        let generated = raw_grpc_call(worker.address, FLIGHT_GET_SCHEMA, headers, body).await?;
         assert_ne!(here.code, Code::Ok, "{}", here.message);
         assert_eq!(
             (here.code, &here.message),

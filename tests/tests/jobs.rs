@@ -148,11 +148,11 @@ async fn redis_jobs_from_before_tenants_are_the_default_tenants() -> anyhow::Res
     );
     assert!(queue.find("analytics", "old-key").await?.is_none());
     let (again, created) = queue
-        .submit(&new_job_id(), LEGACY_TENANT, old_spec.clone())
+        .submit(&new_job_id(), LEGACY_TENANT, old_spec.clone(), None)
         .await?;
     assert_eq!((again.id.as_str(), created), (queued.as_str(), false));
     let (theirs, created) = queue
-        .submit(&new_job_id(), "analytics", old_spec.clone())
+        .submit(&new_job_id(), "analytics", old_spec.clone(), None)
         .await?;
     assert!(created, "another tenant's key, though the same text");
     let letters = queue.dead_letters(Some(LEGACY_TENANT), 10).await?;
@@ -193,7 +193,7 @@ async fn redis_jobs_from_before_tenants_are_the_default_tenants() -> anyhow::Res
     // Past the retention, the next change sweeps the finished jobs out of every index.
     tokio::time::sleep(Duration::from_millis(700)).await;
     queue
-        .submit(&new_job_id(), "analytics", pb::JobSpec::default())
+        .submit(&new_job_id(), "analytics", pb::JobSpec::default(), None)
         .await?;
     for (id, tenant) in [(&queued, LEGACY_TENANT), (&theirs.id, "analytics")] {
         for index in [

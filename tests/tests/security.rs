@@ -26,14 +26,13 @@ fn tokens() -> anyhow::Result<Tokens> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("tokens");
     let (a, b, admin) = (new_token(), new_token(), new_token());
-    std::fs::write(
+    write_tokens(
         &file,
-        format!(
-            "# test tokens\n{}\n{}\n{}\n",
-            token_line(&a, "tenant-a", Role::User, "alice"),
-            token_line(&b, "tenant-b", Role::User, "bob"),
-            token_line(&admin, "ops", Role::Admin, ""),
-        ),
+        &[
+            (&a, "tenant-a", Role::User, "alice"),
+            (&b, "tenant-b", Role::User, "bob"),
+            (&admin, "ops", Role::Admin, ""),
+        ],
     )?;
     Ok(Tokens {
         a,
@@ -73,22 +72,6 @@ fn sales() -> DataFrame {
     df!("id" => [1i64, 2, 3], "amount" => [10.0f64, 20.5, 3.25]).expect("frame")
 }
 
-async fn upload_as(
-    client: &mut Client,
-    token: &str,
-    df: &DataFrame,
-) -> Result<String, tonic::Status> {
-    let request = pb::CreateFromArrowRequest {
-        arrow_ipc: to_ipc(df).into(),
-        name: None,
-    };
-    Ok(client
-        .create_from_arrow(with_token(request, token))
-        .await?
-        .into_inner()
-        .handle)
-}
-
 async fn collect_as(
     client: &mut Client,
     token: &str,
@@ -107,13 +90,6 @@ async fn collect_as(
         frames.push(from_ipc(&batch.arrow_ipc));
     }
     Ok(stack(&frames))
-}
-
-fn code_of<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(value) => panic!("expected an error, got {value:?}"),
-        Err(status) => status.code(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -888,11 +864,12 @@ async fn a_tenant_cannot_read_or_overwrite_another_tenants_files() -> anyhow::Re
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_at_its_limit_sheds_calls_at_once() -> anyhow::Result<()> {
+/// A REST source that answers one row after `delay`, and the most requests it had at once.
+async fn slow_server(
+    delay: Duration,
+) -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
     use axum::routing::get;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    // A REST source that takes 300 ms and records how many requests it had at once.
     let (running, most) = (
         std::sync::Arc::new(AtomicUsize::new(0)),
         std::sync::Arc::new(AtomicUsize::new(0)),
@@ -904,7 +881,7 @@ async fn a_worker_at_its_limit_sheds_calls_at_once() -> anyhow::Result<()> {
             async move {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(delay).await;
                 running.fetch_sub(1, Ordering::SeqCst);
                 r#"[{"a": 1}]"#
             }
@@ -915,7 +892,13 @@ async fn a_worker_at_its_limit_sheds_calls_at_once() -> anyhow::Result<()> {
     tokio::spawn(async move {
         axum::serve(listener, axum::Router::new().route("/slow", get(slow))).await
     });
+    Ok((url, most))
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_its_limit_sheds_calls_at_once() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let (url, most) = slow_server(Duration::from_millis(300)).await?;
     let worker = TestWorker::start_with(|c| {
         c.max_concurrent_calls = 4;
         c.rest_allow_private_networks = true;
@@ -1004,5 +987,325 @@ async fn undecodable_requests_get_the_codes_grpc_clients_expect() -> anyhow::Res
     assert_eq!(collect(&mut client, &shallow).await?.height(), 3);
     let deepest = client.filter(filter(43)).await?.into_inner().handle;
     assert_eq!(collect(&mut client, &deepest).await?.height(), 3);
+    Ok(())
+}
+
+/// Quotas of the test cluster: tenant-a's stored bytes and tenant-b's calls and jobs are
+/// held tight; the admin's tenant has the defaults.
+fn quota_config(dir: &std::path::Path, stored_bytes: usize) -> anyhow::Result<String> {
+    let path = dir.join("quotas.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[quotas]\nconcurrent_calls = 0\n\n\
+             [quotas.tenants.tenant-a]\nstored_bytes = {stored_bytes}\n\n\
+             [quotas.tenants.tenant-b]\nconcurrent_calls = 2\nactive_jobs = 1\n"
+        ),
+    )?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// A frame of `rows` rows whose values start at `first`: same size, other content.
+fn numbers(first: i64, rows: i64) -> DataFrame {
+    df!("n" => (first..first + rows).collect::<Vec<_>>()).expect("frame")
+}
+
+/// A REST source read as `token` on a connection of its own.
+async fn read_rest_as(
+    address: std::net::SocketAddr,
+    url: String,
+    token: String,
+) -> anyhow::Result<Result<(), tonic::Status>> {
+    let mut client = client_at(address).await?;
+    let request = pb::RestApiRequest {
+        url,
+        method: "GET".into(),
+        ..Default::default()
+    };
+    Ok(client
+        .read_rest_api(with_token(request, &token))
+        .await
+        .map(|_| ()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_quotas_hold_exactly_at_their_limits() -> anyhow::Result<()> {
+    use polaroid_proto::v1::job_service_client::JobServiceClient;
+    use std::sync::atomic::Ordering;
+    let tokens = tokens()?;
+    let (a, b, admin) = (tokens.a.as_str(), tokens.b.as_str(), tokens.admin.as_str());
+    let upload_bytes = to_ipc(&numbers(0, 1000)).len();
+    let dir = tempfile::tempdir()?;
+    let config = quota_config(dir.path(), 2 * upload_bytes)?;
+    // Jobs wait in the queue (the worker runs none), so they stay active.
+    let redis = redis_server().await?;
+    let url = redis.redis_url();
+    let mut env = auth_env(&tokens, "2");
+    env.push(("POLAROID_REST_ALLOW_PRIVATE_NETWORKS".into(), "true".into()));
+    let cluster = TestCluster::start_with_env(
+        1,
+        &["--config", &config, "--redis-url", &url],
+        &["--config", &config],
+        env,
+        Some(tokens.admin.clone()),
+    )
+    .await?;
+    let mut client = cluster.client().await?;
+
+    // Stored bytes: two uploads fill tenant-a's quota to the byte; a third is refused,
+    // and names the quota and the use. The same bytes again take no more room.
+    upload_as(&mut client, a, &numbers(0, 1000)).await?;
+    upload_as(&mut client, a, &numbers(1000, 1000)).await?;
+    let refused = upload_as(&mut client, a, &numbers(2000, 1000))
+        .await
+        .expect_err("over the stored-bytes quota");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let used = format!(
+        "{} bytes in use of its limit of {}",
+        2 * upload_bytes,
+        2 * upload_bytes
+    );
+    assert!(
+        refused.message().contains("stored_bytes") && refused.message().contains(&used),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        !refused.metadata().contains_key("grpc-retry-pushback-ms"),
+        "waiting does not free stored bytes"
+    );
+    upload_as(&mut client, a, &numbers(0, 1000)).await?;
+    // tenant-b has no stored-bytes limit.
+    for first in 0..3 {
+        upload_as(&mut client, b, &numbers(first * 1000, 1000)).await?;
+    }
+
+    // Concurrent calls: of six slow calls of tenant-b at once, at most two run; the others
+    // are refused at once, while another tenant's call goes through.
+    let (slow, most) = slow_server(Duration::from_millis(400)).await?;
+    let address = cluster.coordinator.address;
+    let calls =
+        (0..6).map(|i| tokio::spawn(read_rest_as(address, format!("{slow}?b={i}"), b.to_owned())));
+    let theirs = tokio::spawn({
+        let (url, token) = (format!("{slow}?ops"), admin.to_owned());
+        async move {
+            // Started while tenant-b's calls hold its quota.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            read_rest_as(address, url, token).await
+        }
+    });
+    let (mut served, mut refused) = (0, 0);
+    for call in futures::future::join_all(calls).await {
+        match call?? {
+            Ok(()) => served += 1,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                let message = status.message();
+                assert!(message.contains("concurrent_calls"), "{message}");
+                assert!(message.contains("limit of 2"), "{message}");
+                // Waiting lifts it: the client is told how long.
+                assert!(status.metadata().contains_key("grpc-retry-pushback-ms"));
+                refused += 1;
+            }
+            Err(status) => anyhow::bail!("neither served nor refused: {status:?}"),
+        }
+    }
+    theirs
+        .await??
+        .map_err(|status| anyhow::anyhow!("another tenant was refused: {status:?}"))?;
+    assert!(
+        served >= 2 && refused >= 1 && served + refused == 6,
+        "served {served}, refused {refused}"
+    );
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= 3,
+        "{most} at once: tenant-b's two and another's one at most"
+    );
+
+    // Active jobs: tenant-b's first job waits in the queue; its second is refused.
+    let mut jobs = JobServiceClient::connect(format!("http://{address}")).await?;
+    let handle = upload_as(&mut client, b, &numbers(0, 1000)).await?;
+    let submit = |key: &str| {
+        with_token(
+            pb::SubmitJobRequest {
+                spec: Some(job_over(&handle, key)),
+            },
+            b,
+        )
+    };
+    jobs.submit_job(submit("first")).await?;
+    let refused = jobs
+        .submit_job(submit("second"))
+        .await
+        .expect_err("over the active-jobs quota");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let message = refused.message();
+    assert!(message.contains("active_jobs"), "{message}");
+    assert!(message.contains("1 in use of its limit of 1"), "{message}");
+    // Submitting the first again is the same job, not a second one.
+    let again = jobs.submit_job(submit("first")).await?.into_inner();
+    assert!(!again.created);
+
+    // Usage and limits per tenant, on the processes that enforce them.
+    let worker = cluster.workers[0].as_ref().expect("a worker");
+    let worker_metrics = http_get(worker.http_address, "/metrics").await?;
+    let tenant_a = [("tenant", "tenant-a")];
+    let stored_limit = metric_sum(
+        &worker_metrics,
+        "polaroid_quota_stored_limit_bytes",
+        &tenant_a,
+    );
+    assert_eq!(stored_limit, (2 * upload_bytes) as f64);
+    let stored = metric_sum(&worker_metrics, "polaroid_quota_stored_bytes", &tenant_a);
+    assert_eq!(stored, (2 * upload_bytes) as f64);
+    let coordinator_metrics = http_get(cluster.coordinator.http_address, "/metrics").await?;
+    let tenant_b = [("tenant", "tenant-b")];
+    let calls_limit = metric_sum(
+        &coordinator_metrics,
+        "polaroid_quota_calls_limit",
+        &tenant_b,
+    );
+    assert_eq!(calls_limit, 2.0);
+    let refusals = metric_sum(
+        &coordinator_metrics,
+        "polaroid_quota_refusals_total",
+        &tenant_b,
+    );
+    assert!(refusals >= 2.0, "{refusals}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_calls_count_on_every_coordinator() -> anyhow::Result<()> {
+    let tokens = tokens()?;
+    let b = tokens.b.as_str();
+    let dir = tempfile::tempdir()?;
+    let config = quota_config(dir.path(), 0)?;
+    let redis = redis_server().await?;
+    let url = redis.redis_url();
+    let mut env = auth_env(&tokens, "2");
+    env.push(("POLAROID_REST_ALLOW_PRIVATE_NETWORKS".into(), "true".into()));
+    let coordinator_args = ["--config", &config, "--redis-url", &url];
+    let cluster = TestCluster::start_with_env(
+        1,
+        &coordinator_args,
+        &["--config", &config],
+        env.clone(),
+        Some(tokens.admin.clone()),
+    )
+    .await?;
+    // A second coordinator on the same Redis: it sees the worker through membership.
+    let mut args = coordinator_args.to_vec();
+    args.extend(["--membership-refresh-secs", "0.2"]);
+    let second = WorkerProcess::spawn_role("coordinator", &args, &env)?;
+    eventually(
+        "the second coordinator to see the worker",
+        Duration::from_secs(20),
+        || async { Ok(http_get(second.http_address, "/readyz").await.is_ok()) },
+    )
+    .await?;
+
+    // Tenant-b's two calls in flight on the first coordinator fill its quota of two ...
+    let (slow, _) = slow_server(Duration::from_secs(2)).await?;
+    let first = cluster.coordinator.address;
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(read_rest_as(
+                first,
+                format!("{slow}?held={i}"),
+                b.to_owned(),
+            ))
+        })
+        .collect();
+    eventually(
+        "the second coordinator to learn of them",
+        Duration::from_secs(10),
+        || async {
+            let metrics = http_get(second.http_address, "/metrics").await?;
+            let elsewhere = [("tenant", "tenant-b")];
+            Ok(metric_sum(&metrics, "polaroid_quota_calls_elsewhere", &elsewhere) == 2.0)
+        },
+    )
+    .await?;
+    // ... so the second coordinator refuses a third, naming the cluster-wide use.
+    let (fast, _) = slow_server(Duration::from_millis(1)).await?;
+    let refused = read_rest_as(second.address, format!("{fast}?third"), b.to_owned())
+        .await?
+        .expect_err("the quota is full across the coordinators");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("2 in use of its limit of 2"),
+        "{}",
+        refused.message()
+    );
+    for call in held {
+        call.await??
+            .map_err(|status| anyhow::anyhow!("a held call failed: {status:?}"))?;
+    }
+    // Once they end, the second coordinator admits the tenant again.
+    eventually("room again", Duration::from_secs(10), || async {
+        Ok(
+            read_rest_as(second.address, format!("{fast}?later"), b.to_owned())
+                .await?
+                .is_ok(),
+        )
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_end_at_the_clients_deadline_or_the_servers_maximum() -> anyhow::Result<()> {
+    let (slow, _) = slow_server(Duration::from_secs(3)).await?;
+    let worker = TestWorker::start_with(|c| {
+        c.rest_allow_private_networks = true;
+        c.max_call_secs = 0.3;
+    })
+    .await?;
+    let mut client = worker.client().await?;
+    let started = std::time::Instant::now();
+    let ended = read_rest(&mut client, &format!("{slow}?server")).await;
+    let status = ended.expect_err("past the maximum call time");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("max_call_secs"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "ended before the source answered"
+    );
+
+    // The client's own deadline, nearer than the server's, is the one that counts. Sent
+    // by hand: a gRPC library's client would end the call itself at the same moment.
+    let request = pb::RestApiRequest {
+        url: format!("{slow}?client"),
+        method: "GET".into(),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let answer = raw_grpc_call(
+        worker.address,
+        "/polaroid.v1.DataFrameService/ReadRestApi",
+        &[("grpc-timeout", "100m")],
+        grpc_frame(false, &prost::Message::encode_to_vec(&request)),
+    )
+    .await?;
+    assert_eq!(answer.code, Code::DeadlineExceeded, "{}", answer.message);
+    assert!(
+        answer
+            .message
+            .contains("within 100 ms (the client's grpc-timeout)"),
+        "{}",
+        answer.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The worker serves on.
+    upload(&mut client, &sales()).await?;
     Ok(())
 }

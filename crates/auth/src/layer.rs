@@ -5,7 +5,9 @@ use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
 
-use crate::Auth;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::{Auth, ComponentCall, Peer};
 
 /// Checks each call with [`Auth::check`]: a refused call is answered here with its status;
 /// an accepted one goes on with its [`crate::Caller`], if it has one, in its extensions.
@@ -51,10 +53,18 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self.auth.check(request.uri().path(), request.headers()) {
+        let peer = peer(request.extensions());
+        match self
+            .auth
+            .check_peer(request.uri().path(), request.headers(), peer)
+        {
             Ok(access) => {
                 if let Some(caller) = access.caller {
+                    tracing::Span::current().record("tenant", caller.tenant.as_str());
                     request.extensions_mut().insert(caller);
+                }
+                if access.internal {
+                    request.extensions_mut().insert(ComponentCall);
                 }
                 Either::Right(self.inner.call(request))
             }
@@ -65,5 +75,19 @@ where
                 Either::Left(ready(Ok(refusal.status().into_http())))
             }
         }
+    }
+}
+
+/// Who is at the other end of the call's connection: tonic's TLS server verified any
+/// client certificate against the cluster CA alone (a certificate from another CA fails
+/// the handshake), so a connection that presented one is a cluster component's.
+fn peer(extensions: &http::Extensions) -> Peer {
+    let certified = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .is_some_and(|info| info.peer_certs().is_some_and(|chain| !chain.is_empty()));
+    if certified {
+        Peer::ClusterComponent
+    } else {
+        Peer::Anyone
     }
 }

@@ -1,6 +1,7 @@
 //! Who is calling: bearer tokens that map to a tenant and a role, the cluster credential
-//! that only Polaroid's own components carry, and the tower layer that checks both on
-//! every gRPC call of a coordinator or a worker.
+//! that only Polaroid's own components carry (a shared secret, or a client certificate
+//! from the cluster CA: [`tls`]), and the tower layer that checks both on every gRPC call
+//! of a coordinator or a worker.
 //!
 //! A call is one of four kinds, by its method path ([`CallKind`]): open (health checks,
 //! reflection), internal (workers reporting to coordinators, job validation), admin, or a
@@ -11,6 +12,7 @@
 
 mod layer;
 mod reload;
+pub mod tls;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use tonic::Status;
 
 pub use layer::{AuthLayer, Authenticated};
 pub use reload::Tokens;
+pub use tls::{Tls, TlsConfig, TlsError};
 pub use tokens::{TokenTable, new_token, token_line};
 
 /// The caller's tenant, set by coordinators on the calls they forward.
@@ -177,6 +180,8 @@ pub enum AuthError {
     },
     #[error("{0}")]
     Unsafe(String),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// The shared secret of internal calls. Never printed.
@@ -229,11 +234,34 @@ impl ClusterSecret {
             value,
         )
     }
+}
 
-    /// Adds the credential, and the caller acted for, to a call about to be forwarded.
+/// What this process's own internal calls carry: the cluster secret (a header), a client
+/// certificate from the cluster CA (presented on the TLS connection), or both. Empty in a
+/// cluster without either, on loopback.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterCredential {
+    secret: Option<ClusterSecret>,
+    certificate: bool,
+}
+
+impl ClusterCredential {
+    /// Whether internal calls carry anything at all.
+    pub fn is_some(&self) -> bool {
+        self.secret.is_some() || self.certificate
+    }
+
+    /// Adds the credential, and the caller acted for, to a call about to be forwarded:
+    /// the client's own token and caller headers never go on. Without a credential the
+    /// headers are left alone (the receiver takes every call as its anonymous tenant).
     pub fn authorize(&self, headers: &mut HeaderMap, caller: Option<&Caller>) {
-        let (name, value) = self.header();
-        headers.insert(name, value);
+        if !self.is_some() {
+            return;
+        }
+        if let Some(secret) = &self.secret {
+            let (name, value) = secret.header();
+            headers.insert(name, value);
+        }
         headers.remove(http::header::AUTHORIZATION);
         headers.remove(TENANT_METADATA);
         headers.remove(ROLE_METADATA);
@@ -247,10 +275,8 @@ impl ClusterSecret {
             );
         }
     }
-}
 
-impl ClusterSecret {
-    /// [`ClusterSecret::authorize`] for a request made with a tonic client.
+    /// [`ClusterCredential::authorize`] for a request made with a tonic client.
     pub fn authorize_request<T>(&self, request: &mut tonic::Request<T>, caller: Option<&Caller>) {
         let metadata = std::mem::take(request.metadata_mut());
         let mut headers = metadata.into_headers();
@@ -262,13 +288,11 @@ impl ClusterSecret {
 /// Adds the cluster credential to every request of a tonic client: a worker's load
 /// reports, a coordinator's calls to workers that act for nobody.
 #[derive(Clone, Debug, Default)]
-pub struct WithClusterCredential(pub Option<ClusterSecret>);
+pub struct WithClusterCredential(pub ClusterCredential);
 
 impl tonic::service::Interceptor for WithClusterCredential {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(secret) = &self.0 {
-            secret.authorize_request(&mut request, None);
-        }
+        self.0.authorize_request(&mut request, None);
         Ok(request)
     }
 }
@@ -341,6 +365,11 @@ impl CallKind {
     }
 }
 
+/// In the extensions of a call that carries the cluster credential: one component calling
+/// another, for itself or for the caller it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentCall;
+
 /// What a checked call carries on: its caller (if any) and whether it is internal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
@@ -348,18 +377,32 @@ pub struct Access {
     pub internal: bool,
 }
 
-/// The rules of one process: its tokens, its anonymous tenant, its cluster secret.
+/// The rules of one process: its tokens, its anonymous tenant, its cluster credentials
+/// (the secret, and the cluster CA of its TLS settings).
 #[derive(Debug, Clone)]
 pub struct Auth {
     tokens: Option<Arc<Tokens>>,
     anonymous: Option<Caller>,
     cluster_secret: Option<ClusterSecret>,
+    tls: Tls,
 }
 
 impl Auth {
-    /// Checks `config` for a process whose clients connect to `bind`. A process without
-    /// tokens listens on loopback only, unless the operator allows it explicitly.
+    /// [`Auth::from_settings`] of a process without TLS.
     pub fn from_config(config: &AuthConfig, bind: SocketAddr) -> Result<Self, AuthError> {
+        Self::from_settings(config, &TlsConfig::default(), bind)
+    }
+
+    /// Checks `config` and loads `tls` for a process whose clients connect to `bind`. A
+    /// process without tokens listens on loopback only, unless the operator allows it
+    /// explicitly; beyond loopback it needs a cluster credential (the secret, or a
+    /// cluster CA whose client certificates components present).
+    pub fn from_settings(
+        config: &AuthConfig,
+        tls: &TlsConfig,
+        bind: SocketAddr,
+    ) -> Result<Self, AuthError> {
+        let tls = Tls::load(tls)?;
         let cluster_secret = match (
             config.cluster_secret.is_empty(),
             config.cluster_secret_file.as_os_str().is_empty(),
@@ -380,14 +423,16 @@ impl Auth {
             )));
         }
         check_exposure(config, bind)?;
-        // Without a secret, anyone who reaches the port could register a worker address of
-        // their choosing and receive other clients' calls: beyond loopback, one is needed
-        // with or without tokens.
-        if cluster_secret.is_none() && !bind.ip().is_loopback() {
+        let cluster_credential = cluster_secret.is_some() || tls.accepts_cluster_certificates();
+        // Without a credential, anyone who reaches the port could register a worker address
+        // of their choosing and receive other clients' calls: beyond loopback, one is
+        // needed with or without tokens.
+        if !cluster_credential && !bind.ip().is_loopback() {
             return Err(AuthError::Unsafe(format!(
-                "refusing to serve {bind} without a cluster secret: anyone who reaches it could register a worker or remove one. \
+                "refusing to serve {bind} without a cluster credential (a cluster secret, or client certificates from a cluster CA): \
+                 anyone who reaches it could register a worker or remove one. \
                  Set auth.cluster_secret_file (or POLAROID_AUTH_CLUSTER_SECRET), the same on every coordinator and worker \
-                 (for example `openssl rand -hex 32`)"
+                 (for example `openssl rand -hex 32`), or give components client certificates from a cluster CA (tls.client_ca_file)"
             )));
         }
         if config.tokens_file.as_os_str().is_empty() {
@@ -404,12 +449,14 @@ impl Auth {
                     role: Role::Admin,
                 }),
                 cluster_secret,
+                tls,
             });
         }
-        if cluster_secret.is_none() {
+        if !cluster_credential {
             return Err(AuthError::Unsafe(
                 "with tokens, internal calls need a cluster credential that no token carries: \
-                 set auth.cluster_secret_file (or POLAROID_AUTH_CLUSTER_SECRET), the same on every coordinator and worker"
+                 set auth.cluster_secret_file (or POLAROID_AUTH_CLUSTER_SECRET), the same on every coordinator and worker, \
+                 or give components client certificates from a cluster CA (tls.client_ca_file)"
                     .into(),
             ));
         }
@@ -427,12 +474,42 @@ impl Auth {
                     role: Role::User,
                 }),
             cluster_secret,
+            tls,
         })
     }
 
-    /// The secret this process's own internal calls carry.
-    pub fn cluster_secret(&self) -> Option<&ClusterSecret> {
-        self.cluster_secret.as_ref()
+    /// This process's TLS: what it serves, and how it dials other components.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
+    }
+
+    /// Whether internal calls here need a cluster credential (the secret, or a client
+    /// certificate from the cluster CA).
+    fn needs_cluster_credential(&self) -> bool {
+        self.cluster_secret.is_some() || self.tls.accepts_cluster_certificates()
+    }
+
+    /// What this process's internal calls carry, on connections made with `dialing`
+    /// (`None`: plaintext, where no certificate is presented). A process that needs a
+    /// cluster credential itself is refused one that would carry nothing: its calls to
+    /// components secured alike would all be refused.
+    pub fn cluster_credential(
+        &self,
+        dialing: Option<&tls::ClientTls>,
+    ) -> Result<ClusterCredential, AuthError> {
+        let credential = ClusterCredential {
+            secret: self.cluster_secret.clone(),
+            certificate: dialing.is_some_and(tls::ClientTls::presents_certificate),
+        };
+        if self.needs_cluster_credential() && !credential.is_some() {
+            return Err(AuthError::Unsafe(
+                "this process accepts only certificates from the cluster CA as the cluster credential, \
+                 but its own internal calls would present none: dial components over TLS (tls.ca_file, \
+                 and an https:// coordinator_url) with a certificate from that CA, or set a cluster secret"
+                    .into(),
+            ));
+        }
+        Ok(credential)
     }
 
     /// The layer that checks every call with these rules.
@@ -440,8 +517,19 @@ impl Auth {
         AuthLayer::new(Arc::new(self))
     }
 
-    /// Decides whether a call to `path` with `headers` may go on, and as whom.
+    /// Decides whether a call to `path` with `headers` may go on, and as whom, on a
+    /// connection without a client certificate.
     pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<Access, Refusal> {
+        self.check_peer(path, headers, Peer::Anyone)
+    }
+
+    /// [`Auth::check`] for a call on a connection from `peer`.
+    pub fn check_peer(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        peer: Peer,
+    ) -> Result<Access, Refusal> {
         let kind = CallKind::of(path);
         if kind == CallKind::Open {
             return Ok(Access {
@@ -449,13 +537,17 @@ impl Auth {
                 internal: false,
             });
         }
+        // Either credential suffices: a component with the cluster CA's certificate is
+        // one whatever secret it sends (during a secret's rotation, say).
         let internal = match (
+            peer,
             headers.get(CLUSTER_CREDENTIAL_METADATA),
             &self.cluster_secret,
         ) {
-            (None, _) => false,
-            (Some(presented), Some(secret)) if secret.matches(presented.as_bytes()) => true,
-            (Some(_), _) => return Err(Refusal::WrongClusterCredential),
+            (Peer::ClusterComponent, _, _) if self.tls.accepts_cluster_certificates() => true,
+            (_, None, _) => false,
+            (_, Some(presented), Some(secret)) if secret.matches(presented.as_bytes()) => true,
+            (_, Some(_), _) => return Err(Refusal::WrongClusterCredential),
         };
         let caller = if internal {
             forwarded_caller(headers)?
@@ -478,7 +570,7 @@ impl Auth {
         match kind {
             CallKind::Open => {}
             CallKind::Internal => {
-                if !internal && self.cluster_secret.is_some() {
+                if !internal && self.needs_cluster_credential() {
                     return Err(Refusal::InternalCall);
                 }
             }
@@ -496,6 +588,16 @@ impl Auth {
         }
         Ok(Access { caller, internal })
     }
+}
+
+/// Who is at the other end of a call's connection, as its TLS handshake showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// No client certificate (plaintext, or TLS without one).
+    Anyone,
+    /// A client certificate that the cluster CA (`tls.client_ca_file`) signed: the
+    /// handshake verified it against that CA alone, so it is one of the cluster's own.
+    ClusterComponent,
 }
 
 /// Refuses settings that would let anyone who reaches `bind` act as a tenant: no tokens
@@ -570,7 +672,7 @@ pub enum Refusal {
     #[error("a forwarded caller's x-polaroid-tenant or x-polaroid-role is malformed")]
     MalformedForwardedCaller,
     #[error(
-        "this is an internal call between Polaroid's components; it needs the cluster credential"
+        "this is an internal call between Polaroid's components; it needs the cluster credential (the cluster secret, or a client certificate from the cluster CA)"
     )]
     InternalCall,
     #[error("this call needs the admin role")]

@@ -1,6 +1,8 @@
 //! The rules of [`Auth::check`], call kind by call kind.
 #![allow(clippy::unwrap_used)]
 
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 const CLIENT_CALL: &str = "/polaroid.v1.DataFrameService/Collect";
@@ -98,9 +100,9 @@ fn without_tokens_loopback_is_one_tenant_and_anywhere_else_refuses_to_start() {
         anonymous_tenant: "shared".into(),
         ..AuthConfig::default()
     };
-    // Beyond loopback internal calls need a secret even without tokens.
+    // Beyond loopback internal calls need a credential even without tokens.
     let error = Auth::from_config(&allowed, anywhere()).unwrap_err();
-    assert!(error.to_string().contains("cluster secret"), "{error}");
+    assert!(error.to_string().contains("cluster credential"), "{error}");
     let allowed = AuthConfig {
         cluster_secret: "0123456789abcdef0123456789abcdef".into(),
         ..allowed
@@ -250,13 +252,16 @@ fn internal_calls_need_the_cluster_credential_that_no_token_carries() {
 #[test]
 fn a_forwarded_call_acts_for_the_caller_its_coordinator_names() {
     let cluster = with_tokens("");
-    let secret = ClusterSecret::new(&cluster.secret).unwrap();
+    let credential = ClusterCredential {
+        secret: Some(ClusterSecret::new(&cluster.secret).unwrap()),
+        certificate: false,
+    };
     let mut forwarded = headers(&[("authorization", &bearer(&cluster.user))]);
     let caller = Caller {
         tenant: "a".into(),
         role: Role::User,
     };
-    secret.authorize(&mut forwarded, Some(&caller));
+    credential.authorize(&mut forwarded, Some(&caller));
     assert!(
         !forwarded.contains_key("authorization"),
         "tokens are not passed on"
@@ -296,4 +301,166 @@ fn tenant_names_are_plain() {
     for bad in ["", "a/b", "..", ".a", "-a", " a", "é", &"x".repeat(65)] {
         assert!(!valid_tenant_name(bad), "{bad}");
     }
+}
+
+/// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
+fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_file, key_file) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, signing_key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
+/// TLS settings whose port asks for client certificates of the cluster CA (here a
+/// self-signed certificate: only its parsing matters to these rules).
+fn cluster_ca_tls(dir: &Path) -> TlsConfig {
+    let (cert_file, key_file) = certificate(dir, "server");
+    let (client_ca_file, _) = certificate(dir, "ca");
+    TlsConfig {
+        cert_file,
+        key_file,
+        client_ca_file,
+        ..TlsConfig::default()
+    }
+}
+
+#[test]
+fn a_client_certificate_from_the_cluster_ca_is_a_cluster_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AuthConfig {
+        allow_unauthenticated: true,
+        ..AuthConfig::default()
+    };
+    // Beyond loopback, the cluster CA alone is a cluster credential: no secret needed.
+    let auth = Auth::from_settings(&config, &cluster_ca_tls(dir.path()), anywhere()).unwrap();
+    assert!(auth.tls().serves_tls() && auth.tls().accepts_cluster_certificates());
+    let component = Peer::ClusterComponent;
+    for path in [REPORT_LOAD, VALIDATE_JOB] {
+        assert!(
+            auth.check_peer(path, &HeaderMap::new(), component)
+                .unwrap()
+                .internal
+        );
+        assert_eq!(
+            auth.check(path, &HeaderMap::new()).unwrap_err(),
+            Refusal::InternalCall,
+            "without the certificate, the call is a client's"
+        );
+        // A secret presented beside the certificate does not matter: either suffices.
+        let guessed = headers(&[(CLUSTER_CREDENTIAL_METADATA, "0123456789abcdef0123456789")]);
+        assert!(auth.check_peer(path, &guessed, component).unwrap().internal);
+        assert_eq!(
+            auth.check(path, &guessed).unwrap_err(),
+            Refusal::WrongClusterCredential
+        );
+    }
+    // A component acts for the caller it names, as with the secret.
+    let forwarded = headers(&[(TENANT_METADATA, "a"), (ROLE_METADATA, "user")]);
+    let access = auth.check_peer(CLIENT_CALL, &forwarded, component).unwrap();
+    assert_eq!(access.caller.unwrap().tenant, "a");
+    assert_eq!(
+        auth.check(CLIENT_CALL, &forwarded).unwrap_err(),
+        Refusal::ForwardedCallerFromClient
+    );
+
+    // Where no cluster CA is configured, a certificate is nobody's credential.
+    let secret = "0123456789abcdef0123456789abcdef";
+    let plain = Auth::from_config(
+        &AuthConfig {
+            cluster_secret: secret.into(),
+            ..config.clone()
+        },
+        anywhere(),
+    )
+    .unwrap();
+    assert_eq!(
+        plain
+            .check_peer(REPORT_LOAD, &HeaderMap::new(), component)
+            .unwrap_err(),
+        Refusal::InternalCall
+    );
+
+    // Its own calls need a way to present the certificate: TLS towards components.
+    let error = auth.cluster_credential(None).unwrap_err();
+    assert!(error.to_string().contains("tls.ca_file"), "{error}");
+    assert!(!plain.cluster_credential(None).unwrap().certificate);
+}
+
+#[test]
+fn tls_settings_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = certificate(dir.path(), "server");
+    let (_, other_key) = certificate(dir.path(), "other");
+    let loaded = |config: TlsConfig| Tls::load(&config).map(|_| ()).map_err(|e| e.to_string());
+    assert!(loaded(TlsConfig::default()).is_ok());
+    assert!(
+        loaded(TlsConfig {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            ..TlsConfig::default()
+        })
+        .is_ok()
+    );
+    let refused = [
+        (
+            TlsConfig {
+                cert_file: cert_file.clone(),
+                ..TlsConfig::default()
+            },
+            "together",
+        ),
+        (
+            TlsConfig {
+                cert_file: cert_file.clone(),
+                key_file: other_key,
+                ..TlsConfig::default()
+            },
+            "tls.cert_file and tls.key_file",
+        ),
+        (
+            TlsConfig {
+                client_ca_file: cert_file.clone(),
+                ..TlsConfig::default()
+            },
+            "only a TLS port",
+        ),
+        (
+            TlsConfig {
+                ca_file: key_file.clone(),
+                ..TlsConfig::default()
+            },
+            "no PEM certificate",
+        ),
+        (
+            TlsConfig {
+                ca_file: dir.path().join("missing.pem"),
+                ..TlsConfig::default()
+            },
+            "reading tls.ca_file",
+        ),
+    ];
+    for (config, reason) in refused {
+        let error = loaded(config).unwrap_err();
+        assert!(error.contains(reason), "{reason}: {error}");
+    }
+
+    let tls = Tls::load(&TlsConfig {
+        ca_file: cert_file.clone(),
+        cert_file,
+        key_file,
+        ..TlsConfig::default()
+    })
+    .unwrap();
+    let dialing = tls.dialing().unwrap();
+    assert!(
+        dialing.presents_certificate(),
+        "a component presents its own certificate unless given another"
+    );
+    assert!(tls.for_url("http://coordinator:50051").unwrap().is_none());
+    assert!(tls.for_url("HTTPS://coordinator:50051").unwrap().is_some());
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use polaroid_auth::tls::ClientTls;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{CoordinatorConfig, RoutingPolicy};
@@ -41,6 +42,9 @@ pub struct Cluster {
     view: RwLock<Arc<View>>,
     channels: Mutex<HashMap<String, Channel>>,
     links: Mutex<HashMap<String, Arc<WorkerLink>>>,
+    /// Workers are dialed over TLS with this (`tls.ca_file`), presenting this
+    /// coordinator's certificate; `None`: plaintext.
+    tls: Option<ClientTls>,
     /// Workers whose calls failed at the transport, with the lease end they had then:
     /// skipped until a report renews it (compared in the membership's clock, not ours).
     /// Held while a new view is computed and installed, which serializes the two.
@@ -50,7 +54,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(membership: Arc<dyn Membership>, config: &CoordinatorConfig) -> Self {
+    pub fn new(
+        membership: Arc<dyn Membership>,
+        config: &CoordinatorConfig,
+        tls: Option<ClientTls>,
+    ) -> Self {
         Self {
             membership,
             routing: config.routing,
@@ -59,6 +67,7 @@ impl Cluster {
             view: RwLock::new(Arc::default()),
             channels: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            tls,
             suspects: Mutex::new(HashMap::new()),
             next_round_robin: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
@@ -209,7 +218,7 @@ impl Cluster {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         links
             .entry(address.to_owned())
-            .or_insert_with(|| Arc::new(WorkerLink::new(address)))
+            .or_insert_with(|| Arc::new(WorkerLink::new(address, self.tls.clone())))
             .clone()
     }
 
@@ -218,16 +227,23 @@ impl Cluster {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| CoordinatorError::BadWorkerAddress(format!("{address}: {e}")))?
+        let bad = |e: tonic::transport::Error| {
+            CoordinatorError::BadWorkerAddress(format!("{address}: {e}"))
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(bad)?
             // A worker that does not answer a connect quickly is treated as down.
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             // Only the coordinator's own small calls (job validation) use this channel;
             // forwarded calls and their results go through `link`.
             .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            endpoint = tls.endpoint(endpoint).map_err(bad)?;
+        }
+        let channel = endpoint.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -55,8 +55,16 @@ pub struct CoordinatorConfig {
     /// Calls served at once; beyond it a call is answered RESOURCE_EXHAUSTED at once
     /// rather than queued (membership reports are never refused). 0: no limit.
     pub max_concurrent_calls: usize,
+    /// The longest a call may run before its answer starts, whatever deadline its client
+    /// set (DEADLINE_EXCEEDED past it). 0: only the client's deadline.
+    pub max_call_secs: f64,
     /// Who may call, as which tenant (`[auth]`; docs/security.md).
     pub auth: polaroid_auth::AuthConfig,
+    /// What each tenant may run at once (`[quotas]`; docs/security.md).
+    pub quotas: polaroid_server::QuotaConfig,
+    /// TLS on the gRPC and HTTP ports, and between components (`[tls]`;
+    /// docs/security.md). Empty: plaintext.
+    pub tls: polaroid_auth::TlsConfig,
 }
 
 impl CoordinatorConfig {
@@ -101,7 +109,10 @@ impl Default for CoordinatorConfig {
             job_default_max_attempts: 3,
             job_retention_secs: 7.0 * 24.0 * 3600.0,
             max_concurrent_calls: 2048,
+            max_call_secs: 600.0,
             auth: polaroid_auth::AuthConfig::default(),
+            quotas: polaroid_server::QuotaConfig::default(),
+            tls: polaroid_auth::TlsConfig::default(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `MAX_STATUS_MESSAGE_BYTES`.
 
 use polaroid_jobs::QueueError;
-use polaroid_proto::excerpt;
+use polaroid_proto::{ErrorCode, excerpt};
 
 use crate::membership::MembershipError;
 
@@ -44,42 +44,45 @@ pub enum CoordinatorError {
     Auth(#[from] polaroid_auth::AuthError),
     #[error("{0} needs the admin role")]
     AdminOnly(&'static str),
+    #[error("quotas: {0}")]
+    InvalidQuotas(String),
+}
+
+impl CoordinatorError {
+    /// The row of the shared error-code table this error is.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NoLiveWorkers | Self::Membership(_) | Self::Queue(QueueError::Redis(_)) => {
+                ErrorCode::Unavailable
+            }
+            Self::BadWorkerAddress(_)
+            | Self::InvalidReport(_)
+            | Self::MissingSpec
+            | Self::MalformedJobId(_)
+            | Self::UnknownJobState(_)
+            | Self::Queue(QueueError::InvalidPageToken(_))
+            | Self::Queue(QueueError::InvalidTenant(_)) => ErrorCode::InvalidArgument,
+            Self::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            Self::AdminOnly(_) => ErrorCode::PermissionDenied,
+            Self::NoJobQueue | Self::Queue(QueueError::LeaseLost(_)) => {
+                ErrorCode::FailedPrecondition
+            }
+            Self::JobNotFound(_) | Self::Queue(QueueError::NotFound(_)) => ErrorCode::NotFound,
+            Self::Queue(QueueError::Contended(_)) => ErrorCode::Aborted,
+            Self::Queue(QueueError::QuotaExceeded { .. }) => ErrorCode::ResourceExhausted,
+            Self::Transport(_)
+            | Self::Http(_)
+            | Self::Reflection(_)
+            | Self::KeepWarm(_)
+            | Self::Auth(_)
+            | Self::InvalidQuotas(_)
+            | Self::Queue(QueueError::Corrupt(_)) => ErrorCode::Internal,
+        }
+    }
 }
 
 impl From<CoordinatorError> for tonic::Status {
     fn from(error: CoordinatorError) -> Self {
-        let message = polaroid_proto::bounded_message(error.to_string());
-        match error {
-            CoordinatorError::NoLiveWorkers | CoordinatorError::Membership(_) => {
-                tonic::Status::unavailable(message)
-            }
-            CoordinatorError::BadWorkerAddress(_) | CoordinatorError::InvalidReport(_) => {
-                tonic::Status::invalid_argument(message)
-            }
-            CoordinatorError::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
-            CoordinatorError::AdminOnly(_) => tonic::Status::permission_denied(message),
-            CoordinatorError::NoJobQueue => tonic::Status::failed_precondition(message),
-            CoordinatorError::MissingSpec
-            | CoordinatorError::MalformedJobId(_)
-            | CoordinatorError::UnknownJobState(_)
-            | CoordinatorError::Queue(QueueError::InvalidPageToken(_))
-            | CoordinatorError::Queue(QueueError::InvalidTenant(_)) => {
-                tonic::Status::invalid_argument(message)
-            }
-            CoordinatorError::JobNotFound(_) | CoordinatorError::Queue(QueueError::NotFound(_)) => {
-                tonic::Status::not_found(message)
-            }
-            CoordinatorError::Queue(QueueError::Redis(_)) => tonic::Status::unavailable(message),
-            CoordinatorError::Queue(QueueError::Contended(_)) => tonic::Status::aborted(message),
-            CoordinatorError::Queue(QueueError::LeaseLost(_)) => {
-                tonic::Status::failed_precondition(message)
-            }
-            CoordinatorError::Transport(_)
-            | CoordinatorError::Http(_)
-            | CoordinatorError::Reflection(_)
-            | CoordinatorError::KeepWarm(_)
-            | CoordinatorError::Auth(_)
-            | CoordinatorError::Queue(QueueError::Corrupt(_)) => tonic::Status::internal(message),
-        }
+        error.code().status(error.to_string())
     }
 }

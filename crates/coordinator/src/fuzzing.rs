@@ -130,15 +130,22 @@ fn response(limit: usize, frames: &[Bytes]) {
     );
 }
 
-/// `grpc-timeout` as a client may send it, and the proxy's own for what is left.
+/// `grpc-timeout` as a client may send it (any bytes a header value may hold), and the
+/// proxy's own for what is left.
 fn timeouts(body: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(&body[..body.len().min(12)]) {
-        let _ = proxy::parse_grpc_timeout(text);
+    let read = |value: http::HeaderValue| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-timeout", value);
+        polaroid_server::client_timeout(&headers)
+    };
+    if let Ok(value) = http::HeaderValue::from_bytes(&body[..body.len().min(12)]) {
+        let _ = read(value);
     }
     if let Some(nanos) = body.first_chunk::<8>() {
         let left = Duration::from_nanos(u64::from_le_bytes(*nanos));
         let sent = proxy::grpc_timeout(left);
-        let read = proxy::parse_grpc_timeout(&sent).expect("the proxy's grpc-timeout parses");
+        let value = http::HeaderValue::try_from(sent.as_str()).expect("an ASCII header value");
+        let read = read(value).expect("the proxy's grpc-timeout parses");
         assert!(
             read <= left.max(Duration::from_micros(1)),
             "{sent} for {left:?}"

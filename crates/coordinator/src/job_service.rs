@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use polaroid_auth::{Caller, ClusterSecret};
-use polaroid_jobs::{JobQueue, lifecycle, new_job_id, page_size, valid_job_id};
+use polaroid_auth::{Caller, ClusterCredential};
+use polaroid_jobs::{JobQueue, QueueError, lifecycle, new_job_id, page_size, valid_job_id};
 use polaroid_proto::v1::{
     self as pb, JobState, job_input, job_validation_service_client::JobValidationServiceClient,
 };
+use polaroid_server::QuotaConfig;
 use polaroid_store::AffinityKey;
 use tonic::{Request, Response, Status};
 
@@ -30,7 +31,9 @@ pub struct JobServer {
     max_attempts: usize,
     max_message_bytes: usize,
     /// Validation calls act for the submitter: its tenant resolves the input handles.
-    cluster_secret: Option<ClusterSecret>,
+    credential: ClusterCredential,
+    /// Each tenant's quota of active jobs.
+    quotas: Arc<QuotaConfig>,
 }
 
 impl JobServer {
@@ -39,10 +42,12 @@ impl JobServer {
         cluster: Arc<Cluster>,
         max_attempts: usize,
         max_message_bytes: usize,
-        cluster_secret: Option<ClusterSecret>,
+        credential: ClusterCredential,
+        quotas: Arc<QuotaConfig>,
     ) -> Self {
         Self {
-            cluster_secret,
+            credential,
+            quotas,
             queue,
             cluster,
             max_attempts,
@@ -73,9 +78,8 @@ impl JobServer {
             // Building a plan reads only schemas (and REST sources); a worker that takes
             // longer than this is stuck.
             request.set_timeout(VALIDATION_TIMEOUT);
-            if let Some(secret) = &self.cluster_secret {
-                secret.authorize_request(&mut request, Some(caller));
-            }
+            self.credential
+                .authorize_request(&mut request, Some(caller));
             match client.validate_job(request).await {
                 Ok(_) => return Ok(()),
                 Err(status) if crate::failover::is_transport_failure(&status) => {
@@ -149,10 +153,19 @@ impl pb::job_service_server::JobService for JobServer {
             }));
         }
         self.validate(&caller, &spec).await?;
-        let (job, created) = queue
-            .submit(&new_job_id(), tenant, spec)
-            .await
-            .map_err(CoordinatorError::from)?;
+        let limit = self.quotas.limits(tenant).active_jobs;
+        if let Some(limit) = limit {
+            metrics::gauge!("polaroid_quota_jobs_limit", "tenant" => tenant.to_owned())
+                .set(f64::from(limit));
+        }
+        let submitted = queue.submit(&new_job_id(), tenant, spec, limit).await;
+        if let Err(QueueError::QuotaExceeded { active, .. }) = &submitted {
+            metrics::counter!("polaroid_quota_refusals_total", "quota" => "active_jobs", "tenant" => tenant.to_owned())
+                .increment(1);
+            metrics::gauge!("polaroid_quota_jobs_active", "tenant" => tenant.to_owned())
+                .set(*active as f64);
+        }
+        let (job, created) = submitted.map_err(CoordinatorError::from)?;
         metrics::counter!("polaroid_coordinator_jobs_submitted_total")
             .increment(u64::from(created));
         Ok(Response::new(pb::SubmitJobResponse {

@@ -4,6 +4,7 @@
 //! where workers register and report their load; and `JobService`, which validates and
 //! queues batch jobs.
 
+mod call_share;
 mod cluster;
 mod cluster_service;
 pub mod config;
@@ -28,11 +29,16 @@ use polaroid_observability::keep_warm::KeepWarm;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
 use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
 use polaroid_proto::v1::job_service_server::JobServiceServer;
+use polaroid_server::ServerLayers;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::{CoordinatorConfig, RoutingPolicy};
 pub use error::CoordinatorError;
 pub use membership::{Membership, MemoryMembership, RedisMembership};
+
+/// How often coordinators publish their tenants' calls in flight to each other: the
+/// bound on how stale another coordinator's count is when a call is admitted.
+const CALL_SHARE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Serves the coordinator until `shutdown` completes, then finishes in-flight calls. With a
 /// Redis URL, membership and the batch-job queue live in Redis.
@@ -58,13 +64,21 @@ pub async fn serve(
     queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), CoordinatorError> {
     let bound = listeners.grpc.local_addr()?;
-    let auth = polaroid_auth::Auth::from_config(&config.auth, bound)?;
+    let auth = polaroid_auth::Auth::from_settings(&config.auth, &config.tls, bound)?;
+    let tls = auth.tls().clone();
+    // What forwarded calls, validations and reports carry to workers: the secret, and
+    // this coordinator's certificate when it dials them over TLS.
+    let credential = auth.cluster_credential(tls.dialing())?;
     let membership: Arc<dyn Membership> = if config.redis_url.is_empty() {
         Arc::new(MemoryMembership::default())
     } else {
         Arc::new(RedisMembership::connect(&config.redis_url, &config.redis_prefix).await?)
     };
-    let cluster = Arc::new(cluster::Cluster::new(membership, &config));
+    let cluster = Arc::new(cluster::Cluster::new(
+        membership,
+        &config,
+        tls.dialing().cloned(),
+    ));
     if let Err(e) = cluster.refresh().await {
         tracing::warn!(error = %e, "reading membership failed; starting with no workers");
     }
@@ -78,7 +92,7 @@ pub async fn serve(
         Duration::from_millis(config.retry_backoff_ms),
         config.max_request_message_bytes,
         config.max_response_message_bytes,
-        auth.cluster_secret().cloned(),
+        credential.clone(),
     );
     let flight = proxy.serving::<routing::FlightRoutes>();
     let (health, health_service) = polaroid_observability::health_service();
@@ -97,21 +111,36 @@ pub async fn serve(
     };
 
     let keep_warm = KeepWarm::start(config.keep_warm()).map_err(CoordinatorError::KeepWarm)?;
+    config
+        .quotas
+        .validate()
+        .map_err(CoordinatorError::InvalidQuotas)?;
+    let quotas = Arc::new(config.quotas.clone());
+    let tenant_calls = quotas
+        .limits_calls()
+        .then(|| polaroid_server::TenantCalls::new(quotas.clone()));
+    // With replicas (they share Redis), each counts the others' calls too.
+    let call_sharing = tenant_calls
+        .clone()
+        .filter(|_| !config.redis_url.is_empty())
+        .map(|calls| {
+            let (url, prefix) = (config.redis_url.clone(), config.redis_prefix.clone());
+            tokio::spawn(async move {
+                if let Err(e) = call_share::share_every(calls, url, prefix, CALL_SHARE_INTERVAL).await {
+                    tracing::error!(error = %e, "cannot share calls in flight with other coordinators");
+                }
+            })
+        });
     let layers = tower::ServiceBuilder::new()
-        // Outermost: every call is counted and timed, rejected ones included.
-        .layer(GrpcMetricsLayer::new("coordinator"))
-        // Who is calling: a client's token, or a worker with the cluster credential;
-        // refused calls end here (docs/security.md).
-        // A request that could not be decoded (JobService's; the DataFrame calls are
-        // decoded by workers) answers as gRPC clients expect.
-        .map_response(polaroid_observability::rewrite_decode_status)
-        .layer(auth.clone().layer())
-        // At its limit of calls it answers RESOURCE_EXHAUSTED at once; nothing queues
-        // without bound.
-        .layer(polaroid_observability::ShedLayer::new(
-            "coordinator",
-            config.max_concurrent_calls,
-        ))
+        // The stack every Polaroid gRPC port runs (polaroid-server, outermost first).
+        .layer(ServerLayers {
+            role: "coordinator",
+            metrics: GrpcMetricsLayer::new("coordinator"),
+            auth: auth.clone().layer(),
+            tenant_calls,
+            max_concurrent_calls: config.max_concurrent_calls,
+            max_call: polaroid_server::max_call(config.max_call_secs),
+        })
         // Calls that follow each other closely keep the CPUs awake for the next one.
         .layer(keep_warm.layer());
 
@@ -119,7 +148,8 @@ pub async fn serve(
     let shutdown = shutdown.shared();
     // Small request/response pairs dominate: send at once instead of coalescing packets.
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let grpc = tls
+        .server(tonic::transport::Server::builder())?
         // Results stream through two hops: windows that grow with the bandwidth keep the
         // pipe full.
         .http2_adaptive_window(Some(true))
@@ -137,14 +167,18 @@ pub async fn serve(
                 cluster.clone(),
                 config.max_attempts,
                 config.max_request_message_bytes,
-                auth.cluster_secret().cloned(),
+                credential,
+                quotas,
             ))
             .max_decoding_message_size(config.max_request_message_bytes),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.clone());
-    let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
+    let http = polaroid_observability::serve_admin(listeners.http, tls.admin(), ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);
     refresher.abort();
+    if let Some(sharing) = call_sharing {
+        sharing.abort();
+    }
     grpc?;
     http?;
     Ok(())

@@ -2,7 +2,8 @@
 //! itself rather than through a client stack: a forwarded request's headers and its
 //! message are queued together and leave in one write (hyper's client waits for stream
 //! capacity before sending a body, which puts them in two, and wakes the worker twice),
-//! and a one-message call crosses no task between the caller and the connection.
+//! and a one-message call crosses no task between the caller and the connection. With
+//! `tls.ca_file` the connection is TLS, presenting the coordinator's certificate (mTLS).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,7 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use h2::client::SendRequest;
 use http_body::Frame;
+use polaroid_auth::tls::ClientTls;
 use polaroid_proto::GRPC_PREFIX_BYTES;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::Status;
 
@@ -63,6 +66,8 @@ impl LinkError {
 /// A connection to one worker, opened on first use and again after it fails.
 pub struct WorkerLink {
     address: String,
+    /// `None`: plaintext.
+    tls: Option<ClientTls>,
     slot: tokio::sync::Mutex<Connection>,
 }
 
@@ -88,9 +93,10 @@ pub enum Outbound {
 }
 
 impl WorkerLink {
-    pub fn new(address: &str) -> Self {
+    pub fn new(address: &str, tls: Option<ClientTls>) -> Self {
         Self {
             address: address.to_owned(),
+            tls,
             slot: tokio::sync::Mutex::default(),
         }
     }
@@ -106,7 +112,8 @@ impl WorkerLink {
     ) -> Result<http::Response<Received>, LinkError> {
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = http::Uri::try_from(format!("http://{}{path}", self.address))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        *request.uri_mut() = http::Uri::try_from(format!("{scheme}://{}{path}", self.address))
             .map_err(|e| LinkError::Connect {
                 address: self.address.clone(),
                 reason: e.to_string(),
@@ -196,6 +203,25 @@ impl WorkerLink {
             .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| failed(e.to_string()))?;
         tcp.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+        match &self.tls {
+            // A worker whose certificate does not verify is as unusable as one that is
+            // down; the reason is in the call's status and the log.
+            Some(tls) => {
+                let tls = tls
+                    .connect(tcp, &self.address)
+                    .await
+                    .map_err(|e| failed(format!("TLS: {e}")))?;
+                self.handshake(tls).await
+            }
+            None => self.handshake(tcp).await,
+        }
+    }
+
+    /// Opens HTTP/2 over `io` and drives the connection on a task of its own.
+    async fn handshake<T>(&self, io: T) -> Result<SendRequest<Bytes>, LinkError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, mut connection) = h2::client::Builder::new()
             // Results stream through here: 1 MiB frames and windows of several messages
             // move a 4 MiB message in a few frames, without stalling on window updates.
@@ -207,7 +233,7 @@ impl WorkerLink {
             // As hyper's client: workers never push, and header blocks stay small.
             .enable_push(false)
             .max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(io)
             .await?;
         let ping_pong = connection.ping_pong();
         let address = self.address.clone();

@@ -17,9 +17,9 @@ use futures::{Stream, StreamExt};
 use http::uri::PathAndQuery;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use polaroid_auth::{Caller, ClusterSecret};
+use polaroid_auth::{Caller, ClusterCredential};
+use polaroid_proto::retry::RetryPolicy;
 use polaroid_proto::{AFFINITY_METADATA, ErrorCode, GRPC_PREFIX_BYTES};
-use rand::Rng;
 use tonic::codec::{DecodeBuf, Decoder};
 use tonic::{Status, Streaming};
 
@@ -30,7 +30,7 @@ use crate::link::{LinkError, Outbound, Received};
 use crate::routing::{DataFrameRoutes, FlightRoutes, RouteKey, Routes};
 
 /// Reads the caller's request messages as undecoded protobuf bytes.
-pub(crate) struct RawDecoder;
+struct RawDecoder;
 
 impl Decoder for RawDecoder {
     type Item = Bytes;
@@ -68,11 +68,11 @@ impl<R> Clone for Proxy<R> {
 struct Settings {
     cluster: Arc<Cluster>,
     /// Carried by every forwarded call, with the caller it acts for: workers trust the
-    /// tenant they are told only from a coordinator. None: the cluster runs without
+    /// tenant they are told only from a coordinator. Empty: the cluster runs without
     /// authentication, and workers take every call as their anonymous tenant.
-    cluster_secret: Option<ClusterSecret>,
-    max_attempts: usize,
-    backoff: Duration,
+    credential: ClusterCredential,
+    /// Workers tried for one call and the waits between them.
+    retry: RetryPolicy,
     max_request_bytes: usize,
     max_response_bytes: usize,
 }
@@ -84,14 +84,19 @@ impl DataFrameProxy {
         backoff: Duration,
         max_request_bytes: usize,
         max_response_bytes: usize,
-        cluster_secret: Option<ClusterSecret>,
+        credential: ClusterCredential,
     ) -> Self {
         Self {
             inner: Arc::new(Settings {
                 cluster,
-                cluster_secret,
-                max_attempts: max_attempts.max(1),
-                backoff,
+                credential,
+                retry: RetryPolicy {
+                    max_attempts: u32::try_from(max_attempts.max(1)).unwrap_or(u32::MAX),
+                    first_backoff: backoff,
+                    // Ten doublings: past them a call waits no longer between workers.
+                    max_backoff: backoff.saturating_mul(1 << 10),
+                    min_jitter: 0.5,
+                },
                 max_request_bytes,
                 max_response_bytes,
             }),
@@ -135,7 +140,7 @@ impl<R: Routes> tower::Service<http::Request<tonic::body::Body>> for Proxy<R> {
 
 /// Whether running the call twice could change more than running it once: a write that
 /// appends. Every other call makes content-addressed handles or replaces a file whole.
-pub(crate) fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
+fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
     use polaroid_proto::v1 as pb;
     use prost::Message;
     match method {
@@ -146,30 +151,6 @@ pub(crate) fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
     }
 }
 
-/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n). Text that is not ASCII is
-/// none: splitting off a last character of two bytes panicked (the `coordinator_frames`
-/// fuzz target; a header value is ASCII by the time it gets here, other callers' text
-/// need not be).
-pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if !value.is_ascii() {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
 /// The request messages to send: replayable when the client sent at most one (every
 /// unary and server-streaming call), else the first two and the rest of the stream.
 pub(crate) enum Body {
@@ -177,7 +158,7 @@ pub(crate) enum Body {
     Stream(Option<MessageStream>),
 }
 
-pub(crate) async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
+async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
     let Some(first) = inbound.message().await? else {
         return Ok(Body::Replayable(None));
     };
@@ -209,7 +190,7 @@ const NOT_FORWARDED: [&str; 11] = [
 ];
 
 /// `grpc-timeout` for `left`: the finest unit that fits the protocol's 8 digits.
-pub(crate) fn grpc_timeout(left: Duration) -> String {
+fn grpc_timeout(left: Duration) -> String {
     const MAX: u128 = 99_999_999;
     let micros = left.as_micros();
     if micros <= MAX {
@@ -232,11 +213,11 @@ async fn forward<R: Routes>(
 ) -> Result<http::Response<tonic::body::Body>, Status> {
     let started = Instant::now();
     let (parts, inbound) = request.into_parts();
-    let deadline = parts
-        .headers
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok().and_then(parse_grpc_timeout))
-        .map(|timeout| started + timeout);
+    // Set by the server stack from the client's deadline and the maximum call time.
+    let deadline = match parts.extensions.get::<polaroid_server::CallDeadline>() {
+        Some(deadline) => Some(deadline.0),
+        None => polaroid_server::client_timeout(&parts.headers).map(|timeout| started + timeout),
+    };
     let inbound =
         Streaming::new_request(RawDecoder, inbound, None, Some(settings.max_request_bytes));
     let path = parts.uri.path().to_owned();
@@ -268,9 +249,9 @@ async fn forward<R: Routes>(
         http::HeaderValue::from_static("application/grpc"),
     );
     headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-    if let Some(secret) = &settings.cluster_secret {
-        secret.authorize(&mut headers, parts.extensions.get::<Caller>());
-    }
+    settings
+        .credential
+        .authorize(&mut headers, parts.extensions.get::<Caller>());
     if let RouteKey::Fresh(affinity) = key {
         if let Ok(value) = http::HeaderValue::try_from(affinity.to_hex()) {
             headers.insert(AFFINITY_METADATA, value);
@@ -287,12 +268,11 @@ async fn forward<R: Routes>(
     let cluster = &settings.cluster;
     let mut tried = Vec::new();
     let mut last_failure = None;
-    for attempt in 0..settings.max_attempts {
+    for attempt in 0..settings.retry.max_attempts {
         if attempt > 0 {
             metrics::counter!("polaroid_coordinator_retries_total").increment(1);
-            // Exponential backoff with full jitter, never past the caller's deadline.
-            let ceiling = settings.backoff.saturating_mul(1 << (attempt - 1).min(10));
-            let pause = ceiling.mul_f64(rand::rng().random_range(0.5..=1.0));
+            // Exponential backoff with jitter, never past the caller's deadline.
+            let pause = settings.retry.backoff(attempt);
             if deadline.is_some_and(|d| Instant::now() + pause >= d) {
                 return Err(CoordinatorError::DeadlineExceeded.into());
             }
@@ -467,7 +447,7 @@ impl http_body::Body for Forwarded {
 
 /// Follows the gRPC message prefixes through a stream of data frames, so that a message
 /// over `limit` is refused as the worker starts sending it.
-pub(crate) struct MessageLimit {
+struct MessageLimit {
     limit: usize,
     /// Bytes of the current message's body still to come.
     body_left: usize,
@@ -477,7 +457,7 @@ pub(crate) struct MessageLimit {
 }
 
 impl MessageLimit {
-    pub(crate) fn new(limit: usize) -> Self {
+    fn new(limit: usize) -> Self {
         Self {
             limit,
             body_left: 0,
@@ -486,7 +466,7 @@ impl MessageLimit {
         }
     }
 
-    pub(crate) fn check(&mut self, mut data: &[u8]) -> Result<(), Status> {
+    fn check(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
             if self.body_left > 0 {
                 let skipped = self.body_left.min(data.len());
@@ -548,7 +528,9 @@ mod tests {
             Duration::from_secs(86_400 * 365 * 10),
         ] {
             let value = grpc_timeout(left);
-            let parsed = parse_grpc_timeout(&value).expect(&value);
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().expect("ascii"));
+            let parsed = polaroid_server::client_timeout(&headers).expect(&value);
             assert!(parsed <= left.max(Duration::from_micros(1)), "{value}");
             let slack = if left > Duration::from_secs(99_999_999) {
                 60
@@ -591,19 +573,5 @@ mod tests {
                 .expect("the 11-byte message is over the limit");
             assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         }
-    }
-
-    #[test]
-    fn grpc_timeouts_parse_strictly() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
-        assert_eq!(parse_grpc_timeout(""), None);
-        assert_eq!(parse_grpc_timeout("m"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
-        assert_eq!(parse_grpc_timeout("10x"), None);
-        assert_eq!(parse_grpc_timeout("-1S"), None);
-        assert_eq!(parse_grpc_timeout("1\u{fb}"), None);
     }
 }

@@ -44,7 +44,7 @@ async fn submit(queue: &dyn JobQueue, spec: JobSpec) -> String {
 
 async fn submit_as(queue: &dyn JobQueue, tenant: &str, spec: JobSpec) -> String {
     let id = new_job_id();
-    let (job, created) = queue.submit(&id, tenant, spec).await.unwrap();
+    let (job, created) = queue.submit(&id, tenant, spec, None).await.unwrap();
     assert!(created);
     assert_eq!(job.id, id);
     assert_eq!(job.tenant, tenant);
@@ -118,6 +118,7 @@ where
     dead_letters_carry_their_tenant(&*make(quick_settings()).await).await;
     the_tenant_survives_every_change(&*make(quick_settings()).await).await;
     tenant_names_are_checked(&*make(quick_settings()).await).await;
+    active_jobs_quota_counts_queued_running_and_retrying(&*make(quick_settings()).await).await;
 }
 
 async fn submitted_jobs_read_back(queue: &dyn JobQueue) {
@@ -157,7 +158,10 @@ async fn idempotency_keys_return_the_first_job(queue: &dyn JobQueue) {
     );
     assert!(queue.find(TENANT, "never-used").await.unwrap().is_none());
     assert!(queue.find(TENANT, "").await.unwrap().is_none());
-    let (again, created) = queue.submit(&new_job_id(), TENANT, keyed).await.unwrap();
+    let (again, created) = queue
+        .submit(&new_job_id(), TENANT, keyed, None)
+        .await
+        .unwrap();
     assert!(!created);
     assert_eq!(again.id, first);
     let other = JobSpec {
@@ -485,7 +489,7 @@ async fn idempotency_keys_are_per_tenant(queue: &dyn JobQueue) {
     assert_eq!(found("nobody").await, None, "as if the key was never used");
     for (tenant, first) in [(TENANT, &mine), (OTHER, &theirs)] {
         let (again, created) = queue
-            .submit(&new_job_id(), tenant, keyed.clone())
+            .submit(&new_job_id(), tenant, keyed.clone(), None)
             .await
             .unwrap();
         assert!(!created);
@@ -608,7 +612,7 @@ async fn the_tenant_survives_every_change(queue: &dyn JobQueue) {
 async fn tenant_names_are_checked(queue: &dyn JobQueue) {
     for bad in ["", "a:b", "a/b", "x y", &"t".repeat(65)] {
         let submitted = queue
-            .submit(&new_job_id(), bad, spec(JobPriority::Normal))
+            .submit(&new_job_id(), bad, spec(JobPriority::Normal), None)
             .await;
         assert!(
             matches!(submitted, Err(QueueError::InvalidTenant(_))),
@@ -631,6 +635,77 @@ async fn tenant_names_are_checked(queue: &dyn JobQueue) {
         queue.take("w", SHORT).await.unwrap().is_none(),
         "nothing queued"
     );
+}
+
+async fn active_jobs_quota_counts_queued_running_and_retrying(queue: &dyn JobQueue) {
+    let quota = Some(2);
+    let submit_limited = |tenant: &'static str, spec: JobSpec| async move {
+        queue.submit(&new_job_id(), tenant, spec, quota).await
+    };
+    let keyed = JobSpec {
+        idempotency_key: "nightly".into(),
+        ..spec(JobPriority::Normal)
+    };
+    let (first, _) = submit_limited(TENANT, keyed.clone()).await.unwrap();
+    submit_limited(TENANT, spec(JobPriority::Normal))
+        .await
+        .unwrap();
+    match submit_limited(TENANT, spec(JobPriority::Normal)).await {
+        Err(QueueError::QuotaExceeded {
+            tenant,
+            active,
+            limit,
+        }) => {
+            assert_eq!((tenant.as_str(), active, limit), (TENANT, 2, 2));
+        }
+        other => panic!("the third job is over the quota: {other:?}"),
+    }
+    // A job submitted again by its idempotency key is the same job, not a new one.
+    let (again, created) = submit_limited(TENANT, keyed).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    // Another tenant has quota of its own.
+    submit_limited(OTHER, spec(JobPriority::Normal))
+        .await
+        .unwrap();
+    // A running job still counts; a failed attempt waiting to retry too; a finished one
+    // does not.
+    let lease = queue.take("worker-a", LONG).await.unwrap().unwrap();
+    assert!(
+        submit_limited(TENANT, spec(JobPriority::Normal))
+            .await
+            .is_err()
+    );
+    let outcome = queue.fail(&lease, "flaky").await.unwrap();
+    if lease.job.tenant == TENANT {
+        assert!(matches!(outcome, FailureOutcome::Retrying { .. }));
+        assert!(
+            submit_limited(TENANT, spec(JobPriority::Normal))
+                .await
+                .is_err()
+        );
+    }
+    let tenant_job = loop {
+        let lease = queue.take("worker-a", LONG).await.unwrap().unwrap();
+        if lease.job.tenant == TENANT {
+            break lease;
+        }
+        queue.succeed(&lease, JobResult::default()).await.unwrap();
+    };
+    queue
+        .succeed(&tenant_job, JobResult::default())
+        .await
+        .unwrap();
+    submit_limited(TENANT, spec(JobPriority::Normal))
+        .await
+        .unwrap();
+    assert!(
+        submit_limited(TENANT, spec(JobPriority::Normal))
+            .await
+            .is_err()
+    );
+    // Without a quota nothing is counted.
+    submit_as(queue, TENANT, spec(JobPriority::Normal)).await;
 }
 
 #[cfg(test)]

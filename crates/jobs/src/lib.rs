@@ -44,6 +44,16 @@ pub enum QueueError {
     Contended(String),
     #[error("invalid tenant name `{0}`: 1 to 64 of A-Z a-z 0-9 . _ -")]
     InvalidTenant(String),
+    /// The tenant has its quota of jobs queued, running or waiting to retry.
+    #[error(
+        "quota active_jobs of tenant {tenant:?}: {active} in use of its limit of {limit} \
+         (jobs queued, running or waiting to retry); retry when some finish, or ask the operator for a higher quota"
+    )]
+    QuotaExceeded {
+        tenant: String,
+        active: u64,
+        limit: u32,
+    },
 }
 
 pub type QueueResult<T> = Result<T, QueueError>;
@@ -154,8 +164,16 @@ pub struct EventBatch {
 pub trait JobQueue: Send + Sync + 'static {
     /// Records and enqueues a new job of `tenant` under `id`, unless the spec's idempotency
     /// key names an existing job of the same tenant: then that job is returned with `false`.
-    /// A `tenant` that is not [`valid_tenant`] is [`QueueError::InvalidTenant`].
-    async fn submit(&self, id: &str, tenant: &str, spec: JobSpec) -> QueueResult<(Job, bool)>;
+    /// A `tenant` that is not [`valid_tenant`] is [`QueueError::InvalidTenant`]. With
+    /// `max_active`, a tenant that has that many jobs queued, running or retrying already
+    /// gets [`QueueError::QuotaExceeded`], decided atomically with the submission.
+    async fn submit(
+        &self,
+        id: &str,
+        tenant: &str,
+        spec: JobSpec,
+        max_active: Option<u32>,
+    ) -> QueueResult<(Job, bool)>;
 
     /// Any tenant's job by id; `Job.tenant` says whose it is.
     async fn get(&self, id: &str) -> QueueResult<Option<Job>>;

@@ -251,12 +251,13 @@ pub fn succeeded(job: &Job, lease: &Lease, result: JobResult) -> QueueResult<Tra
 /// The delay before retry `attempt + 1`: exponential in the attempts made, capped, with
 /// jitter (between half and all of it) so that failed jobs do not retry in lockstep.
 pub fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
-    let exponent = attempts.saturating_sub(1).min(30);
-    let full = settings
-        .retry_backoff
-        .saturating_mul(1u32 << exponent)
-        .min(settings.retry_backoff_max);
-    full.mul_f64(rand::random_range(0.5..=1.0))
+    polaroid_proto::retry::RetryPolicy {
+        max_attempts: u32::MAX,
+        first_backoff: settings.retry_backoff,
+        max_backoff: settings.retry_backoff_max,
+        min_jitter: 0.5,
+    }
+    .backoff(attempts.max(1))
 }
 
 pub fn failed(

@@ -231,7 +231,13 @@ impl Default for MemoryQueue {
 
 #[async_trait::async_trait]
 impl JobQueue for MemoryQueue {
-    async fn submit(&self, id: &str, tenant: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
+    async fn submit(
+        &self,
+        id: &str,
+        tenant: &str,
+        spec: JobSpec,
+        max_active: Option<u32>,
+    ) -> QueueResult<(Job, bool)> {
         let tenant = checked_tenant(tenant)?;
         let mut state = self.state();
         state.expire();
@@ -243,6 +249,21 @@ impl JobQueue for MemoryQueue {
                 .and_then(|id| state.jobs.get(id))
         {
             return Ok((existing.clone(), false));
+        }
+        if let Some(limit) = max_active {
+            let active = state.by_tenant.get(tenant).map_or(0, |ids| {
+                ids.iter()
+                    .filter_map(|id| state.jobs.get(id))
+                    .filter(|job| !is_terminal(job.state()))
+                    .count() as u64
+            });
+            if active >= u64::from(limit) {
+                return Err(QueueError::QuotaExceeded {
+                    tenant: tenant.to_owned(),
+                    active,
+                    limit,
+                });
+            }
         }
         let priority = spec.priority();
         let transition = lifecycle::submitted(id, tenant, spec, &self.settings);

@@ -245,9 +245,10 @@ impl RedisQueue {
         old_state: Option<JobState>,
         transition: &Transition,
         entry: Option<&EntryRef>,
-        submit: bool,
+        submission: Option<Submission>,
         owned_by: Option<&str>,
     ) -> QueueResult<CommitReply> {
+        let submit = submission.is_some();
         let job = &transition.job;
         // Records are only written with a checked tenant; this keeps a damaged one out of
         // the keys the script builds from it.
@@ -338,15 +339,17 @@ impl RedisQueue {
             .arg(format!("{}:{}:{tenant}", job.id, state_name(job.state())))
             .arg(format!("{}:jobs:index:", self.prefix))
             .arg(self.tenant_base())
+            .arg(submission.map_or(0, |s| s.max_active))
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(match reply.as_str() {
             "ok" => CommitReply::Done,
             "conflict" => CommitReply::Conflict,
             "stale" => CommitReply::Stale,
-            other => match other.strip_prefix("exists:") {
-                Some(id) => CommitReply::Exists(id.to_owned()),
-                None => return Err(QueueError::Corrupt(format!("commit replied `{other}`"))),
+            other => match (other.strip_prefix("exists:"), other.strip_prefix("quota:")) {
+                (Some(id), _) => CommitReply::Exists(id.to_owned()),
+                (_, Some(active)) => CommitReply::OverQuota(active.parse().unwrap_or(0)),
+                _ => return Err(QueueError::Corrupt(format!("commit replied `{other}`"))),
             },
         })
     }
@@ -365,11 +368,14 @@ impl RedisQueue {
                 return Ok((job, None));
             };
             match self
-                .commit(&bytes, Some(job.state()), &transition, entry, false, None)
+                .commit(&bytes, Some(job.state()), &transition, entry, None, None)
                 .await?
             {
                 CommitReply::Done => return Ok((transition.job.clone(), Some(transition))),
-                CommitReply::Conflict | CommitReply::Stale | CommitReply::Exists(_) => continue,
+                CommitReply::Conflict
+                | CommitReply::Stale
+                | CommitReply::Exists(_)
+                | CommitReply::OverQuota(_) => continue,
             }
         }
         Err(QueueError::Contended(id.to_owned()))
@@ -458,6 +464,14 @@ enum CommitReply {
     /// The entry is no longer this consumer's.
     Stale,
     Exists(String),
+    /// The tenant has this many active jobs, its quota.
+    OverQuota(u64),
+}
+
+/// A commit that records a new job, and the tenant's quota of active jobs (0: none).
+#[derive(Debug, Clone, Copy)]
+struct Submission {
+    max_active: u32,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -573,13 +587,33 @@ fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
 
 #[async_trait::async_trait]
 impl JobQueue for RedisQueue {
-    async fn submit(&self, id: &str, tenant: &str, spec: JobSpec) -> QueueResult<(Job, bool)> {
+    async fn submit(
+        &self,
+        id: &str,
+        tenant: &str,
+        spec: JobSpec,
+        max_active: Option<u32>,
+    ) -> QueueResult<(Job, bool)> {
         let tenant = checked_tenant(tenant)?;
         let transition = lifecycle::submitted(id, tenant, spec, &self.settings);
         match self
-            .commit(&[], None, &transition, None, true, None)
+            .commit(
+                &[],
+                None,
+                &transition,
+                None,
+                Some(Submission {
+                    max_active: max_active.unwrap_or(0),
+                }),
+                None,
+            )
             .await?
         {
+            CommitReply::OverQuota(active) => Err(QueueError::QuotaExceeded {
+                tenant: tenant.to_owned(),
+                active,
+                limit: max_active.unwrap_or_default(),
+            }),
             CommitReply::Done => Ok((transition.job, true)),
             CommitReply::Exists(existing) => {
                 let (_, job) = self
@@ -778,7 +812,7 @@ impl JobQueue for RedisQueue {
                                 Some(job.state()),
                                 &transition,
                                 Some(&entry),
-                                false,
+                                None,
                                 Some(consumer),
                             )
                             .await?
@@ -796,12 +830,12 @@ impl JobQueue for RedisQueue {
                             }
                             // Acknowledged under us by the attempt it was taken from.
                             CommitReply::Stale => break,
-                            CommitReply::Conflict | CommitReply::Exists(_) => {
-                                match self.record(&job_id).await? {
-                                    Some((bytes, _)) => expected = bytes,
-                                    None => break,
-                                }
-                            }
+                            CommitReply::Conflict
+                            | CommitReply::Exists(_)
+                            | CommitReply::OverQuota(_) => match self.record(&job_id).await? {
+                                Some((bytes, _)) => expected = bytes,
+                                None => break,
+                            },
                         }
                     }
                 }

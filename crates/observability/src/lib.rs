@@ -15,13 +15,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-mod decode_status;
+mod admin_tls;
 pub mod keep_warm;
-mod shed;
-
-pub use decode_status::rewrite_decode_status;
-
-pub use shed::{Shed, ShedLayer};
 
 pub use tonic_health::ServingStatus;
 pub use tonic_health::server::HealthReporter;
@@ -93,18 +88,29 @@ pub fn admin_router(ready: Readiness) -> axum::Router {
         .route("/metrics", get(move || async move { metrics.render() }))
 }
 
-/// Serves the admin endpoint on `listener` until `shutdown` completes. The router (and
-/// the metrics recorder) is built at once, not when the returned future is first polled.
+/// Serves the admin endpoint on `listener` (over TLS with `tls`) until `shutdown`
+/// completes. The router (and the metrics recorder) is built at once, not when the
+/// returned future is first polled.
 pub fn serve_admin(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ready: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = std::io::Result<()>> {
     let router = admin_router(ready);
     async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        match tls {
+            None => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                axum::serve(admin_tls::TlsListener::new(listener, tls)?, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 #[derive(clap::Args)]
 pub struct JobArgs {
-    /// The coordinator (POLAROID_COORDINATOR_URL).
+    /// The coordinator (POLAROID_COORDINATOR_URL); `https://` for TLS.
     #[arg(
         long,
         env = "POLAROID_COORDINATOR_URL",
@@ -27,6 +27,10 @@ pub struct JobArgs {
     /// Bearer token of the caller (POLAROID_TOKEN); jobs are the token's tenant's.
     #[arg(long, env = "POLAROID_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// CA certificates (PEM) that sign an `https://` coordinator's certificate
+    /// (POLAROID_CA_FILE); without it, the system's trust store.
+    #[arg(long, env = "POLAROID_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: JobCommand,
 }
@@ -64,8 +68,17 @@ enum JobCommand {
 
 /// Runs the command; the process exit status: 0, or 1 for a watched job that did not succeed.
 pub async fn run(args: JobArgs) -> anyhow::Result<i32> {
-    let channel = Channel::from_shared(args.coordinator.clone())
-        .context("coordinator URL")?
+    let mut endpoint = Channel::from_shared(args.coordinator.clone()).context("coordinator URL")?;
+    if polaroid_auth::tls::is_https(&args.coordinator) {
+        let tls = polaroid_auth::tls::ClientTls::from_ca_file(args.ca_file.as_deref())?;
+        endpoint = tls.endpoint(endpoint)?;
+    } else if args.ca_file.is_some() {
+        anyhow::bail!(
+            "--ca-file is for an https:// coordinator; {} is plaintext",
+            args.coordinator
+        );
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.coordinator))?;

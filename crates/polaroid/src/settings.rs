@@ -115,6 +115,13 @@ mod tests {
                 "POLAROID_AUTH_ALLOW_UNAUTHENTICATED".to_owned(),
                 "true".to_owned(),
             ),
+            ("POLAROID_TLS_CERT_FILE".to_owned(), "/tls/crt".to_owned()),
+            ("POLAROID_TLS_ADMIN_TLS".to_owned(), "false".to_owned()),
+            // Not a setting: standalone sets it for its own workers.
+            (
+                "POLAROID_TLS_PINNED_SERVER_CERT_FILE".to_owned(),
+                "/x".to_owned(),
+            ),
             ("OTHER".to_owned(), "x".to_owned()),
         ];
         let config: WorkerConfig = load(Some(&file), env).unwrap();
@@ -132,6 +139,9 @@ mod tests {
             "the environment overrides the file within a table"
         );
         assert!(config.auth.allow_unauthenticated);
+        assert_eq!(config.tls.cert_file, std::path::PathBuf::from("/tls/crt"));
+        assert!(!config.tls.admin_tls);
+        assert!(config.tls.pinned_server_cert_file.as_os_str().is_empty());
         assert_eq!(
             config.data_roots,
             vec![std::path::PathBuf::from("/a"), "/b".into()]

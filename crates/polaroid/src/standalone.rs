@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures::FutureExt;
-use polaroid_auth::AuthConfig;
+use polaroid_auth::{AuthConfig, TlsConfig};
 use polaroid_coordinator::CoordinatorConfig;
 use polaroid_jobs::{JobQueue, MemoryQueue};
 use polaroid_observability::Listeners;
@@ -46,6 +46,80 @@ pub struct StandaloneConfig {
     /// tokens every caller is the `default` tenant; the coordinator and the workers share
     /// a cluster secret made at start unless one is set.
     pub auth: AuthConfig,
+    /// What each tenant may store and run at once (`[quotas]`; docs/security.md).
+    pub quotas: polaroid_server::QuotaConfig,
+    /// The longest a call may run before its answer starts (the coordinator's and the
+    /// workers'). 0: only the client's deadline.
+    pub max_call_secs: f64,
+    /// Every other setting of each worker (`[worker]`, `POLAROID_WORKER_<KEY>`): limits,
+    /// TTL, garbage collection, jobs. The keys above, and those standalone sets itself
+    /// (addresses, ids, the store, the queue), are refused here ([`Self::check`]).
+    pub worker: WorkerConfig,
+    /// Every other setting of the coordinator (`[coordinator]`,
+    /// `POLAROID_COORDINATOR_<KEY>`), under the same rule.
+    pub coordinator: CoordinatorConfig,
+    /// TLS on the client-facing ports (`[tls]`: `cert_file`, `key_file`, and
+    /// `client_ca_file`, `admin_tls`); the workers inside are reached on loopback.
+    pub tls: TlsConfig,
+}
+
+/// Keys of `[worker]` and `[coordinator]` that standalone sets itself: the top-level key
+/// to use instead, or `None` when standalone decides alone.
+const OWNED_KEYS: &[(&str, Option<&str>)] = &[
+    ("bind_address", Some("bind_address")),
+    ("http_address", Some("http_address")),
+    ("coordinator_url", None),
+    ("advertise_address", None),
+    ("worker_id", None),
+    ("handle_store", None),
+    ("store_url", None),
+    ("state_dir", Some("state_dir")),
+    ("data_roots", Some("data_roots")),
+    ("cache_bytes", Some("cache_bytes")),
+    ("keep_warm_micros", Some("keep_warm_micros")),
+    ("shared_data_roots", Some("shared_data_roots")),
+    (
+        "rest_allowed_url_prefixes",
+        Some("rest_allowed_url_prefixes"),
+    ),
+    (
+        "rest_allow_private_networks",
+        Some("rest_allow_private_networks"),
+    ),
+    ("auth", Some("auth")),
+    ("tls", Some("tls")),
+    ("quotas", Some("quotas")),
+    ("max_call_secs", Some("max_call_secs")),
+    ("redis_url", None),
+    ("redis_prefix", None),
+    ("worker_lease_secs", None),
+    ("load_report_interval_secs", None),
+];
+
+impl StandaloneConfig {
+    /// Refuses a `[worker]` or `[coordinator]` key that standalone sets itself, so that no
+    /// setting is silently ignored.
+    pub fn check(&self) -> anyhow::Result<()> {
+        fn changed<T: Serialize + Default>(table: &str, given: &T) -> anyhow::Result<()> {
+            let given = toml::Table::try_from(given)?;
+            let defaults = toml::Table::try_from(T::default())?;
+            for (key, instead) in OWNED_KEYS {
+                if given.get(*key) != defaults.get(*key) {
+                    match instead {
+                        Some(top) => anyhow::bail!(
+                            "[{table}] {key}: set `{top}` at the top level of standalone's settings instead"
+                        ),
+                        None => anyhow::bail!(
+                            "[{table}] {key}: standalone sets it itself (run `polaroid {table}` processes to choose it)"
+                        ),
+                    }
+                }
+            }
+            Ok(())
+        }
+        changed("worker", &self.worker)?;
+        changed("coordinator", &self.coordinator)
+    }
 }
 
 impl Default for StandaloneConfig {
@@ -63,6 +137,11 @@ impl Default for StandaloneConfig {
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,
             auth: AuthConfig::default(),
+            quotas: polaroid_server::QuotaConfig::default(),
+            max_call_secs: worker.max_call_secs,
+            worker: WorkerConfig::default(),
+            coordinator: CoordinatorConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -74,6 +153,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(config.workers > 0, "standalone needs at least one worker");
+    config.check()?;
     let mut coordinator_address = listeners.grpc.local_addr()?;
     if coordinator_address.ip().is_unspecified() {
         coordinator_address.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -96,12 +176,35 @@ pub async fn run(
         // the whole process.
         keep_warm_micros: config.keep_warm_micros,
         auth: auth.clone(),
-        ..CoordinatorConfig::default()
+        quotas: config.quotas.clone(),
+        max_call_secs: config.max_call_secs,
+        // The client-facing port. Its workers are on loopback in this process: they are
+        // dialed in plaintext, and carry the secret made above.
+        tls: TlsConfig {
+            ca_file: PathBuf::new(),
+            client_cert_file: PathBuf::new(),
+            client_key_file: PathBuf::new(),
+            server_name: String::new(),
+            ..config.tls.clone()
+        },
+        ..config.coordinator.clone()
+    };
+    // Workers report to the coordinator's port, TLS when clients' is; they know the very
+    // certificate it serves, whatever names it carries.
+    let (coordinator_url, worker_tls) = if config.tls.cert_file.as_os_str().is_empty() {
+        (
+            format!("http://{coordinator_address}"),
+            TlsConfig::default(),
+        )
+    } else {
+        let tls = TlsConfig {
+            pinned_server_cert_file: config.tls.cert_file.clone(),
+            ..TlsConfig::default()
+        };
+        (format!("https://{coordinator_address}"), tls)
     };
     // The embedded job queue, shared by the coordinator (which queues) and the workers.
-    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new(
-        WorkerConfig::default().job_queue_settings(),
-    ));
+    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new(config.worker.job_queue_settings()));
     let (coordinator_stop, coordinator_stopped) = tokio::sync::oneshot::channel::<()>();
     let coordinator = tokio::spawn(polaroid_coordinator::serve(
         coordinator_config,
@@ -121,7 +224,8 @@ pub async fn run(
         let worker = WorkerConfig {
             bind_address: loopback,
             http_address: loopback,
-            coordinator_url: format!("http://{coordinator_address}"),
+            coordinator_url: coordinator_url.clone(),
+            tls: worker_tls.clone(),
             worker_id: format!("standalone-{index}"),
             load_report_interval_secs: 1.0,
             handle_store: HandleStoreKind::External,
@@ -134,7 +238,9 @@ pub async fn run(
             shared_data_roots: config.shared_data_roots,
             rest_allowed_url_prefixes: config.rest_allowed_url_prefixes.clone(),
             rest_allow_private_networks,
-            ..WorkerConfig::default()
+            quotas: config.quotas.clone(),
+            max_call_secs: config.max_call_secs,
+            ..config.worker.clone()
         };
         workers.push(tokio::spawn(polaroid_worker::serve(
             worker,
@@ -160,4 +266,57 @@ pub async fn run(
     let _ = coordinator_stop.send(());
     coordinator.await.context("the coordinator panicked")??;
     failure.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> anyhow::Result<StandaloneConfig> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("standalone.toml");
+        std::fs::write(&file, toml)?;
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let config: StandaloneConfig = crate::settings::load(Some(&file), env)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn every_worker_and_coordinator_setting_can_be_set() {
+        let config = load(
+            "[worker]\nmax_lineage_depth = 7\nhandle_ttl_secs = 60.0\n\n[coordinator]\nmax_attempts = 5\n",
+            &[
+                ("POLAROID_WORKER_MAX_RESULT_ROWS", "3"),
+                ("POLAROID_COORDINATOR_MAX_CONCURRENT_CALLS", "9"),
+                ("POLAROID_QUOTAS_ACTIVE_JOBS", "4"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.worker.max_lineage_depth, 7);
+        assert_eq!(config.worker.handle_ttl_secs, 60.0);
+        assert_eq!(config.worker.max_result_rows, 3);
+        assert_eq!(config.coordinator.max_attempts, 5);
+        assert_eq!(config.coordinator.max_concurrent_calls, 9);
+        assert_eq!(config.quotas.active_jobs, 4);
+    }
+
+    #[test]
+    fn keys_standalone_sets_itself_are_refused_not_ignored() {
+        let refused = load("[worker]\ncache_bytes = 5\n", &[]).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("set `cache_bytes` at the top level"),
+            "{refused}"
+        );
+        let refused = load("", &[("POLAROID_COORDINATOR_REDIS_URL", "redis://x")]).unwrap_err();
+        assert!(
+            refused.to_string().contains("[coordinator] redis_url"),
+            "{refused}"
+        );
+        let refused = load("[worker]\nworker_id = \"mine\"\n", &[]).unwrap_err();
+        assert!(refused.to_string().contains("sets it itself"), "{refused}");
+    }
 }

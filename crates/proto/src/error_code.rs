@@ -42,6 +42,12 @@ pub enum ErrorCode {
     Unavailable,
     /// The work was cancelled by its owner (a batch job's `CancelJob`).
     Cancelled,
+    /// A concurrent change won a compare-and-set too many times in a row; the whole
+    /// operation may be tried again.
+    Aborted,
+    /// The call ran past its deadline: the client's `grpc-timeout`, or the server's
+    /// maximum call time.
+    DeadlineExceeded,
     /// A bug or an unexpected failure on the server.
     Internal,
 }
@@ -65,6 +71,8 @@ impl ErrorCode {
             Self::Unimplemented => tonic::Code::Unimplemented,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::Cancelled => tonic::Code::Cancelled,
+            Self::Aborted => tonic::Code::Aborted,
+            Self::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             Self::Internal => tonic::Code::Internal,
         }
     }
@@ -82,6 +90,8 @@ impl ErrorCode {
             Self::Unavailable => 503,
             // nginx's "client closed request": the conventional HTTP code for it.
             Self::Cancelled => 499,
+            Self::Aborted => 409,
+            Self::DeadlineExceeded => 504,
             Self::Internal => 500,
         }
     }
@@ -98,6 +108,8 @@ impl ErrorCode {
             Self::Unimplemented => "unimplemented",
             Self::Unavailable => "unavailable",
             Self::Cancelled => "cancelled",
+            Self::Aborted => "aborted",
+            Self::DeadlineExceeded => "deadline_exceeded",
             Self::Internal => "internal",
         }
     }

@@ -37,6 +37,7 @@ mod error_code;
 mod flight_data;
 mod flight_handle;
 pub mod fuzz_corpus;
+pub mod retry;
 pub mod tenant;
 
 pub use error_code::{

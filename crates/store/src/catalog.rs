@@ -15,7 +15,7 @@ use polaroid_proto::v1::{HandleRecord, PlanNode};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::{Handle, ResultStore, StoreError, TenantId, now_unix_ms};
+use crate::{Handle, ResultStore, StoreError, StoredBytesQuota, TenantId, now_unix_ms};
 
 /// The content address of a plan node: SHA-256 of its encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,6 +127,8 @@ pub struct Catalog {
     /// the collector (which spares objects younger than its grace period, twice this)
     /// never deletes one that a handle being created is about to rely on.
     refresh_after_ms: u64,
+    /// Each tenant's limit of stored uploads and results; `None`: no limits.
+    stored_bytes: Option<StoredBytesQuota>,
 }
 
 /// The default grace period of the garbage collector.
@@ -145,7 +147,14 @@ impl Catalog {
         Self {
             store,
             refresh_after_ms: duration_ms(DEFAULT_GC_GRACE) / 2,
+            stored_bytes: None,
         }
+    }
+
+    /// Refuses uploads and persisted results past each tenant's stored-bytes quota.
+    pub fn with_stored_bytes_quota(mut self, quota: StoredBytesQuota) -> Self {
+        self.stored_bytes = Some(quota);
+        self
     }
 
     /// Sets the grace period that [`Catalog::collect_garbage`] will be called with. Every
@@ -179,16 +188,39 @@ impl Catalog {
         format!("{}/results/{}", tenant_prefix(tenant), plan.0)
     }
 
-    /// Stores content-addressed `value` unless a recent enough copy is there already.
+    /// Stores content-addressed `value` unless a recent enough copy is there already,
+    /// within `tenant`'s stored-bytes quota when it is one of its uploads or results.
     /// Returns the stored size.
-    async fn put_content(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
-        if let Some(meta) = self.store.head(key).await?
+    async fn put_content(
+        &self,
+        key: &str,
+        value: Bytes,
+        counted_for: Option<TenantId>,
+    ) -> Result<u64, StoreError> {
+        let existing = self.store.head(key).await?;
+        if let Some(meta) = &existing
             && now_unix_ms().saturating_sub(meta.modified_unix_ms) < self.refresh_after_ms
         {
             return Ok(meta.size);
         }
         let size = value.len() as u64;
+        // Rewriting an old copy (to keep it from the collector) stores nothing new.
+        let added = size.saturating_sub(existing.map_or(0, |meta| meta.size));
+        let reservation = match (&self.stored_bytes, counted_for) {
+            (Some(quota), Some(tenant)) => {
+                let prefix = tenant_prefix(tenant);
+                let (artifacts, results) =
+                    (format!("{prefix}/artifacts/"), format!("{prefix}/results/"));
+                quota
+                    .reserve(&*self.store, tenant, [&artifacts, &results], added)
+                    .await?
+            }
+            _ => None,
+        };
         self.store.put(key, value).await?;
+        if let Some(reservation) = reservation {
+            reservation.commit();
+        }
         Ok(size)
     }
 
@@ -198,6 +230,7 @@ impl Catalog {
         self.put_content(
             &Self::plan_key(tenant, &id),
             Bytes::from(node.encode_to_vec()),
+            None,
         )
         .await?;
         Ok(id)
@@ -229,7 +262,7 @@ impl Catalog {
         bytes: Bytes,
     ) -> Result<ArtifactId, StoreError> {
         let id = ArtifactId::of(&bytes);
-        self.put_content(&Self::artifact_key(tenant, &id), bytes)
+        self.put_content(&Self::artifact_key(tenant, &id), bytes, Some(tenant))
             .await?;
         Ok(id)
     }
@@ -259,7 +292,8 @@ impl Catalog {
         plan: &PlanId,
         ipc: Bytes,
     ) -> Result<u64, StoreError> {
-        self.put_content(&Self::result_key(tenant, plan), ipc).await
+        self.put_content(&Self::result_key(tenant, plan), ipc, Some(tenant))
+            .await
     }
 
     pub async fn get_result(

@@ -7,6 +7,7 @@ mod fs;
 mod handle;
 mod memory;
 mod object;
+mod quota;
 
 pub use catalog::{
     ArtifactId, Catalog, DEFAULT_GC_GRACE, GcReport, HandleRecordExt, PlanId, schema_hash,
@@ -16,6 +17,7 @@ pub use handle::{AffinityKey, Handle, HandleParseError, TenantId};
 pub use memory::MemoryStore;
 pub use object::{ObjectStoreBackend, cloud_options_from_env};
 pub use polaroid_proto::v1::HandleRecord;
+pub use quota::{LimitOf, NameOf, Reservation, StoredBytesQuota};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,6 +31,28 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("store backend failed: {0}")]
     Backend(String),
+    #[error(
+        "quota stored_bytes of tenant {tenant:?}: {used} bytes in use of its limit of {limit}, \
+         and this write needs {needed}; drop handles you no longer need, or ask the operator for a higher quota"
+    )]
+    QuotaExceeded {
+        tenant: String,
+        used: u64,
+        limit: u64,
+        needed: u64,
+    },
+}
+
+impl StoreError {
+    /// The row of the shared error-code table this error is.
+    pub fn code(&self) -> polaroid_proto::ErrorCode {
+        match self {
+            Self::QuotaExceeded { .. } => polaroid_proto::ErrorCode::ResourceExhausted,
+            Self::InvalidKey(_) | Self::Corrupt { .. } | Self::Backend(_) => {
+                polaroid_proto::ErrorCode::Internal
+            }
+        }
+    }
 }
 
 /// What a backend knows of a stored value without reading it.

@@ -77,8 +77,16 @@ pub struct WorkerConfig {
     /// Lets REST sources reach loopback, link-local and private addresses too (a laptop,
     /// a trusted network). Off: they are refused.
     pub rest_allow_private_networks: bool,
+    /// The longest a call may run before its answer starts, whatever deadline its client
+    /// set (DEADLINE_EXCEEDED past it). 0: only the client's deadline.
+    pub max_call_secs: f64,
     /// Who may call, as which tenant (`[auth]`; docs/security.md).
     pub auth: polaroid_auth::AuthConfig,
+    /// What each tenant may store and run at once (`[quotas]`; docs/security.md).
+    pub quotas: polaroid_server::QuotaConfig,
+    /// TLS on the gRPC and HTTP ports, and between components (`[tls]`;
+    /// docs/security.md). Empty: plaintext.
+    pub tls: polaroid_auth::TlsConfig,
     /// Largest request message accepted (uploads through CreateFromArrow).
     pub max_request_message_bytes: usize,
     /// Largest response message sent; Collect splits results to fit. 4 MiB is what
@@ -216,7 +224,10 @@ impl Default for WorkerConfig {
             shared_data_roots: false,
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,
+            max_call_secs: 600.0,
             auth: polaroid_auth::AuthConfig::default(),
+            quotas: polaroid_server::QuotaConfig::default(),
+            tls: polaroid_auth::TlsConfig::default(),
             max_request_message_bytes: 256 * 1024 * 1024,
             max_response_message_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,

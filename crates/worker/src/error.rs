@@ -88,7 +88,8 @@ impl EngineError {
             Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorCode::NotFound
             }
-            Self::Io { .. } | Self::Store(_) | Self::Internal { .. } => ErrorCode::Internal,
+            Self::Store(e) => e.code(),
+            Self::Io { .. } | Self::Internal { .. } => ErrorCode::Internal,
             Self::Polars { source, .. } => polars_code(source),
         }
     }

@@ -25,18 +25,24 @@ pub(crate) type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + 
 
 pub struct FlightServer {
     engine: Arc<Engine>,
-    /// Where clients fetch from: this worker (`grpc+tcp://` and its advertised address,
-    /// unless that is a wildcard no client can dial), then whoever answered.
+    /// Where clients fetch from: this worker (`grpc+tcp://`, or `grpc+tls://` when it
+    /// serves TLS, and its advertised address, unless that is a wildcard no client can
+    /// dial), then whoever answered.
     locations: Vec<String>,
     max_message_bytes: usize,
     max_upload_bytes: usize,
 }
 
 impl FlightServer {
-    pub fn new(engine: Arc<Engine>, address: &str, config: &crate::WorkerConfig) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        address: &str,
+        tls: bool,
+        config: &crate::WorkerConfig,
+    ) -> Self {
         Self {
             engine,
-            locations: locations(address),
+            locations: locations(address, tls),
             max_message_bytes: config.result_payload_bytes(),
             max_upload_bytes: config.max_upload_bytes,
         }
@@ -74,13 +80,14 @@ impl FlightServer {
     }
 }
 
-fn locations(address: &str) -> Vec<String> {
+fn locations(address: &str, tls: bool) -> Vec<String> {
     let wildcard = address
         .parse::<std::net::SocketAddr>()
         .is_ok_and(|a| a.ip().is_unspecified());
     let mut locations = Vec::new();
     if !wildcard {
-        locations.push(format!("grpc+tcp://{address}"));
+        let scheme = if tls { "grpc+tls" } else { "grpc+tcp" };
+        locations.push(format!("{scheme}://{address}"));
     }
     locations.push(REUSE_CONNECTION.to_owned());
     locations
@@ -276,12 +283,16 @@ mod tests {
     #[test]
     fn wildcard_addresses_are_not_offered_as_locations() {
         assert_eq!(
-            locations("10.0.0.7:50051"),
+            locations("10.0.0.7:50051", false),
             ["grpc+tcp://10.0.0.7:50051", REUSE_CONNECTION]
         );
-        assert_eq!(locations("worker-3.pool:50051").len(), 2);
-        assert_eq!(locations("0.0.0.0:50051"), [REUSE_CONNECTION]);
-        assert_eq!(locations("[::]:50051"), [REUSE_CONNECTION]);
+        assert_eq!(
+            locations("10.0.0.7:50051", true),
+            ["grpc+tls://10.0.0.7:50051", REUSE_CONNECTION]
+        );
+        assert_eq!(locations("worker-3.pool:50051", false).len(), 2);
+        assert_eq!(locations("0.0.0.0:50051", true), [REUSE_CONNECTION]);
+        assert_eq!(locations("[::]:50051", false), [REUSE_CONNECTION]);
     }
 
     #[test]

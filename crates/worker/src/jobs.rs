@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use polaroid_jobs::{FailureOutcome, JobQueue, Lease, LeaseStatus, QueueError};
+use polaroid_proto::retry::RetryPolicy;
 use polaroid_proto::v1::job_validation_service_server::JobValidationService;
 use polaroid_proto::v1::{
     self as pb, JobPlan, JobProgress, JobResult, JobSinkFormat, JobSpec, job_input, plan_step::Op,
@@ -19,6 +20,24 @@ use tonic::{Request, Response, Status};
 use crate::engine::{Engine, Node, SinkFormat, schema_fields};
 use crate::error::{EngineError, EngineResult};
 use polaroid_proto::excerpt;
+
+/// Taking jobs while the queue is away: retried for as long as the worker runs, at most
+/// every 3.2 s once it has been away a while.
+const QUEUE_AWAY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    first_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_millis(3200),
+    min_jitter: 0.5,
+};
+
+/// Recording an attempt's outcome: nine attempts over about 20 s; past them the attempt
+/// is retried by another worker after the visibility timeout.
+const RECORD_OUTCOME: RetryPolicy = RetryPolicy {
+    max_attempts: 9,
+    first_backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(5),
+    min_jitter: 0.5,
+};
 
 /// The most steps a job's plan may have.
 const MAX_STEPS: usize = 10_000;
@@ -382,7 +401,7 @@ impl JobRunner {
                 Err(e) => {
                     // Redis away (restarting): keep trying, without hammering it.
                     failures = failures.saturating_add(1);
-                    let delay = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
+                    let delay = QUEUE_AWAY.backoff(failures);
                     tracing::warn!(error = %e, ?delay, "taking a job failed");
                     tokio::time::sleep(delay).await;
                 }
@@ -471,18 +490,17 @@ impl JobRunner {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, QueueError>>,
     {
-        let mut delay = Duration::from_millis(100);
-        for _ in 0..8 {
-            match write().await {
-                Err(QueueError::Redis(e)) => {
-                    tracing::warn!(error = %e, "the job queue is unreachable; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+        let mut attempt = 1;
+        loop {
+            match (write().await, RECORD_OUTCOME.pause(attempt + 1)) {
+                (Err(QueueError::Redis(e)), Some(pause)) => {
+                    tracing::warn!(error = %e, ?pause, "the job queue is unreachable; retrying");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
                 }
-                other => return other,
+                (outcome, _) => return outcome,
             }
         }
-        write().await
     }
 
     /// The job's steps, then its sink.

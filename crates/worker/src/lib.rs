@@ -24,6 +24,7 @@ mod sources;
 mod sql_depth;
 mod stats;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +37,11 @@ use polaroid_observability::keep_warm::KeepWarm;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness};
 use polaroid_proto::v1::data_frame_service_server::DataFrameServiceServer;
 use polaroid_proto::v1::job_validation_service_server::JobValidationServiceServer;
-use polaroid_store::{AffinityKey, Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore};
+use polaroid_server::ServerLayers;
+use polaroid_store::{
+    AffinityKey, Catalog, FsStore, MemoryStore, ObjectStoreBackend, ResultStore, StoredBytesQuota,
+    TenantId,
+};
 use tonic::transport::server::TcpIncoming;
 
 pub use config::{HandleStoreKind, StoreOptions, WorkerConfig};
@@ -66,8 +71,45 @@ pub enum WorkerError {
     KeepWarm(std::io::Error),
     #[error("authentication: {0}")]
     Auth(#[from] polaroid_auth::AuthError),
+    #[error("tls: {0}")]
+    Tls(#[from] polaroid_auth::TlsError),
     #[error("outbound requests: {0}")]
     Outbound(#[from] outbound::OutboundError),
+    #[error("quotas: {0}")]
+    Quotas(String),
+}
+
+/// How often a worker lists a tenant's stored objects to learn its stored bytes: the
+/// bound on how stale another worker's writes can be in this one's quota check.
+const STORED_BYTES_RELIST: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The stored-bytes quota of `quotas`, when any tenant has one.
+fn stored_bytes_quota(quotas: &polaroid_server::QuotaConfig) -> Option<StoredBytesQuota> {
+    let by_tenant: HashMap<TenantId, (String, Option<u64>)> = quotas
+        .tenants
+        .keys()
+        .map(|name| {
+            let limit = quotas.limits(name).stored_bytes;
+            (TenantId::from_name(name), (name.clone(), limit))
+        })
+        .collect();
+    let default = (quotas.stored_bytes > 0).then_some(quotas.stored_bytes);
+    if default.is_none() && by_tenant.values().all(|(_, limit)| limit.is_none()) {
+        return None;
+    }
+    let by_tenant = Arc::new(by_tenant);
+    let names = by_tenant.clone();
+    Some(StoredBytesQuota::new(
+        Arc::new(move |tenant| by_tenant.get(&tenant).map_or(default, |(_, limit)| *limit)),
+        // Tenants without an entry of their own are named by their store prefix.
+        Arc::new(move |tenant| {
+            names.get(&tenant).map_or_else(
+                || format!("t/{}", tenant.to_hex()),
+                |(name, _)| name.clone(),
+            )
+        }),
+        STORED_BYTES_RELIST,
+    ))
 }
 
 /// Serves the worker until `shutdown` completes, then drains: it leaves the ring, finishes
@@ -94,7 +136,8 @@ pub async fn serve(
     queue: Option<Arc<dyn JobQueue>>,
 ) -> Result<(), WorkerError> {
     let bound = listeners.grpc.local_addr().map_err(WorkerError::Http)?;
-    let auth = polaroid_auth::Auth::from_config(&config.auth, bound)?;
+    let auth = polaroid_auth::Auth::from_settings(&config.auth, &config.tls, bound)?;
+    let tls = auth.tls().clone();
     let roots = paths::DataRoots::new(&config.data_roots).map_err(WorkerError::DataRoots)?;
     let store: Arc<dyn ResultStore> = match config.handle_store {
         HandleStoreKind::Memory => Arc::new(MemoryStore::new()),
@@ -117,7 +160,11 @@ pub async fn serve(
         advertised => advertised.to_owned(),
     };
     let grace = config.gc_grace();
-    let catalog = Catalog::new(store).with_gc_grace(grace);
+    config.quotas.validate().map_err(WorkerError::Quotas)?;
+    let mut catalog = Catalog::new(store).with_gc_grace(grace);
+    if let Some(quota) = stored_bytes_quota(&config.quotas) {
+        catalog = catalog.with_stored_bytes_quota(quota);
+    }
     let collector = config
         .gc_interval()
         .map(|interval| tokio::spawn(collect_garbage_every(catalog.clone(), interval, grace)));
@@ -131,7 +178,7 @@ pub async fn serve(
             .max_decoding_message_size(config.max_request_message_bytes)
             .max_encoding_message_size(config.max_response_message_bytes);
     let flight = flight_frames::FlightService::new(
-        flight::FlightServer::new(engine.clone(), &address, &config),
+        flight::FlightServer::new(engine.clone(), &address, tls.serves_tls(), &config),
         &config,
     );
     let metrics = GrpcMetricsLayer::new("worker");
@@ -164,15 +211,17 @@ pub async fn serve(
     let registration = if config.coordinator_url.is_empty() {
         None
     } else {
+        // Over TLS for an `https://` URL, presenting this worker's certificate.
+        let dialing = tls.for_url(&config.coordinator_url)?;
         Some(Arc::new(registration::Registration::new(
-            &config.coordinator_url,
+            registration::channel(&config.coordinator_url, dialing.as_ref())?,
             worker_id.clone(),
             address.clone(),
             engine.clone(),
             metrics.in_flight(),
             jobs_running,
-            polaroid_auth::WithClusterCredential(auth.cluster_secret().cloned()),
-        )?))
+            polaroid_auth::WithClusterCredential(auth.cluster_credential(dialing.as_ref())?),
+        )))
     };
     let (stop_reports, reports_stopped) = tokio::sync::watch::channel(false);
     let reporter = registration.clone().map(|registration| {
@@ -231,21 +280,20 @@ pub async fn serve(
     let worker_header = http::HeaderValue::from_str(&worker_id)
         .map_err(|_| WorkerError::WorkerId(worker_id.clone()))?;
     let keep_warm = KeepWarm::start(config.keep_warm()).map_err(WorkerError::KeepWarm)?;
+    let quotas = Arc::new(config.quotas.clone());
     let layers = tower::ServiceBuilder::new()
-        // Outermost: every call is counted and timed, rejected ones included.
-        .layer(metrics)
-        // A request that could not be decoded answers as gRPC clients expect: over the
-        // size limit RESOURCE_EXHAUSTED, not a valid message INVALID_ARGUMENT.
-        .map_response(polaroid_observability::rewrite_decode_status)
-        // Who is calling: a client's token, or a coordinator acting for one; refused
-        // calls end here (docs/security.md).
-        .layer(auth.layer())
-        // A worker at its limit of calls answers RESOURCE_EXHAUSTED at once, for the
-        // client to retry later; nothing queues without bound.
-        .layer(polaroid_observability::ShedLayer::new(
-            "worker",
-            config.max_concurrent_calls,
-        ))
+        // The stack every Polaroid gRPC port runs (polaroid-server, outermost first).
+        // Calls a coordinator forwards were counted against their tenant's quota there.
+        .layer(ServerLayers {
+            role: "worker",
+            metrics,
+            auth: auth.layer(),
+            tenant_calls: quotas
+                .limits_calls()
+                .then(|| polaroid_server::TenantCalls::new(quotas.clone())),
+            max_concurrent_calls: config.max_concurrent_calls,
+            max_call: polaroid_server::max_call(config.max_call_secs),
+        })
         // Calls that follow each other closely keep the CPUs awake for the next one.
         .layer(keep_warm.layer())
         // Names the worker that served the call, for operators and tests behind a coordinator.
@@ -262,7 +310,8 @@ pub async fn serve(
     // Small request/response pairs dominate: send at once instead of coalescing packets
     // (Nagle with delayed ACKs costs ~40 ms a call).
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let grpc = tls
+        .server(tonic::transport::Server::builder())?
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection)
@@ -270,7 +319,7 @@ pub async fn serve(
         .add_service(flight)
         .add_service(validation)
         .serve_with_incoming_shutdown(incoming, drain);
-    let http = polaroid_observability::serve_admin(listeners.http, ready, shutdown);
+    let http = polaroid_observability::serve_admin(listeners.http, tls.admin(), ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);
     if let Some(collector) = collector {
         // Each deletion is atomic on its own; stopping between two loses nothing.

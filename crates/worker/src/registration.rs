@@ -25,21 +25,31 @@ pub struct Registration {
     pub registered: Arc<AtomicBool>,
 }
 
+/// A lazy channel to the coordinator at `url`, over TLS with `tls` (an `https://` URL).
+pub fn channel(
+    url: &str,
+    tls: Option<&polaroid_auth::tls::ClientTls>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        endpoint = tls.endpoint(endpoint)?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
 impl Registration {
     pub fn new(
-        coordinator_url: &str,
+        channel: Channel,
         worker_id: String,
         address: String,
         engine: Arc<Engine>,
         in_flight: InFlight,
         jobs_running: Arc<AtomicU32>,
         credential: WithClusterCredential,
-    ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(coordinator_url.to_owned())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
-        Ok(Self {
+    ) -> Self {
+        Self {
             // Load reports and leaving are internal calls: they carry the cluster credential.
             client: ClusterServiceClient::with_interceptor(channel, credential),
             worker_id,
@@ -48,7 +58,7 @@ impl Registration {
             in_flight,
             jobs_running,
             registered: Arc::new(AtomicBool::new(false)),
-        })
+        }
     }
 
     /// Reports load every `interval` until `stop` changes. A coordinator that is down (or

@@ -15,6 +15,8 @@ local tenant, tenant_old_index, tenant_new_index, tenant_all = ARGV[24], ARGV[25
 local legacy_idem = ARGV[28]
 -- Finished jobs by when they expire, and the key bases their index entries are under.
 local finished, finished_member, index_base, tenant_base = ARGV[29], ARGV[30], ARGV[31], ARGV[32]
+-- On submit, the tenant's quota of jobs queued, running or retrying (0: none).
+local max_active = tonumber(ARGV[33])
 
 -- Checks first: nothing is written unless everything will be.
 if owned_stream ~= '' then
@@ -30,6 +32,15 @@ if expected == '' then
       if existing then return 'exists:' .. existing end
     end
   end
+end
+if expected == '' and max_active > 0 then
+  -- Counted in the same script as the submission, so concurrent submissions on any
+  -- coordinator cannot overshoot the quota together.
+  local active = 0
+  for _, state in ipairs({'queued', 'running', 'retrying'}) do
+    active = active + redis.call('ZCARD', tenant_base .. tenant .. ':index:' .. state)
+  end
+  if active >= max_active then return 'quota:' .. active end
 end
 local current = redis.call('GET', KEYS[1])
 if expected == '' then

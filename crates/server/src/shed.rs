@@ -3,12 +3,12 @@
 //! every connection (tonic's own per-connection limit would let many connections each
 //! bring their own).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
+
+use crate::BoxFuture;
 
 /// Sheds calls beyond `limit` running at once; 0: no limit.
 #[derive(Clone)]
@@ -45,11 +45,6 @@ pub struct Shed<S> {
     inner: S,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// How long a shed call's client is asked to wait before trying again.
-const RETRY_PUSHBACK_MS: &str = "100";
-
 impl<S, B, R> tower::Service<http::Request<B>> for Shed<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
@@ -66,24 +61,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // Membership reports and health checks are never shed: a coordinator at its limit
-        // must not lose its workers for it.
-        let path = request.uri().path();
-        let exempt = path.starts_with("/polaroid.v1.ClusterService/")
-            || path.starts_with("/grpc.health.v1.Health/");
+        let exempt = crate::is_control_call(request.uri().path());
         let Some(permits) = self.layer.permits.as_ref().filter(|_| !exempt) else {
             return Box::pin(self.inner.call(request));
         };
         match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let call = self.inner.call(request);
-                Box::pin(async move {
-                    let response = call.await;
-                    // Held until the response starts: a streamed body is not counted.
-                    drop(permit);
-                    response
-                })
-            }
+            Ok(permit) => crate::holding(permit, self.inner.call(request)),
             Err(_) => {
                 metrics::counter!("polaroid_grpc_shed_requests_total", "role" => self.layer.role)
                     .increment(1);
@@ -91,14 +74,7 @@ where
                     "this {} is running its limit of {} calls at once; retry after a short backoff",
                     self.layer.role, self.layer.limit
                 ));
-                let mut response: http::Response<R> = status.into_http();
-                // gRPC's standard hint: clients with a retry policy wait this long and try
-                // again; a limit error (a result too large) carries none, so is not retried.
-                response.headers_mut().insert(
-                    "grpc-retry-pushback-ms",
-                    http::HeaderValue::from_static(RETRY_PUSHBACK_MS),
-                );
-                Box::pin(std::future::ready(Ok(response)))
+                Box::pin(std::future::ready(Ok(crate::busy(status))))
             }
         }
     }
