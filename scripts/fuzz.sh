@@ -57,6 +57,18 @@ fi
 # build`, which instruments Polars too, compiled for over half an hour. A target dir of
 # its own, seeded with hard links to the main one's files, kept every file the main build
 # later replaced (8.8 GB of them within a day here), so the fuzz build shares the main one.
+# The fuzz workspace's lock file must pin what the main one pins (fuzz/README.md), or
+# this build compiles a second Polars: over half an hour instead of about one minute.
+locked() { awk '/^name = /{name=$3} /^version = /{print name, $3}' "$1" | sort -u; }
+drifted=$(comm -23 <(locked fuzz/Cargo.lock) <(locked Cargo.lock) |
+  grep -vE '^"(polaroid-fuzz|libfuzzer-sys|arbitrary|derive_arbitrary)" ')
+if [ -n "$drifted" ]; then
+  echo "fuzz/Cargo.lock pins versions Cargo.lock does not:"
+  echo "$drifted"
+  echo "run: cp Cargo.lock fuzz/Cargo.lock && (cd fuzz && cargo metadata --format-version 1 >/dev/null)"
+  exit 1
+fi
+
 export CARGO_TARGET_DIR="${POLAROID_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/polaroid-target}}"
 build_log="$(mktemp)"
 started=$(date +%s)
