@@ -93,6 +93,7 @@ run_target() {
   local artifacts="$CARGO_TARGET_DIR/fuzz-artifacts/$target"
   local log="$artifacts/last-run.log" report="$artifacts/last-run.report"
   mkdir -p "$artifacts"
+  rm -f "$report"
   # A copy of the corpus: what the fuzzer finds during CI does not land in the checkout.
   local corpus
   corpus="$(mktemp -d)"
@@ -141,6 +142,11 @@ wait
 failed=0
 for target in "${targets[@]}"; do
   report="$CARGO_TARGET_DIR/fuzz-artifacts/$target/last-run.report"
+  if [ ! -s "$report" ]; then
+    echo "FUZZ FAILURE in $target: its run left no report"
+    failed=1
+    continue
+  fi
   cat "$report"
   grep -q '^FUZZ FAILURE' "$report" && failed=1
 done

@@ -8,6 +8,6 @@ use polaroid_worker::fuzzing;
 
 fuzz_target!(init: polaroid_fuzz::init(), |data: &[u8]| {
     polaroid_fuzz::run(|| {
-        let _ = fuzzing::on_runtime_stack(|| fuzzing::expression(data));
+        let _ = polaroid_fuzz::on_runtime_stack(|| fuzzing::expression(data));
     });
 });

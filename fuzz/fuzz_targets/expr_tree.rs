@@ -11,6 +11,6 @@ use polaroid_worker::fuzzing;
 fuzz_target!(init: polaroid_fuzz::init(), |request: Request| {
     polaroid_fuzz::run(|| {
         let (context, expr) = request.into_parts();
-        let _ = fuzzing::on_runtime_stack(|| fuzzing::step(fuzzing::expression_step(context, expr)));
+        let _ = polaroid_fuzz::on_runtime_stack(|| fuzzing::step(fuzzing::expression_step(context, expr)));
     });
 });

@@ -31,6 +31,10 @@ fn describe(info: &PanicHookInfo<'_>) -> String {
 
 /// Call from each target's `init`, after libFuzzer's own hook (which aborts on any panic).
 pub fn init() {
+    handle_overflows_on_their_own_stack();
+    // libFuzzer runs each input on this thread (the targets move the work to a runtime
+    // stack, but a panic's unwinding and libFuzzer's own work stay here).
+    std::mem::forget(SignalStack::new());
     if std::env::var("POLAROID_FUZZ_PANICS").as_deref() == Ok("abort") {
         return;
     }
@@ -47,5 +51,66 @@ pub fn run(work: impl FnOnce()) {
         let last = LAST_PANIC.lock().map(|s| s.clone()).unwrap_or_default();
         eprintln!("a panic escaped every guard (it would take the process down): {last}");
         std::process::abort();
+    }
+}
+
+/// Runs `work` on a thread with a runtime thread's stack (`fuzzing::on_runtime_stack`)
+/// and a signal stack of its own, so that a stack overflow there is reported by libFuzzer
+/// with the input that caused it.
+pub fn on_runtime_stack<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    polaroid_worker::fuzzing::on_runtime_stack(|| {
+        let _signal_stack = SignalStack::new();
+        work()
+    })
+}
+
+/// libFuzzer reports a crash from its SIGSEGV handler, which runs on the faulting thread's
+/// stack unless the handler it replaces ran on a signal stack (it keeps `SA_ONSTACK`). A
+/// Rust program's runtime sets that up, but a fuzz target's `main` is libFuzzer's, so
+/// without this an overflow killed the process before libFuzzer could write the input.
+/// `init` runs before libFuzzer installs its handlers.
+fn handle_overflows_on_their_own_stack() {
+    for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: a zeroed `sigaction` is valid; only the default disposition and flags
+        // are set, and no handler of ours runs.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            action.sa_flags = libc::SA_ONSTACK;
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// A signal stack for the current thread while it lives.
+struct SignalStack {
+    _memory: Vec<u8>,
+}
+
+impl SignalStack {
+    const SIZE: usize = 256 * 1024;
+
+    fn new() -> Self {
+        let mut memory = vec![0u8; Self::SIZE];
+        let stack = libc::stack_t {
+            ss_sp: memory.as_mut_ptr().cast(),
+            ss_flags: 0,
+            ss_size: Self::SIZE,
+        };
+        // SAFETY: the memory outlives the registration, which `drop` removes.
+        unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) };
+        Self { _memory: memory }
+    }
+}
+
+impl Drop for SignalStack {
+    fn drop(&mut self) {
+        let disable = libc::stack_t {
+            ss_sp: std::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: disables this thread's signal stack before its memory is freed.
+        unsafe { libc::sigaltstack(&disable, std::ptr::null_mut()) };
     }
 }

@@ -201,6 +201,11 @@ pub fn plan_node(data: &[u8]) -> EngineResult<()> {
 /// `max_upload_bytes` before they are decoded, so beyond it nothing is.
 pub const UPLOAD_LIMIT: usize = 1 << 20;
 
+/// Most an upload may decode to in `arrow_ipc_upload`: far more than [`UPLOAD_LIMIT`], as
+/// in production (16 GiB against uploads of any size), so that what the bounds let
+/// through beyond an upload's own bytes is exercised, within libFuzzer's memory limit.
+pub const DECODE_LIMIT: usize = 64 << 20;
+
 /// `arrow_ipc_upload`: the first byte picks the way in. Even: the bytes are an upload as
 /// `UploadArrow` and `CreateFromArrow` take it. Odd: they are Flight `DoPut` messages
 /// (each a 2-byte little-endian header length, the header, a 2-byte body length, the
@@ -216,21 +221,26 @@ pub fn arrow_ipc(data: &[u8]) -> EngineResult<()> {
     } else {
         flight_messages(rest)?
     };
-    let df = catch_panic("upload", || ipc::decode(&bytes, UPLOAD_LIMIT))?;
+    let df = catch_panic("upload", || ipc::decode(&bytes, DECODE_LIMIT))?;
     schema_fields(df.schema());
     let _ = (df.height(), df.estimated_size());
-    catch_panic("collect", || {
+    let chunks = catch_panic("collect", || {
         let mut chunks = Vec::new();
         ipc::encode_chunks(&df, 64 * 1024, 1024, &mut |chunk| {
             chunks.push(chunk);
             true
         })?;
-        for chunk in &chunks {
-            let again = ipc::decode(chunk, usize::MAX)?;
-            assert_eq!(again.schema(), df.schema(), "a result re-read as written");
-        }
-        ipc::encode_flight_batches(&df, 64 * 1024, 1024, &mut |_| true)
-    })
+        ipc::encode_flight_batches(&df, 64 * 1024, 1024, &mut |_| true)?;
+        Ok(chunks)
+    })?;
+    // What the server wrote, it (and any client) reads back as written: outside every
+    // guard, so that a failure here fails the run.
+    for chunk in &chunks {
+        let again = ipc::decode(chunk, usize::MAX)
+            .unwrap_or_else(|e| panic!("a result chunk the server wrote does not decode: {e}"));
+        assert_eq!(again.schema(), df.schema(), "a result re-read as written");
+    }
+    Ok(())
 }
 
 fn flight_messages(mut data: &[u8]) -> EngineResult<Bytes> {

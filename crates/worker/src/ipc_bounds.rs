@@ -6,8 +6,11 @@
 //! allocation fail, which aborts the process: the worker, and every call on it, gone
 //! (found by the `arrow_ipc_upload` fuzz target). So every message is read here first,
 //! with nothing allocated from what it declares: each buffer must lie within the bytes of
-//! the upload, the decompressed sizes together within the upload limit, each array's
-//! length within what the bytes can hold, and the schema's types within
+//! the upload, and the buffers of all messages together within its size (Polars copies
+//! each buffer out, so buffers that overlap, or blocks of a file that name the same
+//! message, would multiply a small upload: thousands of columns over one 1 MiB body made
+//! 9 GiB); the decompressed sizes together within the upload limit, each array's length
+//! within what the bytes can hold, and the schema's types within
 //! [`crate::dtype::MAX_TYPE_NESTING`] levels (Polars reads nested types recursively).
 //!
 //! What Polars then does with bytes that pass is its own checking (offsets, UTF-8,
@@ -21,8 +24,9 @@ use crate::error::{EngineError, EngineResult};
 /// Arrow IPC files start (and end) with this magic.
 pub const FILE_MAGIC: &[u8] = b"ARROW1";
 
-/// Rows an array may have beyond 8 per byte of the upload: arrays of the null type have
-/// no buffers at all, so their length is backed by nothing.
+/// Rows an array may have beyond 8 per byte of the upload (or of what its compressed
+/// buffers declare): arrays of the null type have no buffers at all, so their length is
+/// backed by nothing.
 const ROWS_WITHOUT_DATA: u64 = 1 << 20;
 
 fn invalid(reason: impl std::fmt::Display) -> EngineError {
@@ -39,12 +43,24 @@ fn flatbuffer(error: fb::planus::Error) -> EngineError {
 struct Bounds {
     /// Bytes of the upload.
     size: u64,
+    /// Bytes the buffers of all messages span together (at most `size`).
+    spanned: u64,
     /// Bytes the upload may decode to (its limit).
     max_decoded: u64,
     decoded: u64,
-    /// Rows one array, and all batches together, may have.
-    max_rows: u64,
+    /// Rows of all batches together.
     rows: u64,
+}
+
+impl Bounds {
+    /// Rows one array, and all batches together, may have: 8 per byte the data decodes to
+    /// so far (a bit each), and a margin for arrays of the null type.
+    fn max_rows(&self) -> u64 {
+        self.size
+            .max(self.decoded)
+            .saturating_mul(8)
+            .saturating_add(ROWS_WITHOUT_DATA)
+    }
 }
 
 /// Checks `bytes`, an upload that may decode to at most `max_decoded` bytes.
@@ -52,9 +68,9 @@ pub fn check(bytes: &[u8], max_decoded: usize) -> EngineResult<()> {
     let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     let mut bounds = Bounds {
         size,
+        spanned: 0,
         max_decoded: u64::try_from(max_decoded).unwrap_or(u64::MAX),
         decoded: 0,
-        max_rows: size.saturating_mul(8).saturating_add(ROWS_WITHOUT_DATA),
         rows: 0,
     };
     if bytes.starts_with(FILE_MAGIC) {
@@ -156,14 +172,15 @@ fn check_message(
         Some(fb::MessageHeaderRef::RecordBatch(batch)) => {
             let rows = u64::try_from(batch.length().map_err(flatbuffer)?)
                 .map_err(|_| invalid("a negative row count"))?;
+            check_batch(batch, body, bounds)?;
             bounds.rows = bounds.rows.saturating_add(rows);
-            if bounds.rows > bounds.max_rows {
+            if bounds.rows > bounds.max_rows() {
                 return Err(invalid(format!(
                     "{} rows declared in {} bytes",
                     bounds.rows, bounds.size
                 )));
             }
-            check_batch(batch, body, bounds)
+            Ok(())
         }
         Some(fb::MessageHeaderRef::DictionaryBatch(dictionary)) => {
             match dictionary.data().map_err(flatbuffer)? {
@@ -176,21 +193,13 @@ fn check_message(
     }
 }
 
-/// Every buffer of `batch` lies within `body`; what they decode to is within the limit.
+/// Every buffer of `batch` lies within `body`, all buffers so far within the upload, and
+/// what they decode to within the limit; then each array's length within what they hold.
 fn check_batch(
     batch: fb::RecordBatchRef<'_>,
     body: &[u8],
     bounds: &mut Bounds,
 ) -> EngineResult<()> {
-    for node in batch.nodes().map_err(flatbuffer)?.into_iter().flatten() {
-        let length = u64::try_from(node.length()).map_err(|_| invalid("a negative length"))?;
-        if length > bounds.max_rows {
-            return Err(invalid(format!(
-                "an array of {length} rows declared in {} bytes",
-                bounds.size
-            )));
-        }
-    }
     let compressed = batch.compression().map_err(flatbuffer)?.is_some();
     for buffer in batch.buffers().map_err(flatbuffer)?.into_iter().flatten() {
         let (offset, length) = (buffer.offset(), buffer.length());
@@ -205,6 +214,13 @@ fn check_batch(
                 body.len()
             )));
         };
+        bounds.spanned = bounds.spanned.saturating_add((end - start) as u64);
+        if bounds.spanned > bounds.size {
+            return Err(invalid(format!(
+                "its buffers span more than its {} bytes (they overlap)",
+                bounds.size
+            )));
+        }
         // A compressed buffer starts with its decompressed length (-1: not compressed).
         let decoded = match body.get(start..end).and_then(|b| b.first_chunk::<8>()) {
             Some(prefix) if compressed => match i64::from_le_bytes(*prefix) {
@@ -222,6 +238,15 @@ fn check_batch(
             )));
         }
     }
+    for node in batch.nodes().map_err(flatbuffer)?.into_iter().flatten() {
+        let length = u64::try_from(node.length()).map_err(|_| invalid("a negative length"))?;
+        if length > bounds.max_rows() {
+            return Err(invalid(format!(
+                "an array of {length} rows declared in {} bytes",
+                bounds.size
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -234,13 +259,25 @@ fn check_schema(schema: fb::SchemaRef<'_>) -> EngineResult<()> {
     let mut stack = Vec::new();
     let mut names = std::collections::HashSet::new();
     for field in schema.fields().map_err(flatbuffer)?.into_iter().flatten() {
-        stack.push((field.map_err(flatbuffer)?, 1));
+        // A top-level field's type is level 0, as a type name's outermost type is.
+        stack.push((field.map_err(flatbuffer)?, 0));
     }
     while let Some((field, depth)) = stack.pop() {
         if depth > MAX_TYPE_NESTING {
             return Err(invalid(format!(
                 "its types nest more than {MAX_TYPE_NESTING} levels deep"
             )));
+        }
+        // Polars reads no array of a fixed-size list of no items, but took the schema of
+        // an upload without rows, and then every result it wrote of that column was one
+        // it could not read back (a reloaded result, a client's Polars; `arrow_ipc_upload`).
+        if let Some(fb::TypeRef::FixedSizeList(list)) = field.type_().map_err(flatbuffer)? {
+            let size = list.list_size().map_err(flatbuffer)?;
+            if size <= 0 {
+                return Err(invalid(format!(
+                    "a fixed-size list of {size} items (Polars reads none)"
+                )));
+            }
         }
         names.clear();
         for child in field.children().map_err(flatbuffer)?.into_iter().flatten() {
@@ -372,13 +409,142 @@ mod tests {
     }
 
     #[test]
-    fn types_nested_past_the_limit_are_refused() {
-        let mut inner = Series::new("x".into(), [1i64]);
-        for _ in 0..MAX_TYPE_NESTING {
-            inner = inner.implode().unwrap().into_series();
-        }
-        let mut df = DataFrame::new_infer_height(vec![inner.into()]).unwrap();
-        let error = refused(&stream(&mut df, None));
+    fn fixed_size_lists_of_no_items_are_refused() {
+        // The fuzzer's upload: a schema with such a column and no rows, whose results
+        // Polars could not read back.
+        let found = include_bytes!(
+            "../../../fuzz/corpus/arrow_ipc_upload/crash-fixed-size-list-of-no-items"
+        );
+        let error = crate::fuzzing::arrow_ipc(found).expect_err("refused");
+        assert!(error.to_string().contains("fixed-size list of 0 items"), "{error}");
+        // A fixed-size list with items is read, and read back as the server writes it.
+        let items = Series::new("x".into(), [1i64, 2, 3, 4]);
+        let array = items.reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new(2)]);
+        let mut df = DataFrame::new_infer_height(vec![array.unwrap().into()]).unwrap();
+        crate::fuzzing::arrow_ipc(&[&[0u8][..], &stream(&mut df, None)].concat()).unwrap();
+    }
+
+    #[test]
+    fn types_nest_as_deep_as_type_names_and_no_deeper() {
+        let nested = |lists: usize| {
+            let mut inner = Series::new("x".into(), [1i64]);
+            for _ in 0..lists {
+                inner = inner.implode().unwrap().into_series();
+            }
+            DataFrame::new_infer_height(vec![inner.into()]).unwrap()
+        };
+        // What a cast to a type name may make, an upload may hold (a result is reloaded so).
+        let deepest = format!("{}Int64{}", "List[".repeat(32), "]".repeat(32));
+        assert!(crate::dtype::parse(&deepest).is_ok());
+        crate::ipc::decode(&stream(&mut nested(MAX_TYPE_NESTING), None), 1 << 20).unwrap();
+        let error = refused(&stream(&mut nested(MAX_TYPE_NESTING + 1), None));
         assert!(error.to_string().contains("nest more than 32"), "{error}");
+    }
+
+    /// A stream of `schema_from`'s schema and one record batch as `batch` declares it, over
+    /// `body`.
+    fn stream_of(schema_from: &mut DataFrame, batch: fb::RecordBatch, body: &[u8]) -> Vec<u8> {
+        let schema_only = stream(&mut schema_from.head(Some(0)), None);
+        let (_, schema_end) = message_at(&schema_only, 0).unwrap().unwrap();
+        let mut bytes = schema_only[..schema_end].to_vec();
+        let message = fb::Message {
+            version: fb::MetadataVersion::V5,
+            header: Some(fb::MessageHeader::RecordBatch(Box::new(batch))),
+            body_length: body.len() as i64,
+            custom_metadata: None,
+        };
+        let mut builder = fb::planus::Builder::new();
+        let metadata = builder.finish(&message, None).to_vec();
+        let padding = (8 - metadata.len() % 8) % 8;
+        bytes.extend_from_slice(&CONTINUATION);
+        bytes.extend_from_slice(&((metadata.len() + padding) as i32).to_le_bytes());
+        bytes.extend_from_slice(&metadata);
+        bytes.extend(std::iter::repeat_n(0, padding));
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(&CONTINUATION);
+        bytes.extend_from_slice(&[0; 4]);
+        bytes
+    }
+
+    const CONTINUATION: [u8; 4] = [0xff; 4];
+
+    #[test]
+    fn buffers_that_overlap_cannot_multiply_an_upload() {
+        // 1,000 columns whose values all point at one 1 MiB body: 1 GiB once copied out.
+        let columns = 1_000;
+        let mut schema: DataFrame = DataFrame::new_infer_height(
+            (0..columns)
+                .map(|i| Column::new(format!("c{i}").into(), [0i64]))
+                .collect(),
+        )
+        .unwrap();
+        let rows = 1 << 17;
+        let batch = fb::RecordBatch {
+            length: rows,
+            nodes: Some(vec![
+                fb::FieldNode {
+                    length: rows,
+                    null_count: 0
+                };
+                columns
+            ]),
+            buffers: Some(
+                (0..columns)
+                    .flat_map(|_| {
+                        [
+                            fb::Buffer {
+                                offset: 0,
+                                length: 0,
+                            },
+                            fb::Buffer {
+                                offset: 0,
+                                length: rows * 8,
+                            },
+                        ]
+                    })
+                    .collect(),
+            ),
+            compression: None,
+            variadic_buffer_counts: None,
+        };
+        let bytes = stream_of(&mut schema, batch.clone(), &vec![0; 1 << 20]);
+        let error = check(&bytes, usize::MAX).expect_err("refused");
+        assert!(error.to_string().contains("they overlap"), "{error}");
+        // The same batch with each column's own bytes is read.
+        let mut apart = batch;
+        apart.buffers = Some(
+            (0..2)
+                .flat_map(|i| {
+                    [
+                        fb::Buffer {
+                            offset: 0,
+                            length: 0,
+                        },
+                        fb::Buffer {
+                            offset: i * rows * 8,
+                            length: rows * 8,
+                        },
+                    ]
+                })
+                .collect(),
+        );
+        apart.nodes.as_mut().unwrap().truncate(2);
+        let mut two = schema.select(["c0", "c1"]).unwrap();
+        let bytes = stream_of(&mut two, apart, &vec![0; 2 << 20]);
+        assert_eq!(
+            crate::ipc::decode(&bytes, usize::MAX).unwrap().height(),
+            1 << 17
+        );
+    }
+
+    #[test]
+    fn compressed_batches_may_hold_more_rows_than_their_bytes() {
+        // 10M zeros compress to a few KB; their rows are bounded by what the buffers
+        // declare they decompress to, not by the upload's size.
+        let mut df = df!("z" => vec![0i64; 10_000_000]).unwrap();
+        let bytes = stream(&mut df, Some(IpcCompression::ZSTD(Default::default())));
+        assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+        let decoded = crate::ipc::decode(&bytes, 1 << 30).unwrap();
+        assert_eq!(decoded.height(), 10_000_000);
     }
 }

@@ -9,7 +9,9 @@
 //! The bound is read off the tokens, which are flat: in each comma-separated item of each
 //! parenthesised group, every token that is not a name, a literal or punctuation (an
 //! operator, a keyword) may add a level, and a group adds its deepest item's levels to
-//! the item it sits in. That is never less than the depth of the tree, and close to it
+//! the item it sits in. Set operations (`UNION`, `EXCEPT`, `INTERSECT`, `MINUS`) chain
+//! whole queries, whose select lists have commas of their own, so they count in their group
+//! whatever its items. That is never less than the depth of the tree, and close to it
 //! for the long chains that matter (a `WHERE` of `k` equalities joined by `AND` counts
 //! `2k - 1`, for a tree `k` deep).
 
@@ -25,12 +27,13 @@ use crate::error::{EngineError, EngineResult};
 pub const MAX_SQL_DEPTH: usize = 256;
 
 /// One open group: operators in its current item, the deepest group closed within that
-/// item, the deepest of its finished items.
+/// item, the deepest of its finished items, and the set operations across all its items.
 #[derive(Default)]
 struct Group {
     operators: usize,
     inner: usize,
     deepest: usize,
+    set_operations: usize,
 }
 
 impl Group {
@@ -39,7 +42,7 @@ impl Group {
     }
 
     fn depth(&self) -> usize {
-        self.deepest.max(self.item())
+        self.deepest.max(self.item()) + self.set_operations
     }
 }
 
@@ -55,12 +58,22 @@ fn depth(query: &str) -> usize {
             Token::RParen | Token::RBracket | Token::RBrace => close(&mut groups),
             Token::Comma | Token::SemiColon => {
                 if let Some(group) = groups.last_mut() {
-                    group.deepest = group.depth();
+                    group.deepest = group.deepest.max(group.item());
                     group.operators = 0;
                     group.inner = 0;
                 }
             }
             Token::Word(word) if word.keyword == Keyword::NoKeyword => {}
+            Token::Word(word)
+                if matches!(
+                    word.keyword,
+                    Keyword::UNION | Keyword::EXCEPT | Keyword::INTERSECT | Keyword::MINUS
+                ) =>
+            {
+                if let Some(group) = groups.last_mut() {
+                    group.set_operations += 1;
+                }
+            }
             Token::Whitespace(_)
             | Token::Period
             | Token::Number(..)
@@ -141,6 +154,15 @@ mod tests {
             format!("SELECT {}a FROM t", "a+".repeat(100_000)),
             format!("SELECT CASE {} END FROM t", "WHEN a THEN 1 ".repeat(1_000)),
             format!("SELECT 1 {}", "UNION SELECT 1 ".repeat(1_000)),
+            // Select lists of several columns: their commas must not hide the chain.
+            format!(
+                "{}SELECT a, c FROM t",
+                "SELECT a, c FROM t UNION ALL ".repeat(3_000)
+            ),
+            format!(
+                "SELECT a, b FROM t {}",
+                "EXCEPT SELECT a, b FROM t ".repeat(300)
+            ),
         ] {
             let error = check("query", &query).unwrap_err();
             assert_eq!(error.code(), polaroid_proto::ErrorCode::InvalidArgument);
@@ -154,5 +176,28 @@ mod tests {
             &format!("SELECT {}a FROM t", "a+".repeat(MAX_SQL_DEPTH - 5)),
         )
         .unwrap();
+    }
+
+    /// The longest chain the bound lets through runs on a runtime thread's stack (2 MiB):
+    /// set operations recurse through Polars' translator with larger frames than `+`.
+    #[test]
+    fn the_longest_chain_allowed_runs_on_a_runtime_stack() {
+        use polars::prelude::*;
+        let query = format!(
+            "{}SELECT a, c FROM t",
+            "SELECT a, c FROM t UNION ALL ".repeat(MAX_SQL_DEPTH - 3)
+        );
+        check("query", &query).unwrap();
+        let rows = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let mut context = polars::sql::SQLContext::new();
+                context.register("t", df!("a" => [1i64], "c" => ["x"]).unwrap().lazy());
+                context.execute(&query).unwrap().collect().unwrap().height()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(rows, MAX_SQL_DEPTH - 2);
     }
 }
