@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need, builds,
-# runs the Rust tests (nextest) and the Python existing-client tests (pytest). The S3
+# runs the Rust tests (nextest), the fuzz targets for a bounded time (scripts/fuzz.sh) and
+# the Python existing-client tests (pytest). The S3
 # (moto), Azure (Azurite) and Redis servers are started on loopback by the tests themselves.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,7 @@ fi
 
 step "format"
 cargo fmt --all -- --check || failed=1
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check || failed=1
 
 step "build"
 cargo build --workspace --tests --bins || exit 1
@@ -45,6 +47,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast || failed=1
 fi
+
+step "fuzz (each target ${POLAROID_FUZZ_SECONDS:-30} s from its committed corpus; fuzz/README.md)"
+./scripts/fuzz.sh || failed=1
 
 step "python existing-client tests"
 POLAROID_BIN="$CARGO_TARGET_DIR/debug/polaroid" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider || failed=1

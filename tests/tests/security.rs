@@ -971,9 +971,22 @@ async fn undecodable_requests_get_the_codes_grpc_clients_expect() -> anyhow::Res
     };
     let deep = client.filter(filter(1_000)).await;
     assert_eq!(code_of(deep), Code::InvalidArgument);
-    // A modest depth works.
+    // Within the decoder's limit (48 levels of `+` make the predicate 100 messages deep)
+    // but past the engine's (90): its handle's record, 3 levels deeper, would not decode.
+    let status = client
+        .filter(filter(48))
+        .await
+        .expect_err("past the engine's bound");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("90 protobuf messages"),
+        "{status:?}"
+    );
+    // A modest depth works, and so does the deepest the engine takes.
     let shallow = client.filter(filter(20)).await?.into_inner().handle;
     assert_eq!(collect(&mut client, &shallow).await?.height(), 3);
+    let deepest = client.filter(filter(43)).await?.into_inner().handle;
+    assert_eq!(collect(&mut client, &deepest).await?.height(), 3);
     Ok(())
 }
 

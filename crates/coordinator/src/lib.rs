@@ -10,6 +10,8 @@ mod cluster_service;
 pub mod config;
 mod error;
 mod failover;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod job_service;
 mod link;
 pub mod membership;

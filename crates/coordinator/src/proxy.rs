@@ -30,7 +30,7 @@ use crate::link::{LinkError, Outbound, Received};
 use crate::routing::{DataFrameRoutes, FlightRoutes, RouteKey, Routes};
 
 /// Reads the caller's request messages as undecoded protobuf bytes.
-struct RawDecoder;
+pub(crate) struct RawDecoder;
 
 impl Decoder for RawDecoder {
     type Item = Bytes;
@@ -140,7 +140,7 @@ impl<R: Routes> tower::Service<http::Request<tonic::body::Body>> for Proxy<R> {
 
 /// Whether running the call twice could change more than running it once: a write that
 /// appends. Every other call makes content-addressed handles or replaces a file whole.
-fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
+pub(crate) fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
     use polaroid_proto::v1 as pb;
     use prost::Message;
     match method {
@@ -153,12 +153,12 @@ fn repeats_have_effects(method: &str, request: &[u8]) -> bool {
 
 /// The request messages to send: replayable when the client sent at most one (every
 /// unary and server-streaming call), else the first two and the rest of the stream.
-enum Body {
+pub(crate) enum Body {
     Replayable(Option<Bytes>),
     Stream(Option<MessageStream>),
 }
 
-async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
+pub(crate) async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Status> {
     let Some(first) = inbound.message().await? else {
         return Ok(Body::Replayable(None));
     };
@@ -190,7 +190,7 @@ const NOT_FORWARDED: [&str; 11] = [
 ];
 
 /// `grpc-timeout` for `left`: the finest unit that fits the protocol's 8 digits.
-fn grpc_timeout(left: Duration) -> String {
+pub(crate) fn grpc_timeout(left: Duration) -> String {
     const MAX: u128 = 99_999_999;
     let micros = left.as_micros();
     if micros <= MAX {
@@ -447,7 +447,7 @@ impl http_body::Body for Forwarded {
 
 /// Follows the gRPC message prefixes through a stream of data frames, so that a message
 /// over `limit` is refused as the worker starts sending it.
-struct MessageLimit {
+pub(crate) struct MessageLimit {
     limit: usize,
     /// Bytes of the current message's body still to come.
     body_left: usize,
@@ -457,7 +457,7 @@ struct MessageLimit {
 }
 
 impl MessageLimit {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             limit,
             body_left: 0,
@@ -466,7 +466,7 @@ impl MessageLimit {
         }
     }
 
-    fn check(&mut self, mut data: &[u8]) -> Result<(), Status> {
+    pub(crate) fn check(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
             if self.body_left > 0 {
                 let skipped = self.body_left.min(data.len());

@@ -36,6 +36,7 @@ pub mod codec;
 mod error_code;
 mod flight_data;
 mod flight_handle;
+pub mod fuzz_corpus;
 pub mod retry;
 pub mod tenant;
 

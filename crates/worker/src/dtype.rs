@@ -6,11 +6,27 @@ use polars::prelude::{DataType, TimeUnit, TimeZone};
 use crate::error::{EngineError, EngineResult};
 use polaroid_proto::excerpt;
 
+/// Most `List[…]` levels a type name may nest. Each is a level of recursion here and in
+/// Polars (casts, schemas, names of types): a cast to `List[` nested 5,000 deep (a 30 KB
+/// name) overflowed a runtime thread's 2 MiB stack, which aborts the worker, after
+/// lowering the rest of the name at every level.
+pub const MAX_TYPE_NESTING: usize = 32;
+
 /// Parses a data type name; case-insensitive for the simple names, with common aliases.
 pub fn parse(name: &str) -> EngineResult<DataType> {
+    parse_nested(name, 0)
+}
+
+fn parse_nested(name: &str, depth: usize) -> EngineResult<DataType> {
     let trimmed = name.trim();
     if let Some(inner) = bracketed(trimmed, "list") {
-        return Ok(DataType::List(Box::new(parse(inner)?)));
+        if depth == MAX_TYPE_NESTING {
+            return Err(EngineError::invalid(format!(
+                "data type `{}` nests lists more than {MAX_TYPE_NESTING} deep",
+                excerpt(name)
+            )));
+        }
+        return Ok(DataType::List(Box::new(parse_nested(inner, depth + 1)?)));
     }
     if let Some(inner) = bracketed(trimmed, "datetime") {
         let mut parts = inner.splitn(2, ',').map(str::trim);
@@ -50,13 +66,15 @@ pub fn parse(name: &str) -> EngineResult<DataType> {
     })
 }
 
+/// What is inside `head[…]` (`head` in any case). Compares the head in place: lowering
+/// the whole text at each level of a nested name cost time in its square.
 fn bracketed<'a>(text: &'a str, head: &str) -> Option<&'a str> {
-    let lower = text.to_ascii_lowercase();
-    if lower.starts_with(head) && text[head.len()..].starts_with('[') && text.ends_with(']') {
-        Some(&text[head.len() + 1..text.len() - 1])
-    } else {
-        None
-    }
+    let named = text.get(..head.len())?.eq_ignore_ascii_case(head);
+    let inner = text
+        .get(head.len()..)?
+        .strip_prefix('[')?
+        .strip_suffix(']')?;
+    named.then_some(inner)
 }
 
 fn time_unit(text: &str) -> EngineResult<TimeUnit> {
@@ -123,5 +141,30 @@ mod tests {
             assert_eq!(name(&parse(text).unwrap()), text);
         }
         assert!(parse("Decimal").is_err());
+        assert!(parse("list[int64]").is_ok_and(|t| t == DataType::List(Box::new(DataType::Int64))));
+        for odd in [
+            "List[",
+            "List]",
+            "List[]",
+            "Lis",
+            "List\u{e9}[Int64]",
+            "\u{e9}",
+        ] {
+            assert!(parse(odd).is_err(), "{odd}");
+        }
+    }
+
+    #[test]
+    fn nested_lists_are_bounded() {
+        let nested = |depth: usize| format!("{}Int64{}", "List[".repeat(depth), "]".repeat(depth));
+        let deepest = parse(&nested(MAX_TYPE_NESTING)).expect("at the limit");
+        assert_eq!(name(&deepest), nested(MAX_TYPE_NESTING));
+        // Deep enough to overflow a runtime thread's stack when it was parsed recursively.
+        let error = parse(&nested(200_000)).expect_err("past the limit");
+        assert_eq!(error.code(), polaroid_proto::ErrorCode::InvalidArgument);
+        assert!(
+            error.to_string().contains("nests lists more than 32 deep"),
+            "{error}"
+        );
     }
 }

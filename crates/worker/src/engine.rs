@@ -60,6 +60,26 @@ pub struct Node {
     plan_stored_unix_ms: std::sync::atomic::AtomicU64,
 }
 
+impl Node {
+    /// A node over rows in memory with no lineage, as an upload's is: the fuzz targets'
+    /// inputs.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn in_memory(frame: Frame, schema: SchemaRef) -> Arc<Self> {
+        let record = PlanNode::default();
+        Arc::new(Self {
+            tenant: TenantId::from_name("fuzz"),
+            id: PlanId::of(&record),
+            record,
+            frame,
+            schema,
+            artifacts: Vec::new(),
+            mode: Mode::Streaming,
+            depth: 0,
+            plan_stored_unix_ms: Default::default(),
+        })
+    }
+}
+
 /// What a client learns of a handle from its record.
 #[derive(Debug, Clone)]
 pub struct HandleInfo {
@@ -143,16 +163,23 @@ struct Missing {
 
 /// Whether a recorded step reads no other plan node (a file, an upload).
 fn is_source(record: &PlanNode) -> bool {
+    record
+        .step
+        .as_ref()
+        .and_then(|s| s.op.as_ref())
+        .is_some_and(is_source_op)
+}
+
+/// Whether `op` reads no other plan node (a file, a URL, an upload).
+pub(crate) fn is_source_op(op: &Op) -> bool {
     matches!(
-        record.step.as_ref().and_then(|s| s.op.as_ref()),
-        Some(
-            Op::ReadParquet(_)
-                | Op::ReadCsv(_)
-                | Op::ReadIpc(_)
-                | Op::ReadJson(_)
-                | Op::ReadRestApi(_)
-                | Op::Upload(_)
-        )
+        op,
+        Op::ReadParquet(_)
+            | Op::ReadCsv(_)
+            | Op::ReadIpc(_)
+            | Op::ReadJson(_)
+            | Op::ReadRestApi(_)
+            | Op::Upload(_)
     )
 }
 
@@ -179,6 +206,8 @@ pub struct Engine {
     /// Results that took at least this long to compute are written to the store.
     write_behind_after: Option<Duration>,
     max_lineage_depth: u32,
+    /// What an upload may decode to, as well as its size (`ipc_bounds`).
+    max_upload_bytes: usize,
     /// Whether plans run on Polars' streaming engine (else all on the in-memory one).
     streaming_engine: bool,
 }
@@ -257,7 +286,16 @@ fn guarded<T>(
         work()
     });
     std::panic::catch_unwind(work).unwrap_or_else(|payload| {
-        let reason = format!("panicked: {}", panic_message(&*payload));
+        let message = panic_message(&*payload);
+        // Polars panics on an operation whose crate feature this build leaves out
+        // (`activate 'list_arithmetic' feature`: adding a number to a list column, found
+        // by `expr_tree`): a request for something not built in, not a server fault.
+        if message.starts_with("activate '") {
+            return Err(EngineError::Unimplemented(format!(
+                "{operation}: this server's Polars is built without it ({message})"
+            )));
+        }
+        let reason = format!("panicked: {message}");
         Err(EngineError::Internal { operation, reason })
     })
 }
@@ -272,7 +310,7 @@ fn guarded<T>(
 /// plan stayed cached in each node, so memory grew with the square of the depth (issue 21).
 /// An output schema depends on the input schemas only, except where a step reads data to
 /// know its columns (pivot), which resolves it on the real frame.
-fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)> {
+pub(crate) fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, SchemaRef)> {
     let operation = op_name(op);
     let frames: Vec<Frame> = inputs.iter().map(|n| n.frame.clone()).collect();
     let schemas: Vec<SchemaRef> = inputs.iter().map(|n| n.schema.clone()).collect();
@@ -383,6 +421,7 @@ impl Engine {
             access_refresh_ms: (ttl_ms / 4).min(60_000),
             write_behind_after: config.write_behind_after(),
             max_lineage_depth: config.max_lineage_depth,
+            max_upload_bytes: config.max_upload_bytes,
             streaming_engine: config.streaming_engine,
         }
     }
@@ -694,8 +733,9 @@ impl Engine {
             persisted,
         } = missing;
         if let Some(bytes) = persisted {
+            let limit = self.max_upload_bytes.max(bytes.len());
             let df = self
-                .blocking("load_result", move || ipc::decode(&bytes))
+                .blocking("load_result", move || ipc::decode(&bytes, limit))
                 .await?;
             self.results.insert((tenant, id.clone()), df.clone());
             let node = Arc::new(Node {
@@ -736,8 +776,9 @@ impl Engine {
                         operation: "replay",
                         reason: format!("uploaded artifact {} is missing", artifact.as_str()),
                     })?;
+                let limit = self.max_upload_bytes;
                 self.blocking("upload", move || {
-                    let df = ipc::decode(&bytes)?;
+                    let df = ipc::decode(&bytes, limit)?;
                     Ok((Frame::Lazy(df.clone().lazy()), df.schema().clone()))
                 })
                 .await?
@@ -941,8 +982,9 @@ impl Engine {
         name: Option<String>,
     ) -> EngineResult<Handle> {
         let decoded = bytes.clone();
+        let limit = self.max_upload_bytes;
         let df = self
-            .blocking("upload", move || ipc::decode(&decoded))
+            .blocking("upload", move || ipc::decode(&decoded, limit))
             .await?;
         self.register_upload(tenant, bytes, df, name).await
     }

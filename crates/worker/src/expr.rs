@@ -64,6 +64,114 @@ fn missing(what: &str) -> EngineError {
     EngineError::invalid(format!("expression is missing its {what}"))
 }
 
+/// The most protobuf message levels an expression may span, itself included (`a + 1` is
+/// three: the `Expression`, its `BinaryExpr`, the operands' `Expression`s). Every message
+/// that carries an expression must still decode under prost's (and other clients')
+/// recursion limit of 100 levels, and the deepest puts it 7 levels down (a
+/// `ListJobsResponse`'s job, spec, plan, step, plan step, request): a request nested
+/// just within the limit made a job that broke every listing of its tenant's jobs (and an
+/// admin's of all tenants'), and a handle whose stored record no other worker could read.
+pub const MAX_EXPRESSION_LEVELS: usize = 90;
+
+/// The deepest Polars expression a wire expression may become. A case's branches nest,
+/// each inside the one before it (`when(..).then(..).when(..)`), and Polars walks such a
+/// chain once per node when it expands a plan, so the time grows with the square of the
+/// branches: 65,535 branches (a 1 MiB request) held a thread for minutes (found by the
+/// `expr_tree` fuzz target); 999 took 1.2 s and 256 take 0.1 s (debug build).
+pub const MAX_EXPRESSION_DEPTH: usize = 256;
+
+/// Checks an expression against [`MAX_EXPRESSION_LEVELS`] and [`MAX_EXPRESSION_DEPTH`],
+/// walking it with a stack of its own (a client may build any depth in memory first).
+fn check_depth<'a>(expr: &'a pb::Expression) -> EngineResult<()> {
+    enum Node<'a> {
+        Expr(&'a pb::Expression),
+        Literal(&'a pb::LiteralExpr),
+    }
+    let within = |levels: usize, depth: usize| {
+        if levels > MAX_EXPRESSION_LEVELS {
+            return Err(EngineError::invalid(format!(
+                "expression nested more than {MAX_EXPRESSION_LEVELS} protobuf messages deep"
+            )));
+        }
+        if depth > MAX_EXPRESSION_DEPTH {
+            return Err(EngineError::invalid(format!(
+                "expression more than {MAX_EXPRESSION_DEPTH} deep (each branch of a case \
+                 counts one)"
+            )));
+        }
+        Ok(())
+    };
+    // (node, its message level, its depth as a Polars expression)
+    let mut stack = vec![(Node::Expr(expr), 1, 1)];
+    let (mut levels, mut depth) = (0, 0);
+    while let Some((node, level, tree)) = stack.pop() {
+        levels = levels.max(level);
+        depth = depth.max(tree);
+        within(levels, depth)?;
+        let inner = level + 1;
+        let kind = match node {
+            Node::Literal(literal) => {
+                match &literal.value {
+                    Some(Value::ListVal(list)) => stack.extend(
+                        list.values
+                            .iter()
+                            .map(|value| (Node::Literal(value), inner + 1, tree)),
+                    ),
+                    Some(Value::DatetimeVal(_) | Value::DurationVal(_) | Value::NullVal(_)) => {
+                        levels = levels.max(inner);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            Node::Expr(expr) => match &expr.kind {
+                Some(kind) => kind,
+                None => continue,
+            },
+        };
+        // The kind's message is one level in; the expressions it holds one more.
+        levels = levels.max(inner);
+        let held = inner + 1;
+        let mut push = |expr: Option<&'a pb::Expression>| {
+            if let Some(expr) = expr {
+                stack.push((Node::Expr(expr), held, tree + 1));
+            }
+        };
+        match kind {
+            Kind::Column(_) => {}
+            Kind::Literal(literal) => stack.push((Node::Literal(literal), inner, tree)),
+            Kind::Binary(binary) => {
+                push(binary.left.as_deref());
+                push(binary.right.as_deref());
+            }
+            Kind::Unary(unary) => push(unary.expr.as_deref()),
+            Kind::Cast(cast) => push(cast.expr.as_deref()),
+            Kind::Aggregation(aggregation) => push(aggregation.expr.as_deref()),
+            Kind::Function(function) => function.args.iter().for_each(|arg| push(Some(arg))),
+            Kind::Window(window) => {
+                push(window.expr.as_deref());
+                window.partition_by.iter().for_each(|e| push(Some(e)));
+                if window.rolling.is_some() {
+                    levels = levels.max(held);
+                }
+            }
+            Kind::CaseExpr(case) => {
+                // Each branch (a `WhenThen` message) nests inside the one before it.
+                for (i, branch) in case.branches.iter().enumerate() {
+                    for expr in [&branch.when, &branch.then].into_iter().flatten() {
+                        stack.push((Node::Expr(expr), held + 1, tree + 1 + i));
+                    }
+                    levels = levels.max(held);
+                }
+                if let Some(otherwise) = case.otherwise.as_deref() {
+                    stack.push((Node::Expr(otherwise), held, tree + 1 + case.branches.len()));
+                }
+            }
+        }
+    }
+    within(levels, depth)
+}
+
 /// Translates an optional wire expression that the caller requires.
 pub fn required(expr: Option<&pb::Expression>, what: &str) -> EngineResult<Expr> {
     to_polars(expr.ok_or_else(|| missing(what))?)
@@ -73,8 +181,22 @@ pub fn to_polars_all(exprs: &[pb::Expression]) -> EngineResult<Vec<Expr>> {
     exprs.iter().map(to_polars).collect()
 }
 
-/// Translates one wire expression.
+/// Translates one wire expression, after checking its depth.
 pub fn to_polars(expr: &pb::Expression) -> EngineResult<Expr> {
+    check_depth(expr)?;
+    translate(expr)
+}
+
+fn required_inner(expr: Option<&pb::Expression>, what: &str) -> EngineResult<Expr> {
+    translate(expr.ok_or_else(|| missing(what))?)
+}
+
+fn translate_all(exprs: &[pb::Expression]) -> EngineResult<Vec<Expr>> {
+    exprs.iter().map(translate).collect()
+}
+
+/// Translates one wire expression whose depth is checked.
+fn translate(expr: &pb::Expression) -> EngineResult<Expr> {
     let kind = expr
         .kind
         .as_ref()
@@ -87,12 +209,12 @@ pub fn to_polars(expr: &pb::Expression) -> EngineResult<Expr> {
         }),
         Kind::Literal(literal) => literal_expr(literal),
         Kind::Binary(binary) => {
-            let left = required(binary.left.as_deref(), "left operand")?;
-            let right = required(binary.right.as_deref(), "right operand")?;
+            let left = required_inner(binary.left.as_deref(), "left operand")?;
+            let right = required_inner(binary.right.as_deref(), "right operand")?;
             binary_expr(left, binary.op(), right, binary.op)
         }
         Kind::Unary(unary) => {
-            let inner = required(unary.expr.as_deref(), "operand")?;
+            let inner = required_inner(unary.expr.as_deref(), "operand")?;
             Ok(match unary.op() {
                 UnaryOperator::Not => inner.not(),
                 UnaryOperator::Negate => lit(0) - inner,
@@ -112,7 +234,7 @@ pub fn to_polars(expr: &pb::Expression) -> EngineResult<Expr> {
         Kind::Window(window) => window_expr(window),
         Kind::CaseExpr(case) => case_expr(case),
         Kind::Cast(cast) => {
-            let inner = required(cast.expr.as_deref(), "cast input")?;
+            let inner = required_inner(cast.expr.as_deref(), "cast input")?;
             let target = dtype::parse(&cast.data_type)?;
             Ok(if cast.strict {
                 inner.strict_cast(target)
@@ -166,15 +288,40 @@ fn literal_expr(literal: &pb::LiteralExpr) -> EngineResult<Expr> {
         Value::BoolVal(v) => lit(*v),
         Value::BytesVal(v) => lit(v.as_slice()),
         Value::NullVal(_) => lit(NULL),
-        Value::DateVal(days) => lit(*days).cast(DataType::Date),
+        Value::DateVal(days) => lit(date_in_range(*days)?).cast(DataType::Date),
         Value::DatetimeVal(dt) => {
             let zone = TimeZone::opt_try_new(dt.time_zone.as_deref())
                 .map_err(EngineError::polars("datetime literal"))?;
-            lit(dt.value).cast(DataType::Datetime(time_unit(dt.unit()), zone))
+            let unit = time_unit(dt.unit());
+            lit(datetime_in_range(dt.value, unit)?).cast(DataType::Datetime(unit, zone))
         }
         Value::DurationVal(d) => lit(d.value).cast(DataType::Duration(time_unit(d.unit()))),
         Value::ListVal(list) => lit(list_series(list)?).implode(false),
     })
+}
+
+/// Dates and datetimes a calendar can name (about 262,000 years either side of year 0):
+/// Polars panicked printing a literal beyond them (in `explain`, and in the plan of an
+/// error message; found by `expr_tree`).
+fn date_in_range(days: i32) -> EngineResult<i32> {
+    use polars_arrow::temporal_conversions as t;
+    // The conversion adds the days to 1970's without checking for overflow first.
+    days.checked_add(t::EPOCH_DAYS_FROM_CE)
+        .and_then(|_| t::date32_to_date_opt(days))
+        .map(|_| days)
+        .ok_or_else(|| EngineError::invalid(format!("date literal {days} is out of range")))
+}
+
+fn datetime_in_range(value: i64, unit: TimeUnit) -> EngineResult<i64> {
+    use polars_arrow::temporal_conversions as t;
+    let named = match unit {
+        TimeUnit::Nanoseconds => t::timestamp_ns_to_datetime_opt(value),
+        TimeUnit::Microseconds => t::timestamp_us_to_datetime_opt(value),
+        TimeUnit::Milliseconds => t::timestamp_ms_to_datetime_opt(value),
+    };
+    named
+        .map(|_| value)
+        .ok_or_else(|| EngineError::invalid(format!("datetime literal {value} is out of range")))
 }
 
 /// A literal list as a Series; all elements must share one kind (nulls allowed).
@@ -235,6 +382,11 @@ fn list_series(list: &pb::LiteralList) -> EngineResult<Series> {
             Series::new(name, items.ok_or_else(mixed)?)
         }
         Some(Value::DateVal(_)) => {
+            for value in &values {
+                if let Value::DateVal(days) = value {
+                    date_in_range(*days)?;
+                }
+            }
             let items: Option<Vec<Option<i32>>> = values
                 .iter()
                 .map(|v| match v {
@@ -257,7 +409,7 @@ fn list_series(list: &pb::LiteralList) -> EngineResult<Series> {
 }
 
 fn aggregation_expr(aggregation: &pb::AggregationExpr) -> EngineResult<Expr> {
-    let inner = required(aggregation.expr.as_deref(), "aggregation input")?;
+    let inner = required_inner(aggregation.expr.as_deref(), "aggregation input")?;
     Ok(match aggregation.function() {
         AggregateFunction::Sum => inner.sum(),
         AggregateFunction::Min => inner.min(),
@@ -346,7 +498,7 @@ pub fn rolling(inner: Expr, spec: &pb::RollingSpec, closed: ClosedWindow) -> Eng
 }
 
 fn window_expr(window: &pb::WindowExpr) -> EngineResult<Expr> {
-    let inner = required(window.expr.as_deref(), "window input")?;
+    let inner = required_inner(window.expr.as_deref(), "window input")?;
     if let Some(spec) = &window.rolling {
         return rolling(inner, spec, ClosedWindow::Right);
     }
@@ -356,19 +508,19 @@ fn window_expr(window: &pb::WindowExpr) -> EngineResult<Expr> {
         ));
     }
     inner
-        .over(to_polars_all(&window.partition_by)?)
+        .over(translate_all(&window.partition_by)?)
         .map_err(EngineError::polars("window"))
 }
 
 fn case_expr(case: &pb::CaseExpr) -> EngineResult<Expr> {
     let mut branches = case.branches.iter().map(|branch| {
         Ok::<_, EngineError>((
-            required(branch.when.as_ref(), "`when` condition")?,
-            required(branch.then.as_ref(), "`then` value")?,
+            required_inner(branch.when.as_ref(), "`when` condition")?,
+            required_inner(branch.then.as_ref(), "`then` value")?,
         ))
     });
     let otherwise = match case.otherwise.as_deref() {
-        Some(expr) => to_polars(expr)?,
+        Some(expr) => translate(expr)?,
         None => lit(NULL),
     };
     let (when0, then0) = branches
@@ -459,7 +611,7 @@ fn function_expr(function: &pb::FunctionExpr) -> EngineResult<Expr> {
             Ok(())
         }
     };
-    let arg = |index: usize| to_polars(&args[index]);
+    let arg = |index: usize| translate(&args[index]);
     let expr = match name {
         "contains" => {
             arity(2, 3)?;
@@ -584,7 +736,7 @@ fn function_expr(function: &pb::FunctionExpr) -> EngineResult<Expr> {
         }
         "coalesce" => {
             arity(1, usize::MAX)?;
-            coalesce(&to_polars_all(args)?)
+            coalesce(&translate_all(args)?)
         }
         "alias" => {
             arity(2, 2)?;
@@ -599,4 +751,156 @@ fn function_expr(function: &pb::FunctionExpr) -> EngineResult<Expr> {
         }
     };
     Ok(expr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn column(name: &str) -> pb::Expression {
+        pb::Expression {
+            kind: Some(Kind::Column(pb::ColumnExpr { name: name.into() })),
+        }
+    }
+
+    /// `NOT … NOT d`: each `NOT` is two message levels, the column two more.
+    fn nots(levels: usize) -> pb::Expression {
+        (0..(levels - 2) / 2).fold(column("d"), |inner, _| pb::Expression {
+            kind: Some(Kind::Unary(Box::new(pb::UnaryExpr {
+                op: UnaryOperator::Not as i32,
+                expr: Some(Box::new(inner)),
+            }))),
+        })
+    }
+
+    fn invalid(result: EngineResult<Expr>) -> String {
+        let error = result.expect_err("refused");
+        assert_eq!(error.code(), polaroid_proto::ErrorCode::InvalidArgument);
+        error.to_string()
+    }
+
+    #[test]
+    fn expressions_nest_within_every_message_that_carries_them() {
+        let deepest = nots(MAX_EXPRESSION_LEVELS);
+        let _ = to_polars(&deepest).expect("at the limit");
+        let refused = invalid(to_polars(&nots(MAX_EXPRESSION_LEVELS + 2)));
+        assert!(
+            refused.contains("more than 90 protobuf messages deep"),
+            "{refused}"
+        );
+        // The deepest messages that carry an expression, seen by clients and the store.
+        let step = pb::PlanStep {
+            op: Some(pb::plan_step::Op::Filter(pb::FilterRequest {
+                predicate: Some(deepest),
+                ..Default::default()
+            })),
+        };
+        let job = pb::Job {
+            spec: Some(pb::JobSpec {
+                plan: Some(pb::JobPlan {
+                    steps: vec![pb::JobStep {
+                        step: Some(step.clone()),
+                        inputs: vec![],
+                    }],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let listing = pb::ListJobsResponse {
+            jobs: vec![job.clone()],
+            next_page_token: String::new(),
+        };
+        pb::ListJobsResponse::decode(listing.encode_to_vec().as_slice()).expect("a listing");
+        let submitted = pb::SubmitJobResponse {
+            job: Some(job),
+            created: true,
+        };
+        pb::SubmitJobResponse::decode(submitted.encode_to_vec().as_slice()).expect("a job");
+        let record = pb::HandleRecord {
+            node: Some(pb::PlanNode {
+                step: Some(step),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pb::HandleRecord::decode(record.encode_to_vec().as_slice()).expect("a record");
+    }
+
+    #[test]
+    fn a_request_within_the_decoders_limit_but_past_ours_is_invalid_argument() {
+        // A filter whose predicate spans 100 levels decodes (the request is level 0) and
+        // made a handle whose stored record (3 levels more) no worker could read.
+        let request = pb::FilterRequest {
+            predicate: Some(nots(100)),
+            ..Default::default()
+        };
+        let decoded = pb::FilterRequest::decode(request.encode_to_vec().as_slice())
+            .expect("within prost's limit");
+        invalid(required(decoded.predicate.as_ref(), "predicate"));
+        // Lists nest too, without an expression between them.
+        let mut list = pb::LiteralExpr {
+            value: Some(Value::IntVal(1)),
+        };
+        for _ in 0..MAX_EXPRESSION_LEVELS {
+            list = pb::LiteralExpr {
+                value: Some(Value::ListVal(pb::LiteralList { values: vec![list] })),
+            };
+        }
+        invalid(to_polars(&pb::Expression {
+            kind: Some(Kind::Literal(list)),
+        }));
+    }
+
+    #[test]
+    fn dates_beyond_the_calendar_are_invalid_argument() {
+        let literal = |value: Value| pb::Expression {
+            kind: Some(Kind::Literal(pb::LiteralExpr { value: Some(value) })),
+        };
+        invalid(to_polars(&literal(Value::DateVal(i32::MAX))));
+        invalid(to_polars(&literal(Value::DatetimeVal(
+            pb::DatetimeLiteral {
+                value: i64::MAX,
+                unit: PbTimeUnit::Milliseconds as i32,
+                time_zone: None,
+            },
+        ))));
+        let list = Value::ListVal(pb::LiteralList {
+            values: vec![pb::LiteralExpr {
+                value: Some(Value::DateVal(i32::MIN)),
+            }],
+        });
+        invalid(to_polars(&literal(list)));
+        // Every nanosecond and the calendar's own range are fine.
+        let _ = to_polars(&literal(Value::DatetimeVal(pb::DatetimeLiteral {
+            value: i64::MAX,
+            unit: PbTimeUnit::Nanoseconds as i32,
+            time_zone: None,
+        })))
+        .expect("in range");
+        let _ = to_polars(&literal(Value::DateVal(2_000_000))).expect("year 7445");
+    }
+
+    #[test]
+    fn wide_cases_are_bounded() {
+        let case = |branches: usize| pb::Expression {
+            kind: Some(Kind::CaseExpr(Box::new(pb::CaseExpr {
+                branches: vec![
+                    pb::WhenThen {
+                        when: Some(column("d")),
+                        then: Some(column("a")),
+                    };
+                    branches
+                ],
+                otherwise: Some(Box::new(column("a"))),
+            }))),
+        };
+        let _ = to_polars(&case(MAX_EXPRESSION_DEPTH - 3)).expect("within the limit");
+        // 65,535 branches held a thread for minutes in Polars' planning.
+        let started = std::time::Instant::now();
+        let refused = invalid(to_polars(&case(65_535)));
+        assert!(refused.contains("more than 256 deep"), "{refused}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
 }

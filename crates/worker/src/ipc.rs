@@ -7,28 +7,34 @@ use bytes::Bytes;
 use polars::prelude::*;
 
 use crate::error::{EngineError, EngineResult};
-
 /// Arrow IPC files start with this magic; streams start with a schema message.
-const FILE_MAGIC: &[u8] = b"ARROW1";
+use crate::ipc_bounds::FILE_MAGIC;
 
 /// Starts each encapsulated IPC message (and, followed by a zero length, ends a stream).
 const CONTINUATION: [u8; 4] = [0xff; 4];
 
-/// Decodes an Arrow IPC stream or file.
-pub fn decode(bytes: &[u8]) -> EngineResult<DataFrame> {
+/// Decodes an Arrow IPC stream or file that may decode to at most `max_decoded` bytes,
+/// after checking what its messages declare against its bytes (`ipc_bounds`).
+pub fn decode(bytes: &[u8], max_decoded: usize) -> EngineResult<DataFrame> {
     if bytes.is_empty() {
         return Err(EngineError::invalid("arrow_ipc is empty"));
     }
+    crate::ipc_bounds::check(bytes, max_decoded)?;
     let result = if bytes.starts_with(FILE_MAGIC) {
         IpcReader::new(Cursor::new(bytes)).finish()
     } else {
         IpcStreamReader::new(Cursor::new(bytes)).finish()
     };
-    result.map_err(|e| {
+    let df = result.map_err(|e| {
         EngineError::invalid(format!(
             "arrow_ipc is not a valid Arrow IPC stream or file: {e}"
         ))
-    })
+    })?;
+    // Polars materializes some columns on their first use (a constant column); using
+    // them here, inside the engine's guard against panics, keeps a panic of that first
+    // use out of the async handlers that later size the frame (`arrow_ipc_upload`).
+    let _ = df.estimated_size();
+    Ok(df)
 }
 
 /// Frames above this size are converted for the wire on Polars' thread pool.
@@ -321,6 +327,10 @@ impl<T> Ranges<'_, T> {
 mod tests {
     use super::*;
 
+    fn decode_all(bytes: &[u8]) -> EngineResult<DataFrame> {
+        decode(bytes, usize::MAX)
+    }
+
     #[test]
     fn chunks_fit_and_reassemble() {
         let df = df!(
@@ -336,7 +346,7 @@ mod tests {
         .unwrap();
         assert!(chunks.len() > 10, "{} chunks", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= 16 * 1024));
-        let mut parts = chunks.iter().map(|c| decode(c).unwrap());
+        let mut parts = chunks.iter().map(|c| decode_all(c).unwrap());
         let mut whole = parts.next().unwrap();
         for part in parts {
             whole.vstack_mut(&part).unwrap();
@@ -354,7 +364,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(chunks.len(), 1);
-        assert_eq!(decode(&chunks[0]).unwrap().schema(), df.schema());
+        assert_eq!(decode_all(&chunks[0]).unwrap().schema(), df.schema());
     }
 
     #[test]
@@ -378,7 +388,7 @@ mod tests {
                 df.estimated_size()
             );
             let encoded = encode(&mut df.clone()).unwrap();
-            let decoded = decode(&encoded).unwrap();
+            let decoded = decode_all(&encoded).unwrap();
             assert!(decoded.equals(&df), "{rows} rows");
             // Strings go out as plain UTF-8, which every Arrow reader can open.
             let arrow_schema =
@@ -420,7 +430,7 @@ mod tests {
             stream.push(&message.header, &message.body).unwrap();
         }
         assert!(
-            decode(&stream.finish().unwrap())
+            decode_all(&stream.finish().unwrap())
                 .unwrap()
                 .equals_missing(&df)
         );
@@ -429,7 +439,7 @@ mod tests {
         let mut schema_only = encapsulated_schema(df.schema()).to_vec();
         schema_only.extend_from_slice(&CONTINUATION);
         schema_only.extend_from_slice(&[0; 4]);
-        assert_eq!(decode(&schema_only).unwrap().schema(), df.schema());
+        assert_eq!(decode_all(&schema_only).unwrap().schema(), df.schema());
     }
 
     #[test]
@@ -454,7 +464,7 @@ mod tests {
     #[test]
     fn garbage_is_invalid_argument() {
         assert!(matches!(
-            decode(b"not arrow"),
+            decode_all(b"not arrow"),
             Err(EngineError::InvalidArgument(_))
         ));
     }

@@ -8,7 +8,10 @@ mod error;
 pub mod expr;
 mod flight;
 mod flight_frames;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod ipc;
+mod ipc_bounds;
 mod jobs;
 mod outbound;
 mod paths;
@@ -18,6 +21,7 @@ mod registration;
 mod service;
 mod sinks;
 mod sources;
+mod sql_depth;
 mod stats;
 
 use std::collections::HashMap;

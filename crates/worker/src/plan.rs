@@ -268,6 +268,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right")),
         ),
         Op::Sql(req) => {
+            crate::sql_depth::check("query", &req.query)?;
             let mut context = polars::sql::SQLContext::new();
             for (index, name) in req.tables.keys().enumerate() {
                 context.register(name, ctx.input(index)?);

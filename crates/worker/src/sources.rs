@@ -100,6 +100,7 @@ pub fn parquet(req: &pb::ReadParquetRequest) -> EngineResult<LazyFrame> {
 /// A row filter written as a SQL boolean expression (`amount > 100 AND region = 'EU'`),
 /// as `ReadParquetRequest.predicate` carries it.
 fn sql_predicate(text: &str) -> EngineResult<Expr> {
+    crate::sql_depth::check("predicate", text)?;
     polars::sql::sql_expr(text).map_err(|e| {
         EngineError::invalid(format!(
             "predicate `{}` is not a SQL expression: {e}",
