@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Codes worth another try of a call that is safe to repeat.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: Codes worth another try of a call that is safe to repeat. Not DEADLINE_EXCEEDED: the
+#: call's time is spent (the client's `timeout`, or the server's `max_call_secs`), and
+#: another try would run the same work again for as long, once per retry.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 _DEFAULT: Connection | None = None
 _DEFAULT_LOCK = threading.Lock()
@@ -344,7 +346,7 @@ class Connection:
     the target's host.
 
     Calls that are safe to repeat (all DataFrame calls but appending writes) are retried
-    on UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff and jitter, and on
+    on UNAVAILABLE with exponential backoff and jitter, and on
     RESOURCE_EXHAUSTED after the wait a busy server asks for (`grpc-retry-pushback-ms`). Handles made
     through this connection are kept alive by heartbeats while their Python objects live,
     and dropped on the server, in batches, once they are garbage-collected.

@@ -416,7 +416,10 @@ mod tests {
             "../../../fuzz/corpus/arrow_ipc_upload/crash-fixed-size-list-of-no-items"
         );
         let error = crate::fuzzing::arrow_ipc(found).expect_err("refused");
-        assert!(error.to_string().contains("fixed-size list of 0 items"), "{error}");
+        assert!(
+            error.to_string().contains("fixed-size list of 0 items"),
+            "{error}"
+        );
         // A fixed-size list with items is read, and read back as the server writes it.
         let items = Series::new("x".into(), [1i64, 2, 3, 4]);
         let array = items.reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new(2)]);
