@@ -20,13 +20,22 @@ fi
 step "python SDK (pip install ./python)"
 "$venv/bin/pip" install --quiet --disable-pip-version-check "./python[test]" || exit 1
 
-step "redis-server (Debian package)"
-if ! command -v redis-server >/dev/null 2>&1; then
-  sudo_cmd=""
+# Installs Debian package $2 unless command $1 is there already.
+apt_install() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  local sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq redis-server >/dev/null || exit 1
-fi
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "$2" >/dev/null
+}
+
+step "redis-server (Debian package)"
+apt_install redis-server redis-server || exit 1
 export POLAROID_REDIS_SERVER="${POLAROID_REDIS_SERVER:-$(command -v redis-server)}"
+
+step "C++ compiler for libFuzzer (Debian package)"
+# The fuzz step builds libFuzzer from source (the libfuzzer-sys crate); Rust's own
+# dependencies need only a C compiler.
+apt_install c++ g++ || exit 1
 
 step "azure blob emulator (azurite, npm)"
 node_prefix="$HOME/.cache/polaroid-node"
