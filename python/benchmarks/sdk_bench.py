@@ -147,9 +147,23 @@ def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repeti
     # The same handle over Collect through the coordinator (`connect(..., flight=False)`).
     over_collect = pr.Connection(conn.target, flight=False)
     collect_frame = pr.DataFrame(frame.handle, over_collect)
-    remote, collect_times, local, loaded = [], [], [], []
+    # A plain pyarrow.flight client, as any Arrow Flight user would write it: FlightInfo
+    # from the coordinator, then DoGet at the location it names, into a pyarrow Table.
+    import pyarrow.flight as flight
+
+    coordinator = flight.connect(f"grpc+tcp://{conn.target}")
+    info = coordinator.get_flight_info(flight.FlightDescriptor.for_path(frame.handle))
+    [endpoint] = info.endpoints
+    location = endpoint.locations[0].uri.decode()
+    at_worker = coordinator if location == "arrow-flight-reuse-connection://?" else flight.connect(location)
+    remote, collect_times, local, loaded, plain_flight = [], [], [], [], []
     size = 0.0
     for _ in range(repetitions):
+        start = time.perf_counter()
+        table = at_worker.do_get(endpoint.ticket).read_all()
+        plain_flight.append(time.perf_counter() - start)
+        assert table.num_rows == rows
+        del table
         start = time.perf_counter()
         df = frame.collect()
         remote.append(time.perf_counter() - start)
@@ -174,14 +188,19 @@ def collect_ratio(conn: pr.Connection, data_root: pathlib.Path, mib: int, repeti
         assert copy.height == rows
         del copy
     over_collect.close()
+    at_worker.close()
+    if at_worker is not coordinator:
+        coordinator.close()
     r, l, m = statistics.median(remote), statistics.median(local), statistics.median(loaded)
-    c = statistics.median(collect_times)
+    c, p = statistics.median(collect_times), statistics.median(plain_flight)
     print(f"| collect() of {size / 1000:.2f} GB into polars (default: Flight from its worker), median of {repetitions} | {r:.2f} s ({size / r:.0f} MB/s) |")
     print(f"| the same over Collect through the coordinator (flight=False) | {c:.2f} s ({size / c:.0f} MB/s) |")
+    print(f"| the same with a plain pyarrow.flight client (DoGet at the worker, read_all into a Table) | {p:.2f} s ({size / p:.0f} MB/s) |")
     print(f"| pl.read_ipc of the same data from a local file | {l:.2f} s ({size / l:.0f} MB/s) |")
     spread = lambda times: ", ".join(f"{t:.2f}" for t in times)  # noqa: E731
-    print(f"| every run: default / flight=False / local read | {spread(remote)} / {spread(collect_times)} / {spread(local)} s |")
+    print(f"| every run: default / flight=False / pyarrow.flight / local read | {spread(remote)} / {spread(collect_times)} / {spread(plain_flight)} / {spread(local)} s |")
     print(f"| ratio, collect / local read (throughput) | {l / r:.2f} |")
+    print(f"| ratio, pyarrow.flight client / local read | {l / p:.2f} |")
     print(f"| pl.read_ipc(path.read_bytes()), the file read into memory first | {m:.2f} s ({size / m:.0f} MB/s) |")
     print(f"| ratio, collect / that read | {m / r:.2f} |")
 

@@ -512,22 +512,14 @@ async fn bad_membership_reports_are_rejected() -> anyhow::Result<()> {
 
 /// Files under every `artifacts` directory of the shared store.
 fn stored_artifacts(root: &std::path::Path) -> usize {
-    let mut count = 0;
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(directory) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&directory) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if directory.file_name().is_some_and(|n| n == "artifacts") {
-                count += 1;
-            }
-        }
-    }
-    count
+    polaroid_tests::files_under(root)
+        .iter()
+        .filter(|(path, _)| {
+            path.parent()
+                .and_then(|directory| directory.file_name())
+                .is_some_and(|name| name == "artifacts")
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

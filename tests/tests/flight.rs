@@ -103,15 +103,7 @@ fn open_request<T: Send + 'static>(
 }
 
 fn files_under(root: &std::path::Path) -> usize {
-    std::fs::read_dir(root).map_or(0, |entries| {
-        entries
-            .flatten()
-            .map(|entry| match entry.path() {
-                path if path.is_dir() => files_under(&path),
-                _ => 1,
-            })
-            .sum()
-    })
+    polaroid_tests::files_under(root).len()
 }
 
 async fn filtered(client: &mut Client, handle: &str, min_id: i64) -> anyhow::Result<String> {

@@ -1,20 +1,26 @@
 //! The filesystem backend: one file per key under a root directory.
 //!
 //! A put writes a temp file beside the target (named with a leading `.`, which no key
-//! segment has), fsyncs it, renames it over the target and fsyncs the directory: readers
-//! see the old value or the new one, and a crash leaves at most an invisible temp file.
+//! segment has) and renames it over the target: readers see the old value or the new
+//! one, and a crash leaves at most an invisible temp file. What makes it durable before
+//! the put returns: for a small new key, an entry in the store's journal (`journal.rs`,
+//! one `fdatasync` shared by concurrent puts); otherwise an `fsync` of the file before the
+//! rename and of its directory after.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::journal::{self, Journal};
 use crate::{ObjectMeta, ResultStore, StoreError, unix_ms, validate_key};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
+    journal: Arc<Journal>,
 }
 
 fn backend(e: std::io::Error) -> StoreError {
@@ -22,12 +28,23 @@ fn backend(e: std::io::Error) -> StoreError {
 }
 
 impl FsStore {
-    /// Opens (creating if needed) a store rooted at `root`.
+    /// Opens (creating if needed) a store rooted at `root`, first replaying what stores
+    /// that did not close there left in their journals.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::with_checkpoint_interval(root, journal::CHECKPOINT_INTERVAL)
+    }
+
+    fn with_checkpoint_interval(
+        root: impl Into<PathBuf>,
+        interval: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(backend)?;
+        let root = root.canonicalize().map_err(backend)?;
+        let journal = Journal::open(&root, interval).map_err(backend)?;
         Ok(Self {
-            root: root.canonicalize().map_err(backend)?,
+            root,
+            journal: Arc::new(journal),
         })
     }
 
@@ -36,14 +53,26 @@ impl FsStore {
         Ok(self.root.join(key))
     }
 
-    fn put_sync(target: &Path, value: &[u8]) -> std::io::Result<()> {
+    fn put_sync(&self, key: &str, target: &Path, value: &[u8]) -> std::io::Result<()> {
+        // Only creates are journaled (`journal.rs` says why); `symlink_metadata` because
+        // a key is never a link, and a dangling one is still not a create.
+        let is_create = matches!(std::fs::symlink_metadata(target),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if is_create
+            && value.len() <= journal::MAX_JOURNALED_VALUE
+            && self.journal.put(key, target, value)?
+        {
+            return Ok(());
+        }
+        Self::put_durably(target, value)
+    }
+
+    /// Writes `value` to `target` and makes it durable itself: temp file, `fsync`,
+    /// rename, directory `fsync`.
+    pub(crate) fn put_durably(target: &Path, value: &[u8]) -> std::io::Result<()> {
         let directory = target.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(directory)?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = directory.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+        let temp = temp_path(target);
         let result = (|| {
             let mut file = std::fs::File::create_new(&temp)?;
             file.write_all(value)?;
@@ -136,6 +165,19 @@ impl FsStore {
     }
 }
 
+/// A temp file's path beside `target`: a leading `.` (no key segment has one) and a
+/// random suffix, so concurrent puts of one key never share it.
+pub(crate) fn temp_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()))
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -149,7 +191,9 @@ async fn blocking<T: Send + 'static>(
 impl ResultStore for FsStore {
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        blocking(move || Self::put_sync(&path, &value)).await
+        let store = self.clone();
+        let key = key.to_owned();
+        blocking(move || store.put_sync(&key, &path, &value)).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
@@ -164,8 +208,13 @@ impl ResultStore for FsStore {
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let path = self.path(key)?;
+        let store = self.clone();
+        let key = key.to_owned();
         blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                store.journal.deleted(&key);
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         })
@@ -237,6 +286,222 @@ mod tests {
             store.get("t/a/1").await.unwrap().as_deref(),
             Some(&b"whole"[..])
         );
+    }
+
+    /// A store whose checkpoint never runs by itself, so its journal keeps every entry.
+    fn store_without_checkpoints(root: &Path) -> FsStore {
+        FsStore::with_checkpoint_interval(root, std::time::Duration::from_secs(3600)).unwrap()
+    }
+
+    /// Simulates the store's process dying: its journal stays on disk as it is.
+    fn crash(store: FsStore) -> PathBuf {
+        let journal = Arc::try_unwrap(store.journal).expect("the only handle on the journal");
+        let directory = journal.directory().to_path_buf();
+        journal.abandon();
+        directory
+    }
+
+    fn journaled_keys(directory: &Path) -> Vec<String> {
+        (0..2)
+            .flat_map(|segment| {
+                crate::journal::read_segment_keys(&directory.join(segment.to_string()))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn journaled_puts_lost_in_a_crash_are_replayed_and_newer_writes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |key: &str| dir.path().join(key);
+        let store = store_without_checkpoints(dir.path());
+        for key in [
+            "t/a/handles/lost",
+            "t/a/handles/torn",
+            "t/a/handles/replaced",
+            "t/a/handles/updated",
+        ] {
+            store
+                .put(key, Bytes::from(format!("value of {key}")))
+                .await
+                .unwrap();
+        }
+        // An update is not a create: written durably itself, not journaled.
+        store
+            .put("t/a/handles/updated", Bytes::from_static(b"update"))
+            .await
+            .unwrap();
+        store
+            .put("t/a/handles/dropped", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert!(store.delete("t/a/handles/dropped").await.unwrap());
+        let journal = crash(store);
+        assert_eq!(
+            journaled_keys(&journal),
+            [
+                "t/a/handles/lost",
+                "t/a/handles/torn",
+                "t/a/handles/replaced",
+                "t/a/handles/updated",
+                "t/a/handles/dropped",
+                "t/a/handles/dropped", // its tombstone
+            ],
+        );
+
+        // What the crash lost: a rename, and a file's data (same inode, now empty). And
+        // a put another store made after it, which the replay must not undo.
+        std::fs::remove_file(path("t/a/handles/lost")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path("t/a/handles/torn"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        FsStore::put_durably(&path("t/a/handles/replaced"), b"newer").unwrap();
+
+        let reopened = FsStore::new(dir.path()).unwrap();
+        for (key, value) in [
+            ("t/a/handles/lost", &b"value of t/a/handles/lost"[..]),
+            ("t/a/handles/torn", b"value of t/a/handles/torn"),
+            ("t/a/handles/replaced", b"newer"),
+            ("t/a/handles/updated", b"update"),
+        ] {
+            assert_eq!(
+                reopened.get(key).await.unwrap().as_deref(),
+                Some(value),
+                "{key}"
+            );
+        }
+        assert!(
+            reopened.get("t/a/handles/dropped").await.unwrap().is_none(),
+            "a delete stays deleted"
+        );
+        assert!(!journal.exists(), "a replayed journal is removed");
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_retires_entries_so_later_deletes_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_without_checkpoints(dir.path());
+        store
+            .put("t/a/plans/p", Bytes::from_static(b"plan"))
+            .await
+            .unwrap();
+        store.journal.checkpoint_now().unwrap();
+        store
+            .put("t/a/plans/q", Bytes::from_static(b"plan q"))
+            .await
+            .unwrap();
+        let journal = crash(store);
+        assert_eq!(journaled_keys(&journal), ["t/a/plans/q"]);
+        // Another process's collector removes both; only the unretired one comes back.
+        std::fs::remove_file(dir.path().join("t/a/plans/p")).unwrap();
+        std::fs::remove_file(dir.path().join("t/a/plans/q")).unwrap();
+        let reopened = FsStore::new(dir.path()).unwrap();
+        assert!(reopened.get("t/a/plans/p").await.unwrap().is_none());
+        assert_eq!(
+            reopened.get("t/a/plans/q").await.unwrap().as_deref(),
+            Some(&b"plan q"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_stores_journal_is_left_alone_and_a_closed_one_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = store_without_checkpoints(dir.path());
+        first
+            .put("t/a/handles/h", Bytes::from_static(b"h"))
+            .await
+            .unwrap();
+        let first_journal = first.journal.directory().to_path_buf();
+        std::fs::remove_file(dir.path().join("t/a/handles/h")).unwrap();
+        let second = FsStore::new(dir.path()).unwrap();
+        assert!(
+            second.get("t/a/handles/h").await.unwrap().is_none(),
+            "not replayed while its store is open"
+        );
+        assert!(first_journal.exists());
+        drop(first);
+        assert!(
+            !first_journal.exists(),
+            "a store that closes removes its journal"
+        );
+        let journals = dir.path().join(".journal");
+        assert_eq!(std::fs::read_dir(&journals).unwrap().count(), 1);
+        drop(second);
+        assert_eq!(std::fs::read_dir(&journals).unwrap().count(), 0);
+        assert!(
+            store_without_checkpoints(dir.path())
+                .list("")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_puts_share_commits_and_all_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_without_checkpoints(dir.path());
+        let puts = (0..64).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put(
+                        &format!("t/a/handles/h{i}"),
+                        Bytes::from(vec![i as u8; 100 + i]),
+                    )
+                    .await
+            })
+        });
+        for put in futures::future::join_all(puts).await {
+            put.unwrap().unwrap();
+        }
+        let journal = crash(store);
+        assert_eq!(journaled_keys(&journal).len(), 64);
+        std::fs::remove_dir_all(dir.path().join("t")).unwrap();
+        let reopened = FsStore::new(dir.path()).unwrap();
+        for i in 0..64 {
+            assert_eq!(
+                reopened
+                    .get(&format!("t/a/handles/h{i}"))
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(&vec![i as u8; 100 + i][..])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_segment_falls_back_to_durable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_without_checkpoints(dir.path());
+        let value = Bytes::from(vec![7u8; crate::journal::MAX_JOURNALED_VALUE]);
+        // 8 MiB segments: the 32nd value no longer fits; the rest are written directly.
+        for i in 0..40 {
+            store
+                .put(&format!("t/a/artifacts/a{i}"), value.clone())
+                .await
+                .unwrap();
+        }
+        for i in 0..40 {
+            assert_eq!(
+                store
+                    .get(&format!("t/a/artifacts/a{i}"))
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(&value[..])
+            );
+        }
+        // Too large to journal at all.
+        let large = Bytes::from(vec![1u8; crate::journal::MAX_JOURNALED_VALUE + 1]);
+        store
+            .put("t/a/artifacts/large", large.clone())
+            .await
+            .unwrap();
+        assert_eq!(store.get("t/a/artifacts/large").await.unwrap(), Some(large));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ mod catalog;
 pub mod conformance;
 mod fs;
 mod handle;
+mod journal;
 mod memory;
 mod object;
 mod quota;
