@@ -380,6 +380,98 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replay_never_undoes_rewrites_even_on_a_reused_inode() {
+        // ext4 gives a freed inode number out again at once: rewriting a file twice can
+        // land on the number the journaled create had. Found in review: the replay took
+        // the file for its own and put the created value back.
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_without_checkpoints(dir.path());
+        let key = "t/a/handles/h";
+        store
+            .put(key, Bytes::from_static(b"created"))
+            .await
+            .unwrap();
+        for round in 0..4 {
+            store
+                .put(key, Bytes::from(format!("rewrite {round}")))
+                .await
+                .unwrap();
+        }
+        let journal = crash(store);
+        assert_eq!(journaled_keys(&journal), [key]);
+        let reopened = FsStore::new(dir.path()).unwrap();
+        assert_eq!(
+            reopened.get(key).await.unwrap().as_deref(),
+            Some(&b"rewrite 3"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_journal_whose_checkpoint_failed_outlives_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_without_checkpoints(dir.path());
+        store
+            .put("t/a/handles/h", Bytes::from_static(b"h"))
+            .await
+            .unwrap();
+        // The file cannot be opened to be made durable (a link to itself: ELOOP).
+        let path = dir.path().join("t/a/handles/h");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        assert!(store.journal.checkpoint_now().is_err());
+        assert!(
+            store.journal.checkpoint_now().is_err(),
+            "retried, still failing"
+        );
+        let journal = store.journal.directory().to_path_buf();
+        drop(store);
+        assert!(
+            journal.exists(),
+            "entries not made durable keep their journal"
+        );
+        assert_eq!(journaled_keys(&journal), ["t/a/handles/h"]);
+        std::fs::remove_file(&path).unwrap();
+        let reopened = FsStore::new(dir.path()).unwrap();
+        assert_eq!(
+            reopened.get("t/a/handles/h").await.unwrap().as_deref(),
+            Some(&b"h"[..])
+        );
+        assert!(!journal.exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_checkpoint_is_retried_and_the_journal_taken_up_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_without_checkpoints(dir.path());
+        store
+            .put("t/a/handles/h", Bytes::from_static(b"h"))
+            .await
+            .unwrap();
+        let path = dir.path().join("t/a/handles/h");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        assert!(store.journal.checkpoint_now().is_err());
+        // Until a checkpoint succeeds, puts still work, written durably themselves.
+        store
+            .put("t/a/handles/g", Bytes::from_static(b"g"))
+            .await
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        store.journal.checkpoint_now().unwrap();
+        store.journal.checkpoint_now().unwrap();
+        store
+            .put("t/a/handles/f", Bytes::from_static(b"f"))
+            .await
+            .unwrap();
+        let journal = crash(store);
+        assert_eq!(
+            journaled_keys(&journal),
+            ["t/a/handles/f"],
+            "journaling again"
+        );
+    }
+
+    #[tokio::test]
     async fn a_checkpoint_retires_entries_so_later_deletes_stay() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_without_checkpoints(dir.path());

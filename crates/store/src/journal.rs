@@ -8,7 +8,7 @@
 //! so the two `fsync`s were most of a trivial call.
 //!
 //! How a journaled put goes ([`Journal::put`]): the value is written to a temp file (no
-//! `fsync`), an entry holding the key, the temp file's inode number and the value is
+//! `fsync`), an entry holding the key, the temp file's identity and the value is
 //! appended to the active segment and `fdatasync`ed (concurrent puts share one: group
 //! commit), and the temp file is renamed over the key. Readers, in this process or any
 //! other sharing the directory, see the file as soon as it is renamed. A background
@@ -19,8 +19,12 @@
 //! What a crash leaves is repaired by the next store opened on the root: it replays
 //! every journal whose owner is gone (the owner holds a `flock` on it while alive). An
 //! entry is applied when its key's file is missing, or when the file there is still the
-//! one the entry wrote (same inode) but its content was lost; a file with another inode
-//! was replaced by a later put and is left alone, so a replay never undoes a newer write.
+//! one the entry wrote but its content was lost; any other file was put there later and
+//! is left alone, so a replay never undoes a newer write. A file is known by its inode
+//! number *and* its birth time (`statx`): ext4 hands a freed inode number out again at
+//! once, so a file rewritten twice can have the number of the one it replaced (a review
+//! caught a replay that resurrected a dropped handle that way). Where the filesystem
+//! keeps no birth time, an entry is applied only where its file is missing.
 //!
 //! Only creates are journaled (a key with no file yet, value up to
 //! [`MAX_JOURNALED_VALUE`]): every key the catalog creates is new or content-addressed,
@@ -28,6 +32,10 @@
 //! durable path. Known gap: a key another process deletes within a checkpoint interval
 //! of its creation comes back if its creator crashes before that checkpoint (the store
 //! deletes only what the collector found past its grace period, which is minutes).
+//!
+//! For local filesystems. On NFS `flock` becomes a lease the server can give away while
+//! its owner lives: the owner checks at each checkpoint that its journal is still its own
+//! and otherwise stops journaling.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -48,8 +56,9 @@ const HEADER_BYTES: u64 = 4096;
 const MAGIC: [u8; 8] = *b"PLRDJRN1";
 /// Generation 0: a segment with no valid entries.
 const RETIRED: u64 = 0;
-/// crc (4), generation (8), kind (1), inode (8), key length (2), value length (4).
-const ENTRY_FIXED: usize = 27;
+/// crc (4), generation (8), kind (1), inode (8), birth time (8), key length (2), value
+/// length (4).
+const ENTRY_FIXED: usize = 35;
 const KIND_PUT: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 /// How often written files are made durable in a batch and a segment is retired.
@@ -69,7 +78,7 @@ struct Shared {
     directory: PathBuf,
     segments: [File; 2],
     /// Held (flock) while this journal's owner is alive; recovery skips locked journals.
-    _lock: File,
+    lock: File,
     state: Mutex<State>,
     /// Signalled when a put appended to a segment has renamed its file (or failed).
     settled: Condvar,
@@ -122,9 +131,36 @@ impl Drop for Appended<'_> {
 
 struct Entry {
     kind: u8,
-    inode: u64,
+    file: FileIdentity,
     key: String,
     value: Vec<u8>,
+}
+
+/// Which file a key's name pointed at: its inode number and birth time, in nanoseconds
+/// since the epoch (0 where the filesystem does not keep one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FileIdentity {
+    inode: u64,
+    born_nanos: u64,
+}
+
+impl FileIdentity {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        let born_nanos = metadata
+            .created()
+            .ok()
+            .and_then(|born| born.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(0));
+        Self {
+            inode: metadata.ino(),
+            born_nanos,
+        }
+    }
+
+    /// Whether `metadata` is this very file; never when its birth time is unknown.
+    fn is(&self, metadata: &std::fs::Metadata) -> bool {
+        self.born_nanos != 0 && Self::of(metadata) == *self
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -144,14 +180,6 @@ impl Journal {
         recover(root, &journals)?;
         let directory = journals.join(format!("{:016x}", rand::random::<u64>()));
         std::fs::create_dir(&directory)?;
-        let lock = File::create_new(directory.join("lock"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(io::Error::other("a new journal's lock is already held"));
-            }
-        }
         let mut segments = Vec::with_capacity(2);
         for (index, generation) in [(0usize, 1u64), (1, 2)] {
             let segment = std::fs::OpenOptions::new()
@@ -162,8 +190,21 @@ impl Journal {
             write_header(&segment, generation)?;
             segments.push(segment);
         }
+        // Locked under another name, then renamed into place: a recovery running meanwhile
+        // finds no lock and leaves the directory alone, or finds it locked.
+        let unlocked = directory.join("lock.new");
+        let lock = File::create_new(&unlocked)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::other("a new journal's lock is already held"));
+            }
+        }
+        std::fs::rename(&unlocked, directory.join("lock"))?;
         sync_directory(&directory)?;
         sync_directory(&journals)?;
+        sync_directory(root)?;
         let [first, second]: [File; 2] = segments
             .try_into()
             .map_err(|_| io::Error::other("two segments"))?;
@@ -171,7 +212,7 @@ impl Journal {
             root: root.to_path_buf(),
             directory,
             segments: [first, second],
-            _lock: lock,
+            lock,
             state: Mutex::new(State {
                 active: 0,
                 generations: [1, 2],
@@ -205,18 +246,18 @@ impl Journal {
         let directory = target.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(directory)?;
         let temp = crate::fs::temp_path(target);
-        let inode = match (|| {
+        let identity = match (|| {
             let mut file = File::create_new(&temp)?;
             file.write_all(value)?;
-            Ok::<_, io::Error>(file.metadata()?.ino())
+            Ok::<_, io::Error>(FileIdentity::of(&file.metadata()?))
         })() {
-            Ok(inode) => inode,
+            Ok(identity) => identity,
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
                 return Err(e);
             }
         };
-        let appended = match shared.append(KIND_PUT, key, inode, value) {
+        let appended = match shared.append(KIND_PUT, key, identity, value) {
             Ok(Some(appended)) => appended,
             Ok(None) => {
                 let _ = std::fs::remove_file(&temp);
@@ -227,14 +268,18 @@ impl Journal {
                 return Err(e);
             }
         };
-        let result = shared
-            .commit(&appended)
-            .and_then(|()| std::fs::rename(&temp, target));
-        if let Err(e) = result {
+        if let Err(e) = shared.commit(&appended) {
+            // Whether the entry reached the disk is unknown: the caller writes the value
+            // durably itself, as a new file a replay will not take for this entry's.
+            tracing::warn!(error = %e, "journal commit failed; writing the file durably instead");
             let _ = std::fs::remove_file(&temp);
-            // The entry may be on disk: a tombstone keeps a replay from creating a key
-            // whose put failed.
-            let _ = shared.append(KIND_TOMBSTONE, key, 0, &[]);
+            return Ok(false);
+        }
+        if let Err(e) = std::fs::rename(&temp, target) {
+            let _ = std::fs::remove_file(&temp);
+            // Best effort, not synced: a replay after a crash may still create the key
+            // whose put failed here, which only a caller that retries would see.
+            let _ = shared.append(KIND_TOMBSTONE, key, FileIdentity::default(), &[]);
             return Err(e);
         }
         Ok(true)
@@ -248,8 +293,11 @@ impl Journal {
             state.pending.iter().any(|keys| keys.contains(key))
         };
         if journaled {
-            // Not synced: a delete is made durable by the next checkpoint, as before.
-            let _ = self.shared.append(KIND_TOMBSTONE, key, 0, &[]);
+            // Not synced: a delete is made durable by the next checkpoint (its directory's
+            // `fsync`), as before the journal.
+            let _ = self
+                .shared
+                .append(KIND_TOMBSTONE, key, FileIdentity::default(), &[]);
         }
     }
 
@@ -282,7 +330,15 @@ impl Drop for Journal {
         if self.shared.lock_checkpoint().abandon {
             return;
         }
-        match self.shared.checkpoint_once() {
+        let closed = self.shared.checkpoint_once().and_then(|()| {
+            let state = self.shared.lock_state();
+            if state.pending.iter().all(HashSet::is_empty) {
+                Ok(())
+            } else {
+                Err(io::Error::other("entries not yet made durable remain"))
+            }
+        });
+        match closed {
             // Nothing left to replay: the journal can go. Its lock goes with the file.
             Ok(()) => {
                 if let Err(e) = std::fs::remove_dir_all(&self.shared.directory) {
@@ -315,13 +371,13 @@ impl Shared {
         &self,
         kind: u8,
         key: &str,
-        inode: u64,
+        file: FileIdentity,
         value: &[u8],
     ) -> io::Result<Option<Appended<'_>>> {
         let mut state = self.lock_state();
         let segment = state.active;
         let generation = state.generations[segment];
-        let entry = encode_entry(generation, kind, inode, key, value)?;
+        let entry = encode_entry(generation, kind, file, key, value)?;
         let start = state.written[segment];
         if state.broken || start + entry.len() as u64 > SEGMENT_BYTES {
             if !state.broken {
@@ -360,7 +416,17 @@ impl Shared {
         if generation == appended.generation && offset >= appended.end {
             return Ok(());
         }
-        let written = self.lock_state().written[appended.segment];
+        let (written, broken) = {
+            let state = self.lock_state();
+            (state.written[appended.segment], state.broken)
+        };
+        if broken {
+            // After a failed `fdatasync` Linux reports the error once: a second call may
+            // succeed with the entry's pages dropped, so nothing after it is trusted.
+            return Err(io::Error::other(
+                "the journal failed since this entry was written",
+            ));
+        }
         if let Err(e) = self.segments[appended.segment].sync_data() {
             self.lock_state().broken = true;
             return Err(e);
@@ -396,21 +462,33 @@ impl Shared {
         }
     }
 
-    /// Moves appends to the other segment, makes the files written through this one
-    /// durable, then retires it.
+    /// Makes the files written through the active segment durable and retires it, after
+    /// moving appends to the other one; first retries a segment an earlier checkpoint
+    /// could not retire (its entries stay replayable until it is).
     fn checkpoint_once(&self) -> io::Result<()> {
         let _checkpointing = self
             .checkpointing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let owned = self.still_owned();
         let mut state = self.lock_state();
+        let inactive = 1 - state.active;
+        if !state.pending[inactive].is_empty() {
+            drop(state);
+            self.retire(inactive)?;
+            state = self.lock_state();
+        }
         let old = state.active;
         if state.pending[old].is_empty() && state.in_flight[old] == 0 {
+            // Both segments retired: what made the journal fail no longer matters to
+            // anything it holds, so it may take puts again.
+            if state.broken && owned {
+                tracing::info!(directory = %self.directory.display(), "journal usable again");
+                state.broken = false;
+            }
             return Ok(());
         }
-        state.active = 1 - old;
-        // Kept in `pending` until retired, so a delete meanwhile still leaves a tombstone.
-        let keys = state.pending[old].clone();
+        state.active = inactive;
         while state.in_flight[old] > 0 {
             state = self
                 .settled
@@ -418,17 +496,45 @@ impl Shared {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         drop(state);
+        self.retire(old)
+    }
+
+    /// Makes the files written through `segment` durable, then gives it a new generation,
+    /// which makes its entries stale. No put may be appending to it.
+    fn retire(&self, segment: usize) -> io::Result<()> {
+        // Kept in `pending` until retired, so a delete meanwhile still leaves a tombstone.
+        let keys = self.lock_state().pending[segment].clone();
         make_durable(&self.root, keys.iter().map(String::as_str))?;
+        let generation = {
+            let mut state = self.lock_state();
+            state.next_generation += 1;
+            state.next_generation - 1
+        };
+        write_header(&self.segments[segment], generation)?;
         let mut state = self.lock_state();
-        let generation = state.next_generation;
-        state.next_generation += 1;
-        drop(state);
-        write_header(&self.segments[old], generation)?;
-        let mut state = self.lock_state();
-        state.generations[old] = generation;
-        state.written[old] = HEADER_BYTES;
-        state.pending[old].clear();
+        state.generations[segment] = generation;
+        state.written[segment] = HEADER_BYTES;
+        state.pending[segment].clear();
         Ok(())
+    }
+
+    /// Whether this journal's lock file is still the one this store holds. On NFS a lock
+    /// is a lease: a server that thinks the owner gone lets another store recover and
+    /// remove a journal still in use. Then puts stop journaling.
+    fn still_owned(&self) -> bool {
+        let held = self.lock.metadata();
+        let named = std::fs::metadata(self.directory.join("lock"));
+        let owned = matches!((held, named), (Ok(held), Ok(named))
+            if (held.dev(), held.ino()) == (named.dev(), named.ino()));
+        if !owned {
+            let mut state = self.lock_state();
+            if !state.broken {
+                tracing::error!(directory = %self.directory.display(),
+                    "this store's journal was recovered by another store (a lost lock lease?); puts now write their files durably themselves");
+            }
+            state.broken = true;
+        }
+        owned
     }
 }
 
@@ -479,7 +585,7 @@ fn write_header(segment: &File, generation: u64) -> io::Result<()> {
 fn encode_entry(
     generation: u64,
     kind: u8,
-    inode: u64,
+    file: FileIdentity,
     key: &str,
     value: &[u8],
 ) -> io::Result<Vec<u8>> {
@@ -491,7 +597,8 @@ fn encode_entry(
     entry.extend_from_slice(&[0; 4]);
     entry.extend_from_slice(&generation.to_le_bytes());
     entry.push(kind);
-    entry.extend_from_slice(&inode.to_le_bytes());
+    entry.extend_from_slice(&file.inode.to_le_bytes());
+    entry.extend_from_slice(&file.born_nanos.to_le_bytes());
     entry.extend_from_slice(&key_length.to_le_bytes());
     entry.extend_from_slice(&value_length.to_le_bytes());
     entry.extend_from_slice(key.as_bytes());
@@ -529,8 +636,8 @@ fn read_segment(path: &Path) -> io::Result<(u64, Vec<Entry>)> {
             buffer[..range.len()].copy_from_slice(&fixed[range]);
             u64::from_le_bytes(buffer)
         };
-        let key_length = number(21..23) as usize;
-        let value_length = number(23..27) as usize;
+        let key_length = number(29..31) as usize;
+        let value_length = number(31..35) as usize;
         let end = offset + ENTRY_FIXED + key_length + value_length;
         let Some(whole) = bytes.get(offset..end) else {
             break;
@@ -544,7 +651,10 @@ fn read_segment(path: &Path) -> io::Result<(u64, Vec<Entry>)> {
         };
         entries.push(Entry {
             kind: whole[12],
-            inode: number(13..21),
+            file: FileIdentity {
+                inode: number(13..21),
+                born_nanos: number(21..29),
+            },
             key: key.to_owned(),
             value: whole[ENTRY_FIXED + key_length..].to_vec(),
         });
@@ -561,7 +671,9 @@ pub(crate) fn read_segment_keys(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Replays and removes every journal under `journals` whose store is no longer open.
+/// Replays and removes every journal under `journals` whose store is no longer open. One
+/// that cannot be replayed is logged and left for the next store opened here: refusing to
+/// open would stop the worker, and the journal loses nothing by waiting.
 fn recover(root: &Path, journals: &Path) -> io::Result<()> {
     for journal in std::fs::read_dir(journals)? {
         let journal = journal?;
@@ -569,37 +681,49 @@ fn recover(root: &Path, journals: &Path) -> io::Result<()> {
             continue;
         }
         let directory = journal.path();
-        let lock = match File::open(directory.join("lock")) {
-            Ok(lock) => lock,
-            // Being removed by its owner or another recovery, or being created (the lock
-            // comes before the segments, so nothing was journaled in it yet).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => continue,
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        if let Err(e) = recover_one(root, &directory) {
+            tracing::error!(journal = %directory.display(), error = %e,
+                "could not replay the journal of a store that did not close; left for the next store opened here");
         }
-        let replayed = replay(root, &directory)?;
-        if replayed > 0 {
-            tracing::info!(journal = %directory.display(), replayed,
-                "replayed the journal of a store that did not close");
-        }
-        // Stale for anyone who opened it before it goes.
-        for index in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .open(directory.join(index.to_string()))
-            {
-                Ok(segment) => write_header(&segment, RETIRED)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        std::fs::remove_dir_all(&directory)?;
     }
     sync_directory(journals)
+}
+
+fn recover_one(root: &Path, directory: &Path) -> io::Result<()> {
+    let lock = match File::open(directory.join("lock")) {
+        Ok(lock) => lock,
+        // Being removed by its owner or another recovery, or being created (the lock is
+        // renamed into place last, already locked).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(()),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    // Locked after another recovery removed it: its segments are retired or gone, so
+    // what follows finds nothing to do.
+    let replayed = replay(root, directory)?;
+    if replayed > 0 {
+        tracing::info!(journal = %directory.display(), replayed,
+            "replayed the journal of a store that did not close");
+    }
+    // Stale for anyone who opened it before it goes.
+    for index in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open(directory.join(index.to_string()))
+        {
+            Ok(segment) => write_header(&segment, RETIRED)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_dir_all(directory) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Applies a journal's entries in order; returns how many keys it wrote.
@@ -635,16 +759,17 @@ fn replay(root: &Path, directory: &Path) -> io::Result<usize> {
         let apply = match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(e),
-            // Replaced by a later put: that one wins.
-            Ok(metadata) if metadata.ino() != entry.inode => false,
+            // Put there later (or unknowable): that one wins.
+            Ok(metadata) if !entry.file.is(&metadata) => false,
             Ok(_) => std::fs::read(&path)? != entry.value,
         };
         if apply {
             crate::fs::FsStore::put_durably(&path, &entry.value)?;
             written += 1;
-        } else {
-            touched.push(entry.key.as_str());
         }
+        // Written here or not, its file and every directory up to the root (replay may
+        // have made them) are made durable before the journal goes.
+        touched.push(entry.key.as_str());
     }
     make_durable(root, touched.into_iter())?;
     Ok(written)
@@ -665,8 +790,19 @@ mod tests {
             .open(&path)
             .unwrap();
         write_header(&segment, 7).unwrap();
-        let first = encode_entry(7, KIND_PUT, 42, "t/a/handles/x", b"value").unwrap();
-        let second = encode_entry(7, KIND_TOMBSTONE, 0, "t/a/handles/x", b"").unwrap();
+        let file = FileIdentity {
+            inode: 42,
+            born_nanos: 1_765_000_000_123_456_789,
+        };
+        let first = encode_entry(7, KIND_PUT, file, "t/a/handles/x", b"value").unwrap();
+        let second = encode_entry(
+            7,
+            KIND_TOMBSTONE,
+            FileIdentity::default(),
+            "t/a/handles/x",
+            b"",
+        )
+        .unwrap();
         segment.write_all_at(&first, HEADER_BYTES).unwrap();
         let second_at = HEADER_BYTES + first.len() as u64;
         segment.write_all_at(&second, second_at).unwrap();
@@ -674,8 +810,8 @@ mod tests {
         assert_eq!(generation, 7);
         assert_eq!(entries.len(), 2);
         assert_eq!(
-            (entries[0].kind, entries[0].inode, entries[0].key.as_str()),
-            (KIND_PUT, 42, "t/a/handles/x")
+            (entries[0].kind, entries[0].file, entries[0].key.as_str()),
+            (KIND_PUT, file, "t/a/handles/x")
         );
         assert_eq!(entries[0].value, b"value");
         assert_eq!(entries[1].kind, KIND_TOMBSTONE);
@@ -696,14 +832,14 @@ mod tests {
 
     impl PartialEq for Entry {
         fn eq(&self, other: &Self) -> bool {
-            (self.kind, self.inode, &self.key, &self.value)
-                == (other.kind, other.inode, &other.key, &other.value)
+            (self.kind, self.file, &self.key, &self.value)
+                == (other.kind, other.file, &other.key, &other.value)
         }
     }
 
     impl std::fmt::Debug for Entry {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "{}:{}@{}", self.kind, self.key, self.inode)
+            write!(f, "{}:{}@{:?}", self.kind, self.key, self.file)
         }
     }
 }
