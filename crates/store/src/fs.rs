@@ -475,10 +475,13 @@ mod tests {
     async fn a_checkpoint_retires_entries_so_later_deletes_stay() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_without_checkpoints(dir.path());
-        store
-            .put("t/a/plans/p", Bytes::from_static(b"plan"))
-            .await
-            .unwrap();
+        // More than a checkpoint makes durable one by one: the filesystem is synced.
+        for plan in ["p", "p1", "p2", "p3", "p4", "p5"] {
+            store
+                .put(&format!("t/a/plans/{plan}"), Bytes::from_static(b"plan"))
+                .await
+                .unwrap();
+        }
         store.journal.checkpoint_now().unwrap();
         store
             .put("t/a/plans/q", Bytes::from_static(b"plan q"))
