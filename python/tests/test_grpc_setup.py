@@ -21,7 +21,8 @@ CHILD = textwrap.dedent(
     import polaroid as pr
 
     def event_engine_switches():
-        # Context switches of grpc's event-engine threads: each wake of one counts.
+        # Voluntary context switches of grpc's event-engine threads: each wake of one
+        # counts. (Preemptions are left out: on a loaded machine they count the load.)
         total = 0
         for task in os.listdir("/proc/self/task"):
             try:
@@ -30,7 +31,7 @@ CHILD = textwrap.dedent(
                         continue
                 with open(f"/proc/self/task/{task}/status") as status:
                     for line in status:
-                        if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                        if line.startswith("voluntary_ctxt"):
                             total += int(line.split()[1])
             except FileNotFoundError:
                 pass
@@ -67,8 +68,10 @@ def run(address: str, how: str, **environment: str) -> dict:
 def test_calls_wake_no_event_engine_thread_and_the_environment_is_kept(standalone):
     out = run(standalone.address, "polaroid first")
     assert out["set"] is True and out["environment"] is None, out
-    # With grpc's default, 500 calls wake these threads 1,600-1,900 times here.
-    assert out["switches"] < 50, out
+    # With grpc's default, 500 calls wake these threads 1,600-1,900 times here; with the
+    # setting 0-40 on a quiet machine, and 66 (voluntary and not) once while CI, a fuzz
+    # run and two builds shared its two CPUs: the bound is a tenth of the default's.
+    assert out["switches"] < 160, out
 
 
 def test_a_users_setting_or_an_earlier_grpc_import_is_left_alone(standalone):

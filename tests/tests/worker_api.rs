@@ -639,6 +639,70 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     worker.stop().await
 }
 
+/// A sort straight after a group_by breaks ties by the group keys (the groups are then
+/// computed in any order, which Polars' streaming engine does faster); the group_by alone
+/// still gives its groups in order of first appearance (docs/architecture.md,
+/// "Determinism").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sorted_group_by_breaks_ties_by_its_keys() -> anyhow::Result<()> {
+    let worker = TestWorker::start().await?;
+    let mut client = worker.client().await?;
+    // Totals: c 5, a 5, b 7, d 5, e 0; first appearance c, a, b, d, e.
+    let df = df!(
+        "g" => ["c", "a", "b", "d", "a", "b", "e"],
+        "v" => [Some(5i64), Some(2), Some(3), Some(5), Some(3), Some(4), None],
+    )?;
+    let base = upload(&mut client, &df).await?;
+    let grouped = client
+        .group_by(pb::GroupByRequest {
+            handle: base,
+            by: vec!["g".into()],
+            aggs: vec![e::alias(e::agg(Agg::Sum, e::col("v")), "total")],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let totals = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("g")])
+        .agg([col("v").sum().alias("total")]);
+    assert_frame_eq(
+        &collect(&mut client, &grouped).await?,
+        &totals.clone().collect()?,
+    );
+    for (descending, nulls_last) in [(true, false), (false, true)] {
+        let sorted = client
+            .sort(pb::SortRequest {
+                handle: grouped.clone(),
+                by: vec!["total".into()],
+                descending: vec![descending],
+                nulls_last: vec![nulls_last],
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .handle;
+        let expected = totals
+            .clone()
+            .sort(
+                ["total", "g"],
+                SortMultipleOptions::default()
+                    .with_order_descending_multi([descending, false])
+                    .with_nulls_last_multi([nulls_last, false]),
+            )
+            .collect()?;
+        let got = collect(&mut client, &sorted).await?;
+        assert_frame_eq(&got, &expected);
+        let order: Vec<&str> = got.column("g")?.str()?.iter().flatten().collect();
+        // The three groups with a total of 5, in key order, between 7 and 0 (the sum of
+        // `e`'s one null).
+        assert_eq!(order[1..4], ["a", "c", "d"], "{got}");
+    }
+    Ok(())
+}
+
 fn series_frame() -> DataFrame {
     let day = 86_400_000i64;
     let times: Vec<i64> = [0, 1, 2, 5, 6, 9, 10, 11]

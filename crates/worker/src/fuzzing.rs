@@ -329,6 +329,40 @@ mod tests {
     }
 
     #[test]
+    fn a_rolling_window_past_its_limit_is_refused_in_every_context() {
+        // Found by `expr_tree`: a rolling mean over 2^31 rows in a group_by's aggregation
+        // asked Polars for 100 GB. Each context is tried, the largest window allowed too.
+        let rolling = |window_size: usize| pb::Expression {
+            kind: Some(pb::expression::Kind::Window(Box::new(pb::WindowExpr {
+                expr: Some(Box::new(pb::Expression {
+                    kind: Some(pb::expression::Kind::Column(pb::ColumnExpr {
+                        name: "a".into(),
+                    })),
+                })),
+                partition_by: vec![],
+                rolling: Some(pb::RollingSpec {
+                    window_size: Some(window_size as i64),
+                    ..Default::default()
+                }),
+            }))),
+        };
+        for context in 0..6 {
+            let too_wide = rolling(2_099_281_201);
+            let error =
+                on_runtime_stack(|| step(expression_step(context, too_wide))).expect_err("refused");
+            assert_eq!(
+                error.code(),
+                polaroid_proto::ErrorCode::InvalidArgument,
+                "{error}"
+            );
+            assert!(error.to_string().contains("over the limit"), "{error}");
+            // The widest window allowed runs (or fails for its context, never aborts).
+            let widest = rolling(crate::expr::MAX_ROLLING_WINDOW_ROWS);
+            let _ = on_runtime_stack(|| step(expression_step(context, widest)));
+        }
+    }
+
+    #[test]
     fn expr_decode_corpus_runs() {
         replay("expr_decode", expression);
     }

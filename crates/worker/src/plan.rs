@@ -198,7 +198,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 .unzip();
             ctx.input(0)?.rename(old, new, true)
         }
-        Op::Sort(req) => sort(ctx.input(0)?, req)?,
+        Op::Sort(req) => sort(ctx.input(0)?, ctx.schema(0)?, req)?,
         Op::Unique(req) => {
             let keep = match req.keep() {
                 UniqueKeep::First => UniqueKeepStrategy::First,
@@ -471,18 +471,78 @@ fn per_key(flags: &[bool], keys: usize, what: &str) -> EngineResult<Vec<bool>> {
     }
 }
 
-fn sort(input: LazyFrame, req: &pb::SortRequest) -> EngineResult<LazyFrame> {
+fn sort(input: LazyFrame, schema: &Schema, req: &pb::SortRequest) -> EngineResult<LazyFrame> {
     let mut keys = exprs(&req.by);
     keys.extend(to_polars_all(&req.by_exprs)?);
     if keys.is_empty() {
         return Err(EngineError::invalid("sort needs at least one key"));
     }
+    let mut descending = per_key(&req.descending, keys.len(), "descending")?;
+    let mut nulls_last = per_key(&req.nulls_last, keys.len(), "nulls_last")?;
+    let (input, group_keys) = groups_in_any_order(input, schema);
+    // Ties of a sorted group_by are broken by its keys, which no two groups share: the
+    // order is total. Elsewhere ties keep their input order. Either way it is
+    // deterministic.
+    let total = !group_keys.is_empty();
+    for key in group_keys {
+        keys.push(col(key));
+        descending.push(false);
+        nulls_last.push(false);
+    }
     let options = SortMultipleOptions::default()
-        .with_order_descending_multi(per_key(&req.descending, keys.len(), "descending")?)
-        .with_nulls_last_multi(per_key(&req.nulls_last, keys.len(), "nulls_last")?)
-        // Ties keep their input order, so the result is deterministic.
-        .with_maintain_order(true);
+        .with_order_descending_multi(descending)
+        .with_nulls_last_multi(nulls_last)
+        .with_maintain_order(!total);
     Ok(input.sort_by_exprs(keys, options))
+}
+
+/// For a sort straight after a group_by: the same group_by without its order of first
+/// appearance, and the names of its keys (empty, and the input as it was, otherwise).
+///
+/// Why: the sort decides the order, so the groups' own is wasted work, and costly: on
+/// issue 21's pipeline (an order-keeping join, then group_by, then sort) Polars' streaming
+/// engine took 1.37–1.54x as long with groups in order of first appearance as with the
+/// group keys as the sort's last keys, which was as fast as Polars with no order at all
+/// (docs/benchmarks.md, "The peer pipeline"). Ties therefore come in key order here, not
+/// in order of first appearance (docs/architecture.md, "Determinism").
+fn groups_in_any_order(input: LazyFrame, schema: &Schema) -> (LazyFrame, Vec<PlSmallStr>) {
+    let optimizations = input.get_current_optimizations();
+    let plan = match input.logical_plan {
+        DslPlan::GroupBy {
+            input,
+            keys,
+            predicates,
+            aggs,
+            maintain_order: true,
+            options,
+            apply: None,
+        } if !keys.is_empty()
+            && !options.is_rolling()
+            && !options.is_dynamic()
+            && options.slice.is_none() =>
+        {
+            // A group_by's output starts with its keys.
+            let names = schema.iter_names().take(keys.len()).cloned().collect();
+            let plan = DslPlan::GroupBy {
+                input,
+                keys,
+                predicates,
+                aggs,
+                maintain_order: false,
+                options,
+                apply: None,
+            };
+            return (
+                LazyFrame::from(plan).with_optimizations(optimizations),
+                names,
+            );
+        }
+        plan => plan,
+    };
+    (
+        LazyFrame::from(plan).with_optimizations(optimizations),
+        Vec::new(),
+    )
 }
 
 fn aggregate(function: AggregateFunction, values: Expr) -> EngineResult<Expr> {
