@@ -308,7 +308,10 @@ fn read_rest(url: &str) -> Op {
 
 fn sort_by(column: &str) -> Op {
     Op::Sort(pb::SortRequest {
-        by: vec![column.into()],
+        columns: vec![pb::SortColumn {
+            name: column.into(),
+            ..Default::default()
+        }],
         ..Default::default()
     })
 }

@@ -290,6 +290,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         with_columns,
         pb::WithColumnsRequest {
             handle: h(&base),
+            columns: Default::default(),
             exprs: vec![
                 e::alias(e::binary(e::col("id"), Op::Modulo, e::int(3)), "m"),
                 e::alias(
@@ -326,11 +327,20 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         sort,
         pb::SortRequest {
             handle: h(&base),
-            by: vec!["region".into(), "qty".into()],
-            descending: vec![false, true],
-            nulls_last: vec![true],
+            columns: vec![
+                pb::SortColumn {
+                    name: "region".into(),
+                    descending: false,
+                    nulls_last: true,
+                },
+                pb::SortColumn {
+                    name: "qty".into(),
+                    descending: true,
+                    nulls_last: true,
+                },
+            ],
+            exprs: vec![],
             maintain_order: true,
-            by_exprs: vec![],
         },
         lf().sort(
             ["region", "qty"],
@@ -351,6 +361,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
             pb::UniqueRequest {
                 handle: h(&base),
                 subset: vec!["region".into()],
+                keep_first: false,
                 keep: keep as i32,
                 maintain_order: true
             },
@@ -387,7 +398,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         pb::SliceRequest {
             handle: h(&base),
             offset: -5,
-            length: Some(2)
+            length: 2,
+            to_end: false
         },
         df.slice(-5, 2)
     );
@@ -396,7 +408,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         pb::SliceRequest {
             handle: h(&base),
             offset: 6,
-            length: None
+            length: 0,
+            to_end: true
         },
         df.slice(6, 100)
     );
@@ -509,8 +522,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         melt,
         pb::MeltRequest {
             handle: h(&base),
-            index: vec!["id".into()],
-            on: vec!["qty".into(), "price".into()],
+            id_vars: vec!["id".into()],
+            value_vars: vec!["qty".into(), "price".into()],
             variable_name: Some("k".into()),
             value_name: Some("v".into())
         },
@@ -596,8 +609,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     check!(
         cross,
         pb::CrossRequest {
-            handle: h(&base),
-            right: h(&small),
+            left_handle: h(&base),
+            right_handle: h(&small),
             suffix: None
         },
         lf().cross_join(regions.head(Some(2)).lazy(), Some("_right".into()))
@@ -793,7 +806,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         pb::DiffRequest {
             handle: h(&series),
             columns: vec!["value".into()],
-            n: 1,
+            periods: 1,
             suffix: Some("_d".into())
         },
         sorted()
@@ -809,7 +822,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         pb::PctChangeRequest {
             handle: h(&series),
             columns: vec!["value".into()],
-            n: 1,
+            periods: 1,
             suffix: None
         },
         sorted()
@@ -856,7 +869,8 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         pb::InterpolateRequest {
             handle: h(&series),
             columns: vec!["value".into()],
-            method: 0
+            method: String::new(),
+            interpolation: 0
         },
         sorted()
             .with_column(col("value").interpolate(InterpolationMethod::Linear))
@@ -1222,6 +1236,7 @@ async fn expressions_match_polars() -> anyhow::Result<()> {
             .with_columns(pb::WithColumnsRequest {
                 handle: h(&base),
                 exprs: vec![wire],
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow::anyhow!("{description}: {s}"))?
@@ -1455,6 +1470,8 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
                         .write_csv(pb::WriteCsvRequest {
                             handle: h(&filtered),
                             path: name.into(),
+                            // Unset, the contract's plain bool means no header.
+                            include_header: true,
                             append,
                             ..Default::default()
                         })
