@@ -67,7 +67,8 @@ const STILL_DIFFERENT: &[&str] = &[
     "StreamWebSocket",
     "WithColumn", // Expression.window (WindowExpr)
     // Its own fields are the contract's (`columns` a map of name -> Expression); it differs
-    // only inside Expression, by the `window` kind Filter and WithColumn share.
+    // only inside Expression (WindowExpr, and names in its enums and CaseExpr), as Filter
+    // and WithColumn do.
     "WithColumns", // Expression.window (WindowExpr)
 ];
 
