@@ -71,10 +71,14 @@ def _pick(table: Mapping[str, Any], name: str, what: str) -> Any:
         ) from None
 
 
-def _nonzero(n: int) -> None:
-    if n == 0:
-        # The wire reads 0 as "the default, 1".
-        raise errors.InvalidArgumentError("n must not be 0")
+def _per_key(value: bool | Sequence[bool], keys: int, what: str) -> list[bool]:
+    """One flag per sort key: a single value for every key, or one each (as Polars)."""
+    if isinstance(value, bool):
+        return [value] * keys
+    flags = [bool(v) for v in value]
+    if len(flags) != keys:
+        raise errors.InvalidArgumentError(f"`{what}` has {len(flags)} values for {keys} sort keys")
+    return flags
 
 
 def _duration(value: Any) -> str | None:
@@ -266,22 +270,20 @@ class DataFrame:
         nulls_last: bool | Sequence[bool] = False,
     ) -> DataFrame:
         keys = _flatten([by, *more_by])
-        names = [k for k in keys if isinstance(k, str)]
-        exprs = [k.pb for k in keys if isinstance(k, Expr)]
-        if names and exprs:
-            raise errors.InvalidArgumentError("sort by names or by expressions, not both")
-        flags = lambda v: list(v) if isinstance(v, (list, tuple)) else [v]  # noqa: E731
-        return self._derive(
-            "Sort",
-            pb.SortRequest(
-                handle=self.handle,
-                by=names,
-                by_exprs=exprs,
-                descending=flags(descending),
-                nulls_last=flags(nulls_last),
-                maintain_order=True,
-            ),
-        )
+        flags = zip(_per_key(descending, len(keys), "descending"), _per_key(nulls_last, len(keys), "nulls_last"))
+        request = pb.SortRequest(handle=self.handle, maintain_order=True)
+        if all(isinstance(k, str) for k in keys):
+            # Names only: the established contract's `columns`.
+            request.columns.extend(
+                pb.SortColumn(name=k, descending=d, nulls_last=n) for k, (d, n) in zip(keys, flags)
+            )
+        else:
+            # Keys in order, names as column expressions (`exprs` come after `columns`).
+            request.exprs.extend(
+                pb.SortExpr(expr=into_expr(k, str_as_column=True).pb, descending=d, nulls_last=n)
+                for k, (d, n) in zip(keys, flags)
+            )
+        return self._derive("Sort", request)
 
     def unique(
         self, subset: str | Sequence[str] | None = None, *, keep: str = "any",
@@ -293,6 +295,7 @@ class DataFrame:
                 handle=self.handle,
                 subset=_names([subset]) if subset is not None else [],
                 keep=_pick(_KEEP, keep, "keep"),
+                keep_first=keep == "first",
                 maintain_order=maintain_order,
             ),
         )
@@ -318,9 +321,14 @@ class DataFrame:
         return self._derive("Limit", pb.LimitRequest(handle=self.handle, n=n))
 
     def slice(self, offset: int, length: int | None = None) -> DataFrame:
-        return self._derive(
-            "Slice", pb.SliceRequest(handle=self.handle, offset=offset, length=length)
-        )
+        """`length` rows from `offset` (negative: from the end); every row to the end
+        without a length."""
+        request = pb.SliceRequest(handle=self.handle, offset=offset)
+        if length is None:
+            request.to_end = True
+        else:
+            request.length = length
+        return self._derive("Slice", request)
 
     def group_by(self, *by: str | Expr | Sequence[str | Expr]) -> GroupBy:
         """`df.group_by("k").agg(pr.col("v").sum())`; groups keep their first-seen order."""
@@ -339,7 +347,8 @@ class DataFrame:
     ) -> DataFrame:
         if how == "cross":
             return self._derive(
-                "Cross", pb.CrossRequest(handle=self.handle, right=other.handle, suffix=suffix)
+                "Cross",
+                pb.CrossRequest(left_handle=self.handle, right_handle=other.handle, suffix=suffix),
             )
         return self._derive(
             "Join",
@@ -421,8 +430,8 @@ class DataFrame:
             "Melt",
             pb.MeltRequest(
                 handle=self.handle,
-                on=_names([on]) if on is not None else [],
-                index=_names([index]) if index is not None else [],
+                value_vars=_names([on]) if on is not None else [],
+                id_vars=_names([index]) if index is not None else [],
                 variable_name=variable_name,
                 value_name=value_name,
             ),
@@ -452,7 +461,7 @@ class DataFrame:
         return self._derive(
             "Interpolate",
             pb.InterpolateRequest(
-                handle=self.handle, columns=list(columns), method=_pick(methods, method, "method")
+                handle=self.handle, columns=list(columns), interpolation=_pick(methods, method, "method")
             ),
         )
 
@@ -467,16 +476,14 @@ class DataFrame:
         )
 
     def diff(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
-        _nonzero(n)
         return self._derive(
-            "Diff", pb.DiffRequest(handle=self.handle, columns=list(columns), n=n, suffix=suffix)
+            "Diff", pb.DiffRequest(handle=self.handle, columns=list(columns), periods=n, suffix=suffix)
         )
 
     def pct_change(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
-        _nonzero(n)
         return self._derive(
             "PctChange",
-            pb.PctChangeRequest(handle=self.handle, columns=list(columns), n=n, suffix=suffix),
+            pb.PctChangeRequest(handle=self.handle, columns=list(columns), periods=n, suffix=suffix),
         )
 
     def rolling(
@@ -582,10 +589,15 @@ class DataFrame:
             append,
         )
 
-    def write_csv(self, path: str, *, separator: str | None = None, append: bool = False) -> int:
+    def write_csv(
+        self, path: str, *, include_header: bool = True, separator: str | None = None, append: bool = False
+    ) -> int:
+        """A header line first, as Polars writes (an append to an existing file adds none)."""
         return self._write(
             "WriteCsv",
-            pb.WriteCsvRequest(handle=self.handle, path=path, separator=separator, append=append),
+            pb.WriteCsvRequest(
+                handle=self.handle, path=path, include_header=include_header, separator=separator, append=append
+            ),
             append,
         )
 

@@ -69,11 +69,19 @@ def test_transforms_match_polars(sales):
         sales.sort("amount", descending=True, nulls_last=True),
         SALES.sort("amount", descending=True, nulls_last=True, maintain_order=True),
     )
-    same(sales.unique("region", keep="first"), SALES.unique("region", keep="first", maintain_order=True))
+    # Mixed keys (names and expressions) keep their order, each with its own flags.
+    same(
+        sales.sort("region", pr.col("amount") * -1, descending=[True, False], nulls_last=[False, True]),
+        SALES.sort("region", pl.col("amount") * -1, descending=[True, False], nulls_last=[False, True], maintain_order=True),
+    )
+    for keep in ("first", "last", "none", "any"):
+        same(sales.unique("region", keep=keep), SALES.unique("region", keep=keep, maintain_order=True))
     same(sales.head(3), SALES.head(3))
     same(sales.tail(2), SALES.tail(2))
     same(sales.limit(4), SALES.limit(4))
     same(sales.slice(2, 3), SALES.slice(2, 3))
+    same(sales.slice(-4), SALES.slice(-4))
+    same(sales.slice(5, 0), SALES.slice(5, 0))
     same(sales.fill_null(0.0), SALES.fill_null(0.0))
     same(sales.fill_null(strategy="forward"), SALES.fill_null(strategy="forward"))
 
@@ -121,6 +129,10 @@ def test_time_series_calls(sales):
     same(sales.diff(columns=["id"]), SALES.with_columns(pl.col("id").diff(1)))
     same(sales.pct_change(columns=["amount"], suffix="_pct"), SALES.with_columns(pl.col("amount").pct_change(1).alias("amount_pct")))
     same(sales.interpolate(["amount"]), SALES.with_columns(pl.col("amount").interpolate()))
+    same(
+        sales.interpolate(["amount"], method="nearest"),
+        SALES.with_columns(pl.col("amount").interpolate(method="nearest")),
+    )
     same(
         sales.rolling("id", function="sum", window_size=3, suffix="_sum3"),
         SALES.with_columns(pl.col("id").rolling_sum(3).alias("id_sum3")),
@@ -238,6 +250,9 @@ def test_results_and_lifecycle(conn, sales, data_root: pathlib.Path):
     assert sales.write_parquet("out/sales.parquet") == 12
     assert_frame_equal(pl.read_parquet(data_root / "out/sales.parquet"), SALES)
     assert sales.write_csv("out/sales.csv") == 12
+    assert (data_root / "out/sales.csv").read_text().splitlines()[0] == "id,region,amount,name,day"
+    assert sales.write_csv("out/bare.csv", include_header=False) == 12
+    assert (data_root / "out/bare.csv").read_text().splitlines()[0] == "0,north,5.0,Ann,2024-01-01"
     assert sales.persist() is sales
     assert sales.pin() is sales and sales.unpin() is sales
     assert conn.heartbeat()[sales.handle] is True
@@ -319,8 +334,8 @@ def test_polars_conventions(sales):
         SALES.group_by(pl.col("id") % 2, "region", maintain_order=True).agg(pl.col("amount").max().alias("top")),
     )
     same(sales.shift(0), SALES)
-    with pytest.raises(pr.InvalidArgumentError, match="n must not be 0"):
-        sales.diff(0)
+    # A period of 0 is what Polars makes of it (zeros), as the wire now reads it.
+    same(sales.diff(0, columns=["id"]), SALES.with_columns(pl.col("id").diff(0)))
     same(sales.clone(), SALES)
     assert pr.col("x").cast(pl.List(pl.Int64)).pb.cast.data_type == "List[Int64]"
 

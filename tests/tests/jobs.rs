@@ -308,7 +308,10 @@ fn read_rest(url: &str) -> Op {
 
 fn sort_by(column: &str) -> Op {
     Op::Sort(pb::SortRequest {
-        by: vec![column.into()],
+        columns: vec![pb::SortColumn {
+            name: column.into(),
+            ..Default::default()
+        }],
         ..Default::default()
     })
 }
@@ -501,6 +504,65 @@ async fn a_job_runs_and_its_sink_and_handle_match_polars() -> anyhow::Result<()>
         .await?
         .into_inner();
     assert_eq!(listed.jobs.len(), 1);
+    Ok(())
+}
+
+/// A job whose steps are in the shapes from before the established contract (issue 23),
+/// as a client of that time sends them or a queue of that time holds them: it runs with the
+/// meaning they had (a slice without a length to the end, an unset diff `n` one period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_in_the_old_step_shapes_runs_as_it_meant() -> anyhow::Result<()> {
+    let (_redis, cluster) = cluster_with_queue(1, &[]).await?;
+    let df = sales(100);
+    write_parquet(&cluster.path("sales.parquet"), &df);
+    let mut jobs = jobs_client(cluster.coordinator.address).await?;
+    let old = spec(
+        vec![
+            step(read_parquet("sales.parquet"), vec![]),
+            step(
+                Op::SortV0(pb::SortStepV0 {
+                    by: vec!["region".into(), "amount".into()],
+                    descending: vec![true],
+                    ..Default::default()
+                }),
+                vec![from_step(0)],
+            ),
+            step(
+                Op::SliceV0(pb::SliceStepV0 {
+                    offset: 90,
+                    ..Default::default()
+                }),
+                vec![from_step(1)],
+            ),
+            step(
+                Op::DiffV0(pb::DiffStepV0 {
+                    columns: vec!["amount".into()],
+                    ..Default::default()
+                }),
+                vec![from_step(2)],
+            ),
+        ],
+        "old-shapes.parquet",
+        false,
+    );
+    let job = submit(&mut jobs, old).await?;
+    let (_, done) = watch_to_end(&mut jobs, &job.id).await?;
+    assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
+    let expected = df
+        .lazy()
+        .sort(
+            ["region", "amount"],
+            SortMultipleOptions::default()
+                .with_order_descending(true)
+                .with_maintain_order(true),
+        )
+        .slice(90, IdxSize::MAX)
+        .with_column(col("amount").diff(lit(1), polars::series::ops::NullBehavior::Ignore))
+        .collect()?;
+    assert_frame_eq(
+        &read_parquet_file(&cluster.path("old-shapes.parquet")),
+        &expected,
+    );
     Ok(())
 }
 

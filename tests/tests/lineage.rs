@@ -30,6 +30,7 @@ async fn step(client: &mut Client, handle: &str) -> anyhow::Result<String> {
     let request = pb::WithColumnsRequest {
         handle: handle.to_owned(),
         exprs: vec![e::alias(e::binary(e::col("a"), Op::Plus, e::int(1)), "a")],
+        ..Default::default()
     };
     Ok(client.with_columns(request).await?.into_inner().handle)
 }

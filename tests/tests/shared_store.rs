@@ -71,7 +71,10 @@ async fn build_chain(client: &mut Client) -> anyhow::Result<Vec<(String, DataFra
     let sorted = client
         .sort(pb::SortRequest {
             handle: grouped,
-            by: vec!["total".into()],
+            columns: vec![pb::SortColumn {
+                name: "total".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .await?

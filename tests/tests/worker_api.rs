@@ -290,6 +290,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         with_columns,
         pb::WithColumnsRequest {
             handle: h(&base),
+            columns: Default::default(),
             exprs: vec![
                 e::alias(e::binary(e::col("id"), Op::Modulo, e::int(3)), "m"),
                 e::alias(
@@ -326,11 +327,20 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         sort,
         pb::SortRequest {
             handle: h(&base),
-            by: vec!["region".into(), "qty".into()],
-            descending: vec![false, true],
-            nulls_last: vec![true],
+            columns: vec![
+                pb::SortColumn {
+                    name: "region".into(),
+                    descending: false,
+                    nulls_last: true,
+                },
+                pb::SortColumn {
+                    name: "qty".into(),
+                    descending: true,
+                    nulls_last: true,
+                },
+            ],
+            exprs: vec![],
             maintain_order: true,
-            by_exprs: vec![],
         },
         lf().sort(
             ["region", "qty"],
@@ -351,6 +361,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
             pb::UniqueRequest {
                 handle: h(&base),
                 subset: vec!["region".into()],
+                keep_first: false,
                 keep: keep as i32,
                 maintain_order: true
             },
@@ -387,7 +398,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         pb::SliceRequest {
             handle: h(&base),
             offset: -5,
-            length: Some(2)
+            length: 2,
+            to_end: false
         },
         df.slice(-5, 2)
     );
@@ -396,7 +408,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         pb::SliceRequest {
             handle: h(&base),
             offset: 6,
-            length: None
+            length: 0,
+            to_end: true
         },
         df.slice(6, 100)
     );
@@ -509,8 +522,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         melt,
         pb::MeltRequest {
             handle: h(&base),
-            index: vec!["id".into()],
-            on: vec!["qty".into(), "price".into()],
+            id_vars: vec!["id".into()],
+            value_vars: vec!["qty".into(), "price".into()],
             variable_name: Some("k".into()),
             value_name: Some("v".into())
         },
@@ -596,8 +609,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     check!(
         cross,
         pb::CrossRequest {
-            handle: h(&base),
-            right: h(&small),
+            left_handle: h(&base),
+            right_handle: h(&small),
             suffix: None
         },
         lf().cross_join(regions.head(Some(2)).lazy(), Some("_right".into()))
@@ -676,9 +689,11 @@ async fn a_sorted_group_by_breaks_ties_by_its_keys() -> anyhow::Result<()> {
         let sorted = client
             .sort(pb::SortRequest {
                 handle: grouped.clone(),
-                by: vec!["total".into()],
-                descending: vec![descending],
-                nulls_last: vec![nulls_last],
+                columns: vec![pb::SortColumn {
+                    name: "total".into(),
+                    descending,
+                    nulls_last,
+                }],
                 ..Default::default()
             })
             .await?
@@ -699,6 +714,35 @@ async fn a_sorted_group_by_breaks_ties_by_its_keys() -> anyhow::Result<()> {
         // The three groups with a total of 5, in key order, between 7 and 0 (the sum of
         // `e`'s one null).
         assert_eq!(order[1..4], ["a", "c", "d"], "{got}");
+    }
+    // Sorted by its own key, or by the total and the key: no key twice.
+    for columns in [vec!["g"], vec!["total", "g"], vec!["g", "total"]] {
+        let sorted = client
+            .sort(pb::SortRequest {
+                handle: grouped.clone(),
+                columns: columns
+                    .iter()
+                    .map(|name| pb::SortColumn {
+                        name: (*name).into(),
+                        descending: true,
+                        nulls_last: false,
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .handle;
+        let expected = totals
+            .clone()
+            .sort(
+                columns.clone(),
+                SortMultipleOptions::default()
+                    .with_order_descending(true)
+                    .with_maintain_order(true),
+            )
+            .collect()?;
+        assert_frame_eq(&collect(&mut client, &sorted).await?, &expected);
     }
     Ok(())
 }
@@ -857,7 +901,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         pb::DiffRequest {
             handle: h(&series),
             columns: vec!["value".into()],
-            n: 1,
+            periods: 1,
             suffix: Some("_d".into())
         },
         sorted()
@@ -873,7 +917,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         pb::PctChangeRequest {
             handle: h(&series),
             columns: vec!["value".into()],
-            n: 1,
+            periods: 1,
             suffix: None
         },
         sorted()
@@ -920,7 +964,8 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         pb::InterpolateRequest {
             handle: h(&series),
             columns: vec!["value".into()],
-            method: 0
+            method: String::new(),
+            interpolation: 0
         },
         sorted()
             .with_column(col("value").interpolate(InterpolationMethod::Linear))
@@ -1286,6 +1331,7 @@ async fn expressions_match_polars() -> anyhow::Result<()> {
             .with_columns(pb::WithColumnsRequest {
                 handle: h(&base),
                 exprs: vec![wire],
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow::anyhow!("{description}: {s}"))?
@@ -1519,6 +1565,8 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
                         .write_csv(pb::WriteCsvRequest {
                             handle: h(&filtered),
                             path: name.into(),
+                            // Unset, the contract's plain bool means no header.
+                            include_header: true,
                             append,
                             ..Default::default()
                         })

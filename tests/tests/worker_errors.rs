@@ -135,6 +135,7 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         .with_columns(pb::WithColumnsRequest {
             handle: base.clone(),
             exprs: vec![e::binary(e::col("b"), Op::Minus, e::int(1))],
+            ..Default::default()
         })
         .await;
     assert_status(bad_arith, Code::InvalidArgument, "with_columns");
@@ -142,6 +143,7 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         .with_columns(pb::WithColumnsRequest {
             handle: base.clone(),
             exprs: vec![e::func("upper", vec![e::col("a")])],
+            ..Default::default()
         })
         .await;
     assert_status(upper_of_a_number, Code::InvalidArgument, "with_columns");
@@ -150,6 +152,7 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         .with_columns(pb::WithColumnsRequest {
             handle: base.clone(),
             exprs: vec![e::func("frobnicate", vec![e::col("a")])],
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -161,6 +164,7 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         .with_columns(pb::WithColumnsRequest {
             handle: base.clone(),
             exprs: vec![e::func("upper", vec![])],
+            ..Default::default()
         })
         .await;
     assert_status(wrong_arity, Code::InvalidArgument, "upper");
@@ -447,7 +451,10 @@ async fn a_panic_is_internal_and_the_worker_keeps_serving() -> anyhow::Result<()
         let sorted = client
             .sort(pb::SortRequest {
                 handle: base.clone(),
-                by: vec!["a".into()],
+                columns: vec![pb::SortColumn {
+                    name: "a".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
             .await;

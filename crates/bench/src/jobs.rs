@@ -146,7 +146,13 @@ fn large_plan_ops(threshold: i32) -> Vec<Op> {
             ..Default::default()
         }),
         Op::Sort(pb::SortRequest {
-            by: vec!["key".into(), "category".into()],
+            columns: ["key", "category"]
+                .into_iter()
+                .map(|name| pb::SortColumn {
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         }),
     ]

@@ -58,6 +58,7 @@ impl Chain {
         );
         let request = pb::WithColumnsRequest {
             handle: handle.to_owned(),
+            columns: Default::default(),
             exprs: vec![expr],
         };
         self.made += 1;

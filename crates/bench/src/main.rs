@@ -381,6 +381,7 @@ async fn build_pipeline(
     let widened = client
         .with_columns(pb::WithColumnsRequest {
             handle: filtered,
+            columns: Default::default(),
             exprs: vec![
                 alias(
                     binary(
@@ -434,8 +435,11 @@ async fn build_pipeline(
     let sorted = client
         .sort(pb::SortRequest {
             handle: grouped,
-            by: vec!["total".into()],
-            descending: vec![true],
+            columns: vec![pb::SortColumn {
+                name: "total".into(),
+                descending: true,
+                nulls_last: false,
+            }],
             ..Default::default()
         })
         .await?
@@ -556,6 +560,7 @@ async fn core(
         client
             .with_columns(pb::WithColumnsRequest {
                 handle: source.clone(),
+                columns: Default::default(),
                 exprs: vec![alias(
                     binary(
                         column("value"),

@@ -176,6 +176,16 @@ mod tests {
             RouteKey::Pipeline(parent.affinity()),
             "joins go where the left input lives"
         );
+        let cross = pb::CrossRequest {
+            left_handle: parent.to_string(),
+            right_handle: right.to_string(),
+            suffix: None,
+        };
+        assert_eq!(
+            route_key("Cross", Some(&cross.encode_to_vec())),
+            RouteKey::Pipeline(parent.affinity()),
+            "the contract's left_handle is field 1"
+        );
         let heartbeat = pb::HeartbeatRequest {
             handles: vec![parent.to_string(), right.to_string()],
         };

@@ -106,7 +106,8 @@ pub enum SinkFormat {
     },
     Csv {
         separator: Option<String>,
-        include_header: Option<bool>,
+        /// Whether a new file starts with a header line (an append never adds one).
+        include_header: bool,
     },
     Ipc {
         compression: Option<String>,
@@ -224,15 +225,15 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Select(_) => "select",
         Op::Filter(_) => "filter",
         Op::WithColumn(_) => "with_column",
-        Op::WithColumns(_) => "with_columns",
+        Op::WithColumns(_) | Op::WithColumnsV0(_) => "with_columns",
         Op::Drop(_) => "drop",
         Op::Rename(_) => "rename",
-        Op::Sort(_) => "sort",
-        Op::Unique(_) => "unique",
+        Op::Sort(_) | Op::SortV0(_) => "sort",
+        Op::Unique(_) | Op::UniqueV0(_) => "unique",
         Op::Limit(_) => "limit",
         Op::Head(_) => "head",
         Op::Tail(_) => "tail",
-        Op::Slice(_) => "slice",
+        Op::Slice(_) | Op::SliceV0(_) => "slice",
         Op::GroupBy(_) => "group_by",
         Op::Agg(_) => "agg",
         Op::Pivot(_) => "pivot",
@@ -245,12 +246,12 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::RollingWindow(_) => "rolling_window",
         Op::Lag(_) => "lag",
         Op::Lead(_) => "lead",
-        Op::Diff(_) => "diff",
-        Op::PctChange(_) => "pct_change",
+        Op::Diff(_) | Op::DiffV0(_) => "diff",
+        Op::PctChange(_) | Op::PctChangeV0(_) => "pct_change",
         Op::AsofJoin(_) => "asof_join",
         Op::FillNull(_) => "fill_null",
         Op::FillNan(_) => "fill_nan",
-        Op::Interpolate(_) => "interpolate",
+        Op::Interpolate(_) | Op::InterpolateV0(_) => "interpolate",
         Op::Describe(_) => "describe",
         Op::Stats(_) => "stats",
     }
@@ -805,7 +806,10 @@ impl Engine {
                         })?;
                     inputs.push(node);
                 }
-                self.apply(op, inputs.clone()).await?
+                // A record written before the contract's shapes is built as today's step;
+                // the record itself (and so the plan's id) stays as stored.
+                self.apply(crate::legacy::upgrade(op)?, inputs.clone())
+                    .await?
             }
         };
         let node = self.new_node(tenant, record, frame, schema, &inputs, own_artifact);
@@ -902,6 +906,9 @@ impl Engine {
         op: Op,
         inputs: Vec<Arc<Node>>,
     ) -> EngineResult<Arc<Node>> {
+        // A job queued by an older worker, or sent by an older client, may hold steps of
+        // the shapes from before the contract: they run, and are recorded, as today's.
+        let op = crate::legacy::upgrade(op)?;
         let mut source = None;
         let mut own_artifact = None;
         let (op, (frame, schema)) = match op {

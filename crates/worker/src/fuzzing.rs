@@ -168,7 +168,10 @@ pub fn expression_step(context: u8, expr: pb::Expression) -> Op {
             ..Default::default()
         }),
         4 => Op::Sort(pb::SortRequest {
-            by_exprs: vec![expr],
+            exprs: vec![pb::SortExpr {
+                expr: Some(expr),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         _ => Op::WithColumn(pb::WithColumnRequest {
@@ -194,7 +197,8 @@ pub fn plan_node(data: &[u8]) -> EngineResult<()> {
     let Some(op) = node.step.and_then(|step| step.op) else {
         return Ok(());
     };
-    step(op)
+    // As a worker loads a stored plan: steps of the old shapes are upgraded first.
+    step(crate::legacy::upgrade(op)?)
 }
 
 /// Most an upload may be in `arrow_ipc_upload`: uploads are checked against
@@ -698,6 +702,13 @@ pub mod seeds {
                 }),
             ),
             (
+                "with_columns-map",
+                Op::WithColumns(WithColumnsRequest {
+                    columns: [("z".to_owned(), column("a"))].into(),
+                    ..Default::default()
+                }),
+            ),
+            (
                 "drop",
                 Op::Drop(DropRequest {
                     columns: strings(&["b"]),
@@ -714,10 +725,15 @@ pub mod seeds {
             (
                 "sort",
                 Op::Sort(SortRequest {
-                    by: strings(&["c"]),
-                    descending: vec![true],
-                    nulls_last: vec![true],
-                    by_exprs: vec![column("a")],
+                    columns: vec![SortColumn {
+                        name: "c".into(),
+                        descending: true,
+                        nulls_last: true,
+                    }],
+                    exprs: vec![SortExpr {
+                        expr: Some(column("a")),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
             ),
@@ -726,6 +742,13 @@ pub mod seeds {
                 Op::Unique(UniqueRequest {
                     subset: strings(&["c"]),
                     keep: UniqueKeep::Last as i32,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "unique-keep-first",
+                Op::Unique(UniqueRequest {
+                    keep_first: true,
                     ..Default::default()
                 }),
             ),
@@ -754,7 +777,15 @@ pub mod seeds {
                 "slice",
                 Op::Slice(SliceRequest {
                     offset: -2,
-                    length: Some(1),
+                    length: 1,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "slice-to-end",
+                Op::Slice(SliceRequest {
+                    offset: 1,
+                    to_end: true,
                     ..Default::default()
                 }),
             ),
@@ -794,8 +825,8 @@ pub mod seeds {
             (
                 "melt",
                 Op::Melt(MeltRequest {
-                    index: strings(&["a"]),
-                    on: strings(&["b"]),
+                    id_vars: strings(&["a"]),
+                    value_vars: strings(&["b"]),
                     ..Default::default()
                 }),
             ),
@@ -882,7 +913,7 @@ pub mod seeds {
             (
                 "diff",
                 Op::Diff(DiffRequest {
-                    n: 1,
+                    periods: 1,
                     ..Default::default()
                 }),
             ),
@@ -923,6 +954,13 @@ pub mod seeds {
                 Op::Interpolate(InterpolateRequest::default()),
             ),
             (
+                "interpolate-nearest",
+                Op::Interpolate(InterpolateRequest {
+                    method: "nearest".into(),
+                    ..Default::default()
+                }),
+            ),
+            (
                 "describe",
                 Op::Describe(DescribeRequest {
                     percentiles: vec![0.1, 0.9],
@@ -930,6 +968,44 @@ pub mod seeds {
                 }),
             ),
             ("stats", Op::Stats(GetStatsRequest::default())),
+            // Stored shapes from before the established contract, upgraded when loaded.
+            (
+                "sort-v0",
+                Op::SortV0(SortStepV0 {
+                    by: strings(&["c"]),
+                    descending: vec![true, false],
+                    by_exprs: vec![column("a")],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "slice-v0",
+                Op::SliceV0(SliceStepV0 {
+                    offset: 1,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "unique-v0",
+                Op::UniqueV0(UniqueStepV0 {
+                    subset: strings(&["c"]),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "with_columns-v0",
+                Op::WithColumnsV0(WithColumnsStepV0 {
+                    exprs: vec![column("b")],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "interpolate-v0",
+                Op::InterpolateV0(InterpolateStepV0 {
+                    method: InterpolationMethod::Nearest as i32,
+                    ..Default::default()
+                }),
+            ),
         ]
     }
 

@@ -168,7 +168,7 @@ pub fn sink_format(sink: &pb::JobSink) -> EngineResult<SinkFormat> {
     Ok(match format {
         JobSinkFormat::Csv => SinkFormat::Csv {
             separator: None,
-            include_header: None,
+            include_header: true,
         },
         JobSinkFormat::Ipc => SinkFormat::Ipc { compression: None },
         JobSinkFormat::Parquet | JobSinkFormat::Unspecified => SinkFormat::Parquet {

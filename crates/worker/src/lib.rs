@@ -13,6 +13,7 @@ pub mod fuzzing;
 mod ipc;
 mod ipc_bounds;
 mod jobs;
+pub mod legacy;
 mod outbound;
 mod paths;
 mod plan;

@@ -163,6 +163,20 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 reason: "sources are opened by the engine".into(),
             });
         }
+        Op::WithColumnsV0(_)
+        | Op::SortV0(_)
+        | Op::UniqueV0(_)
+        | Op::SliceV0(_)
+        | Op::DiffV0(_)
+        | Op::PctChangeV0(_)
+        | Op::InterpolateV0(_) => {
+            return Err(EngineError::Internal {
+                operation: "plan",
+                reason: "a stored step of an old shape reached the planner without being \
+                         upgraded (legacy::upgrade)"
+                    .into(),
+            });
+        }
         Op::Select(req) => {
             let mut selected = exprs(&req.columns);
             selected.extend(to_polars_all(&req.exprs)?);
@@ -184,7 +198,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 expr::required(req.expr.as_ref(), "expression")?.alias(req.name.as_str()),
             )
         }
-        Op::WithColumns(req) => ctx.input(0)?.with_columns(to_polars_all(&req.exprs)?),
+        Op::WithColumns(req) => ctx.input(0)?.with_columns(with_columns(req)?),
         Op::Drop(req) => {
             require_columns(ctx.schema(0)?, &req.columns)?;
             ctx.input(0)?
@@ -200,12 +214,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         }
         Op::Sort(req) => sort(ctx.input(0)?, ctx.schema(0)?, req)?,
         Op::Unique(req) => {
-            let keep = match req.keep() {
-                UniqueKeep::First => UniqueKeepStrategy::First,
-                UniqueKeep::Last => UniqueKeepStrategy::Last,
-                UniqueKeep::None => UniqueKeepStrategy::None,
-                UniqueKeep::Any | UniqueKeep::Unspecified => UniqueKeepStrategy::Any,
-            };
+            let keep = unique_keep(req)?;
             let subset = (!req.subset.is_empty()).then(|| {
                 require_columns(ctx.schema(0)?, &req.subset)?;
                 Ok::<_, EngineError>(by_name(names(&req.subset), true, false))
@@ -219,9 +228,15 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         Op::Head(req) => ctx.input(0)?.limit(count(req.n, "n")?),
         Op::Tail(req) => ctx.input(0)?.tail(count(req.n, "n")?),
         Op::Slice(req) => {
-            let length = match req.length {
-                Some(length) => count(length, "length")?,
-                None => IdxSize::MAX,
+            let length = match (req.to_end, req.length) {
+                (true, 0) => IdxSize::MAX,
+                (true, length) => {
+                    return Err(EngineError::invalid(format!(
+                        "slice: `to_end` (field 4) takes every row from the offset but \
+                         `length` (field 3) is {length}: set one of them"
+                    )));
+                }
+                (false, length) => count(length, "length")?,
             };
             ctx.input(0)?.slice(req.offset, length)
         }
@@ -252,11 +267,12 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         },
         Op::Pivot(req) => pivot(ctx.input(0)?, ctx.schema(0)?, req, ctx.mode)?,
         Op::Melt(req) => {
-            require_columns(ctx.schema(0)?, &req.index)?;
-            require_columns(ctx.schema(0)?, &req.on)?;
+            require_columns(ctx.schema(0)?, &req.id_vars)?;
+            require_columns(ctx.schema(0)?, &req.value_vars)?;
             ctx.input(0)?.unpivot(UnpivotArgsDSL {
-                on: (!req.on.is_empty()).then(|| by_name(names(&req.on), true, false)),
-                index: by_name(names(&req.index), true, false),
+                on: (!req.value_vars.is_empty())
+                    .then(|| by_name(names(&req.value_vars), true, false)),
+                index: by_name(names(&req.id_vars), true, false),
                 variable_name: req.variable_name.as_deref().map(PlSmallStr::from_str),
                 value_name: req.value_name.as_deref().map(PlSmallStr::from_str),
             })
@@ -342,7 +358,8 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             let columns = target_columns(ctx.schema(0)?, &req.columns, |d| {
                 d.is_primitive_numeric() || d.is_temporal()
             })?;
-            let n = shift_n(req.n);
+            // As sent: an established client's 0 is 0 periods (zeros), not a default.
+            let n = req.periods;
             let diffed: Vec<_> = columns
                 .iter()
                 .map(|c| {
@@ -358,7 +375,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         Op::PctChange(req) => {
             let columns =
                 target_columns(ctx.schema(0)?, &req.columns, DataType::is_primitive_numeric)?;
-            let n = shift_n(req.n);
+            let n = req.periods;
             let changed: Vec<_> = columns
                 .iter()
                 .map(|c| renamed(col(c.as_str()).pct_change(lit(n)), c, req.suffix.as_deref()))
@@ -418,12 +435,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             ctx.input(0)?.with_columns(filled)
         }
         Op::Interpolate(req) => {
-            let method = match req.method() {
-                PbInterpolationMethod::Nearest => InterpolationMethod::Nearest,
-                PbInterpolationMethod::Linear | PbInterpolationMethod::Unspecified => {
-                    InterpolationMethod::Linear
-                }
-            };
+            let method = interpolation(req)?;
             let columns =
                 target_columns(ctx.schema(0)?, &req.columns, DataType::is_primitive_numeric)?;
             let interpolated: Vec<_> = columns
@@ -459,35 +471,48 @@ fn group(input: LazyFrame, keys: Vec<Expr>) -> LazyGroupBy {
     input.group_by_stable(keys)
 }
 
-/// Broadcasts one flag to every key, or checks there is one per key.
-fn per_key(flags: &[bool], keys: usize, what: &str) -> EngineResult<Vec<bool>> {
-    match flags.len() {
-        0 => Ok(vec![false; keys]),
-        1 => Ok(vec![flags[0]; keys]),
-        n if n == keys => Ok(flags.to_vec()),
-        n => Err(EngineError::invalid(format!(
-            "`{what}` has {n} values for {keys} sort keys"
-        ))),
-    }
-}
-
+/// Sort keys: `columns` (the contract's), then `exprs` (Polaroid's), each with its flags.
 fn sort(input: LazyFrame, schema: &Schema, req: &pb::SortRequest) -> EngineResult<LazyFrame> {
-    let mut keys = exprs(&req.by);
-    keys.extend(to_polars_all(&req.by_exprs)?);
-    if keys.is_empty() {
-        return Err(EngineError::invalid("sort needs at least one key"));
+    let mut keys = Vec::with_capacity(req.columns.len() + req.exprs.len());
+    let mut descending = Vec::with_capacity(keys.capacity());
+    let mut nulls_last = Vec::with_capacity(keys.capacity());
+    for column in &req.columns {
+        if column.name.is_empty() {
+            return Err(EngineError::invalid(
+                "sort: a `columns` entry has no `name`",
+            ));
+        }
+        require_columns(schema, std::slice::from_ref(&column.name))?;
+        keys.push(col(column.name.as_str()));
+        descending.push(column.descending);
+        nulls_last.push(column.nulls_last);
     }
-    let mut descending = per_key(&req.descending, keys.len(), "descending")?;
-    let mut nulls_last = per_key(&req.nulls_last, keys.len(), "nulls_last")?;
+    for key in &req.exprs {
+        keys.push(expr::required(key.expr.as_ref(), "sort expression")?);
+        descending.push(key.descending);
+        nulls_last.push(key.nulls_last);
+    }
+    if keys.is_empty() {
+        return Err(EngineError::invalid(
+            "sort needs at least one key in `columns` or `exprs`",
+        ));
+    }
     let (input, group_keys) = groups_in_any_order(input, schema);
     // Ties of a sorted group_by are broken by its keys, which no two groups share: the
     // order is total. Elsewhere ties keep their input order. Either way it is
     // deterministic.
     let total = !group_keys.is_empty();
+    // A key the sort has already is not repeated: Polars refuses two sort keys of one name.
+    let named: Vec<PlSmallStr> = keys
+        .iter()
+        .filter_map(|key| key.clone().meta().output_name().ok())
+        .collect();
     for key in group_keys {
-        keys.push(col(key));
-        descending.push(false);
-        nulls_last.push(false);
+        if !named.contains(&key) {
+            keys.push(col(key));
+            descending.push(false);
+            nulls_last.push(false);
+        }
     }
     let options = SortMultipleOptions::default()
         .with_order_descending_multi(descending)
@@ -543,6 +568,103 @@ fn groups_in_any_order(input: LazyFrame, schema: &Schema) -> (LazyFrame, Vec<PlS
         LazyFrame::from(plan).with_optimizations(optimizations),
         Vec::new(),
     )
+}
+
+/// WithColumns' expressions: the contract's map (each aliased to its name, in name order)
+/// or Polaroid's list, never both: which would come first, and which wins a name both
+/// give, would be a guess.
+fn with_columns(req: &pb::WithColumnsRequest) -> EngineResult<Vec<Expr>> {
+    if req.columns.is_empty() {
+        return to_polars_all(&req.exprs);
+    }
+    if !req.exprs.is_empty() {
+        return Err(EngineError::invalid(
+            "with_columns: set `columns` (field 2, name -> expression) or `exprs` (field 3, \
+             expressions in order), not both",
+        ));
+    }
+    req.columns
+        .iter()
+        .map(|(name, expression)| {
+            if name.is_empty() {
+                return Err(EngineError::invalid(
+                    "with_columns: a `columns` entry has an empty name",
+                ));
+            }
+            Ok(expr::to_polars(expression)?.alias(name.as_str()))
+        })
+        .collect()
+}
+
+/// Which row of each key Unique keeps: `keep` when set, else the contract's `keep_first`
+/// (true: the first, false: the last). `keep_first` true with another `keep` is a
+/// contradiction, not a preference.
+fn unique_keep(req: &pb::UniqueRequest) -> EngineResult<UniqueKeepStrategy> {
+    let keep = UniqueKeep::try_from(req.keep).map_err(|_| {
+        EngineError::invalid(format!("unique: `keep` {} is not a UniqueKeep", req.keep))
+    })?;
+    Ok(match (keep, req.keep_first) {
+        (UniqueKeep::Unspecified, true) | (UniqueKeep::First, _) => UniqueKeepStrategy::First,
+        (UniqueKeep::Unspecified, false) => UniqueKeepStrategy::Last,
+        (other, true) => {
+            return Err(EngineError::invalid(format!(
+                "unique: `keep_first` (field 3) is true but `keep` (field 5) is {}: set one \
+                 of them",
+                other.as_str_name()
+            )));
+        }
+        (UniqueKeep::Last, false) => UniqueKeepStrategy::Last,
+        (UniqueKeep::None, false) => UniqueKeepStrategy::None,
+        (UniqueKeep::Any, false) => UniqueKeepStrategy::Any,
+    })
+}
+
+/// Interpolate's method: the contract's name (`method`) or Polaroid's enum
+/// (`interpolation`); both set must agree. Linear when neither is.
+fn interpolation(req: &pb::InterpolateRequest) -> EngineResult<InterpolationMethod> {
+    let typed = PbInterpolationMethod::try_from(req.interpolation).map_err(|_| {
+        EngineError::invalid(format!(
+            "interpolate: `interpolation` {} is not an InterpolationMethod",
+            req.interpolation
+        ))
+    })?;
+    let named = match req.method.to_ascii_lowercase().as_str() {
+        "" => None,
+        "linear" => Some(PbInterpolationMethod::Linear),
+        "nearest" => Some(PbInterpolationMethod::Nearest),
+        "cubic" | "polynomial" | "spline" => {
+            return Err(EngineError::Unimplemented(format!(
+                "interpolate: method `{}` is not available (Polars interpolates linear or nearest)",
+                excerpt(&req.method)
+            )));
+        }
+        _ => {
+            return Err(EngineError::invalid(format!(
+                "interpolate: unknown method `{}` (linear or nearest)",
+                excerpt(&req.method)
+            )));
+        }
+    };
+    let method = match (named, typed) {
+        (None, PbInterpolationMethod::Unspecified) => PbInterpolationMethod::Linear,
+        (None, typed) => typed,
+        (Some(named), PbInterpolationMethod::Unspecified) => named,
+        (Some(named), typed) if named == typed => named,
+        (Some(_), typed) => {
+            return Err(EngineError::invalid(format!(
+                "interpolate: `method` (field 2) is `{}` but `interpolation` (field 4) is {}: \
+                 set one of them",
+                excerpt(&req.method),
+                typed.as_str_name()
+            )));
+        }
+    };
+    Ok(match method {
+        PbInterpolationMethod::Nearest => InterpolationMethod::Nearest,
+        PbInterpolationMethod::Linear | PbInterpolationMethod::Unspecified => {
+            InterpolationMethod::Linear
+        }
+    })
 }
 
 fn aggregate(function: AggregateFunction, values: Expr) -> EngineResult<Expr> {

@@ -95,7 +95,7 @@ impl DataFrameServer {
         handle_reply(self.engine.derive(tenant, vec![parent], op(request)).await)
     }
 
-    /// A transform of two input handles (left in `handle`, right in `right`).
+    /// A transform of two input handles (left, then right).
     async fn derive_two<R>(
         &self,
         request: Request<R>,
@@ -368,8 +368,12 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn cross(&self, request: Request<pb::CrossRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_two(request, |r| (&mut r.handle, &mut r.right), Op::Cross)
-            .await
+        self.derive_two(
+            request,
+            |r| (&mut r.left_handle, &mut r.right_handle),
+            Op::Cross,
+        )
+        .await
     }
 
     async fn sql(&self, request: Request<pb::SqlRequest>) -> Reply<pb::DataFrameHandle> {

@@ -218,7 +218,7 @@ fn open_writer<'w>(
             include_header,
         } => {
             let writer = CsvWriter::new(out)
-                .include_header(include_header.unwrap_or(true) && header)
+                .include_header(*include_header && header)
                 .with_separator(separator(sep.as_deref())?)
                 .batched(schema)
                 .map_err(EngineError::polars(operation(format)))?;
@@ -359,7 +359,7 @@ mod tests {
                 "out.csv",
                 SinkFormat::Csv {
                     separator: None,
-                    include_header: None,
+                    include_header: true,
                 },
             ),
             ("out.arrow", SinkFormat::Ipc { compression: None }),
@@ -461,7 +461,7 @@ mod tests {
         let target = dir.path().join("out.csv");
         let format = SinkFormat::Csv {
             separator: None,
-            include_header: None,
+            include_header: true,
         };
         let outcome = write_atomic(&target, query(1_000_000), &format, false, &mut |_| {
             Err(EngineError::Cancelled)
@@ -476,7 +476,7 @@ mod tests {
         let target = dir.path().join("out.csv");
         let format = SinkFormat::Csv {
             separator: None,
-            include_header: None,
+            include_header: true,
         };
         let empty = match query(10) {
             Rows::Query { lf, schema, mode } => Rows::Query {

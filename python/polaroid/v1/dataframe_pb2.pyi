@@ -335,12 +335,21 @@ class WithColumnRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., name: _Optional[str] = ..., expr: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
 
 class WithColumnsRequest(_message.Message):
-    __slots__ = ("handle", "exprs")
+    __slots__ = ("handle", "columns", "exprs")
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _expr_pb2.Expression
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     EXPRS_FIELD_NUMBER: _ClassVar[int]
     handle: str
+    columns: _containers.MessageMap[str, _expr_pb2.Expression]
     exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
-    def __init__(self, handle: _Optional[str] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Mapping[str, _expr_pb2.Expression]] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
 
 class DropRequest(_message.Message):
     __slots__ = ("handle", "columns")
@@ -365,33 +374,51 @@ class RenameRequest(_message.Message):
     mapping: _containers.ScalarMap[str, str]
     def __init__(self, handle: _Optional[str] = ..., mapping: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
-class SortRequest(_message.Message):
-    __slots__ = ("handle", "by", "descending", "nulls_last", "maintain_order", "by_exprs")
-    HANDLE_FIELD_NUMBER: _ClassVar[int]
-    BY_FIELD_NUMBER: _ClassVar[int]
+class SortColumn(_message.Message):
+    __slots__ = ("name", "descending", "nulls_last")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     DESCENDING_FIELD_NUMBER: _ClassVar[int]
     NULLS_LAST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    descending: bool
+    nulls_last: bool
+    def __init__(self, name: _Optional[str] = ..., descending: _Optional[bool] = ..., nulls_last: _Optional[bool] = ...) -> None: ...
+
+class SortExpr(_message.Message):
+    __slots__ = ("expr", "descending", "nulls_last")
+    EXPR_FIELD_NUMBER: _ClassVar[int]
+    DESCENDING_FIELD_NUMBER: _ClassVar[int]
+    NULLS_LAST_FIELD_NUMBER: _ClassVar[int]
+    expr: _expr_pb2.Expression
+    descending: bool
+    nulls_last: bool
+    def __init__(self, expr: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., descending: _Optional[bool] = ..., nulls_last: _Optional[bool] = ...) -> None: ...
+
+class SortRequest(_message.Message):
+    __slots__ = ("handle", "columns", "exprs", "maintain_order")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
     MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
-    BY_EXPRS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    by: _containers.RepeatedScalarFieldContainer[str]
-    descending: _containers.RepeatedScalarFieldContainer[bool]
-    nulls_last: _containers.RepeatedScalarFieldContainer[bool]
+    columns: _containers.RepeatedCompositeFieldContainer[SortColumn]
+    exprs: _containers.RepeatedCompositeFieldContainer[SortExpr]
     maintain_order: bool
-    by_exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
-    def __init__(self, handle: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., descending: _Optional[_Iterable[bool]] = ..., nulls_last: _Optional[_Iterable[bool]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[SortColumn, _Mapping]]] = ..., exprs: _Optional[_Iterable[_Union[SortExpr, _Mapping]]] = ..., maintain_order: _Optional[bool] = ...) -> None: ...
 
 class UniqueRequest(_message.Message):
-    __slots__ = ("handle", "subset", "keep", "maintain_order")
+    __slots__ = ("handle", "subset", "keep_first", "keep", "maintain_order")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     SUBSET_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIRST_FIELD_NUMBER: _ClassVar[int]
     KEEP_FIELD_NUMBER: _ClassVar[int]
     MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
     handle: str
     subset: _containers.RepeatedScalarFieldContainer[str]
+    keep_first: bool
     keep: UniqueKeep
     maintain_order: bool
-    def __init__(self, handle: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., keep: _Optional[_Union[UniqueKeep, str]] = ..., maintain_order: _Optional[bool] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., keep_first: _Optional[bool] = ..., keep: _Optional[_Union[UniqueKeep, str]] = ..., maintain_order: _Optional[bool] = ...) -> None: ...
 
 class LimitRequest(_message.Message):
     __slots__ = ("handle", "n")
@@ -418,14 +445,16 @@ class TailRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., n: _Optional[int] = ...) -> None: ...
 
 class SliceRequest(_message.Message):
-    __slots__ = ("handle", "offset", "length")
+    __slots__ = ("handle", "offset", "length", "to_end")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TO_END_FIELD_NUMBER: _ClassVar[int]
     handle: str
     offset: int
     length: int
-    def __init__(self, handle: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    to_end: bool
+    def __init__(self, handle: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., to_end: _Optional[bool] = ...) -> None: ...
 
 class GroupByRequest(_message.Message):
     __slots__ = ("handle", "by", "aggs", "maintain_order", "by_exprs")
@@ -468,18 +497,18 @@ class PivotRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggregateFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
 
 class MeltRequest(_message.Message):
-    __slots__ = ("handle", "index", "on", "variable_name", "value_name")
+    __slots__ = ("handle", "id_vars", "value_vars", "variable_name", "value_name")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    INDEX_FIELD_NUMBER: _ClassVar[int]
-    ON_FIELD_NUMBER: _ClassVar[int]
+    ID_VARS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_VARS_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_NAME_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    index: _containers.RepeatedScalarFieldContainer[str]
-    on: _containers.RepeatedScalarFieldContainer[str]
+    id_vars: _containers.RepeatedScalarFieldContainer[str]
+    value_vars: _containers.RepeatedScalarFieldContainer[str]
     variable_name: str
     value_name: str
-    def __init__(self, handle: _Optional[str] = ..., index: _Optional[_Iterable[str]] = ..., on: _Optional[_Iterable[str]] = ..., variable_name: _Optional[str] = ..., value_name: _Optional[str] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., id_vars: _Optional[_Iterable[str]] = ..., value_vars: _Optional[_Iterable[str]] = ..., variable_name: _Optional[str] = ..., value_name: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("handle", "right", "on", "left_on", "right_on", "how", "suffix", "coalesce")
@@ -502,14 +531,14 @@ class JoinRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., left_on: _Optional[_Iterable[str]] = ..., right_on: _Optional[_Iterable[str]] = ..., how: _Optional[_Union[JoinType, str]] = ..., suffix: _Optional[str] = ..., coalesce: _Optional[bool] = ...) -> None: ...
 
 class CrossRequest(_message.Message):
-    __slots__ = ("handle", "right", "suffix")
-    HANDLE_FIELD_NUMBER: _ClassVar[int]
-    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("left_handle", "right_handle", "suffix")
+    LEFT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
-    handle: str
-    right: str
+    left_handle: str
+    right_handle: str
     suffix: str
-    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
+    def __init__(self, left_handle: _Optional[str] = ..., right_handle: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class SqlRequest(_message.Message):
     __slots__ = ("query", "tables")
@@ -603,28 +632,28 @@ class ShiftRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class DiffRequest(_message.Message):
-    __slots__ = ("handle", "columns", "n", "suffix")
+    __slots__ = ("handle", "columns", "periods", "suffix")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    N_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     handle: str
     columns: _containers.RepeatedScalarFieldContainer[str]
-    n: int
+    periods: int
     suffix: str
-    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class PctChangeRequest(_message.Message):
-    __slots__ = ("handle", "columns", "n", "suffix")
+    __slots__ = ("handle", "columns", "periods", "suffix")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    N_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     handle: str
     columns: _containers.RepeatedScalarFieldContainer[str]
-    n: int
+    periods: int
     suffix: str
-    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class AsofJoinRequest(_message.Message):
     __slots__ = ("handle", "right", "on", "left_on", "right_on", "by", "by_left", "by_right", "strategy", "tolerance", "suffix")
@@ -677,14 +706,16 @@ class FillNanRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InterpolateRequest(_message.Message):
-    __slots__ = ("handle", "columns", "method")
+    __slots__ = ("handle", "method", "columns", "interpolation")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     handle: str
+    method: str
     columns: _containers.RepeatedScalarFieldContainer[str]
-    method: InterpolationMethod
-    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[InterpolationMethod, str]] = ...) -> None: ...
+    interpolation: InterpolationMethod
+    def __init__(self, handle: _Optional[str] = ..., method: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., interpolation: _Optional[_Union[InterpolationMethod, str]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ("handle", "percentiles")
@@ -743,18 +774,18 @@ class WriteParquetRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., path: _Optional[str] = ..., compression: _Optional[str] = ..., row_group_size: _Optional[int] = ..., append: _Optional[bool] = ...) -> None: ...
 
 class WriteCsvRequest(_message.Message):
-    __slots__ = ("handle", "path", "separator", "include_header", "append")
+    __slots__ = ("handle", "path", "include_header", "separator", "append")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
-    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_HEADER_FIELD_NUMBER: _ClassVar[int]
+    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
     APPEND_FIELD_NUMBER: _ClassVar[int]
     handle: str
     path: str
-    separator: str
     include_header: bool
+    separator: str
     append: bool
-    def __init__(self, handle: _Optional[str] = ..., path: _Optional[str] = ..., separator: _Optional[str] = ..., include_header: _Optional[bool] = ..., append: _Optional[bool] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., path: _Optional[str] = ..., include_header: _Optional[bool] = ..., separator: _Optional[str] = ..., append: _Optional[bool] = ...) -> None: ...
 
 class WriteIpcRequest(_message.Message):
     __slots__ = ("handle", "path", "compression", "append")

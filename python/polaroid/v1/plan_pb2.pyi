@@ -1,4 +1,5 @@
 from polaroid.v1 import dataframe_pb2 as _dataframe_pb2
+from polaroid.v1 import expr_pb2 as _expr_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PlanStep(_message.Message):
-    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns", "drop", "rename", "sort", "unique", "limit", "head", "tail", "slice", "group_by", "agg", "pivot", "melt", "join", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag", "lead", "diff", "pct_change", "asof_join", "fill_null", "fill_nan", "interpolate", "describe", "stats")
+    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg", "pivot", "melt", "join", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag", "lead", "diff_v0", "pct_change_v0", "asof_join", "fill_null", "fill_nan", "interpolate_v0", "describe", "stats", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "interpolate")
     READ_PARQUET_FIELD_NUMBER: _ClassVar[int]
     READ_CSV_FIELD_NUMBER: _ClassVar[int]
     READ_IPC_FIELD_NUMBER: _ClassVar[int]
@@ -18,15 +19,15 @@ class PlanStep(_message.Message):
     SELECT_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     WITH_COLUMN_FIELD_NUMBER: _ClassVar[int]
-    WITH_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    WITH_COLUMNS_V0_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
     RENAME_FIELD_NUMBER: _ClassVar[int]
-    SORT_FIELD_NUMBER: _ClassVar[int]
-    UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    SORT_V0_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_V0_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
     TAIL_FIELD_NUMBER: _ClassVar[int]
-    SLICE_FIELD_NUMBER: _ClassVar[int]
+    SLICE_V0_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     AGG_FIELD_NUMBER: _ClassVar[int]
     PIVOT_FIELD_NUMBER: _ClassVar[int]
@@ -39,14 +40,21 @@ class PlanStep(_message.Message):
     ROLLING_WINDOW_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     LEAD_FIELD_NUMBER: _ClassVar[int]
-    DIFF_FIELD_NUMBER: _ClassVar[int]
-    PCT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    DIFF_V0_FIELD_NUMBER: _ClassVar[int]
+    PCT_CHANGE_V0_FIELD_NUMBER: _ClassVar[int]
     ASOF_JOIN_FIELD_NUMBER: _ClassVar[int]
     FILL_NULL_FIELD_NUMBER: _ClassVar[int]
     FILL_NAN_FIELD_NUMBER: _ClassVar[int]
-    INTERPOLATE_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATE_V0_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    WITH_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    PCT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATE_FIELD_NUMBER: _ClassVar[int]
     read_parquet: _dataframe_pb2.ReadParquetRequest
     read_csv: _dataframe_pb2.ReadCsvRequest
     read_ipc: _dataframe_pb2.ReadIpcRequest
@@ -56,15 +64,15 @@ class PlanStep(_message.Message):
     select: _dataframe_pb2.SelectRequest
     filter: _dataframe_pb2.FilterRequest
     with_column: _dataframe_pb2.WithColumnRequest
-    with_columns: _dataframe_pb2.WithColumnsRequest
+    with_columns_v0: WithColumnsStepV0
     drop: _dataframe_pb2.DropRequest
     rename: _dataframe_pb2.RenameRequest
-    sort: _dataframe_pb2.SortRequest
-    unique: _dataframe_pb2.UniqueRequest
+    sort_v0: SortStepV0
+    unique_v0: UniqueStepV0
     limit: _dataframe_pb2.LimitRequest
     head: _dataframe_pb2.HeadRequest
     tail: _dataframe_pb2.TailRequest
-    slice: _dataframe_pb2.SliceRequest
+    slice_v0: SliceStepV0
     group_by: _dataframe_pb2.GroupByRequest
     agg: _dataframe_pb2.AggRequest
     pivot: _dataframe_pb2.PivotRequest
@@ -77,15 +85,102 @@ class PlanStep(_message.Message):
     rolling_window: _dataframe_pb2.RollingWindowRequest
     lag: _dataframe_pb2.ShiftRequest
     lead: _dataframe_pb2.ShiftRequest
-    diff: _dataframe_pb2.DiffRequest
-    pct_change: _dataframe_pb2.PctChangeRequest
+    diff_v0: DiffStepV0
+    pct_change_v0: PctChangeStepV0
     asof_join: _dataframe_pb2.AsofJoinRequest
     fill_null: _dataframe_pb2.FillNullRequest
     fill_nan: _dataframe_pb2.FillNanRequest
-    interpolate: _dataframe_pb2.InterpolateRequest
+    interpolate_v0: InterpolateStepV0
     describe: _dataframe_pb2.DescribeRequest
     stats: _dataframe_pb2.GetStatsRequest
-    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ...) -> None: ...
+    with_columns: _dataframe_pb2.WithColumnsRequest
+    sort: _dataframe_pb2.SortRequest
+    unique: _dataframe_pb2.UniqueRequest
+    slice: _dataframe_pb2.SliceRequest
+    diff: _dataframe_pb2.DiffRequest
+    pct_change: _dataframe_pb2.PctChangeRequest
+    interpolate: _dataframe_pb2.InterpolateRequest
+    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ...) -> None: ...
+
+class WithColumnsStepV0(_message.Message):
+    __slots__ = ("handle", "exprs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class SortStepV0(_message.Message):
+    __slots__ = ("handle", "by", "descending", "nulls_last", "maintain_order", "by_exprs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    DESCENDING_FIELD_NUMBER: _ClassVar[int]
+    NULLS_LAST_FIELD_NUMBER: _ClassVar[int]
+    MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
+    BY_EXPRS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    by: _containers.RepeatedScalarFieldContainer[str]
+    descending: _containers.RepeatedScalarFieldContainer[bool]
+    nulls_last: _containers.RepeatedScalarFieldContainer[bool]
+    maintain_order: bool
+    by_exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., descending: _Optional[_Iterable[bool]] = ..., nulls_last: _Optional[_Iterable[bool]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class UniqueStepV0(_message.Message):
+    __slots__ = ("handle", "subset", "keep", "maintain_order")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    SUBSET_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    subset: _containers.RepeatedScalarFieldContainer[str]
+    keep: _dataframe_pb2.UniqueKeep
+    maintain_order: bool
+    def __init__(self, handle: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., keep: _Optional[_Union[_dataframe_pb2.UniqueKeep, str]] = ..., maintain_order: _Optional[bool] = ...) -> None: ...
+
+class SliceStepV0(_message.Message):
+    __slots__ = ("handle", "offset", "length")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    offset: int
+    length: int
+    def __init__(self, handle: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class DiffStepV0(_message.Message):
+    __slots__ = ("handle", "columns", "n", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class PctChangeStepV0(_message.Message):
+    __slots__ = ("handle", "columns", "n", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class InterpolateStepV0(_message.Message):
+    __slots__ = ("handle", "columns", "method")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    method: _dataframe_pb2.InterpolationMethod
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[_dataframe_pb2.InterpolationMethod, str]] = ...) -> None: ...
 
 class UploadedArtifact(_message.Message):
     __slots__ = ("artifact", "name")

@@ -1,0 +1,829 @@
+//! The established client's language (issue 23): calls made with the client generated from
+//! the established contract (`crates/proto/contract/seed.proto`, `polaroid_tests::seed`)
+//! against a coordinator with a worker, each answer collected and compared with Polars
+//! computing the same thing locally; for each call a bad input and the status it gets, and
+//! where Polaroid's own request adds fields, a conflict between a contract field and an
+//! extra (sent with Polaroid's stubs, which know the extras).
+//!
+//! One test per call, each on its own cluster ([`Contract::start`]). To add a call: a test
+//! that builds its seed request, calls [`Contract::check`] (or compares the reply itself)
+//! with the frame Polars gives, and [`refused`] for its bad inputs.
+
+use polaroid_proto::v1 as pb;
+use polaroid_tests::seed::{self, data_frame_service_client::DataFrameServiceClient};
+use polaroid_tests::*;
+use polars::prelude::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+type SeedClient = DataFrameServiceClient<Channel>;
+type Reply = Result<tonic::Response<seed::DataFrameHandle>, tonic::Status>;
+
+/// A cluster (a coordinator and one worker) and two clients of its coordinator: the
+/// established client's, and Polaroid's own for what only it can say.
+struct Contract {
+    cluster: TestCluster,
+    seed: SeedClient,
+    ours: Client,
+}
+
+impl Contract {
+    async fn start() -> anyhow::Result<Self> {
+        let cluster = TestCluster::start(1, &[], &[]).await?;
+        let channel = cluster.channel().await?;
+        let seed = DataFrameServiceClient::new(channel.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        Ok(Self {
+            seed,
+            ours: client_over(channel),
+            cluster,
+        })
+    }
+
+    /// Uploads a frame with the established `CreateFromArrow`; its handle.
+    async fn upload(&mut self, df: &DataFrame) -> anyhow::Result<String> {
+        let reply = self
+            .seed
+            .create_from_arrow(seed::CreateFromArrowRequest {
+                arrow_ipc: to_ipc(df),
+                name: None,
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(reply.error.is_none(), "error set on success: {reply:?}");
+        Ok(reply.handle)
+    }
+
+    /// A handle's rows with the established `Collect`: each `ArrowBatch` a complete Arrow
+    /// IPC stream of its own, stacked.
+    async fn collect(&mut self, handle: &str) -> anyhow::Result<DataFrame> {
+        let mut stream = self
+            .seed
+            .collect(seed::CollectRequest {
+                handle: handle.to_owned(),
+                limit: None,
+            })
+            .await?
+            .into_inner();
+        let mut frames = Vec::new();
+        while let Some(batch) = stream.message().await? {
+            anyhow::ensure!(batch.error.is_none(), "error set on success");
+            frames.push(from_ipc(&batch.arrow_ipc));
+        }
+        Ok(stack(&frames))
+    }
+
+    /// The frame a call's handle names is `expected`.
+    async fn check(&mut self, what: &str, reply: Reply, expected: DataFrame) -> anyhow::Result<()> {
+        let reply = reply
+            .map_err(|status| anyhow::anyhow!("{what}: {status:?}"))?
+            .into_inner();
+        anyhow::ensure!(reply.error.is_none(), "{what}: error set on success");
+        let actual = self.collect(&reply.handle).await?;
+        anyhow::ensure!(
+            actual.schema() == expected.schema() && actual.equals_missing(&expected),
+            "{what}: frames differ\n--- actual {:?}\n{actual}\n--- expected {:?}\n{expected}",
+            actual.schema(),
+            expected.schema()
+        );
+        Ok(())
+    }
+}
+
+/// A call that must fail with `code`, its message saying `fragment`.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, tonic::Status>,
+    code: Code,
+    fragment: &str,
+) {
+    match result {
+        Ok(value) => panic!("{what}: expected {code:?}, got {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{what}: {status:?}");
+            assert!(
+                status.message().contains(fragment),
+                "{what}: {:?} does not say {fragment:?}",
+                status.message()
+            );
+        }
+    }
+}
+
+/// Rows with repeats, nulls and numbers of both kinds.
+fn sales() -> DataFrame {
+    df!(
+        "id" => [1i64, 2, 3, 4, 5, 6, 7, 8],
+        "region" => [Some("north"), Some("south"), Some("north"), None, Some("east"), Some("south"), Some("north"), Some("east")],
+        "qty" => [Some(5i64), Some(3), None, Some(3), Some(8), Some(1), Some(5), None],
+        "price" => [Some(2.5f64), None, Some(4.0), Some(1.5), None, Some(3.0), Some(2.0), Some(6.5)],
+    )
+    .expect("frame")
+}
+
+/// Expressions as the established client builds them.
+mod x {
+    use polaroid_tests::seed::{self, expression::Kind, literal_expr::Value};
+
+    pub fn col(name: &str) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::Column(seed::ColumnExpr { name: name.into() })),
+        }
+    }
+
+    pub fn int(value: i64) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::Literal(seed::LiteralExpr {
+                value: Some(Value::IntVal(value)),
+            })),
+        }
+    }
+
+    pub fn binary(
+        left: seed::Expression,
+        op: seed::BinaryOperator,
+        right: seed::Expression,
+    ) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::Binary(Box::new(seed::BinaryExpr {
+                left: Some(Box::new(left)),
+                op: op as i32,
+                right: Some(Box::new(right)),
+            }))),
+        }
+    }
+}
+
+fn sort_column(name: &str, descending: bool, nulls_last: bool) -> seed::SortColumn {
+    seed::SortColumn {
+        name: name.into(),
+        descending,
+        nulls_last,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sort() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let request = |columns| seed::SortRequest {
+        handle: handle.clone(),
+        columns,
+    };
+    let reply = c
+        .seed
+        .sort(request(vec![
+            sort_column("region", false, true),
+            sort_column("qty", true, false),
+        ]))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .sort(
+            ["region", "qty"],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([false, true])
+                .with_nulls_last_multi([true, false])
+                .with_maintain_order(true),
+        )
+        .collect()?;
+    c.check("sort by two columns", reply, expected).await?;
+    // The flags left unset: ascending, nulls first (Polars' defaults too).
+    let reply = c
+        .seed
+        .sort(request(vec![sort_column("price", false, false)]))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .sort(
+            ["price"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .collect()?;
+    c.check("sort with default flags", reply, expected).await?;
+
+    let unknown = c
+        .seed
+        .sort(request(vec![sort_column("nope", false, false)]))
+        .await;
+    refused(
+        "sort by an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let none = c.seed.sort(request(vec![])).await;
+    refused(
+        "sort without keys",
+        none,
+        Code::InvalidArgument,
+        "at least one key",
+    );
+    // Polaroid's expression keys come after the contract's columns, each with its flags.
+    let mixed = c
+        .ours
+        .sort(pb::SortRequest {
+            handle: handle.clone(),
+            columns: vec![pb::SortColumn {
+                name: "region".into(),
+                descending: true,
+                nulls_last: false,
+            }],
+            exprs: vec![pb::SortExpr {
+                expr: Some(e::binary(
+                    e::col("id"),
+                    pb::BinaryOperator::Modulo,
+                    e::int(3),
+                )),
+                descending: false,
+                nulls_last: false,
+            }],
+            maintain_order: false,
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let expected = df
+        .clone()
+        .lazy()
+        .sort_by_exprs(
+            [col("region"), col("id") % lit(3)],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([true, false])
+                .with_maintain_order(true),
+        )
+        .collect()?;
+    assert_frame_eq(&c.collect(&mixed).await?, &expected);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let distinct = |subset: &[&str], keep| {
+        let subset = (!subset.is_empty()).then(|| by_name(subset.to_vec(), true, false));
+        df.clone().lazy().unique_stable(subset, keep).collect()
+    };
+    for (keep_first, strategy) in [
+        (true, UniqueKeepStrategy::First),
+        (false, UniqueKeepStrategy::Last),
+    ] {
+        let reply = c
+            .seed
+            .unique(seed::UniqueRequest {
+                handle: handle.clone(),
+                subset: vec!["region".into()],
+                keep_first,
+            })
+            .await;
+        let what = format!("unique by region, keep_first {keep_first}");
+        c.check(&what, reply, distinct(&["region"], strategy)?)
+            .await?;
+    }
+    // No subset: whole rows (all distinct here), keep_first unset: the last of each.
+    let reply = c
+        .seed
+        .unique(seed::UniqueRequest {
+            handle: handle.clone(),
+            subset: vec![],
+            keep_first: false,
+        })
+        .await;
+    c.check(
+        "unique rows",
+        reply,
+        distinct(&[], UniqueKeepStrategy::Last)?,
+    )
+    .await?;
+
+    let unknown = c
+        .seed
+        .unique(seed::UniqueRequest {
+            handle: handle.clone(),
+            subset: vec!["nope".into()],
+            keep_first: true,
+        })
+        .await;
+    refused(
+        "unique by an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    // keep_first (contract) true and keep (Polaroid) LAST contradict each other.
+    let conflict = c
+        .ours
+        .unique(pb::UniqueRequest {
+            handle: handle.clone(),
+            subset: vec!["region".into()],
+            keep_first: true,
+            keep: pb::UniqueKeep::Last as i32,
+            maintain_order: true,
+        })
+        .await;
+    refused(
+        "unique keep_first with keep LAST",
+        conflict,
+        Code::InvalidArgument,
+        "`keep_first` (field 3) is true but `keep` (field 5) is UNIQUE_KEEP_LAST",
+    );
+    // keep NONE with keep_first unset: Polaroid's extra decides.
+    let none = c
+        .ours
+        .unique(pb::UniqueRequest {
+            handle: handle.clone(),
+            subset: vec!["region".into()],
+            keep: pb::UniqueKeep::None as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    assert_frame_eq(
+        &c.collect(&none).await?,
+        &distinct(&["region"], UniqueKeepStrategy::None)?,
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_columns() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    use seed::BinaryOperator as B;
+    let reply = c
+        .seed
+        .with_columns(seed::WithColumnsRequest {
+            handle: handle.clone(),
+            columns: [
+                (
+                    "total".to_owned(),
+                    x::binary(x::col("price"), B::Multiply, x::col("qty")),
+                ),
+                (
+                    "id".to_owned(),
+                    x::binary(x::col("id"), B::Plus, x::int(100)),
+                ),
+                (
+                    "doubled".to_owned(),
+                    x::binary(x::col("qty"), B::Multiply, x::int(2)),
+                ),
+            ]
+            .into(),
+        })
+        .await;
+    // A map has no order: new columns come in name order, replaced ones keep their place.
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            (col("qty") * lit(2)).alias("doubled"),
+            (col("id") + lit(100)).alias("id"),
+            (col("price") * col("qty")).alias("total"),
+        ])
+        .collect()?;
+    c.check("with_columns by name", reply, expected).await?;
+
+    let unknown = c
+        .seed
+        .with_columns(seed::WithColumnsRequest {
+            handle: handle.clone(),
+            columns: [("z".to_owned(), x::col("nope"))].into(),
+        })
+        .await;
+    refused(
+        "with_columns of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let conflict = c
+        .ours
+        .with_columns(pb::WithColumnsRequest {
+            handle: handle.clone(),
+            columns: [("z".to_owned(), e::col("id"))].into(),
+            exprs: vec![e::alias(e::col("qty"), "z")],
+        })
+        .await;
+    refused(
+        "with_columns with a map and a list",
+        conflict,
+        Code::InvalidArgument,
+        "set `columns` (field 2, name -> expression) or `exprs` (field 3",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slice() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    for (offset, length) in [(2, 3), (-3, 2), (6, 10), (1, 0)] {
+        let reply = c
+            .seed
+            .slice(seed::SliceRequest {
+                handle: handle.clone(),
+                offset,
+                length,
+            })
+            .await;
+        // A length of 0 (what a client that leaves it unset sends) is no rows.
+        let expected = df.slice(offset, usize::try_from(length)?);
+        c.check(&format!("slice({offset}, {length})"), reply, expected)
+            .await?;
+    }
+    let negative = c
+        .seed
+        .slice(seed::SliceRequest {
+            handle: handle.clone(),
+            offset: 0,
+            length: -1,
+        })
+        .await;
+    refused(
+        "slice of length -1",
+        negative,
+        Code::InvalidArgument,
+        "length",
+    );
+    // Polaroid's `to_end` with a length as well: which one was meant?
+    let conflict = c
+        .ours
+        .slice(pb::SliceRequest {
+            handle: handle.clone(),
+            offset: 1,
+            length: 2,
+            to_end: true,
+        })
+        .await;
+    refused(
+        "slice to_end with a length",
+        conflict,
+        Code::InvalidArgument,
+        "`to_end` (field 4) takes every row from the offset but `length` (field 3) is 2",
+    );
+    let to_end = c
+        .ours
+        .slice(pb::SliceRequest {
+            handle: handle.clone(),
+            offset: -5,
+            length: 0,
+            to_end: true,
+        })
+        .await?
+        .into_inner()
+        .handle;
+    assert_frame_eq(&c.collect(&to_end).await?, &df.slice(-5, usize::MAX));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_csv() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    for (name, include_header, separator) in [
+        ("with-header.csv", true, Some(";")),
+        // include_header unset (false), as a client that does not set it sends it.
+        ("no-header.csv", false, None),
+    ] {
+        let reply = c
+            .seed
+            .write_csv(seed::WriteCsvRequest {
+                handle: handle.clone(),
+                path: name.into(),
+                include_header,
+                separator: separator.map(str::to_owned),
+            })
+            .await?
+            .into_inner();
+        assert!(reply.success && reply.error.is_none(), "{name}: {reply:?}");
+        assert_eq!(reply.rows_written, Some(8), "{name}");
+        let mut expected = Vec::new();
+        CsvWriter::new(&mut expected)
+            .include_header(include_header)
+            .with_separator(separator.map_or(b',', |s| s.as_bytes()[0]))
+            .finish(&mut df.clone())?;
+        let written = std::fs::read(c.cluster.path(name))?;
+        assert_eq!(
+            String::from_utf8(written)?,
+            String::from_utf8(expected)?,
+            "{name}"
+        );
+    }
+    let bad = c
+        .seed
+        .write_csv(seed::WriteCsvRequest {
+            handle: handle.clone(),
+            path: "bad.csv".into(),
+            include_header: true,
+            separator: Some(";;".into()),
+        })
+        .await;
+    refused(
+        "write_csv with a two-byte separator",
+        bad,
+        Code::InvalidArgument,
+        "separator",
+    );
+    assert!(!c.cluster.path("bad.csv").exists(), "nothing written");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interpolate() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let request = |method: &str, columns: &[&str]| seed::InterpolateRequest {
+        handle: handle.clone(),
+        method: method.into(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let interpolated = |columns: &[&str], method| {
+        df.clone()
+            .lazy()
+            .with_columns(
+                columns
+                    .iter()
+                    .map(|c| col(*c).interpolate(method))
+                    .collect::<Vec<_>>(),
+            )
+            .collect()
+    };
+    let reply = c.seed.interpolate(request("linear", &["price"])).await;
+    c.check(
+        "interpolate linear",
+        reply,
+        interpolated(&["price"], InterpolationMethod::Linear)?,
+    )
+    .await?;
+    // No columns: every numeric one.
+    let reply = c.seed.interpolate(request("nearest", &[])).await;
+    c.check(
+        "interpolate nearest",
+        reply,
+        interpolated(&["id", "qty", "price"], InterpolationMethod::Nearest)?,
+    )
+    .await?;
+    // An empty method (a client that leaves it unset) is linear.
+    let reply = c.seed.interpolate(request("", &["qty"])).await;
+    c.check(
+        "interpolate by default",
+        reply,
+        interpolated(&["qty"], InterpolationMethod::Linear)?,
+    )
+    .await?;
+
+    let cubic = c.seed.interpolate(request("cubic", &["price"])).await;
+    refused("interpolate cubic", cubic, Code::Unimplemented, "cubic");
+    let unknown = c.seed.interpolate(request("sideways", &["price"])).await;
+    refused(
+        "interpolate sideways",
+        unknown,
+        Code::InvalidArgument,
+        "sideways",
+    );
+    let conflict = c
+        .ours
+        .interpolate(pb::InterpolateRequest {
+            handle: handle.clone(),
+            method: "linear".into(),
+            columns: vec!["price".into()],
+            interpolation: pb::InterpolationMethod::Nearest as i32,
+        })
+        .await;
+    refused(
+        "interpolate linear and NEAREST",
+        conflict,
+        Code::InvalidArgument,
+        "`method` (field 2) is `linear` but `interpolation` (field 4) is INTERPOLATION_METHOD_NEAREST",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let left = sales().head(Some(3));
+    let right = df!("id" => [10i64, 20], "tag" => ["a", "b"])?;
+    let (l, r) = (c.upload(&left).await?, c.upload(&right).await?);
+    let reply = c
+        .seed
+        .cross(seed::CrossRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+        })
+        .await;
+    // Left-major, the clashing right column suffixed "_right", as Polars does.
+    let expected = left
+        .clone()
+        .lazy()
+        .cross_join(right.clone().lazy(), None)
+        .collect()?;
+    c.check("cross", reply, expected).await?;
+    let malformed = c
+        .seed
+        .cross(seed::CrossRequest {
+            left_handle: l.clone(),
+            right_handle: "nonsense".into(),
+        })
+        .await;
+    refused(
+        "cross with a malformed right handle",
+        malformed,
+        Code::InvalidArgument,
+        "nonsense",
+    );
+    c.ours
+        .drop_handle(pb::DropHandleRequest { handle: r.clone() })
+        .await?;
+    let dropped = c
+        .seed
+        .cross(seed::CrossRequest {
+            left_handle: l,
+            right_handle: r,
+        })
+        .await;
+    refused(
+        "cross with a dropped right handle",
+        dropped,
+        Code::NotFound,
+        "not found",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    use polars::series::ops::NullBehavior::Ignore;
+    // 0 (what a client that leaves `periods` unset sends) is 0 periods: zeros.
+    for periods in [1, 2, -1, 0] {
+        let reply = c
+            .seed
+            .diff(seed::DiffRequest {
+                handle: handle.clone(),
+                columns: vec!["qty".into(), "price".into()],
+                periods,
+            })
+            .await;
+        let expected = df
+            .clone()
+            .lazy()
+            .with_columns([
+                col("qty").diff(lit(periods), Ignore),
+                col("price").diff(lit(periods), Ignore),
+            ])
+            .collect()?;
+        c.check(&format!("diff by {periods}"), reply, expected)
+            .await?;
+    }
+    let unknown = c
+        .seed
+        .diff(seed::DiffRequest {
+            handle: handle.clone(),
+            columns: vec!["nope".into()],
+            periods: 1,
+        })
+        .await;
+    refused(
+        "diff of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pct_change() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    for periods in [1, 3, 0] {
+        let reply = c
+            .seed
+            .pct_change(seed::PctChangeRequest {
+                handle: handle.clone(),
+                columns: vec!["price".into()],
+                periods,
+            })
+            .await;
+        let expected = df
+            .clone()
+            .lazy()
+            .with_column(col("price").pct_change(lit(periods)))
+            .collect()?;
+        c.check(&format!("pct_change by {periods}"), reply, expected)
+            .await?;
+    }
+    // No columns: every numeric one.
+    let reply = c
+        .seed
+        .pct_change(seed::PctChangeRequest {
+            handle: handle.clone(),
+            columns: vec![],
+            periods: 1,
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns(["id", "qty", "price"].map(|c| col(c).pct_change(lit(1))))
+        .collect()?;
+    c.check("pct_change of every numeric column", reply, expected)
+        .await?;
+    let unknown = c
+        .seed
+        .pct_change(seed::PctChangeRequest {
+            handle: handle.clone(),
+            columns: vec!["nope".into()],
+            periods: 1,
+        })
+        .await;
+    refused(
+        "pct_change of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn melt() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales().select(["id", "region", "price"])?;
+    let handle = c.upload(&df).await?;
+    let unpivot = |on: &[&str], index: &[&str], variable: Option<&str>, value: Option<&str>| {
+        df.clone()
+            .lazy()
+            .unpivot(UnpivotArgsDSL {
+                on: (!on.is_empty()).then(|| by_name(on.to_vec(), true, false)),
+                index: by_name(index.to_vec(), true, false),
+                variable_name: variable.map(PlSmallStr::from_str),
+                value_name: value.map(PlSmallStr::from_str),
+            })
+            .collect()
+    };
+    let reply = c
+        .seed
+        .melt(seed::MeltRequest {
+            handle: handle.clone(),
+            id_vars: vec!["id".into()],
+            value_vars: vec!["region".into()],
+            variable_name: Some("k".into()),
+            value_name: None,
+        })
+        .await;
+    c.check(
+        "melt one column",
+        reply,
+        unpivot(&["region"], &["id"], Some("k"), None)?,
+    )
+    .await?;
+    // No value_vars: every column not in id_vars.
+    let reply = c
+        .seed
+        .melt(seed::MeltRequest {
+            handle: handle.clone(),
+            id_vars: vec!["id".into(), "region".into()],
+            value_vars: vec![],
+            variable_name: None,
+            value_name: Some("v".into()),
+        })
+        .await;
+    c.check(
+        "melt the rest",
+        reply,
+        unpivot(&[], &["id", "region"], None, Some("v"))?,
+    )
+    .await?;
+    let unknown = c
+        .seed
+        .melt(seed::MeltRequest {
+            handle: handle.clone(),
+            id_vars: vec!["nope".into()],
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "melt by an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    Ok(())
+}

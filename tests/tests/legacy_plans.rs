@@ -1,0 +1,123 @@
+//! Plans recorded before the established contract's shapes (issue 23) still replay: handles
+//! whose records hold steps of the old shapes (`SortStepV0`, `SliceStepV0`, `DiffStepV0`
+//! under their old `PlanStep` tags), as an older worker wrote them to a shared store, are
+//! collected by today's worker with the meaning they were recorded with, and calls derive
+//! from them.
+
+use std::sync::Arc;
+
+use polaroid_proto::v1::{self as pb, plan_step::Op};
+use polaroid_store::{Catalog, FsStore, Handle, PlanId};
+use polaroid_tests::*;
+use polaroid_worker::HandleStoreKind;
+use polars::prelude::*;
+
+fn frame() -> DataFrame {
+    df!(
+        "region" => ["north", "south", "north", "east", "south"],
+        "qty" => [5i64, 3, 8, 3, 1],
+    )
+    .expect("frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result<()> {
+    let state = tempfile::tempdir()?;
+    let root = state.path().to_path_buf();
+    let worker = TestWorker::start_with(|c| {
+        c.handle_store = HandleStoreKind::External;
+        c.state_dir = root;
+    })
+    .await?;
+    let mut client = worker.client().await?;
+    let df = frame();
+    let upload_handle = upload(&mut client, &df).await?;
+    let catalog = Catalog::new(Arc::new(FsStore::new(state.path())?));
+    let parsed = Handle::parse(&upload_handle).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let upload_record = catalog
+        .get_handle(&parsed)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the upload's record"))?;
+
+    let cases = [
+        (
+            "sort by region descending, then qty (one flag for both keys)",
+            Op::SortV0(pb::SortStepV0 {
+                by: vec!["region".into()],
+                descending: vec![true],
+                by_exprs: vec![e::col("qty")],
+                ..Default::default()
+            }),
+            df.clone()
+                .lazy()
+                .sort(
+                    ["region", "qty"],
+                    SortMultipleOptions::default()
+                        .with_order_descending(true)
+                        .with_maintain_order(true),
+                )
+                .collect()?,
+        ),
+        (
+            "slice without a length: to the end",
+            Op::SliceV0(pb::SliceStepV0 {
+                offset: 2,
+                length: None,
+                ..Default::default()
+            }),
+            df.slice(2, usize::MAX),
+        ),
+        (
+            "diff with n unset: one period",
+            Op::DiffV0(pb::DiffStepV0 {
+                columns: vec!["qty".into()],
+                ..Default::default()
+            }),
+            df.clone()
+                .lazy()
+                .with_column(col("qty").diff(lit(1), polars::series::ops::NullBehavior::Ignore))
+                .collect()?,
+        ),
+    ];
+    for (what, op, expected) in cases {
+        // What an older worker wrote: the plan record and a handle record naming it.
+        let node = pb::PlanNode {
+            step: Some(pb::PlanStep { op: Some(op) }),
+            inputs: vec![upload_record.plan.clone()],
+            source: None,
+        };
+        let tenant = parsed.tenant();
+        catalog.put_plan(tenant, &node).await?;
+        let handle = Handle::new(tenant, parsed.affinity());
+        let record = pb::HandleRecord {
+            plan: PlanId::of(&node).to_string(),
+            node: Some(node),
+            schema: expected
+                .schema()
+                .iter()
+                .map(|(name, dtype)| pb::Field {
+                    name: name.to_string(),
+                    data_type: polaroid_worker::dtype::name(dtype),
+                })
+                .collect(),
+            rows: None,
+            bytes: None,
+            ..upload_record.clone()
+        };
+        catalog.create_handle(&handle, &record).await?;
+        let text = handle.to_string();
+        let actual = collect(&mut client, &text).await?;
+        assert!(
+            actual.equals_missing(&expected),
+            "{what}:\n{actual}\nexpected\n{expected}"
+        );
+        // A call on it records today's shapes over the old record.
+        let head = client
+            .head(pb::HeadRequest { handle: text, n: 2 })
+            .await?
+            .into_inner()
+            .handle;
+        assert_frame_eq(&collect(&mut client, &head).await?, &expected.head(Some(2)));
+    }
+    worker.stop().await
+}
