@@ -652,6 +652,28 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     worker.stop().await
 }
 
+/// A `Sort` of `handle` by columns, each `(name, descending, nulls_last)`; the new handle.
+async fn sort_by(
+    client: &mut Client,
+    handle: &str,
+    keys: &[(&str, bool, bool)],
+) -> anyhow::Result<String> {
+    let columns = keys
+        .iter()
+        .map(|&(name, descending, nulls_last)| pb::SortColumn {
+            name: name.into(),
+            descending,
+            nulls_last,
+        })
+        .collect();
+    let request = pb::SortRequest {
+        handle: handle.to_owned(),
+        columns,
+        ..Default::default()
+    };
+    Ok(client.sort(request).await?.into_inner().handle)
+}
+
 /// A sort straight after a group_by breaks ties by the group keys (the groups are then
 /// computed in any order, which Polars' streaming engine does faster); the group_by alone
 /// still gives its groups in order of first appearance (docs/architecture.md,
@@ -686,19 +708,7 @@ async fn a_sorted_group_by_breaks_ties_by_its_keys() -> anyhow::Result<()> {
         &totals.clone().collect()?,
     );
     for (descending, nulls_last) in [(true, false), (false, true)] {
-        let sorted = client
-            .sort(pb::SortRequest {
-                handle: grouped.clone(),
-                columns: vec![pb::SortColumn {
-                    name: "total".into(),
-                    descending,
-                    nulls_last,
-                }],
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .handle;
+        let sorted = sort_by(&mut client, &grouped, &[("total", descending, nulls_last)]).await?;
         let expected = totals
             .clone()
             .sort(
@@ -717,22 +727,8 @@ async fn a_sorted_group_by_breaks_ties_by_its_keys() -> anyhow::Result<()> {
     }
     // Sorted by its own key, or by the total and the key: no key twice.
     for columns in [vec!["g"], vec!["total", "g"], vec!["g", "total"]] {
-        let sorted = client
-            .sort(pb::SortRequest {
-                handle: grouped.clone(),
-                columns: columns
-                    .iter()
-                    .map(|name| pb::SortColumn {
-                        name: (*name).into(),
-                        descending: true,
-                        nulls_last: false,
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .handle;
+        let keys: Vec<_> = columns.iter().map(|name| (*name, true, false)).collect();
+        let sorted = sort_by(&mut client, &grouped, &keys).await?;
         let expected = totals
             .clone()
             .sort(

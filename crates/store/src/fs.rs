@@ -379,6 +379,13 @@ mod tests {
         assert!(!journal.exists(), "a replayed journal is removed");
     }
 
+    /// Replaces the file at `path` with a link to itself (ELOOP on open): what a
+    /// checkpoint cannot make durable.
+    fn make_unopenable(path: &Path) {
+        std::fs::remove_file(path).unwrap();
+        std::os::unix::fs::symlink(path, path).unwrap();
+    }
+
     #[tokio::test]
     async fn a_replay_never_undoes_rewrites_even_on_a_reused_inode() {
         // ext4 gives a freed inode number out again at once: rewriting a file twice can
@@ -416,8 +423,7 @@ mod tests {
             .unwrap();
         // The file cannot be opened to be made durable (a link to itself: ELOOP).
         let path = dir.path().join("t/a/handles/h");
-        std::fs::remove_file(&path).unwrap();
-        std::os::unix::fs::symlink(&path, &path).unwrap();
+        make_unopenable(&path);
         assert!(store.journal.checkpoint_now().is_err());
         assert!(
             store.journal.checkpoint_now().is_err(),
@@ -448,8 +454,7 @@ mod tests {
             .await
             .unwrap();
         let path = dir.path().join("t/a/handles/h");
-        std::fs::remove_file(&path).unwrap();
-        std::os::unix::fs::symlink(&path, &path).unwrap();
+        make_unopenable(&path);
         assert!(store.journal.checkpoint_now().is_err());
         // Until a checkpoint succeeds, puts still work, written durably themselves.
         store
