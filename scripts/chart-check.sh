@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Checks charts/polaroid with real tools (docs/kubernetes.md, "What CI checks"):
+# - helm lint --strict on every ci/*-values.yaml, with Helm 3 and Helm 4;
+# - every ci/must-fail/*.yaml render fails, with the message its `# expect:` line names;
+# - every ci/*-values.yaml render for Kubernetes 1.27, 1.30 and 1.33 passes
+#   kubernetes-validate --strict (offline schemas), and Helm 3 and Helm 4 render the same
+#   objects (generated secrets masked).
+# The chart booting as local processes is tests/chart/test_chart_boots.py (pytest).
+# Usage: scripts/chart-check.sh [VENV]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+venv="${1:-${POLAROID_VENV:-$HOME/.cache/polaroid-venv}}"
+tools="${POLAROID_CHART_TOOLS:-$HOME/.cache/polaroid-chart-tools}"
+chart=charts/polaroid
+kube_versions=(1.27.0 1.30.0 1.33.0)
+failed=0
+fail() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
+
+scripts/chart-tools.sh "$venv" || exit 1
+helm3="$tools/helm3/helm"
+helm4="$tools/helm4/helm"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+passed=0
+
+for values in "$chart"/ci/*-values.yaml; do
+  name="$(basename "$values" -values.yaml)"
+  for helm in "$helm3" "$helm4"; do
+    if "$helm" lint --strict "$chart" -f "$values" >"$out/lint" 2>&1; then
+      passed=$((passed + 1))
+    else
+      cat "$out/lint"; fail "helm lint --strict ($helm) with $values"
+    fi
+  done
+  for kube in "${kube_versions[@]}"; do
+    for major in 3 4; do
+      helm="$tools/helm$major/helm"
+      if ! "$helm" template polaroid "$chart" --namespace data --kube-version "$kube" -f "$values" \
+          >"$out/$name-$kube-$major.yaml" 2>"$out/err"; then
+        cat "$out/err"; fail "helm $major template $values for $kube"; continue
+      fi
+    done
+    if "$venv/bin/kubernetes-validate" --strict --quiet -k "$kube" "$out/$name-$kube-3.yaml"; then
+      passed=$((passed + 1))
+    else
+      fail "kubernetes-validate --strict -k $kube on $values"
+    fi
+    if "$venv/bin/python" tests/chart/manifests.py "$out/$name-$kube-3.yaml" "$out/$name-$kube-4.yaml"; then
+      passed=$((passed + 1))
+    else
+      fail "Helm 3 and Helm 4 render $values for $kube differently"
+    fi
+  done
+done
+
+for values in "$chart"/ci/must-fail/*.yaml; do
+  expect="$(sed -n 's/^# expect: //p' "$values" | head -1)"
+  [ -n "$expect" ] || { fail "$values has no '# expect:' line"; continue; }
+  for helm in "$helm3" "$helm4"; do
+    if "$helm" template polaroid "$chart" -f "$values" >/dev/null 2>"$out/err"; then
+      fail "$values rendered with $helm, but must fail ($expect)"
+    elif grep -Eiq -- "$expect" "$out/err"; then
+      passed=$((passed + 1))
+    else
+      cat "$out/err"; fail "$values failed with $helm, but without /$expect/"
+    fi
+  done
+done
+
+# The tokens Secret is generated once: a render against an existing one keeps it
+# (lookup sees no cluster here, so this only checks the generated line matches its token).
+"$venv/bin/python" - "$helm3" <<'PY' && passed=$((passed + 1)) || fail "generated token and its tokens line disagree"
+import base64, hashlib, subprocess, sys, yaml
+out = subprocess.run([sys.argv[1], "template", "polaroid", "charts/polaroid"], check=True, capture_output=True, text=True).stdout
+secret = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Secret" and d["metadata"]["name"].endswith("-auth"))
+data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+token = data["token"]
+assert token.startswith("pol_") and len(token) == 68, token
+assert data["tokens"] == f"sha256:{hashlib.sha256(token.encode()).hexdigest()} default admin helm\n", data["tokens"]
+assert len(data["cluster-secret"]) == 64
+PY
+
+printf '\nchart-check: %d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]

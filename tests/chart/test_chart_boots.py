@@ -1,0 +1,177 @@
+"""The chart boots a cluster: charts/polaroid rendered with ci/boot-values.yaml, its pods
+run as local processes exactly as rendered (cluster.py says how and what it cannot
+show), with a real redis-server; then the SDK runs a pipeline and a batch job with the
+token the chart generated. A setting the chart passes that the binary does not
+understand fails here: the settings file refuses unknown keys, flags are parsed strictly,
+and every POLAROID_ variable the pods get is checked against the binary below.
+
+Needs Helm (scripts/chart-tools.sh installs it: POLAROID_HELM, else
+~/.cache/polaroid-chart-tools/helm3/helm), the polaroid binary (POLAROID_BIN, else
+$CARGO_TARGET_DIR/debug/polaroid) and redis-server (POLAROID_REDIS_SERVER, else PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+import grpc
+import pytest
+
+from cluster import Cluster, Pod
+from manifests import CHART, render
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NAMESPACE = "data"
+RELEASE = "polaroid"
+
+
+def tool(env: str, default: pathlib.Path | str | None) -> str:
+    path = os.environ.get(env) or (str(default) if default else None)
+    if not path or not (os.path.exists(path) or shutil.which(path)):
+        pytest.fail(f"{env}: {default} not found (scripts/chart-tools.sh installs Helm; "
+                    "cargo build makes polaroid; Debian's redis-server)")
+    return shutil.which(path) or path
+
+
+@pytest.fixture(scope="module")
+def tools() -> dict[str, str]:
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return {
+        "helm": tool("POLAROID_HELM", pathlib.Path.home() / ".cache/polaroid-chart-tools/helm3/helm"),
+        "polaroid": tool("POLAROID_BIN", target / "debug" / "polaroid"),
+        "redis-server": tool("POLAROID_REDIS_SERVER", shutil.which("redis-server") or "redis-server"),
+    }
+
+
+@pytest.fixture(scope="module")
+def objects(tools: dict[str, str]) -> list[dict]:
+    return render(tools["helm"], [CHART / "ci" / "boot-values.yaml"], release=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.fixture(scope="module")
+def cluster(objects: list[dict], tools: dict[str, str]):
+    root = pathlib.Path(tempfile.mkdtemp(prefix="polaroid-chart-boot-"))
+    running = Cluster(objects, root, namespace=NAMESPACE, binaries={
+        "polaroid": tools["polaroid"], "redis-server": tools["redis-server"]})
+    try:
+        # Everything starts at once, as pods would; Redis first only because the
+        # harness does not restart a pod that exits (the kubelet would).
+        redis = [p for p in running.pods if p.labels["app.kubernetes.io/component"] == "redis"]
+        rest = [p for p in running.pods if p not in redis]
+        for pod in redis:
+            running.start(pod)
+        running.wait(redis, "readinessProbe", 30)
+        for pod in rest:
+            running.start(pod)
+        running.wait(rest, "startupProbe", 60)
+        running.wait(rest, "readinessProbe", 60)
+        yield running
+    finally:
+        running.cleanup()
+
+
+def component(cluster: Cluster, name: str) -> list[Pod]:
+    return [p for p in cluster.pods if p.labels["app.kubernetes.io/component"] == name]
+
+
+def token(objects: list[dict]) -> str:
+    from cluster import decoded
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == f"{RELEASE}-auth")
+    return decoded(secret)["token"]
+
+
+def test_every_polaroid_variable_is_a_setting_the_binary_knows(objects, tools, tmp_path):
+    """Unknown POLAROID_ variables are ignored by the binary, so each one the pods get is
+    written into a settings file, which refuses unknown keys."""
+    checked = 0
+    for workload in (o for o in objects if o["kind"] in ("Deployment", "StatefulSet")):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        if container.get("command"):
+            continue  # not polaroid (Redis)
+        role = container["args"][0]
+        for var in container.get("env", []):
+            name = var["name"]
+            if not name.startswith("POLAROID_") or name == "POLAROID_LOG":  # the log filter
+                continue
+            key = name.removeprefix("POLAROID_").lower()
+            table, _, inner = key.partition("_")
+            line = f'[{table}]\n{inner} = "x"\n' if table in ("auth", "tls", "quotas") else f'{key} = "x"\n'
+            probe = tmp_path / f"{role}-{key}.toml"
+            probe.write_text(line)
+            # Settings are read before anything binds; an address no interface has stops
+            # the process right after.
+            result = subprocess.run(
+                [tools["polaroid"], role, "--config", str(probe), "--bind", "203.0.113.1:1",
+                 "--http-address", "203.0.113.1:2"],
+                capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"], "RUST_BACKTRACE": "0"})
+            assert "unknown setting" not in result.stderr, f"{role}: {name} is not a setting: {result.stderr}"
+            assert "binding" in result.stderr, result.stderr
+            checked += 1
+    assert checked >= 2, "the pods get POLAROID_REDIS_URL"
+
+
+def test_pods_run_as_the_binary_expects_beyond_loopback(cluster):
+    """Pods listen on 0.0.0.0, where the binary refuses to start without tokens and a
+    cluster credential; here they run on loopback addresses, so check the files exist."""
+    for pod in component(cluster, "coordinator") + component(cluster, "worker"):
+        config = next(a for a in pod.command if a.endswith(".toml"))
+        text = pathlib.Path(config).read_text()
+        assert pod.ip in text and "0.0.0.0" not in text
+        tokens = pathlib.Path(pod.dir / "volumes" / "auth" / "tokens").read_text()
+        assert tokens.startswith("sha256:") and " default admin " in tokens
+        assert len(pathlib.Path(pod.dir / "volumes" / "auth" / "cluster-secret").read_text()) >= 16
+
+
+def test_workers_are_named_by_their_pods(cluster, objects):
+    from polaroid.v1 import cluster_pb2, cluster_pb2_grpc
+
+    coordinator = cluster.address(f"{RELEASE}-coordinator", "grpc")
+    with grpc.insecure_channel(coordinator) as channel:
+        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+        reply = stub.ListWorkers(cluster_pb2.ListWorkersRequest(),
+                                 metadata=[("authorization", f"Bearer {token(objects)}")], timeout=10)
+    workers = sorted((w.worker_id, w.address) for w in reply.workers)
+    headless = f"{RELEASE}-worker-headless.{NAMESPACE}.svc.cluster.local"
+    assert workers == [(p.name, f"{p.ip}:50051") for p in component(cluster, "worker")], (
+        f"worker ids are pod names, addresses their {headless} names (mapped to pod addresses here)")
+
+
+def test_both_coordinators_see_the_workers_through_redis(cluster):
+    """Workers register through the internal Service (one coordinator here); the other
+    is ready only if it reads membership from Redis."""
+    coordinators = component(cluster, "coordinator")
+    assert len(coordinators) == 2
+    internal = cluster.hosts[f"{RELEASE}-coordinator-internal.{NAMESPACE}.svc.cluster.local"]
+    client = cluster.hosts[f"{RELEASE}-coordinator.{NAMESPACE}.svc.cluster.local"]
+    assert internal != client
+    for pod in coordinators:
+        assert cluster.probe(pod, "readinessProbe")
+
+
+def test_a_pipeline_and_a_job_with_the_generated_token(cluster, objects):
+    import polaroid as pr
+    from polaroid import errors
+
+    target = "http://" + cluster.address(f"{RELEASE}-coordinator", "grpc")
+    with pr.connect(target, token=token(objects)):
+        df = pr.from_dict({"region": ["eu", "us", "eu", "ap"], "amount": [10, 20, 30, 40]})
+        totals = (df.filter(pr.col("amount") > 15).group_by("region")
+                  .agg(pr.col("amount").sum().alias("total")).sort("region").collect())
+        assert totals.to_dict(as_series=False) == {"region": ["ap", "eu", "us"], "total": [40, 30, 20]}
+        job = pr.jobs.submit(df.filter(pr.col("region") == "eu"), keep_handle=True)
+        kept = job.result().collect()
+        assert kept["amount"].to_list() == [10, 30]
+    with pr.connect(target) as anonymous, pytest.raises(errors.UnauthenticatedError):
+        pr.from_dict({"a": [1]}, connection=anonymous).collect()
+
+
+def test_pods_stop_cleanly_within_their_grace_period(cluster):
+    """SIGTERM as the kubelet sends it: workers drain (leave the ring, finish calls) and
+    every process exits 0 well within terminationGracePeriodSeconds."""
+    for pod in component(cluster, "worker") + component(cluster, "coordinator"):
+        grace = pod.spec.get("terminationGracePeriodSeconds", 30)
+        assert cluster.stop(pod, timeout=min(grace, 30)) == 0, pod.log_tail()
