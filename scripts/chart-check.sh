@@ -80,5 +80,11 @@ assert data["tokens"] == f"sha256:{hashlib.sha256(token.encode()).hexdigest()} d
 assert len(data["cluster-secret"]) == 64
 PY
 
+if "$venv/bin/python" scripts/chart-readme.py --check; then
+  passed=$((passed + 1))
+else
+  fail "charts/polaroid/README.md does not list values.yaml as it is"
+fi
+
 printf '\nchart-check: %d passed, %d failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ]
