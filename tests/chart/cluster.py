@@ -106,6 +106,11 @@ class Cluster:
         self._make_pods()
         self.hosts = self._dns()
 
+    def add(self, objects: list[dict]) -> None:
+        """Objects the chart does not render but the operator made (Secrets the values name)."""
+        for obj in objects:
+            self.by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+
     # -- objects -> pods ------------------------------------------------------------
     def _make_pods(self) -> None:
         n = 1

@@ -12,11 +12,14 @@ $CARGO_TARGET_DIR/debug/polaroid) and redis-server (POLAROID_REDIS_SERVER, else 
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import pathlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -52,12 +55,16 @@ def objects(tools: dict[str, str]) -> list[dict]:
     return render(tools["helm"], [CHART / "ci" / "boot-values.yaml"], release=RELEASE, namespace=NAMESPACE)
 
 
-@pytest.fixture(scope="module")
-def cluster(objects: list[dict], tools: dict[str, str]):
+@contextlib.contextmanager
+def booted(objects: list[dict], tools: dict[str, str], extra: Callable[[Cluster], list[dict]] | None = None):
+    """The rendered pods running; `extra` gives objects the operator would have made
+    (Secrets the values name), once the pods' addresses are known."""
     root = pathlib.Path(tempfile.mkdtemp(prefix="polaroid-chart-boot-"))
     running = Cluster(objects, root, namespace=NAMESPACE, binaries={
         "polaroid": tools["polaroid"], "redis-server": tools["redis-server"]})
     try:
+        if extra:
+            running.add(extra(running))
         # Everything starts at once, as pods would; Redis first only because the
         # harness does not restart a pod that exits (the kubelet would).
         redis = [p for p in running.pods if p.labels["app.kubernetes.io/component"] == "redis"]
@@ -72,6 +79,12 @@ def cluster(objects: list[dict], tools: dict[str, str]):
         yield running
     finally:
         running.cleanup()
+
+
+@pytest.fixture(scope="module")
+def cluster(objects: list[dict], tools: dict[str, str]):
+    with booted(objects, tools) as running:
+        yield running
 
 
 def component(cluster: Cluster, name: str) -> list[Pod]:
@@ -175,3 +188,46 @@ def test_pods_stop_cleanly_within_their_grace_period(cluster):
     for pod in component(cluster, "worker") + component(cluster, "coordinator"):
         grace = pod.spec.get("terminationGracePeriodSeconds", 30)
         assert cluster.stop(pod, timeout=min(grace, 30)) == 0, pod.log_tail()
+
+
+def tls_secret(cluster: Cluster, directory: pathlib.Path) -> dict:
+    """What cert-manager would make for ci/tls-values.yaml: a CA, and one certificate for
+    every component naming its addresses (pod IPs here, where cluster DNS names map to
+    them) and the values' serverName, usable to serve and to dial."""
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-subj", "/CN=polaroid test cluster CA",
+                    "-keyout", ca_key, "-out", ca_crt], check=True, capture_output=True)
+    key, csr, crt = directory / "tls.key", directory / "tls.csr", directory / "tls.crt"
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", "/CN=polaroid", "-keyout", key, "-out", csr], check=True, capture_output=True)
+    names = ",".join([f"IP:{p.ip}" for p in cluster.pods] + ["DNS:polaroid.internal"])
+    ext = directory / "ext.cnf"
+    ext.write_text(f"subjectAltName={names}\nextendedKeyUsage=serverAuth,clientAuth\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+                    "-days", "2", "-extfile", ext, "-out", crt], check=True, capture_output=True)
+    data = {name: base64.b64encode((directory / name).read_bytes()).decode() for name in ("tls.crt", "tls.key", "ca.crt")}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "polaroid-tls", "namespace": NAMESPACE}, "data": data}
+
+
+def test_the_tls_values_boot_a_cluster(tools, tmp_path):
+    """ci/tls-values.yaml: every port serves TLS (probes over HTTPS), workers dial the
+    coordinator over https://, the coordinator dials workers over TLS checking
+    serverName, components present certificates of the cluster CA; the SDK connects
+    with the CA and the generated token."""
+    import polaroid as pr
+
+    objects = render(tools["helm"], [CHART / "ci" / "tls-values.yaml"], release=RELEASE, namespace=NAMESPACE)
+    with booted(objects, tools, lambda c: [tls_secret(c, tmp_path)]) as running:
+        worker = component(running, "worker")[0]
+        assert worker.container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        settings = pathlib.Path(next(a for a in worker.command if a.endswith(".toml"))).read_text()
+        assert "https://" in settings and "client_ca_file" in settings and 'server_name = "polaroid.internal"' in settings
+        target = "https://" + running.address(f"{RELEASE}-coordinator", "grpc")
+        with pr.connect(target, token=token(objects), ca_file=str(tmp_path / "ca.crt"),
+                        server_name="polaroid.internal"):
+            df = pr.from_dict({"a": [1, 2, 3, 4]})
+            assert df.filter(pr.col("a") > 2).collect()["a"].to_list() == [3, 4]
+        for pod in component(running, "worker") + component(running, "coordinator"):
+            assert running.stop(pod, timeout=30) == 0, pod.log_tail()
