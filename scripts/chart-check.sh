@@ -3,8 +3,9 @@
 # - helm lint --strict on every ci/*-values.yaml, with Helm 3 and Helm 4;
 # - every ci/must-fail/*.yaml render fails, with the message its `# expect:` line names;
 # - every ci/*-values.yaml render for Kubernetes 1.27, 1.30 and 1.33 passes
-#   kubernetes-validate --strict (offline schemas), and Helm 3 and Helm 4 render the same
-#   objects (generated secrets masked).
+#   kubernetes-validate --strict (offline schemas), its custom resources (KEDA, Prometheus
+#   Operator) their CRD schemas (npm @kubernetes-models), and Helm 3 and Helm 4 render the
+#   same objects (generated secrets masked).
 # The chart booting as local processes is tests/chart/test_chart_boots.py (pytest).
 # Usage: scripts/chart-check.sh [VENV]
 set -uo pipefail
@@ -13,6 +14,10 @@ venv="${1:-${POLAROID_VENV:-$HOME/.cache/polaroid-venv}}"
 tools="${POLAROID_CHART_TOOLS:-$HOME/.cache/polaroid-chart-tools}"
 chart=charts/polaroid
 kube_versions=(1.27.0 1.30.0 1.33.0)
+# The CRDs a cluster with KEDA and the Prometheus Operator has; must-fail cases render
+# without them unless they name some (`# api-versions:` lines).
+crds=(--api-versions keda.sh/v1alpha1/ScaledObject --api-versions keda.sh/v1alpha1/TriggerAuthentication
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor)
 failed=0
 fail() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
 
@@ -22,6 +27,7 @@ helm4="$tools/helm4/helm"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 passed=0
+crs=0
 
 for values in "$chart"/ci/*-values.yaml; do
   name="$(basename "$values" -values.yaml)"
@@ -35,15 +41,26 @@ for values in "$chart"/ci/*-values.yaml; do
   for kube in "${kube_versions[@]}"; do
     for major in 3 4; do
       helm="$tools/helm$major/helm"
-      if ! "$helm" template polaroid "$chart" --namespace data --kube-version "$kube" -f "$values" \
+      if ! "$helm" template polaroid "$chart" --namespace data --kube-version "$kube" "${crds[@]}" -f "$values" \
           >"$out/$name-$kube-$major.yaml" 2>"$out/err"; then
         cat "$out/err"; fail "helm $major template $values for $kube"; continue
       fi
     done
-    if "$venv/bin/kubernetes-validate" --strict --quiet -k "$kube" "$out/$name-$kube-3.yaml"; then
+    # Custom resources have no schema there (warned about): their CRDs are checked below.
+    if "$venv/bin/kubernetes-validate" --strict --quiet -k "$kube" "$out/$name-$kube-3.yaml" 2>&1 \
+        | grep -Ev "Couldn't find schema for kind [A-Za-z]+ with api version (keda.sh|monitoring.coreos.com)/"; \
+       [ "${PIPESTATUS[0]}" -eq 0 ]; then
       passed=$((passed + 1))
     else
       fail "kubernetes-validate --strict -k $kube on $values"
+    fi
+    "$venv/bin/python" -c 'import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], open(sys.argv[2], "w"))' \
+      "$out/$name-$kube-3.yaml" "$out/objects.json"
+    if node tests/chart/validate-crds.cjs "$tools/node/node_modules" "$out/objects.json" >"$out/crds"; then
+      crs=$((crs + $(sed -n 's/ custom resources valid//p' "$out/crds")))
+      passed=$((passed + 1))
+    else
+      cat "$out/crds"; fail "CRD schemas on $values for $kube"
     fi
     if "$venv/bin/python" tests/chart/manifests.py "$out/$name-$kube-3.yaml" "$out/$name-$kube-4.yaml"; then
       passed=$((passed + 1))
@@ -56,8 +73,10 @@ done
 for values in "$chart"/ci/must-fail/*.yaml; do
   expect="$(sed -n 's/^# expect: //p' "$values" | head -1)"
   [ -n "$expect" ] || { fail "$values has no '# expect:' line"; continue; }
+  api=()
+  for version in $(sed -n 's/^# api-versions: //p' "$values"); do api+=(--api-versions "$version"); done
   for helm in "$helm3" "$helm4"; do
-    if "$helm" template polaroid "$chart" -f "$values" >/dev/null 2>"$out/err"; then
+    if "$helm" template polaroid "$chart" "${api[@]}" -f "$values" >/dev/null 2>"$out/err"; then
       fail "$values rendered with $helm, but must fail ($expect)"
     elif grep -Eiq -- "$expect" "$out/err"; then
       passed=$((passed + 1))
@@ -79,6 +98,9 @@ assert token.startswith("pol_") and len(token) == 68, token
 assert data["tokens"] == f"sha256:{hashlib.sha256(token.encode()).hexdigest()} default admin helm\n", data["tokens"]
 assert len(data["cluster-secret"]) == 64
 PY
+
+# The CRD check must have seen the ScaledObject, TriggerAuthentication and ServiceMonitor.
+[ "$crs" -ge 3 ] || fail "only $crs custom resources were checked against their CRDs"
 
 if "$venv/bin/python" scripts/chart-readme.py --check; then
   passed=$((passed + 1))

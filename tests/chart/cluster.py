@@ -116,7 +116,9 @@ class Cluster:
         n = 1
         for kind in ("StatefulSet", "Deployment"):
             for workload in self.by_kind.get(kind, {}).values():
-                replicas = workload["spec"].get("replicas", 1)
+                replicas = workload["spec"].get("replicas")
+                if replicas is None:
+                    replicas = self._autoscaled(workload)
                 template = workload["spec"]["template"]
                 for i in range(replicas):
                     if kind == "StatefulSet":
@@ -133,6 +135,16 @@ class Cluster:
                         pod.claims[claim["metadata"]["name"]] = self._claim_dir(
                             f"{claim['metadata']['name']}-{name}")
                     self.pods.append(pod)
+
+    def _autoscaled(self, workload: dict) -> int:
+        """Replicas of a workload without `spec.replicas`: what its HPA or KEDA
+        ScaledObject starts it with (their minimum), else Kubernetes' default, 1."""
+        for kind, key in (("HorizontalPodAutoscaler", "minReplicas"), ("ScaledObject", "minReplicaCount")):
+            for scaler in self.by_kind.get(kind, {}).values():
+                target = scaler["spec"]["scaleTargetRef"]
+                if target["name"] == workload["metadata"]["name"] and target.get("kind", "Deployment") == workload["kind"]:
+                    return scaler["spec"].get(key, 1)
+        return 1
 
     def _claim_dir(self, claim: str) -> pathlib.Path:
         if claim not in self.claim_dirs:

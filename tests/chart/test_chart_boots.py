@@ -19,6 +19,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Callable
 
 import grpc
@@ -30,6 +31,9 @@ from manifests import CHART, render
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "data"
 RELEASE = "polaroid"
+# A cluster with KEDA and the Prometheus Operator.
+CRDS = ["--api-versions", "keda.sh/v1alpha1/ScaledObject", "--api-versions", "keda.sh/v1alpha1/TriggerAuthentication",
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
 
 
 def tool(env: str, default: pathlib.Path | str | None) -> str:
@@ -52,7 +56,8 @@ def tools() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def objects(tools: dict[str, str]) -> list[dict]:
-    return render(tools["helm"], [CHART / "ci" / "boot-values.yaml"], release=RELEASE, namespace=NAMESPACE)
+    return render(tools["helm"], [CHART / "ci" / "boot-values.yaml"], release=RELEASE, namespace=NAMESPACE,
+                  extra=CRDS)
 
 
 @contextlib.contextmanager
@@ -180,6 +185,56 @@ def test_a_pipeline_and_a_job_with_the_generated_token(cluster, objects):
         assert kept["amount"].to_list() == [10, 30]
     with pr.connect(target) as anonymous, pytest.raises(errors.UnauthenticatedError):
         pr.from_dict({"a": [1]}, connection=anonymous).collect()
+
+
+def test_the_scaled_object_names_the_job_streams_and_their_group(cluster, objects, tools):
+    """KEDA reads the lag of the streams and consumer group its triggers name: they must
+    be the ones the job queue made in the chart's Redis (with the password KEDA is given)."""
+    from cluster import decoded
+
+    scaled = next(o for o in objects if o["kind"] == "ScaledObject")
+    assert "replicas" not in cluster.by_kind["StatefulSet"][f"{RELEASE}-worker"]["spec"], "KEDA owns the count"
+    assert len(component(cluster, "worker")) == scaled["spec"]["minReplicaCount"]
+    auth = cluster.by_kind["TriggerAuthentication"][scaled["spec"]["triggers"][0]["authenticationRef"]["name"]]
+    ref = auth["spec"]["secretTargetRef"][0]
+    password = decoded(cluster.by_kind["Secret"][ref["name"]])[ref["key"]]
+    redis_cli = shutil.which("redis-cli") or str(pathlib.Path(tools["redis-server"]).with_name("redis-cli"))
+    streams = [t["metadata"] for t in scaled["spec"]["triggers"] if t["type"] == "redis-streams"]
+    assert len(streams) == 3
+    for trigger in streams:
+        host, port = trigger["address"].rsplit(":", 1)
+        answer = subprocess.run(
+            [redis_cli, "-h", cluster.hosts[host], "-p", port, "--no-auth-warning", "-a", password,
+             "XINFO", "GROUPS", trigger["stream"]], capture_output=True, text=True, check=True).stdout
+        assert trigger["consumerGroup"] in answer.split(), f"{trigger['stream']}: {answer}"
+        assert isinstance(trigger["lagCount"], str)
+
+
+def test_the_service_monitor_scrapes_every_coordinator_and_worker(cluster, objects):
+    """The Services the ServiceMonitor selects, through their port it names, reach each
+    coordinator and worker once, and each answers /metrics with Polaroid's metrics."""
+    monitor = next(o for o in objects if o["kind"] == "ServiceMonitor")
+    endpoint = monitor["spec"]["endpoints"][0]
+    expressions = monitor["spec"]["selector"]["matchExpressions"]
+    targets = []
+    for service in cluster.by_kind["Service"].values():
+        labels = service["metadata"]["labels"]
+        if not all(labels.get(e["key"]) in e["values"] for e in expressions):
+            continue
+        if not any(p["name"] == endpoint["port"] for p in service["spec"]["ports"]):
+            continue
+        targets += [(pod, service) for pod in cluster.selected(service["spec"]["selector"])]
+    pods = sorted(pod.name for pod, _ in targets)
+    assert pods == sorted(p.name for p in component(cluster, "coordinator") + component(cluster, "worker"))
+    for pod, _ in targets:
+        url = f"{endpoint['scheme']}://{pod.ip}:{pod.port(endpoint['port'])}{endpoint['path']}"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain"), url
+            text = answer.read().decode()
+        # Prometheus' text format (a worker that has served nothing yet may have no series).
+        assert all(line.startswith(("#", "polaroid_")) for line in text.splitlines() if line), url
+        if pod.labels["app.kubernetes.io/component"] == "coordinator":
+            assert "polaroid_coordinator_workers_live 2" in text, url
 
 
 def test_pods_stop_cleanly_within_their_grace_period(cluster):
