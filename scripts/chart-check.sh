@@ -102,6 +102,12 @@ PY
 # The CRD check must have seen the ScaledObject, TriggerAuthentication and ServiceMonitor.
 [ "$crs" -ge 3 ] || fail "only $crs custom resources were checked against their CRDs"
 
+if "$venv/bin/python" scripts/chart-schema.py --check; then
+  passed=$((passed + 1))
+else
+  fail "values.schema.json does not list the binaries' settings as they are (scripts/chart-schema.py)"
+fi
+
 if "$venv/bin/python" scripts/chart-readme.py --check; then
   passed=$((passed + 1))
 else

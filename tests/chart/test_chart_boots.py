@@ -132,6 +132,31 @@ def test_every_polaroid_variable_is_a_setting_the_binary_knows(objects, tools, t
     assert checked >= 2, "the pods get POLAROID_REDIS_URL"
 
 
+def test_every_setting_the_schema_offers_is_one_the_binary_reads(tools, tmp_path):
+    """values.schema.json lists `coordinator.config` and `worker.config` keys from the
+    settings structs (scripts/chart-schema.py): the binary reads each, with its type."""
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    samples = {"integer": "1", "number": "1.5", "boolean": "true", "array": '["x"]'}
+    for role in ("coordinator", "worker"):
+        keys = schema["properties"][role]["properties"]["config"]["properties"]
+        lines = []
+        for key, spec in sorted(keys.items()):
+            if "type" not in spec:
+                continue  # set by the chart
+            value = f'"{spec["enum"][-1]}"' if "enum" in spec else samples.get(spec["type"], '"x"')
+            lines.append(f"{key} = {value}")
+        assert len(lines) >= 10
+        probe = tmp_path / f"{role}.toml"
+        probe.write_text("\n".join(lines) + "\n")
+        result = subprocess.run(
+            [tools["polaroid"], role, "--config", str(probe), "--bind", "203.0.113.1:1",
+             "--http-address", "203.0.113.1:2"],
+            capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"], "RUST_BACKTRACE": "0"})
+        assert "binding" in result.stderr, f"{role}: {result.stderr}"
+
+
 def test_pods_run_as_the_binary_expects_beyond_loopback(cluster):
     """Pods listen on 0.0.0.0, where the binary refuses to start without tokens and a
     cluster credential; here they run on loopback addresses, so check the files exist."""
