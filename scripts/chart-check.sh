@@ -6,6 +6,8 @@
 #   kubernetes-validate --strict (offline schemas), its custom resources (KEDA, Prometheus
 #   Operator) their CRD schemas (npm @kubernetes-models), and Helm 3 and Helm 4 render the
 #   same objects (generated secrets masked).
+# - the PrometheusRule passes promtool check rules and its unit tests, and names only
+#   metrics the binaries export;
 # The chart booting as local processes is tests/chart/test_chart_boots.py (pytest).
 # Usage: scripts/chart-check.sh [VENV]
 set -uo pipefail
@@ -17,7 +19,7 @@ kube_versions=(1.27.0 1.30.0 1.33.0)
 # The CRDs a cluster with KEDA and the Prometheus Operator has; must-fail cases render
 # without them unless they name some (`# api-versions:` lines).
 crds=(--api-versions keda.sh/v1alpha1/ScaledObject --api-versions keda.sh/v1alpha1/TriggerAuthentication
-  --api-versions monitoring.coreos.com/v1/ServiceMonitor)
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PrometheusRule)
 failed=0
 fail() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
 
@@ -99,8 +101,45 @@ assert data["tokens"] == f"sha256:{hashlib.sha256(token.encode()).hexdigest()} d
 assert len(data["cluster-secret"]) == 64
 PY
 
-# The CRD check must have seen the ScaledObject, TriggerAuthentication and ServiceMonitor.
-[ "$crs" -ge 3 ] || fail "only $crs custom resources were checked against their CRDs"
+# The CRD check must have seen the ScaledObject, TriggerAuthentication, ServiceMonitor and
+# PrometheusRule.
+[ "$crs" -ge 4 ] || fail "only $crs custom resources were checked against their CRDs"
+
+# The alert rules: promtool checks them (expressions, annotation templates), its unit
+# tests (tests/chart/alerts-test.yaml) make each alert fire and stay quiet, and every
+# metric they name is one the binaries export (its name is in their sources).
+mkdir -p "$out/alerts"
+"$helm3" template polaroid "$chart" --namespace data "${crds[@]}" --set metrics.prometheusRule.enabled=true \
+  --show-only templates/prometheusrule.yaml >"$out/alerts/rule.yaml" || fail "rendering the PrometheusRule"
+"$venv/bin/python" - "$out/alerts" <<'PY' || fail "extracting the alert rules"
+import pathlib, re, subprocess, sys, yaml
+out = pathlib.Path(sys.argv[1])
+rules = yaml.safe_load((out / "rule.yaml").read_text())["spec"]
+(out / "full.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
+names = set()
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        names |= set(re.findall(r"\b(polaroid_[a-z0-9_]+?)(?:_bucket|_count|_sum)?\b", rule["expr"]))
+        rule.pop("annotations", None)
+(out / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
+sources = subprocess.run(["grep", "-rhoE", "\"polaroid_[a-z0-9_]+\"", "crates"], capture_output=True, text=True).stdout
+exported = {s.strip('"') for s in sources.split()}
+missing = sorted(names - exported)
+if missing:
+    sys.exit(f"alert rules name metrics no binary exports: {missing}")
+print(f"{len(names)} metrics named by the alert rules, all exported")
+PY
+cp tests/chart/alerts-test.yaml "$out/alerts/"
+if promtool check rules "$out/alerts/full.yaml" >"$out/promtool" 2>&1; then
+  passed=$((passed + 1))
+else
+  cat "$out/promtool"; fail "promtool check rules"
+fi
+if promtool test rules "$out/alerts/alerts-test.yaml" >"$out/promtool" 2>&1; then
+  passed=$((passed + 1))
+else
+  cat "$out/promtool"; fail "promtool test rules (tests/chart/alerts-test.yaml)"
+fi
 
 if "$venv/bin/python" scripts/chart-schema.py --check; then
   passed=$((passed + 1))

