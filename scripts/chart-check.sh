@@ -7,7 +7,8 @@
 #   Operator) their CRD schemas (npm @kubernetes-models), and Helm 3 and Helm 4 render the
 #   same objects (generated secrets masked).
 # - the PrometheusRule passes promtool check rules and its unit tests, and names only
-#   metrics the binaries export;
+#   metrics the binaries export; the dashboard type-checks (tsc, @grafana/schema) and
+#   names only exported metrics;
 # The chart booting as local processes is tests/chart/test_chart_boots.py (pytest).
 # Usage: scripts/chart-check.sh [VENV]
 set -uo pipefail
@@ -139,6 +140,29 @@ if promtool test rules "$out/alerts/alerts-test.yaml" >"$out/promtool" 2>&1; the
   passed=$((passed + 1))
 else
   cat "$out/promtool"; fail "promtool test rules (tests/chart/alerts-test.yaml)"
+fi
+
+# The Grafana dashboard: its JSON type-checks as @grafana/schema's Dashboard (tsc), it uses
+# the datasource variable (never __inputs), and every metric it names is exported.
+dashboard="$chart/dashboards/polaroid.json"
+if tests/chart/check-dashboard.sh "$tools/node" "$dashboard" && "$venv/bin/python" - "$dashboard" <<'PY'
+import json, re, subprocess, sys
+text = open(sys.argv[1]).read()
+dashboard = json.loads(text)
+assert "__inputs" not in dashboard and "${DS_" not in text, "use the datasource variable, not __inputs"
+assert any(v["type"] == "datasource" for v in dashboard["templating"]["list"])
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+names = {n for e in exprs for n in re.findall(r"\b(polaroid_[a-z0-9_]+?)(?:_bucket|_count|_sum)?\b", e)}
+sources = subprocess.run(["grep", "-rhoE", "\"polaroid_[a-z0-9_]+\"", "crates"], capture_output=True, text=True).stdout
+missing = sorted(names - {s.strip('"') for s in sources.split()})
+assert not missing, f"the dashboard names metrics no binary exports: {missing}"
+print(f"{len(exprs)} dashboard queries over {len(names)} metrics, all exported")
+PY
+then
+  passed=$((passed + 1))
+else
+  fail "the Grafana dashboard ($dashboard)"
 fi
 
 if "$venv/bin/python" scripts/chart-schema.py --check; then

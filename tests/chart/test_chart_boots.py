@@ -326,12 +326,13 @@ def prometheus(cluster, objects, tmp_path_factory):
         with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as answer:
             return json.load(answer)["data"]
 
-    # Targets are discovered and scraped within seconds: poll for every one up.
+    # Targets are discovered and scraped within seconds: poll for every one up, and
+    # scraped three times (rate() needs two samples in its window).
     deadline = time.monotonic() + 60
     while True:
         assert process.poll() is None, (directory / "prometheus.log").read_text()[-2000:]
         try:
-            if len(query("up == 1")) == len(targets):
+            if len(query("up == 1")) == len(targets) and len(query("count_over_time(up[1m]) >= 3")) == len(targets):
                 break
         except OSError:
             pass
@@ -382,6 +383,37 @@ def test_prometheus_evaluates_every_alert_rule_on_the_running_cluster(cluster, o
         time.sleep(0.5)
     firing = [a for a in api("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
     assert not firing, firing
+
+
+def test_every_dashboard_query_returns_data_from_the_running_cluster(cluster, objects, prometheus):
+    """The dashboard's variables resolve to this release (namespace, the coordinators'
+    and workers' Services), and with them every panel's query returns data."""
+    import json
+
+    query, _, _ = prometheus
+    config_map = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard"))
+    dashboard = json.loads(config_map["data"]["polaroid.json"])
+    chosen = {"namespace": NAMESPACE, "coordinator": f"{RELEASE}-coordinator", "worker": f"{RELEASE}-worker-headless"}
+
+    def substitute(expr: str) -> str:
+        for name, value in chosen.items():
+            expr = expr.replace(f"${name}", value)
+        # What Grafana puts for its own variables over a short range.
+        return expr.replace("$__rate_interval", "1m").replace("$__range", "10m")
+
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        # label_values(SELECTOR, LABEL): the values LABEL takes on SELECTOR's series.
+        selector, label = substitute(variable["query"]["query"]).removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
+        values = {r["metric"].get(label.strip()) for r in query(f"count by ({label.strip()}) ({selector})")}
+        assert chosen[variable["name"]] in values, (variable["name"], values)
+    empty = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            if not query(substitute(target["expr"])):
+                empty.append(f'{panel["title"]}: {target["expr"]}')
+    assert not empty, "panels without data:\n" + "\n".join(empty)
 
 
 def test_pods_stop_cleanly_within_their_grace_period(cluster):
