@@ -264,8 +264,13 @@ def test_the_service_monitor_scrapes_every_coordinator_and_worker(cluster, objec
         with urllib.request.urlopen(url, timeout=5) as answer:
             assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain"), url
             text = answer.read().decode()
-        # Prometheus' text format (a worker that has served nothing yet may have no series).
+        # Prometheus' text format (a worker that has served nothing yet may have no series),
+        # every metric with its help and type, as promtool's linter wants them.
         assert all(line.startswith(("#", "polaroid_")) for line in text.splitlines() if line), url
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool not found (scripts/chart-tools.sh installs Debian's prometheus)"
+        lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert lint.returncode == 0, f"{url}: {lint.stdout}{lint.stderr}"
         if pod.labels["app.kubernetes.io/component"] == "coordinator":
             assert "polaroid_coordinator_workers_live 2" in text, url
     # The alert rules select series by namespace and job, which the Prometheus Operator
