@@ -1,13 +1,16 @@
 """The chart boots a cluster: charts/polaroid rendered with ci/boot-values.yaml, its pods
 run as local processes exactly as rendered (cluster.py says how and what it cannot
 show), with a real redis-server; then the SDK runs a pipeline and a batch job with the
-token the chart generated. A setting the chart passes that the binary does not
-understand fails here: the settings file refuses unknown keys, flags are parsed strictly,
-and every POLAROID_ variable the pods get is checked against the binary below.
+token the chart generated, and a real Prometheus scrapes what the ServiceMonitor selects
+and answers the PrometheusRule's rules and the dashboard's queries. A setting the chart
+passes that the binary does not understand fails here: the settings file refuses unknown
+keys, flags are parsed strictly, and every POLAROID_ variable the pods get is checked
+against the binary below. ci/tls-values.yaml boots too.
 
 Needs Helm (scripts/chart-tools.sh installs it: POLAROID_HELM, else
 ~/.cache/polaroid-chart-tools/helm3/helm), the polaroid binary (POLAROID_BIN, else
-$CARGO_TARGET_DIR/debug/polaroid) and redis-server (POLAROID_REDIS_SERVER, else PATH).
+$CARGO_TARGET_DIR/debug/polaroid), redis-server (POLAROID_REDIS_SERVER, else PATH), and
+prometheus and promtool (Debian's prometheus; scripts/chart-tools.sh installs it).
 """
 
 from __future__ import annotations
