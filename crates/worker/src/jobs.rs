@@ -370,11 +370,34 @@ impl JobRunner {
         self.running.clone()
     }
 
-    /// Takes and runs jobs until `stop` turns true. Attempts still running then are
-    /// abandoned with the process; the queue gives them to another worker after the
-    /// visibility timeout.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Takes and runs jobs until `stop` turns true, then waits up to `drain` for the
+    /// attempts still running to end. Attempts running past it are abandoned with the
+    /// process; the queue gives them to another worker after the visibility timeout.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>, drain: Duration) {
         let slots = Arc::new(Semaphore::new(self.slots.max(1)));
+        self.clone().take_until(slots.clone(), stop).await;
+        if drain.is_zero() {
+            return;
+        }
+        // Every slot free again: each attempt holds one from before it starts until it
+        // has recorded its outcome (its `running` count starts a little later).
+        let all = u32::try_from(self.slots.max(1)).unwrap_or(u32::MAX);
+        let idle = slots.available_permits() == self.slots.max(1);
+        if !idle {
+            tracing::info!(?drain, "waiting for running jobs to end");
+        }
+        match tokio::time::timeout(drain, slots.acquire_many(all)).await {
+            Ok(_) if idle => {}
+            Ok(_) => tracing::info!("running jobs ended"),
+            Err(_) => tracing::warn!(
+                running = self.running.load(Ordering::Relaxed),
+                "jobs still running after job_drain_secs are left to another worker"
+            ),
+        }
+    }
+
+    /// Takes and starts jobs, each on a slot, until `stop` turns true.
+    async fn take_until(self: Arc<Self>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
         let mut failures = 0u32;
         while !*stop.borrow() {
             let permit = tokio::select! {

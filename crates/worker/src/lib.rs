@@ -207,7 +207,8 @@ pub async fn serve(
         .as_ref()
         .map_or_else(Default::default, |runner| runner.running());
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
-    let job_runner = runner.map(|runner| tokio::spawn(runner.run(jobs_stopped)));
+    let job_drain = config.job_drain();
+    let job_runner = runner.map(|runner| tokio::spawn(runner.run(jobs_stopped, job_drain)));
 
     let registration = if config.coordinator_url.is_empty() {
         None
@@ -260,11 +261,8 @@ pub async fn serve(
             health
                 .set_not_serving::<flight_frames::FlightService>()
                 .await;
-            // No new jobs; attempts running now end with the process and are reclaimed.
+            // No new jobs.
             let _ = stop_jobs.send(true);
-            if let Some(job_runner) = job_runner {
-                let _ = job_runner.await;
-            }
             let _ = stop_reports.send(true);
             if let Some(reporter) = reporter {
                 let _ = reporter.await;
@@ -274,6 +272,11 @@ pub async fn serve(
                 // Coordinators that learn membership from a shared store see the departure
                 // at their next refresh; until then, calls routed here are still served.
                 tokio::time::sleep(drain_delay).await;
+            }
+            // Attempts running now may end within job_drain_secs (their leases are in the
+            // queue, not the ring); past it they end with the process and are reclaimed.
+            if let Some(job_runner) = job_runner {
+                let _ = job_runner.await;
             }
         }
     };
