@@ -356,7 +356,7 @@ def prometheus(cluster, objects, tmp_path_factory):
 # A counter that appears only when what it counts first happens (a labelled counter starts
 # at its first increment): the healthy cluster of this test has had no failover. Matchers
 # on outcomes (code, outcome) are dropped before asking for data, for the same reason.
-EVENT_ONLY = {"polaroid_coordinator_failovers_total"}
+EVENT_ONLY = {"polaroid_coordinator_failovers_total", "polaroid_store_errors_total"}
 OUTCOME_LABELS = ("code", "outcome")
 
 

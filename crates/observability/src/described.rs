@@ -129,6 +129,36 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Queries the streaming engine refused, run on Polars' in-memory engine instead.",
     ),
     (
+        "polaroid_store_read_bytes_total",
+        Kind::Counter,
+        "Bytes read from the handle store (values returned by gets), by backend.",
+    ),
+    (
+        "polaroid_store_written_bytes_total",
+        Kind::Counter,
+        "Bytes written to the handle store by successful puts, by backend.",
+    ),
+    (
+        "polaroid_store_operation_duration_seconds",
+        Kind::Histogram,
+        "Time of each handle-store operation, successful or not, by backend and operation.",
+    ),
+    (
+        "polaroid_store_errors_total",
+        Kind::Counter,
+        "Handle-store operations that failed, by backend and operation.",
+    ),
+    (
+        "polaroid_store_handle_creates_total",
+        Kind::Counter,
+        "Handle records created, by backend.",
+    ),
+    (
+        "polaroid_store_handle_reads_total",
+        Kind::Counter,
+        "Handle records read, by backend and outcome (found, missing, error).",
+    ),
+    (
         "polaroid_quota_stored_bytes",
         Kind::Gauge,
         "Bytes a tenant keeps in the shared store, as this worker last counted them.",

@@ -143,9 +143,11 @@ fn duration_ms(duration: Duration) -> u64 {
 }
 
 impl Catalog {
+    /// A catalog over `store`; every operation on it, through the catalog or through
+    /// [`Catalog::store`], is counted in the `polaroid_store_*` metrics.
     pub fn new(store: Arc<dyn ResultStore>) -> Self {
         Self {
-            store,
+            store: Arc::new(crate::metered::Metered::new(store)),
             refresh_after_ms: duration_ms(DEFAULT_GC_GRACE) / 2,
             stored_bytes: None,
         }
@@ -332,7 +334,10 @@ impl Catalog {
                 reason: "handle record without a plan node".into(),
             });
         }
-        self.put_handle(handle, record).await
+        self.put_handle(handle, record).await?;
+        metrics::counter!("polaroid_store_handle_creates_total", "backend" => self.store.backend())
+            .increment(1);
+        Ok(())
     }
 
     /// How long a content-addressed object counts as freshly written.
@@ -355,7 +360,19 @@ impl Catalog {
     }
 
     pub async fn get_handle(&self, handle: &Handle) -> Result<Option<HandleRecord>, StoreError> {
-        self.get_decoded(&Self::handle_key(handle)).await
+        let record = self.get_decoded(&Self::handle_key(handle)).await;
+        let outcome = match &record {
+            Ok(Some(_)) => "found",
+            Ok(None) => "missing",
+            Err(_) => "error",
+        };
+        metrics::counter!(
+            "polaroid_store_handle_reads_total",
+            "backend" => self.store.backend(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        record
     }
 
     /// Removes the record of `handle`; returns whether it existed.

@@ -189,6 +189,10 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl ResultStore for FsStore {
+    fn backend(&self) -> &'static str {
+        "fs"
+    }
+
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let store = self.clone();

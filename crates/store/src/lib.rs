@@ -7,6 +7,7 @@ mod fs;
 mod handle;
 mod journal;
 mod memory;
+mod metered;
 mod object;
 mod quota;
 
@@ -88,6 +89,10 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug + 'static {
     async fn remove_abandoned_writes(&self, older_than_unix_ms: u64) -> Result<u64, StoreError> {
         let _ = older_than_unix_ms;
         Ok(0)
+    }
+    /// The kind of backend, the `backend` label of the `polaroid_store_*` metrics.
+    fn backend(&self) -> &'static str {
+        "other"
     }
 }
 

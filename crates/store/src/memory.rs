@@ -26,6 +26,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl ResultStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
         validate_key(key)?;
         self.entries

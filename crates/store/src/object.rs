@@ -103,6 +103,10 @@ pub fn cloud_options_from_env(
 
 #[async_trait]
 impl ResultStore for ObjectStoreBackend {
+    fn backend(&self) -> &'static str {
+        "object"
+    }
+
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
         self.store
