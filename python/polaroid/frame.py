@@ -41,13 +41,13 @@ _KEEP = {
     "any": pb.UNIQUE_KEEP_ANY,
 }
 _FILL = {
-    "forward": pb.FILL_NULL_STRATEGY_FORWARD,
-    "backward": pb.FILL_NULL_STRATEGY_BACKWARD,
-    "min": pb.FILL_NULL_STRATEGY_MIN,
-    "max": pb.FILL_NULL_STRATEGY_MAX,
-    "mean": pb.FILL_NULL_STRATEGY_MEAN,
-    "zero": pb.FILL_NULL_STRATEGY_ZERO,
-    "one": pb.FILL_NULL_STRATEGY_ONE,
+    "forward": pb.FILL_FORWARD,
+    "backward": pb.FILL_BACKWARD,
+    "min": pb.FILL_MIN,
+    "max": pb.FILL_MAX,
+    "mean": pb.FILL_MEAN,
+    "zero": pb.FILL_ZERO,
+    "one": pb.FILL_ONE,
 }
 _AGG = {
     "sum": expr_pb2.AGGREGATE_FUNCTION_SUM,
@@ -443,18 +443,35 @@ class DataFrame:
         self, value: IntoExpr = None, *, strategy: str | None = None,
         columns: Sequence[str] = (), limit: int | None = None,
     ) -> DataFrame:
+        """Nulls filled with `value` (a number, a string or any expression) or by
+        `strategy` (forward, backward, min, max, mean, zero, one)."""
         request = pb.FillNullRequest(handle=self.handle, columns=list(columns), limit=limit)
         if strategy is not None:
-            request.strategy = _pick(_FILL, strategy, "strategy")
+            request.method = _pick(_FILL, strategy, "strategy")
+        elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            request.fill_expr.CopyFrom(into_expr(value).pb)
+        elif isinstance(value, int):
+            request.value.int_val = value
+        elif isinstance(value, float):
+            request.value.float_val = value
         else:
-            request.value.CopyFrom(into_expr(value).pb)
+            request.value.string_val = value
         return self._derive("FillNull", request)
 
-    def fill_nan(self, value: IntoExpr, *, columns: Sequence[str] = ()) -> DataFrame:
-        return self._derive(
-            "FillNan",
-            pb.FillNanRequest(handle=self.handle, value=into_expr(value).pb, columns=list(columns)),
-        )
+    def fill_nan(
+        self, value: IntoExpr = None, *, strategy: str | None = None, columns: Sequence[str] = ()
+    ) -> DataFrame:
+        """NaNs filled with `value` (a number or any expression) or by `strategy`
+        (forward, backward, min, max, mean, zero, one: over values neither NaN nor null;
+        a NaN with no value on its side stays NaN)."""
+        request = pb.FillNanRequest(handle=self.handle, columns=list(columns))
+        if strategy is not None:
+            request.method = _pick(_FILL, strategy, "strategy")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            request.value = float(value)  # 0.0 is the unset value, and means 0.0
+        else:
+            request.fill_expr.CopyFrom(into_expr(value).pb)
+        return self._derive("FillNan", request)
 
     def interpolate(self, columns: Sequence[str] = (), *, method: str = "linear") -> DataFrame:
         methods = {"linear": pb.INTERPOLATION_METHOD_LINEAR, "nearest": pb.INTERPOLATION_METHOD_NEAREST}
@@ -466,14 +483,23 @@ class DataFrame:
         )
 
     def shift(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
-        """Lag (`n > 0`) or lead (`n < 0`) columns by `n` rows."""
+        """Lag (`n > 0`) or lead (`n < 0`) columns by `n` rows (every column when none
+        are named), into `<column><suffix>` when a suffix is given, else in place."""
         if n == 0:
             return self.clone()
         method, amount = ("Lag", n) if n > 0 else ("Lead", -n)
-        return self._derive(
-            method,
-            pb.ShiftRequest(handle=self.handle, columns=list(columns), n=amount, suffix=suffix),
-        )
+        message = pb.LagRequest if method == "Lag" else pb.LeadRequest
+        if columns:
+            request = message(
+                handle=self.handle,
+                columns=[
+                    pb.LagColumn(column=c, periods=amount, alias=None if suffix is None else c + suffix)
+                    for c in columns
+                ],
+            )
+        else:
+            request = message(handle=self.handle, every_column_periods=amount, suffix=suffix)
+        return self._derive(method, request)
 
     def diff(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
         return self._derive(
@@ -532,10 +558,14 @@ class DataFrame:
             ),
         )
 
-    def describe(self, percentiles: Sequence[float] = (0.25, 0.5, 0.75)) -> DataFrame:
-        """Summary statistics per column, as Polars' `DataFrame.describe` gives them."""
+    def describe(
+        self, percentiles: Sequence[float] = (0.25, 0.5, 0.75), *, columns: Sequence[str] = ()
+    ) -> DataFrame:
+        """Summary statistics per column (of `columns`, else every one), as Polars'
+        `DataFrame.describe` gives them."""
         return self._derive(
-            "Describe", pb.DescribeRequest(handle=self.handle, percentiles=list(percentiles))
+            "Describe",
+            pb.DescribeRequest(handle=self.handle, columns=list(columns), percentiles=list(percentiles)),
         )
 
     def stats(self) -> DataFrame:

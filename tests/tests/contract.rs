@@ -827,3 +827,493 @@ async fn melt() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn lag_column(column: &str, periods: i64, alias: Option<&str>) -> seed::LagColumn {
+    seed::LagColumn {
+        column: column.into(),
+        periods,
+        alias: alias.map(Into::into),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_and_lead() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    // Each column by its own periods, into its alias or in place; 0 (a client that leaves
+    // `periods` unset) leaves the column as it is, negative shifts the other way.
+    let columns = vec![
+        lag_column("qty", 1, Some("qty_prev")),
+        lag_column("price", 2, None),
+        lag_column("id", 0, Some("id_same")),
+        lag_column("region", -1, Some("region_next")),
+    ];
+    let reply = c
+        .seed
+        .lag(seed::LagRequest {
+            handle: handle.clone(),
+            columns: columns.clone(),
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            col("qty").shift(lit(1)).alias("qty_prev"),
+            col("price").shift(lit(2)),
+            col("id").shift(lit(0)).alias("id_same"),
+            col("region").shift(lit(-1)).alias("region_next"),
+        ])
+        .collect()?;
+    c.check("lag", reply, expected).await?;
+    let reply = c
+        .seed
+        .lead(seed::LeadRequest {
+            handle: handle.clone(),
+            columns,
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            col("qty").shift(lit(-1)).alias("qty_prev"),
+            col("price").shift(lit(-2)),
+            col("id").shift(lit(0)).alias("id_same"),
+            col("region").shift(lit(1)).alias("region_next"),
+        ])
+        .collect()?;
+    c.check("lead", reply, expected).await?;
+
+    let unknown = c
+        .seed
+        .lag(seed::LagRequest {
+            handle: handle.clone(),
+            columns: vec![lag_column("nope", 1, None)],
+        })
+        .await;
+    refused(
+        "lag of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let none = c
+        .seed
+        .lead(seed::LeadRequest {
+            handle: handle.clone(),
+            columns: vec![],
+        })
+        .await;
+    refused(
+        "lead of no columns",
+        none,
+        Code::InvalidArgument,
+        "lead needs at least one column in `columns`",
+    );
+    // Polaroid's every-column shift beside named columns.
+    let conflict = c
+        .ours
+        .lag(pb::LagRequest {
+            handle: handle.clone(),
+            columns: vec![pb::LagColumn {
+                column: "qty".into(),
+                periods: 1,
+                alias: None,
+            }],
+            every_column_periods: Some(1),
+            suffix: None,
+        })
+        .await;
+    refused(
+        "lag of named columns and every column",
+        conflict,
+        Code::InvalidArgument,
+        "`columns` (field 2) names columns but `every_column_periods` (field 5) shifts every \
+         column",
+    );
+    // And it alone: every column, suffixed.
+    let every = c
+        .ours
+        .lead(pb::LeadRequest {
+            handle: handle.clone(),
+            columns: vec![],
+            every_column_periods: Some(1),
+            suffix: Some("_next".into()),
+        })
+        .await
+        .map(|r| {
+            tonic::Response::new(seed::DataFrameHandle {
+                handle: r.into_inner().handle,
+                error: None,
+            })
+        });
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns(
+            ["id", "region", "qty", "price"]
+                .map(|name| col(name).shift(lit(-1)).alias(format!("{name}_next"))),
+        )
+        .collect()?;
+    c.check("lead of every column", every, expected).await?;
+    Ok(())
+}
+
+fn fill_value(value: seed::fill_value::Value) -> Option<seed::FillValue> {
+    Some(seed::FillValue { value: Some(value) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_null() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let request = |value, method: seed::FillMethod, columns: &[&str]| seed::FillNullRequest {
+        handle: handle.clone(),
+        value,
+        method: method as i32,
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    // The contract's numbers: MEAN 3, MIN 4, MAX 5 (Polaroid's old enum had MIN 3, MAX 4,
+    // MEAN 5).
+    for (method, strategy) in [
+        (
+            seed::FillMethod::FillForward,
+            FillNullStrategy::Forward(None),
+        ),
+        (
+            seed::FillMethod::FillBackward,
+            FillNullStrategy::Backward(None),
+        ),
+        (seed::FillMethod::FillMean, FillNullStrategy::Mean),
+        (seed::FillMethod::FillMin, FillNullStrategy::Min),
+        (seed::FillMethod::FillMax, FillNullStrategy::Max),
+        (seed::FillMethod::FillZero, FillNullStrategy::Zero),
+    ] {
+        let reply = c
+            .seed
+            .fill_null(request(None, method, &["qty", "price"]))
+            .await;
+        let expected = df
+            .clone()
+            .lazy()
+            .with_columns([
+                col("qty").fill_null_with_strategy(strategy),
+                col("price").fill_null_with_strategy(strategy),
+            ])
+            .collect()?;
+        c.check(&format!("fill_null {method:?}"), reply, expected)
+            .await?;
+    }
+    use seed::fill_value::Value;
+    // A value without columns fills the columns of its kind.
+    let reply = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::IntVal(0)),
+            seed::FillMethod::Unspecified,
+            &[],
+        ))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            col("id").fill_null(lit(0i64)),
+            col("qty").fill_null(lit(0i64)),
+            col("price").fill_null(lit(0i64)),
+        ])
+        .collect()?;
+    c.check("fill_null with 0", reply, expected).await?;
+    let reply = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::StringVal("?".into())),
+            seed::FillMethod::Unspecified,
+            &[],
+        ))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_column(col("region").fill_null(lit("?")))
+        .collect()?;
+    c.check("fill_null with a string", reply, expected).await?;
+    let reply = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::FloatVal(-1.5)),
+            seed::FillMethod::Unspecified,
+            &["price"],
+        ))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_column(col("price").fill_null(lit(-1.5)))
+        .collect()?;
+    c.check("fill_null of price with -1.5", reply, expected)
+        .await?;
+
+    let nothing = c
+        .seed
+        .fill_null(request(None, seed::FillMethod::Unspecified, &[]))
+        .await;
+    refused(
+        "fill_null with neither value nor method",
+        nothing,
+        Code::InvalidArgument,
+        "fill_null needs a `value` (field 2), a `method` (field 3)",
+    );
+    let both = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::IntVal(1)),
+            seed::FillMethod::FillMean,
+            &[],
+        ))
+        .await;
+    refused(
+        "fill_null with a value and a method",
+        both,
+        Code::InvalidArgument,
+        "`value` (field 2) and `method` (field 3) are both set",
+    );
+    let conflict = c
+        .ours
+        .fill_null(pb::FillNullRequest {
+            handle: handle.clone(),
+            method: pb::FillMethod::FillForward as i32,
+            fill_expr: Some(e::float(1.0)),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "fill_null with a method and fill_expr",
+        conflict,
+        Code::InvalidArgument,
+        "`method` (field 3) and `fill_expr` (field 6) are both set",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_nan() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = df!(
+        "id" => [1i64, 2, 3, 4, 5, 6],
+        "x" => [Some(1.0f64), Some(f64::NAN), None, Some(f64::NAN), Some(4.0), Some(5.0)],
+        "y" => [7.0f64, 2.0, f64::NAN, 6.0, f64::NAN, 1.0],
+    )?;
+    let handle = c.upload(&df).await?;
+    let request = |value: f64, method: seed::FillMethod, columns: &[&str]| seed::FillNanRequest {
+        handle: handle.clone(),
+        value,
+        method: method as i32,
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    // NaNs compare unequal: each expected frame has none left.
+    let reply = c
+        .seed
+        .fill_nan(request(-1.0, seed::FillMethod::Unspecified, &[]))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([col("x").fill_nan(lit(-1.0)), col("y").fill_nan(lit(-1.0))])
+        .collect()?;
+    c.check("fill_nan with -1", reply, expected).await?;
+    // Unset, the value is 0.0.
+    let reply = c
+        .seed
+        .fill_nan(request(0.0, seed::FillMethod::Unspecified, &["x", "y"]))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([col("x").fill_nan(lit(0.0)), col("y").fill_nan(lit(0.0))])
+        .collect()?;
+    c.check("fill_nan unset", reply, expected).await?;
+    // Methods: the nearest value, or the statistic, over values that are neither NaN nor
+    // null; a null stays null.
+    let valid = |name: &str| col(name).fill_nan(lit(NULL));
+    let nearest = |name: &str, strategy| {
+        when(col(name).is_nan())
+            .then(valid(name).fill_null_with_strategy(strategy))
+            .otherwise(col(name))
+            .alias(name)
+    };
+    // x's NaN after a null takes the value before the null.
+    for (method, x, y) in [
+        (
+            seed::FillMethod::FillForward,
+            nearest("x", FillNullStrategy::Forward(None)),
+            nearest("y", FillNullStrategy::Forward(None)),
+        ),
+        (
+            seed::FillMethod::FillBackward,
+            nearest("x", FillNullStrategy::Backward(None)),
+            nearest("y", FillNullStrategy::Backward(None)),
+        ),
+        (
+            seed::FillMethod::FillMean,
+            col("x").fill_nan(valid("x").mean()),
+            col("y").fill_nan(valid("y").mean()),
+        ),
+        (
+            seed::FillMethod::FillMin,
+            col("x").fill_nan(valid("x").min()),
+            col("y").fill_nan(valid("y").min()),
+        ),
+        (
+            seed::FillMethod::FillMax,
+            col("x").fill_nan(valid("x").max()),
+            col("y").fill_nan(valid("y").max()),
+        ),
+        (
+            seed::FillMethod::FillZero,
+            col("x").fill_nan(lit(0.0)),
+            col("y").fill_nan(lit(0.0)),
+        ),
+    ] {
+        let reply = c.seed.fill_nan(request(0.0, method, &[])).await;
+        let expected = df.clone().lazy().with_columns([x, y]).collect()?;
+        c.check(&format!("fill_nan {method:?}"), reply, expected)
+            .await?;
+    }
+    let unknown = c
+        .seed
+        .fill_nan(request(1.0, seed::FillMethod::Unspecified, &["nope"]))
+        .await;
+    refused(
+        "fill_nan of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let both = c
+        .seed
+        .fill_nan(request(2.5, seed::FillMethod::FillMean, &[]))
+        .await;
+    refused(
+        "fill_nan with a value and a method",
+        both,
+        Code::InvalidArgument,
+        "`value` (field 2) is 2.5 but `method` (field 3) is FILL_MEAN",
+    );
+    let conflict = c
+        .ours
+        .fill_nan(pb::FillNanRequest {
+            handle: handle.clone(),
+            value: 2.5,
+            fill_expr: Some(e::float(1.0)),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "fill_nan with a value and fill_expr",
+        conflict,
+        Code::InvalidArgument,
+        "`value` (field 2) is 2.5 but `fill_expr` (field 5) is set",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let reply = c
+        .seed
+        .describe(seed::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec!["price".into(), "qty".into()],
+        })
+        .await;
+    // Polars' describe of the named columns, in the order named.
+    let stat = |label: &str, f: &dyn Fn(Expr) -> Expr| {
+        df.clone().lazy().select([
+            lit(label).alias("statistic"),
+            f(col("price")).cast(DataType::Float64).alias("price"),
+            f(col("qty")).cast(DataType::Float64).alias("qty"),
+        ])
+    };
+    let quantile = |p: f64| move |e: Expr| e.quantile(lit(p), QuantileMethod::Nearest);
+    let expected = concat(
+        [
+            stat("count", &|e| e.count()),
+            stat("null_count", &|e| e.null_count()),
+            stat("mean", &|e| e.mean()),
+            stat("std", &|e| e.std(1)),
+            stat("min", &|e| e.min()),
+            stat("25%", &quantile(0.25)),
+            stat("50%", &quantile(0.5)),
+            stat("75%", &quantile(0.75)),
+            stat("max", &|e| e.max()),
+        ],
+        UnionArgs::default(),
+    )?
+    .collect()?;
+    c.check("describe of price and qty", reply, expected)
+        .await?;
+    // No columns: every column.
+    let every = c
+        .seed
+        .describe(seed::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec![],
+        })
+        .await?
+        .into_inner();
+    let described = c.collect(&every.handle).await?;
+    let names: Vec<&str> = described
+        .get_column_names()
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(names, ["statistic", "id", "region", "qty", "price"]);
+
+    let unknown = c
+        .seed
+        .describe(seed::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec!["nope".into()],
+        })
+        .await;
+    refused(
+        "describe of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    // Polaroid's percentiles beside the contract's columns: no conflict, both apply.
+    let ours = c
+        .ours
+        .describe(pb::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec!["qty".into()],
+            percentiles: vec![0.5],
+        })
+        .await?
+        .into_inner();
+    let described = c.collect(&ours.handle).await?;
+    assert_eq!(described.shape(), (7, 2));
+    let bad = c
+        .ours
+        .describe(pb::DescribeRequest {
+            handle,
+            columns: vec![],
+            percentiles: vec![1.5],
+        })
+        .await;
+    refused(
+        "describe with a percentile over 1",
+        bad,
+        Code::InvalidArgument,
+        "percentiles must be in [0, 1]",
+    );
+    Ok(())
+}

@@ -874,11 +874,14 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
     );
     check!(
         lag,
-        pb::ShiftRequest {
+        pb::LagRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            n: 2,
-            suffix: Some("_lag2".into())
+            columns: vec![pb::LagColumn {
+                column: "value".into(),
+                periods: 2,
+                alias: Some("value_lag2".into())
+            }],
+            ..Default::default()
         },
         sorted()
             .with_column(col("value").shift(lit(2)).alias("value_lag2"))
@@ -886,11 +889,14 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
     );
     check!(
         lead,
-        pb::ShiftRequest {
+        pb::LeadRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            n: 1,
-            suffix: None
+            columns: vec![pb::LagColumn {
+                column: "value".into(),
+                periods: 1,
+                alias: None
+            }],
+            ..Default::default()
         },
         sorted()
             .with_column(col("value").shift(lit(-1)))
@@ -928,7 +934,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         fill_null,
         pb::FillNullRequest {
             handle: h(&series),
-            strategy: pb::FillNullStrategy::Forward as i32,
+            method: pb::FillMethod::FillForward as i32,
             columns: vec!["value".into()],
             ..Default::default()
         },
@@ -940,7 +946,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         fill_null,
         pb::FillNullRequest {
             handle: h(&series),
-            value: Some(e::float(-1.0)),
+            fill_expr: Some(e::float(-1.0)),
             columns: vec![],
             ..Default::default()
         },
@@ -952,8 +958,8 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         fill_nan,
         pb::FillNanRequest {
             handle: h(&series),
-            value: Some(e::float(0.0)),
-            columns: vec![]
+            fill_expr: Some(e::float(0.0)),
+            ..Default::default()
         },
         sorted()
             .with_column(col("value").fill_nan(lit(0.0)))
@@ -1484,7 +1490,7 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
     let described = client
         .describe(pb::DescribeRequest {
             handle: h(&small),
-            percentiles: vec![],
+            ..Default::default()
         })
         .await?
         .into_inner()

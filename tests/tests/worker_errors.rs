@@ -229,9 +229,9 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         .await;
     assert_status(negative, Code::InvalidArgument, "n must be");
     let lead_out_of_range = client
-        .lead(pb::ShiftRequest {
+        .lead(pb::LeadRequest {
             handle: base.clone(),
-            n: i64::MIN,
+            every_column_periods: Some(i64::MIN),
             ..Default::default()
         })
         .await;

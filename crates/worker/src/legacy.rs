@@ -24,6 +24,11 @@ pub fn is_legacy(op: &Op) -> bool {
             | Op::DiffV0(_)
             | Op::PctChangeV0(_)
             | Op::InterpolateV0(_)
+            | Op::LagV0(_)
+            | Op::LeadV0(_)
+            | Op::FillNullV0(_)
+            | Op::FillNanV0(_)
+            | Op::DescribeV0(_)
     )
 }
 
@@ -115,8 +120,96 @@ pub fn upgrade(op: Op) -> EngineResult<Op> {
                 interpolation: method as i32,
             })
         }
+        Op::LagV0(old) => {
+            let (handle, columns, every_column_periods, suffix) = shifted(old);
+            Op::Lag(pb::LagRequest {
+                handle,
+                columns,
+                every_column_periods,
+                suffix,
+            })
+        }
+        Op::LeadV0(old) => {
+            let (handle, columns, every_column_periods, suffix) = shifted(old);
+            Op::Lead(pb::LeadRequest {
+                handle,
+                columns,
+                every_column_periods,
+                suffix,
+            })
+        }
+        Op::FillNullV0(old) => {
+            // The old strategy's numbers: MIN 3, MAX 4, MEAN 5 (FillMethod's MEAN 3, MIN 4,
+            // MAX 5); UNSPECIFIED meant "fill with `value`", as it does today.
+            let method = match old.strategy() {
+                pb::FillNullStrategy::Unspecified => pb::FillMethod::Unspecified,
+                pb::FillNullStrategy::Forward => pb::FillMethod::FillForward,
+                pb::FillNullStrategy::Backward => pb::FillMethod::FillBackward,
+                pb::FillNullStrategy::Min => pb::FillMethod::FillMin,
+                pb::FillNullStrategy::Max => pb::FillMethod::FillMax,
+                pb::FillNullStrategy::Mean => pb::FillMethod::FillMean,
+                pb::FillNullStrategy::Zero => pb::FillMethod::FillZero,
+                pb::FillNullStrategy::One => pb::FillMethod::FillOne,
+            };
+            Op::FillNull(pb::FillNullRequest {
+                handle: old.handle,
+                value: None,
+                method: method as i32,
+                columns: old.columns,
+                // Ignored by the old code with any other strategy; refused today.
+                limit: old.limit.filter(|_| {
+                    matches!(
+                        method,
+                        pb::FillMethod::FillForward | pb::FillMethod::FillBackward
+                    )
+                }),
+                fill_expr: old.value,
+            })
+        }
+        Op::FillNanV0(old) => {
+            let Some(value) = old.value else {
+                return Err(EngineError::invalid(
+                    "a stored fill_nan step has no fill value",
+                ));
+            };
+            Op::FillNan(pb::FillNanRequest {
+                handle: old.handle,
+                value: 0.0,
+                method: pb::FillMethod::Unspecified as i32,
+                columns: old.columns,
+                fill_expr: Some(value),
+            })
+        }
+        Op::DescribeV0(old) => Op::Describe(pb::DescribeRequest {
+            handle: old.handle,
+            columns: Vec::new(),
+            percentiles: old.percentiles,
+        }),
         op => op,
     })
+}
+
+/// An old lag or lead: named columns (each by the old `n`, into `<column><suffix>` when a
+/// suffix was set), or every column when none were named.
+#[allow(clippy::type_complexity)]
+fn shifted(old: pb::ShiftStepV0) -> (String, Vec<pb::LagColumn>, Option<i64>, Option<String>) {
+    let periods = periods(old.n);
+    if old.columns.is_empty() {
+        return (old.handle, Vec::new(), Some(periods), old.suffix);
+    }
+    let columns = old
+        .columns
+        .into_iter()
+        .map(|column| pb::LagColumn {
+            alias: old
+                .suffix
+                .as_ref()
+                .map(|suffix| format!("{column}{suffix}")),
+            column,
+            periods,
+        })
+        .collect();
+    (old.handle, columns, None, None)
 }
 
 /// A plan step with its operation upgraded (see [`upgrade`]).
@@ -151,7 +244,9 @@ mod tests {
 
     /// PlanNodes as the code before the contract encoded them: written with the Python
     /// stubs generated from the .proto files at 8eb1a70 (`PlanNode.SerializeToString`),
-    /// each over input plan "pp…p" (and "qq…q", the cross join's right).
+    /// each over input plan "pp…p" (and "qq…q", the cross join's right). Lag, lead,
+    /// fill_null, fill_nan and describe were written with the stubs of 0332c8d, where those
+    /// messages were as at 8eb1a70.
     const OLD_RECORDS: &[(&str, &str)] = &[
         (
             "sort",
@@ -192,6 +287,30 @@ mod tests {
         (
             "cross",
             "0a07da01041a025f72124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
+        ),
+        (
+            "lag",
+            "0a0c8a020912016122045f6c6167124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "lead",
+            "0a059202021802124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "fill_null",
+            "0a08b202051805220161124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "fill_null_value",
+            "0a09b20206120412020807124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "fill_nan",
+            "0a13ba0210120b120911000000000000e03f1a0161124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "describe",
+            "0a15ca021212109a9999999999b93fcdccccccccccec3f124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
         ),
     ];
 
@@ -314,6 +433,89 @@ mod tests {
             pb::InterpolationMethod::Nearest
         );
         assert!(interpolate.method.is_empty());
+    }
+
+    #[test]
+    fn old_lag_and_lead_records_keep_their_columns_periods_and_names() {
+        // columns ["a"], n unset (one period), suffix "_lag": a new column "a_lag".
+        let Op::Lag(lag) = loaded("lag").0 else {
+            panic!("not lag")
+        };
+        assert_eq!(
+            lag.columns,
+            vec![pb::LagColumn {
+                column: "a".into(),
+                periods: 1,
+                alias: Some("a_lag".into())
+            }]
+        );
+        assert_eq!((lag.every_column_periods, lag.suffix), (None, None));
+        // No columns meant every column; n 2.
+        let Op::Lead(lead) = loaded("lead").0 else {
+            panic!("not lead")
+        };
+        assert!(lead.columns.is_empty());
+        assert_eq!((lead.every_column_periods, lead.suffix), (Some(2), None));
+    }
+
+    #[test]
+    fn old_fill_null_records_keep_their_strategy_and_value() {
+        // The old MEAN was 5, which is FillMethod's FILL_MAX: it must stay the mean.
+        let Op::FillNull(fill) = loaded("fill_null").0 else {
+            panic!("not fill_null")
+        };
+        assert_eq!(fill.method(), pb::FillMethod::FillMean);
+        assert_eq!(fill.columns, ["a"]);
+        assert!(fill.value.is_none() && fill.fill_expr.is_none());
+        for (old, new) in [
+            (pb::FillNullStrategy::Min, pb::FillMethod::FillMin),
+            (pb::FillNullStrategy::Max, pb::FillMethod::FillMax),
+            (pb::FillNullStrategy::One, pb::FillMethod::FillOne),
+        ] {
+            let step = pb::FillNullStepV0 {
+                strategy: old as i32,
+                limit: Some(3),
+                ..Default::default()
+            };
+            let Op::FillNull(fill) = upgrade(Op::FillNullV0(step)).expect("upgrades") else {
+                panic!("not fill_null")
+            };
+            assert_eq!(fill.method(), new);
+            // The old code ignored a limit with these strategies.
+            assert_eq!(fill.limit, None);
+        }
+        // A value expression is Polaroid's fill_expr now.
+        let Op::FillNull(fill) = loaded("fill_null_value").0 else {
+            panic!("not fill_null")
+        };
+        assert_eq!(fill.method(), pb::FillMethod::Unspecified);
+        assert!(fill.value.is_none());
+        assert!(matches!(
+            fill.fill_expr.and_then(|e| e.kind),
+            Some(Kind::Literal(pb::LiteralExpr {
+                value: Some(pb::literal_expr::Value::IntVal(7))
+            }))
+        ));
+    }
+
+    #[test]
+    fn old_fill_nan_and_describe_records_keep_their_value_and_percentiles() {
+        let Op::FillNan(fill) = loaded("fill_nan").0 else {
+            panic!("not fill_nan")
+        };
+        assert_eq!((fill.value, fill.method), (0.0, 0));
+        assert_eq!(fill.columns, ["a"]);
+        assert!(matches!(
+            fill.fill_expr.and_then(|e| e.kind),
+            Some(Kind::Literal(pb::LiteralExpr {
+                value: Some(pb::literal_expr::Value::FloatVal(v))
+            })) if v == 0.5
+        ));
+        let Op::Describe(describe) = loaded("describe").0 else {
+            panic!("not describe")
+        };
+        assert!(describe.columns.is_empty());
+        assert_eq!(describe.percentiles, [0.1, 0.9]);
     }
 
     #[test]

@@ -412,11 +412,11 @@ impl DataFrameService for DataFrameServer {
             .await
     }
 
-    async fn lag(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
+    async fn lag(&self, request: Request<pb::LagRequest>) -> Reply<pb::DataFrameHandle> {
         self.derive_one(request, |r| &mut r.handle, Op::Lag).await
     }
 
-    async fn lead(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
+    async fn lead(&self, request: Request<pb::LeadRequest>) -> Reply<pb::DataFrameHandle> {
         self.derive_one(request, |r| &mut r.handle, Op::Lead).await
     }
 

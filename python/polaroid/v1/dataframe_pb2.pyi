@@ -55,16 +55,16 @@ class AsofStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ASOF_STRATEGY_FORWARD: _ClassVar[AsofStrategy]
     ASOF_STRATEGY_NEAREST: _ClassVar[AsofStrategy]
 
-class FillNullStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+class FillMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    FILL_NULL_STRATEGY_UNSPECIFIED: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_FORWARD: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_BACKWARD: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_MIN: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_MAX: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_MEAN: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_ZERO: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_ONE: _ClassVar[FillNullStrategy]
+    FILL_METHOD_UNSPECIFIED: _ClassVar[FillMethod]
+    FILL_FORWARD: _ClassVar[FillMethod]
+    FILL_BACKWARD: _ClassVar[FillMethod]
+    FILL_MEAN: _ClassVar[FillMethod]
+    FILL_MIN: _ClassVar[FillMethod]
+    FILL_MAX: _ClassVar[FillMethod]
+    FILL_ZERO: _ClassVar[FillMethod]
+    FILL_ONE: _ClassVar[FillMethod]
 
 class InterpolationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -100,14 +100,14 @@ ASOF_STRATEGY_UNSPECIFIED: AsofStrategy
 ASOF_STRATEGY_BACKWARD: AsofStrategy
 ASOF_STRATEGY_FORWARD: AsofStrategy
 ASOF_STRATEGY_NEAREST: AsofStrategy
-FILL_NULL_STRATEGY_UNSPECIFIED: FillNullStrategy
-FILL_NULL_STRATEGY_FORWARD: FillNullStrategy
-FILL_NULL_STRATEGY_BACKWARD: FillNullStrategy
-FILL_NULL_STRATEGY_MIN: FillNullStrategy
-FILL_NULL_STRATEGY_MAX: FillNullStrategy
-FILL_NULL_STRATEGY_MEAN: FillNullStrategy
-FILL_NULL_STRATEGY_ZERO: FillNullStrategy
-FILL_NULL_STRATEGY_ONE: FillNullStrategy
+FILL_METHOD_UNSPECIFIED: FillMethod
+FILL_FORWARD: FillMethod
+FILL_BACKWARD: FillMethod
+FILL_MEAN: FillMethod
+FILL_MIN: FillMethod
+FILL_MAX: FillMethod
+FILL_ZERO: FillMethod
+FILL_ONE: FillMethod
 INTERPOLATION_METHOD_UNSPECIFIED: InterpolationMethod
 INTERPOLATION_METHOD_LINEAR: InterpolationMethod
 INTERPOLATION_METHOD_NEAREST: InterpolationMethod
@@ -619,17 +619,39 @@ class RollingWindowRequest(_message.Message):
     closed: ClosedWindow
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., function: _Optional[_Union[_expr_pb2.RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ...) -> None: ...
 
-class ShiftRequest(_message.Message):
-    __slots__ = ("handle", "columns", "n", "suffix")
+class LagColumn(_message.Message):
+    __slots__ = ("column", "periods", "alias")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    periods: int
+    alias: str
+    def __init__(self, column: _Optional[str] = ..., periods: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class LagRequest(_message.Message):
+    __slots__ = ("handle", "columns", "every_column_periods", "suffix")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    N_FIELD_NUMBER: _ClassVar[int]
+    EVERY_COLUMN_PERIODS_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    columns: _containers.RepeatedScalarFieldContainer[str]
-    n: int
+    columns: _containers.RepeatedCompositeFieldContainer[LagColumn]
+    every_column_periods: int
     suffix: str
-    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[LagColumn, _Mapping]]] = ..., every_column_periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class LeadRequest(_message.Message):
+    __slots__ = ("handle", "columns", "every_column_periods", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_COLUMN_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedCompositeFieldContainer[LagColumn]
+    every_column_periods: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[LagColumn, _Mapping]]] = ..., every_column_periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class DiffRequest(_message.Message):
     __slots__ = ("handle", "columns", "periods", "suffix")
@@ -681,29 +703,45 @@ class AsofJoinRequest(_message.Message):
     suffix: str
     def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[str] = ..., left_on: _Optional[str] = ..., right_on: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., by_left: _Optional[_Iterable[str]] = ..., by_right: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[AsofStrategy, str]] = ..., tolerance: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
 
+class FillValue(_message.Message):
+    __slots__ = ("int_val", "float_val", "string_val")
+    INT_VAL_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_VAL_FIELD_NUMBER: _ClassVar[int]
+    STRING_VAL_FIELD_NUMBER: _ClassVar[int]
+    int_val: int
+    float_val: float
+    string_val: str
+    def __init__(self, int_val: _Optional[int] = ..., float_val: _Optional[float] = ..., string_val: _Optional[str] = ...) -> None: ...
+
 class FillNullRequest(_message.Message):
-    __slots__ = ("handle", "value", "strategy", "columns", "limit")
+    __slots__ = ("handle", "value", "method", "columns", "limit", "fill_expr")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
-    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FILL_EXPR_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    value: _expr_pb2.Expression
-    strategy: FillNullStrategy
+    value: FillValue
+    method: FillMethod
     columns: _containers.RepeatedScalarFieldContainer[str]
     limit: int
-    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., strategy: _Optional[_Union[FillNullStrategy, str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    fill_expr: _expr_pb2.Expression
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[FillValue, _Mapping]] = ..., method: _Optional[_Union[FillMethod, str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., fill_expr: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
 
 class FillNanRequest(_message.Message):
-    __slots__ = ("handle", "value", "columns")
+    __slots__ = ("handle", "value", "method", "columns", "fill_expr")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    FILL_EXPR_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    value: _expr_pb2.Expression
+    value: float
+    method: FillMethod
     columns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+    fill_expr: _expr_pb2.Expression
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[float] = ..., method: _Optional[_Union[FillMethod, str]] = ..., columns: _Optional[_Iterable[str]] = ..., fill_expr: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
 
 class InterpolateRequest(_message.Message):
     __slots__ = ("handle", "method", "columns", "interpolation")
@@ -718,12 +756,14 @@ class InterpolateRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., method: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., interpolation: _Optional[_Union[InterpolationMethod, str]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
-    __slots__ = ("handle", "percentiles")
+    __slots__ = ("handle", "columns", "percentiles")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     PERCENTILES_FIELD_NUMBER: _ClassVar[int]
     handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
     percentiles: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, handle: _Optional[str] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ("handle",)
