@@ -25,14 +25,22 @@ if TYPE_CHECKING:
 JoinHow = Literal["inner", "left", "right", "full", "semi", "anti", "cross"]
 
 _JOIN = {
-    "inner": pb.JOIN_TYPE_INNER,
-    "left": pb.JOIN_TYPE_LEFT,
-    "right": pb.JOIN_TYPE_RIGHT,
-    "full": pb.JOIN_TYPE_FULL,
-    "outer": pb.JOIN_TYPE_FULL,
-    "semi": pb.JOIN_TYPE_SEMI,
-    "anti": pb.JOIN_TYPE_ANTI,
-    "cross": pb.JOIN_TYPE_CROSS,
+    "inner": pb.JOIN_HOW_INNER,
+    "left": pb.JOIN_HOW_LEFT,
+    "right": pb.JOIN_HOW_RIGHT,
+    "full": pb.JOIN_HOW_FULL,
+    "outer": pb.JOIN_HOW_FULL,
+    "semi": pb.JOIN_HOW_SEMI,
+    "anti": pb.JOIN_HOW_ANTI,
+    "cross": pb.JOIN_HOW_CROSS,
+}
+# The established contract's join types; semi and anti only in Polaroid's `how`.
+_JOIN_TYPE = {
+    "inner": pb.INNER,
+    "left": pb.LEFT,
+    "right": pb.RIGHT,
+    "full": pb.FULL,
+    "outer": pb.FULL,
 }
 _KEEP = {
     "first": pb.UNIQUE_KEEP_FIRST,
@@ -350,19 +358,20 @@ class DataFrame:
                 "Cross",
                 pb.CrossRequest(left_handle=self.handle, right_handle=other.handle, suffix=suffix),
             )
-        return self._derive(
-            "Join",
-            pb.JoinRequest(
-                handle=self.handle,
-                right=other.handle,
-                on=_names([on]) if on is not None else [],
-                left_on=_names([left_on]) if left_on is not None else [],
-                right_on=_names([right_on]) if right_on is not None else [],
-                how=_pick(_JOIN, how, "join type"),
-                suffix=suffix,
-                coalesce=coalesce,
-            ),
+        request = pb.JoinRequest(
+            left_handle=self.handle, right_handle=other.handle, suffix=suffix, coalesce=coalesce
         )
+        how_value = _pick(_JOIN, how, "join type")
+        if how in _JOIN_TYPE:
+            request.join_type = _JOIN_TYPE[how]
+        else:
+            request.how = how_value
+        if on is not None:
+            request.on.columns.extend(_names([on]))
+        if left_on is not None or right_on is not None:
+            request.left_right.left.extend(_names([left_on]) if left_on is not None else [])
+            request.left_right.right.extend(_names([right_on]) if right_on is not None else [])
+        return self._derive("Join", request)
 
     def join_asof(
         self,
@@ -376,21 +385,17 @@ class DataFrame:
         tolerance: str | dt.timedelta | int | float | None = None,
         suffix: str = "_right",
     ) -> DataFrame:
-        strategies = {
-            "backward": pb.ASOF_STRATEGY_BACKWARD,
-            "forward": pb.ASOF_STRATEGY_FORWARD,
-            "nearest": pb.ASOF_STRATEGY_NEAREST,
-        }
+        _pick({"backward": 0, "forward": 0, "nearest": 0}, strategy, "strategy")
         return self._derive(
             "AsofJoin",
             pb.AsofJoinRequest(
-                handle=self.handle,
-                right=other.handle,
+                left_handle=self.handle,
+                right_handle=other.handle,
                 on=on,
-                left_on=left_on,
-                right_on=right_on,
+                left_on=left_on or "",
+                right_on=right_on or "",
                 by=_names([by]) if by is not None else [],
-                strategy=_pick(strategies, strategy, "strategy"),
+                strategy=strategy,
                 tolerance=_duration(tolerance),
                 suffix=suffix,
             ),

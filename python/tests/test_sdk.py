@@ -112,6 +112,11 @@ def test_group_by_join_pivot_unpivot_sql(sales):
     for how in ("inner", "left", "semi", "anti"):
         same(sales.join(regions, on="region", how=how), SALES.join(REGIONS, on="region", how=how, maintain_order="left"))
     same(sales.join(regions, how="cross").select("id", "manager"), SALES.join(REGIONS, how="cross").select("id", "manager"))
+    areas = REGIONS.rename({"region": "area"})
+    same(
+        sales.join(pr.from_polars(areas), left_on="region", right_on="area", how="left"),
+        SALES.join(areas, left_on="region", right_on="area", how="left", maintain_order="left"),
+    )
     small = SALES.head(4)
     same(
         pr.from_polars(small).pivot("region", index="id", values="amount"),
@@ -153,6 +158,12 @@ def test_time_series_calls(sales):
     same(
         sales.as_time_series("day").join_asof(pr.from_polars(prices), on="day").select("id", "price"),
         ordered.join_asof(prices, on="day").select("id", "price"),
+    )
+    renamed = prices.rename({"day": "on"})
+    same(
+        sales.as_time_series("day").join_asof(pr.from_polars(renamed), left_on="day", right_on="on", strategy="forward")
+        .select("id", "price"),
+        ordered.join_asof(renamed, left_on="day", right_on="on", strategy="forward").select("id", "price"),
     )
     nans = pl.DataFrame({"x": [1.0, float("nan"), 3.0]})
     same(pr.from_polars(nans).fill_nan(0.0), nans.fill_nan(0.0))

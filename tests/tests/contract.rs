@@ -1317,3 +1317,310 @@ async fn describe() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let left = sales();
+    let right = df!(
+        "region" => ["north", "south", "west"],
+        "manager" => ["ann", "bob", "wes"],
+        "qty" => [100i64, 200, 300],
+    )?;
+    let (l, r) = (c.upload(&left).await?, c.upload(&right).await?);
+    let on = |columns: &[&str]| {
+        Some(seed::JoinOn {
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        })
+    };
+    let request =
+        |on, left_right, join_type: seed::JoinType, suffix: Option<&str>| seed::JoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            on,
+            left_right,
+            join_type: join_type as i32,
+            suffix: suffix.map(Into::into),
+        };
+    let polars = |how: JoinType, suffix: &str| {
+        left.clone()
+            .lazy()
+            .join_builder()
+            .with(right.clone().lazy())
+            .how(how)
+            .on([col("region")])
+            .suffix(suffix)
+            .maintain_order(MaintainOrderJoin::LeftRight)
+            .finish()
+            .collect()
+    };
+    // UNSPECIFIED (a client that leaves `join_type` unset) is an inner join.
+    for (join_type, how) in [
+        (seed::JoinType::Unspecified, JoinType::Inner),
+        (seed::JoinType::Inner, JoinType::Inner),
+        (seed::JoinType::Left, JoinType::Left),
+        (seed::JoinType::Right, JoinType::Right),
+        (seed::JoinType::Full, JoinType::Full),
+    ] {
+        let reply = c
+            .seed
+            .join(request(on(&["region"]), None, join_type, Some("_r")))
+            .await;
+        c.check(&format!("join {join_type:?}"), reply, polars(how, "_r")?)
+            .await?;
+    }
+    // Keys by side; the default suffix.
+    let reply = c
+        .seed
+        .join(request(
+            None,
+            Some(seed::JoinLeftRight {
+                left: vec!["region".into(), "qty".into()],
+                right: vec!["region".into(), "qty".into()],
+            }),
+            seed::JoinType::Left,
+            None,
+        ))
+        .await;
+    let expected = left
+        .clone()
+        .lazy()
+        .join_builder()
+        .with(right.clone().lazy())
+        .how(JoinType::Left)
+        .left_on([col("region"), col("qty")])
+        .right_on([col("region"), col("qty")])
+        .maintain_order(MaintainOrderJoin::LeftRight)
+        .finish()
+        .collect()?;
+    c.check("join by sides", reply, expected).await?;
+    // CROSS: every pair, left-major.
+    let reply = c
+        .seed
+        .join(request(None, None, seed::JoinType::Cross, None))
+        .await;
+    let expected = left
+        .clone()
+        .lazy()
+        .cross_join(right.clone().lazy(), None)
+        .collect()?;
+    c.check("join CROSS", reply, expected).await?;
+
+    let none = c
+        .seed
+        .join(request(None, None, seed::JoinType::Inner, None))
+        .await;
+    refused(
+        "join without keys",
+        none,
+        Code::InvalidArgument,
+        "join needs key columns in `on` (field 3) or `left_right` (field 4)",
+    );
+    let both = c
+        .seed
+        .join(request(
+            on(&["region"]),
+            Some(seed::JoinLeftRight {
+                left: vec!["region".into()],
+                right: vec!["region".into()],
+            }),
+            seed::JoinType::Inner,
+            None,
+        ))
+        .await;
+    refused(
+        "join with on and left_right",
+        both,
+        Code::InvalidArgument,
+        "`on` (field 3) and `left_right` (field 4) are both set",
+    );
+    let unknown = c
+        .seed
+        .join(request(on(&["nope"]), None, seed::JoinType::Inner, None))
+        .await;
+    refused(
+        "join on an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    // Polaroid's `how`: semi and anti, and a conflict with the contract's `join_type`.
+    let semi = c
+        .ours
+        .join(pb::JoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            on: Some(pb::JoinOn {
+                columns: vec!["region".into()],
+            }),
+            how: pb::JoinHow::Semi as i32,
+            ..Default::default()
+        })
+        .await
+        .map(|r| {
+            tonic::Response::new(seed::DataFrameHandle {
+                handle: r.into_inner().handle,
+                error: None,
+            })
+        });
+    c.check("join semi", semi, polars(JoinType::Semi, "_right")?)
+        .await?;
+    let conflict = c
+        .ours
+        .join(pb::JoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            on: Some(pb::JoinOn {
+                columns: vec!["region".into()],
+            }),
+            join_type: pb::JoinType::Left as i32,
+            how: pb::JoinHow::Anti as i32,
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "join LEFT and anti",
+        conflict,
+        Code::InvalidArgument,
+        "`join_type` (field 5) is LEFT but `how` (field 9) is JOIN_HOW_ANTI",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asof_join() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let trades = df!(
+        "t" => [1i64, 5, 10, 15, 20],
+        "sym" => ["a", "b", "a", "b", "a"],
+        "qty" => [1i64, 2, 3, 4, 5],
+    )?;
+    let quotes = df!(
+        "time" => [0i64, 4, 9, 14, 16],
+        "sym" => ["a", "b", "b", "a", "b"],
+        "bid" => [10.0f64, 20.0, 30.0, 40.0, 50.0],
+    )?;
+    let (l, r) = (c.upload(&trades).await?, c.upload(&quotes).await?);
+    let request = |right_on: &str, by: &[&str], tolerance: Option<&str>, strategy: Option<&str>| {
+        seed::AsofJoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            left_on: "t".into(),
+            right_on: right_on.into(),
+            by: by.iter().map(|c| (*c).to_owned()).collect(),
+            tolerance: tolerance.map(Into::into),
+            strategy: strategy.map(Into::into),
+        }
+    };
+    let polars = |strategy, by: bool, tolerance: Option<f64>| {
+        trades
+            .clone()
+            .lazy()
+            .join_builder()
+            .with(quotes.clone().lazy())
+            .how(JoinType::AsOf(Box::new(AsOfOptions {
+                strategy,
+                tolerance: tolerance.map(Scalar::from),
+                left_by: by.then(|| vec!["sym".into()]),
+                right_by: by.then(|| vec!["sym".into()]),
+                allow_eq: true,
+                check_sortedness: true,
+                ..Default::default()
+            })))
+            .left_on([col("t")])
+            .right_on([col("time")])
+            .suffix("_right")
+            .finish()
+            .collect()
+    };
+    // Unset strategy: backward.
+    for (strategy, polars_strategy) in [
+        (None, AsofStrategy::Backward),
+        (Some("backward"), AsofStrategy::Backward),
+        (Some("forward"), AsofStrategy::Forward),
+        (Some("Nearest"), AsofStrategy::Nearest),
+    ] {
+        let reply = c
+            .seed
+            .asof_join(request("time", &["sym"], None, strategy))
+            .await;
+        c.check(
+            &format!("asof_join {strategy:?}"),
+            reply,
+            polars(polars_strategy, true, None)?,
+        )
+        .await?;
+    }
+    let reply = c
+        .seed
+        .asof_join(request("time", &[], Some("2"), None))
+        .await;
+    c.check(
+        "asof_join with a tolerance",
+        reply,
+        polars(AsofStrategy::Backward, false, Some(2.0))?,
+    )
+    .await?;
+
+    let sideways = c
+        .seed
+        .asof_join(request("time", &[], None, Some("sideways")))
+        .await;
+    refused(
+        "asof_join sideways",
+        sideways,
+        Code::InvalidArgument,
+        "unknown strategy `sideways`",
+    );
+    let no_key = c
+        .seed
+        .asof_join(seed::AsofJoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "asof_join without a key",
+        no_key,
+        Code::InvalidArgument,
+        "asof join needs `left_on` (field 3)",
+    );
+    let conflict = c
+        .ours
+        .asof_join(pb::AsofJoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            left_on: "t".into(),
+            right_on: "time".into(),
+            on: Some("t".into()),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "asof_join with left_on and on",
+        conflict,
+        Code::InvalidArgument,
+        "`on` (field 12) is set and so is `left_on` (field 3) or `right_on` (field 4)",
+    );
+    let by_conflict = c
+        .ours
+        .asof_join(pb::AsofJoinRequest {
+            left_handle: l,
+            right_handle: r,
+            left_on: "t".into(),
+            right_on: "time".into(),
+            by: vec!["sym".into()],
+            by_left: vec!["sym".into()],
+            by_right: vec!["sym".into()],
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "asof_join with by and by_left",
+        by_conflict,
+        Code::InvalidArgument,
+        "`by` (field 5) is set and so is `by_left` (field 13) or `by_right` (field 14)",
+    );
+    Ok(())
+}

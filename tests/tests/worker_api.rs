@@ -541,18 +541,20 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     let regions = df!("region" => ["north", "south", "east", "arctic"], "manager" => ["ann", "bob", "cy", "dee"], "qty" => [100i64, 200, 300, 400])?;
     let right = upload(&mut client, &regions).await?;
     for (how, join_type) in [
-        (pb::JoinType::Inner, JoinType::Inner),
-        (pb::JoinType::Left, JoinType::Left),
-        (pb::JoinType::Right, JoinType::Right),
-        (pb::JoinType::Full, JoinType::Full),
-        (pb::JoinType::Semi, JoinType::Semi),
-        (pb::JoinType::Anti, JoinType::Anti),
+        (pb::JoinHow::Inner, JoinType::Inner),
+        (pb::JoinHow::Left, JoinType::Left),
+        (pb::JoinHow::Right, JoinType::Right),
+        (pb::JoinHow::Full, JoinType::Full),
+        (pb::JoinHow::Semi, JoinType::Semi),
+        (pb::JoinHow::Anti, JoinType::Anti),
     ] {
         let handle = client
             .join(pb::JoinRequest {
-                handle: h(&base),
-                right: h(&right),
-                on: vec!["region".into()],
+                left_handle: h(&base),
+                right_handle: h(&right),
+                on: Some(pb::JoinOn {
+                    columns: vec!["region".into()],
+                }),
                 how: how as i32,
                 suffix: Some("_r".into()),
                 ..Default::default()
@@ -590,11 +592,13 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     check!(
         join,
         pb::JoinRequest {
-            handle: h(&base),
-            right: renamed,
-            left_on: vec!["region".into()],
-            right_on: vec!["area".into()],
-            how: pb::JoinType::Left as i32,
+            left_handle: h(&base),
+            right_handle: renamed,
+            left_right: Some(pb::JoinLeftRight {
+                left: vec!["region".into()],
+                right: vec!["area".into()],
+            }),
+            join_type: pb::JoinType::Left as i32,
             ..Default::default()
         },
         lf().join_builder()
@@ -619,9 +623,9 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     check!(
         join,
         pb::JoinRequest {
-            handle: h(&base),
-            right: small,
-            how: pb::JoinType::Cross as i32,
+            left_handle: h(&base),
+            right_handle: small,
+            join_type: pb::JoinType::Cross as i32,
             ..Default::default()
         },
         lf().cross_join(regions.head(Some(2)).lazy(), Some("_right".into()))
@@ -989,18 +993,19 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
     .collect()?;
     let right = upload(&mut client, &quotes).await?;
     for (strategy, polars_strategy) in [
-        (pb::AsofStrategy::Backward, AsofStrategy::Backward),
-        (pb::AsofStrategy::Forward, AsofStrategy::Forward),
-        (pb::AsofStrategy::Nearest, AsofStrategy::Nearest),
+        ("backward", AsofStrategy::Backward),
+        ("Forward", AsofStrategy::Forward),
+        ("NEAREST", AsofStrategy::Nearest),
     ] {
         check!(
             asof_join,
             pb::AsofJoinRequest {
-                handle: h(&series),
-                right: h(&right),
-                on: Some("time".into()),
+                left_handle: h(&series),
+                right_handle: h(&right),
+                left_on: "time".into(),
+                right_on: "time".into(),
                 by: vec!["sym".into()],
-                strategy: strategy as i32,
+                strategy: Some(strategy.into()),
                 tolerance: Some("1d".into()),
                 ..Default::default()
             },

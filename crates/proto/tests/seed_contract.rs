@@ -45,12 +45,10 @@ const STILL_DIFFERENT: &[&str] = &[
     // Other bytes on the wire: numbers, types, labels, maps, presence or streaming.
     "Agg",
     "AsTimeSeries",
-    "AsofJoin",
     "Explain",
     "Filter", // Expression.window (WindowExpr)
     "GetStats",
     "GroupBy",
-    "Join",
     "Pivot",
     "ReadCsv",
     "ReadRestApi",

@@ -833,17 +833,21 @@ pub mod seeds {
             (
                 "join",
                 Op::Join(JoinRequest {
-                    on: strings(&["a"]),
-                    how: JoinType::Left as i32,
+                    on: Some(JoinOn {
+                        columns: strings(&["a"]),
+                    }),
+                    join_type: JoinType::Left as i32,
                     ..Default::default()
                 }),
             ),
             (
                 "join-left-right",
                 Op::Join(JoinRequest {
-                    left_on: strings(&["c"]),
-                    right_on: strings(&["c"]),
-                    how: JoinType::Full as i32,
+                    left_right: Some(JoinLeftRight {
+                        left: strings(&["c"]),
+                        right: strings(&["c"]),
+                    }),
+                    how: JoinHow::Full as i32,
                     coalesce: true,
                     ..Default::default()
                 }),
@@ -934,8 +938,8 @@ pub mod seeds {
             (
                 "asof_join",
                 Op::AsofJoin(AsofJoinRequest {
-                    on: Some("a".into()),
-                    strategy: AsofStrategy::Nearest as i32,
+                    left_on: "a".into(),
+                    strategy: Some("nearest".into()),
                     tolerance: Some("1".into()),
                     ..Default::default()
                 }),
@@ -1032,6 +1036,22 @@ pub mod seeds {
                 "with_columns-v0",
                 Op::WithColumnsV0(WithColumnsStepV0 {
                     exprs: vec![column("b")],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "join-v0",
+                Op::JoinV0(JoinStepV0 {
+                    on: strings(&["a"]),
+                    how: JoinHow::Semi as i32,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "asof_join-v0",
+                Op::AsofJoinV0(AsofJoinStepV0 {
+                    on: Some("a".into()),
+                    strategy: AsofStrategy::Forward as i32,
                     ..Default::default()
                 }),
             ),

@@ -29,6 +29,8 @@ pub fn is_legacy(op: &Op) -> bool {
             | Op::FillNullV0(_)
             | Op::FillNanV0(_)
             | Op::DescribeV0(_)
+            | Op::JoinV0(_)
+            | Op::AsofJoinV0(_)
     )
 }
 
@@ -180,6 +182,55 @@ pub fn upgrade(op: Op) -> EngineResult<Op> {
                 fill_expr: Some(value),
             })
         }
+        Op::JoinV0(old) => {
+            let (on, left_right) = if old.left_on.is_empty() && old.right_on.is_empty() {
+                (
+                    (!old.on.is_empty()).then(|| pb::JoinOn { columns: old.on }),
+                    None,
+                )
+            } else {
+                // As stored (both `on` and sides, or sides of two lengths, were refused then
+                // and are now).
+                (
+                    (!old.on.is_empty()).then(|| pb::JoinOn { columns: old.on }),
+                    Some(pb::JoinLeftRight {
+                        left: old.left_on,
+                        right: old.right_on,
+                    }),
+                )
+            };
+            // UNSPECIFIED meant inner, as the contract's join_type does.
+            Op::Join(pb::JoinRequest {
+                left_handle: old.handle,
+                right_handle: old.right,
+                on,
+                left_right,
+                join_type: pb::JoinType::Unspecified as i32,
+                suffix: old.suffix,
+                coalesce: old.coalesce,
+                how: old.how,
+            })
+        }
+        Op::AsofJoinV0(old) => {
+            let strategy = match old.strategy() {
+                pb::AsofStrategy::Unspecified | pb::AsofStrategy::Backward => "backward",
+                pb::AsofStrategy::Forward => "forward",
+                pb::AsofStrategy::Nearest => "nearest",
+            };
+            Op::AsofJoin(pb::AsofJoinRequest {
+                left_handle: old.handle,
+                right_handle: old.right,
+                left_on: old.left_on.unwrap_or_default(),
+                right_on: old.right_on.unwrap_or_default(),
+                by: old.by,
+                tolerance: old.tolerance,
+                strategy: Some(strategy.into()),
+                suffix: old.suffix,
+                on: old.on,
+                by_left: old.by_left,
+                by_right: old.by_right,
+            })
+        }
         Op::DescribeV0(old) => Op::Describe(pb::DescribeRequest {
             handle: old.handle,
             columns: Vec::new(),
@@ -245,7 +296,7 @@ mod tests {
     /// PlanNodes as the code before the contract encoded them: written with the Python
     /// stubs generated from the .proto files at 8eb1a70 (`PlanNode.SerializeToString`),
     /// each over input plan "pp…p" (and "qq…q", the cross join's right). Lag, lead,
-    /// fill_null, fill_nan and describe were written with the stubs of 0332c8d, where those
+    /// fill_null, fill_nan, describe, join and asof_join were written with the stubs of 0332c8d, where those
     /// messages were as at 8eb1a70.
     const OLD_RECORDS: &[(&str, &str)] = &[
         (
@@ -311,6 +362,18 @@ mod tests {
         (
             "describe",
             "0a15ca021212109a9999999999b93fcdccccccccccec3f124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "join",
+            "0a0cd201091a016b30053a025f72124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
+        ),
+        (
+            "join_sides",
+            "0a0dd2010a2201612a016230044001124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
+        ),
+        (
+            "asof_join",
+            "0a0faa020c1a017432016748035202356d124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
         ),
     ];
 
@@ -516,6 +579,51 @@ mod tests {
         };
         assert!(describe.columns.is_empty());
         assert_eq!(describe.percentiles, [0.1, 0.9]);
+    }
+
+    #[test]
+    fn old_join_records_keep_their_keys_and_type() {
+        // on ["k"], how SEMI (5, the contract's CROSS today), suffix "_r".
+        let Op::Join(join) = loaded("join").0 else {
+            panic!("not join")
+        };
+        assert_eq!(
+            join.on,
+            Some(pb::JoinOn {
+                columns: vec!["k".into()]
+            })
+        );
+        assert_eq!(join.left_right, None);
+        assert_eq!(join.join_type(), pb::JoinType::Unspecified);
+        assert_eq!(join.how(), pb::JoinHow::Semi);
+        assert_eq!(join.suffix.as_deref(), Some("_r"));
+        let Op::Join(join) = loaded("join_sides").0 else {
+            panic!("not join")
+        };
+        assert_eq!(join.on, None);
+        assert_eq!(
+            join.left_right,
+            Some(pb::JoinLeftRight {
+                left: vec!["a".into()],
+                right: vec!["b".into()]
+            })
+        );
+        assert_eq!(join.how(), pb::JoinHow::Full);
+        assert!(join.coalesce);
+    }
+
+    #[test]
+    fn old_asof_join_records_keep_their_key_and_strategy() {
+        let (op, node) = loaded("asof_join");
+        let Op::AsofJoin(asof) = op else {
+            panic!("not asof_join")
+        };
+        assert_eq!(asof.on.as_deref(), Some("t"));
+        assert!(asof.left_on.is_empty() && asof.right_on.is_empty());
+        assert_eq!(asof.by, ["g"]);
+        assert_eq!(asof.strategy.as_deref(), Some("nearest"));
+        assert_eq!(asof.tolerance.as_deref(), Some("5m"));
+        assert_eq!(node.inputs[1], "q".repeat(64));
     }
 
     #[test]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use polaroid_proto::v1::{
-    self as pb, AggregateFunction, AsofStrategy as PbAsofStrategy, ClosedWindow as PbClosedWindow,
-    InterpolationMethod as PbInterpolationMethod, JoinType as PbJoinType, UniqueKeep, WindowLabel,
-    plan_step::Op,
+    self as pb, AggregateFunction, ClosedWindow as PbClosedWindow,
+    InterpolationMethod as PbInterpolationMethod, JoinHow, JoinType as PbJoinType, UniqueKeep,
+    WindowLabel, plan_step::Op,
 };
 use polars::prelude::*;
 
@@ -170,7 +170,9 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         | Op::LeadV0(_)
         | Op::FillNullV0(_)
         | Op::FillNanV0(_)
-        | Op::DescribeV0(_) => {
+        | Op::DescribeV0(_)
+        | Op::JoinV0(_)
+        | Op::AsofJoinV0(_) => {
             return Err(EngineError::Internal {
                 operation: "plan",
                 reason: "a stored step of an old shape reached the planner without being \
@@ -278,7 +280,12 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 value_name: req.value_name.as_deref().map(PlSmallStr::from_str),
             })
         }
-        Op::Join(req) => join(ctx.input(0)?, ctx.input(1)?, req)?,
+        Op::Join(req) => join(
+            ctx.input(0)?,
+            ctx.input(1)?,
+            (ctx.schema(0)?, ctx.schema(1)?),
+            req,
+        )?,
         Op::Cross(req) => cross_join(
             ctx.input(0)?,
             ctx.input(1)?,
@@ -934,35 +941,91 @@ fn cross_join(left: LazyFrame, right: LazyFrame, suffix: PlSmallStr) -> LazyFram
     left.join(right, Vec::<Expr>::new(), Vec::<Expr>::new(), args)
 }
 
-fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResult<LazyFrame> {
-    let how = match req.how() {
-        PbJoinType::Inner | PbJoinType::Unspecified => JoinType::Inner,
-        PbJoinType::Left => JoinType::Left,
-        PbJoinType::Right => JoinType::Right,
-        PbJoinType::Full => JoinType::Full,
-        PbJoinType::Semi => JoinType::Semi,
-        PbJoinType::Anti => JoinType::Anti,
-        PbJoinType::Cross => JoinType::Cross,
+/// The join's type: the contract's `join_type` or Polaroid's `how` (semi and anti); both
+/// set must agree. Inner when neither is.
+fn join_how(req: &pb::JoinRequest) -> EngineResult<JoinType> {
+    let contract = PbJoinType::try_from(req.join_type).map_err(|_| {
+        EngineError::invalid(format!(
+            "join: `join_type` {} is not a JoinType",
+            req.join_type
+        ))
+    })?;
+    let how = JoinHow::try_from(req.how)
+        .map_err(|_| EngineError::invalid(format!("join: `how` {} is not a JoinHow", req.how)))?;
+    let from_contract = match contract {
+        PbJoinType::Unspecified => None,
+        PbJoinType::Inner => Some(JoinHow::Inner),
+        PbJoinType::Left => Some(JoinHow::Left),
+        PbJoinType::Right => Some(JoinHow::Right),
+        PbJoinType::Full => Some(JoinHow::Full),
+        PbJoinType::Cross => Some(JoinHow::Cross),
     };
-    let suffix = PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right"));
-    if matches!(how, JoinType::Cross) {
-        return Ok(cross_join(left, right, suffix));
-    }
-    let (left_on, right_on) = match (
-        req.on.is_empty(),
-        req.left_on.is_empty(),
-        req.right_on.is_empty(),
-    ) {
-        (false, true, true) => (exprs(&req.on), exprs(&req.on)),
-        (true, false, false) if req.left_on.len() == req.right_on.len() => {
-            (exprs(&req.left_on), exprs(&req.right_on))
+    let chosen = match (from_contract, how) {
+        (None, JoinHow::Unspecified) => JoinHow::Inner,
+        (None, how) => how,
+        (Some(typed), JoinHow::Unspecified) => typed,
+        (Some(typed), how) if typed == how => how,
+        (Some(_), how) => {
+            return Err(EngineError::invalid(format!(
+                "join: `join_type` (field 5) is {} but `how` (field 9) is {}: set one of them",
+                contract.as_str_name(),
+                how.as_str_name()
+            )));
         }
-        _ => {
+    };
+    Ok(match chosen {
+        JoinHow::Inner | JoinHow::Unspecified => JoinType::Inner,
+        JoinHow::Left => JoinType::Left,
+        JoinHow::Right => JoinType::Right,
+        JoinHow::Full => JoinType::Full,
+        JoinHow::Semi => JoinType::Semi,
+        JoinHow::Anti => JoinType::Anti,
+        JoinHow::Cross => JoinType::Cross,
+    })
+}
+
+fn join(
+    left: LazyFrame,
+    right: LazyFrame,
+    schemas: (&Schema, &Schema),
+    req: &pb::JoinRequest,
+) -> EngineResult<LazyFrame> {
+    let how = join_how(req)?;
+    let suffix = PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right"));
+    let (left_on, right_on) = match (&req.on, &req.left_right) {
+        (Some(_), Some(_)) => {
             return Err(EngineError::invalid(
-                "join needs `on`, or `left_on` and `right_on` of the same length (and not both)",
+                "join: `on` (field 3) and `left_right` (field 4) are both set: set one of them",
             ));
         }
+        (Some(on), None) => (on.columns.clone(), on.columns.clone()),
+        (None, Some(sides)) => {
+            if sides.left.len() != sides.right.len() {
+                return Err(EngineError::invalid(format!(
+                    "join: `left_right` has {} left and {} right columns: they pair up",
+                    sides.left.len(),
+                    sides.right.len()
+                )));
+            }
+            (sides.left.clone(), sides.right.clone())
+        }
+        (None, None) => (Vec::new(), Vec::new()),
     };
+    if matches!(how, JoinType::Cross) {
+        if !left_on.is_empty() {
+            return Err(EngineError::invalid(
+                "join: a cross join takes no keys (`on` or `left_right`)",
+            ));
+        }
+        return Ok(cross_join(left, right, suffix));
+    }
+    if left_on.is_empty() {
+        return Err(EngineError::invalid(
+            "join needs key columns in `on` (field 3) or `left_right` (field 4)",
+        ));
+    }
+    require_columns(schemas.0, &left_on)?;
+    require_columns(schemas.1, &right_on)?;
     let coalesce = if req.coalesce {
         JoinCoalesce::CoalesceColumns
     } else {
@@ -972,8 +1035,8 @@ fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResul
         .join_builder()
         .with(right)
         .how(how)
-        .left_on(left_on)
-        .right_on(right_on)
+        .left_on(exprs(&left_on))
+        .right_on(exprs(&right_on))
         .suffix(suffix)
         .coalesce(coalesce)
         // Deterministic output order (left rows first, then right), as handles require.
@@ -1034,14 +1097,21 @@ fn resample(input: LazyFrame, req: &pb::ResampleRequest) -> EngineResult<LazyFra
 }
 
 fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<LazyFrame> {
-    let (left_on, right_on) = match (&req.on, &req.left_on, &req.right_on) {
-        (Some(on), None, None) => (on.clone(), on.clone()),
-        (None, Some(l), Some(r)) => (l.clone(), r.clone()),
-        _ => {
+    let (left_on, right_on) = match (&req.on, req.left_on.as_str(), req.right_on.as_str()) {
+        (Some(on), "", "") => (on.clone(), on.clone()),
+        (Some(_), _, _) => {
             return Err(EngineError::invalid(
-                "asof join needs `on`, or `left_on` and `right_on`",
+                "asof join: `on` (field 12) is set and so is `left_on` (field 3) or `right_on` \
+                 (field 4): set one of them",
             ));
         }
+        (None, "", _) => {
+            return Err(EngineError::invalid(
+                "asof join needs `left_on` (field 3), the left key",
+            ));
+        }
+        (None, left, "") => (left.to_owned(), left.to_owned()),
+        (None, left, right) => (left.to_owned(), right.to_owned()),
     };
     let (by_left, by_right) = match (
         req.by.is_empty(),
@@ -1053,10 +1123,33 @@ fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<L
         (true, false, false) if req.by_left.len() == req.by_right.len() => {
             (req.by_left.clone(), req.by_right.clone())
         }
+        (false, _, _) => {
+            return Err(EngineError::invalid(
+                "asof join: `by` (field 5) is set and so is `by_left` (field 13) or `by_right` \
+                 (field 14): set one of them",
+            ));
+        }
         _ => {
             return Err(EngineError::invalid(
-                "asof join takes `by`, or `by_left` and `by_right` of the same length",
+                "asof join: `by_left` and `by_right` pair up: give both, of the same length",
             ));
+        }
+    };
+    let strategy = match req
+        .strategy
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "backward" => AsofStrategy::Backward,
+        "forward" => AsofStrategy::Forward,
+        "nearest" => AsofStrategy::Nearest,
+        _ => {
+            return Err(EngineError::invalid(format!(
+                "asof join: unknown strategy `{}` (backward, forward or nearest)",
+                excerpt(req.strategy.as_deref().unwrap_or(""))
+            )));
         }
     };
     let (left_schema, right_schema) = (ctx.schema(0)?, ctx.schema(1)?);
@@ -1080,11 +1173,7 @@ fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<L
         },
     };
     let options = AsOfOptions {
-        strategy: match req.strategy() {
-            PbAsofStrategy::Forward => AsofStrategy::Forward,
-            PbAsofStrategy::Nearest => AsofStrategy::Nearest,
-            PbAsofStrategy::Backward | PbAsofStrategy::Unspecified => AsofStrategy::Backward,
-        },
+        strategy,
         tolerance,
         tolerance_str,
         left_by: (!by_left.is_empty()).then(|| names(&by_left)),

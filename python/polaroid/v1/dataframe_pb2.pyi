@@ -25,13 +25,22 @@ class UniqueKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 class JoinType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOIN_TYPE_UNSPECIFIED: _ClassVar[JoinType]
-    JOIN_TYPE_INNER: _ClassVar[JoinType]
-    JOIN_TYPE_LEFT: _ClassVar[JoinType]
-    JOIN_TYPE_RIGHT: _ClassVar[JoinType]
-    JOIN_TYPE_FULL: _ClassVar[JoinType]
-    JOIN_TYPE_SEMI: _ClassVar[JoinType]
-    JOIN_TYPE_ANTI: _ClassVar[JoinType]
-    JOIN_TYPE_CROSS: _ClassVar[JoinType]
+    INNER: _ClassVar[JoinType]
+    LEFT: _ClassVar[JoinType]
+    RIGHT: _ClassVar[JoinType]
+    FULL: _ClassVar[JoinType]
+    CROSS: _ClassVar[JoinType]
+
+class JoinHow(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOIN_HOW_UNSPECIFIED: _ClassVar[JoinHow]
+    JOIN_HOW_INNER: _ClassVar[JoinHow]
+    JOIN_HOW_LEFT: _ClassVar[JoinHow]
+    JOIN_HOW_RIGHT: _ClassVar[JoinHow]
+    JOIN_HOW_FULL: _ClassVar[JoinHow]
+    JOIN_HOW_SEMI: _ClassVar[JoinHow]
+    JOIN_HOW_ANTI: _ClassVar[JoinHow]
+    JOIN_HOW_CROSS: _ClassVar[JoinHow]
 
 class ClosedWindow(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -80,13 +89,19 @@ UNIQUE_KEEP_LAST: UniqueKeep
 UNIQUE_KEEP_NONE: UniqueKeep
 UNIQUE_KEEP_ANY: UniqueKeep
 JOIN_TYPE_UNSPECIFIED: JoinType
-JOIN_TYPE_INNER: JoinType
-JOIN_TYPE_LEFT: JoinType
-JOIN_TYPE_RIGHT: JoinType
-JOIN_TYPE_FULL: JoinType
-JOIN_TYPE_SEMI: JoinType
-JOIN_TYPE_ANTI: JoinType
-JOIN_TYPE_CROSS: JoinType
+INNER: JoinType
+LEFT: JoinType
+RIGHT: JoinType
+FULL: JoinType
+CROSS: JoinType
+JOIN_HOW_UNSPECIFIED: JoinHow
+JOIN_HOW_INNER: JoinHow
+JOIN_HOW_LEFT: JoinHow
+JOIN_HOW_RIGHT: JoinHow
+JOIN_HOW_FULL: JoinHow
+JOIN_HOW_SEMI: JoinHow
+JOIN_HOW_ANTI: JoinHow
+JOIN_HOW_CROSS: JoinHow
 CLOSED_WINDOW_UNSPECIFIED: ClosedWindow
 CLOSED_WINDOW_LEFT: ClosedWindow
 CLOSED_WINDOW_RIGHT: ClosedWindow
@@ -510,25 +525,39 @@ class MeltRequest(_message.Message):
     value_name: str
     def __init__(self, handle: _Optional[str] = ..., id_vars: _Optional[_Iterable[str]] = ..., value_vars: _Optional[_Iterable[str]] = ..., variable_name: _Optional[str] = ..., value_name: _Optional[str] = ...) -> None: ...
 
-class JoinRequest(_message.Message):
-    __slots__ = ("handle", "right", "on", "left_on", "right_on", "how", "suffix", "coalesce")
-    HANDLE_FIELD_NUMBER: _ClassVar[int]
+class JoinOn(_message.Message):
+    __slots__ = ("columns",)
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JoinLeftRight(_message.Message):
+    __slots__ = ("left", "right")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
     RIGHT_FIELD_NUMBER: _ClassVar[int]
+    left: _containers.RepeatedScalarFieldContainer[str]
+    right: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, left: _Optional[_Iterable[str]] = ..., right: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("left_handle", "right_handle", "on", "left_right", "join_type", "suffix", "coalesce", "how")
+    LEFT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     ON_FIELD_NUMBER: _ClassVar[int]
-    LEFT_ON_FIELD_NUMBER: _ClassVar[int]
-    RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
-    HOW_FIELD_NUMBER: _ClassVar[int]
+    LEFT_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TYPE_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     COALESCE_FIELD_NUMBER: _ClassVar[int]
-    handle: str
-    right: str
-    on: _containers.RepeatedScalarFieldContainer[str]
-    left_on: _containers.RepeatedScalarFieldContainer[str]
-    right_on: _containers.RepeatedScalarFieldContainer[str]
-    how: JoinType
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    left_handle: str
+    right_handle: str
+    on: JoinOn
+    left_right: JoinLeftRight
+    join_type: JoinType
     suffix: str
     coalesce: bool
-    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., left_on: _Optional[_Iterable[str]] = ..., right_on: _Optional[_Iterable[str]] = ..., how: _Optional[_Union[JoinType, str]] = ..., suffix: _Optional[str] = ..., coalesce: _Optional[bool] = ...) -> None: ...
+    how: JoinHow
+    def __init__(self, left_handle: _Optional[str] = ..., right_handle: _Optional[str] = ..., on: _Optional[_Union[JoinOn, _Mapping]] = ..., left_right: _Optional[_Union[JoinLeftRight, _Mapping]] = ..., join_type: _Optional[_Union[JoinType, str]] = ..., suffix: _Optional[str] = ..., coalesce: _Optional[bool] = ..., how: _Optional[_Union[JoinHow, str]] = ...) -> None: ...
 
 class CrossRequest(_message.Message):
     __slots__ = ("left_handle", "right_handle", "suffix")
@@ -678,30 +707,30 @@ class PctChangeRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class AsofJoinRequest(_message.Message):
-    __slots__ = ("handle", "right", "on", "left_on", "right_on", "by", "by_left", "by_right", "strategy", "tolerance", "suffix")
-    HANDLE_FIELD_NUMBER: _ClassVar[int]
-    RIGHT_FIELD_NUMBER: _ClassVar[int]
-    ON_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("left_handle", "right_handle", "left_on", "right_on", "by", "tolerance", "strategy", "suffix", "on", "by_left", "by_right")
+    LEFT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     LEFT_ON_FIELD_NUMBER: _ClassVar[int]
     RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
     BY_LEFT_FIELD_NUMBER: _ClassVar[int]
     BY_RIGHT_FIELD_NUMBER: _ClassVar[int]
-    STRATEGY_FIELD_NUMBER: _ClassVar[int]
-    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
-    SUFFIX_FIELD_NUMBER: _ClassVar[int]
-    handle: str
-    right: str
-    on: str
+    left_handle: str
+    right_handle: str
     left_on: str
     right_on: str
     by: _containers.RepeatedScalarFieldContainer[str]
+    tolerance: str
+    strategy: str
+    suffix: str
+    on: str
     by_left: _containers.RepeatedScalarFieldContainer[str]
     by_right: _containers.RepeatedScalarFieldContainer[str]
-    strategy: AsofStrategy
-    tolerance: str
-    suffix: str
-    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[str] = ..., left_on: _Optional[str] = ..., right_on: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., by_left: _Optional[_Iterable[str]] = ..., by_right: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[AsofStrategy, str]] = ..., tolerance: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
+    def __init__(self, left_handle: _Optional[str] = ..., right_handle: _Optional[str] = ..., left_on: _Optional[str] = ..., right_on: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., tolerance: _Optional[str] = ..., strategy: _Optional[str] = ..., suffix: _Optional[str] = ..., on: _Optional[str] = ..., by_left: _Optional[_Iterable[str]] = ..., by_right: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FillValue(_message.Message):
     __slots__ = ("int_val", "float_val", "string_val")
