@@ -58,15 +58,16 @@ _FILL = {
     "one": pb.FILL_ONE,
 }
 _AGG = {
-    "sum": expr_pb2.AGGREGATE_FUNCTION_SUM,
-    "min": expr_pb2.AGGREGATE_FUNCTION_MIN,
-    "max": expr_pb2.AGGREGATE_FUNCTION_MAX,
-    "mean": expr_pb2.AGGREGATE_FUNCTION_MEAN,
-    "median": expr_pb2.AGGREGATE_FUNCTION_MEDIAN,
-    "count": expr_pb2.AGGREGATE_FUNCTION_COUNT,
-    "first": expr_pb2.AGGREGATE_FUNCTION_FIRST,
-    "last": expr_pb2.AGGREGATE_FUNCTION_LAST,
-    "len": expr_pb2.AGGREGATE_FUNCTION_COUNT,
+    "sum": pb.SUM,
+    "min": pb.MIN,
+    "max": pb.MAX,
+    "mean": pb.MEAN,
+    "median": pb.MEDIAN,
+    "count": pb.COUNT,
+    "first": pb.FIRST,
+    "last": pb.LAST,
+    "len": pb.COUNT,
+    "n_unique": pb.N_UNIQUE,
 }
 
 
@@ -410,18 +411,18 @@ class DataFrame:
         aggregate_function: str | None = None,
         sort_columns: bool = False,
     ) -> DataFrame:
-        aggregate: Any = 0 if aggregate_function is None else _pick(_AGG, aggregate_function, "aggregate")
-        return self._derive(
-            "Pivot",
-            pb.PivotRequest(
-                handle=self.handle,
-                on=_names([on]),
-                index=_names([index]),
-                values=_names([values]),
-                aggregate=aggregate,
-                sort_columns=sort_columns,
-            ),
-        )
+        request = pb.PivotRequest(handle=self.handle, sort_columns=sort_columns)
+        if aggregate_function is not None:
+            request.aggregate = _pick(_AGG, aggregate_function, "aggregate")
+        # One column each goes in the contract's fields, several in Polaroid's.
+        for one, many, names in (("columns", "on_columns", on), ("index", "index_columns", index),
+                                 ("values", "values_columns", values)):
+            listed = _names([names])
+            if len(listed) == 1:
+                setattr(request, one, listed[0])
+            else:
+                getattr(request, many).extend(listed)
+        return self._derive("Pivot", request)
 
     def unpivot(
         self,

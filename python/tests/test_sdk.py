@@ -123,6 +123,14 @@ def test_group_by_join_pivot_unpivot_sql(sales):
         small.pivot("region", index="id", values="amount"),
     )
     same(
+        sales.pivot("region", index=["name"], values="amount", aggregate_function="sum"),
+        SALES.pivot("region", index="name", values="amount", aggregate_function="sum"),
+    )
+    same(
+        sales.pivot(["region"], index=["id", "name"], values="amount", aggregate_function="max"),
+        SALES.pivot("region", index=["id", "name"], values="amount", aggregate_function="max"),
+    )
+    same(
         sales.select("id", "amount").unpivot(index="id"),
         SALES.select("id", "amount").unpivot(index="id"),
     )

@@ -1624,3 +1624,92 @@ async fn asof_join() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pivot() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = df!(
+        "region" => ["north", "north", "south", "south", "north"],
+        "product" => ["a", "b", "a", "b", "a"],
+        "qty" => [1i64, 2, 3, 4, 5],
+    )?;
+    let handle = c.upload(&df).await?;
+    let request = |aggregate: Option<seed::AggFunction>| seed::PivotRequest {
+        handle: handle.clone(),
+        index: "region".into(),
+        columns: "product".into(),
+        values: "qty".into(),
+        aggregate: aggregate.map(|a| a as i32),
+    };
+    // Polars' pivot with the product columns in order of first appearance.
+    let polars = |function: Expr| -> PolarsResult<DataFrame> {
+        let on = df
+            .clone()
+            .lazy()
+            .select([col("product")])
+            .unique_stable(None, UniqueKeepStrategy::First)
+            .collect()?;
+        df.clone()
+            .lazy()
+            .pivot(
+                by_name(["product"], true, false),
+                std::sync::Arc::new(on),
+                by_name(["region"], true, false),
+                by_name(["qty"], true, false),
+                function,
+                true,
+                "_".into(),
+                Default::default(),
+            )
+            .collect()
+    };
+    for (function, expr) in [
+        (seed::AggFunction::Sum, element().sum()),
+        (seed::AggFunction::Mean, element().mean()),
+        (seed::AggFunction::Max, element().max()),
+        (seed::AggFunction::Count, element().count()),
+        (seed::AggFunction::First, element().first()),
+    ] {
+        let reply = c.seed.pivot(request(Some(function))).await;
+        c.check(&format!("pivot {function:?}"), reply, polars(expr)?)
+            .await?;
+    }
+    // Unset: one value per cell, and north has two "a" rows: the result fails when
+    // computed (the plan is lazy).
+    let unset = c.seed.pivot(request(None)).await?.into_inner().handle;
+    let failed = c.collect(&unset).await;
+    anyhow::ensure!(
+        failed.is_err(),
+        "pivot without an aggregate over repeated cells: {failed:?}"
+    );
+    let unknown = c
+        .seed
+        .pivot(seed::PivotRequest {
+            columns: "nope".into(),
+            ..request(Some(seed::AggFunction::Sum))
+        })
+        .await;
+    refused(
+        "pivot on an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let conflict = c
+        .ours
+        .pivot(pb::PivotRequest {
+            handle: handle.clone(),
+            columns: "product".into(),
+            on_columns: vec!["region".into()],
+            aggregate: Some(pb::AggFunction::Sum as i32),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "pivot with columns and on_columns",
+        conflict,
+        Code::InvalidArgument,
+        "`columns` (field 3) and `on_columns` (field 8) are both set",
+    );
+    Ok(())
+}

@@ -492,12 +492,12 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         pivot,
         pb::PivotRequest {
             handle: h(&base),
-            on: vec!["product".into()],
-            index: vec!["region".into()],
-            values: vec!["qty".into()],
-            aggregate: Agg::Sum as i32,
+            columns: "product".into(),
+            index: "region".into(),
+            values: "qty".into(),
+            aggregate: Some(pb::AggFunction::Sum as i32),
             sort_columns: true,
-            separator: None,
+            ..Default::default()
         },
         {
             let on = lf()

@@ -49,7 +49,6 @@ const STILL_DIFFERENT: &[&str] = &[
     "Filter", // Expression.window (WindowExpr)
     "GetStats",
     "GroupBy",
-    "Pivot",
     "ReadCsv",
     "ReadRestApi",
     "Resample",

@@ -236,7 +236,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Slice(_) | Op::SliceV0(_) => "slice",
         Op::GroupBy(_) => "group_by",
         Op::Agg(_) => "agg",
-        Op::Pivot(_) => "pivot",
+        Op::Pivot(_) | Op::PivotV0(_) => "pivot",
         Op::Melt(_) => "melt",
         Op::Join(_) | Op::JoinV0(_) => "join",
         Op::Cross(_) => "cross",

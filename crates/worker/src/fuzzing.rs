@@ -814,11 +814,28 @@ pub mod seeds {
             (
                 "pivot",
                 Op::Pivot(PivotRequest {
+                    columns: "c".into(),
+                    index: "a".into(),
+                    values: "b".into(),
+                    aggregate: Some(AggFunction::First as i32),
+                    sort_columns: true,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "pivot-several",
+                Op::Pivot(PivotRequest {
+                    on_columns: strings(&["c"]),
+                    index_columns: strings(&["a"]),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "pivot-v0",
+                Op::PivotV0(PivotStepV0 {
                     on: strings(&["c"]),
                     index: strings(&["a"]),
-                    values: strings(&["b"]),
-                    aggregate: AggregateFunction::First as i32,
-                    sort_columns: true,
+                    aggregate: AggregateFunction::Sum as i32,
                     ..Default::default()
                 }),
             ),

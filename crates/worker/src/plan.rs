@@ -172,7 +172,8 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         | Op::FillNanV0(_)
         | Op::DescribeV0(_)
         | Op::JoinV0(_)
-        | Op::AsofJoinV0(_) => {
+        | Op::AsofJoinV0(_)
+        | Op::PivotV0(_) => {
             return Err(EngineError::Internal {
                 operation: "plan",
                 reason: "a stored step of an old shape reached the planner without being \
@@ -891,41 +892,79 @@ fn pivot(
     req: &pb::PivotRequest,
     mode: crate::query::Mode,
 ) -> EngineResult<LazyFrame> {
-    if req.on.is_empty() {
-        return Err(EngineError::invalid("pivot needs `on` columns"));
+    // The contract's one column, or Polaroid's several: not both.
+    let pick = |one: &str, many: &[String], names: (&str, &str)| -> EngineResult<Vec<String>> {
+        match (one.is_empty(), many.is_empty()) {
+            (true, _) => Ok(many.to_vec()),
+            (false, true) => Ok(vec![one.to_owned()]),
+            (false, false) => Err(EngineError::invalid(format!(
+                "pivot: {} and {} are both set: set one of them",
+                names.0, names.1
+            ))),
+        }
+    };
+    let on = pick(
+        &req.columns,
+        &req.on_columns,
+        ("`columns` (field 3)", "`on_columns` (field 8)"),
+    )?;
+    let index = pick(
+        &req.index,
+        &req.index_columns,
+        ("`index` (field 2)", "`index_columns` (field 9)"),
+    )?;
+    let values = pick(
+        &req.values,
+        &req.values_columns,
+        ("`values` (field 4)", "`values_columns` (field 10)"),
+    )?;
+    if on.is_empty() {
+        return Err(EngineError::invalid(
+            "pivot needs `columns` (field 3) or `on_columns` (field 8)",
+        ));
     }
-    require_columns(schema, &req.on)?;
-    require_columns(schema, &req.index)?;
-    require_columns(schema, &req.values)?;
-    let values: Vec<String> = if req.values.is_empty() {
+    require_columns(schema, &on)?;
+    require_columns(schema, &index)?;
+    require_columns(schema, &values)?;
+    let values: Vec<String> = if values.is_empty() {
         schema
             .iter_names()
-            .filter(|name| !req.on.iter().chain(&req.index).any(|c| c == name.as_str()))
+            .filter(|name| !on.iter().chain(&index).any(|c| c == name.as_str()))
             .map(|name| name.to_string())
             .collect()
     } else {
-        req.values.clone()
+        values
+    };
+    let function = match req.aggregate {
+        None => AggregateFunction::Unspecified,
+        Some(value) => {
+            let typed = pb::AggFunction::try_from(value).map_err(|_| {
+                EngineError::invalid(format!("pivot: `aggregate` {value} is not an AggFunction"))
+            })?;
+            // The same numbers.
+            AggregateFunction::try_from(typed as i32).unwrap_or(AggregateFunction::Unspecified)
+        }
     };
     // Polars needs the output columns up front: the distinct values of `on`.
     let mut on_columns = crate::query::collect(
         input
             .clone()
-            .select(exprs(&req.on))
+            .select(exprs(&on))
             .unique_stable(None, UniqueKeepStrategy::First),
         mode,
     )
     .map_err(EngineError::polars("pivot"))?;
     if req.sort_columns {
         on_columns = on_columns
-            .sort(names(&req.on), SortMultipleOptions::default())
+            .sort(names(&on), SortMultipleOptions::default())
             .map_err(EngineError::polars("pivot"))?;
     }
     Ok(input.pivot(
-        by_name(names(&req.on), true, false),
+        by_name(names(&on), true, false),
         Arc::new(on_columns),
-        by_name(names(&req.index), true, false),
+        by_name(names(&index), true, false),
         by_name(names(&values), true, false),
-        aggregate(req.aggregate(), element())?,
+        aggregate(function, element())?,
         true,
         PlSmallStr::from_str(req.separator.as_deref().unwrap_or("_")),
         polars::frame::PivotColumnNaming::Auto,

@@ -22,6 +22,21 @@ class UniqueKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNIQUE_KEEP_NONE: _ClassVar[UniqueKeep]
     UNIQUE_KEEP_ANY: _ClassVar[UniqueKeep]
 
+class AggFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGG_FUNCTION_UNSPECIFIED: _ClassVar[AggFunction]
+    SUM: _ClassVar[AggFunction]
+    MIN: _ClassVar[AggFunction]
+    MAX: _ClassVar[AggFunction]
+    MEAN: _ClassVar[AggFunction]
+    MEDIAN: _ClassVar[AggFunction]
+    STD: _ClassVar[AggFunction]
+    VAR: _ClassVar[AggFunction]
+    COUNT: _ClassVar[AggFunction]
+    FIRST: _ClassVar[AggFunction]
+    LAST: _ClassVar[AggFunction]
+    N_UNIQUE: _ClassVar[AggFunction]
+
 class JoinType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOIN_TYPE_UNSPECIFIED: _ClassVar[JoinType]
@@ -88,6 +103,18 @@ UNIQUE_KEEP_FIRST: UniqueKeep
 UNIQUE_KEEP_LAST: UniqueKeep
 UNIQUE_KEEP_NONE: UniqueKeep
 UNIQUE_KEEP_ANY: UniqueKeep
+AGG_FUNCTION_UNSPECIFIED: AggFunction
+SUM: AggFunction
+MIN: AggFunction
+MAX: AggFunction
+MEAN: AggFunction
+MEDIAN: AggFunction
+STD: AggFunction
+VAR: AggFunction
+COUNT: AggFunction
+FIRST: AggFunction
+LAST: AggFunction
+N_UNIQUE: AggFunction
 JOIN_TYPE_UNSPECIFIED: JoinType
 INNER: JoinType
 LEFT: JoinType
@@ -494,22 +521,28 @@ class AggRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
 
 class PivotRequest(_message.Message):
-    __slots__ = ("handle", "on", "index", "values", "aggregate", "sort_columns", "separator")
+    __slots__ = ("handle", "index", "columns", "values", "aggregate", "sort_columns", "separator", "on_columns", "index_columns", "values_columns")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    ON_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     SORT_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    ON_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    on: _containers.RepeatedScalarFieldContainer[str]
-    index: _containers.RepeatedScalarFieldContainer[str]
-    values: _containers.RepeatedScalarFieldContainer[str]
-    aggregate: _expr_pb2.AggregateFunction
+    index: str
+    columns: str
+    values: str
+    aggregate: AggFunction
     sort_columns: bool
     separator: str
-    def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggregateFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
+    on_columns: _containers.RepeatedScalarFieldContainer[str]
+    index_columns: _containers.RepeatedScalarFieldContainer[str]
+    values_columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., index: _Optional[str] = ..., columns: _Optional[str] = ..., values: _Optional[str] = ..., aggregate: _Optional[_Union[AggFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ..., on_columns: _Optional[_Iterable[str]] = ..., index_columns: _Optional[_Iterable[str]] = ..., values_columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeltRequest(_message.Message):
     __slots__ = ("handle", "id_vars", "value_vars", "variable_name", "value_name")

@@ -29,7 +29,7 @@ FILL_NULL_STRATEGY_ZERO: FillNullStrategy
 FILL_NULL_STRATEGY_ONE: FillNullStrategy
 
 class PlanStep(_message.Message):
-    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg", "pivot", "melt", "join_v0", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag_v0", "lead_v0", "diff_v0", "pct_change_v0", "asof_join_v0", "fill_null_v0", "fill_nan_v0", "interpolate_v0", "describe_v0", "stats", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "join", "lag", "lead", "asof_join", "fill_null", "fill_nan", "interpolate", "describe")
+    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg", "pivot_v0", "melt", "join_v0", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag_v0", "lead_v0", "diff_v0", "pct_change_v0", "asof_join_v0", "fill_null_v0", "fill_nan_v0", "interpolate_v0", "describe_v0", "stats", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "pivot", "join", "lag", "lead", "asof_join", "fill_null", "fill_nan", "interpolate", "describe")
     READ_PARQUET_FIELD_NUMBER: _ClassVar[int]
     READ_CSV_FIELD_NUMBER: _ClassVar[int]
     READ_IPC_FIELD_NUMBER: _ClassVar[int]
@@ -50,7 +50,7 @@ class PlanStep(_message.Message):
     SLICE_V0_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     AGG_FIELD_NUMBER: _ClassVar[int]
-    PIVOT_FIELD_NUMBER: _ClassVar[int]
+    PIVOT_V0_FIELD_NUMBER: _ClassVar[int]
     MELT_FIELD_NUMBER: _ClassVar[int]
     JOIN_V0_FIELD_NUMBER: _ClassVar[int]
     CROSS_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class PlanStep(_message.Message):
     SLICE_FIELD_NUMBER: _ClassVar[int]
     DIFF_FIELD_NUMBER: _ClassVar[int]
     PCT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    PIVOT_FIELD_NUMBER: _ClassVar[int]
     JOIN_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     LEAD_FIELD_NUMBER: _ClassVar[int]
@@ -102,7 +103,7 @@ class PlanStep(_message.Message):
     slice_v0: SliceStepV0
     group_by: _dataframe_pb2.GroupByRequest
     agg: _dataframe_pb2.AggRequest
-    pivot: _dataframe_pb2.PivotRequest
+    pivot_v0: PivotStepV0
     melt: _dataframe_pb2.MeltRequest
     join_v0: JoinStepV0
     cross: _dataframe_pb2.CrossRequest
@@ -126,6 +127,7 @@ class PlanStep(_message.Message):
     slice: _dataframe_pb2.SliceRequest
     diff: _dataframe_pb2.DiffRequest
     pct_change: _dataframe_pb2.PctChangeRequest
+    pivot: _dataframe_pb2.PivotRequest
     join: _dataframe_pb2.JoinRequest
     lag: _dataframe_pb2.LagRequest
     lead: _dataframe_pb2.LeadRequest
@@ -134,7 +136,7 @@ class PlanStep(_message.Message):
     fill_nan: _dataframe_pb2.FillNanRequest
     interpolate: _dataframe_pb2.InterpolateRequest
     describe: _dataframe_pb2.DescribeRequest
-    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join_v0: _Optional[_Union[JoinStepV0, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., lead_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join_v0: _Optional[_Union[AsofJoinStepV0, _Mapping]] = ..., fill_null_v0: _Optional[_Union[FillNullStepV0, _Mapping]] = ..., fill_nan_v0: _Optional[_Union[FillNanStepV0, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe_v0: _Optional[_Union[DescribeStepV0, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.LagRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.LeadRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot_v0: _Optional[_Union[PivotStepV0, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join_v0: _Optional[_Union[JoinStepV0, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., lead_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join_v0: _Optional[_Union[AsofJoinStepV0, _Mapping]] = ..., fill_null_v0: _Optional[_Union[FillNullStepV0, _Mapping]] = ..., fill_nan_v0: _Optional[_Union[FillNanStepV0, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe_v0: _Optional[_Union[DescribeStepV0, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.LagRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.LeadRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ...) -> None: ...
 
 class WithColumnsStepV0(_message.Message):
     __slots__ = ("handle", "exprs")
@@ -215,6 +217,24 @@ class InterpolateStepV0(_message.Message):
     columns: _containers.RepeatedScalarFieldContainer[str]
     method: _dataframe_pb2.InterpolationMethod
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[_dataframe_pb2.InterpolationMethod, str]] = ...) -> None: ...
+
+class PivotStepV0(_message.Message):
+    __slots__ = ("handle", "on", "index", "values", "aggregate", "sort_columns", "separator")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    SORT_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    on: _containers.RepeatedScalarFieldContainer[str]
+    index: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    aggregate: _expr_pb2.AggregateFunction
+    sort_columns: bool
+    separator: str
+    def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggregateFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
 
 class JoinStepV0(_message.Message):
     __slots__ = ("handle", "right", "on", "left_on", "right_on", "how", "suffix", "coalesce")
