@@ -25,14 +25,22 @@ if TYPE_CHECKING:
 JoinHow = Literal["inner", "left", "right", "full", "semi", "anti", "cross"]
 
 _JOIN = {
-    "inner": pb.JOIN_TYPE_INNER,
-    "left": pb.JOIN_TYPE_LEFT,
-    "right": pb.JOIN_TYPE_RIGHT,
-    "full": pb.JOIN_TYPE_FULL,
-    "outer": pb.JOIN_TYPE_FULL,
-    "semi": pb.JOIN_TYPE_SEMI,
-    "anti": pb.JOIN_TYPE_ANTI,
-    "cross": pb.JOIN_TYPE_CROSS,
+    "inner": pb.JOIN_HOW_INNER,
+    "left": pb.JOIN_HOW_LEFT,
+    "right": pb.JOIN_HOW_RIGHT,
+    "full": pb.JOIN_HOW_FULL,
+    "outer": pb.JOIN_HOW_FULL,
+    "semi": pb.JOIN_HOW_SEMI,
+    "anti": pb.JOIN_HOW_ANTI,
+    "cross": pb.JOIN_HOW_CROSS,
+}
+# The established contract's join types; semi and anti only in Polaroid's `how`.
+_JOIN_TYPE = {
+    "inner": pb.INNER,
+    "left": pb.LEFT,
+    "right": pb.RIGHT,
+    "full": pb.FULL,
+    "outer": pb.FULL,
 }
 _KEEP = {
     "first": pb.UNIQUE_KEEP_FIRST,
@@ -41,24 +49,25 @@ _KEEP = {
     "any": pb.UNIQUE_KEEP_ANY,
 }
 _FILL = {
-    "forward": pb.FILL_NULL_STRATEGY_FORWARD,
-    "backward": pb.FILL_NULL_STRATEGY_BACKWARD,
-    "min": pb.FILL_NULL_STRATEGY_MIN,
-    "max": pb.FILL_NULL_STRATEGY_MAX,
-    "mean": pb.FILL_NULL_STRATEGY_MEAN,
-    "zero": pb.FILL_NULL_STRATEGY_ZERO,
-    "one": pb.FILL_NULL_STRATEGY_ONE,
+    "forward": pb.FILL_FORWARD,
+    "backward": pb.FILL_BACKWARD,
+    "min": pb.FILL_MIN,
+    "max": pb.FILL_MAX,
+    "mean": pb.FILL_MEAN,
+    "zero": pb.FILL_ZERO,
+    "one": pb.FILL_ONE,
 }
 _AGG = {
-    "sum": expr_pb2.AGGREGATE_FUNCTION_SUM,
-    "min": expr_pb2.AGGREGATE_FUNCTION_MIN,
-    "max": expr_pb2.AGGREGATE_FUNCTION_MAX,
-    "mean": expr_pb2.AGGREGATE_FUNCTION_MEAN,
-    "median": expr_pb2.AGGREGATE_FUNCTION_MEDIAN,
-    "count": expr_pb2.AGGREGATE_FUNCTION_COUNT,
-    "first": expr_pb2.AGGREGATE_FUNCTION_FIRST,
-    "last": expr_pb2.AGGREGATE_FUNCTION_LAST,
-    "len": expr_pb2.AGGREGATE_FUNCTION_COUNT,
+    "sum": pb.SUM,
+    "min": pb.MIN,
+    "max": pb.MAX,
+    "mean": pb.MEAN,
+    "median": pb.MEDIAN,
+    "count": pb.COUNT,
+    "first": pb.FIRST,
+    "last": pb.LAST,
+    "len": pb.COUNT,
+    "n_unique": pb.N_UNIQUE,
 }
 
 
@@ -350,19 +359,20 @@ class DataFrame:
                 "Cross",
                 pb.CrossRequest(left_handle=self.handle, right_handle=other.handle, suffix=suffix),
             )
-        return self._derive(
-            "Join",
-            pb.JoinRequest(
-                handle=self.handle,
-                right=other.handle,
-                on=_names([on]) if on is not None else [],
-                left_on=_names([left_on]) if left_on is not None else [],
-                right_on=_names([right_on]) if right_on is not None else [],
-                how=_pick(_JOIN, how, "join type"),
-                suffix=suffix,
-                coalesce=coalesce,
-            ),
+        request = pb.JoinRequest(
+            left_handle=self.handle, right_handle=other.handle, suffix=suffix, coalesce=coalesce
         )
+        how_value = _pick(_JOIN, how, "join type")
+        if how in _JOIN_TYPE:
+            request.join_type = _JOIN_TYPE[how]
+        else:
+            request.how = how_value
+        if on is not None:
+            request.on.columns.extend(_names([on]))
+        if left_on is not None or right_on is not None:
+            request.left_right.left.extend(_names([left_on]) if left_on is not None else [])
+            request.left_right.right.extend(_names([right_on]) if right_on is not None else [])
+        return self._derive("Join", request)
 
     def join_asof(
         self,
@@ -376,21 +386,17 @@ class DataFrame:
         tolerance: str | dt.timedelta | int | float | None = None,
         suffix: str = "_right",
     ) -> DataFrame:
-        strategies = {
-            "backward": pb.ASOF_STRATEGY_BACKWARD,
-            "forward": pb.ASOF_STRATEGY_FORWARD,
-            "nearest": pb.ASOF_STRATEGY_NEAREST,
-        }
+        _pick({"backward": 0, "forward": 0, "nearest": 0}, strategy, "strategy")
         return self._derive(
             "AsofJoin",
             pb.AsofJoinRequest(
-                handle=self.handle,
-                right=other.handle,
+                left_handle=self.handle,
+                right_handle=other.handle,
                 on=on,
-                left_on=left_on,
-                right_on=right_on,
+                left_on=left_on or "",
+                right_on=right_on or "",
                 by=_names([by]) if by is not None else [],
-                strategy=_pick(strategies, strategy, "strategy"),
+                strategy=strategy,
                 tolerance=_duration(tolerance),
                 suffix=suffix,
             ),
@@ -405,18 +411,18 @@ class DataFrame:
         aggregate_function: str | None = None,
         sort_columns: bool = False,
     ) -> DataFrame:
-        aggregate: Any = 0 if aggregate_function is None else _pick(_AGG, aggregate_function, "aggregate")
-        return self._derive(
-            "Pivot",
-            pb.PivotRequest(
-                handle=self.handle,
-                on=_names([on]),
-                index=_names([index]),
-                values=_names([values]),
-                aggregate=aggregate,
-                sort_columns=sort_columns,
-            ),
-        )
+        request = pb.PivotRequest(handle=self.handle, sort_columns=sort_columns)
+        if aggregate_function is not None:
+            request.aggregate = _pick(_AGG, aggregate_function, "aggregate")
+        # One column each goes in the contract's fields, several in Polaroid's.
+        for one, many, names in (("columns", "on_columns", on), ("index", "index_columns", index),
+                                 ("values", "values_columns", values)):
+            listed = _names([names])
+            if len(listed) == 1:
+                setattr(request, one, listed[0])
+            else:
+                getattr(request, many).extend(listed)
+        return self._derive("Pivot", request)
 
     def unpivot(
         self,
@@ -443,18 +449,35 @@ class DataFrame:
         self, value: IntoExpr = None, *, strategy: str | None = None,
         columns: Sequence[str] = (), limit: int | None = None,
     ) -> DataFrame:
+        """Nulls filled with `value` (a number, a string or any expression) or by
+        `strategy` (forward, backward, min, max, mean, zero, one)."""
         request = pb.FillNullRequest(handle=self.handle, columns=list(columns), limit=limit)
         if strategy is not None:
-            request.strategy = _pick(_FILL, strategy, "strategy")
+            request.method = _pick(_FILL, strategy, "strategy")
+        elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            request.fill_expr.CopyFrom(into_expr(value).pb)
+        elif isinstance(value, int):
+            request.value.int_val = value
+        elif isinstance(value, float):
+            request.value.float_val = value
         else:
-            request.value.CopyFrom(into_expr(value).pb)
+            request.value.string_val = value
         return self._derive("FillNull", request)
 
-    def fill_nan(self, value: IntoExpr, *, columns: Sequence[str] = ()) -> DataFrame:
-        return self._derive(
-            "FillNan",
-            pb.FillNanRequest(handle=self.handle, value=into_expr(value).pb, columns=list(columns)),
-        )
+    def fill_nan(
+        self, value: IntoExpr = None, *, strategy: str | None = None, columns: Sequence[str] = ()
+    ) -> DataFrame:
+        """NaNs filled with `value` (a number or any expression) or by `strategy`
+        (forward, backward, min, max, mean, zero, one: over values neither NaN nor null;
+        a NaN with no value on its side stays NaN)."""
+        request = pb.FillNanRequest(handle=self.handle, columns=list(columns))
+        if strategy is not None:
+            request.method = _pick(_FILL, strategy, "strategy")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            request.value = float(value)  # 0.0 is the unset value, and means 0.0
+        else:
+            request.fill_expr.CopyFrom(into_expr(value).pb)
+        return self._derive("FillNan", request)
 
     def interpolate(self, columns: Sequence[str] = (), *, method: str = "linear") -> DataFrame:
         methods = {"linear": pb.INTERPOLATION_METHOD_LINEAR, "nearest": pb.INTERPOLATION_METHOD_NEAREST}
@@ -466,14 +489,23 @@ class DataFrame:
         )
 
     def shift(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
-        """Lag (`n > 0`) or lead (`n < 0`) columns by `n` rows."""
+        """Lag (`n > 0`) or lead (`n < 0`) columns by `n` rows (every column when none
+        are named), into `<column><suffix>` when a suffix is given, else in place."""
         if n == 0:
             return self.clone()
         method, amount = ("Lag", n) if n > 0 else ("Lead", -n)
-        return self._derive(
-            method,
-            pb.ShiftRequest(handle=self.handle, columns=list(columns), n=amount, suffix=suffix),
-        )
+        message = pb.LagRequest if method == "Lag" else pb.LeadRequest
+        if columns:
+            request = message(
+                handle=self.handle,
+                columns=[
+                    pb.LagColumn(column=c, periods=amount, alias=None if suffix is None else c + suffix)
+                    for c in columns
+                ],
+            )
+        else:
+            request = message(handle=self.handle, every_column_periods=amount, suffix=suffix)
+        return self._derive(method, request)
 
     def diff(self, n: int = 1, *, columns: Sequence[str] = (), suffix: str | None = None) -> DataFrame:
         return self._derive(
@@ -532,10 +564,14 @@ class DataFrame:
             ),
         )
 
-    def describe(self, percentiles: Sequence[float] = (0.25, 0.5, 0.75)) -> DataFrame:
-        """Summary statistics per column, as Polars' `DataFrame.describe` gives them."""
+    def describe(
+        self, percentiles: Sequence[float] = (0.25, 0.5, 0.75), *, columns: Sequence[str] = ()
+    ) -> DataFrame:
+        """Summary statistics per column (of `columns`, else every one), as Polars'
+        `DataFrame.describe` gives them."""
         return self._derive(
-            "Describe", pb.DescribeRequest(handle=self.handle, percentiles=list(percentiles))
+            "Describe",
+            pb.DescribeRequest(handle=self.handle, columns=list(columns), percentiles=list(percentiles)),
         )
 
     def stats(self) -> DataFrame:

@@ -84,6 +84,12 @@ def test_transforms_match_polars(sales):
     same(sales.slice(5, 0), SALES.slice(5, 0))
     same(sales.fill_null(0.0), SALES.fill_null(0.0))
     same(sales.fill_null(strategy="forward"), SALES.fill_null(strategy="forward"))
+    # The contract's FillMethod numbers (MEAN 3, MIN 4, MAX 5): each strategy is its own.
+    for strategy in ("mean", "min", "max", "zero", "one", "backward"):
+        same(
+            sales.fill_null(strategy=strategy, columns=["amount", "id"]),
+            SALES.with_columns(pl.col("amount", "id").fill_null(strategy=strategy)),
+        )
 
 
 def test_group_by_join_pivot_unpivot_sql(sales):
@@ -106,10 +112,23 @@ def test_group_by_join_pivot_unpivot_sql(sales):
     for how in ("inner", "left", "semi", "anti"):
         same(sales.join(regions, on="region", how=how), SALES.join(REGIONS, on="region", how=how, maintain_order="left"))
     same(sales.join(regions, how="cross").select("id", "manager"), SALES.join(REGIONS, how="cross").select("id", "manager"))
+    areas = REGIONS.rename({"region": "area"})
+    same(
+        sales.join(pr.from_polars(areas), left_on="region", right_on="area", how="left"),
+        SALES.join(areas, left_on="region", right_on="area", how="left", maintain_order="left"),
+    )
     small = SALES.head(4)
     same(
         pr.from_polars(small).pivot("region", index="id", values="amount"),
         small.pivot("region", index="id", values="amount"),
+    )
+    same(
+        sales.pivot("region", index=["name"], values="amount", aggregate_function="sum"),
+        SALES.pivot("region", index="name", values="amount", aggregate_function="sum"),
+    )
+    same(
+        sales.pivot(["region"], index=["id", "name"], values="amount", aggregate_function="max"),
+        SALES.pivot("region", index=["id", "name"], values="amount", aggregate_function="max"),
     )
     same(
         sales.select("id", "amount").unpivot(index="id"),
@@ -126,6 +145,8 @@ def test_time_series_calls(sales):
     same(sales.as_time_series("day"), ordered)
     same(sales.shift(1, columns=["id"]), SALES.with_columns(pl.col("id").shift(1)))
     same(sales.shift(-2, columns=["id"], suffix="_next"), SALES.with_columns(pl.col("id").shift(-2).alias("id_next")))
+    same(sales.shift(1), SALES.shift(1))
+    same(sales.shift(-1, suffix="_next"), SALES.with_columns(pl.all().shift(-1).name.suffix("_next")))
     same(sales.diff(columns=["id"]), SALES.with_columns(pl.col("id").diff(1)))
     same(sales.pct_change(columns=["amount"], suffix="_pct"), SALES.with_columns(pl.col("amount").pct_change(1).alias("amount_pct")))
     same(sales.interpolate(["amount"]), SALES.with_columns(pl.col("amount").interpolate()))
@@ -146,8 +167,18 @@ def test_time_series_calls(sales):
         sales.as_time_series("day").join_asof(pr.from_polars(prices), on="day").select("id", "price"),
         ordered.join_asof(prices, on="day").select("id", "price"),
     )
+    renamed = prices.rename({"day": "on"})
+    same(
+        sales.as_time_series("day").join_asof(pr.from_polars(renamed), left_on="day", right_on="on", strategy="forward")
+        .select("id", "price"),
+        ordered.join_asof(renamed, left_on="day", right_on="on", strategy="forward").select("id", "price"),
+    )
     nans = pl.DataFrame({"x": [1.0, float("nan"), 3.0]})
     same(pr.from_polars(nans).fill_nan(0.0), nans.fill_nan(0.0))
+    same(pr.from_polars(nans).fill_nan(-2), nans.fill_nan(-2.0))
+    same(pr.from_polars(nans).fill_nan(pr.col("x") * 0), nans.fill_nan(pl.col("x") * 0))
+    same(pr.from_polars(nans).fill_nan(strategy="mean"), nans.fill_nan(2.0))
+    same(pr.from_polars(nans).fill_nan(strategy="forward"), nans.fill_nan(1.0))
 
 
 def test_describe_and_stats_match_polars(sales):
@@ -161,6 +192,7 @@ def test_describe_and_stats_match_polars(sales):
     same(remote.describe(), frame.describe())
     same(remote.describe(percentiles=[0.9, 0.1, 0.5]), frame.describe(percentiles=[0.9, 0.1, 0.5]))
     same(remote.describe(percentiles=[0.125, 1 / 3]), frame.describe(percentiles=[0.125, 1 / 3]))
+    same(remote.describe(columns=["amount", "id"]), frame.select("amount", "id").describe())
     # Columns with counts only.
     counted = pl.DataFrame({"l": [[1, 2], [3], None], "n": pl.Series([None, None, None], dtype=pl.Null), "i": [1, 2, 3]})
     same(pr.from_polars(counted).describe(), counted.describe())

@@ -827,3 +827,889 @@ async fn melt() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn lag_column(column: &str, periods: i64, alias: Option<&str>) -> seed::LagColumn {
+    seed::LagColumn {
+        column: column.into(),
+        periods,
+        alias: alias.map(Into::into),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_and_lead() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    // Each column by its own periods, into its alias or in place; 0 (a client that leaves
+    // `periods` unset) leaves the column as it is, negative shifts the other way.
+    let columns = vec![
+        lag_column("qty", 1, Some("qty_prev")),
+        lag_column("price", 2, None),
+        lag_column("id", 0, Some("id_same")),
+        lag_column("region", -1, Some("region_next")),
+    ];
+    let reply = c
+        .seed
+        .lag(seed::LagRequest {
+            handle: handle.clone(),
+            columns: columns.clone(),
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            col("qty").shift(lit(1)).alias("qty_prev"),
+            col("price").shift(lit(2)),
+            col("id").shift(lit(0)).alias("id_same"),
+            col("region").shift(lit(-1)).alias("region_next"),
+        ])
+        .collect()?;
+    c.check("lag", reply, expected).await?;
+    let reply = c
+        .seed
+        .lead(seed::LeadRequest {
+            handle: handle.clone(),
+            columns,
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            col("qty").shift(lit(-1)).alias("qty_prev"),
+            col("price").shift(lit(-2)),
+            col("id").shift(lit(0)).alias("id_same"),
+            col("region").shift(lit(1)).alias("region_next"),
+        ])
+        .collect()?;
+    c.check("lead", reply, expected).await?;
+
+    let unknown = c
+        .seed
+        .lag(seed::LagRequest {
+            handle: handle.clone(),
+            columns: vec![lag_column("nope", 1, None)],
+        })
+        .await;
+    refused(
+        "lag of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let none = c
+        .seed
+        .lead(seed::LeadRequest {
+            handle: handle.clone(),
+            columns: vec![],
+        })
+        .await;
+    refused(
+        "lead of no columns",
+        none,
+        Code::InvalidArgument,
+        "lead needs at least one column in `columns`",
+    );
+    // Polaroid's every-column shift beside named columns.
+    let conflict = c
+        .ours
+        .lag(pb::LagRequest {
+            handle: handle.clone(),
+            columns: vec![pb::LagColumn {
+                column: "qty".into(),
+                periods: 1,
+                alias: None,
+            }],
+            every_column_periods: Some(1),
+            suffix: None,
+        })
+        .await;
+    refused(
+        "lag of named columns and every column",
+        conflict,
+        Code::InvalidArgument,
+        "`columns` (field 2) names columns but `every_column_periods` (field 5) shifts every \
+         column",
+    );
+    // And it alone: every column, suffixed.
+    let every = c
+        .ours
+        .lead(pb::LeadRequest {
+            handle: handle.clone(),
+            columns: vec![],
+            every_column_periods: Some(1),
+            suffix: Some("_next".into()),
+        })
+        .await
+        .map(|r| {
+            tonic::Response::new(seed::DataFrameHandle {
+                handle: r.into_inner().handle,
+                error: None,
+            })
+        });
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns(
+            ["id", "region", "qty", "price"]
+                .map(|name| col(name).shift(lit(-1)).alias(format!("{name}_next"))),
+        )
+        .collect()?;
+    c.check("lead of every column", every, expected).await?;
+    Ok(())
+}
+
+fn fill_value(value: seed::fill_value::Value) -> Option<seed::FillValue> {
+    Some(seed::FillValue { value: Some(value) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_null() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let request = |value, method: seed::FillMethod, columns: &[&str]| seed::FillNullRequest {
+        handle: handle.clone(),
+        value,
+        method: method as i32,
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    // The contract's numbers: MEAN 3, MIN 4, MAX 5 (Polaroid's old enum had MIN 3, MAX 4,
+    // MEAN 5).
+    for (method, strategy) in [
+        (
+            seed::FillMethod::FillForward,
+            FillNullStrategy::Forward(None),
+        ),
+        (
+            seed::FillMethod::FillBackward,
+            FillNullStrategy::Backward(None),
+        ),
+        (seed::FillMethod::FillMean, FillNullStrategy::Mean),
+        (seed::FillMethod::FillMin, FillNullStrategy::Min),
+        (seed::FillMethod::FillMax, FillNullStrategy::Max),
+        (seed::FillMethod::FillZero, FillNullStrategy::Zero),
+    ] {
+        let reply = c
+            .seed
+            .fill_null(request(None, method, &["qty", "price"]))
+            .await;
+        let expected = df
+            .clone()
+            .lazy()
+            .with_columns([
+                col("qty").fill_null_with_strategy(strategy),
+                col("price").fill_null_with_strategy(strategy),
+            ])
+            .collect()?;
+        c.check(&format!("fill_null {method:?}"), reply, expected)
+            .await?;
+    }
+    use seed::fill_value::Value;
+    // A value without columns fills the columns of its kind.
+    let reply = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::IntVal(0)),
+            seed::FillMethod::Unspecified,
+            &[],
+        ))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            col("id").fill_null(lit(0i64)),
+            col("qty").fill_null(lit(0i64)),
+            col("price").fill_null(lit(0i64)),
+        ])
+        .collect()?;
+    c.check("fill_null with 0", reply, expected).await?;
+    let reply = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::StringVal("?".into())),
+            seed::FillMethod::Unspecified,
+            &[],
+        ))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_column(col("region").fill_null(lit("?")))
+        .collect()?;
+    c.check("fill_null with a string", reply, expected).await?;
+    let reply = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::FloatVal(-1.5)),
+            seed::FillMethod::Unspecified,
+            &["price"],
+        ))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_column(col("price").fill_null(lit(-1.5)))
+        .collect()?;
+    c.check("fill_null of price with -1.5", reply, expected)
+        .await?;
+
+    let nothing = c
+        .seed
+        .fill_null(request(None, seed::FillMethod::Unspecified, &[]))
+        .await;
+    refused(
+        "fill_null with neither value nor method",
+        nothing,
+        Code::InvalidArgument,
+        "fill_null needs a `value` (field 2), a `method` (field 3)",
+    );
+    let both = c
+        .seed
+        .fill_null(request(
+            fill_value(Value::IntVal(1)),
+            seed::FillMethod::FillMean,
+            &[],
+        ))
+        .await;
+    refused(
+        "fill_null with a value and a method",
+        both,
+        Code::InvalidArgument,
+        "`value` (field 2) and `method` (field 3) are both set",
+    );
+    let conflict = c
+        .ours
+        .fill_null(pb::FillNullRequest {
+            handle: handle.clone(),
+            method: pb::FillMethod::FillForward as i32,
+            fill_expr: Some(e::float(1.0)),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "fill_null with a method and fill_expr",
+        conflict,
+        Code::InvalidArgument,
+        "`method` (field 3) and `fill_expr` (field 6) are both set",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_nan() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = df!(
+        "id" => [1i64, 2, 3, 4, 5, 6],
+        "x" => [Some(1.0f64), Some(f64::NAN), None, Some(f64::NAN), Some(4.0), Some(5.0)],
+        "y" => [7.0f64, 2.0, f64::NAN, 6.0, f64::NAN, 1.0],
+    )?;
+    let handle = c.upload(&df).await?;
+    let request = |value: f64, method: seed::FillMethod, columns: &[&str]| seed::FillNanRequest {
+        handle: handle.clone(),
+        value,
+        method: method as i32,
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    // NaNs compare unequal: each expected frame has none left.
+    let reply = c
+        .seed
+        .fill_nan(request(-1.0, seed::FillMethod::Unspecified, &[]))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([col("x").fill_nan(lit(-1.0)), col("y").fill_nan(lit(-1.0))])
+        .collect()?;
+    c.check("fill_nan with -1", reply, expected).await?;
+    // Unset, the value is 0.0.
+    let reply = c
+        .seed
+        .fill_nan(request(0.0, seed::FillMethod::Unspecified, &["x", "y"]))
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([col("x").fill_nan(lit(0.0)), col("y").fill_nan(lit(0.0))])
+        .collect()?;
+    c.check("fill_nan unset", reply, expected).await?;
+    // Methods: the nearest value, or the statistic, over values that are neither NaN nor
+    // null; a null stays null.
+    let valid = |name: &str| col(name).fill_nan(lit(NULL));
+    let nearest = |name: &str, strategy| {
+        when(col(name).is_nan())
+            .then(valid(name).fill_null_with_strategy(strategy))
+            .otherwise(col(name))
+            .alias(name)
+    };
+    // x's NaN after a null takes the value before the null.
+    for (method, x, y) in [
+        (
+            seed::FillMethod::FillForward,
+            nearest("x", FillNullStrategy::Forward(None)),
+            nearest("y", FillNullStrategy::Forward(None)),
+        ),
+        (
+            seed::FillMethod::FillBackward,
+            nearest("x", FillNullStrategy::Backward(None)),
+            nearest("y", FillNullStrategy::Backward(None)),
+        ),
+        (
+            seed::FillMethod::FillMean,
+            col("x").fill_nan(valid("x").mean()),
+            col("y").fill_nan(valid("y").mean()),
+        ),
+        (
+            seed::FillMethod::FillMin,
+            col("x").fill_nan(valid("x").min()),
+            col("y").fill_nan(valid("y").min()),
+        ),
+        (
+            seed::FillMethod::FillMax,
+            col("x").fill_nan(valid("x").max()),
+            col("y").fill_nan(valid("y").max()),
+        ),
+        (
+            seed::FillMethod::FillZero,
+            col("x").fill_nan(lit(0.0)),
+            col("y").fill_nan(lit(0.0)),
+        ),
+    ] {
+        let reply = c.seed.fill_nan(request(0.0, method, &[])).await;
+        let expected = df.clone().lazy().with_columns([x, y]).collect()?;
+        c.check(&format!("fill_nan {method:?}"), reply, expected)
+            .await?;
+    }
+    let unknown = c
+        .seed
+        .fill_nan(request(1.0, seed::FillMethod::Unspecified, &["nope"]))
+        .await;
+    refused(
+        "fill_nan of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let both = c
+        .seed
+        .fill_nan(request(2.5, seed::FillMethod::FillMean, &[]))
+        .await;
+    refused(
+        "fill_nan with a value and a method",
+        both,
+        Code::InvalidArgument,
+        "`value` (field 2) is 2.5 but `method` (field 3) is FILL_MEAN",
+    );
+    let conflict = c
+        .ours
+        .fill_nan(pb::FillNanRequest {
+            handle: handle.clone(),
+            value: 2.5,
+            fill_expr: Some(e::float(1.0)),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "fill_nan with a value and fill_expr",
+        conflict,
+        Code::InvalidArgument,
+        "`value` (field 2) is 2.5 but `fill_expr` (field 5) is set",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let reply = c
+        .seed
+        .describe(seed::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec!["price".into(), "qty".into()],
+        })
+        .await;
+    // Polars' describe of the named columns, in the order named.
+    let stat = |label: &str, f: &dyn Fn(Expr) -> Expr| {
+        df.clone().lazy().select([
+            lit(label).alias("statistic"),
+            f(col("price")).cast(DataType::Float64).alias("price"),
+            f(col("qty")).cast(DataType::Float64).alias("qty"),
+        ])
+    };
+    let quantile = |p: f64| move |e: Expr| e.quantile(lit(p), QuantileMethod::Nearest);
+    let expected = concat(
+        [
+            stat("count", &|e| e.count()),
+            stat("null_count", &|e| e.null_count()),
+            stat("mean", &|e| e.mean()),
+            stat("std", &|e| e.std(1)),
+            stat("min", &|e| e.min()),
+            stat("25%", &quantile(0.25)),
+            stat("50%", &quantile(0.5)),
+            stat("75%", &quantile(0.75)),
+            stat("max", &|e| e.max()),
+        ],
+        UnionArgs::default(),
+    )?
+    .collect()?;
+    c.check("describe of price and qty", reply, expected)
+        .await?;
+    // No columns: every column.
+    let every = c
+        .seed
+        .describe(seed::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec![],
+        })
+        .await?
+        .into_inner();
+    let described = c.collect(&every.handle).await?;
+    let names: Vec<&str> = described
+        .get_column_names()
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(names, ["statistic", "id", "region", "qty", "price"]);
+
+    let unknown = c
+        .seed
+        .describe(seed::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec!["nope".into()],
+        })
+        .await;
+    refused(
+        "describe of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    // Polaroid's percentiles beside the contract's columns: no conflict, both apply.
+    let ours = c
+        .ours
+        .describe(pb::DescribeRequest {
+            handle: handle.clone(),
+            columns: vec!["qty".into()],
+            percentiles: vec![0.5],
+        })
+        .await?
+        .into_inner();
+    let described = c.collect(&ours.handle).await?;
+    assert_eq!(described.shape(), (7, 2));
+    let bad = c
+        .ours
+        .describe(pb::DescribeRequest {
+            handle,
+            columns: vec![],
+            percentiles: vec![1.5],
+        })
+        .await;
+    refused(
+        "describe with a percentile over 1",
+        bad,
+        Code::InvalidArgument,
+        "percentiles must be in [0, 1]",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let left = sales();
+    let right = df!(
+        "region" => ["north", "south", "west"],
+        "manager" => ["ann", "bob", "wes"],
+        "qty" => [100i64, 200, 300],
+    )?;
+    let (l, r) = (c.upload(&left).await?, c.upload(&right).await?);
+    let on = |columns: &[&str]| {
+        Some(seed::JoinOn {
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        })
+    };
+    let request =
+        |on, left_right, join_type: seed::JoinType, suffix: Option<&str>| seed::JoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            on,
+            left_right,
+            join_type: join_type as i32,
+            suffix: suffix.map(Into::into),
+        };
+    let polars = |how: JoinType, suffix: &str| {
+        left.clone()
+            .lazy()
+            .join_builder()
+            .with(right.clone().lazy())
+            .how(how)
+            .on([col("region")])
+            .suffix(suffix)
+            .maintain_order(MaintainOrderJoin::LeftRight)
+            .finish()
+            .collect()
+    };
+    // UNSPECIFIED (a client that leaves `join_type` unset) is an inner join.
+    for (join_type, how) in [
+        (seed::JoinType::Unspecified, JoinType::Inner),
+        (seed::JoinType::Inner, JoinType::Inner),
+        (seed::JoinType::Left, JoinType::Left),
+        (seed::JoinType::Right, JoinType::Right),
+        (seed::JoinType::Full, JoinType::Full),
+    ] {
+        let reply = c
+            .seed
+            .join(request(on(&["region"]), None, join_type, Some("_r")))
+            .await;
+        c.check(&format!("join {join_type:?}"), reply, polars(how, "_r")?)
+            .await?;
+    }
+    // Keys by side; the default suffix.
+    let reply = c
+        .seed
+        .join(request(
+            None,
+            Some(seed::JoinLeftRight {
+                left: vec!["region".into(), "qty".into()],
+                right: vec!["region".into(), "qty".into()],
+            }),
+            seed::JoinType::Left,
+            None,
+        ))
+        .await;
+    let expected = left
+        .clone()
+        .lazy()
+        .join_builder()
+        .with(right.clone().lazy())
+        .how(JoinType::Left)
+        .left_on([col("region"), col("qty")])
+        .right_on([col("region"), col("qty")])
+        .maintain_order(MaintainOrderJoin::LeftRight)
+        .finish()
+        .collect()?;
+    c.check("join by sides", reply, expected).await?;
+    // CROSS: every pair, left-major.
+    let reply = c
+        .seed
+        .join(request(None, None, seed::JoinType::Cross, None))
+        .await;
+    let expected = left
+        .clone()
+        .lazy()
+        .cross_join(right.clone().lazy(), None)
+        .collect()?;
+    c.check("join CROSS", reply, expected).await?;
+
+    let none = c
+        .seed
+        .join(request(None, None, seed::JoinType::Inner, None))
+        .await;
+    refused(
+        "join without keys",
+        none,
+        Code::InvalidArgument,
+        "join needs key columns in `on` (field 3) or `left_right` (field 4)",
+    );
+    let both = c
+        .seed
+        .join(request(
+            on(&["region"]),
+            Some(seed::JoinLeftRight {
+                left: vec!["region".into()],
+                right: vec!["region".into()],
+            }),
+            seed::JoinType::Inner,
+            None,
+        ))
+        .await;
+    refused(
+        "join with on and left_right",
+        both,
+        Code::InvalidArgument,
+        "`on` (field 3) and `left_right` (field 4) are both set",
+    );
+    let unknown = c
+        .seed
+        .join(request(on(&["nope"]), None, seed::JoinType::Inner, None))
+        .await;
+    refused(
+        "join on an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    // Polaroid's `how`: semi and anti, and a conflict with the contract's `join_type`.
+    let semi = c
+        .ours
+        .join(pb::JoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            on: Some(pb::JoinOn {
+                columns: vec!["region".into()],
+            }),
+            how: pb::JoinHow::Semi as i32,
+            ..Default::default()
+        })
+        .await
+        .map(|r| {
+            tonic::Response::new(seed::DataFrameHandle {
+                handle: r.into_inner().handle,
+                error: None,
+            })
+        });
+    c.check("join semi", semi, polars(JoinType::Semi, "_right")?)
+        .await?;
+    let conflict = c
+        .ours
+        .join(pb::JoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            on: Some(pb::JoinOn {
+                columns: vec!["region".into()],
+            }),
+            join_type: pb::JoinType::Left as i32,
+            how: pb::JoinHow::Anti as i32,
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "join LEFT and anti",
+        conflict,
+        Code::InvalidArgument,
+        "`join_type` (field 5) is LEFT but `how` (field 9) is JOIN_HOW_ANTI",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asof_join() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let trades = df!(
+        "t" => [1i64, 5, 10, 15, 20],
+        "sym" => ["a", "b", "a", "b", "a"],
+        "qty" => [1i64, 2, 3, 4, 5],
+    )?;
+    let quotes = df!(
+        "time" => [0i64, 4, 9, 14, 16],
+        "sym" => ["a", "b", "b", "a", "b"],
+        "bid" => [10.0f64, 20.0, 30.0, 40.0, 50.0],
+    )?;
+    let (l, r) = (c.upload(&trades).await?, c.upload(&quotes).await?);
+    let request = |right_on: &str, by: &[&str], tolerance: Option<&str>, strategy: Option<&str>| {
+        seed::AsofJoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            left_on: "t".into(),
+            right_on: right_on.into(),
+            by: by.iter().map(|c| (*c).to_owned()).collect(),
+            tolerance: tolerance.map(Into::into),
+            strategy: strategy.map(Into::into),
+        }
+    };
+    let polars = |strategy, by: bool, tolerance: Option<f64>| {
+        trades
+            .clone()
+            .lazy()
+            .join_builder()
+            .with(quotes.clone().lazy())
+            .how(JoinType::AsOf(Box::new(AsOfOptions {
+                strategy,
+                tolerance: tolerance.map(Scalar::from),
+                left_by: by.then(|| vec!["sym".into()]),
+                right_by: by.then(|| vec!["sym".into()]),
+                allow_eq: true,
+                check_sortedness: true,
+                ..Default::default()
+            })))
+            .left_on([col("t")])
+            .right_on([col("time")])
+            .suffix("_right")
+            .finish()
+            .collect()
+    };
+    // Unset strategy: backward.
+    for (strategy, polars_strategy) in [
+        (None, AsofStrategy::Backward),
+        (Some("backward"), AsofStrategy::Backward),
+        (Some("forward"), AsofStrategy::Forward),
+        (Some("Nearest"), AsofStrategy::Nearest),
+    ] {
+        let reply = c
+            .seed
+            .asof_join(request("time", &["sym"], None, strategy))
+            .await;
+        c.check(
+            &format!("asof_join {strategy:?}"),
+            reply,
+            polars(polars_strategy, true, None)?,
+        )
+        .await?;
+    }
+    let reply = c
+        .seed
+        .asof_join(request("time", &[], Some("2"), None))
+        .await;
+    c.check(
+        "asof_join with a tolerance",
+        reply,
+        polars(AsofStrategy::Backward, false, Some(2.0))?,
+    )
+    .await?;
+
+    let sideways = c
+        .seed
+        .asof_join(request("time", &[], None, Some("sideways")))
+        .await;
+    refused(
+        "asof_join sideways",
+        sideways,
+        Code::InvalidArgument,
+        "unknown strategy `sideways`",
+    );
+    let no_key = c
+        .seed
+        .asof_join(seed::AsofJoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "asof_join without a key",
+        no_key,
+        Code::InvalidArgument,
+        "asof join needs `left_on` (field 3)",
+    );
+    let conflict = c
+        .ours
+        .asof_join(pb::AsofJoinRequest {
+            left_handle: l.clone(),
+            right_handle: r.clone(),
+            left_on: "t".into(),
+            right_on: "time".into(),
+            on: Some("t".into()),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "asof_join with left_on and on",
+        conflict,
+        Code::InvalidArgument,
+        "`on` (field 12) is set and so is `left_on` (field 3) or `right_on` (field 4)",
+    );
+    let by_conflict = c
+        .ours
+        .asof_join(pb::AsofJoinRequest {
+            left_handle: l,
+            right_handle: r,
+            left_on: "t".into(),
+            right_on: "time".into(),
+            by: vec!["sym".into()],
+            by_left: vec!["sym".into()],
+            by_right: vec!["sym".into()],
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "asof_join with by and by_left",
+        by_conflict,
+        Code::InvalidArgument,
+        "`by` (field 5) is set and so is `by_left` (field 13) or `by_right` (field 14)",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pivot() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = df!(
+        "region" => ["north", "north", "south", "south", "north"],
+        "product" => ["a", "b", "a", "b", "a"],
+        "qty" => [1i64, 2, 3, 4, 5],
+    )?;
+    let handle = c.upload(&df).await?;
+    let request = |aggregate: Option<seed::AggFunction>| seed::PivotRequest {
+        handle: handle.clone(),
+        index: "region".into(),
+        columns: "product".into(),
+        values: "qty".into(),
+        aggregate: aggregate.map(|a| a as i32),
+    };
+    // Polars' pivot with the product columns in order of first appearance.
+    let polars = |function: Expr| -> PolarsResult<DataFrame> {
+        let on = df
+            .clone()
+            .lazy()
+            .select([col("product")])
+            .unique_stable(None, UniqueKeepStrategy::First)
+            .collect()?;
+        df.clone()
+            .lazy()
+            .pivot(
+                by_name(["product"], true, false),
+                std::sync::Arc::new(on),
+                by_name(["region"], true, false),
+                by_name(["qty"], true, false),
+                function,
+                true,
+                "_".into(),
+                Default::default(),
+            )
+            .collect()
+    };
+    for (function, expr) in [
+        (seed::AggFunction::Sum, element().sum()),
+        (seed::AggFunction::Mean, element().mean()),
+        (seed::AggFunction::Max, element().max()),
+        (seed::AggFunction::Count, element().count()),
+        (seed::AggFunction::First, element().first()),
+    ] {
+        let reply = c.seed.pivot(request(Some(function))).await;
+        c.check(&format!("pivot {function:?}"), reply, polars(expr)?)
+            .await?;
+    }
+    // Unset: one value per cell, and north has two "a" rows: the result fails when
+    // computed (the plan is lazy).
+    let unset = c.seed.pivot(request(None)).await?.into_inner().handle;
+    let failed = c.collect(&unset).await;
+    anyhow::ensure!(
+        failed.is_err(),
+        "pivot without an aggregate over repeated cells: {failed:?}"
+    );
+    let unknown = c
+        .seed
+        .pivot(seed::PivotRequest {
+            columns: "nope".into(),
+            ..request(Some(seed::AggFunction::Sum))
+        })
+        .await;
+    refused(
+        "pivot on an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let conflict = c
+        .ours
+        .pivot(pb::PivotRequest {
+            handle: handle.clone(),
+            columns: "product".into(),
+            on_columns: vec!["region".into()],
+            aggregate: Some(pb::AggFunction::Sum as i32),
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "pivot with columns and on_columns",
+        conflict,
+        Code::InvalidArgument,
+        "`columns` (field 3) and `on_columns` (field 8) are both set",
+    );
+    Ok(())
+}

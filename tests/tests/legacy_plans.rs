@@ -1,6 +1,6 @@
 //! Plans recorded before the established contract's shapes (issue 23) still replay: handles
-//! whose records hold steps of the old shapes (`SortStepV0`, `SliceStepV0`, `DiffStepV0`
-//! under their old `PlanStep` tags), as an older worker wrote them to a shared store, are
+//! whose records hold steps of the old shapes (`SortStepV0`, `SliceStepV0`, `DiffStepV0`,
+//! `FillNullStepV0`, `ShiftStepV0` under their old `PlanStep` tags), as an older worker wrote them to a shared store, are
 //! collected by today's worker with the meaning they were recorded with, and calls derive
 //! from them.
 
@@ -16,6 +16,7 @@ fn frame() -> DataFrame {
     df!(
         "region" => ["north", "south", "north", "east", "south"],
         "qty" => [5i64, 3, 8, 3, 1],
+        "price" => [Some(2.0f64), None, Some(4.0), None, Some(9.0)],
     )
     .expect("frame")
 }
@@ -76,6 +77,45 @@ async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result
             df.clone()
                 .lazy()
                 .with_column(col("qty").diff(lit(1), polars::series::ops::NullBehavior::Ignore))
+                .collect()?,
+        ),
+        (
+            "fill_null with the old MEAN (5, FillMethod's FILL_MAX today): the mean",
+            Op::FillNullV0(pb::FillNullStepV0 {
+                strategy: pb::FillNullStrategy::Mean as i32,
+                columns: vec!["price".into()],
+                ..Default::default()
+            }),
+            df.clone()
+                .lazy()
+                .with_column(col("price").fill_null_with_strategy(FillNullStrategy::Mean))
+                .collect()?,
+        ),
+        (
+            "lag with a suffix: a new column",
+            Op::LagV0(pb::ShiftStepV0 {
+                columns: vec!["qty".into()],
+                suffix: Some("_prev".into()),
+                ..Default::default()
+            }),
+            df.clone()
+                .lazy()
+                .with_column(col("qty").shift(lit(1)).alias("qty_prev"))
+                .collect()?,
+        ),
+        (
+            "lead of every column by 2",
+            Op::LeadV0(pb::ShiftStepV0 {
+                n: 2,
+                ..Default::default()
+            }),
+            df.clone()
+                .lazy()
+                .with_columns([
+                    col("region").shift(lit(-2)),
+                    col("qty").shift(lit(-2)),
+                    col("price").shift(lit(-2)),
+                ])
                 .collect()?,
         ),
     ];

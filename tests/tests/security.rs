@@ -243,9 +243,11 @@ async fn a_tenant_cannot_reach_another_tenants_handles() -> anyhow::Result<()> {
                 client
                     .join(with_token(
                         pb::JoinRequest {
-                            handle: ours.clone(),
-                            right: handle(),
-                            on: vec!["id".into()],
+                            left_handle: ours.clone(),
+                            right_handle: handle(),
+                            on: Some(pb::JoinOn {
+                                columns: vec!["id".into()],
+                            }),
                             ..Default::default()
                         },
                         b,

@@ -46,10 +46,12 @@ async fn build_chain(client: &mut Client) -> anyhow::Result<Vec<(String, DataFra
     handles.push(managers.clone());
     let joined = client
         .join(pb::JoinRequest {
-            handle: filtered,
-            right: managers,
-            on: vec!["region".into()],
-            how: pb::JoinType::Left as i32,
+            left_handle: filtered,
+            right_handle: managers,
+            on: Some(pb::JoinOn {
+                columns: vec!["region".into()],
+            }),
+            join_type: pb::JoinType::Left as i32,
             ..Default::default()
         })
         .await?

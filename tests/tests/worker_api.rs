@@ -492,12 +492,12 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         pivot,
         pb::PivotRequest {
             handle: h(&base),
-            on: vec!["product".into()],
-            index: vec!["region".into()],
-            values: vec!["qty".into()],
-            aggregate: Agg::Sum as i32,
+            columns: "product".into(),
+            index: "region".into(),
+            values: "qty".into(),
+            aggregate: Some(pb::AggFunction::Sum as i32),
             sort_columns: true,
-            separator: None,
+            ..Default::default()
         },
         {
             let on = lf()
@@ -541,18 +541,20 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     let regions = df!("region" => ["north", "south", "east", "arctic"], "manager" => ["ann", "bob", "cy", "dee"], "qty" => [100i64, 200, 300, 400])?;
     let right = upload(&mut client, &regions).await?;
     for (how, join_type) in [
-        (pb::JoinType::Inner, JoinType::Inner),
-        (pb::JoinType::Left, JoinType::Left),
-        (pb::JoinType::Right, JoinType::Right),
-        (pb::JoinType::Full, JoinType::Full),
-        (pb::JoinType::Semi, JoinType::Semi),
-        (pb::JoinType::Anti, JoinType::Anti),
+        (pb::JoinHow::Inner, JoinType::Inner),
+        (pb::JoinHow::Left, JoinType::Left),
+        (pb::JoinHow::Right, JoinType::Right),
+        (pb::JoinHow::Full, JoinType::Full),
+        (pb::JoinHow::Semi, JoinType::Semi),
+        (pb::JoinHow::Anti, JoinType::Anti),
     ] {
         let handle = client
             .join(pb::JoinRequest {
-                handle: h(&base),
-                right: h(&right),
-                on: vec!["region".into()],
+                left_handle: h(&base),
+                right_handle: h(&right),
+                on: Some(pb::JoinOn {
+                    columns: vec!["region".into()],
+                }),
                 how: how as i32,
                 suffix: Some("_r".into()),
                 ..Default::default()
@@ -590,11 +592,13 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     check!(
         join,
         pb::JoinRequest {
-            handle: h(&base),
-            right: renamed,
-            left_on: vec!["region".into()],
-            right_on: vec!["area".into()],
-            how: pb::JoinType::Left as i32,
+            left_handle: h(&base),
+            right_handle: renamed,
+            left_right: Some(pb::JoinLeftRight {
+                left: vec!["region".into()],
+                right: vec!["area".into()],
+            }),
+            join_type: pb::JoinType::Left as i32,
             ..Default::default()
         },
         lf().join_builder()
@@ -619,9 +623,9 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     check!(
         join,
         pb::JoinRequest {
-            handle: h(&base),
-            right: small,
-            how: pb::JoinType::Cross as i32,
+            left_handle: h(&base),
+            right_handle: small,
+            join_type: pb::JoinType::Cross as i32,
             ..Default::default()
         },
         lf().cross_join(regions.head(Some(2)).lazy(), Some("_right".into()))
@@ -870,11 +874,14 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
     );
     check!(
         lag,
-        pb::ShiftRequest {
+        pb::LagRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            n: 2,
-            suffix: Some("_lag2".into())
+            columns: vec![pb::LagColumn {
+                column: "value".into(),
+                periods: 2,
+                alias: Some("value_lag2".into())
+            }],
+            ..Default::default()
         },
         sorted()
             .with_column(col("value").shift(lit(2)).alias("value_lag2"))
@@ -882,11 +889,14 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
     );
     check!(
         lead,
-        pb::ShiftRequest {
+        pb::LeadRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            n: 1,
-            suffix: None
+            columns: vec![pb::LagColumn {
+                column: "value".into(),
+                periods: 1,
+                alias: None
+            }],
+            ..Default::default()
         },
         sorted()
             .with_column(col("value").shift(lit(-1)))
@@ -924,7 +934,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         fill_null,
         pb::FillNullRequest {
             handle: h(&series),
-            strategy: pb::FillNullStrategy::Forward as i32,
+            method: pb::FillMethod::FillForward as i32,
             columns: vec!["value".into()],
             ..Default::default()
         },
@@ -936,7 +946,7 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         fill_null,
         pb::FillNullRequest {
             handle: h(&series),
-            value: Some(e::float(-1.0)),
+            fill_expr: Some(e::float(-1.0)),
             columns: vec![],
             ..Default::default()
         },
@@ -948,8 +958,8 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         fill_nan,
         pb::FillNanRequest {
             handle: h(&series),
-            value: Some(e::float(0.0)),
-            columns: vec![]
+            fill_expr: Some(e::float(0.0)),
+            ..Default::default()
         },
         sorted()
             .with_column(col("value").fill_nan(lit(0.0)))
@@ -979,18 +989,19 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
     .collect()?;
     let right = upload(&mut client, &quotes).await?;
     for (strategy, polars_strategy) in [
-        (pb::AsofStrategy::Backward, AsofStrategy::Backward),
-        (pb::AsofStrategy::Forward, AsofStrategy::Forward),
-        (pb::AsofStrategy::Nearest, AsofStrategy::Nearest),
+        ("backward", AsofStrategy::Backward),
+        ("Forward", AsofStrategy::Forward),
+        ("NEAREST", AsofStrategy::Nearest),
     ] {
         check!(
             asof_join,
             pb::AsofJoinRequest {
-                handle: h(&series),
-                right: h(&right),
-                on: Some("time".into()),
+                left_handle: h(&series),
+                right_handle: h(&right),
+                left_on: "time".into(),
+                right_on: "time".into(),
                 by: vec!["sym".into()],
-                strategy: strategy as i32,
+                strategy: Some(strategy.into()),
                 tolerance: Some("1d".into()),
                 ..Default::default()
             },
@@ -1480,7 +1491,7 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
     let described = client
         .describe(pb::DescribeRequest {
             handle: h(&small),
-            percentiles: vec![],
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -191,9 +191,11 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
     assert_status(bad_cast, Code::InvalidArgument, "unknown data type");
     let bad_join = client
         .join(pb::JoinRequest {
-            handle: base.clone(),
-            right: base.clone(),
-            on: vec!["zz".into()],
+            left_handle: base.clone(),
+            right_handle: base.clone(),
+            on: Some(pb::JoinOn {
+                columns: vec!["zz".into()],
+            }),
             ..Default::default()
         })
         .await;
@@ -229,9 +231,9 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
         .await;
     assert_status(negative, Code::InvalidArgument, "n must be");
     let lead_out_of_range = client
-        .lead(pb::ShiftRequest {
+        .lead(pb::LeadRequest {
             handle: base.clone(),
-            n: i64::MIN,
+            every_column_periods: Some(i64::MIN),
             ..Default::default()
         })
         .await;

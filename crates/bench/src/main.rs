@@ -406,9 +406,11 @@ async fn build_pipeline(
         .handle;
     let joined = client
         .join(pb::JoinRequest {
-            handle: widened,
-            right: dimension.into(),
-            on: vec!["key".into()],
+            left_handle: widened,
+            right_handle: dimension.into(),
+            on: Some(pb::JoinOn {
+                columns: vec!["key".into()],
+            }),
             ..Default::default()
         })
         .await?

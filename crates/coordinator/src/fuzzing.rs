@@ -194,9 +194,11 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             "Join",
             vec![
                 pb::JoinRequest {
-                    handle: handle.clone(),
-                    right: handle.clone(),
-                    on: vec!["a".into()],
+                    left_handle: handle.clone(),
+                    right_handle: handle.clone(),
+                    on: Some(pb::JoinOn {
+                        columns: vec!["a".into()],
+                    }),
                     ..Default::default()
                 }
                 .encode_to_vec(),

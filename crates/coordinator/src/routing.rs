@@ -167,8 +167,8 @@ mod tests {
         );
         let right = handle();
         let join = pb::JoinRequest {
-            handle: parent.to_string(),
-            right: right.to_string(),
+            left_handle: parent.to_string(),
+            right_handle: right.to_string(),
             ..Default::default()
         };
         assert_eq!(

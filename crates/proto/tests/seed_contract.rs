@@ -45,18 +45,10 @@ const STILL_DIFFERENT: &[&str] = &[
     // Other bytes on the wire: numbers, types, labels, maps, presence or streaming.
     "Agg",
     "AsTimeSeries",
-    "AsofJoin",
-    "Describe",
     "Explain",
-    "FillNan",
-    "FillNull",
     "Filter", // Expression.window (WindowExpr)
     "GetStats",
     "GroupBy",
-    "Join",
-    "Lag",
-    "Lead",
-    "Pivot",
     "ReadCsv",
     "ReadRestApi",
     "Resample",

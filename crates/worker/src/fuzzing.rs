@@ -814,11 +814,28 @@ pub mod seeds {
             (
                 "pivot",
                 Op::Pivot(PivotRequest {
+                    columns: "c".into(),
+                    index: "a".into(),
+                    values: "b".into(),
+                    aggregate: Some(AggFunction::First as i32),
+                    sort_columns: true,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "pivot-several",
+                Op::Pivot(PivotRequest {
+                    on_columns: strings(&["c"]),
+                    index_columns: strings(&["a"]),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "pivot-v0",
+                Op::PivotV0(PivotStepV0 {
                     on: strings(&["c"]),
                     index: strings(&["a"]),
-                    values: strings(&["b"]),
-                    aggregate: AggregateFunction::First as i32,
-                    sort_columns: true,
+                    aggregate: AggregateFunction::Sum as i32,
                     ..Default::default()
                 }),
             ),
@@ -833,17 +850,21 @@ pub mod seeds {
             (
                 "join",
                 Op::Join(JoinRequest {
-                    on: strings(&["a"]),
-                    how: JoinType::Left as i32,
+                    on: Some(JoinOn {
+                        columns: strings(&["a"]),
+                    }),
+                    join_type: JoinType::Left as i32,
                     ..Default::default()
                 }),
             ),
             (
                 "join-left-right",
                 Op::Join(JoinRequest {
-                    left_on: strings(&["c"]),
-                    right_on: strings(&["c"]),
-                    how: JoinType::Full as i32,
+                    left_right: Some(JoinLeftRight {
+                        left: strings(&["c"]),
+                        right: strings(&["c"]),
+                    }),
+                    how: JoinHow::Full as i32,
                     coalesce: true,
                     ..Default::default()
                 }),
@@ -896,17 +917,30 @@ pub mod seeds {
             ),
             (
                 "lag",
-                Op::Lag(ShiftRequest {
-                    n: 1,
+                Op::Lag(LagRequest {
+                    columns: vec![LagColumn {
+                        column: "a".into(),
+                        periods: 1,
+                        alias: None,
+                    }],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "lag-every-column",
+                Op::Lag(LagRequest {
+                    every_column_periods: Some(1),
                     ..Default::default()
                 }),
             ),
             (
                 "lead",
-                Op::Lead(ShiftRequest {
-                    n: 2,
-                    columns: strings(&["a"]),
-                    suffix: Some("_next".into()),
+                Op::Lead(LeadRequest {
+                    columns: vec![LagColumn {
+                        column: "a".into(),
+                        periods: 2,
+                        alias: Some("a_next".into()),
+                    }],
                     ..Default::default()
                 }),
             ),
@@ -921,8 +955,8 @@ pub mod seeds {
             (
                 "asof_join",
                 Op::AsofJoin(AsofJoinRequest {
-                    on: Some("a".into()),
-                    strategy: AsofStrategy::Nearest as i32,
+                    left_on: "a".into(),
+                    strategy: Some("nearest".into()),
                     tolerance: Some("1".into()),
                     ..Default::default()
                 }),
@@ -930,22 +964,38 @@ pub mod seeds {
             (
                 "fill_null-value",
                 Op::FillNull(FillNullRequest {
-                    value: Some(literal(Value::IntVal(0))),
+                    value: Some(FillValue {
+                        value: Some(fill_value::Value::IntVal(0)),
+                    }),
                     ..Default::default()
                 }),
             ),
             (
-                "fill_null-strategy",
+                "fill_null-method",
                 Op::FillNull(FillNullRequest {
-                    strategy: FillNullStrategy::Forward as i32,
+                    method: FillMethod::FillForward as i32,
                     limit: Some(1),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "fill_null-expr",
+                Op::FillNull(FillNullRequest {
+                    fill_expr: Some(literal(Value::IntVal(0))),
                     ..Default::default()
                 }),
             ),
             (
                 "fill_nan",
                 Op::FillNan(FillNanRequest {
-                    value: Some(literal(Value::FloatVal(0.0))),
+                    value: 1.5,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "fill_nan-method",
+                Op::FillNan(FillNanRequest {
+                    method: FillMethod::FillMean as i32,
                     ..Default::default()
                 }),
             ),
@@ -964,6 +1014,13 @@ pub mod seeds {
                 "describe",
                 Op::Describe(DescribeRequest {
                     percentiles: vec![0.1, 0.9],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "describe-columns",
+                Op::Describe(DescribeRequest {
+                    columns: strings(&["a"]),
                     ..Default::default()
                 }),
             ),
@@ -996,6 +1053,58 @@ pub mod seeds {
                 "with_columns-v0",
                 Op::WithColumnsV0(WithColumnsStepV0 {
                     exprs: vec![column("b")],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "join-v0",
+                Op::JoinV0(JoinStepV0 {
+                    on: strings(&["a"]),
+                    how: JoinHow::Semi as i32,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "asof_join-v0",
+                Op::AsofJoinV0(AsofJoinStepV0 {
+                    on: Some("a".into()),
+                    strategy: AsofStrategy::Forward as i32,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "lag-v0",
+                Op::LagV0(ShiftStepV0 {
+                    columns: strings(&["a"]),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "lead-v0",
+                Op::LeadV0(ShiftStepV0 {
+                    n: 2,
+                    suffix: Some("_next".into()),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "fill_null-v0",
+                Op::FillNullV0(FillNullStepV0 {
+                    strategy: FillNullStrategy::Mean as i32,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "fill_nan-v0",
+                Op::FillNanV0(FillNanStepV0 {
+                    value: Some(literal(Value::FloatVal(0.0))),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "describe-v0",
+                Op::DescribeV0(DescribeStepV0 {
+                    percentiles: vec![0.5],
                     ..Default::default()
                 }),
             ),

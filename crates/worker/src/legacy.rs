@@ -24,6 +24,14 @@ pub fn is_legacy(op: &Op) -> bool {
             | Op::DiffV0(_)
             | Op::PctChangeV0(_)
             | Op::InterpolateV0(_)
+            | Op::LagV0(_)
+            | Op::LeadV0(_)
+            | Op::FillNullV0(_)
+            | Op::FillNanV0(_)
+            | Op::DescribeV0(_)
+            | Op::JoinV0(_)
+            | Op::AsofJoinV0(_)
+            | Op::PivotV0(_)
     )
 }
 
@@ -115,8 +123,159 @@ pub fn upgrade(op: Op) -> EngineResult<Op> {
                 interpolation: method as i32,
             })
         }
+        Op::LagV0(old) => {
+            let (handle, columns, every_column_periods, suffix) = shifted(old);
+            Op::Lag(pb::LagRequest {
+                handle,
+                columns,
+                every_column_periods,
+                suffix,
+            })
+        }
+        Op::LeadV0(old) => {
+            let (handle, columns, every_column_periods, suffix) = shifted(old);
+            Op::Lead(pb::LeadRequest {
+                handle,
+                columns,
+                every_column_periods,
+                suffix,
+            })
+        }
+        Op::FillNullV0(old) => {
+            // The old strategy's numbers: MIN 3, MAX 4, MEAN 5 (FillMethod's MEAN 3, MIN 4,
+            // MAX 5); UNSPECIFIED meant "fill with `value`", as it does today.
+            let method = match old.strategy() {
+                pb::FillNullStrategy::Unspecified => pb::FillMethod::Unspecified,
+                pb::FillNullStrategy::Forward => pb::FillMethod::FillForward,
+                pb::FillNullStrategy::Backward => pb::FillMethod::FillBackward,
+                pb::FillNullStrategy::Min => pb::FillMethod::FillMin,
+                pb::FillNullStrategy::Max => pb::FillMethod::FillMax,
+                pb::FillNullStrategy::Mean => pb::FillMethod::FillMean,
+                pb::FillNullStrategy::Zero => pb::FillMethod::FillZero,
+                pb::FillNullStrategy::One => pb::FillMethod::FillOne,
+            };
+            Op::FillNull(pb::FillNullRequest {
+                handle: old.handle,
+                value: None,
+                method: method as i32,
+                columns: old.columns,
+                // Ignored by the old code with any other strategy; refused today.
+                limit: old.limit.filter(|_| {
+                    matches!(
+                        method,
+                        pb::FillMethod::FillForward | pb::FillMethod::FillBackward
+                    )
+                }),
+                fill_expr: old.value,
+            })
+        }
+        Op::FillNanV0(old) => {
+            let Some(value) = old.value else {
+                return Err(EngineError::invalid(
+                    "a stored fill_nan step has no fill value",
+                ));
+            };
+            Op::FillNan(pb::FillNanRequest {
+                handle: old.handle,
+                value: 0.0,
+                method: pb::FillMethod::Unspecified as i32,
+                columns: old.columns,
+                fill_expr: Some(value),
+            })
+        }
+        Op::PivotV0(old) => Op::Pivot(pb::PivotRequest {
+            handle: old.handle,
+            index: String::new(),
+            columns: String::new(),
+            values: String::new(),
+            // The same numbers (QUANTILE, 12, was refused then and is now); UNSPECIFIED
+            // meant one value per cell, as unset does.
+            aggregate: (old.aggregate != 0).then_some(old.aggregate),
+            sort_columns: old.sort_columns,
+            separator: old.separator,
+            on_columns: old.on,
+            index_columns: old.index,
+            values_columns: old.values,
+        }),
+        Op::JoinV0(old) => {
+            let (on, left_right) = if old.left_on.is_empty() && old.right_on.is_empty() {
+                (
+                    (!old.on.is_empty()).then(|| pb::JoinOn { columns: old.on }),
+                    None,
+                )
+            } else {
+                // As stored (both `on` and sides, or sides of two lengths, were refused then
+                // and are now).
+                (
+                    (!old.on.is_empty()).then(|| pb::JoinOn { columns: old.on }),
+                    Some(pb::JoinLeftRight {
+                        left: old.left_on,
+                        right: old.right_on,
+                    }),
+                )
+            };
+            // UNSPECIFIED meant inner, as the contract's join_type does.
+            Op::Join(pb::JoinRequest {
+                left_handle: old.handle,
+                right_handle: old.right,
+                on,
+                left_right,
+                join_type: pb::JoinType::Unspecified as i32,
+                suffix: old.suffix,
+                coalesce: old.coalesce,
+                how: old.how,
+            })
+        }
+        Op::AsofJoinV0(old) => {
+            let strategy = match old.strategy() {
+                pb::AsofStrategy::Unspecified | pb::AsofStrategy::Backward => "backward",
+                pb::AsofStrategy::Forward => "forward",
+                pb::AsofStrategy::Nearest => "nearest",
+            };
+            Op::AsofJoin(pb::AsofJoinRequest {
+                left_handle: old.handle,
+                right_handle: old.right,
+                left_on: old.left_on.unwrap_or_default(),
+                right_on: old.right_on.unwrap_or_default(),
+                by: old.by,
+                tolerance: old.tolerance,
+                strategy: Some(strategy.into()),
+                suffix: old.suffix,
+                on: old.on,
+                by_left: old.by_left,
+                by_right: old.by_right,
+            })
+        }
+        Op::DescribeV0(old) => Op::Describe(pb::DescribeRequest {
+            handle: old.handle,
+            columns: Vec::new(),
+            percentiles: old.percentiles,
+        }),
         op => op,
     })
+}
+
+/// An old lag or lead: named columns (each by the old `n`, into `<column><suffix>` when a
+/// suffix was set), or every column when none were named.
+#[allow(clippy::type_complexity)]
+fn shifted(old: pb::ShiftStepV0) -> (String, Vec<pb::LagColumn>, Option<i64>, Option<String>) {
+    let periods = periods(old.n);
+    if old.columns.is_empty() {
+        return (old.handle, Vec::new(), Some(periods), old.suffix);
+    }
+    let columns = old
+        .columns
+        .into_iter()
+        .map(|column| pb::LagColumn {
+            alias: old
+                .suffix
+                .as_ref()
+                .map(|suffix| format!("{column}{suffix}")),
+            column,
+            periods,
+        })
+        .collect();
+    (old.handle, columns, None, None)
 }
 
 /// A plan step with its operation upgraded (see [`upgrade`]).
@@ -151,7 +310,9 @@ mod tests {
 
     /// PlanNodes as the code before the contract encoded them: written with the Python
     /// stubs generated from the .proto files at 8eb1a70 (`PlanNode.SerializeToString`),
-    /// each over input plan "pp…p" (and "qq…q", the cross join's right).
+    /// each over input plan "pp…p" (and "qq…q", the cross join's right). Lag, lead,
+    /// fill_null, fill_nan, describe, join, asof_join and pivot were written with the stubs of 0332c8d, where those
+    /// messages were as at 8eb1a70.
     const OLD_RECORDS: &[(&str, &str)] = &[
         (
             "sort",
@@ -192,6 +353,46 @@ mod tests {
         (
             "cross",
             "0a07da01041a025f72124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
+        ),
+        (
+            "lag",
+            "0a0c8a020912016122045f6c6167124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "lead",
+            "0a059202021802124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "fill_null",
+            "0a08b202051805220161124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "fill_null_value",
+            "0a09b20206120412020807124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "fill_nan",
+            "0a13ba0210120b120911000000000000e03f1a0161124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "describe",
+            "0a15ca021212109a9999999999b93fcdccccccccccec3f124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "join",
+            "0a0cd201091a016b30053a025f72124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
+        ),
+        (
+            "join_sides",
+            "0a0dd2010a2201612a016230044001124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
+        ),
+        (
+            "asof_join",
+            "0a0faa020c1a017432016748035202356d124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
+        ),
+        (
+            "pivot",
+            "0a13c201101201631a01611a016222017628043001124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
         ),
     ];
 
@@ -314,6 +515,154 @@ mod tests {
             pb::InterpolationMethod::Nearest
         );
         assert!(interpolate.method.is_empty());
+    }
+
+    #[test]
+    fn old_lag_and_lead_records_keep_their_columns_periods_and_names() {
+        // columns ["a"], n unset (one period), suffix "_lag": a new column "a_lag".
+        let Op::Lag(lag) = loaded("lag").0 else {
+            panic!("not lag")
+        };
+        assert_eq!(
+            lag.columns,
+            vec![pb::LagColumn {
+                column: "a".into(),
+                periods: 1,
+                alias: Some("a_lag".into())
+            }]
+        );
+        assert_eq!((lag.every_column_periods, lag.suffix), (None, None));
+        // No columns meant every column; n 2.
+        let Op::Lead(lead) = loaded("lead").0 else {
+            panic!("not lead")
+        };
+        assert!(lead.columns.is_empty());
+        assert_eq!((lead.every_column_periods, lead.suffix), (Some(2), None));
+    }
+
+    #[test]
+    fn old_fill_null_records_keep_their_strategy_and_value() {
+        // The old MEAN was 5, which is FillMethod's FILL_MAX: it must stay the mean.
+        let Op::FillNull(fill) = loaded("fill_null").0 else {
+            panic!("not fill_null")
+        };
+        assert_eq!(fill.method(), pb::FillMethod::FillMean);
+        assert_eq!(fill.columns, ["a"]);
+        assert!(fill.value.is_none() && fill.fill_expr.is_none());
+        for (old, new) in [
+            (pb::FillNullStrategy::Min, pb::FillMethod::FillMin),
+            (pb::FillNullStrategy::Max, pb::FillMethod::FillMax),
+            (pb::FillNullStrategy::One, pb::FillMethod::FillOne),
+        ] {
+            let step = pb::FillNullStepV0 {
+                strategy: old as i32,
+                limit: Some(3),
+                ..Default::default()
+            };
+            let Op::FillNull(fill) = upgrade(Op::FillNullV0(step)).expect("upgrades") else {
+                panic!("not fill_null")
+            };
+            assert_eq!(fill.method(), new);
+            // The old code ignored a limit with these strategies.
+            assert_eq!(fill.limit, None);
+        }
+        // A value expression is Polaroid's fill_expr now.
+        let Op::FillNull(fill) = loaded("fill_null_value").0 else {
+            panic!("not fill_null")
+        };
+        assert_eq!(fill.method(), pb::FillMethod::Unspecified);
+        assert!(fill.value.is_none());
+        assert!(matches!(
+            fill.fill_expr.and_then(|e| e.kind),
+            Some(Kind::Literal(pb::LiteralExpr {
+                value: Some(pb::literal_expr::Value::IntVal(7))
+            }))
+        ));
+    }
+
+    #[test]
+    fn old_fill_nan_and_describe_records_keep_their_value_and_percentiles() {
+        let Op::FillNan(fill) = loaded("fill_nan").0 else {
+            panic!("not fill_nan")
+        };
+        assert_eq!((fill.value, fill.method), (0.0, 0));
+        assert_eq!(fill.columns, ["a"]);
+        assert!(matches!(
+            fill.fill_expr.and_then(|e| e.kind),
+            Some(Kind::Literal(pb::LiteralExpr {
+                value: Some(pb::literal_expr::Value::FloatVal(v))
+            })) if v == 0.5
+        ));
+        let Op::Describe(describe) = loaded("describe").0 else {
+            panic!("not describe")
+        };
+        assert!(describe.columns.is_empty());
+        assert_eq!(describe.percentiles, [0.1, 0.9]);
+    }
+
+    #[test]
+    fn old_join_records_keep_their_keys_and_type() {
+        // on ["k"], how SEMI (5, the contract's CROSS today), suffix "_r".
+        let Op::Join(join) = loaded("join").0 else {
+            panic!("not join")
+        };
+        assert_eq!(
+            join.on,
+            Some(pb::JoinOn {
+                columns: vec!["k".into()]
+            })
+        );
+        assert_eq!(join.left_right, None);
+        assert_eq!(join.join_type(), pb::JoinType::Unspecified);
+        assert_eq!(join.how(), pb::JoinHow::Semi);
+        assert_eq!(join.suffix.as_deref(), Some("_r"));
+        let Op::Join(join) = loaded("join_sides").0 else {
+            panic!("not join")
+        };
+        assert_eq!(join.on, None);
+        assert_eq!(
+            join.left_right,
+            Some(pb::JoinLeftRight {
+                left: vec!["a".into()],
+                right: vec!["b".into()]
+            })
+        );
+        assert_eq!(join.how(), pb::JoinHow::Full);
+        assert!(join.coalesce);
+    }
+
+    #[test]
+    fn old_asof_join_records_keep_their_key_and_strategy() {
+        let (op, node) = loaded("asof_join");
+        let Op::AsofJoin(asof) = op else {
+            panic!("not asof_join")
+        };
+        assert_eq!(asof.on.as_deref(), Some("t"));
+        assert!(asof.left_on.is_empty() && asof.right_on.is_empty());
+        assert_eq!(asof.by, ["g"]);
+        assert_eq!(asof.strategy.as_deref(), Some("nearest"));
+        assert_eq!(asof.tolerance.as_deref(), Some("5m"));
+        assert_eq!(node.inputs[1], "q".repeat(64));
+    }
+
+    #[test]
+    fn old_pivot_records_keep_their_columns_and_function() {
+        // on ["c"], index ["a", "b"], values ["v"], MEAN (4 in both enums), sorted.
+        let Op::Pivot(pivot) = loaded("pivot").0 else {
+            panic!("not pivot")
+        };
+        assert_eq!(pivot.on_columns, ["c"]);
+        assert_eq!(pivot.index_columns, ["a", "b"]);
+        assert_eq!(pivot.values_columns, ["v"]);
+        assert!(pivot.columns.is_empty() && pivot.index.is_empty() && pivot.values.is_empty());
+        assert_eq!(pivot.aggregate, Some(pb::AggFunction::Mean as i32));
+        assert!(pivot.sort_columns);
+        // UNSPECIFIED meant one value per cell: unset today.
+        let Op::Pivot(pivot) = upgrade(Op::PivotV0(pb::PivotStepV0::default())).expect("upgrades")
+        else {
+            panic!("not pivot")
+        };
+        assert_eq!(pivot.aggregate, None);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use polaroid_proto::v1::{
-    self as pb, AggregateFunction, AsofStrategy as PbAsofStrategy, ClosedWindow as PbClosedWindow,
-    FillNullStrategy as PbFillNullStrategy, InterpolationMethod as PbInterpolationMethod,
-    JoinType as PbJoinType, UniqueKeep, WindowLabel, plan_step::Op,
+    self as pb, AggregateFunction, ClosedWindow as PbClosedWindow,
+    InterpolationMethod as PbInterpolationMethod, JoinHow, JoinType as PbJoinType, UniqueKeep,
+    WindowLabel, plan_step::Op,
 };
 use polars::prelude::*;
 
@@ -145,10 +145,6 @@ fn renamed(expr: Expr, column: &str, suffix: Option<&str>) -> Expr {
     }
 }
 
-fn shift_n(n: i64) -> i64 {
-    if n == 0 { 1 } else { n }
-}
-
 /// Applies `op` to the context's inputs.
 pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
     let frame = match op {
@@ -169,7 +165,15 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         | Op::SliceV0(_)
         | Op::DiffV0(_)
         | Op::PctChangeV0(_)
-        | Op::InterpolateV0(_) => {
+        | Op::InterpolateV0(_)
+        | Op::LagV0(_)
+        | Op::LeadV0(_)
+        | Op::FillNullV0(_)
+        | Op::FillNanV0(_)
+        | Op::DescribeV0(_)
+        | Op::JoinV0(_)
+        | Op::AsofJoinV0(_)
+        | Op::PivotV0(_) => {
             return Err(EngineError::Internal {
                 operation: "plan",
                 reason: "a stored step of an old shape reached the planner without being \
@@ -277,7 +281,12 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 value_name: req.value_name.as_deref().map(PlSmallStr::from_str),
             })
         }
-        Op::Join(req) => join(ctx.input(0)?, ctx.input(1)?, req)?,
+        Op::Join(req) => join(
+            ctx.input(0)?,
+            ctx.input(1)?,
+            (ctx.schema(0)?, ctx.schema(1)?),
+            req,
+        )?,
         Op::Cross(req) => cross_join(
             ctx.input(0)?,
             ctx.input(1)?,
@@ -339,21 +348,22 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 .collect::<EngineResult<Vec<_>>>()?;
             ctx.input(0)?.with_columns(rolled)
         }
-        Op::Lag(req) | Op::Lead(req) => {
-            let n = if matches!(op, Op::Lead(_)) {
-                shift_n(req.n).checked_neg().ok_or_else(|| {
-                    EngineError::invalid(format!("lead by {} rows is out of range", req.n))
-                })?
-            } else {
-                shift_n(req.n)
-            };
-            let columns = target_columns(ctx.schema(0)?, &req.columns, |_| true)?;
-            let shifted: Vec<_> = columns
-                .iter()
-                .map(|c| renamed(col(c.as_str()).shift(lit(n)), c, req.suffix.as_deref()))
-                .collect();
-            ctx.input(0)?.with_columns(shifted)
-        }
+        Op::Lag(req) => shift(
+            ctx,
+            "lag",
+            &req.columns,
+            req.every_column_periods,
+            req.suffix.as_deref(),
+            false,
+        )?,
+        Op::Lead(req) => shift(
+            ctx,
+            "lead",
+            &req.columns,
+            req.every_column_periods,
+            req.suffix.as_deref(),
+            true,
+        )?,
         Op::Diff(req) => {
             let columns = target_columns(ctx.schema(0)?, &req.columns, |d| {
                 d.is_primitive_numeric() || d.is_temporal()
@@ -383,57 +393,8 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             ctx.input(0)?.with_columns(changed)
         }
         Op::AsofJoin(req) => asof_join(ctx, req)?,
-        Op::FillNull(req) => {
-            // Without explicit columns, a fill value applies to the columns of its kind.
-            let kind = req.value.as_ref().and_then(|v| match &v.kind {
-                Some(pb::expression::Kind::Literal(pb::LiteralExpr { value: Some(value) })) => {
-                    Some(value.clone())
-                }
-                _ => None,
-            });
-            let columns = target_columns(ctx.schema(0)?, &req.columns, |dtype| {
-                fill_applies(kind.as_ref(), dtype)
-            })?;
-            let limit = req.limit.map(|l| count(l, "limit")).transpose()?;
-            let strategy = match req.strategy() {
-                PbFillNullStrategy::Unspecified => None,
-                PbFillNullStrategy::Forward => Some(FillNullStrategy::Forward(limit)),
-                PbFillNullStrategy::Backward => Some(FillNullStrategy::Backward(limit)),
-                PbFillNullStrategy::Min => Some(FillNullStrategy::Min),
-                PbFillNullStrategy::Max => Some(FillNullStrategy::Max),
-                PbFillNullStrategy::Mean => Some(FillNullStrategy::Mean),
-                PbFillNullStrategy::Zero => Some(FillNullStrategy::Zero),
-                PbFillNullStrategy::One => Some(FillNullStrategy::One),
-            };
-            let filled: Vec<_> = match (strategy, req.value.as_ref()) {
-                (Some(strategy), None) => columns
-                    .iter()
-                    .map(|c| col(c.as_str()).fill_null_with_strategy(strategy))
-                    .collect(),
-                (None, Some(value)) => {
-                    let value = expr::to_polars(value)?;
-                    columns
-                        .iter()
-                        .map(|c| col(c.as_str()).fill_null(value.clone()))
-                        .collect()
-                }
-                _ => {
-                    return Err(EngineError::invalid(
-                        "fill_null needs exactly one of `value` or `strategy`",
-                    ));
-                }
-            };
-            ctx.input(0)?.with_columns(filled)
-        }
-        Op::FillNan(req) => {
-            let value = expr::required(req.value.as_ref(), "fill value")?;
-            let columns = target_columns(ctx.schema(0)?, &req.columns, DataType::is_float)?;
-            let filled: Vec<_> = columns
-                .iter()
-                .map(|c| col(c.as_str()).fill_nan(value.clone()))
-                .collect();
-            ctx.input(0)?.with_columns(filled)
-        }
+        Op::FillNull(req) => fill_null(ctx, req)?,
+        Op::FillNan(req) => fill_nan(ctx, req)?,
         Op::Interpolate(req) => {
             let method = interpolation(req)?;
             let columns =
@@ -445,11 +406,247 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             ctx.input(0)?.with_columns(interpolated)
         }
         Op::Describe(req) => {
-            crate::stats::describe(ctx.input(0)?, ctx.schema(0)?, &req.percentiles)?
+            let schema = ctx.schema(0)?;
+            if req.columns.is_empty() {
+                crate::stats::describe(ctx.input(0)?, schema, &req.percentiles)?
+            } else {
+                require_columns(schema, &req.columns)?;
+                let selected: Schema = req
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let dtype = schema.get(c).cloned().unwrap_or(DataType::Null);
+                        Field::new(PlSmallStr::from_str(c), dtype)
+                    })
+                    .collect();
+                crate::stats::describe(
+                    ctx.input(0)?.select(exprs(&req.columns)),
+                    &selected,
+                    &req.percentiles,
+                )?
+            }
         }
         Op::Stats(_) => crate::stats::column_stats(ctx.input(0)?, ctx.schema(0)?)?,
     };
     Ok(Frame::Lazy(frame))
+}
+
+/// Lag (`lead` false) or lead: the contract's `columns`, each by its own periods into its
+/// alias or in place, or Polaroid's every column by `every_column_periods`.
+fn shift(
+    ctx: &StepContext<'_>,
+    call: &str,
+    columns: &[pb::LagColumn],
+    every_column_periods: Option<i64>,
+    suffix: Option<&str>,
+    lead: bool,
+) -> EngineResult<LazyFrame> {
+    let by = |periods: i64| -> EngineResult<i64> {
+        if lead {
+            periods.checked_neg().ok_or_else(|| {
+                EngineError::invalid(format!("{call}: {periods} periods is out of range"))
+            })
+        } else {
+            Ok(periods)
+        }
+    };
+    let schema = ctx.schema(0)?;
+    let shifted: Vec<Expr> = match every_column_periods {
+        Some(_) if !columns.is_empty() => {
+            return Err(EngineError::invalid(format!(
+                "{call}: `columns` (field 2) names columns but `every_column_periods` (field 5) \
+                 shifts every column: set one of them"
+            )));
+        }
+        Some(periods) => {
+            let n = by(periods)?;
+            schema
+                .iter_names()
+                .map(|c| renamed(col(c.clone()).shift(lit(n)), c, suffix))
+                .collect()
+        }
+        None => {
+            if suffix.is_some() {
+                return Err(EngineError::invalid(format!(
+                    "{call}: `suffix` (field 6) names the columns of `every_column_periods` \
+                     (field 5), which is not set; name a column's output with its `alias`"
+                )));
+            }
+            if columns.is_empty() {
+                return Err(EngineError::invalid(format!(
+                    "{call} needs at least one column in `columns`"
+                )));
+            }
+            columns
+                .iter()
+                .map(|c| {
+                    if c.column.is_empty() {
+                        return Err(EngineError::invalid(format!(
+                            "{call}: a `columns` entry has no `column`"
+                        )));
+                    }
+                    require_columns(schema, std::slice::from_ref(&c.column))?;
+                    let output = c.alias.as_deref().unwrap_or(&c.column);
+                    Ok(col(c.column.as_str())
+                        .shift(lit(by(c.periods)?))
+                        .alias(output))
+                })
+                .collect::<EngineResult<_>>()?
+        }
+    };
+    Ok(ctx.input(0)?.with_columns(shifted))
+}
+
+/// A method's name as the client wrote it.
+fn fill_method(call: &str, method: i32) -> EngineResult<pb::FillMethod> {
+    pb::FillMethod::try_from(method)
+        .map_err(|_| EngineError::invalid(format!("{call}: `method` {method} is not a FillMethod")))
+}
+
+/// FillNull: exactly one of the contract's `value` and `method`, or Polaroid's `fill_expr`.
+fn fill_null(ctx: &StepContext<'_>, req: &pb::FillNullRequest) -> EngineResult<LazyFrame> {
+    use pb::fill_value::Value as Fill;
+    let method = fill_method("fill_null", req.method)?;
+    let value = req.value.as_ref().and_then(|v| v.value.as_ref());
+    let set: Vec<&str> = [
+        value.map(|_| "`value` (field 2)"),
+        (method != pb::FillMethod::Unspecified).then_some("`method` (field 3)"),
+        req.fill_expr.as_ref().map(|_| "`fill_expr` (field 6)"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match set.as_slice() {
+        [] => {
+            return Err(EngineError::invalid(
+                "fill_null needs a `value` (field 2), a `method` (field 3) or a `fill_expr` \
+                 (field 6)",
+            ));
+        }
+        [_] => {}
+        [first, second, ..] => {
+            return Err(EngineError::invalid(format!(
+                "fill_null: {first} and {second} are both set: set one of them"
+            )));
+        }
+    }
+    if req.limit.is_some()
+        && !matches!(
+            method,
+            pb::FillMethod::FillForward | pb::FillMethod::FillBackward
+        )
+    {
+        return Err(EngineError::invalid(
+            "fill_null: `limit` (field 5) applies to FILL_FORWARD and FILL_BACKWARD only",
+        ));
+    }
+    let schema = ctx.schema(0)?;
+    let filled: Vec<Expr> = if let Some(value) = value {
+        // Without explicit columns, a fill value applies to the columns of its kind.
+        let (fill, applies): (Expr, fn(&DataType) -> bool) = match value {
+            Fill::IntVal(v) => (lit(*v), DataType::is_primitive_numeric),
+            Fill::FloatVal(v) => (lit(*v), DataType::is_primitive_numeric),
+            Fill::StringVal(v) => (lit(v.clone()), DataType::is_string),
+        };
+        target_columns(schema, &req.columns, applies)?
+            .iter()
+            .map(|c| col(c.as_str()).fill_null(fill.clone()))
+            .collect()
+    } else if let Some(expression) = &req.fill_expr {
+        let kind = match &expression.kind {
+            Some(pb::expression::Kind::Literal(pb::LiteralExpr { value: Some(value) })) => {
+                Some(value.clone())
+            }
+            _ => None,
+        };
+        let fill = expr::to_polars(expression)?;
+        target_columns(schema, &req.columns, |dtype| {
+            fill_applies(kind.as_ref(), dtype)
+        })?
+        .iter()
+        .map(|c| col(c.as_str()).fill_null(fill.clone()))
+        .collect()
+    } else {
+        let limit = req.limit.map(|l| count(l, "limit")).transpose()?;
+        let strategy = match method {
+            pb::FillMethod::FillForward => FillNullStrategy::Forward(limit),
+            pb::FillMethod::FillBackward => FillNullStrategy::Backward(limit),
+            pb::FillMethod::FillMean => FillNullStrategy::Mean,
+            pb::FillMethod::FillMin => FillNullStrategy::Min,
+            pb::FillMethod::FillMax => FillNullStrategy::Max,
+            pb::FillMethod::FillZero => FillNullStrategy::Zero,
+            pb::FillMethod::FillOne => FillNullStrategy::One,
+            pb::FillMethod::Unspecified => unreachable!("a method is set"),
+        };
+        // Every column, as Polars' DataFrame.fill_null(strategy=...) does.
+        target_columns(schema, &req.columns, |_| true)?
+            .iter()
+            .map(|c| col(c.as_str()).fill_null_with_strategy(strategy))
+            .collect()
+    };
+    Ok(ctx.input(0)?.with_columns(filled))
+}
+
+/// FillNan: the contract's `value` (0.0 when unset) or `method`, or Polaroid's `fill_expr`.
+fn fill_nan(ctx: &StepContext<'_>, req: &pb::FillNanRequest) -> EngineResult<LazyFrame> {
+    let method = fill_method("fill_nan", req.method)?;
+    let columns = target_columns(ctx.schema(0)?, &req.columns, DataType::is_float)?;
+    let conflict = |extra: &str| {
+        Err(EngineError::invalid(format!(
+            "fill_nan: `value` (field 2) is {} but {extra}: set one of them",
+            req.value
+        )))
+    };
+    let fill = |c: &str| -> EngineResult<Expr> {
+        let column = col(c);
+        // NaN and null alike are "no value" for the nearest value and the statistics.
+        let values = column.clone().fill_nan(lit(NULL));
+        Ok(match method {
+            pb::FillMethod::Unspecified => match &req.fill_expr {
+                Some(expression) => column.fill_nan(expr::to_polars(expression)?),
+                None => column.fill_nan(lit(req.value)),
+            },
+            pb::FillMethod::FillForward => {
+                let nearest = values.fill_null_with_strategy(FillNullStrategy::Forward(None));
+                // A NaN with no value on that side stays NaN.
+                when(column.clone().is_nan().and(nearest.clone().is_not_null()))
+                    .then(nearest)
+                    .otherwise(column)
+            }
+            pb::FillMethod::FillBackward => {
+                let nearest = values.fill_null_with_strategy(FillNullStrategy::Backward(None));
+                // A NaN with no value on that side stays NaN.
+                when(column.clone().is_nan().and(nearest.clone().is_not_null()))
+                    .then(nearest)
+                    .otherwise(column)
+            }
+            pb::FillMethod::FillMean => column.fill_nan(values.mean()),
+            pb::FillMethod::FillMin => column.fill_nan(values.min()),
+            pb::FillMethod::FillMax => column.fill_nan(values.max()),
+            pb::FillMethod::FillZero => column.fill_nan(lit(0.0)),
+            pb::FillMethod::FillOne => column.fill_nan(lit(1.0)),
+        }
+        .alias(c))
+    };
+    if method != pb::FillMethod::Unspecified {
+        if req.value != 0.0 {
+            return conflict(&format!("`method` (field 3) is {}", method.as_str_name()));
+        }
+        if req.fill_expr.is_some() {
+            return Err(EngineError::invalid(format!(
+                "fill_nan: `method` (field 3) is {} and `fill_expr` (field 5) is set: set one \
+                 of them",
+                method.as_str_name()
+            )));
+        }
+    } else if req.fill_expr.is_some() && req.value != 0.0 {
+        return conflict("`fill_expr` (field 5) is set");
+    }
+    let filled = columns
+        .iter()
+        .map(|c| fill(c))
+        .collect::<EngineResult<Vec<_>>>()?;
+    Ok(ctx.input(0)?.with_columns(filled))
 }
 
 /// Whether a literal fill value applies to a column of `dtype` (any column for non-literals).
@@ -695,41 +892,79 @@ fn pivot(
     req: &pb::PivotRequest,
     mode: crate::query::Mode,
 ) -> EngineResult<LazyFrame> {
-    if req.on.is_empty() {
-        return Err(EngineError::invalid("pivot needs `on` columns"));
+    // The contract's one column, or Polaroid's several: not both.
+    let pick = |one: &str, many: &[String], names: (&str, &str)| -> EngineResult<Vec<String>> {
+        match (one.is_empty(), many.is_empty()) {
+            (true, _) => Ok(many.to_vec()),
+            (false, true) => Ok(vec![one.to_owned()]),
+            (false, false) => Err(EngineError::invalid(format!(
+                "pivot: {} and {} are both set: set one of them",
+                names.0, names.1
+            ))),
+        }
+    };
+    let on = pick(
+        &req.columns,
+        &req.on_columns,
+        ("`columns` (field 3)", "`on_columns` (field 8)"),
+    )?;
+    let index = pick(
+        &req.index,
+        &req.index_columns,
+        ("`index` (field 2)", "`index_columns` (field 9)"),
+    )?;
+    let values = pick(
+        &req.values,
+        &req.values_columns,
+        ("`values` (field 4)", "`values_columns` (field 10)"),
+    )?;
+    if on.is_empty() {
+        return Err(EngineError::invalid(
+            "pivot needs `columns` (field 3) or `on_columns` (field 8)",
+        ));
     }
-    require_columns(schema, &req.on)?;
-    require_columns(schema, &req.index)?;
-    require_columns(schema, &req.values)?;
-    let values: Vec<String> = if req.values.is_empty() {
+    require_columns(schema, &on)?;
+    require_columns(schema, &index)?;
+    require_columns(schema, &values)?;
+    let values: Vec<String> = if values.is_empty() {
         schema
             .iter_names()
-            .filter(|name| !req.on.iter().chain(&req.index).any(|c| c == name.as_str()))
+            .filter(|name| !on.iter().chain(&index).any(|c| c == name.as_str()))
             .map(|name| name.to_string())
             .collect()
     } else {
-        req.values.clone()
+        values
+    };
+    let function = match req.aggregate {
+        None => AggregateFunction::Unspecified,
+        Some(value) => {
+            let typed = pb::AggFunction::try_from(value).map_err(|_| {
+                EngineError::invalid(format!("pivot: `aggregate` {value} is not an AggFunction"))
+            })?;
+            // The same numbers.
+            AggregateFunction::try_from(typed as i32).unwrap_or(AggregateFunction::Unspecified)
+        }
     };
     // Polars needs the output columns up front: the distinct values of `on`.
     let mut on_columns = crate::query::collect(
         input
             .clone()
-            .select(exprs(&req.on))
+            .select(exprs(&on))
             .unique_stable(None, UniqueKeepStrategy::First),
         mode,
     )
     .map_err(EngineError::polars("pivot"))?;
     if req.sort_columns {
         on_columns = on_columns
-            .sort(names(&req.on), SortMultipleOptions::default())
+            .sort(names(&on), SortMultipleOptions::default())
             .map_err(EngineError::polars("pivot"))?;
     }
     Ok(input.pivot(
-        by_name(names(&req.on), true, false),
+        by_name(names(&on), true, false),
         Arc::new(on_columns),
-        by_name(names(&req.index), true, false),
+        by_name(names(&index), true, false),
         by_name(names(&values), true, false),
-        aggregate(req.aggregate(), element())?,
+        aggregate(function, element())?,
         true,
         PlSmallStr::from_str(req.separator.as_deref().unwrap_or("_")),
         polars::frame::PivotColumnNaming::Auto,
@@ -745,35 +980,91 @@ fn cross_join(left: LazyFrame, right: LazyFrame, suffix: PlSmallStr) -> LazyFram
     left.join(right, Vec::<Expr>::new(), Vec::<Expr>::new(), args)
 }
 
-fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResult<LazyFrame> {
-    let how = match req.how() {
-        PbJoinType::Inner | PbJoinType::Unspecified => JoinType::Inner,
-        PbJoinType::Left => JoinType::Left,
-        PbJoinType::Right => JoinType::Right,
-        PbJoinType::Full => JoinType::Full,
-        PbJoinType::Semi => JoinType::Semi,
-        PbJoinType::Anti => JoinType::Anti,
-        PbJoinType::Cross => JoinType::Cross,
+/// The join's type: the contract's `join_type` or Polaroid's `how` (semi and anti); both
+/// set must agree. Inner when neither is.
+fn join_how(req: &pb::JoinRequest) -> EngineResult<JoinType> {
+    let contract = PbJoinType::try_from(req.join_type).map_err(|_| {
+        EngineError::invalid(format!(
+            "join: `join_type` {} is not a JoinType",
+            req.join_type
+        ))
+    })?;
+    let how = JoinHow::try_from(req.how)
+        .map_err(|_| EngineError::invalid(format!("join: `how` {} is not a JoinHow", req.how)))?;
+    let from_contract = match contract {
+        PbJoinType::Unspecified => None,
+        PbJoinType::Inner => Some(JoinHow::Inner),
+        PbJoinType::Left => Some(JoinHow::Left),
+        PbJoinType::Right => Some(JoinHow::Right),
+        PbJoinType::Full => Some(JoinHow::Full),
+        PbJoinType::Cross => Some(JoinHow::Cross),
     };
-    let suffix = PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right"));
-    if matches!(how, JoinType::Cross) {
-        return Ok(cross_join(left, right, suffix));
-    }
-    let (left_on, right_on) = match (
-        req.on.is_empty(),
-        req.left_on.is_empty(),
-        req.right_on.is_empty(),
-    ) {
-        (false, true, true) => (exprs(&req.on), exprs(&req.on)),
-        (true, false, false) if req.left_on.len() == req.right_on.len() => {
-            (exprs(&req.left_on), exprs(&req.right_on))
+    let chosen = match (from_contract, how) {
+        (None, JoinHow::Unspecified) => JoinHow::Inner,
+        (None, how) => how,
+        (Some(typed), JoinHow::Unspecified) => typed,
+        (Some(typed), how) if typed == how => how,
+        (Some(_), how) => {
+            return Err(EngineError::invalid(format!(
+                "join: `join_type` (field 5) is {} but `how` (field 9) is {}: set one of them",
+                contract.as_str_name(),
+                how.as_str_name()
+            )));
         }
-        _ => {
+    };
+    Ok(match chosen {
+        JoinHow::Inner | JoinHow::Unspecified => JoinType::Inner,
+        JoinHow::Left => JoinType::Left,
+        JoinHow::Right => JoinType::Right,
+        JoinHow::Full => JoinType::Full,
+        JoinHow::Semi => JoinType::Semi,
+        JoinHow::Anti => JoinType::Anti,
+        JoinHow::Cross => JoinType::Cross,
+    })
+}
+
+fn join(
+    left: LazyFrame,
+    right: LazyFrame,
+    schemas: (&Schema, &Schema),
+    req: &pb::JoinRequest,
+) -> EngineResult<LazyFrame> {
+    let how = join_how(req)?;
+    let suffix = PlSmallStr::from_str(req.suffix.as_deref().unwrap_or("_right"));
+    let (left_on, right_on) = match (&req.on, &req.left_right) {
+        (Some(_), Some(_)) => {
             return Err(EngineError::invalid(
-                "join needs `on`, or `left_on` and `right_on` of the same length (and not both)",
+                "join: `on` (field 3) and `left_right` (field 4) are both set: set one of them",
             ));
         }
+        (Some(on), None) => (on.columns.clone(), on.columns.clone()),
+        (None, Some(sides)) => {
+            if sides.left.len() != sides.right.len() {
+                return Err(EngineError::invalid(format!(
+                    "join: `left_right` has {} left and {} right columns: they pair up",
+                    sides.left.len(),
+                    sides.right.len()
+                )));
+            }
+            (sides.left.clone(), sides.right.clone())
+        }
+        (None, None) => (Vec::new(), Vec::new()),
     };
+    if matches!(how, JoinType::Cross) {
+        if !left_on.is_empty() {
+            return Err(EngineError::invalid(
+                "join: a cross join takes no keys (`on` or `left_right`)",
+            ));
+        }
+        return Ok(cross_join(left, right, suffix));
+    }
+    if left_on.is_empty() {
+        return Err(EngineError::invalid(
+            "join needs key columns in `on` (field 3) or `left_right` (field 4)",
+        ));
+    }
+    require_columns(schemas.0, &left_on)?;
+    require_columns(schemas.1, &right_on)?;
     let coalesce = if req.coalesce {
         JoinCoalesce::CoalesceColumns
     } else {
@@ -783,8 +1074,8 @@ fn join(left: LazyFrame, right: LazyFrame, req: &pb::JoinRequest) -> EngineResul
         .join_builder()
         .with(right)
         .how(how)
-        .left_on(left_on)
-        .right_on(right_on)
+        .left_on(exprs(&left_on))
+        .right_on(exprs(&right_on))
         .suffix(suffix)
         .coalesce(coalesce)
         // Deterministic output order (left rows first, then right), as handles require.
@@ -845,14 +1136,21 @@ fn resample(input: LazyFrame, req: &pb::ResampleRequest) -> EngineResult<LazyFra
 }
 
 fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<LazyFrame> {
-    let (left_on, right_on) = match (&req.on, &req.left_on, &req.right_on) {
-        (Some(on), None, None) => (on.clone(), on.clone()),
-        (None, Some(l), Some(r)) => (l.clone(), r.clone()),
-        _ => {
+    let (left_on, right_on) = match (&req.on, req.left_on.as_str(), req.right_on.as_str()) {
+        (Some(on), "", "") => (on.clone(), on.clone()),
+        (Some(_), _, _) => {
             return Err(EngineError::invalid(
-                "asof join needs `on`, or `left_on` and `right_on`",
+                "asof join: `on` (field 12) is set and so is `left_on` (field 3) or `right_on` \
+                 (field 4): set one of them",
             ));
         }
+        (None, "", _) => {
+            return Err(EngineError::invalid(
+                "asof join needs `left_on` (field 3), the left key",
+            ));
+        }
+        (None, left, "") => (left.to_owned(), left.to_owned()),
+        (None, left, right) => (left.to_owned(), right.to_owned()),
     };
     let (by_left, by_right) = match (
         req.by.is_empty(),
@@ -864,10 +1162,33 @@ fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<L
         (true, false, false) if req.by_left.len() == req.by_right.len() => {
             (req.by_left.clone(), req.by_right.clone())
         }
+        (false, _, _) => {
+            return Err(EngineError::invalid(
+                "asof join: `by` (field 5) is set and so is `by_left` (field 13) or `by_right` \
+                 (field 14): set one of them",
+            ));
+        }
         _ => {
             return Err(EngineError::invalid(
-                "asof join takes `by`, or `by_left` and `by_right` of the same length",
+                "asof join: `by_left` and `by_right` pair up: give both, of the same length",
             ));
+        }
+    };
+    let strategy = match req
+        .strategy
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "backward" => AsofStrategy::Backward,
+        "forward" => AsofStrategy::Forward,
+        "nearest" => AsofStrategy::Nearest,
+        _ => {
+            return Err(EngineError::invalid(format!(
+                "asof join: unknown strategy `{}` (backward, forward or nearest)",
+                excerpt(req.strategy.as_deref().unwrap_or(""))
+            )));
         }
     };
     let (left_schema, right_schema) = (ctx.schema(0)?, ctx.schema(1)?);
@@ -891,11 +1212,7 @@ fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<L
         },
     };
     let options = AsOfOptions {
-        strategy: match req.strategy() {
-            PbAsofStrategy::Forward => AsofStrategy::Forward,
-            PbAsofStrategy::Nearest => AsofStrategy::Nearest,
-            PbAsofStrategy::Backward | PbAsofStrategy::Unspecified => AsofStrategy::Backward,
-        },
+        strategy,
         tolerance,
         tolerance_str,
         left_by: (!by_left.is_empty()).then(|| names(&by_left)),

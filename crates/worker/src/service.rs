@@ -363,8 +363,12 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_two(request, |r| (&mut r.handle, &mut r.right), Op::Join)
-            .await
+        self.derive_two(
+            request,
+            |r| (&mut r.left_handle, &mut r.right_handle),
+            Op::Join,
+        )
+        .await
     }
 
     async fn cross(&self, request: Request<pb::CrossRequest>) -> Reply<pb::DataFrameHandle> {
@@ -412,11 +416,11 @@ impl DataFrameService for DataFrameServer {
             .await
     }
 
-    async fn lag(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
+    async fn lag(&self, request: Request<pb::LagRequest>) -> Reply<pb::DataFrameHandle> {
         self.derive_one(request, |r| &mut r.handle, Op::Lag).await
     }
 
-    async fn lead(&self, request: Request<pb::ShiftRequest>) -> Reply<pb::DataFrameHandle> {
+    async fn lead(&self, request: Request<pb::LeadRequest>) -> Reply<pb::DataFrameHandle> {
         self.derive_one(request, |r| &mut r.handle, Op::Lead).await
     }
 
@@ -433,8 +437,12 @@ impl DataFrameService for DataFrameServer {
     }
 
     async fn asof_join(&self, request: Request<pb::AsofJoinRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_two(request, |r| (&mut r.handle, &mut r.right), Op::AsofJoin)
-            .await
+        self.derive_two(
+            request,
+            |r| (&mut r.left_handle, &mut r.right_handle),
+            Op::AsofJoin,
+        )
+        .await
     }
 
     async fn fill_null(&self, request: Request<pb::FillNullRequest>) -> Reply<pb::DataFrameHandle> {

@@ -22,16 +22,40 @@ class UniqueKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNIQUE_KEEP_NONE: _ClassVar[UniqueKeep]
     UNIQUE_KEEP_ANY: _ClassVar[UniqueKeep]
 
+class AggFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGG_FUNCTION_UNSPECIFIED: _ClassVar[AggFunction]
+    SUM: _ClassVar[AggFunction]
+    MIN: _ClassVar[AggFunction]
+    MAX: _ClassVar[AggFunction]
+    MEAN: _ClassVar[AggFunction]
+    MEDIAN: _ClassVar[AggFunction]
+    STD: _ClassVar[AggFunction]
+    VAR: _ClassVar[AggFunction]
+    COUNT: _ClassVar[AggFunction]
+    FIRST: _ClassVar[AggFunction]
+    LAST: _ClassVar[AggFunction]
+    N_UNIQUE: _ClassVar[AggFunction]
+
 class JoinType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOIN_TYPE_UNSPECIFIED: _ClassVar[JoinType]
-    JOIN_TYPE_INNER: _ClassVar[JoinType]
-    JOIN_TYPE_LEFT: _ClassVar[JoinType]
-    JOIN_TYPE_RIGHT: _ClassVar[JoinType]
-    JOIN_TYPE_FULL: _ClassVar[JoinType]
-    JOIN_TYPE_SEMI: _ClassVar[JoinType]
-    JOIN_TYPE_ANTI: _ClassVar[JoinType]
-    JOIN_TYPE_CROSS: _ClassVar[JoinType]
+    INNER: _ClassVar[JoinType]
+    LEFT: _ClassVar[JoinType]
+    RIGHT: _ClassVar[JoinType]
+    FULL: _ClassVar[JoinType]
+    CROSS: _ClassVar[JoinType]
+
+class JoinHow(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOIN_HOW_UNSPECIFIED: _ClassVar[JoinHow]
+    JOIN_HOW_INNER: _ClassVar[JoinHow]
+    JOIN_HOW_LEFT: _ClassVar[JoinHow]
+    JOIN_HOW_RIGHT: _ClassVar[JoinHow]
+    JOIN_HOW_FULL: _ClassVar[JoinHow]
+    JOIN_HOW_SEMI: _ClassVar[JoinHow]
+    JOIN_HOW_ANTI: _ClassVar[JoinHow]
+    JOIN_HOW_CROSS: _ClassVar[JoinHow]
 
 class ClosedWindow(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,16 +79,16 @@ class AsofStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ASOF_STRATEGY_FORWARD: _ClassVar[AsofStrategy]
     ASOF_STRATEGY_NEAREST: _ClassVar[AsofStrategy]
 
-class FillNullStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+class FillMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    FILL_NULL_STRATEGY_UNSPECIFIED: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_FORWARD: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_BACKWARD: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_MIN: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_MAX: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_MEAN: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_ZERO: _ClassVar[FillNullStrategy]
-    FILL_NULL_STRATEGY_ONE: _ClassVar[FillNullStrategy]
+    FILL_METHOD_UNSPECIFIED: _ClassVar[FillMethod]
+    FILL_FORWARD: _ClassVar[FillMethod]
+    FILL_BACKWARD: _ClassVar[FillMethod]
+    FILL_MEAN: _ClassVar[FillMethod]
+    FILL_MIN: _ClassVar[FillMethod]
+    FILL_MAX: _ClassVar[FillMethod]
+    FILL_ZERO: _ClassVar[FillMethod]
+    FILL_ONE: _ClassVar[FillMethod]
 
 class InterpolationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -79,14 +103,32 @@ UNIQUE_KEEP_FIRST: UniqueKeep
 UNIQUE_KEEP_LAST: UniqueKeep
 UNIQUE_KEEP_NONE: UniqueKeep
 UNIQUE_KEEP_ANY: UniqueKeep
+AGG_FUNCTION_UNSPECIFIED: AggFunction
+SUM: AggFunction
+MIN: AggFunction
+MAX: AggFunction
+MEAN: AggFunction
+MEDIAN: AggFunction
+STD: AggFunction
+VAR: AggFunction
+COUNT: AggFunction
+FIRST: AggFunction
+LAST: AggFunction
+N_UNIQUE: AggFunction
 JOIN_TYPE_UNSPECIFIED: JoinType
-JOIN_TYPE_INNER: JoinType
-JOIN_TYPE_LEFT: JoinType
-JOIN_TYPE_RIGHT: JoinType
-JOIN_TYPE_FULL: JoinType
-JOIN_TYPE_SEMI: JoinType
-JOIN_TYPE_ANTI: JoinType
-JOIN_TYPE_CROSS: JoinType
+INNER: JoinType
+LEFT: JoinType
+RIGHT: JoinType
+FULL: JoinType
+CROSS: JoinType
+JOIN_HOW_UNSPECIFIED: JoinHow
+JOIN_HOW_INNER: JoinHow
+JOIN_HOW_LEFT: JoinHow
+JOIN_HOW_RIGHT: JoinHow
+JOIN_HOW_FULL: JoinHow
+JOIN_HOW_SEMI: JoinHow
+JOIN_HOW_ANTI: JoinHow
+JOIN_HOW_CROSS: JoinHow
 CLOSED_WINDOW_UNSPECIFIED: ClosedWindow
 CLOSED_WINDOW_LEFT: ClosedWindow
 CLOSED_WINDOW_RIGHT: ClosedWindow
@@ -100,14 +142,14 @@ ASOF_STRATEGY_UNSPECIFIED: AsofStrategy
 ASOF_STRATEGY_BACKWARD: AsofStrategy
 ASOF_STRATEGY_FORWARD: AsofStrategy
 ASOF_STRATEGY_NEAREST: AsofStrategy
-FILL_NULL_STRATEGY_UNSPECIFIED: FillNullStrategy
-FILL_NULL_STRATEGY_FORWARD: FillNullStrategy
-FILL_NULL_STRATEGY_BACKWARD: FillNullStrategy
-FILL_NULL_STRATEGY_MIN: FillNullStrategy
-FILL_NULL_STRATEGY_MAX: FillNullStrategy
-FILL_NULL_STRATEGY_MEAN: FillNullStrategy
-FILL_NULL_STRATEGY_ZERO: FillNullStrategy
-FILL_NULL_STRATEGY_ONE: FillNullStrategy
+FILL_METHOD_UNSPECIFIED: FillMethod
+FILL_FORWARD: FillMethod
+FILL_BACKWARD: FillMethod
+FILL_MEAN: FillMethod
+FILL_MIN: FillMethod
+FILL_MAX: FillMethod
+FILL_ZERO: FillMethod
+FILL_ONE: FillMethod
 INTERPOLATION_METHOD_UNSPECIFIED: InterpolationMethod
 INTERPOLATION_METHOD_LINEAR: InterpolationMethod
 INTERPOLATION_METHOD_NEAREST: InterpolationMethod
@@ -479,22 +521,28 @@ class AggRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
 
 class PivotRequest(_message.Message):
-    __slots__ = ("handle", "on", "index", "values", "aggregate", "sort_columns", "separator")
+    __slots__ = ("handle", "index", "columns", "values", "aggregate", "sort_columns", "separator", "on_columns", "index_columns", "values_columns")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    ON_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     SORT_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    ON_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    on: _containers.RepeatedScalarFieldContainer[str]
-    index: _containers.RepeatedScalarFieldContainer[str]
-    values: _containers.RepeatedScalarFieldContainer[str]
-    aggregate: _expr_pb2.AggregateFunction
+    index: str
+    columns: str
+    values: str
+    aggregate: AggFunction
     sort_columns: bool
     separator: str
-    def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggregateFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
+    on_columns: _containers.RepeatedScalarFieldContainer[str]
+    index_columns: _containers.RepeatedScalarFieldContainer[str]
+    values_columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., index: _Optional[str] = ..., columns: _Optional[str] = ..., values: _Optional[str] = ..., aggregate: _Optional[_Union[AggFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ..., on_columns: _Optional[_Iterable[str]] = ..., index_columns: _Optional[_Iterable[str]] = ..., values_columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeltRequest(_message.Message):
     __slots__ = ("handle", "id_vars", "value_vars", "variable_name", "value_name")
@@ -510,25 +558,39 @@ class MeltRequest(_message.Message):
     value_name: str
     def __init__(self, handle: _Optional[str] = ..., id_vars: _Optional[_Iterable[str]] = ..., value_vars: _Optional[_Iterable[str]] = ..., variable_name: _Optional[str] = ..., value_name: _Optional[str] = ...) -> None: ...
 
-class JoinRequest(_message.Message):
-    __slots__ = ("handle", "right", "on", "left_on", "right_on", "how", "suffix", "coalesce")
-    HANDLE_FIELD_NUMBER: _ClassVar[int]
+class JoinOn(_message.Message):
+    __slots__ = ("columns",)
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JoinLeftRight(_message.Message):
+    __slots__ = ("left", "right")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
     RIGHT_FIELD_NUMBER: _ClassVar[int]
+    left: _containers.RepeatedScalarFieldContainer[str]
+    right: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, left: _Optional[_Iterable[str]] = ..., right: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("left_handle", "right_handle", "on", "left_right", "join_type", "suffix", "coalesce", "how")
+    LEFT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     ON_FIELD_NUMBER: _ClassVar[int]
-    LEFT_ON_FIELD_NUMBER: _ClassVar[int]
-    RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
-    HOW_FIELD_NUMBER: _ClassVar[int]
+    LEFT_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TYPE_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     COALESCE_FIELD_NUMBER: _ClassVar[int]
-    handle: str
-    right: str
-    on: _containers.RepeatedScalarFieldContainer[str]
-    left_on: _containers.RepeatedScalarFieldContainer[str]
-    right_on: _containers.RepeatedScalarFieldContainer[str]
-    how: JoinType
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    left_handle: str
+    right_handle: str
+    on: JoinOn
+    left_right: JoinLeftRight
+    join_type: JoinType
     suffix: str
     coalesce: bool
-    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., left_on: _Optional[_Iterable[str]] = ..., right_on: _Optional[_Iterable[str]] = ..., how: _Optional[_Union[JoinType, str]] = ..., suffix: _Optional[str] = ..., coalesce: _Optional[bool] = ...) -> None: ...
+    how: JoinHow
+    def __init__(self, left_handle: _Optional[str] = ..., right_handle: _Optional[str] = ..., on: _Optional[_Union[JoinOn, _Mapping]] = ..., left_right: _Optional[_Union[JoinLeftRight, _Mapping]] = ..., join_type: _Optional[_Union[JoinType, str]] = ..., suffix: _Optional[str] = ..., coalesce: _Optional[bool] = ..., how: _Optional[_Union[JoinHow, str]] = ...) -> None: ...
 
 class CrossRequest(_message.Message):
     __slots__ = ("left_handle", "right_handle", "suffix")
@@ -619,17 +681,39 @@ class RollingWindowRequest(_message.Message):
     closed: ClosedWindow
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., function: _Optional[_Union[_expr_pb2.RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ...) -> None: ...
 
-class ShiftRequest(_message.Message):
-    __slots__ = ("handle", "columns", "n", "suffix")
+class LagColumn(_message.Message):
+    __slots__ = ("column", "periods", "alias")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    periods: int
+    alias: str
+    def __init__(self, column: _Optional[str] = ..., periods: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class LagRequest(_message.Message):
+    __slots__ = ("handle", "columns", "every_column_periods", "suffix")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    N_FIELD_NUMBER: _ClassVar[int]
+    EVERY_COLUMN_PERIODS_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    columns: _containers.RepeatedScalarFieldContainer[str]
-    n: int
+    columns: _containers.RepeatedCompositeFieldContainer[LagColumn]
+    every_column_periods: int
     suffix: str
-    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[LagColumn, _Mapping]]] = ..., every_column_periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class LeadRequest(_message.Message):
+    __slots__ = ("handle", "columns", "every_column_periods", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_COLUMN_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedCompositeFieldContainer[LagColumn]
+    every_column_periods: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[LagColumn, _Mapping]]] = ..., every_column_periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class DiffRequest(_message.Message):
     __slots__ = ("handle", "columns", "periods", "suffix")
@@ -656,54 +740,70 @@ class PctChangeRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., periods: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class AsofJoinRequest(_message.Message):
-    __slots__ = ("handle", "right", "on", "left_on", "right_on", "by", "by_left", "by_right", "strategy", "tolerance", "suffix")
-    HANDLE_FIELD_NUMBER: _ClassVar[int]
-    RIGHT_FIELD_NUMBER: _ClassVar[int]
-    ON_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("left_handle", "right_handle", "left_on", "right_on", "by", "tolerance", "strategy", "suffix", "on", "by_left", "by_right")
+    LEFT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     LEFT_ON_FIELD_NUMBER: _ClassVar[int]
     RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
     BY_LEFT_FIELD_NUMBER: _ClassVar[int]
     BY_RIGHT_FIELD_NUMBER: _ClassVar[int]
-    STRATEGY_FIELD_NUMBER: _ClassVar[int]
-    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
-    SUFFIX_FIELD_NUMBER: _ClassVar[int]
-    handle: str
-    right: str
-    on: str
+    left_handle: str
+    right_handle: str
     left_on: str
     right_on: str
     by: _containers.RepeatedScalarFieldContainer[str]
+    tolerance: str
+    strategy: str
+    suffix: str
+    on: str
     by_left: _containers.RepeatedScalarFieldContainer[str]
     by_right: _containers.RepeatedScalarFieldContainer[str]
-    strategy: AsofStrategy
-    tolerance: str
-    suffix: str
-    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[str] = ..., left_on: _Optional[str] = ..., right_on: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., by_left: _Optional[_Iterable[str]] = ..., by_right: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[AsofStrategy, str]] = ..., tolerance: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
+    def __init__(self, left_handle: _Optional[str] = ..., right_handle: _Optional[str] = ..., left_on: _Optional[str] = ..., right_on: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., tolerance: _Optional[str] = ..., strategy: _Optional[str] = ..., suffix: _Optional[str] = ..., on: _Optional[str] = ..., by_left: _Optional[_Iterable[str]] = ..., by_right: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FillValue(_message.Message):
+    __slots__ = ("int_val", "float_val", "string_val")
+    INT_VAL_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_VAL_FIELD_NUMBER: _ClassVar[int]
+    STRING_VAL_FIELD_NUMBER: _ClassVar[int]
+    int_val: int
+    float_val: float
+    string_val: str
+    def __init__(self, int_val: _Optional[int] = ..., float_val: _Optional[float] = ..., string_val: _Optional[str] = ...) -> None: ...
 
 class FillNullRequest(_message.Message):
-    __slots__ = ("handle", "value", "strategy", "columns", "limit")
+    __slots__ = ("handle", "value", "method", "columns", "limit", "fill_expr")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
-    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FILL_EXPR_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    value: _expr_pb2.Expression
-    strategy: FillNullStrategy
+    value: FillValue
+    method: FillMethod
     columns: _containers.RepeatedScalarFieldContainer[str]
     limit: int
-    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., strategy: _Optional[_Union[FillNullStrategy, str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    fill_expr: _expr_pb2.Expression
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[FillValue, _Mapping]] = ..., method: _Optional[_Union[FillMethod, str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., fill_expr: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
 
 class FillNanRequest(_message.Message):
-    __slots__ = ("handle", "value", "columns")
+    __slots__ = ("handle", "value", "method", "columns", "fill_expr")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    FILL_EXPR_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    value: _expr_pb2.Expression
+    value: float
+    method: FillMethod
     columns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+    fill_expr: _expr_pb2.Expression
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[float] = ..., method: _Optional[_Union[FillMethod, str]] = ..., columns: _Optional[_Iterable[str]] = ..., fill_expr: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ...) -> None: ...
 
 class InterpolateRequest(_message.Message):
     __slots__ = ("handle", "method", "columns", "interpolation")
@@ -718,12 +818,14 @@ class InterpolateRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., method: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., interpolation: _Optional[_Union[InterpolationMethod, str]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
-    __slots__ = ("handle", "percentiles")
+    __slots__ = ("handle", "columns", "percentiles")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     PERCENTILES_FIELD_NUMBER: _ClassVar[int]
     handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
     percentiles: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, handle: _Optional[str] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ("handle",)

@@ -206,12 +206,12 @@ class DataFrameServiceStub:
                 _registered_method=True)
         self.Lag = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/Lag',
-                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.ShiftRequest.SerializeToString,
+                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.LagRequest.SerializeToString,
                 response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
                 _registered_method=True)
         self.Lead = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/Lead',
-                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.ShiftRequest.SerializeToString,
+                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.LeadRequest.SerializeToString,
                 response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
                 _registered_method=True)
         self.Diff = channel.unary_unary(
@@ -867,12 +867,12 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
             ),
             'Lag': grpc.unary_unary_rpc_method_handler(
                     servicer.Lag,
-                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.ShiftRequest.FromString,
+                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.LagRequest.FromString,
                     response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
             ),
             'Lead': grpc.unary_unary_rpc_method_handler(
                     servicer.Lead,
-                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.ShiftRequest.FromString,
+                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.LeadRequest.FromString,
                     response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
             ),
             'Diff': grpc.unary_unary_rpc_method_handler(
@@ -1929,7 +1929,7 @@ class DataFrameService:
             request,
             target,
             '/polaroid.v1.DataFrameService/Lag',
-            polaroid_dot_v1_dot_dataframe__pb2.ShiftRequest.SerializeToString,
+            polaroid_dot_v1_dot_dataframe__pb2.LagRequest.SerializeToString,
             polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
             options,
             channel_credentials,
@@ -1956,7 +1956,7 @@ class DataFrameService:
             request,
             target,
             '/polaroid.v1.DataFrameService/Lead',
-            polaroid_dot_v1_dot_dataframe__pb2.ShiftRequest.SerializeToString,
+            polaroid_dot_v1_dot_dataframe__pb2.LeadRequest.SerializeToString,
             polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
             options,
             channel_credentials,

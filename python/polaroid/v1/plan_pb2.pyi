@@ -1,6 +1,7 @@
 from polaroid.v1 import dataframe_pb2 as _dataframe_pb2
 from polaroid.v1 import expr_pb2 as _expr_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -8,8 +9,27 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class FillNullStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILL_NULL_STRATEGY_UNSPECIFIED: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_FORWARD: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_BACKWARD: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_MIN: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_MAX: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_MEAN: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_ZERO: _ClassVar[FillNullStrategy]
+    FILL_NULL_STRATEGY_ONE: _ClassVar[FillNullStrategy]
+FILL_NULL_STRATEGY_UNSPECIFIED: FillNullStrategy
+FILL_NULL_STRATEGY_FORWARD: FillNullStrategy
+FILL_NULL_STRATEGY_BACKWARD: FillNullStrategy
+FILL_NULL_STRATEGY_MIN: FillNullStrategy
+FILL_NULL_STRATEGY_MAX: FillNullStrategy
+FILL_NULL_STRATEGY_MEAN: FillNullStrategy
+FILL_NULL_STRATEGY_ZERO: FillNullStrategy
+FILL_NULL_STRATEGY_ONE: FillNullStrategy
+
 class PlanStep(_message.Message):
-    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg", "pivot", "melt", "join", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag", "lead", "diff_v0", "pct_change_v0", "asof_join", "fill_null", "fill_nan", "interpolate_v0", "describe", "stats", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "interpolate")
+    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg", "pivot_v0", "melt", "join_v0", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag_v0", "lead_v0", "diff_v0", "pct_change_v0", "asof_join_v0", "fill_null_v0", "fill_nan_v0", "interpolate_v0", "describe_v0", "stats", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "pivot", "join", "lag", "lead", "asof_join", "fill_null", "fill_nan", "interpolate", "describe")
     READ_PARQUET_FIELD_NUMBER: _ClassVar[int]
     READ_CSV_FIELD_NUMBER: _ClassVar[int]
     READ_IPC_FIELD_NUMBER: _ClassVar[int]
@@ -30,23 +50,23 @@ class PlanStep(_message.Message):
     SLICE_V0_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     AGG_FIELD_NUMBER: _ClassVar[int]
-    PIVOT_FIELD_NUMBER: _ClassVar[int]
+    PIVOT_V0_FIELD_NUMBER: _ClassVar[int]
     MELT_FIELD_NUMBER: _ClassVar[int]
-    JOIN_FIELD_NUMBER: _ClassVar[int]
+    JOIN_V0_FIELD_NUMBER: _ClassVar[int]
     CROSS_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     AS_TIME_SERIES_FIELD_NUMBER: _ClassVar[int]
     RESAMPLE_FIELD_NUMBER: _ClassVar[int]
     ROLLING_WINDOW_FIELD_NUMBER: _ClassVar[int]
-    LAG_FIELD_NUMBER: _ClassVar[int]
-    LEAD_FIELD_NUMBER: _ClassVar[int]
+    LAG_V0_FIELD_NUMBER: _ClassVar[int]
+    LEAD_V0_FIELD_NUMBER: _ClassVar[int]
     DIFF_V0_FIELD_NUMBER: _ClassVar[int]
     PCT_CHANGE_V0_FIELD_NUMBER: _ClassVar[int]
-    ASOF_JOIN_FIELD_NUMBER: _ClassVar[int]
-    FILL_NULL_FIELD_NUMBER: _ClassVar[int]
-    FILL_NAN_FIELD_NUMBER: _ClassVar[int]
+    ASOF_JOIN_V0_FIELD_NUMBER: _ClassVar[int]
+    FILL_NULL_V0_FIELD_NUMBER: _ClassVar[int]
+    FILL_NAN_V0_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATE_V0_FIELD_NUMBER: _ClassVar[int]
-    DESCRIBE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIBE_V0_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     WITH_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
@@ -54,7 +74,15 @@ class PlanStep(_message.Message):
     SLICE_FIELD_NUMBER: _ClassVar[int]
     DIFF_FIELD_NUMBER: _ClassVar[int]
     PCT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    PIVOT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    LEAD_FIELD_NUMBER: _ClassVar[int]
+    ASOF_JOIN_FIELD_NUMBER: _ClassVar[int]
+    FILL_NULL_FIELD_NUMBER: _ClassVar[int]
+    FILL_NAN_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIBE_FIELD_NUMBER: _ClassVar[int]
     read_parquet: _dataframe_pb2.ReadParquetRequest
     read_csv: _dataframe_pb2.ReadCsvRequest
     read_ipc: _dataframe_pb2.ReadIpcRequest
@@ -75,23 +103,23 @@ class PlanStep(_message.Message):
     slice_v0: SliceStepV0
     group_by: _dataframe_pb2.GroupByRequest
     agg: _dataframe_pb2.AggRequest
-    pivot: _dataframe_pb2.PivotRequest
+    pivot_v0: PivotStepV0
     melt: _dataframe_pb2.MeltRequest
-    join: _dataframe_pb2.JoinRequest
+    join_v0: JoinStepV0
     cross: _dataframe_pb2.CrossRequest
     sql: _dataframe_pb2.SqlRequest
     as_time_series: _dataframe_pb2.AsTimeSeriesRequest
     resample: _dataframe_pb2.ResampleRequest
     rolling_window: _dataframe_pb2.RollingWindowRequest
-    lag: _dataframe_pb2.ShiftRequest
-    lead: _dataframe_pb2.ShiftRequest
+    lag_v0: ShiftStepV0
+    lead_v0: ShiftStepV0
     diff_v0: DiffStepV0
     pct_change_v0: PctChangeStepV0
-    asof_join: _dataframe_pb2.AsofJoinRequest
-    fill_null: _dataframe_pb2.FillNullRequest
-    fill_nan: _dataframe_pb2.FillNanRequest
+    asof_join_v0: AsofJoinStepV0
+    fill_null_v0: FillNullStepV0
+    fill_nan_v0: FillNanStepV0
     interpolate_v0: InterpolateStepV0
-    describe: _dataframe_pb2.DescribeRequest
+    describe_v0: DescribeStepV0
     stats: _dataframe_pb2.GetStatsRequest
     with_columns: _dataframe_pb2.WithColumnsRequest
     sort: _dataframe_pb2.SortRequest
@@ -99,8 +127,16 @@ class PlanStep(_message.Message):
     slice: _dataframe_pb2.SliceRequest
     diff: _dataframe_pb2.DiffRequest
     pct_change: _dataframe_pb2.PctChangeRequest
+    pivot: _dataframe_pb2.PivotRequest
+    join: _dataframe_pb2.JoinRequest
+    lag: _dataframe_pb2.LagRequest
+    lead: _dataframe_pb2.LeadRequest
+    asof_join: _dataframe_pb2.AsofJoinRequest
+    fill_null: _dataframe_pb2.FillNullRequest
+    fill_nan: _dataframe_pb2.FillNanRequest
     interpolate: _dataframe_pb2.InterpolateRequest
-    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.ShiftRequest, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ...) -> None: ...
+    describe: _dataframe_pb2.DescribeRequest
+    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot_v0: _Optional[_Union[PivotStepV0, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join_v0: _Optional[_Union[JoinStepV0, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., lead_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join_v0: _Optional[_Union[AsofJoinStepV0, _Mapping]] = ..., fill_null_v0: _Optional[_Union[FillNullStepV0, _Mapping]] = ..., fill_nan_v0: _Optional[_Union[FillNanStepV0, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe_v0: _Optional[_Union[DescribeStepV0, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.LagRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.LeadRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ...) -> None: ...
 
 class WithColumnsStepV0(_message.Message):
     __slots__ = ("handle", "exprs")
@@ -181,6 +217,114 @@ class InterpolateStepV0(_message.Message):
     columns: _containers.RepeatedScalarFieldContainer[str]
     method: _dataframe_pb2.InterpolationMethod
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[_dataframe_pb2.InterpolationMethod, str]] = ...) -> None: ...
+
+class PivotStepV0(_message.Message):
+    __slots__ = ("handle", "on", "index", "values", "aggregate", "sort_columns", "separator")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    SORT_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    on: _containers.RepeatedScalarFieldContainer[str]
+    index: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    aggregate: _expr_pb2.AggregateFunction
+    sort_columns: bool
+    separator: str
+    def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggregateFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
+
+class JoinStepV0(_message.Message):
+    __slots__ = ("handle", "right", "on", "left_on", "right_on", "how", "suffix", "coalesce")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    LEFT_ON_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    COALESCE_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    right: str
+    on: _containers.RepeatedScalarFieldContainer[str]
+    left_on: _containers.RepeatedScalarFieldContainer[str]
+    right_on: _containers.RepeatedScalarFieldContainer[str]
+    how: _dataframe_pb2.JoinHow
+    suffix: str
+    coalesce: bool
+    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., left_on: _Optional[_Iterable[str]] = ..., right_on: _Optional[_Iterable[str]] = ..., how: _Optional[_Union[_dataframe_pb2.JoinHow, str]] = ..., suffix: _Optional[str] = ..., coalesce: _Optional[bool] = ...) -> None: ...
+
+class AsofJoinStepV0(_message.Message):
+    __slots__ = ("handle", "right", "on", "left_on", "right_on", "by", "by_left", "by_right", "strategy", "tolerance", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    LEFT_ON_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_ON_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    BY_LEFT_FIELD_NUMBER: _ClassVar[int]
+    BY_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    right: str
+    on: str
+    left_on: str
+    right_on: str
+    by: _containers.RepeatedScalarFieldContainer[str]
+    by_left: _containers.RepeatedScalarFieldContainer[str]
+    by_right: _containers.RepeatedScalarFieldContainer[str]
+    strategy: _dataframe_pb2.AsofStrategy
+    tolerance: str
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., right: _Optional[str] = ..., on: _Optional[str] = ..., left_on: _Optional[str] = ..., right_on: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., by_left: _Optional[_Iterable[str]] = ..., by_right: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[_dataframe_pb2.AsofStrategy, str]] = ..., tolerance: _Optional[str] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class ShiftStepV0(_message.Message):
+    __slots__ = ("handle", "columns", "n", "suffix")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    suffix: str
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class FillNullStepV0(_message.Message):
+    __slots__ = ("handle", "value", "strategy", "columns", "limit")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    value: _expr_pb2.Expression
+    strategy: FillNullStrategy
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., strategy: _Optional[_Union[FillNullStrategy, str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FillNanStepV0(_message.Message):
+    __slots__ = ("handle", "value", "columns")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    value: _expr_pb2.Expression
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., value: _Optional[_Union[_expr_pb2.Expression, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DescribeStepV0(_message.Message):
+    __slots__ = ("handle", "percentiles")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILES_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    percentiles: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, handle: _Optional[str] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class UploadedArtifact(_message.Message):
     __slots__ = ("artifact", "name")
