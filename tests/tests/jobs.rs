@@ -838,15 +838,14 @@ fn rest_records_sorted() -> DataFrame {
     .expect("frame")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_whose_worker_is_killed_is_reclaimed_and_completes() -> anyhow::Result<()> {
-    let (_redis, mut cluster) = cluster_with_queue(2, &[]).await?;
-    // Call 1 validates; call 2 is the first attempt, which hangs until its worker dies.
-    let source = RestSource::start(|call| match call {
-        2 => Answer::SlowRecords(Duration::from_secs(120)),
-        _ => Answer::Records,
-    })
-    .await?;
+/// Submits a job that reads `source` and sorts into `sink` (under `out/`, created here),
+/// and waits until its attempt has started and reached the source, which holds it: the
+/// jobs client, the job, its Started event and the index of the worker running it.
+async fn start_held_job(
+    cluster: &mut TestCluster,
+    source: &RestSource,
+    sink: &str,
+) -> anyhow::Result<(Jobs, pb::Job, pb::JobEvent, usize)> {
     std::fs::create_dir(cluster.path("out"))?;
     let mut jobs = jobs_client(cluster.coordinator.address).await?;
     let job = submit(
@@ -856,20 +855,20 @@ async fn a_job_whose_worker_is_killed_is_reclaimed_and_completes() -> anyhow::Re
                 step(read_rest(&source.url()), vec![]),
                 step(sort_by("id"), vec![from_step(0)]),
             ],
-            "out/reclaimed.parquet",
+            sink,
             false,
         ),
     )
     .await?;
     let started = wait_for_event(&mut jobs, &job.id, JobEventKind::Started).await?;
     let workers = cluster.live_workers().await?;
-    let victim = workers
+    let running = workers
         .iter()
         .find(|w| w.worker_id == started.worker)
         .and_then(|w| cluster.index_of(&w.address))
         .expect("the worker that started the job");
     eventually(
-        "the first attempt to reach the source",
+        "the attempt to reach the source",
         Duration::from_secs(30),
         || {
             let calls = source.calls.clone();
@@ -877,6 +876,20 @@ async fn a_job_whose_worker_is_killed_is_reclaimed_and_completes() -> anyhow::Re
         },
     )
     .await?;
+    Ok((jobs, job, started, running))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_is_killed_is_reclaimed_and_completes() -> anyhow::Result<()> {
+    let (_redis, mut cluster) = cluster_with_queue(2, &[]).await?;
+    // Call 1 validates; call 2 is the first attempt, which hangs until its worker dies.
+    let source = RestSource::start(|call| match call {
+        2 => Answer::SlowRecords(Duration::from_secs(120)),
+        _ => Answer::Records,
+    })
+    .await?;
+    let (mut jobs, job, started, victim) =
+        start_held_job(&mut cluster, &source, "out/reclaimed.parquet").await?;
     cluster.kill_worker(victim)?;
 
     let (events, done) = watch_to_end(&mut jobs, &job.id).await?;
@@ -909,36 +922,8 @@ async fn a_draining_worker_lets_its_running_job_end_within_job_drain_secs() -> a
         _ => Answer::Records,
     })
     .await?;
-    std::fs::create_dir(cluster.path("out"))?;
-    let mut jobs = jobs_client(cluster.coordinator.address).await?;
-    let job = submit(
-        &mut jobs,
-        spec(
-            vec![
-                step(read_rest(&source.url()), vec![]),
-                step(sort_by("id"), vec![from_step(0)]),
-            ],
-            "out/drained.parquet",
-            false,
-        ),
-    )
-    .await?;
-    let started = wait_for_event(&mut jobs, &job.id, JobEventKind::Started).await?;
-    let workers = cluster.live_workers().await?;
-    let draining = workers
-        .iter()
-        .find(|w| w.worker_id == started.worker)
-        .and_then(|w| cluster.index_of(&w.address))
-        .expect("the worker that started the job");
-    eventually(
-        "the attempt to reach the source",
-        Duration::from_secs(30),
-        || {
-            let calls = source.calls.clone();
-            async move { Ok(calls.load(Ordering::SeqCst) >= 2) }
-        },
-    )
-    .await?;
+    let (mut jobs, job, started, draining) =
+        start_held_job(&mut cluster, &source, "out/drained.parquet").await?;
     cluster.workers[draining]
         .as_ref()
         .expect("the draining worker")
