@@ -16,12 +16,12 @@ step "python test dependencies ($venv)"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" || exit 1
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt || exit 1
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt || exit 1
 step "python SDK (pip install ./python)"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "./python[test]" || exit 1
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "./python[test]" || exit 1
 # pip keeps an installed SDK of the same version (from an older checkout, in a venv kept
 # between runs): the tests would run that one. This checkout's, always.
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall ./python || exit 1
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./python || exit 1
 
 # Installs Debian package $2 unless command $1 is there already.
 apt_install() {
