@@ -612,3 +612,59 @@ async fn empty_requests_do_not_wear_out_the_link_to_a_worker() -> anyhow::Result
     assert_eq!(collect(&mut client, &handle).await?.height(), 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_calls_its_workers_through_their_stacks_not_sockets() -> anyhow::Result<()> {
+    let state = tempfile::tempdir()?;
+    let root = tempfile::tempdir()?;
+    let standalone = WorkerProcess::spawn_role(
+        "standalone",
+        &[
+            "--state-dir",
+            &state.path().to_string_lossy(),
+            "--data-root",
+            &root.path().to_string_lossy(),
+        ],
+        &[],
+    )?;
+    eventually("standalone ready", Duration::from_secs(30), || async {
+        Ok(http_get(standalone.http_address, "/readyz")
+            .await
+            .is_ok_and(|r| r.trim() == "ready"))
+    })
+    .await?;
+    let mut client = standalone.client().await?;
+    let input = numbers(100);
+    let handle = upload(&mut client, &input).await?;
+    let derived = with_column(&mut client, &handle, 3)
+        .await?
+        .into_inner()
+        .handle;
+    let expected = input
+        .lazy()
+        .with_column((col("x") + lit(3i64)).alias("c3"))
+        .collect()?;
+    assert_frame_eq(&collect(&mut client, &derived).await?, &expected);
+    // A failed call's status comes back as the worker gave it.
+    client
+        .drop_handle(pb::DropHandleRequest {
+            handle: handle.clone(),
+        })
+        .await?;
+    let dropped = collect(&mut client, &handle).await.err();
+    assert_eq!(
+        dropped.as_ref().map(tonic::Status::code),
+        Some(tonic::Code::NotFound),
+        "{dropped:?}"
+    );
+
+    let metrics = standalone.metrics().await?;
+    let routed = metric_sum(&metrics, "polaroid_coordinator_routed_calls_total", &[]);
+    let in_process = metric_sum(&metrics, "polaroid_coordinator_in_process_calls_total", &[]);
+    assert!(routed >= 4.0, "{routed} calls routed");
+    assert_eq!(
+        in_process, routed,
+        "every routed call went through the stacks"
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use polaroid_auth::tls::ClientTls;
+use polaroid_server::InProcess;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{CoordinatorConfig, RoutingPolicy};
@@ -45,6 +46,9 @@ pub struct Cluster {
     /// Workers are dialed over TLS with this (`tls.ca_file`), presenting this
     /// coordinator's certificate; `None`: plaintext.
     tls: Option<ClientTls>,
+    /// The stacks of workers in this process (`polaroid standalone`), called without a
+    /// socket.
+    in_process: Option<InProcess>,
     /// Workers whose calls failed at the transport, with the lease end they had then:
     /// skipped until a report renews it (compared in the membership's clock, not ours).
     /// Held while a new view is computed and installed, which serializes the two.
@@ -68,10 +72,17 @@ impl Cluster {
             channels: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             tls,
+            in_process: None,
             suspects: Mutex::new(HashMap::new()),
             next_round_robin: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
         }
+    }
+
+    /// Calls the workers that published their stacks in `registry` through it.
+    pub fn with_in_process(mut self, registry: InProcess) -> Self {
+        self.in_process = Some(registry);
+        self
     }
 
     pub fn membership(&self) -> &dyn Membership {
@@ -218,7 +229,13 @@ impl Cluster {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         links
             .entry(address.to_owned())
-            .or_insert_with(|| Arc::new(WorkerLink::new(address, self.tls.clone())))
+            .or_insert_with(|| {
+                Arc::new(WorkerLink::new(
+                    address,
+                    self.tls.clone(),
+                    self.in_process.clone(),
+                ))
+            })
             .clone()
     }
 

@@ -53,15 +53,17 @@ pub async fn run(
         config.job_queue_settings(),
     )
     .await?;
-    serve(config, listeners, shutdown, queue).await
+    serve(config, listeners, shutdown, queue, None).await
 }
 
-/// [`run`] with the job queue given (`polaroid standalone` shares its embedded one).
+/// [`run`] with the job queue given (`polaroid standalone` shares its embedded one), and
+/// the stacks its workers publish in this process (called without a socket).
 pub async fn serve(
     config: CoordinatorConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     queue: Option<Arc<dyn JobQueue>>,
+    in_process: Option<polaroid_server::InProcess>,
 ) -> Result<(), CoordinatorError> {
     let bound = listeners.grpc.local_addr()?;
     let auth = polaroid_auth::Auth::from_settings(&config.auth, &config.tls, bound)?;
@@ -74,11 +76,11 @@ pub async fn serve(
     } else {
         Arc::new(RedisMembership::connect(&config.redis_url, &config.redis_prefix).await?)
     };
-    let cluster = Arc::new(cluster::Cluster::new(
-        membership,
-        &config,
-        tls.dialing().cloned(),
-    ));
+    let mut cluster = cluster::Cluster::new(membership, &config, tls.dialing().cloned());
+    if let Some(registry) = in_process {
+        cluster = cluster.with_in_process(registry);
+    }
+    let cluster = Arc::new(cluster);
     if let Err(e) = cluster.refresh().await {
         tracing::warn!(error = %e, "reading membership failed; starting with no workers");
     }

@@ -4,6 +4,8 @@
 //! capacity before sending a body, which puts them in two, and wakes the worker twice),
 //! and a one-message call crosses no task between the caller and the connection. With
 //! `tls.ca_file` the connection is TLS, presenting the coordinator's certificate (mTLS).
+//! A worker in this very process (`polaroid standalone`) is called through the stack it
+//! published instead, with no connection at all (`polaroid_server::InProcess`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,6 +17,7 @@ use h2::client::SendRequest;
 use http_body::Frame;
 use polaroid_auth::tls::ClientTls;
 use polaroid_proto::GRPC_PREFIX_BYTES;
+use polaroid_server::{InProcess, InProcessService};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::Status;
@@ -47,6 +50,10 @@ pub enum LinkError {
     MessageTooLarge(usize),
     #[error(transparent)]
     Http2(#[from] h2::Error),
+    /// A worker in this process failed the call outside gRPC's own statuses (its stack
+    /// refused it, or its response body broke).
+    #[error("the worker's stack failed the call: {0}")]
+    InProcess(Status),
 }
 
 impl LinkError {
@@ -59,6 +66,7 @@ impl LinkError {
                 Verdict::CallFailed(polaroid_proto::ErrorCode::ResourceExhausted)
             }
             Self::Http2(e) => Http2Failure::of(e).verdict(),
+            Self::InProcess(_) => Verdict::CallFailed(polaroid_proto::ErrorCode::Internal),
         }
     }
 }
@@ -68,6 +76,9 @@ pub struct WorkerLink {
     address: String,
     /// `None`: plaintext.
     tls: Option<ClientTls>,
+    /// Where a worker in this process publishes its stack; looked up per call, so that a
+    /// worker that stopped is dialed (and found down) like any other.
+    in_process: Option<InProcess>,
     slot: tokio::sync::Mutex<Connection>,
 }
 
@@ -93,10 +104,11 @@ pub enum Outbound {
 }
 
 impl WorkerLink {
-    pub fn new(address: &str, tls: Option<ClientTls>) -> Self {
+    pub fn new(address: &str, tls: Option<ClientTls>, in_process: Option<InProcess>) -> Self {
         Self {
             address: address.to_owned(),
             tls,
+            in_process,
             slot: tokio::sync::Mutex::default(),
         }
     }
@@ -110,6 +122,13 @@ impl WorkerLink {
         headers: http::HeaderMap,
         outbound: Outbound,
     ) -> Result<http::Response<Received>, LinkError> {
+        if let Some(stack) = self
+            .in_process
+            .as_ref()
+            .and_then(|r| r.service(&self.address))
+        {
+            return send_in_process(stack, path, headers, outbound).await;
+        }
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -156,12 +175,12 @@ impl WorkerLink {
         let (head, body) = response.await?.into_parts();
         Ok(http::Response::from_parts(
             head,
-            Received {
+            Received(Inner::Http2 {
                 stream: body,
                 data_done: false,
                 done: false,
                 _pipe: pipe,
-            },
+            }),
         ))
     }
 
@@ -350,48 +369,238 @@ impl Drop for AbortOnDrop {
 
 /// A worker's response body: its data frames as they arrive (their window is handed back
 /// to the worker as each is passed on), then its trailers.
-pub struct Received {
-    stream: h2::RecvStream,
-    data_done: bool,
-    done: bool,
-    _pipe: Option<AbortOnDrop>,
+pub struct Received(Inner);
+
+enum Inner {
+    Http2 {
+        stream: h2::RecvStream,
+        data_done: bool,
+        done: bool,
+        _pipe: Option<AbortOnDrop>,
+    },
+    /// The body a worker's stack in this process answered with.
+    InProcess(tonic::body::Body),
 }
 
 impl http_body::Body for Received {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = LinkError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if self.done {
+    ) -> Poll<Option<Result<Frame<Bytes>, LinkError>>> {
+        let (stream, data_done, done) = match &mut self.get_mut().0 {
+            Inner::InProcess(body) => {
+                return Pin::new(body).poll_frame(cx).map_err(LinkError::InProcess);
+            }
+            Inner::Http2 {
+                stream,
+                data_done,
+                done,
+                ..
+            } => (stream, data_done, done),
+        };
+        if *done {
             return Poll::Ready(None);
         }
-        if !self.data_done {
-            match self.stream.poll_data(cx) {
+        if !*data_done {
+            match stream.poll_data(cx) {
                 Poll::Ready(Some(Ok(data))) => {
-                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    let _ = stream.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(e)));
+                    *done = true;
+                    return Poll::Ready(Some(Err(e.into())));
                 }
-                Poll::Ready(None) => self.data_done = true,
+                Poll::Ready(None) => *data_done = true,
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let trailers = std::task::ready!(self.stream.poll_trailers(cx));
-        self.done = true;
+        let trailers = std::task::ready!(stream.poll_trailers(cx));
+        *done = true;
         Poll::Ready(match trailers {
             Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
             Ok(None) => None,
-            Err(e) => Some(Err(e)),
+            Err(e) => Some(Err(e.into())),
         })
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        match &self.0 {
+            Inner::Http2 { done, .. } => *done,
+            Inner::InProcess(body) => body.is_end_stream(),
+        }
+    }
+}
+
+/// Calls a worker of this process through its published stack: the request as the
+/// worker's port would have decoded it from HTTP/2 (the framed message as its body), and
+/// its response body handed on as it comes.
+async fn send_in_process(
+    stack: InProcessService,
+    path: &str,
+    headers: http::HeaderMap,
+    outbound: Outbound,
+) -> Result<http::Response<Received>, LinkError> {
+    use tower::ServiceExt;
+    metrics::counter!("polaroid_coordinator_in_process_calls_total").increment(1);
+    let body = match outbound {
+        Outbound::Message(message) => {
+            let frames = match message {
+                Some(message) => vec![framed_prefix(message.len())?, message],
+                None => Vec::new(),
+            };
+            tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+                frames
+                    .into_iter()
+                    .map(|data| Ok::<_, Status>(Frame::data(data))),
+            )))
+        }
+        Outbound::Stream { messages, failed } => {
+            let mut failed = Some(failed);
+            let frames = messages.flat_map(move |message| {
+                let frames = match message.and_then(|message| {
+                    let prefix = framed_prefix(message.len())
+                        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+                    Ok((prefix, message))
+                }) {
+                    Ok((prefix, message)) => {
+                        vec![Ok(Frame::data(prefix)), Ok(Frame::data(message))]
+                    }
+                    Err(status) => {
+                        // The client hears its own error; the worker's request stream
+                        // fails (not ends), so it takes nothing of the upload.
+                        if let Some(failed) = failed.take() {
+                            let _ = failed.send(status.clone());
+                        }
+                        vec![Err(status)]
+                    }
+                };
+                futures::stream::iter(frames)
+            });
+            tonic::body::Body::new(http_body_util::StreamBody::new(frames))
+        }
+    };
+    let mut request = http::Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|e| {
+        LinkError::InProcess(Status::invalid_argument(format!("bad method path: {e}")))
+    })?;
+    *request.headers_mut() = headers;
+    let response = match stack.oneshot(request).await {
+        Ok(response) => response,
+        // As a worker's port answers an error of its stack (tonic's server does the same).
+        Err(e) => Status::from_error(e).into_http(),
+    };
+    let (head, body) = response.into_parts();
+    Ok(http::Response::from_parts(
+        head,
+        Received(Inner::InProcess(body)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// Nothing listens here: a call that succeeds did not use the network.
+    const NOWHERE: &str = "127.0.0.1:1";
+
+    /// A worker's stack that reads the whole request body and answers with what it got:
+    /// the bytes in a data frame, or the body's error as the status.
+    fn echoing_stack() -> InProcessService {
+        InProcessService::new(tower::service_fn(
+            |request: http::Request<tonic::body::Body>| async move {
+                let path = request.uri().path().to_owned();
+                let mut trailers = http::HeaderMap::new();
+                let (data, status) = match request.into_body().collect().await {
+                    Ok(body) => (body.to_bytes(), Status::ok(path)),
+                    Err(status) => (Bytes::new(), status),
+                };
+                status.add_header(&mut trailers).unwrap();
+                let frames = vec![
+                    Ok::<_, Status>(Frame::data(data)),
+                    Ok(Frame::trailers(trailers)),
+                ];
+                let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                Ok(http::Response::new(tonic::body::Body::new(body)))
+            },
+        ))
+    }
+
+    async fn read_all(response: http::Response<Received>) -> (Bytes, http::HeaderMap) {
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        (collected.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn a_worker_in_this_process_is_called_through_its_stack() {
+        let registry = InProcess::default();
+        let published = registry.publish(NOWHERE, echoing_stack());
+        let link = WorkerLink::new(NOWHERE, None, Some(registry));
+        let response = link
+            .send(
+                "/polaroid.v1.DataFrameService/Head",
+                http::HeaderMap::new(),
+                Outbound::Message(Some(Bytes::from_static(b"hello"))),
+            )
+            .await
+            .unwrap();
+        let (data, trailers) = read_all(response).await;
+        // The message arrives framed, as from the wire.
+        assert_eq!(&data[..], b"\0\0\0\0\x05hello");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(
+            trailers["grpc-message"],
+            "/polaroid.v1.DataFrameService/Head"
+        );
+
+        // Withdrawn (its worker stopped): the address is dialed, and nobody answers.
+        drop(published);
+        let refused = link
+            .send("/x.Y/Z", http::HeaderMap::new(), Outbound::Message(None))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(refused.verdict(), Verdict::WorkerDown),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_stream_that_fails_fails_the_workers_request_too() {
+        let registry = InProcess::default();
+        let _published = registry.publish(NOWHERE, echoing_stack());
+        let link = WorkerLink::new(NOWHERE, None, Some(registry));
+        let (failed, client_failure) = tokio::sync::oneshot::channel();
+        let messages: MessageStream = Box::pin(futures::stream::iter([
+            Ok(Bytes::from_static(b"part")),
+            Err(Status::invalid_argument("the client's upload broke")),
+            Ok(Bytes::from_static(b"never read")),
+        ]));
+        let response = link
+            .send(
+                "/arrow.flight.protocol.FlightService/DoPut",
+                http::HeaderMap::new(),
+                Outbound::Stream { messages, failed },
+            )
+            .await
+            .unwrap();
+        let (data, trailers) = read_all(response).await;
+        // The worker saw an error, not an upload that ended early.
+        assert!(data.is_empty());
+        assert_eq!(trailers["grpc-status"], "3");
+        assert_eq!(
+            client_failure.await.unwrap().message(),
+            "the client's upload broke"
+        );
     }
 }

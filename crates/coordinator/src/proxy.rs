@@ -25,7 +25,7 @@ use tonic::{Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::failover::{Http2Failure, Verdict};
+use crate::failover::Verdict;
 use crate::link::{LinkError, Outbound, Received};
 use crate::routing::{DataFrameRoutes, FlightRoutes, RouteKey, Routes};
 
@@ -414,7 +414,7 @@ impl http_body::Body for Forwarded {
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(e))) => {
                     let worker = self.worker.clone();
-                    let status = match Http2Failure::of(&e).verdict() {
+                    let status = match e.verdict() {
                         Verdict::WorkerDown => {
                             self.cluster.suspect(&worker);
                             ErrorCode::Unavailable.status(format!(

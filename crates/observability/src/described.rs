@@ -59,6 +59,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Calls a coordinator routed to a worker, by route (how the worker was chosen).",
     ),
     (
+        "polaroid_coordinator_in_process_calls_total",
+        Kind::Counter,
+        "Calls a coordinator made to a worker of its own process through the worker's stack, without a socket (polaroid standalone).",
+    ),
+    (
         "polaroid_coordinator_retries_total",
         Kind::Counter,
         "Attempts of a call after its first, on another worker.",

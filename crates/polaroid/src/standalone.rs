@@ -1,5 +1,6 @@
 //! `polaroid standalone`: a coordinator and N workers in one process, sharing a
-//! filesystem store, as real gRPC peers on loopback. What a new user runs.
+//! filesystem store. What a new user runs. The coordinator calls its workers through the
+//! stacks they publish in the process; their ports serve Flight clients and operators.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -205,6 +206,9 @@ pub async fn run(
     };
     // The embedded job queue, shared by the coordinator (which queues) and the workers.
     let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new(config.worker.job_queue_settings()));
+    // The coordinator calls the workers' stacks directly, not over loopback sockets (their
+    // ports still serve Flight clients and operators).
+    let in_process = polaroid_server::InProcess::default();
     let (coordinator_stop, coordinator_stopped) = tokio::sync::oneshot::channel::<()>();
     let coordinator = tokio::spawn(polaroid_coordinator::serve(
         coordinator_config,
@@ -213,6 +217,7 @@ pub async fn run(
             let _ = coordinator_stopped.await;
         },
         Some(queue.clone()),
+        Some(in_process.clone()),
     ));
 
     let mut workers = Vec::with_capacity(config.workers);
@@ -247,6 +252,7 @@ pub async fn run(
             worker_listeners,
             shutdown.clone(),
             Some(queue.clone()),
+            Some(in_process.clone()),
         )));
     }
     println!(

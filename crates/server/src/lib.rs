@@ -1,9 +1,11 @@
 //! The tower stack every gRPC port of a coordinator or a worker runs, in one place: a span
 //! and metrics per call, the decode statuses gRPC clients expect, authentication, tenant
-//! and process concurrency limits, and deadlines; and the tenant quotas they enforce.
+//! and process concurrency limits, and deadlines; and the tenant quotas they enforce. And
+//! the registry through which one process's coordinator calls its own workers' stacks.
 
 mod deadline;
 mod decode_status;
+mod in_process;
 pub mod quota;
 mod shed;
 mod span;
@@ -17,6 +19,7 @@ use tower::util::MapResponse;
 
 pub use deadline::{CallDeadline, Deadline, DeadlineLayer, client_timeout};
 pub use decode_status::rewrite_decode_status;
+pub use in_process::{InProcess, InProcessService, Published};
 pub use quota::{CallPermit, QuotaConfig, QuotaExceeded, TenantCalls, TenantLimits};
 pub use shed::{Shed, ShedLayer};
 pub use span::{CallSpan, CallSpanLayer};

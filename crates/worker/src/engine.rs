@@ -496,6 +496,13 @@ impl Engine {
         affinity: AffinityKey,
         shape: Option<(u64, u64)>,
     ) -> EngineResult<Handle> {
+        // The same step made again (a repeated call) has its plan record already.
+        if let Some(known) = self.cached_node(node.tenant, &node.id) {
+            node.plan_stored_unix_ms.store(
+                known.plan_stored_unix_ms.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
         self.remember_node(node.clone());
         let handle = Handle::new(node.tenant, affinity);
         let now = now_unix_ms();

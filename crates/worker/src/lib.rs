@@ -44,6 +44,7 @@ use polaroid_store::{
     TenantId,
 };
 use tonic::transport::server::TcpIncoming;
+use tower::ServiceExt;
 
 pub use config::{HandleStoreKind, StoreOptions, WorkerConfig};
 pub use engine::Engine;
@@ -126,15 +127,19 @@ pub async fn run(
         config.job_queue_settings(),
     )
     .await?;
-    serve(config, listeners, shutdown, queue).await
+    serve(config, listeners, shutdown, queue, None).await
 }
 
 /// [`run`] with the job queue given (`polaroid standalone` shares its embedded one).
+///
+/// With `in_process`, the worker also publishes its gRPC stack there, so that a coordinator
+/// in the same process calls it without a socket (see `polaroid_server::InProcess`).
 pub async fn serve(
     config: WorkerConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     queue: Option<Arc<dyn JobQueue>>,
+    in_process: Option<polaroid_server::InProcess>,
 ) -> Result<(), WorkerError> {
     let bound = listeners.grpc.local_addr().map_err(WorkerError::Http)?;
     let auth = polaroid_auth::Auth::from_settings(&config.auth, &config.tls, bound)?;
@@ -314,14 +319,30 @@ pub async fn serve(
     // Small request/response pairs dominate: send at once instead of coalescing packets
     // (Nagle with delayed ACKs costs ~40 ms a call).
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tls
-        .server(tonic::transport::Server::builder())?
-        .layer(layers)
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(service)
         .add_service(flight)
-        .add_service(validation)
+        .add_service(validation);
+    // The same stack for a coordinator in this process; withdrawn when the port stops
+    // taking calls (after the drain below).
+    let published = in_process.map(|registry| {
+        let stack = layers
+            .clone()
+            .service(routes.clone())
+            .map_request(|request: http::Request<tonic::body::Body>| request)
+            .map_response(|response| response.map(tonic::body::Body::new))
+            .map_err(Into::into);
+        registry.publish(&address, polaroid_server::InProcessService::new(stack))
+    });
+    let drain = async move {
+        drain.await;
+        drop(published);
+    };
+    let grpc = tls
+        .server(tonic::transport::Server::builder())?
+        .layer(layers)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain);
     let http = polaroid_observability::serve_admin(listeners.http, tls.admin(), ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);
