@@ -235,9 +235,13 @@ class DataFrame:
     def width(self) -> int:
         return len(self.schema)
 
-    def explain(self, *, optimized: bool = True) -> str:
-        reply = self._connection.call("Explain", pb.ExplainRequest(handle=self.handle))
-        return reply.optimized_plan if optimized else reply.unoptimized_plan
+    def explain(self, *, optimized: bool = True, tree: bool = False) -> str:
+        """Polars' logical plan of this frame: after its optimizer (`optimized`) or as
+        built, as indented text or drawn as a tree (`tree`)."""
+        reply = self._connection.call(
+            "Explain", pb.ExplainRequest(handle=self.handle, optimized=optimized, format_tree=tree)
+        )
+        return reply.logical_plan
 
     # -- transforms --------------------------------------------------------------------
 
@@ -574,10 +578,14 @@ class DataFrame:
             pb.DescribeRequest(handle=self.handle, columns=list(columns), percentiles=list(percentiles)),
         )
 
-    def stats(self) -> DataFrame:
-        """One row per column: column, dtype, count, null_count, n_unique, min and max (as
-        text), mean and std (numeric and boolean columns)."""
-        return self._derive("GetStats", pb.GetStatsRequest(handle=self.handle))
+    def stats(self, columns: Sequence[str] = ()) -> DataFrame:
+        """One row per column (of `columns`, else every one): column, dtype, count,
+        null_count, n_unique, min and max (as text), mean and std (numeric and boolean
+        columns)."""
+        reply = self._connection.call(
+            "GetStats", pb.GetStatsRequest(handle=self.handle, columns=list(columns))
+        )
+        return DataFrame(reply.handle, self._connection)
 
     def sql(self, query: str, *, table_name: str = "self") -> DataFrame:
         """Polars SQL over this frame, named `self` in the query."""

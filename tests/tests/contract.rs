@@ -1713,3 +1713,248 @@ async fn pivot() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_csv() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    std::fs::write(
+        c.cluster.path("people.csv"),
+        "skip me\nname;age;score\nann;31;1.5\nbob;;2\ncy;45;\ndee;28;4.25\n",
+    )?;
+    let path = c.cluster.path("people.csv");
+    let path_text = path.to_string_lossy().into_owned();
+    let schema_json = r#"{"fields": [{"name": "name", "data_type": "String"}, {"name": "age", "data_type": "Int32"}, {"name": "score", "data_type": "Float64"}]}"#;
+    let request = |has_header, schema_json: Option<&str>| seed::ReadCsvRequest {
+        path: "people.csv".into(),
+        has_header,
+        separator: Some(";".into()),
+        quote_char: None,
+        skip_rows: Some(1),
+        n_rows: Some(3),
+        columns: vec!["name".into(), "score".into()],
+        schema_json: schema_json.map(Into::into),
+    };
+    let reply = c.seed.read_csv(request(true, Some(schema_json))).await;
+    let schema = Schema::from_iter([
+        Field::new("name".into(), DataType::String),
+        Field::new("age".into(), DataType::Int32),
+        Field::new("score".into(), DataType::Float64),
+    ]);
+    let polars = |has_header: bool, schema: Option<SchemaRef>| {
+        LazyCsvReader::new(PlRefPath::new(path_text.as_str()))
+            .with_has_header(has_header)
+            .with_separator(b';')
+            .with_skip_rows(1)
+            .with_schema(schema)
+            .finish()
+            .map(|lf| lf.limit(3))
+    };
+    let expected = polars(true, Some(std::sync::Arc::new(schema)))?
+        .select([col("name"), col("score")])
+        .collect()?;
+    c.check("read_csv with schema_json", reply, expected)
+        .await?;
+    // has_header unset (false, as a client that leaves it unset sends it): the header line
+    // is a row, and the columns are named column_1, ...
+    let reply = c
+        .seed
+        .read_csv(seed::ReadCsvRequest {
+            columns: vec![],
+            ..request(false, None)
+        })
+        .await;
+    let expected = polars(false, None)?.collect()?;
+    c.check("read_csv without a header", reply, expected)
+        .await?;
+
+    for (what, bad, fragment) in [
+        ("not JSON", "{", "not JSON"),
+        ("no fields", r#"{"columns": []}"#, "no list of `fields`"),
+        (
+            "an unknown type",
+            r#"[{"name": "name", "data_type": "Int99"}]"#,
+            "Int99",
+        ),
+    ] {
+        let reply = c.seed.read_csv(request(true, Some(bad))).await;
+        refused(
+            &format!("read_csv with {what}"),
+            reply,
+            Code::InvalidArgument,
+            fragment,
+        );
+    }
+    let conflict = c
+        .ours
+        .read_csv(pb::ReadCsvRequest {
+            path: "people.csv".into(),
+            has_header: true,
+            schema_json: Some(schema_json.into()),
+            schema: vec![pb::Field {
+                name: "name".into(),
+                data_type: "String".into(),
+            }],
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "read_csv with schema_json and schema",
+        conflict,
+        Code::InvalidArgument,
+        "`schema_json` (field 8) and `schema` (field 12) are both set",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let filtered = c
+        .seed
+        .filter(seed::FilterRequest {
+            handle: handle.clone(),
+            predicate: Some(x::binary(
+                x::col("qty"),
+                seed::BinaryOperator::Gt,
+                x::int(3),
+            )),
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let local = df.clone().lazy().filter(col("qty").gt(lit(3)));
+    for (optimized, format_tree) in [(false, false), (true, false), (false, true), (true, true)] {
+        let reply = c
+            .seed
+            .explain(seed::ExplainRequest {
+                handle: filtered.clone(),
+                optimized,
+                format_tree,
+            })
+            .await?
+            .into_inner();
+        // The plan Polars gives of the same query over the same frame.
+        let expected = match (optimized, format_tree) {
+            (true, true) => local.describe_optimized_plan_tree()?,
+            (true, false) => local.describe_optimized_plan()?,
+            (false, true) => local.describe_plan_tree()?,
+            (false, false) => local.describe_plan()?,
+        };
+        assert_eq!(
+            reply.logical_plan, expected,
+            "optimized {optimized}, tree {format_tree}"
+        );
+        assert_eq!(reply.physical_plan, None);
+        assert_eq!(
+            reply
+                .optimizations
+                .iter()
+                .any(|o| o == "predicate_pushdown"),
+            optimized,
+            "{:?}",
+            reply.optimizations
+        );
+        // Nothing computed yet: no statistics to tell.
+        assert_eq!(reply.stats, None);
+    }
+    // Once computed, the result's rows are known.
+    c.collect(&filtered).await?;
+    let reply = c
+        .seed
+        .explain(seed::ExplainRequest {
+            handle: filtered.clone(),
+            optimized: true,
+            format_tree: false,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        reply.stats.map(|s| s.estimated_rows),
+        Some(i64::try_from(local.collect()?.height())?)
+    );
+    let unknown = c
+        .seed
+        .explain(seed::ExplainRequest {
+            handle: "nonsense".into(),
+            optimized: true,
+            format_tree: false,
+        })
+        .await;
+    refused(
+        "explain of a malformed handle",
+        unknown,
+        Code::InvalidArgument,
+        "nonsense",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_stats() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let stats = |columns: &[&str]| seed::GetStatsRequest {
+        handle: handle.clone(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    // A statistic as text, as Polars casts it.
+    let text = |e: Expr| -> anyhow::Result<Option<String>> {
+        let value = df
+            .clone()
+            .lazy()
+            .select([e.cast(DataType::String).alias("v")])
+            .collect()?;
+        Ok(value.column("v")?.str()?.get(0).map(str::to_owned))
+    };
+    let every = c.seed.get_stats(stats(&[])).await?.into_inner();
+    let names: Vec<&str> = every.stats.keys().map(String::as_str).collect();
+    assert_eq!(names, ["id", "price", "qty", "region"]);
+    // The contract's ColumnStats names no fields: Polaroid's are read with its own stubs.
+    let ours = c
+        .ours
+        .get_stats(pb::GetStatsRequest {
+            handle: handle.clone(),
+            columns: vec!["qty".into(), "region".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(ours.stats.len(), 2);
+    for name in ["qty", "region"] {
+        let series = df.column(name)?.as_materialized_series();
+        let numeric = series.dtype().is_primitive_numeric();
+        let got = &ours.stats[name];
+        assert_eq!(got.data_type, polaroid_worker::dtype::name(series.dtype()));
+        assert_eq!(
+            got.count,
+            i64::try_from(series.len() - series.null_count())?
+        );
+        assert_eq!(got.null_count, i64::try_from(series.null_count())?);
+        assert_eq!(got.n_unique, i64::try_from(series.n_unique()?)?);
+        assert_eq!(got.min, text(col(name).min())?, "{name} min");
+        assert_eq!(got.max, text(col(name).max())?, "{name} max");
+        assert_eq!(got.mean, if numeric { series.mean() } else { None });
+        let std = if numeric { series.std(1) } else { None };
+        assert!(
+            got.std.zip(std).is_none_or(|(a, b)| (a - b).abs() < 1e-12)
+                && got.std.is_some() == std.is_some(),
+            "{name} std {:?} vs {std:?}",
+            got.std
+        );
+    }
+    // And as a frame, with Polaroid's handle.
+    let frame = c.collect(&ours.handle).await?;
+    assert_eq!(frame.column("column")?.str()?.get(0), Some("qty"));
+    assert_eq!(frame.height(), 2);
+
+    let unknown = c.seed.get_stats(stats(&["nope"])).await;
+    refused(
+        "get_stats of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    Ok(())
+}

@@ -159,5 +159,41 @@ async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result
             .handle;
         assert_frame_eq(&collect(&mut client, &head).await?, &expected.head(Some(2)));
     }
+
+    // A source: an old read_csv without `has_header` (then: a header line), replayed from
+    // its record alone.
+    std::fs::write(worker.path("old.csv"), "a,b\n1,x\n2,y\n")?;
+    let node = pb::PlanNode {
+        step: Some(pb::PlanStep {
+            op: Some(Op::ReadCsvV0(pb::ReadCsvStepV0 {
+                path: worker.path("old.csv").to_string_lossy().into_owned(),
+                ..Default::default()
+            })),
+        }),
+        inputs: vec![],
+        source: None,
+    };
+    let tenant = parsed.tenant();
+    catalog.put_plan(tenant, &node).await?;
+    let handle = Handle::new(tenant, parsed.affinity());
+    let expected = df!("a" => [1i64, 2], "b" => ["x", "y"])?;
+    let record = pb::HandleRecord {
+        plan: PlanId::of(&node).to_string(),
+        node: Some(node),
+        schema: expected
+            .schema()
+            .iter()
+            .map(|(name, dtype)| pb::Field {
+                name: name.to_string(),
+                data_type: polaroid_worker::dtype::name(dtype),
+            })
+            .collect(),
+        rows: None,
+        bytes: None,
+        artifacts: vec![],
+        ..upload_record.clone()
+    };
+    catalog.create_handle(&handle, &record).await?;
+    assert_frame_eq(&collect(&mut client, &handle.to_string()).await?, &expected);
     worker.stop().await
 }

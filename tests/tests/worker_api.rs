@@ -95,6 +95,7 @@ async fn sources_match_polars() -> anyhow::Result<()> {
             quote_char: Some("'".into()),
             skip_rows: Some(1),
             n_rows: Some(3),
+            has_header: true,
             columns: vec!["name".into(), "score".into(), "note".into()],
             schema: vec![
                 pb::Field {
@@ -138,7 +139,7 @@ async fn sources_match_polars() -> anyhow::Result<()> {
     let handle = client
         .read_csv(pb::ReadCsvRequest {
             path: "plain.csv".into(),
-            has_header: Some(false),
+            has_header: false,
             ..Default::default()
         })
         .await?
@@ -1419,33 +1420,43 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
         .await?
         .into_inner()
         .handle;
-    let plans = client
-        .explain(pb::ExplainRequest {
-            handle: h(&filtered),
-        })
-        .await?
-        .into_inner();
-    let scan = plans
-        .optimized_plan
+    let explain = |optimized| pb::ExplainRequest {
+        handle: h(&filtered),
+        optimized,
+        format_tree: false,
+    };
+    let optimized = client.explain(explain(true)).await?.into_inner();
+    let unoptimized = client.explain(explain(false)).await?.into_inner();
+    let scan = optimized
+        .logical_plan
         .lines()
         .find(|l| l.contains("Parquet SCAN"))
         .unwrap_or_default()
         .to_owned();
     assert!(
-        plans.optimized_plan.contains("PROJECT 1/2 COLUMNS"),
+        optimized.logical_plan.contains("PROJECT 1/2 COLUMNS"),
         "projection pushdown:\n{}",
-        plans.optimized_plan
+        optimized.logical_plan
     );
     assert!(
-        plans.optimized_plan.contains("SELECTION"),
+        optimized.logical_plan.contains("SELECTION"),
         "predicate pushdown into {scan}:\n{}",
-        plans.optimized_plan
+        optimized.logical_plan
     );
     assert!(
-        plans.unoptimized_plan.contains("FILTER"),
-        "unoptimized plan:\n{}",
-        plans.unoptimized_plan
+        optimized
+            .optimizations
+            .iter()
+            .any(|o| o == "predicate_pushdown"),
+        "{:?}",
+        optimized.optimizations
     );
+    assert!(
+        unoptimized.logical_plan.contains("FILTER"),
+        "unoptimized plan:\n{}",
+        unoptimized.logical_plan
+    );
+    assert!(unoptimized.optimizations.is_empty());
     let expected = df
         .clone()
         .lazy()
@@ -1515,7 +1526,10 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
         );
     }
     let stats = client
-        .get_stats(pb::GetStatsRequest { handle: h(&small) })
+        .get_stats(pb::GetStatsRequest {
+            handle: h(&small),
+            columns: vec![],
+        })
         .await?
         .into_inner()
         .handle;

@@ -45,11 +45,8 @@ const STILL_DIFFERENT: &[&str] = &[
     // Other bytes on the wire: numbers, types, labels, maps, presence or streaming.
     "Agg",
     "AsTimeSeries",
-    "Explain",
     "Filter", // Expression.window (WindowExpr)
-    "GetStats",
     "GroupBy",
-    "ReadCsv",
     "ReadRestApi",
     "Resample",
     "RollingWindow",

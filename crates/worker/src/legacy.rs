@@ -17,7 +17,8 @@ use crate::error::{EngineError, EngineResult};
 pub fn is_legacy(op: &Op) -> bool {
     matches!(
         op,
-        Op::WithColumnsV0(_)
+        Op::ReadCsvV0(_)
+            | Op::WithColumnsV0(_)
             | Op::SortV0(_)
             | Op::UniqueV0(_)
             | Op::SliceV0(_)
@@ -40,6 +41,21 @@ pub fn is_legacy(op: &Op) -> bool {
 /// no key count) is INVALID_ARGUMENT.
 pub fn upgrade(op: Op) -> EngineResult<Op> {
     Ok(match op {
+        Op::ReadCsvV0(old) => Op::ReadCsv(pb::ReadCsvRequest {
+            path: old.path,
+            // Unset meant a header line; the contract's plain bool says so explicitly.
+            has_header: old.has_header.unwrap_or(true),
+            separator: old.separator,
+            quote_char: old.quote_char,
+            skip_rows: old.skip_rows,
+            n_rows: old.n_rows,
+            columns: old.columns,
+            schema_json: None,
+            infer_schema_length: old.infer_schema_length,
+            null_values: old.null_values,
+            try_parse_dates: old.try_parse_dates,
+            schema: old.schema,
+        }),
         Op::WithColumnsV0(old) => Op::WithColumns(pb::WithColumnsRequest {
             handle: old.handle,
             columns: Default::default(),
@@ -312,8 +328,16 @@ mod tests {
     /// stubs generated from the .proto files at 8eb1a70 (`PlanNode.SerializeToString`),
     /// each over input plan "pp…p" (and "qq…q", the cross join's right). Lag, lead,
     /// fill_null, fill_nan, describe, join, asof_join and pivot were written with the stubs of 0332c8d, where those
-    /// messages were as at 8eb1a70.
+    /// messages were as at 8eb1a70; read_csv (a source: no inputs) with the stubs of 2e73a7e.
     const OLD_RECORDS: &[(&str, &str)] = &[
+        (
+            "read_csv",
+            "0a2f122d0a0b2f646174612f612e6373761a013b420a0a01611205496e743634420b0a01621206537472696e6752024e41",
+        ),
+        (
+            "read_csv_no_header",
+            "0a11120f0a0b2f646174612f612e6373761000",
+        ),
         (
             "sort",
             "0a158201121201621a0101220101280132050a030a0161124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
@@ -411,7 +435,9 @@ mod tests {
             .expect("a fixture");
         let bytes = unhex(hex);
         let node = PlanNode::decode(bytes.as_slice()).expect("an old record decodes");
-        assert_eq!(node.inputs[0], "p".repeat(64), "{name}: inputs as written");
+        if !name.starts_with("read_") {
+            assert_eq!(node.inputs[0], "p".repeat(64), "{name}: inputs as written");
+        }
         // Encoded again, the record is the same bytes, so it has the same plan id (a
         // replay finds its nodes by the ids their users recorded).
         assert_eq!(node.encode_to_vec(), bytes, "{name}: re-encodes as stored");
@@ -423,6 +449,38 @@ mod tests {
         pb::Expression {
             kind: Some(Kind::Column(pb::ColumnExpr { name: name.into() })),
         }
+    }
+
+    #[test]
+    fn old_read_csv_records_keep_their_header_and_schema() {
+        // has_header unset meant a header line; the schema as fields is Polaroid's extra.
+        let Op::ReadCsv(csv) = loaded("read_csv").0 else {
+            panic!("not read_csv")
+        };
+        assert!(csv.has_header);
+        assert_eq!(
+            (csv.path.as_str(), csv.separator.as_deref()),
+            ("/data/a.csv", Some(";"))
+        );
+        assert_eq!(csv.schema_json, None);
+        assert_eq!(
+            csv.schema,
+            vec![
+                pb::Field {
+                    name: "a".into(),
+                    data_type: "Int64".into()
+                },
+                pb::Field {
+                    name: "b".into(),
+                    data_type: "String".into()
+                }
+            ]
+        );
+        assert_eq!(csv.null_values, ["NA"]);
+        let Op::ReadCsv(csv) = loaded("read_csv_no_header").0 else {
+            panic!("not read_csv")
+        };
+        assert!(!csv.has_header);
     }
 
     #[test]

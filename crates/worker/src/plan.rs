@@ -159,7 +159,8 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 reason: "sources are opened by the engine".into(),
             });
         }
-        Op::WithColumnsV0(_)
+        Op::ReadCsvV0(_)
+        | Op::WithColumnsV0(_)
         | Op::SortV0(_)
         | Op::UniqueV0(_)
         | Op::SliceV0(_)
@@ -426,7 +427,23 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 )?
             }
         }
-        Op::Stats(_) => crate::stats::column_stats(ctx.input(0)?, ctx.schema(0)?)?,
+        Op::Stats(req) => {
+            let schema = ctx.schema(0)?;
+            if req.columns.is_empty() {
+                crate::stats::column_stats(ctx.input(0)?, schema)?
+            } else {
+                require_columns(schema, &req.columns)?;
+                let selected: Schema = req
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let dtype = schema.get(c).cloned().unwrap_or(DataType::Null);
+                        Field::new(PlSmallStr::from_str(c), dtype)
+                    })
+                    .collect();
+                crate::stats::column_stats(ctx.input(0)?.select(exprs(&req.columns)), &selected)?
+            }
+        }
     };
     Ok(Frame::Lazy(frame))
 }

@@ -468,8 +468,25 @@ impl DataFrameService for DataFrameServer {
             .await
     }
 
-    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request, |r| &mut r.handle, Op::Stats).await
+    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Reply<pb::StatsResponse> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
+        let parent = std::mem::take(&mut request.handle);
+        // The statistics are a frame (Polaroid's handle to them), computed here for the
+        // contract's map.
+        let handle = self
+            .engine
+            .derive(tenant, vec![parent], Op::Stats(request))
+            .await
+            .map_err(status)?
+            .to_string();
+        let frame = self
+            .engine
+            .collect_frame(tenant, &handle)
+            .await
+            .map_err(status)?;
+        let stats = crate::stats::column_stats_map(&frame).map_err(status)?;
+        Ok(Response::new(pb::StatsResponse { stats, handle }))
     }
 
     type CollectStream = BatchStream;
@@ -563,14 +580,27 @@ impl DataFrameService for DataFrameServer {
 
     async fn explain(&self, request: Request<pb::ExplainRequest>) -> Reply<pb::ExplainResponse> {
         let tenant = tenant(&request)?;
-        let (optimized_plan, unoptimized_plan) = self
+        let request = request.into_inner();
+        let explained = self
             .engine
-            .explain(tenant, &request.into_inner().handle)
+            .explain(
+                tenant,
+                &request.handle,
+                request.optimized,
+                request.format_tree,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ExplainResponse {
-            optimized_plan,
-            unoptimized_plan,
+            logical_plan: explained.plan,
+            // Polars shows no physical plan of a lazy query: unset rather than made up.
+            physical_plan: None,
+            optimizations: explained.optimizations,
+            stats: explained.known.map(|(rows, bytes)| pb::QueryStats {
+                estimated_rows: saturating_i64(rows as u64),
+                estimated_bytes: saturating_i64(bytes as u64),
+                partitions: Vec::new(),
+            }),
         }))
     }
 

@@ -189,7 +189,7 @@ class ReadParquetRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., predicate: _Optional[str] = ..., n_rows: _Optional[int] = ..., row_index_offset: _Optional[int] = ..., parallel: _Optional[bool] = ..., row_index_name: _Optional[str] = ...) -> None: ...
 
 class ReadCsvRequest(_message.Message):
-    __slots__ = ("path", "has_header", "separator", "quote_char", "skip_rows", "n_rows", "columns", "schema", "infer_schema_length", "null_values", "try_parse_dates")
+    __slots__ = ("path", "has_header", "separator", "quote_char", "skip_rows", "n_rows", "columns", "schema_json", "infer_schema_length", "null_values", "try_parse_dates", "schema")
     PATH_FIELD_NUMBER: _ClassVar[int]
     HAS_HEADER_FIELD_NUMBER: _ClassVar[int]
     SEPARATOR_FIELD_NUMBER: _ClassVar[int]
@@ -197,10 +197,11 @@ class ReadCsvRequest(_message.Message):
     SKIP_ROWS_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
     INFER_SCHEMA_LENGTH_FIELD_NUMBER: _ClassVar[int]
     NULL_VALUES_FIELD_NUMBER: _ClassVar[int]
     TRY_PARSE_DATES_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     path: str
     has_header: bool
     separator: str
@@ -208,11 +209,12 @@ class ReadCsvRequest(_message.Message):
     skip_rows: int
     n_rows: int
     columns: _containers.RepeatedScalarFieldContainer[str]
-    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    schema_json: str
     infer_schema_length: int
     null_values: _containers.RepeatedScalarFieldContainer[str]
     try_parse_dates: bool
-    def __init__(self, path: _Optional[str] = ..., has_header: _Optional[bool] = ..., separator: _Optional[str] = ..., quote_char: _Optional[str] = ..., skip_rows: _Optional[int] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., infer_schema_length: _Optional[int] = ..., null_values: _Optional[_Iterable[str]] = ..., try_parse_dates: _Optional[bool] = ...) -> None: ...
+    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    def __init__(self, path: _Optional[str] = ..., has_header: _Optional[bool] = ..., separator: _Optional[str] = ..., quote_char: _Optional[str] = ..., skip_rows: _Optional[int] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., schema_json: _Optional[str] = ..., infer_schema_length: _Optional[int] = ..., null_values: _Optional[_Iterable[str]] = ..., try_parse_dates: _Optional[bool] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ...) -> None: ...
 
 class ReadIpcRequest(_message.Message):
     __slots__ = ("path", "columns", "n_rows", "row_index_offset", "row_index_name")
@@ -828,10 +830,47 @@ class DescribeRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("handle",)
+    __slots__ = ("handle", "columns")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ColumnStats(_message.Message):
+    __slots__ = ("data_type", "count", "null_count", "n_unique", "min", "max", "mean", "std")
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    NULL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    N_UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    data_type: str
+    count: int
+    null_count: int
+    n_unique: int
+    min: str
+    max: str
+    mean: float
+    std: float
+    def __init__(self, data_type: _Optional[str] = ..., count: _Optional[int] = ..., null_count: _Optional[int] = ..., n_unique: _Optional[int] = ..., min: _Optional[str] = ..., max: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("stats", "handle")
+    class StatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ColumnStats
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ColumnStats, _Mapping]] = ...) -> None: ...
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.MessageMap[str, ColumnStats]
+    handle: str
+    def __init__(self, stats: _Optional[_Mapping[str, ColumnStats]] = ..., handle: _Optional[str] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("handle", "limit")
@@ -912,18 +951,36 @@ class WriteResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error: _Optional[str] = ..., rows_written: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("handle",)
+    __slots__ = ("handle", "optimized", "format_tree")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_TREE_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+    optimized: bool
+    format_tree: bool
+    def __init__(self, handle: _Optional[str] = ..., optimized: _Optional[bool] = ..., format_tree: _Optional[bool] = ...) -> None: ...
+
+class QueryStats(_message.Message):
+    __slots__ = ("estimated_rows", "estimated_bytes", "partitions")
+    ESTIMATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    estimated_rows: int
+    estimated_bytes: int
+    partitions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, estimated_rows: _Optional[int] = ..., estimated_bytes: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("optimized_plan", "unoptimized_plan")
-    OPTIMIZED_PLAN_FIELD_NUMBER: _ClassVar[int]
-    UNOPTIMIZED_PLAN_FIELD_NUMBER: _ClassVar[int]
-    optimized_plan: str
-    unoptimized_plan: str
-    def __init__(self, optimized_plan: _Optional[str] = ..., unoptimized_plan: _Optional[str] = ...) -> None: ...
+    __slots__ = ("logical_plan", "physical_plan", "optimizations", "stats")
+    LOGICAL_PLAN_FIELD_NUMBER: _ClassVar[int]
+    PHYSICAL_PLAN_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATIONS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    logical_plan: str
+    physical_plan: str
+    optimizations: _containers.RepeatedScalarFieldContainer[str]
+    stats: QueryStats
+    def __init__(self, logical_plan: _Optional[str] = ..., physical_plan: _Optional[str] = ..., optimizations: _Optional[_Iterable[str]] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class GetSchemaRequest(_message.Message):
     __slots__ = ("handle",)

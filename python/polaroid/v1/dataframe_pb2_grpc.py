@@ -252,7 +252,7 @@ class DataFrameServiceStub:
         self.GetStats = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/GetStats',
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.GetStatsRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.StatsResponse.FromString,
                 _registered_method=True)
         self.Collect = channel.unary_stream(
                 '/polaroid.v1.DataFrameService/Collect',
@@ -913,7 +913,7 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
                     request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.GetStatsRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.StatsResponse.SerializeToString,
             ),
             'Collect': grpc.unary_stream_rpc_method_handler(
                     servicer.Collect,
@@ -2173,7 +2173,7 @@ class DataFrameService:
             target,
             '/polaroid.v1.DataFrameService/GetStats',
             polaroid_dot_v1_dot_dataframe__pb2.GetStatsRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            polaroid_dot_v1_dot_dataframe__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
