@@ -719,7 +719,7 @@ class GroupBy:
             "GroupBy",
             pb.GroupByRequest(
                 handle=self._frame.handle,
-                by=self._names,
+                columns=self._names,
                 by_exprs=self._exprs,
                 aggs=[i.pb for i in items],
                 maintain_order=True,

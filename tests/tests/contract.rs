@@ -1910,7 +1910,8 @@ async fn get_stats() -> anyhow::Result<()> {
         Ok(value.column("v")?.str()?.get(0).map(str::to_owned))
     };
     let every = c.seed.get_stats(stats(&[])).await?.into_inner();
-    let names: Vec<&str> = every.stats.keys().map(String::as_str).collect();
+    let mut names: Vec<&str> = every.stats.keys().map(String::as_str).collect();
+    names.sort_unstable();
     assert_eq!(names, ["id", "price", "qty", "region"]);
     // The contract's ColumnStats names no fields: Polaroid's are read with its own stubs.
     let ours = c
@@ -1956,5 +1957,219 @@ async fn get_stats() -> anyhow::Result<()> {
         Code::InvalidArgument,
         "nope",
     );
+    Ok(())
+}
+
+fn aggregation(column: &str, alias: &str, function: seed::AggFunction) -> seed::Aggregation {
+    seed::Aggregation {
+        column: column.into(),
+        alias: alias.into(),
+        function: function as i32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_by_and_agg() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let grouped = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["region".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(grouped.group_columns, ["region"]);
+    assert_eq!(grouped.error, None);
+    use seed::AggFunction as F;
+    let reply = c
+        .seed
+        .agg(seed::AggRequest {
+            handle: grouped.handle.clone(),
+            aggregations: vec![
+                aggregation("qty", "total", F::Sum),
+                // No alias: the column's own name.
+                aggregation("price", "", F::Mean),
+                aggregation("id", "n", F::Count),
+                aggregation("price", "lo", F::Min),
+                aggregation("price", "hi", F::Max),
+                aggregation("qty", "mid", F::Median),
+                aggregation("price", "sd", F::Std),
+                aggregation("price", "var", F::Var),
+                aggregation("id", "first_id", F::First),
+                aggregation("id", "last_id", F::Last),
+            ],
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([
+            col("qty").sum().alias("total"),
+            col("price").mean(),
+            col("id").count().alias("n"),
+            col("price").min().alias("lo"),
+            col("price").max().alias("hi"),
+            col("qty").median().alias("mid"),
+            col("price").std(1).alias("sd"),
+            col("price").var(1).alias("var"),
+            col("id").first().alias("first_id"),
+            col("id").last().alias("last_id"),
+        ])
+        .collect()?;
+    c.check("agg of the contract's aggregations", reply, expected)
+        .await?;
+    // Two keys.
+    let two = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["region".into(), "qty".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(two.group_columns, ["region", "qty"]);
+    let reply = c
+        .seed
+        .agg(seed::AggRequest {
+            handle: two.handle.clone(),
+            aggregations: vec![aggregation("price", "sum", F::Sum)],
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region"), col("qty")])
+        .agg([col("price").sum().alias("sum")])
+        .collect()?;
+    c.check("agg over two keys", reply, expected).await?;
+
+    let grouped_handle = grouped.handle.clone();
+    let agg = |aggregations| seed::AggRequest {
+        handle: grouped_handle.clone(),
+        aggregations,
+    };
+    let unspecified = c
+        .seed
+        .agg(agg(vec![aggregation("qty", "", F::Unspecified)]))
+        .await;
+    refused(
+        "agg without a function",
+        unspecified,
+        Code::InvalidArgument,
+        "the aggregation of `qty` has no `function`",
+    );
+    let unknown_function = c
+        .seed
+        .agg(agg(vec![seed::Aggregation {
+            column: "qty".into(),
+            alias: String::new(),
+            function: 42,
+        }]))
+        .await;
+    refused(
+        "agg with an unknown function",
+        unknown_function,
+        Code::InvalidArgument,
+        "`function` 42, which is not an AggFunction",
+    );
+    let none = c.seed.agg(agg(vec![])).await;
+    refused(
+        "agg of nothing",
+        none,
+        Code::InvalidArgument,
+        "at least one aggregation",
+    );
+    let unknown_column = c.seed.agg(agg(vec![aggregation("nope", "", F::Sum)])).await;
+    refused(
+        "agg of an unknown column",
+        unknown_column,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let not_grouped = c
+        .seed
+        .agg(seed::AggRequest {
+            handle: handle.clone(),
+            aggregations: vec![aggregation("qty", "", F::Sum)],
+        })
+        .await;
+    refused(
+        "agg of a frame not grouped",
+        not_grouped,
+        Code::InvalidArgument,
+        "grouped handle",
+    );
+    let unknown_key = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["nope".into()],
+        })
+        .await;
+    refused(
+        "group_by an unknown column",
+        unknown_key,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let no_key = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec![],
+        })
+        .await;
+    refused(
+        "group_by without keys",
+        no_key,
+        Code::InvalidArgument,
+        "at least one key",
+    );
+    // Polaroid's: expressions after the contract's aggregations, N_UNIQUE, and aggregations
+    // in GroupBy itself.
+    let mixed = c
+        .ours
+        .agg(pb::AggRequest {
+            handle: grouped.handle.clone(),
+            aggregations: vec![pb::Aggregation {
+                column: "qty".into(),
+                alias: "kinds".into(),
+                function: pb::AggFunction::NUnique as i32,
+            }],
+            exprs: vec![e::alias(e::col("id"), "ids")],
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([col("qty").n_unique().alias("kinds"), col("id").alias("ids")])
+        .collect()?;
+    assert_frame_eq(&c.collect(&mixed).await?, &expected);
+    let at_once = c
+        .ours
+        .group_by(pb::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["region".into()],
+            aggs: vec![e::alias(e::col("id"), "ids")],
+            maintain_order: true,
+            by_exprs: vec![],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(at_once.group_columns, ["region"]);
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([col("id").alias("ids")])
+        .collect()?;
+    assert_frame_eq(&c.collect(&at_once.handle).await?, &expected);
     Ok(())
 }

@@ -160,6 +160,57 @@ async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result
         assert_frame_eq(&collect(&mut client, &head).await?, &expected.head(Some(2)));
     }
 
+    // An old agg (its aggregations as expressions, field 2) over a grouped handle.
+    let grouped = client
+        .group_by(pb::GroupByRequest {
+            handle: upload_handle.clone(),
+            columns: vec!["region".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let grouped_record = catalog
+        .get_handle(&Handle::parse(&grouped).map_err(|e| anyhow::anyhow!("{e:?}"))?)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the grouped handle's record"))?;
+    let node = pb::PlanNode {
+        step: Some(pb::PlanStep {
+            op: Some(Op::AggV0(pb::AggStepV0 {
+                handle: String::new(),
+                aggs: vec![e::alias(e::col("qty"), "qtys")],
+            })),
+        }),
+        inputs: vec![grouped_record.plan.clone()],
+        source: None,
+    };
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([col("qty").alias("qtys")])
+        .collect()?;
+    let tenant = parsed.tenant();
+    catalog.put_plan(tenant, &node).await?;
+    let handle = Handle::new(tenant, parsed.affinity());
+    let record = pb::HandleRecord {
+        plan: PlanId::of(&node).to_string(),
+        node: Some(node),
+        schema: expected
+            .schema()
+            .iter()
+            .map(|(name, dtype)| pb::Field {
+                name: name.to_string(),
+                data_type: polaroid_worker::dtype::name(dtype),
+            })
+            .collect(),
+        rows: None,
+        bytes: None,
+        ..upload_record.clone()
+    };
+    catalog.create_handle(&handle, &record).await?;
+    assert_frame_eq(&collect(&mut client, &handle.to_string()).await?, &expected);
+
     // A source: an old read_csv without `has_header` (then: a header line), replayed from
     // its record alone.
     std::fs::write(worker.path("old.csv"), "a,b\n1,x\n2,y\n")?;

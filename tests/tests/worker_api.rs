@@ -462,7 +462,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         group_by,
         pb::GroupByRequest {
             handle: h(&base),
-            by: vec!["region".into()],
+            columns: vec!["region".into()],
             aggs: aggs.clone(),
             maintain_order: true,
             by_exprs: vec![]
@@ -472,7 +472,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: h(&base),
-            by: vec!["region".into()],
+            columns: vec!["region".into()],
             maintain_order: true,
             ..Default::default()
         })
@@ -483,7 +483,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         agg,
         pb::AggRequest {
             handle: grouped,
-            aggs
+            aggregations: vec![],
+            exprs: aggs
         },
         expected
     );
@@ -696,7 +697,7 @@ async fn a_sorted_group_by_breaks_ties_by_its_keys() -> anyhow::Result<()> {
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: base,
-            by: vec!["g".into()],
+            columns: vec!["g".into()],
             aggs: vec![e::alias(e::agg(Agg::Sum, e::col("v")), "total")],
             ..Default::default()
         })

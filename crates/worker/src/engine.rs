@@ -244,7 +244,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Tail(_) => "tail",
         Op::Slice(_) | Op::SliceV0(_) => "slice",
         Op::GroupBy(_) => "group_by",
-        Op::Agg(_) => "agg",
+        Op::Agg(_) | Op::AggV0(_) => "agg",
         Op::Pivot(_) | Op::PivotV0(_) => "pivot",
         Op::Melt(_) => "melt",
         Op::Join(_) | Op::JoinV0(_) => "join",

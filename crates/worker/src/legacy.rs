@@ -18,6 +18,7 @@ pub fn is_legacy(op: &Op) -> bool {
     matches!(
         op,
         Op::ReadCsvV0(_)
+            | Op::AggV0(_)
             | Op::WithColumnsV0(_)
             | Op::SortV0(_)
             | Op::UniqueV0(_)
@@ -55,6 +56,11 @@ pub fn upgrade(op: Op) -> EngineResult<Op> {
             null_values: old.null_values,
             try_parse_dates: old.try_parse_dates,
             schema: old.schema,
+        }),
+        Op::AggV0(old) => Op::Agg(pb::AggRequest {
+            handle: old.handle,
+            aggregations: Vec::new(),
+            exprs: old.aggs,
         }),
         Op::WithColumnsV0(old) => Op::WithColumns(pb::WithColumnsRequest {
             handle: old.handle,
@@ -328,7 +334,8 @@ mod tests {
     /// stubs generated from the .proto files at 8eb1a70 (`PlanNode.SerializeToString`),
     /// each over input plan "pp…p" (and "qq…q", the cross join's right). Lag, lead,
     /// fill_null, fill_nan, describe, join, asof_join and pivot were written with the stubs of 0332c8d, where those
-    /// messages were as at 8eb1a70; read_csv (a source: no inputs) with the stubs of 2e73a7e.
+    /// messages were as at 8eb1a70; read_csv (a source: no inputs) and agg with the stubs of
+    /// 2e73a7e.
     const OLD_RECORDS: &[(&str, &str)] = &[
         (
             "read_csv",
@@ -337,6 +344,10 @@ mod tests {
         (
             "read_csv_no_header",
             "0a11120f0a0b2f646174612f612e6373761000",
+        ),
+        (
+            "agg",
+            "0a1dba011a120b3209080112050a030a0176120b3209080c12050a030a0177124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
         ),
         (
             "sort",
@@ -481,6 +492,20 @@ mod tests {
             panic!("not read_csv")
         };
         assert!(!csv.has_header);
+    }
+
+    #[test]
+    fn old_agg_records_keep_their_expressions() {
+        // aggs [sum(v), quantile(w)]: Polaroid's `exprs` now.
+        let Op::Agg(agg) = loaded("agg").0 else {
+            panic!("not agg")
+        };
+        assert!(agg.aggregations.is_empty());
+        assert_eq!(agg.exprs.len(), 2);
+        assert!(matches!(
+            &agg.exprs[0].kind,
+            Some(Kind::Aggregation(a)) if a.function == 1 && a.expr.as_deref() == Some(&column("v"))
+        ));
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             });
         }
         Op::ReadCsvV0(_)
+        | Op::AggV0(_)
         | Op::WithColumnsV0(_)
         | Op::SortV0(_)
         | Op::UniqueV0(_)
@@ -246,11 +247,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             ctx.input(0)?.slice(req.offset, length)
         }
         Op::GroupBy(req) => {
-            let mut keys = exprs(&req.by);
-            keys.extend(to_polars_all(&req.by_exprs)?);
-            if keys.is_empty() {
-                return Err(EngineError::invalid("group_by needs at least one key"));
-            }
+            let keys = group_keys(req)?;
             let input = ctx.input(0)?;
             if req.aggs.is_empty() {
                 return Ok(Frame::Grouped { input, keys });
@@ -259,10 +256,19 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         }
         Op::Agg(req) => match ctx.inputs.first() {
             Some(Frame::Grouped { input, keys }) => {
-                if req.aggs.is_empty() {
-                    return Err(EngineError::invalid("agg needs at least one aggregation"));
+                let mut aggregated = req
+                    .aggregations
+                    .iter()
+                    .map(|a| aggregation(a, "agg"))
+                    .collect::<EngineResult<Vec<_>>>()?;
+                aggregated.extend(to_polars_all(&req.exprs)?);
+                if aggregated.is_empty() {
+                    return Err(EngineError::invalid(
+                        "agg needs at least one aggregation (`aggregations`, field 2, or \
+                         `exprs`, field 3)",
+                    ));
                 }
-                group(input.clone(), keys.clone()).agg(to_polars_all(&req.aggs)?)
+                group(input.clone(), keys.clone()).agg(aggregated)
             }
             _ => {
                 return Err(EngineError::invalid(
@@ -681,6 +687,76 @@ fn fill_applies(value: Option<&pb::literal_expr::Value>, dtype: &DataType) -> bo
 
 /// Groups in order of first appearance, whatever the request says: a handle must give the
 /// same rows in the same order on every worker and after every restart.
+/// A GroupBy's keys: the contract's `columns`, then Polaroid's `by_exprs`.
+fn group_keys(req: &pb::GroupByRequest) -> EngineResult<Vec<Expr>> {
+    if req.columns.iter().any(String::is_empty) {
+        return Err(EngineError::invalid("group_by: a `columns` entry is empty"));
+    }
+    let mut keys = exprs(&req.columns);
+    keys.extend(to_polars_all(&req.by_exprs)?);
+    if keys.is_empty() {
+        return Err(EngineError::invalid("group_by needs at least one key"));
+    }
+    Ok(keys)
+}
+
+/// The names a GroupBy's keys have in its result, over an input of `schema`.
+pub fn group_key_names(schema: &SchemaRef, req: &pb::GroupByRequest) -> EngineResult<Vec<String>> {
+    let keys = group_keys(req)?;
+    let names = DataFrame::empty_with_arc_schema(schema.clone())
+        .lazy()
+        .select(keys)
+        .collect_schema()
+        .map_err(EngineError::polars("group_by"))?;
+    Ok(names.iter_names().map(|n| n.to_string()).collect())
+}
+
+/// The contract's aggregate function over `values`; `None` for UNSPECIFIED.
+fn agg_function(function: pb::AggFunction, values: Expr) -> Option<Expr> {
+    Some(match function {
+        pb::AggFunction::Unspecified => return None,
+        pb::AggFunction::Sum => values.sum(),
+        pb::AggFunction::Min => values.min(),
+        pb::AggFunction::Max => values.max(),
+        pb::AggFunction::Mean => values.mean(),
+        pb::AggFunction::Median => values.median(),
+        pb::AggFunction::Std => values.std(1),
+        pb::AggFunction::Var => values.var(1),
+        pb::AggFunction::Count => values.count(),
+        pb::AggFunction::First => values.first(),
+        pb::AggFunction::Last => values.last(),
+        pb::AggFunction::NUnique => values.n_unique(),
+    })
+}
+
+/// The contract's `Aggregation`: `function` over `column`, named `alias` (empty: the
+/// column's own name, as Polars names it).
+pub fn aggregation(agg: &pb::Aggregation, call: &str) -> EngineResult<Expr> {
+    if agg.column.is_empty() {
+        return Err(EngineError::invalid(format!(
+            "{call}: an aggregation has no `column`"
+        )));
+    }
+    let function = pb::AggFunction::try_from(agg.function).map_err(|_| {
+        EngineError::invalid(format!(
+            "{call}: the aggregation of `{}` has `function` {}, which is not an AggFunction",
+            excerpt(&agg.column),
+            agg.function
+        ))
+    })?;
+    let aggregated = agg_function(function, col(agg.column.as_str())).ok_or_else(|| {
+        EngineError::invalid(format!(
+            "{call}: the aggregation of `{}` has no `function` (AGG_FUNCTION_UNSPECIFIED)",
+            excerpt(&agg.column)
+        ))
+    })?;
+    Ok(if agg.alias.is_empty() {
+        aggregated
+    } else {
+        aggregated.alias(agg.alias.as_str())
+    })
+}
+
 fn group(input: LazyFrame, keys: Vec<Expr>) -> LazyGroupBy {
     input.group_by_stable(keys)
 }

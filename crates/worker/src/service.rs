@@ -345,9 +345,22 @@ impl DataFrameService for DataFrameServer {
         self.derive_one(request, |r| &mut r.handle, Op::Slice).await
     }
 
-    async fn group_by(&self, request: Request<pb::GroupByRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request, |r| &mut r.handle, Op::GroupBy)
+    async fn group_by(&self, request: Request<pb::GroupByRequest>) -> Reply<pb::GroupByHandle> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
+        let parent = std::mem::take(&mut request.handle);
+        let schema = self.engine.schema(tenant, &parent).await.map_err(status)?;
+        let group_columns = crate::plan::group_key_names(&schema, &request).map_err(status)?;
+        let handle = self
+            .engine
+            .derive(tenant, vec![parent], Op::GroupBy(request))
             .await
+            .map_err(status)?;
+        Ok(Response::new(pb::GroupByHandle {
+            handle: handle.to_string(),
+            group_columns,
+            error: None,
+        }))
     }
 
     async fn agg(&self, request: Request<pb::AggRequest>) -> Reply<pb::DataFrameHandle> {

@@ -501,26 +501,48 @@ class SliceRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., to_end: _Optional[bool] = ...) -> None: ...
 
 class GroupByRequest(_message.Message):
-    __slots__ = ("handle", "by", "aggs", "maintain_order", "by_exprs")
+    __slots__ = ("handle", "columns", "aggs", "maintain_order", "by_exprs")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    BY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     AGGS_FIELD_NUMBER: _ClassVar[int]
     MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
     BY_EXPRS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    by: _containers.RepeatedScalarFieldContainer[str]
+    columns: _containers.RepeatedScalarFieldContainer[str]
     aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
     maintain_order: bool
     by_exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
-    def __init__(self, handle: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class GroupByHandle(_message.Message):
+    __slots__ = ("handle", "group_columns", "error")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    group_columns: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    def __init__(self, handle: _Optional[str] = ..., group_columns: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Aggregation(_message.Message):
+    __slots__ = ("column", "alias", "function")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    alias: str
+    function: AggFunction
+    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
 
 class AggRequest(_message.Message):
-    __slots__ = ("handle", "aggs")
+    __slots__ = ("handle", "aggregations", "exprs")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    AGGS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
-    def __init__(self, handle: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+    aggregations: _containers.RepeatedCompositeFieldContainer[Aggregation]
+    exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
 
 class PivotRequest(_message.Message):
     __slots__ = ("handle", "index", "columns", "values", "aggregate", "sort_columns", "separator", "on_columns", "index_columns", "values_columns")
