@@ -528,43 +528,54 @@ class DataFrame:
         center: bool = False, suffix: str | None = None,
     ) -> DataFrame:
         """Rolling `function` (sum, mean, min, max, std, var, median) over `window_size`
-        rows, or over a `period` ("2d") of `time_column`; new columns `<column><suffix>`,
-        else in place. As in Polars, a row window needs `window_size` values unless
-        `min_periods` says fewer."""
-        if min_periods is None and window_size is not None:
-            min_periods = window_size
+        rows, or over a `period` ("2d") of `time_column` (or of a time series' timestamp
+        column); new columns `<column><suffix>`, else in place. As in Polars, a row window
+        needs `window_size` values unless `min_periods` says fewer."""
         functions = {
-            "sum": expr_pb2.ROLLING_FUNCTION_SUM, "mean": expr_pb2.ROLLING_FUNCTION_MEAN,
-            "min": expr_pb2.ROLLING_FUNCTION_MIN, "max": expr_pb2.ROLLING_FUNCTION_MAX,
-            "std": expr_pb2.ROLLING_FUNCTION_STD, "var": expr_pb2.ROLLING_FUNCTION_VAR,
-            "median": expr_pb2.ROLLING_FUNCTION_MEDIAN,
+            "sum": pb.SUM, "mean": pb.MEAN, "min": pb.MIN, "max": pb.MAX,
+            "std": pb.STD, "var": pb.VAR, "median": pb.MEDIAN,
         }
+        if (window_size is None) == (period is None):
+            raise ValueError("rolling needs one of window_size (rows) or period (a duration)")
+        size = str(window_size) if window_size is not None else str(period)
+        chosen = _pick(functions, function, "rolling function")
+        aggregations = [
+            pb.RollingAggregation(column=c, alias=f"{c}{suffix or ''}", function=chosen)
+            for c in _names([columns])
+        ]
         return self._derive(
             "RollingWindow",
             pb.RollingWindowRequest(
-                handle=self.handle, columns=_names([columns]),
-                function=_pick(functions, function, "rolling function"),
-                window_size=window_size, period=period, time_column=time_column,
-                min_periods=min_periods, center=center, suffix=suffix,
+                handle=self.handle, window_size=size, aggregations=aggregations,
+                time_column=time_column, min_periods=min_periods, center=center,
             ),
         )
 
-    def as_time_series(self, time_column: str, *, by: Sequence[str] = ()) -> DataFrame:
+    def as_time_series(
+        self, time_column: str, *, by: Sequence[str] = (), frequency: str | None = None,
+        sort: bool = True,
+    ) -> DataFrame:
+        """The rows as a time series of `time_column` (sorted by `by`, then time, unless
+        `sort=False`), whose timestamp column and `frequency` resample and rolling use."""
         return self._derive(
             "AsTimeSeries",
-            pb.AsTimeSeriesRequest(handle=self.handle, time_column=time_column, by=list(by)),
+            pb.AsTimeSeriesRequest(
+                handle=self.handle, timestamp_column=time_column, frequency=frequency,
+                ensure_sorted=sort, by=list(by),
+            ),
         )
 
     def resample(
-        self, time_column: str, every: str, *aggs: IntoExpr, by: Sequence[str] = (),
+        self, time_column: str | None, every: str, *aggs: IntoExpr, by: Sequence[str] = (),
         period: str | None = None, offset: str | None = None,
     ) -> DataFrame:
-        """Dynamic group-by on a time column: `df.resample("ts", "1h", pr.col("v").sum())`."""
+        """Dynamic group-by on a time column: `df.resample("ts", "1h", pr.col("v").sum())`
+        (`time_column` None: a time series' own)."""
         return self._derive(
             "Resample",
             pb.ResampleRequest(
-                handle=self.handle, time_column=time_column, every=every, period=period,
-                offset=offset, aggs=[into_expr(a).pb for a in aggs], by=list(by),
+                handle=self.handle, time_column=time_column, frequency=every, period=period,
+                offset=offset, exprs=[into_expr(a).pb for a in aggs], by=list(by),
             ),
         )
 

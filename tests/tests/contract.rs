@@ -2173,3 +2173,306 @@ async fn group_by_and_agg() -> anyhow::Result<()> {
     assert_frame_eq(&c.collect(&at_once.handle).await?, &expected);
     Ok(())
 }
+
+/// Readings at shuffled times (one hour apart, some half hours), with nulls.
+fn readings() -> anyhow::Result<DataFrame> {
+    const HOUR: i64 = 3_600_000;
+    let times =
+        [5, 0, 3, 1, 7, 2, 4, 6].map(|h: i64| h * HOUR + if h % 3 == 0 { HOUR / 2 } else { 0 });
+    let df = df!(
+        "time" => times,
+        "value" => [Some(5.0f64), Some(1.0), None, Some(2.0), Some(8.0), Some(3.0), Some(4.0), Some(7.0)],
+        "tag" => ["a", "b", "a", "b", "a", "b", "a", "b"],
+    )?
+    .lazy()
+    .with_column(col("time").cast(DataType::Datetime(TimeUnit::Milliseconds, None)))
+    .collect()?;
+    Ok(df)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_series() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = readings()?;
+    let handle = c.upload(&df).await?;
+    let sorted = df.clone().lazy().sort(
+        ["time"],
+        SortMultipleOptions::default().with_maintain_order(true),
+    );
+    let series = c
+        .seed
+        .as_time_series(seed::AsTimeSeriesRequest {
+            handle: handle.clone(),
+            timestamp_column: "time".into(),
+            frequency: Some("2h".into()),
+            ensure_sorted: true,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            series.timestamp_column.as_str(),
+            series.frequency.as_str(),
+            series.error
+        ),
+        ("time", "2h", None)
+    );
+    assert_frame_eq(
+        &c.collect(&series.handle).await?,
+        &sorted.clone().collect()?,
+    );
+    // ensure_sorted unset: the rows as they are.
+    let as_is = c
+        .seed
+        .as_time_series(seed::AsTimeSeriesRequest {
+            handle: handle.clone(),
+            timestamp_column: "time".into(),
+            frequency: None,
+            ensure_sorted: false,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(as_is.frequency, "");
+    assert_frame_eq(&c.collect(&as_is.handle).await?, &df);
+
+    use seed::AggFunction as F;
+    let dynamic = |every: &str, label| DynamicGroupOptions {
+        every: Duration::parse(every),
+        period: Duration::parse(every),
+        offset: Duration::parse("0ns"),
+        label,
+        ..Default::default()
+    };
+    // Frequency empty: the time series' own ("2h").
+    for (frequency, label, polars_every, polars_label) in [
+        ("", None, "2h", Label::Left),
+        ("3h", Some("Right"), "3h", Label::Right),
+        ("1h", Some("datapoint"), "1h", Label::DataPoint),
+    ] {
+        let reply = c
+            .seed
+            .resample(seed::ResampleRequest {
+                handle: series.handle.clone(),
+                frequency: frequency.into(),
+                aggregations: vec![
+                    aggregation("value", "total", F::Sum),
+                    aggregation("value", "", F::Mean),
+                    aggregation("tag", "n", F::Count),
+                ],
+                label: label.map(Into::into),
+            })
+            .await;
+        let expected = sorted
+            .clone()
+            .group_by_dynamic(col("time"), [], dynamic(polars_every, polars_label))
+            .agg([
+                col("value").sum().alias("total"),
+                col("value").mean(),
+                col("tag").count().alias("n"),
+            ])
+            .collect()?;
+        c.check(
+            &format!("resample {frequency:?} {label:?}"),
+            reply,
+            expected,
+        )
+        .await?;
+    }
+
+    // Windows of rows: unset min_periods is the window's rows, as in Polars.
+    let reply = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "3".into(),
+            aggregations: vec![
+                seed::RollingAggregation {
+                    column: "value".into(),
+                    alias: "mean3".into(),
+                    function: F::Mean as i32,
+                },
+                seed::RollingAggregation {
+                    column: "value".into(),
+                    alias: String::new(),
+                    function: F::Max as i32,
+                },
+            ],
+            min_periods: None,
+            center: true,
+        })
+        .await;
+    let fixed = |min_periods| RollingOptionsFixedWindow {
+        window_size: 3,
+        min_periods,
+        center: true,
+        ..Default::default()
+    };
+    let expected = sorted
+        .clone()
+        .with_columns([
+            col("value").rolling_mean(fixed(3)).alias("mean3"),
+            col("value").rolling_max(fixed(3)),
+        ])
+        .collect()?;
+    c.check("rolling_window of 3 rows", reply, expected).await?;
+    // A duration over the timestamp column.
+    let reply = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "2h".into(),
+            aggregations: vec![seed::RollingAggregation {
+                column: "value".into(),
+                alias: "sum2h".into(),
+                function: F::Sum as i32,
+            }],
+            min_periods: Some(2),
+            center: false,
+        })
+        .await;
+    let expected = sorted
+        .clone()
+        .with_column(
+            col("value")
+                .rolling_sum_by(
+                    col("time"),
+                    RollingOptionsDynamicWindow {
+                        window_size: Duration::parse("2h"),
+                        min_periods: 2,
+                        closed_window: ClosedWindow::Right,
+                        fn_params: None,
+                    },
+                )
+                .alias("sum2h"),
+        )
+        .collect()?;
+    c.check("rolling_window of 2 hours", reply, expected)
+        .await?;
+
+    let not_time = c
+        .seed
+        .as_time_series(seed::AsTimeSeriesRequest {
+            handle: handle.clone(),
+            timestamp_column: "value".into(),
+            frequency: None,
+            ensure_sorted: true,
+        })
+        .await;
+    refused(
+        "as_time_series of a float column",
+        not_time,
+        Code::InvalidArgument,
+        "must be Date or Datetime",
+    );
+    let plain = c
+        .seed
+        .resample(seed::ResampleRequest {
+            handle: handle.clone(),
+            frequency: "1h".into(),
+            aggregations: vec![aggregation("value", "", F::Sum)],
+            label: None,
+        })
+        .await;
+    refused(
+        "resample of a frame that is no time series",
+        plain,
+        Code::InvalidArgument,
+        "needs a time series handle",
+    );
+    let middle = c
+        .seed
+        .resample(seed::ResampleRequest {
+            handle: series.handle.clone(),
+            frequency: "1h".into(),
+            aggregations: vec![aggregation("value", "", F::Sum)],
+            label: Some("middle".into()),
+        })
+        .await;
+    refused(
+        "resample labelled middle",
+        middle,
+        Code::InvalidArgument,
+        "unknown `label` `middle`",
+    );
+    let count = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "3".into(),
+            aggregations: vec![seed::RollingAggregation {
+                column: "value".into(),
+                alias: String::new(),
+                function: F::Count as i32,
+            }],
+            min_periods: None,
+            center: false,
+        })
+        .await;
+    refused(
+        "rolling COUNT",
+        count,
+        Code::Unimplemented,
+        "COUNT has no rolling form",
+    );
+    let no_size = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: String::new(),
+            aggregations: vec![],
+            min_periods: None,
+            center: false,
+        })
+        .await;
+    refused(
+        "rolling_window without a size",
+        no_size,
+        Code::InvalidArgument,
+        "needs `window_size`",
+    );
+    // Polaroid's extras: a label of each kind that disagree; every numeric column.
+    let conflict = c
+        .ours
+        .resample(pb::ResampleRequest {
+            handle: series.handle.clone(),
+            frequency: "1h".into(),
+            exprs: vec![e::col("value")],
+            label: Some("left".into()),
+            window_label: pb::WindowLabel::Right as i32,
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "resample label left and window_label RIGHT",
+        conflict,
+        Code::InvalidArgument,
+        "`label` (field 4) is `left` but `window_label` (field 9) is WINDOW_LABEL_RIGHT",
+    );
+    let every = c
+        .ours
+        .rolling_window(pb::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "2".into(),
+            every_numeric_column: pb::AggFunction::Sum as i32,
+            suffix: Some("_s".into()),
+            min_periods: Some(1),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let expected = sorted
+        .clone()
+        .with_column(
+            col("value")
+                .rolling_sum(RollingOptionsFixedWindow {
+                    window_size: 2,
+                    min_periods: 1,
+                    ..Default::default()
+                })
+                .alias("value_s"),
+        )
+        .collect()?;
+    assert_frame_eq(&c.collect(&every).await?, &expected);
+    Ok(())
+}

@@ -104,6 +104,28 @@ async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result
                 .collect()?,
         ),
         (
+            "rolling window of qty with a suffix, min_periods unset (then: 1)",
+            Op::RollingWindowV0(pb::RollingWindowStepV0 {
+                columns: vec!["qty".into()],
+                function: pb::RollingFunction::Sum as i32,
+                window_size: Some(2),
+                suffix: Some("_s".into()),
+                ..Default::default()
+            }),
+            df.clone()
+                .lazy()
+                .with_column(
+                    col("qty")
+                        .rolling_sum(RollingOptionsFixedWindow {
+                            window_size: 2,
+                            min_periods: 1,
+                            ..Default::default()
+                        })
+                        .alias("qty_s"),
+                )
+                .collect()?,
+        ),
+        (
             "lead of every column by 2",
             Op::LeadV0(pb::ShiftStepV0 {
                 n: 2,

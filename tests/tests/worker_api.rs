@@ -797,7 +797,9 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         as_time_series,
         pb::AsTimeSeriesRequest {
             handle: h(&base),
-            time_column: "time".into(),
+            timestamp_column: "time".into(),
+            frequency: None,
+            ensure_sorted: true,
             by: vec![]
         },
         // The times are distinct: sorted, the upload is the frame it was shuffled from.
@@ -807,9 +809,8 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         resample,
         pb::ResampleRequest {
             handle: h(&series),
-            time_column: "time".into(),
-            every: "1d".into(),
-            aggs: vec![
+            frequency: "1d".into(),
+            exprs: vec![
                 e::alias(e::agg(Agg::Sum, e::col("value")), "total"),
                 e::alias(e::agg(Agg::Count, e::col("value")), "n")
             ],
@@ -841,11 +842,13 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         rolling_window,
         pb::RollingWindowRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            function: pb::RollingFunction::Mean as i32,
-            window_size: Some(3),
+            window_size: "3".into(),
+            aggregations: vec![pb::RollingAggregation {
+                column: "value".into(),
+                alias: "value_mean3".into(),
+                function: pb::AggFunction::Mean as i32,
+            }],
             min_periods: Some(1),
-            suffix: Some("_mean3".into()),
             ..Default::default()
         },
         sorted()
@@ -856,10 +859,12 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         rolling_window,
         pb::RollingWindowRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            function: pb::RollingFunction::Sum as i32,
-            period: Some("1d".into()),
-            time_column: Some("time".into()),
+            window_size: "1d".into(),
+            aggregations: vec![pb::RollingAggregation {
+                column: "value".into(),
+                alias: String::new(),
+                function: pb::AggFunction::Sum as i32,
+            }],
             ..Default::default()
         },
         sorted()

@@ -250,9 +250,9 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Join(_) | Op::JoinV0(_) => "join",
         Op::Cross(_) => "cross",
         Op::Sql(_) => "sql",
-        Op::AsTimeSeries(_) => "as_time_series",
-        Op::Resample(_) => "resample",
-        Op::RollingWindow(_) => "rolling_window",
+        Op::AsTimeSeries(_) | Op::AsTimeSeriesV0(_) => "as_time_series",
+        Op::Resample(_) | Op::ResampleV0(_) => "resample",
+        Op::RollingWindow(_) | Op::RollingWindowV0(_) => "rolling_window",
         Op::Lag(_) | Op::LagV0(_) => "lag",
         Op::Lead(_) | Op::LeadV0(_) => "lead",
         Op::Diff(_) | Op::DiffV0(_) => "diff",
@@ -357,7 +357,7 @@ pub(crate) fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, 
         },
     )?;
     let schema = match probe {
-        Frame::Lazy(mut lf) => {
+        Frame::Lazy(mut lf) | Frame::TimeSeries { frame: mut lf, .. } => {
             let schema = lf
                 .collect_schema()
                 .map_err(EngineError::polars(operation))?;

@@ -895,7 +895,8 @@ pub mod seeds {
             (
                 "as_time_series",
                 Op::AsTimeSeries(AsTimeSeriesRequest {
-                    time_column: "f".into(),
+                    timestamp_column: "f".into(),
+                    ensure_sorted: true,
                     by: strings(&["c"]),
                     ..Default::default()
                 }),
@@ -903,26 +904,44 @@ pub mod seeds {
             (
                 "resample",
                 Op::Resample(ResampleRequest {
-                    time_column: "e".into(),
-                    every: "1d".into(),
-                    aggs: vec![sum_b()],
+                    time_column: Some("e".into()),
+                    frequency: "1d".into(),
+                    exprs: vec![sum_b()],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "resample-contract",
+                Op::Resample(ResampleRequest {
+                    time_column: Some("e".into()),
+                    frequency: "1d".into(),
+                    aggregations: vec![pb::Aggregation {
+                        column: "b".into(),
+                        alias: String::new(),
+                        function: pb::AggFunction::Mean as i32,
+                    }],
+                    label: Some("right".into()),
                     ..Default::default()
                 }),
             ),
             (
                 "rolling_window",
                 Op::RollingWindow(RollingWindowRequest {
-                    columns: strings(&["b"]),
-                    window_size: Some(2),
-                    suffix: Some("_r".into()),
+                    window_size: "2".into(),
+                    aggregations: vec![pb::RollingAggregation {
+                        column: "b".into(),
+                        alias: "b_r".into(),
+                        function: pb::AggFunction::Sum as i32,
+                    }],
                     ..Default::default()
                 }),
             ),
             (
                 "rolling_window-period",
                 Op::RollingWindow(RollingWindowRequest {
-                    period: Some("2d".into()),
+                    window_size: "2d".into(),
                     time_column: Some("e".into()),
+                    every_numeric_column: pb::AggFunction::Mean as i32,
                     ..Default::default()
                 }),
             ),

@@ -19,6 +19,9 @@ pub fn is_legacy(op: &Op) -> bool {
         op,
         Op::ReadCsvV0(_)
             | Op::AggV0(_)
+            | Op::AsTimeSeriesV0(_)
+            | Op::ResampleV0(_)
+            | Op::RollingWindowV0(_)
             | Op::WithColumnsV0(_)
             | Op::SortV0(_)
             | Op::UniqueV0(_)
@@ -62,6 +65,29 @@ pub fn upgrade(op: Op) -> EngineResult<Op> {
             aggregations: Vec::new(),
             exprs: old.aggs,
         }),
+        // The old call always sorted, by its keys then time.
+        Op::AsTimeSeriesV0(old) => Op::AsTimeSeries(pb::AsTimeSeriesRequest {
+            handle: old.handle,
+            timestamp_column: old.time_column,
+            frequency: None,
+            ensure_sorted: true,
+            by: old.by,
+        }),
+        Op::ResampleV0(old) => Op::Resample(pb::ResampleRequest {
+            handle: old.handle,
+            frequency: old.every,
+            aggregations: Vec::new(),
+            label: None,
+            offset: old.offset,
+            exprs: old.aggs,
+            by: old.by,
+            closed: old.closed,
+            window_label: old.label,
+            include_boundaries: old.include_boundaries,
+            time_column: Some(old.time_column),
+            period: old.period,
+        }),
+        Op::RollingWindowV0(old) => rolling_window(old),
         Op::WithColumnsV0(old) => Op::WithColumns(pb::WithColumnsRequest {
             handle: old.handle,
             columns: Default::default(),
@@ -300,6 +326,56 @@ fn shifted(old: pb::ShiftStepV0) -> (String, Vec<pb::LagColumn>, Option<i64>, Op
     (old.handle, columns, None, None)
 }
 
+/// An old rolling window: one function over named columns (into `<column><suffix>` when a
+/// suffix was set), or over every numeric column when none were named; a window of rows
+/// (`window_size`) or a duration (`period`).
+fn rolling_window(old: pb::RollingWindowStepV0) -> Op {
+    let function = match old.function() {
+        pb::RollingFunction::Sum => pb::AggFunction::Sum,
+        pb::RollingFunction::Mean | pb::RollingFunction::Unspecified => pb::AggFunction::Mean,
+        pb::RollingFunction::Min => pb::AggFunction::Min,
+        pb::RollingFunction::Max => pb::AggFunction::Max,
+        pb::RollingFunction::Std => pb::AggFunction::Std,
+        pb::RollingFunction::Var => pb::AggFunction::Var,
+        pb::RollingFunction::Median => pb::AggFunction::Median,
+    };
+    // Both or neither was refused then, and an empty window_size is now.
+    let window_size = match (old.window_size, old.period) {
+        (Some(rows), None) => rows.to_string(),
+        (None, Some(period)) => period,
+        _ => String::new(),
+    };
+    let (aggregations, every_numeric_column, suffix) = if old.columns.is_empty() {
+        (Vec::new(), function, old.suffix)
+    } else {
+        let aggregations = old
+            .columns
+            .into_iter()
+            .map(|column| pb::RollingAggregation {
+                alias: old
+                    .suffix
+                    .as_ref()
+                    .map_or_else(String::new, |suffix| format!("{column}{suffix}")),
+                column,
+                function: function as i32,
+            })
+            .collect();
+        (aggregations, pb::AggFunction::Unspecified, None)
+    };
+    Op::RollingWindow(pb::RollingWindowRequest {
+        handle: old.handle,
+        window_size,
+        aggregations,
+        // Unset meant 1 then; today unset is the window's rows for a window of rows.
+        min_periods: Some(old.min_periods.unwrap_or(1)),
+        center: old.center,
+        time_column: old.time_column,
+        suffix,
+        closed: old.closed,
+        every_numeric_column: every_numeric_column as i32,
+    })
+}
+
 /// A plan step with its operation upgraded (see [`upgrade`]).
 pub fn upgrade_step(step: pb::PlanStep) -> EngineResult<pb::PlanStep> {
     Ok(pb::PlanStep {
@@ -334,8 +410,8 @@ mod tests {
     /// stubs generated from the .proto files at 8eb1a70 (`PlanNode.SerializeToString`),
     /// each over input plan "pp…p" (and "qq…q", the cross join's right). Lag, lead,
     /// fill_null, fill_nan, describe, join, asof_join and pivot were written with the stubs of 0332c8d, where those
-    /// messages were as at 8eb1a70; read_csv (a source: no inputs) and agg with the stubs of
-    /// 2e73a7e.
+    /// messages were as at 8eb1a70; read_csv (a source: no inputs), agg, as_time_series,
+    /// resample and rolling_window with the stubs of 2e73a7e.
     const OLD_RECORDS: &[(&str, &str)] = &[
         (
             "read_csv",
@@ -344,6 +420,22 @@ mod tests {
         (
             "read_csv_no_header",
             "0a11120f0a0b2f646174612f612e6373761000",
+        ),
+        (
+            "as_time_series",
+            "0a09f201061201741a0167124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "resample",
+            "0a28fa01251201741a023168220232682a02356d320b3209080412050a030a01763a0167400248025001124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "rolling_window",
+            "0a1782021412017612017718042003380240014a045f6d6178124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "rolling_window_period",
+            "0a0c8202092a0232683201745003124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
         ),
         (
             "agg",
@@ -492,6 +584,63 @@ mod tests {
             panic!("not read_csv")
         };
         assert!(!csv.has_header);
+    }
+
+    #[test]
+    fn old_time_series_records_keep_their_meaning() {
+        // The old AsTimeSeries always sorted, by its keys then time.
+        let Op::AsTimeSeries(series) = loaded("as_time_series").0 else {
+            panic!("not as_time_series")
+        };
+        assert_eq!(series.timestamp_column, "t");
+        assert!(series.ensure_sorted);
+        assert_eq!(
+            (series.by.as_slice(), series.frequency),
+            (&["g".to_owned()][..], None)
+        );
+        let Op::Resample(resample) = loaded("resample").0 else {
+            panic!("not resample")
+        };
+        assert_eq!(resample.time_column.as_deref(), Some("t"));
+        assert_eq!(resample.frequency, "1h");
+        assert_eq!(
+            (resample.period.as_deref(), resample.offset.as_deref()),
+            (Some("2h"), Some("5m"))
+        );
+        assert_eq!((resample.exprs.len(), resample.aggregations.len()), (1, 0));
+        assert_eq!(resample.by, ["g"]);
+        assert_eq!(resample.closed(), pb::ClosedWindow::Right);
+        assert_eq!(
+            (resample.window_label(), resample.label),
+            (pb::WindowLabel::Right, None)
+        );
+        assert!(resample.include_boundaries);
+        // Columns v and w by MAX over 3 rows, suffix "_max": aliases now.
+        let Op::RollingWindow(rolling) = loaded("rolling_window").0 else {
+            panic!("not rolling_window")
+        };
+        assert_eq!(rolling.window_size, "3");
+        assert_eq!(
+            rolling.aggregations,
+            ["v", "w"].map(|c| pb::RollingAggregation {
+                column: c.into(),
+                alias: format!("{c}_max"),
+                function: pb::AggFunction::Max as i32,
+            })
+        );
+        assert_eq!((rolling.min_periods, rolling.center), (Some(2), true));
+        assert_eq!(rolling.suffix, None);
+        // No columns (every numeric one), a period, the mean (unset), min_periods unset
+        // (then 1).
+        let Op::RollingWindow(rolling) = loaded("rolling_window_period").0 else {
+            panic!("not rolling_window")
+        };
+        assert_eq!(rolling.window_size, "2h");
+        assert_eq!(rolling.time_column.as_deref(), Some("t"));
+        assert!(rolling.aggregations.is_empty());
+        assert_eq!(rolling.every_numeric_column(), pb::AggFunction::Mean);
+        assert_eq!(rolling.min_periods, Some(1));
+        assert_eq!(rolling.closed(), pb::ClosedWindow::Both);
     }
 
     #[test]

@@ -411,9 +411,23 @@ impl DataFrameService for DataFrameServer {
     async fn as_time_series(
         &self,
         request: Request<pb::AsTimeSeriesRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request, |r| &mut r.handle, Op::AsTimeSeries)
+    ) -> Reply<pb::TimeSeriesHandle> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
+        let parent = std::mem::take(&mut request.handle);
+        let timestamp_column = request.timestamp_column.clone();
+        let frequency = request.frequency.clone().unwrap_or_default();
+        let handle = self
+            .engine
+            .derive(tenant, vec![parent], Op::AsTimeSeries(request))
             .await
+            .map_err(status)?;
+        Ok(Response::new(pb::TimeSeriesHandle {
+            handle: handle.to_string(),
+            timestamp_column,
+            frequency,
+            error: None,
+        }))
     }
 
     async fn resample(&self, request: Request<pb::ResampleRequest>) -> Reply<pb::DataFrameHandle> {

@@ -648,62 +648,90 @@ class CloneRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ...) -> None: ...
 
 class AsTimeSeriesRequest(_message.Message):
-    __slots__ = ("handle", "time_column", "by")
+    __slots__ = ("handle", "timestamp_column", "frequency", "ensure_sorted", "by")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    ENSURE_SORTED_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    time_column: str
+    timestamp_column: str
+    frequency: str
+    ensure_sorted: bool
     by: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., frequency: _Optional[str] = ..., ensure_sorted: _Optional[bool] = ..., by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TimeSeriesHandle(_message.Message):
+    __slots__ = ("handle", "timestamp_column", "frequency", "error")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    timestamp_column: str
+    frequency: str
+    error: str
+    def __init__(self, handle: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., frequency: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ResampleRequest(_message.Message):
-    __slots__ = ("handle", "time_column", "every", "period", "offset", "aggs", "by", "closed", "label", "include_boundaries")
+    __slots__ = ("handle", "frequency", "aggregations", "label", "offset", "exprs", "by", "closed", "window_label", "include_boundaries", "time_column", "period")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
-    EVERY_FIELD_NUMBER: _ClassVar[int]
-    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
-    AGGS_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
-    LABEL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_LABEL_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_BOUNDARIES_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    time_column: str
-    every: str
-    period: str
+    frequency: str
+    aggregations: _containers.RepeatedCompositeFieldContainer[Aggregation]
+    label: str
     offset: str
-    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
     by: _containers.RepeatedScalarFieldContainer[str]
     closed: ClosedWindow
-    label: WindowLabel
+    window_label: WindowLabel
     include_boundaries: bool
-    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., every: _Optional[str] = ..., period: _Optional[str] = ..., offset: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., by: _Optional[_Iterable[str]] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., label: _Optional[_Union[WindowLabel, str]] = ..., include_boundaries: _Optional[bool] = ...) -> None: ...
+    time_column: str
+    period: str
+    def __init__(self, handle: _Optional[str] = ..., frequency: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ..., label: _Optional[str] = ..., offset: _Optional[str] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., by: _Optional[_Iterable[str]] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., window_label: _Optional[_Union[WindowLabel, str]] = ..., include_boundaries: _Optional[bool] = ..., time_column: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
+
+class RollingAggregation(_message.Message):
+    __slots__ = ("column", "alias", "function")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    alias: str
+    function: AggFunction
+    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
 
 class RollingWindowRequest(_message.Message):
-    __slots__ = ("handle", "columns", "function", "window_size", "period", "time_column", "min_periods", "center", "suffix", "closed")
+    __slots__ = ("handle", "window_size", "aggregations", "min_periods", "center", "time_column", "suffix", "closed", "every_numeric_column")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    FUNCTION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
-    PERIOD_FIELD_NUMBER: _ClassVar[int]
-    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
     MIN_PERIODS_FIELD_NUMBER: _ClassVar[int]
     CENTER_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    EVERY_NUMERIC_COLUMN_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    columns: _containers.RepeatedScalarFieldContainer[str]
-    function: _expr_pb2.RollingFunction
-    window_size: int
-    period: str
-    time_column: str
+    window_size: str
+    aggregations: _containers.RepeatedCompositeFieldContainer[RollingAggregation]
     min_periods: int
     center: bool
+    time_column: str
     suffix: str
     closed: ClosedWindow
-    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., function: _Optional[_Union[_expr_pb2.RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ...) -> None: ...
+    every_numeric_column: AggFunction
+    def __init__(self, handle: _Optional[str] = ..., window_size: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[RollingAggregation, _Mapping]]] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., time_column: _Optional[str] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., every_numeric_column: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
 
 class LagColumn(_message.Message):
     __slots__ = ("column", "periods", "alias")

@@ -192,7 +192,7 @@ class DataFrameServiceStub:
         self.AsTimeSeries = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/AsTimeSeries',
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.AsTimeSeriesRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.TimeSeriesHandle.FromString,
                 _registered_method=True)
         self.Resample = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/Resample',
@@ -853,7 +853,7 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
             'AsTimeSeries': grpc.unary_unary_rpc_method_handler(
                     servicer.AsTimeSeries,
                     request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.AsTimeSeriesRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.TimeSeriesHandle.SerializeToString,
             ),
             'Resample': grpc.unary_unary_rpc_method_handler(
                     servicer.Resample,
@@ -1849,7 +1849,7 @@ class DataFrameService:
             target,
             '/polaroid.v1.DataFrameService/AsTimeSeries',
             polaroid_dot_v1_dot_dataframe__pb2.AsTimeSeriesRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            polaroid_dot_v1_dot_dataframe__pb2.TimeSeriesHandle.FromString,
             options,
             channel_credentials,
             insecure,
