@@ -235,9 +235,13 @@ class DataFrame:
     def width(self) -> int:
         return len(self.schema)
 
-    def explain(self, *, optimized: bool = True) -> str:
-        reply = self._connection.call("Explain", pb.ExplainRequest(handle=self.handle))
-        return reply.optimized_plan if optimized else reply.unoptimized_plan
+    def explain(self, *, optimized: bool = True, tree: bool = False) -> str:
+        """Polars' logical plan of this frame: after its optimizer (`optimized`) or as
+        built, as indented text or drawn as a tree (`tree`)."""
+        reply = self._connection.call(
+            "Explain", pb.ExplainRequest(handle=self.handle, optimized=optimized, format_tree=tree)
+        )
+        return reply.logical_plan
 
     # -- transforms --------------------------------------------------------------------
 
@@ -524,43 +528,54 @@ class DataFrame:
         center: bool = False, suffix: str | None = None,
     ) -> DataFrame:
         """Rolling `function` (sum, mean, min, max, std, var, median) over `window_size`
-        rows, or over a `period` ("2d") of `time_column`; new columns `<column><suffix>`,
-        else in place. As in Polars, a row window needs `window_size` values unless
-        `min_periods` says fewer."""
-        if min_periods is None and window_size is not None:
-            min_periods = window_size
+        rows, or over a `period` ("2d") of `time_column` (or of a time series' timestamp
+        column); new columns `<column><suffix>`, else in place. As in Polars, a row window
+        needs `window_size` values unless `min_periods` says fewer."""
         functions = {
-            "sum": expr_pb2.ROLLING_FUNCTION_SUM, "mean": expr_pb2.ROLLING_FUNCTION_MEAN,
-            "min": expr_pb2.ROLLING_FUNCTION_MIN, "max": expr_pb2.ROLLING_FUNCTION_MAX,
-            "std": expr_pb2.ROLLING_FUNCTION_STD, "var": expr_pb2.ROLLING_FUNCTION_VAR,
-            "median": expr_pb2.ROLLING_FUNCTION_MEDIAN,
+            "sum": pb.SUM, "mean": pb.MEAN, "min": pb.MIN, "max": pb.MAX,
+            "std": pb.STD, "var": pb.VAR, "median": pb.MEDIAN,
         }
+        if (window_size is None) == (period is None):
+            raise ValueError("rolling needs one of window_size (rows) or period (a duration)")
+        size = str(window_size) if window_size is not None else str(period)
+        chosen = _pick(functions, function, "rolling function")
+        aggregations = [
+            pb.RollingAggregation(column=c, alias=f"{c}{suffix or ''}", function=chosen)
+            for c in _names([columns])
+        ]
         return self._derive(
             "RollingWindow",
             pb.RollingWindowRequest(
-                handle=self.handle, columns=_names([columns]),
-                function=_pick(functions, function, "rolling function"),
-                window_size=window_size, period=period, time_column=time_column,
-                min_periods=min_periods, center=center, suffix=suffix,
+                handle=self.handle, window_size=size, aggregations=aggregations,
+                time_column=time_column, min_periods=min_periods, center=center,
             ),
         )
 
-    def as_time_series(self, time_column: str, *, by: Sequence[str] = ()) -> DataFrame:
+    def as_time_series(
+        self, time_column: str, *, by: Sequence[str] = (), frequency: str | None = None,
+        sort: bool = True,
+    ) -> DataFrame:
+        """The rows as a time series of `time_column` (sorted by `by`, then time, unless
+        `sort=False`), whose timestamp column and `frequency` resample and rolling use."""
         return self._derive(
             "AsTimeSeries",
-            pb.AsTimeSeriesRequest(handle=self.handle, time_column=time_column, by=list(by)),
+            pb.AsTimeSeriesRequest(
+                handle=self.handle, timestamp_column=time_column, frequency=frequency,
+                ensure_sorted=sort, by=list(by),
+            ),
         )
 
     def resample(
-        self, time_column: str, every: str, *aggs: IntoExpr, by: Sequence[str] = (),
+        self, time_column: str | None, every: str, *aggs: IntoExpr, by: Sequence[str] = (),
         period: str | None = None, offset: str | None = None,
     ) -> DataFrame:
-        """Dynamic group-by on a time column: `df.resample("ts", "1h", pr.col("v").sum())`."""
+        """Dynamic group-by on a time column: `df.resample("ts", "1h", pr.col("v").sum())`
+        (`time_column` None: a time series' own)."""
         return self._derive(
             "Resample",
             pb.ResampleRequest(
-                handle=self.handle, time_column=time_column, every=every, period=period,
-                offset=offset, aggs=[into_expr(a).pb for a in aggs], by=list(by),
+                handle=self.handle, time_column=time_column, frequency=every, period=period,
+                offset=offset, exprs=[into_expr(a).pb for a in aggs], by=list(by),
             ),
         )
 
@@ -574,10 +589,14 @@ class DataFrame:
             pb.DescribeRequest(handle=self.handle, columns=list(columns), percentiles=list(percentiles)),
         )
 
-    def stats(self) -> DataFrame:
-        """One row per column: column, dtype, count, null_count, n_unique, min and max (as
-        text), mean and std (numeric and boolean columns)."""
-        return self._derive("GetStats", pb.GetStatsRequest(handle=self.handle))
+    def stats(self, columns: Sequence[str] = ()) -> DataFrame:
+        """One row per column (of `columns`, else every one): column, dtype, count,
+        null_count, n_unique, min and max (as text), mean and std (numeric and boolean
+        columns)."""
+        reply = self._connection.call(
+            "GetStats", pb.GetStatsRequest(handle=self.handle, columns=list(columns))
+        )
+        return DataFrame(reply.handle, self._connection)
 
     def sql(self, query: str, *, table_name: str = "self") -> DataFrame:
         """Polars SQL over this frame, named `self` in the query."""
@@ -711,7 +730,7 @@ class GroupBy:
             "GroupBy",
             pb.GroupByRequest(
                 handle=self._frame.handle,
-                by=self._names,
+                columns=self._names,
                 by_exprs=self._exprs,
                 aggs=[i.pb for i in items],
                 maintain_order=True,

@@ -1713,3 +1713,766 @@ async fn pivot() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_csv() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    std::fs::write(
+        c.cluster.path("people.csv"),
+        "skip me\nname;age;score\nann;31;1.5\nbob;;2\ncy;45;\ndee;28;4.25\n",
+    )?;
+    let path = c.cluster.path("people.csv");
+    let path_text = path.to_string_lossy().into_owned();
+    let schema_json = r#"{"fields": [{"name": "name", "data_type": "String"}, {"name": "age", "data_type": "Int32"}, {"name": "score", "data_type": "Float64"}]}"#;
+    let request = |has_header, schema_json: Option<&str>| seed::ReadCsvRequest {
+        path: "people.csv".into(),
+        has_header,
+        separator: Some(";".into()),
+        quote_char: None,
+        skip_rows: Some(1),
+        n_rows: Some(3),
+        columns: vec!["name".into(), "score".into()],
+        schema_json: schema_json.map(Into::into),
+    };
+    let reply = c.seed.read_csv(request(true, Some(schema_json))).await;
+    let schema = Schema::from_iter([
+        Field::new("name".into(), DataType::String),
+        Field::new("age".into(), DataType::Int32),
+        Field::new("score".into(), DataType::Float64),
+    ]);
+    let polars = |has_header: bool, schema: Option<SchemaRef>| {
+        LazyCsvReader::new(PlRefPath::new(path_text.as_str()))
+            .with_has_header(has_header)
+            .with_separator(b';')
+            .with_skip_rows(1)
+            .with_schema(schema)
+            .finish()
+            .map(|lf| lf.limit(3))
+    };
+    let expected = polars(true, Some(std::sync::Arc::new(schema)))?
+        .select([col("name"), col("score")])
+        .collect()?;
+    c.check("read_csv with schema_json", reply, expected)
+        .await?;
+    // has_header unset (false, as a client that leaves it unset sends it): the header line
+    // is a row, and the columns are named column_1, ...
+    let reply = c
+        .seed
+        .read_csv(seed::ReadCsvRequest {
+            columns: vec![],
+            ..request(false, None)
+        })
+        .await;
+    let expected = polars(false, None)?.collect()?;
+    c.check("read_csv without a header", reply, expected)
+        .await?;
+
+    for (what, bad, fragment) in [
+        ("not JSON", "{", "not JSON"),
+        ("no fields", r#"{"columns": []}"#, "no list of `fields`"),
+        (
+            "an unknown type",
+            r#"[{"name": "name", "data_type": "Int99"}]"#,
+            "Int99",
+        ),
+    ] {
+        let reply = c.seed.read_csv(request(true, Some(bad))).await;
+        refused(
+            &format!("read_csv with {what}"),
+            reply,
+            Code::InvalidArgument,
+            fragment,
+        );
+    }
+    let conflict = c
+        .ours
+        .read_csv(pb::ReadCsvRequest {
+            path: "people.csv".into(),
+            has_header: true,
+            schema_json: Some(schema_json.into()),
+            schema: vec![pb::Field {
+                name: "name".into(),
+                data_type: "String".into(),
+            }],
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "read_csv with schema_json and schema",
+        conflict,
+        Code::InvalidArgument,
+        "`schema_json` (field 8) and `schema` (field 12) are both set",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let filtered = c
+        .seed
+        .filter(seed::FilterRequest {
+            handle: handle.clone(),
+            predicate: Some(x::binary(
+                x::col("qty"),
+                seed::BinaryOperator::Gt,
+                x::int(3),
+            )),
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let local = df.clone().lazy().filter(col("qty").gt(lit(3)));
+    for (optimized, format_tree) in [(false, false), (true, false), (false, true), (true, true)] {
+        let reply = c
+            .seed
+            .explain(seed::ExplainRequest {
+                handle: filtered.clone(),
+                optimized,
+                format_tree,
+            })
+            .await?
+            .into_inner();
+        // The plan Polars gives of the same query over the same frame.
+        let expected = match (optimized, format_tree) {
+            (true, true) => local.describe_optimized_plan_tree()?,
+            (true, false) => local.describe_optimized_plan()?,
+            (false, true) => local.describe_plan_tree()?,
+            (false, false) => local.describe_plan()?,
+        };
+        assert_eq!(
+            reply.logical_plan, expected,
+            "optimized {optimized}, tree {format_tree}"
+        );
+        assert_eq!(reply.physical_plan, None);
+        assert_eq!(
+            reply
+                .optimizations
+                .iter()
+                .any(|o| o == "predicate_pushdown"),
+            optimized,
+            "{:?}",
+            reply.optimizations
+        );
+        // Nothing computed yet: no statistics to tell.
+        assert_eq!(reply.stats, None);
+    }
+    // Once computed, the result's rows are known.
+    c.collect(&filtered).await?;
+    let reply = c
+        .seed
+        .explain(seed::ExplainRequest {
+            handle: filtered.clone(),
+            optimized: true,
+            format_tree: false,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        reply.stats.map(|s| s.estimated_rows),
+        Some(i64::try_from(local.collect()?.height())?)
+    );
+    let unknown = c
+        .seed
+        .explain(seed::ExplainRequest {
+            handle: "nonsense".into(),
+            optimized: true,
+            format_tree: false,
+        })
+        .await;
+    refused(
+        "explain of a malformed handle",
+        unknown,
+        Code::InvalidArgument,
+        "nonsense",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_stats() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let stats = |columns: &[&str]| seed::GetStatsRequest {
+        handle: handle.clone(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    // A statistic as text, as Polars casts it.
+    let text = |e: Expr| -> anyhow::Result<Option<String>> {
+        let value = df
+            .clone()
+            .lazy()
+            .select([e.cast(DataType::String).alias("v")])
+            .collect()?;
+        Ok(value.column("v")?.str()?.get(0).map(str::to_owned))
+    };
+    let every = c.seed.get_stats(stats(&[])).await?.into_inner();
+    let mut names: Vec<&str> = every.stats.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["id", "price", "qty", "region"]);
+    // The contract's ColumnStats names no fields: Polaroid's are read with its own stubs.
+    let ours = c
+        .ours
+        .get_stats(pb::GetStatsRequest {
+            handle: handle.clone(),
+            columns: vec!["qty".into(), "region".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(ours.stats.len(), 2);
+    for name in ["qty", "region"] {
+        let series = df.column(name)?.as_materialized_series();
+        let numeric = series.dtype().is_primitive_numeric();
+        let got = &ours.stats[name];
+        assert_eq!(got.data_type, polaroid_worker::dtype::name(series.dtype()));
+        assert_eq!(
+            got.count,
+            i64::try_from(series.len() - series.null_count())?
+        );
+        assert_eq!(got.null_count, i64::try_from(series.null_count())?);
+        assert_eq!(got.n_unique, i64::try_from(series.n_unique()?)?);
+        assert_eq!(got.min, text(col(name).min())?, "{name} min");
+        assert_eq!(got.max, text(col(name).max())?, "{name} max");
+        assert_eq!(got.mean, if numeric { series.mean() } else { None });
+        let std = if numeric { series.std(1) } else { None };
+        assert!(
+            got.std.zip(std).is_none_or(|(a, b)| (a - b).abs() < 1e-12)
+                && got.std.is_some() == std.is_some(),
+            "{name} std {:?} vs {std:?}",
+            got.std
+        );
+    }
+    // And as a frame, with Polaroid's handle.
+    let frame = c.collect(&ours.handle).await?;
+    assert_eq!(frame.column("column")?.str()?.get(0), Some("qty"));
+    assert_eq!(frame.height(), 2);
+
+    let unknown = c.seed.get_stats(stats(&["nope"])).await;
+    refused(
+        "get_stats of an unknown column",
+        unknown,
+        Code::InvalidArgument,
+        "nope",
+    );
+    Ok(())
+}
+
+fn aggregation(column: &str, alias: &str, function: seed::AggFunction) -> seed::Aggregation {
+    seed::Aggregation {
+        column: column.into(),
+        alias: alias.into(),
+        function: function as i32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_by_and_agg() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let grouped = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["region".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(grouped.group_columns, ["region"]);
+    assert_eq!(grouped.error, None);
+    use seed::AggFunction as F;
+    let reply = c
+        .seed
+        .agg(seed::AggRequest {
+            handle: grouped.handle.clone(),
+            aggregations: vec![
+                aggregation("qty", "total", F::Sum),
+                // No alias: the column's own name.
+                aggregation("price", "", F::Mean),
+                aggregation("id", "n", F::Count),
+                aggregation("price", "lo", F::Min),
+                aggregation("price", "hi", F::Max),
+                aggregation("qty", "mid", F::Median),
+                aggregation("price", "sd", F::Std),
+                aggregation("price", "var", F::Var),
+                aggregation("id", "first_id", F::First),
+                aggregation("id", "last_id", F::Last),
+            ],
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([
+            col("qty").sum().alias("total"),
+            col("price").mean(),
+            col("id").count().alias("n"),
+            col("price").min().alias("lo"),
+            col("price").max().alias("hi"),
+            col("qty").median().alias("mid"),
+            col("price").std(1).alias("sd"),
+            col("price").var(1).alias("var"),
+            col("id").first().alias("first_id"),
+            col("id").last().alias("last_id"),
+        ])
+        .collect()?;
+    c.check("agg of the contract's aggregations", reply, expected)
+        .await?;
+    // Two keys.
+    let two = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["region".into(), "qty".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(two.group_columns, ["region", "qty"]);
+    let reply = c
+        .seed
+        .agg(seed::AggRequest {
+            handle: two.handle.clone(),
+            aggregations: vec![aggregation("price", "sum", F::Sum)],
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region"), col("qty")])
+        .agg([col("price").sum().alias("sum")])
+        .collect()?;
+    c.check("agg over two keys", reply, expected).await?;
+
+    let grouped_handle = grouped.handle.clone();
+    let agg = |aggregations| seed::AggRequest {
+        handle: grouped_handle.clone(),
+        aggregations,
+    };
+    let unspecified = c
+        .seed
+        .agg(agg(vec![aggregation("qty", "", F::Unspecified)]))
+        .await;
+    refused(
+        "agg without a function",
+        unspecified,
+        Code::InvalidArgument,
+        "the aggregation of `qty` has no `function`",
+    );
+    let unknown_function = c
+        .seed
+        .agg(agg(vec![seed::Aggregation {
+            column: "qty".into(),
+            alias: String::new(),
+            function: 42,
+        }]))
+        .await;
+    refused(
+        "agg with an unknown function",
+        unknown_function,
+        Code::InvalidArgument,
+        "`function` 42, which is not an AggFunction",
+    );
+    let none = c.seed.agg(agg(vec![])).await;
+    refused(
+        "agg of nothing",
+        none,
+        Code::InvalidArgument,
+        "at least one aggregation",
+    );
+    let unknown_column = c.seed.agg(agg(vec![aggregation("nope", "", F::Sum)])).await;
+    refused(
+        "agg of an unknown column",
+        unknown_column,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let not_grouped = c
+        .seed
+        .agg(seed::AggRequest {
+            handle: handle.clone(),
+            aggregations: vec![aggregation("qty", "", F::Sum)],
+        })
+        .await;
+    refused(
+        "agg of a frame not grouped",
+        not_grouped,
+        Code::InvalidArgument,
+        "grouped handle",
+    );
+    let unknown_key = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["nope".into()],
+        })
+        .await;
+    refused(
+        "group_by an unknown column",
+        unknown_key,
+        Code::InvalidArgument,
+        "nope",
+    );
+    let no_key = c
+        .seed
+        .group_by(seed::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec![],
+        })
+        .await;
+    refused(
+        "group_by without keys",
+        no_key,
+        Code::InvalidArgument,
+        "at least one key",
+    );
+    // Polaroid's: expressions after the contract's aggregations, N_UNIQUE, and aggregations
+    // in GroupBy itself.
+    let mixed = c
+        .ours
+        .agg(pb::AggRequest {
+            handle: grouped.handle.clone(),
+            aggregations: vec![pb::Aggregation {
+                column: "qty".into(),
+                alias: "kinds".into(),
+                function: pb::AggFunction::NUnique as i32,
+            }],
+            exprs: vec![e::alias(e::col("id"), "ids")],
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([col("qty").n_unique().alias("kinds"), col("id").alias("ids")])
+        .collect()?;
+    assert_frame_eq(&c.collect(&mixed).await?, &expected);
+    let at_once = c
+        .ours
+        .group_by(pb::GroupByRequest {
+            handle: handle.clone(),
+            columns: vec!["region".into()],
+            aggs: vec![e::alias(e::col("id"), "ids")],
+            maintain_order: true,
+            by_exprs: vec![],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(at_once.group_columns, ["region"]);
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([col("id").alias("ids")])
+        .collect()?;
+    assert_frame_eq(&c.collect(&at_once.handle).await?, &expected);
+    Ok(())
+}
+
+/// Readings at shuffled times (one hour apart, some half hours), with nulls.
+fn readings() -> anyhow::Result<DataFrame> {
+    const HOUR: i64 = 3_600_000;
+    let times =
+        [5, 0, 3, 1, 7, 2, 4, 6].map(|h: i64| h * HOUR + if h % 3 == 0 { HOUR / 2 } else { 0 });
+    let df = df!(
+        "time" => times,
+        "value" => [Some(5.0f64), Some(1.0), None, Some(2.0), Some(8.0), Some(3.0), Some(4.0), Some(7.0)],
+        "tag" => ["a", "b", "a", "b", "a", "b", "a", "b"],
+    )?
+    .lazy()
+    .with_column(col("time").cast(DataType::Datetime(TimeUnit::Milliseconds, None)))
+    .collect()?;
+    Ok(df)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_series() -> anyhow::Result<()> {
+    let mut c = Contract::start().await?;
+    let df = readings()?;
+    let handle = c.upload(&df).await?;
+    let sorted = df.clone().lazy().sort(
+        ["time"],
+        SortMultipleOptions::default().with_maintain_order(true),
+    );
+    let series = c
+        .seed
+        .as_time_series(seed::AsTimeSeriesRequest {
+            handle: handle.clone(),
+            timestamp_column: "time".into(),
+            frequency: Some("2h".into()),
+            ensure_sorted: true,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            series.timestamp_column.as_str(),
+            series.frequency.as_str(),
+            series.error
+        ),
+        ("time", "2h", None)
+    );
+    assert_frame_eq(
+        &c.collect(&series.handle).await?,
+        &sorted.clone().collect()?,
+    );
+    // ensure_sorted unset: the rows as they are.
+    let as_is = c
+        .seed
+        .as_time_series(seed::AsTimeSeriesRequest {
+            handle: handle.clone(),
+            timestamp_column: "time".into(),
+            frequency: None,
+            ensure_sorted: false,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(as_is.frequency, "");
+    assert_frame_eq(&c.collect(&as_is.handle).await?, &df);
+
+    use seed::AggFunction as F;
+    let dynamic = |every: &str, label| DynamicGroupOptions {
+        every: Duration::parse(every),
+        period: Duration::parse(every),
+        offset: Duration::parse("0ns"),
+        label,
+        ..Default::default()
+    };
+    // Frequency empty: the time series' own ("2h").
+    for (frequency, label, polars_every, polars_label) in [
+        ("", None, "2h", Label::Left),
+        ("3h", Some("Right"), "3h", Label::Right),
+        ("1h", Some("datapoint"), "1h", Label::DataPoint),
+    ] {
+        let reply = c
+            .seed
+            .resample(seed::ResampleRequest {
+                handle: series.handle.clone(),
+                frequency: frequency.into(),
+                aggregations: vec![
+                    aggregation("value", "total", F::Sum),
+                    aggregation("value", "", F::Mean),
+                    aggregation("tag", "n", F::Count),
+                ],
+                label: label.map(Into::into),
+            })
+            .await;
+        let expected = sorted
+            .clone()
+            .group_by_dynamic(col("time"), [], dynamic(polars_every, polars_label))
+            .agg([
+                col("value").sum().alias("total"),
+                col("value").mean(),
+                col("tag").count().alias("n"),
+            ])
+            .collect()?;
+        c.check(
+            &format!("resample {frequency:?} {label:?}"),
+            reply,
+            expected,
+        )
+        .await?;
+    }
+
+    // Windows of rows: unset min_periods is the window's rows, as in Polars.
+    let reply = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "3".into(),
+            aggregations: vec![
+                seed::RollingAggregation {
+                    column: "value".into(),
+                    alias: "mean3".into(),
+                    function: F::Mean as i32,
+                },
+                seed::RollingAggregation {
+                    column: "value".into(),
+                    alias: String::new(),
+                    function: F::Max as i32,
+                },
+            ],
+            min_periods: None,
+            center: true,
+        })
+        .await;
+    let fixed = |min_periods| RollingOptionsFixedWindow {
+        window_size: 3,
+        min_periods,
+        center: true,
+        ..Default::default()
+    };
+    let expected = sorted
+        .clone()
+        .with_columns([
+            col("value").rolling_mean(fixed(3)).alias("mean3"),
+            col("value").rolling_max(fixed(3)),
+        ])
+        .collect()?;
+    c.check("rolling_window of 3 rows", reply, expected).await?;
+    // A duration over the timestamp column.
+    let reply = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "2h".into(),
+            aggregations: vec![seed::RollingAggregation {
+                column: "value".into(),
+                alias: "sum2h".into(),
+                function: F::Sum as i32,
+            }],
+            min_periods: Some(2),
+            center: false,
+        })
+        .await;
+    let expected = sorted
+        .clone()
+        .with_column(
+            col("value")
+                .rolling_sum_by(
+                    col("time"),
+                    RollingOptionsDynamicWindow {
+                        window_size: Duration::parse("2h"),
+                        min_periods: 2,
+                        closed_window: ClosedWindow::Right,
+                        fn_params: None,
+                    },
+                )
+                .alias("sum2h"),
+        )
+        .collect()?;
+    c.check("rolling_window of 2 hours", reply, expected)
+        .await?;
+
+    let not_time = c
+        .seed
+        .as_time_series(seed::AsTimeSeriesRequest {
+            handle: handle.clone(),
+            timestamp_column: "value".into(),
+            frequency: None,
+            ensure_sorted: true,
+        })
+        .await;
+    refused(
+        "as_time_series of a float column",
+        not_time,
+        Code::InvalidArgument,
+        "must be Date or Datetime",
+    );
+    let plain = c
+        .seed
+        .resample(seed::ResampleRequest {
+            handle: handle.clone(),
+            frequency: "1h".into(),
+            aggregations: vec![aggregation("value", "", F::Sum)],
+            label: None,
+        })
+        .await;
+    refused(
+        "resample of a frame that is no time series",
+        plain,
+        Code::InvalidArgument,
+        "needs a time series handle",
+    );
+    let middle = c
+        .seed
+        .resample(seed::ResampleRequest {
+            handle: series.handle.clone(),
+            frequency: "1h".into(),
+            aggregations: vec![aggregation("value", "", F::Sum)],
+            label: Some("middle".into()),
+        })
+        .await;
+    refused(
+        "resample labelled middle",
+        middle,
+        Code::InvalidArgument,
+        "unknown `label` `middle`",
+    );
+    let count = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "3".into(),
+            aggregations: vec![seed::RollingAggregation {
+                column: "value".into(),
+                alias: String::new(),
+                function: F::Count as i32,
+            }],
+            min_periods: None,
+            center: false,
+        })
+        .await;
+    refused(
+        "rolling COUNT",
+        count,
+        Code::Unimplemented,
+        "COUNT has no rolling form",
+    );
+    let no_size = c
+        .seed
+        .rolling_window(seed::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: String::new(),
+            aggregations: vec![],
+            min_periods: None,
+            center: false,
+        })
+        .await;
+    refused(
+        "rolling_window without a size",
+        no_size,
+        Code::InvalidArgument,
+        "needs `window_size`",
+    );
+    // Polaroid's extras: a label of each kind that disagree; every numeric column.
+    let conflict = c
+        .ours
+        .resample(pb::ResampleRequest {
+            handle: series.handle.clone(),
+            frequency: "1h".into(),
+            exprs: vec![e::col("value")],
+            label: Some("left".into()),
+            window_label: pb::WindowLabel::Right as i32,
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "resample label left and window_label RIGHT",
+        conflict,
+        Code::InvalidArgument,
+        "`label` (field 4) is `left` but `window_label` (field 9) is WINDOW_LABEL_RIGHT",
+    );
+    let every = c
+        .ours
+        .rolling_window(pb::RollingWindowRequest {
+            handle: series.handle.clone(),
+            window_size: "2".into(),
+            every_numeric_column: pb::AggFunction::Sum as i32,
+            suffix: Some("_s".into()),
+            min_periods: Some(1),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let expected = sorted
+        .clone()
+        .with_column(
+            col("value")
+                .rolling_sum(RollingOptionsFixedWindow {
+                    window_size: 2,
+                    min_periods: 1,
+                    ..Default::default()
+                })
+                .alias("value_s"),
+        )
+        .collect()?;
+    assert_frame_eq(&c.collect(&every).await?, &expected);
+    Ok(())
+}

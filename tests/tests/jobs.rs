@@ -419,7 +419,7 @@ fn revenue_spec(sink: &str) -> pb::JobSpec {
         )),
     });
     let group = Op::GroupBy(pb::GroupByRequest {
-        by: vec!["region".into()],
+        columns: vec!["region".into()],
         aggs: vec![e::alias(
             e::agg(pb::AggregateFunction::Sum, e::col("amount")),
             "revenue",

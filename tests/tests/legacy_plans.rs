@@ -104,6 +104,28 @@ async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result
                 .collect()?,
         ),
         (
+            "rolling window of qty with a suffix, min_periods unset (then: 1)",
+            Op::RollingWindowV0(pb::RollingWindowStepV0 {
+                columns: vec!["qty".into()],
+                function: pb::RollingFunction::Sum as i32,
+                window_size: Some(2),
+                suffix: Some("_s".into()),
+                ..Default::default()
+            }),
+            df.clone()
+                .lazy()
+                .with_column(
+                    col("qty")
+                        .rolling_sum(RollingOptionsFixedWindow {
+                            window_size: 2,
+                            min_periods: 1,
+                            ..Default::default()
+                        })
+                        .alias("qty_s"),
+                )
+                .collect()?,
+        ),
+        (
             "lead of every column by 2",
             Op::LeadV0(pb::ShiftStepV0 {
                 n: 2,
@@ -159,5 +181,92 @@ async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result
             .handle;
         assert_frame_eq(&collect(&mut client, &head).await?, &expected.head(Some(2)));
     }
+
+    // An old agg (its aggregations as expressions, field 2) over a grouped handle.
+    let grouped = client
+        .group_by(pb::GroupByRequest {
+            handle: upload_handle.clone(),
+            columns: vec!["region".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .handle;
+    let grouped_record = catalog
+        .get_handle(&Handle::parse(&grouped).map_err(|e| anyhow::anyhow!("{e:?}"))?)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the grouped handle's record"))?;
+    let node = pb::PlanNode {
+        step: Some(pb::PlanStep {
+            op: Some(Op::AggV0(pb::AggStepV0 {
+                handle: String::new(),
+                aggs: vec![e::alias(e::col("qty"), "qtys")],
+            })),
+        }),
+        inputs: vec![grouped_record.plan.clone()],
+        source: None,
+    };
+    let expected = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("region")])
+        .agg([col("qty").alias("qtys")])
+        .collect()?;
+    let tenant = parsed.tenant();
+    catalog.put_plan(tenant, &node).await?;
+    let handle = Handle::new(tenant, parsed.affinity());
+    let record = pb::HandleRecord {
+        plan: PlanId::of(&node).to_string(),
+        node: Some(node),
+        schema: expected
+            .schema()
+            .iter()
+            .map(|(name, dtype)| pb::Field {
+                name: name.to_string(),
+                data_type: polaroid_worker::dtype::name(dtype),
+            })
+            .collect(),
+        rows: None,
+        bytes: None,
+        ..upload_record.clone()
+    };
+    catalog.create_handle(&handle, &record).await?;
+    assert_frame_eq(&collect(&mut client, &handle.to_string()).await?, &expected);
+
+    // A source: an old read_csv without `has_header` (then: a header line), replayed from
+    // its record alone.
+    std::fs::write(worker.path("old.csv"), "a,b\n1,x\n2,y\n")?;
+    let node = pb::PlanNode {
+        step: Some(pb::PlanStep {
+            op: Some(Op::ReadCsvV0(pb::ReadCsvStepV0 {
+                path: worker.path("old.csv").to_string_lossy().into_owned(),
+                ..Default::default()
+            })),
+        }),
+        inputs: vec![],
+        source: None,
+    };
+    let tenant = parsed.tenant();
+    catalog.put_plan(tenant, &node).await?;
+    let handle = Handle::new(tenant, parsed.affinity());
+    let expected = df!("a" => [1i64, 2], "b" => ["x", "y"])?;
+    let record = pb::HandleRecord {
+        plan: PlanId::of(&node).to_string(),
+        node: Some(node),
+        schema: expected
+            .schema()
+            .iter()
+            .map(|(name, dtype)| pb::Field {
+                name: name.to_string(),
+                data_type: polaroid_worker::dtype::name(dtype),
+            })
+            .collect(),
+        rows: None,
+        bytes: None,
+        artifacts: vec![],
+        ..upload_record.clone()
+    };
+    catalog.create_handle(&handle, &record).await?;
+    assert_frame_eq(&collect(&mut client, &handle.to_string()).await?, &expected);
     worker.stop().await
 }

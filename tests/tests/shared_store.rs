@@ -61,7 +61,7 @@ async fn build_chain(client: &mut Client) -> anyhow::Result<Vec<(String, DataFra
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: joined,
-            by: vec!["region".into()],
+            columns: vec!["region".into()],
             aggs: vec![e::alias(e::agg(Agg::Sum, e::col("qty")), "total")],
             maintain_order: true,
             ..Default::default()

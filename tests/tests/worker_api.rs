@@ -95,6 +95,7 @@ async fn sources_match_polars() -> anyhow::Result<()> {
             quote_char: Some("'".into()),
             skip_rows: Some(1),
             n_rows: Some(3),
+            has_header: true,
             columns: vec!["name".into(), "score".into(), "note".into()],
             schema: vec![
                 pb::Field {
@@ -138,7 +139,7 @@ async fn sources_match_polars() -> anyhow::Result<()> {
     let handle = client
         .read_csv(pb::ReadCsvRequest {
             path: "plain.csv".into(),
-            has_header: Some(false),
+            has_header: false,
             ..Default::default()
         })
         .await?
@@ -461,7 +462,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         group_by,
         pb::GroupByRequest {
             handle: h(&base),
-            by: vec!["region".into()],
+            columns: vec!["region".into()],
             aggs: aggs.clone(),
             maintain_order: true,
             by_exprs: vec![]
@@ -471,7 +472,7 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: h(&base),
-            by: vec!["region".into()],
+            columns: vec!["region".into()],
             maintain_order: true,
             ..Default::default()
         })
@@ -482,7 +483,8 @@ async fn transforms_match_polars_on(streaming_engine: bool) -> anyhow::Result<()
         agg,
         pb::AggRequest {
             handle: grouped,
-            aggs
+            aggregations: vec![],
+            exprs: aggs
         },
         expected
     );
@@ -695,7 +697,7 @@ async fn a_sorted_group_by_breaks_ties_by_its_keys() -> anyhow::Result<()> {
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: base,
-            by: vec!["g".into()],
+            columns: vec!["g".into()],
             aggs: vec![e::alias(e::agg(Agg::Sum, e::col("v")), "total")],
             ..Default::default()
         })
@@ -795,7 +797,9 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         as_time_series,
         pb::AsTimeSeriesRequest {
             handle: h(&base),
-            time_column: "time".into(),
+            timestamp_column: "time".into(),
+            frequency: None,
+            ensure_sorted: true,
             by: vec![]
         },
         // The times are distinct: sorted, the upload is the frame it was shuffled from.
@@ -805,9 +809,8 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         resample,
         pb::ResampleRequest {
             handle: h(&series),
-            time_column: "time".into(),
-            every: "1d".into(),
-            aggs: vec![
+            frequency: "1d".into(),
+            exprs: vec![
                 e::alias(e::agg(Agg::Sum, e::col("value")), "total"),
                 e::alias(e::agg(Agg::Count, e::col("value")), "n")
             ],
@@ -839,11 +842,13 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         rolling_window,
         pb::RollingWindowRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            function: pb::RollingFunction::Mean as i32,
-            window_size: Some(3),
+            window_size: "3".into(),
+            aggregations: vec![pb::RollingAggregation {
+                column: "value".into(),
+                alias: "value_mean3".into(),
+                function: pb::AggFunction::Mean as i32,
+            }],
             min_periods: Some(1),
-            suffix: Some("_mean3".into()),
             ..Default::default()
         },
         sorted()
@@ -854,10 +859,12 @@ async fn time_series_match_polars() -> anyhow::Result<()> {
         rolling_window,
         pb::RollingWindowRequest {
             handle: h(&series),
-            columns: vec!["value".into()],
-            function: pb::RollingFunction::Sum as i32,
-            period: Some("1d".into()),
-            time_column: Some("time".into()),
+            window_size: "1d".into(),
+            aggregations: vec![pb::RollingAggregation {
+                column: "value".into(),
+                alias: String::new(),
+                function: pb::AggFunction::Sum as i32,
+            }],
             ..Default::default()
         },
         sorted()
@@ -1419,33 +1426,43 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
         .await?
         .into_inner()
         .handle;
-    let plans = client
-        .explain(pb::ExplainRequest {
-            handle: h(&filtered),
-        })
-        .await?
-        .into_inner();
-    let scan = plans
-        .optimized_plan
+    let explain = |optimized| pb::ExplainRequest {
+        handle: h(&filtered),
+        optimized,
+        format_tree: false,
+    };
+    let optimized = client.explain(explain(true)).await?.into_inner();
+    let unoptimized = client.explain(explain(false)).await?.into_inner();
+    let scan = optimized
+        .logical_plan
         .lines()
         .find(|l| l.contains("Parquet SCAN"))
         .unwrap_or_default()
         .to_owned();
     assert!(
-        plans.optimized_plan.contains("PROJECT 1/2 COLUMNS"),
+        optimized.logical_plan.contains("PROJECT 1/2 COLUMNS"),
         "projection pushdown:\n{}",
-        plans.optimized_plan
+        optimized.logical_plan
     );
     assert!(
-        plans.optimized_plan.contains("SELECTION"),
+        optimized.logical_plan.contains("SELECTION"),
         "predicate pushdown into {scan}:\n{}",
-        plans.optimized_plan
+        optimized.logical_plan
     );
     assert!(
-        plans.unoptimized_plan.contains("FILTER"),
-        "unoptimized plan:\n{}",
-        plans.unoptimized_plan
+        optimized
+            .optimizations
+            .iter()
+            .any(|o| o == "predicate_pushdown"),
+        "{:?}",
+        optimized.optimizations
     );
+    assert!(
+        unoptimized.logical_plan.contains("FILTER"),
+        "unoptimized plan:\n{}",
+        unoptimized.logical_plan
+    );
+    assert!(unoptimized.optimizations.is_empty());
     let expected = df
         .clone()
         .lazy()
@@ -1515,7 +1532,10 @@ async fn outputs_and_lifecycle() -> anyhow::Result<()> {
         );
     }
     let stats = client
-        .get_stats(pb::GetStatsRequest { handle: h(&small) })
+        .get_stats(pb::GetStatsRequest {
+            handle: h(&small),
+            columns: vec![],
+        })
         .await?
         .into_inner()
         .handle;

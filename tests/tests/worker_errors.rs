@@ -241,7 +241,7 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: base.clone(),
-            by: vec!["b".into()],
+            columns: vec!["b".into()],
             ..Default::default()
         })
         .await?
@@ -255,7 +255,8 @@ async fn plan_errors_are_reported_at_the_call() -> anyhow::Result<()> {
     let not_grouped = client
         .agg(pb::AggRequest {
             handle: base.clone(),
-            aggs: vec![e::col("a")],
+            aggregations: vec![],
+            exprs: vec![e::col("a")],
         })
         .await;
     assert_status(not_grouped, Code::InvalidArgument, "grouped handle");

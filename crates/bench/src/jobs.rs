@@ -137,7 +137,7 @@ fn large_plan_ops(threshold: i32) -> Vec<Op> {
             )),
         }),
         Op::GroupBy(pb::GroupByRequest {
-            by: vec!["key".into(), "category".into()],
+            columns: vec!["key".into(), "category".into()],
             aggs: vec![
                 aggregate(pb::AggregateFunction::Sum, column("value"), "total"),
                 aggregate(pb::AggregateFunction::Mean, column("qty"), "mean_qty"),
@@ -244,7 +244,15 @@ async fn large_plan_interactively(
     for op in large_plan_ops(-1000 - repetition as i32) {
         handle = match op {
             Op::Filter(r) => client.filter(pb::FilterRequest { handle, ..r }).await,
-            Op::GroupBy(r) => client.group_by(pb::GroupByRequest { handle, ..r }).await,
+            Op::GroupBy(r) => client
+                .group_by(pb::GroupByRequest { handle, ..r })
+                .await
+                .map(|reply| {
+                    tonic::Response::new(pb::DataFrameHandle {
+                        handle: reply.into_inner().handle,
+                        error: None,
+                    })
+                }),
             Op::Sort(r) => client.sort(pb::SortRequest { handle, ..r }).await,
             _ => unreachable!("the plan has no other operations"),
         }?

@@ -419,7 +419,7 @@ async fn build_pipeline(
     let grouped = client
         .group_by(pb::GroupByRequest {
             handle: joined,
-            by: vec!["group".into()],
+            columns: vec!["group".into()],
             aggs: vec![
                 aggregate(
                     pb::AggregateFunction::Sum,

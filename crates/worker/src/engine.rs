@@ -177,11 +177,20 @@ pub(crate) fn is_source_op(op: &Op) -> bool {
         op,
         Op::ReadParquet(_)
             | Op::ReadCsv(_)
+            | Op::ReadCsvV0(_)
             | Op::ReadIpc(_)
             | Op::ReadJson(_)
             | Op::ReadRestApi(_)
             | Op::Upload(_)
     )
+}
+
+/// What [`Engine::explain`] tells of a handle's plan.
+pub struct Explained {
+    pub plan: String,
+    pub optimizations: Vec<String>,
+    /// Rows and in-memory bytes, when the result is cached.
+    pub known: Option<(usize, usize)>,
 }
 
 pub struct Engine {
@@ -217,7 +226,7 @@ pub struct Engine {
 pub fn op_name(op: &Op) -> &'static str {
     match op {
         Op::ReadParquet(_) => "read_parquet",
-        Op::ReadCsv(_) => "read_csv",
+        Op::ReadCsv(_) | Op::ReadCsvV0(_) => "read_csv",
         Op::ReadIpc(_) => "read_ipc",
         Op::ReadJson(_) => "read_json",
         Op::ReadRestApi(_) => "read_rest_api",
@@ -235,15 +244,15 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Tail(_) => "tail",
         Op::Slice(_) | Op::SliceV0(_) => "slice",
         Op::GroupBy(_) => "group_by",
-        Op::Agg(_) => "agg",
+        Op::Agg(_) | Op::AggV0(_) => "agg",
         Op::Pivot(_) | Op::PivotV0(_) => "pivot",
         Op::Melt(_) => "melt",
         Op::Join(_) | Op::JoinV0(_) => "join",
         Op::Cross(_) => "cross",
         Op::Sql(_) => "sql",
-        Op::AsTimeSeries(_) => "as_time_series",
-        Op::Resample(_) => "resample",
-        Op::RollingWindow(_) => "rolling_window",
+        Op::AsTimeSeries(_) | Op::AsTimeSeriesV0(_) => "as_time_series",
+        Op::Resample(_) | Op::ResampleV0(_) => "resample",
+        Op::RollingWindow(_) | Op::RollingWindowV0(_) => "rolling_window",
         Op::Lag(_) | Op::LagV0(_) => "lag",
         Op::Lead(_) | Op::LeadV0(_) => "lead",
         Op::Diff(_) | Op::DiffV0(_) => "diff",
@@ -348,7 +357,7 @@ pub(crate) fn build_step(op: &Op, inputs: &[Arc<Node>]) -> EngineResult<(Frame, 
         },
     )?;
     let schema = match probe {
-        Frame::Lazy(mut lf) => {
+        Frame::Lazy(mut lf) | Frame::TimeSeries { frame: mut lf, .. } => {
             let schema = lf
                 .collect_schema()
                 .map_err(EngineError::polars(operation))?;
@@ -765,11 +774,15 @@ impl Engine {
             operation: "replay",
             reason: format!("plan {id} has no step"),
         };
-        let op = record
-            .step
-            .as_ref()
-            .and_then(|s| s.op.clone())
-            .ok_or_else(missing)?;
+        // A record written before the contract's shapes is built as today's step; the
+        // record itself (and so the plan's id) stays as stored.
+        let op = crate::legacy::upgrade(
+            record
+                .step
+                .as_ref()
+                .and_then(|s| s.op.clone())
+                .ok_or_else(missing)?,
+        )?;
         let mut inputs = Vec::with_capacity(record.inputs.len());
         let mut own_artifact = None;
         let (frame, schema) = match &op {
@@ -813,10 +826,7 @@ impl Engine {
                         })?;
                     inputs.push(node);
                 }
-                // A record written before the contract's shapes is built as today's step;
-                // the record itself (and so the plan's id) stays as stored.
-                self.apply(crate::legacy::upgrade(op)?, inputs.clone())
-                    .await?
+                self.apply(op, inputs.clone()).await?
             }
         };
         let node = self.new_node(tenant, record, frame, schema, &inputs, own_artifact);
@@ -1176,13 +1186,42 @@ impl Engine {
         Ok((rows, columns))
     }
 
-    /// The optimized and unoptimized plans.
-    pub async fn explain(&self, tenant: TenantId, handle: &str) -> EngineResult<(String, String)> {
-        let lf = self.resolve(tenant, handle).await?.1.frame.lazy()?;
+    /// A handle's logical plan (optimized or as built, as text or a tree), the
+    /// optimizations Polars runs when `optimized`, and the rows and bytes of its result
+    /// when that is cached already (nothing is computed to find them).
+    pub async fn explain(
+        &self,
+        tenant: TenantId,
+        handle: &str,
+        optimized: bool,
+        tree: bool,
+    ) -> EngineResult<Explained> {
+        let (_, node) = self.resolve(tenant, handle).await?;
+        let known = self
+            .cached(&node)
+            .map(|df| (df.height(), df.estimated_size()));
+        let lf = node.frame.lazy()?;
         self.blocking("explain", move || {
-            let optimized = lf.explain(true).map_err(EngineError::polars("explain"))?;
-            let unoptimized = lf.explain(false).map_err(EngineError::polars("explain"))?;
-            Ok((optimized, unoptimized))
+            let plan = match (optimized, tree) {
+                (true, true) => lf.describe_optimized_plan_tree(),
+                (true, false) => lf.describe_optimized_plan(),
+                (false, true) => lf.describe_plan_tree(),
+                (false, false) => lf.describe_plan(),
+            }
+            .map_err(EngineError::polars("explain"))?;
+            let optimizations = if optimized {
+                lf.get_current_optimizations()
+                    .iter_names()
+                    .map(|(name, _)| name.to_ascii_lowercase())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(Explained {
+                plan,
+                optimizations,
+                known,
+            })
         })
         .await
     }

@@ -107,7 +107,7 @@ fn inputs_of(op: &Op) -> Vec<Arc<Node>> {
         Op::Sql(req) => (0..req.tables.len().clamp(1, 4))
             .map(|i| input(if i % 2 == 0 { &LEFT } else { &RIGHT }, false))
             .collect(),
-        Op::Agg(_) => vec![input(&LEFT, true)],
+        Op::Agg(_) | Op::AggV0(_) => vec![input(&LEFT, true)],
         _ => vec![input(&LEFT, false)],
     }
 }
@@ -163,7 +163,7 @@ pub fn expression_step(context: u8, expr: pb::Expression) -> Op {
             ..Default::default()
         }),
         3 => Op::GroupBy(pb::GroupByRequest {
-            by: vec!["c".into()],
+            columns: vec!["c".into()],
             aggs: vec![expr],
             ..Default::default()
         }),
@@ -792,7 +792,7 @@ pub mod seeds {
             (
                 "group_by",
                 Op::GroupBy(GroupByRequest {
-                    by: strings(&["c"]),
+                    columns: strings(&["c"]),
                     aggs: vec![sum_b()],
                     ..Default::default()
                 }),
@@ -807,7 +807,18 @@ pub mod seeds {
             (
                 "agg",
                 Op::Agg(AggRequest {
-                    aggs: vec![sum_b()],
+                    exprs: vec![sum_b()],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "agg-contract",
+                Op::Agg(AggRequest {
+                    aggregations: vec![pb::Aggregation {
+                        column: "b".into(),
+                        alias: "total".into(),
+                        function: pb::AggFunction::Sum as i32,
+                    }],
                     ..Default::default()
                 }),
             ),
@@ -884,7 +895,8 @@ pub mod seeds {
             (
                 "as_time_series",
                 Op::AsTimeSeries(AsTimeSeriesRequest {
-                    time_column: "f".into(),
+                    timestamp_column: "f".into(),
+                    ensure_sorted: true,
                     by: strings(&["c"]),
                     ..Default::default()
                 }),
@@ -892,26 +904,44 @@ pub mod seeds {
             (
                 "resample",
                 Op::Resample(ResampleRequest {
-                    time_column: "e".into(),
-                    every: "1d".into(),
-                    aggs: vec![sum_b()],
+                    time_column: Some("e".into()),
+                    frequency: "1d".into(),
+                    exprs: vec![sum_b()],
+                    ..Default::default()
+                }),
+            ),
+            (
+                "resample-contract",
+                Op::Resample(ResampleRequest {
+                    time_column: Some("e".into()),
+                    frequency: "1d".into(),
+                    aggregations: vec![pb::Aggregation {
+                        column: "b".into(),
+                        alias: String::new(),
+                        function: pb::AggFunction::Mean as i32,
+                    }],
+                    label: Some("right".into()),
                     ..Default::default()
                 }),
             ),
             (
                 "rolling_window",
                 Op::RollingWindow(RollingWindowRequest {
-                    columns: strings(&["b"]),
-                    window_size: Some(2),
-                    suffix: Some("_r".into()),
+                    window_size: "2".into(),
+                    aggregations: vec![pb::RollingAggregation {
+                        column: "b".into(),
+                        alias: "b_r".into(),
+                        function: pb::AggFunction::Sum as i32,
+                    }],
                     ..Default::default()
                 }),
             ),
             (
                 "rolling_window-period",
                 Op::RollingWindow(RollingWindowRequest {
-                    period: Some("2d".into()),
+                    window_size: "2d".into(),
                     time_column: Some("e".into()),
+                    every_numeric_column: pb::AggFunction::Mean as i32,
                     ..Default::default()
                 }),
             ),

@@ -50,11 +50,12 @@ fn arity(op: &Op) -> usize {
     match op {
         Op::ReadParquet(_)
         | Op::ReadCsv(_)
+        | Op::ReadCsvV0(_)
         | Op::ReadIpc(_)
         | Op::ReadJson(_)
         | Op::ReadRestApi(_)
         | Op::Upload(_) => 0,
-        Op::Join(_) | Op::Cross(_) | Op::AsofJoin(_) => 2,
+        Op::Join(_) | Op::JoinV0(_) | Op::Cross(_) | Op::AsofJoin(_) | Op::AsofJoinV0(_) => 2,
         Op::Sql(sql) => sql.tables.len(),
         _ => 1,
     }

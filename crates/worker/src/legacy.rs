@@ -17,7 +17,12 @@ use crate::error::{EngineError, EngineResult};
 pub fn is_legacy(op: &Op) -> bool {
     matches!(
         op,
-        Op::WithColumnsV0(_)
+        Op::ReadCsvV0(_)
+            | Op::AggV0(_)
+            | Op::AsTimeSeriesV0(_)
+            | Op::ResampleV0(_)
+            | Op::RollingWindowV0(_)
+            | Op::WithColumnsV0(_)
             | Op::SortV0(_)
             | Op::UniqueV0(_)
             | Op::SliceV0(_)
@@ -40,6 +45,49 @@ pub fn is_legacy(op: &Op) -> bool {
 /// no key count) is INVALID_ARGUMENT.
 pub fn upgrade(op: Op) -> EngineResult<Op> {
     Ok(match op {
+        Op::ReadCsvV0(old) => Op::ReadCsv(pb::ReadCsvRequest {
+            path: old.path,
+            // Unset meant a header line; the contract's plain bool says so explicitly.
+            has_header: old.has_header.unwrap_or(true),
+            separator: old.separator,
+            quote_char: old.quote_char,
+            skip_rows: old.skip_rows,
+            n_rows: old.n_rows,
+            columns: old.columns,
+            schema_json: None,
+            infer_schema_length: old.infer_schema_length,
+            null_values: old.null_values,
+            try_parse_dates: old.try_parse_dates,
+            schema: old.schema,
+        }),
+        Op::AggV0(old) => Op::Agg(pb::AggRequest {
+            handle: old.handle,
+            aggregations: Vec::new(),
+            exprs: old.aggs,
+        }),
+        // The old call always sorted, by its keys then time.
+        Op::AsTimeSeriesV0(old) => Op::AsTimeSeries(pb::AsTimeSeriesRequest {
+            handle: old.handle,
+            timestamp_column: old.time_column,
+            frequency: None,
+            ensure_sorted: true,
+            by: old.by,
+        }),
+        Op::ResampleV0(old) => Op::Resample(pb::ResampleRequest {
+            handle: old.handle,
+            frequency: old.every,
+            aggregations: Vec::new(),
+            label: None,
+            offset: old.offset,
+            exprs: old.aggs,
+            by: old.by,
+            closed: old.closed,
+            window_label: old.label,
+            include_boundaries: old.include_boundaries,
+            time_column: Some(old.time_column),
+            period: old.period,
+        }),
+        Op::RollingWindowV0(old) => rolling_window(old),
         Op::WithColumnsV0(old) => Op::WithColumns(pb::WithColumnsRequest {
             handle: old.handle,
             columns: Default::default(),
@@ -278,6 +326,56 @@ fn shifted(old: pb::ShiftStepV0) -> (String, Vec<pb::LagColumn>, Option<i64>, Op
     (old.handle, columns, None, None)
 }
 
+/// An old rolling window: one function over named columns (into `<column><suffix>` when a
+/// suffix was set), or over every numeric column when none were named; a window of rows
+/// (`window_size`) or a duration (`period`).
+fn rolling_window(old: pb::RollingWindowStepV0) -> Op {
+    let function = match old.function() {
+        pb::RollingFunction::Sum => pb::AggFunction::Sum,
+        pb::RollingFunction::Mean | pb::RollingFunction::Unspecified => pb::AggFunction::Mean,
+        pb::RollingFunction::Min => pb::AggFunction::Min,
+        pb::RollingFunction::Max => pb::AggFunction::Max,
+        pb::RollingFunction::Std => pb::AggFunction::Std,
+        pb::RollingFunction::Var => pb::AggFunction::Var,
+        pb::RollingFunction::Median => pb::AggFunction::Median,
+    };
+    // Both or neither was refused then, and an empty window_size is now.
+    let window_size = match (old.window_size, old.period) {
+        (Some(rows), None) => rows.to_string(),
+        (None, Some(period)) => period,
+        _ => String::new(),
+    };
+    let (aggregations, every_numeric_column, suffix) = if old.columns.is_empty() {
+        (Vec::new(), function, old.suffix)
+    } else {
+        let aggregations = old
+            .columns
+            .into_iter()
+            .map(|column| pb::RollingAggregation {
+                alias: old
+                    .suffix
+                    .as_ref()
+                    .map_or_else(String::new, |suffix| format!("{column}{suffix}")),
+                column,
+                function: function as i32,
+            })
+            .collect();
+        (aggregations, pb::AggFunction::Unspecified, None)
+    };
+    Op::RollingWindow(pb::RollingWindowRequest {
+        handle: old.handle,
+        window_size,
+        aggregations,
+        // Unset meant 1 then; today unset is the window's rows for a window of rows.
+        min_periods: Some(old.min_periods.unwrap_or(1)),
+        center: old.center,
+        time_column: old.time_column,
+        suffix,
+        closed: old.closed,
+        every_numeric_column: every_numeric_column as i32,
+    })
+}
+
 /// A plan step with its operation upgraded (see [`upgrade`]).
 pub fn upgrade_step(step: pb::PlanStep) -> EngineResult<pb::PlanStep> {
     Ok(pb::PlanStep {
@@ -312,8 +410,37 @@ mod tests {
     /// stubs generated from the .proto files at 8eb1a70 (`PlanNode.SerializeToString`),
     /// each over input plan "pp…p" (and "qq…q", the cross join's right). Lag, lead,
     /// fill_null, fill_nan, describe, join, asof_join and pivot were written with the stubs of 0332c8d, where those
-    /// messages were as at 8eb1a70.
+    /// messages were as at 8eb1a70; read_csv (a source: no inputs), agg, as_time_series,
+    /// resample and rolling_window with the stubs of 2e73a7e.
     const OLD_RECORDS: &[(&str, &str)] = &[
+        (
+            "read_csv",
+            "0a2f122d0a0b2f646174612f612e6373761a013b420a0a01611205496e743634420b0a01621206537472696e6752024e41",
+        ),
+        (
+            "read_csv_no_header",
+            "0a11120f0a0b2f646174612f612e6373761000",
+        ),
+        (
+            "as_time_series",
+            "0a09f201061201741a0167124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "resample",
+            "0a28fa01251201741a023168220232682a02356d320b3209080412050a030a01763a0167400248025001124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "rolling_window",
+            "0a1782021412017612017718042003380240014a045f6d6178124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "rolling_window_period",
+            "0a0c8202092a0232683201745003124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "agg",
+            "0a1dba011a120b3209080112050a030a0176120b3209080c12050a030a0177124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
         (
             "sort",
             "0a158201121201621a0101220101280132050a030a0161124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
@@ -411,7 +538,9 @@ mod tests {
             .expect("a fixture");
         let bytes = unhex(hex);
         let node = PlanNode::decode(bytes.as_slice()).expect("an old record decodes");
-        assert_eq!(node.inputs[0], "p".repeat(64), "{name}: inputs as written");
+        if !name.starts_with("read_") {
+            assert_eq!(node.inputs[0], "p".repeat(64), "{name}: inputs as written");
+        }
         // Encoded again, the record is the same bytes, so it has the same plan id (a
         // replay finds its nodes by the ids their users recorded).
         assert_eq!(node.encode_to_vec(), bytes, "{name}: re-encodes as stored");
@@ -423,6 +552,109 @@ mod tests {
         pb::Expression {
             kind: Some(Kind::Column(pb::ColumnExpr { name: name.into() })),
         }
+    }
+
+    #[test]
+    fn old_read_csv_records_keep_their_header_and_schema() {
+        // has_header unset meant a header line; the schema as fields is Polaroid's extra.
+        let Op::ReadCsv(csv) = loaded("read_csv").0 else {
+            panic!("not read_csv")
+        };
+        assert!(csv.has_header);
+        assert_eq!(
+            (csv.path.as_str(), csv.separator.as_deref()),
+            ("/data/a.csv", Some(";"))
+        );
+        assert_eq!(csv.schema_json, None);
+        assert_eq!(
+            csv.schema,
+            vec![
+                pb::Field {
+                    name: "a".into(),
+                    data_type: "Int64".into()
+                },
+                pb::Field {
+                    name: "b".into(),
+                    data_type: "String".into()
+                }
+            ]
+        );
+        assert_eq!(csv.null_values, ["NA"]);
+        let Op::ReadCsv(csv) = loaded("read_csv_no_header").0 else {
+            panic!("not read_csv")
+        };
+        assert!(!csv.has_header);
+    }
+
+    #[test]
+    fn old_time_series_records_keep_their_meaning() {
+        // The old AsTimeSeries always sorted, by its keys then time.
+        let Op::AsTimeSeries(series) = loaded("as_time_series").0 else {
+            panic!("not as_time_series")
+        };
+        assert_eq!(series.timestamp_column, "t");
+        assert!(series.ensure_sorted);
+        assert_eq!(
+            (series.by.as_slice(), series.frequency),
+            (&["g".to_owned()][..], None)
+        );
+        let Op::Resample(resample) = loaded("resample").0 else {
+            panic!("not resample")
+        };
+        assert_eq!(resample.time_column.as_deref(), Some("t"));
+        assert_eq!(resample.frequency, "1h");
+        assert_eq!(
+            (resample.period.as_deref(), resample.offset.as_deref()),
+            (Some("2h"), Some("5m"))
+        );
+        assert_eq!((resample.exprs.len(), resample.aggregations.len()), (1, 0));
+        assert_eq!(resample.by, ["g"]);
+        assert_eq!(resample.closed(), pb::ClosedWindow::Right);
+        assert_eq!(
+            (resample.window_label(), resample.label),
+            (pb::WindowLabel::Right, None)
+        );
+        assert!(resample.include_boundaries);
+        // Columns v and w by MAX over 3 rows, suffix "_max": aliases now.
+        let Op::RollingWindow(rolling) = loaded("rolling_window").0 else {
+            panic!("not rolling_window")
+        };
+        assert_eq!(rolling.window_size, "3");
+        assert_eq!(
+            rolling.aggregations,
+            ["v", "w"].map(|c| pb::RollingAggregation {
+                column: c.into(),
+                alias: format!("{c}_max"),
+                function: pb::AggFunction::Max as i32,
+            })
+        );
+        assert_eq!((rolling.min_periods, rolling.center), (Some(2), true));
+        assert_eq!(rolling.suffix, None);
+        // No columns (every numeric one), a period, the mean (unset), min_periods unset
+        // (then 1).
+        let Op::RollingWindow(rolling) = loaded("rolling_window_period").0 else {
+            panic!("not rolling_window")
+        };
+        assert_eq!(rolling.window_size, "2h");
+        assert_eq!(rolling.time_column.as_deref(), Some("t"));
+        assert!(rolling.aggregations.is_empty());
+        assert_eq!(rolling.every_numeric_column(), pb::AggFunction::Mean);
+        assert_eq!(rolling.min_periods, Some(1));
+        assert_eq!(rolling.closed(), pb::ClosedWindow::Both);
+    }
+
+    #[test]
+    fn old_agg_records_keep_their_expressions() {
+        // aggs [sum(v), quantile(w)]: Polaroid's `exprs` now.
+        let Op::Agg(agg) = loaded("agg").0 else {
+            panic!("not agg")
+        };
+        assert!(agg.aggregations.is_empty());
+        assert_eq!(agg.exprs.len(), 2);
+        assert!(matches!(
+            &agg.exprs[0].kind,
+            Some(Kind::Aggregation(a)) if a.function == 1 && a.expr.as_deref() == Some(&column("v"))
+        ));
     }
 
     #[test]

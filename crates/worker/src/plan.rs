@@ -16,18 +16,27 @@ use crate::expr::{self, duration, to_polars_all};
 use crate::sources;
 use polaroid_proto::excerpt;
 
-/// What a plan node evaluates to: a frame, or grouped keys awaiting `Agg`.
+/// What a plan node evaluates to: a frame, grouped keys awaiting `Agg`, or a time series
+/// (a frame that Resample and RollingWindow know the timestamp column and frequency of).
 #[derive(Clone)]
 pub enum Frame {
     Lazy(LazyFrame),
-    Grouped { input: LazyFrame, keys: Vec<Expr> },
+    Grouped {
+        input: LazyFrame,
+        keys: Vec<Expr>,
+    },
+    TimeSeries {
+        frame: LazyFrame,
+        timestamp_column: String,
+        frequency: String,
+    },
 }
 
 impl Frame {
     /// The frame, or INVALID_ARGUMENT for a grouped handle used as a frame.
     pub fn lazy(&self) -> EngineResult<LazyFrame> {
         match self {
-            Self::Lazy(lf) => Ok(detached(lf)),
+            Self::Lazy(lf) | Self::TimeSeries { frame: lf, .. } => Ok(detached(lf)),
             Self::Grouped { .. } => Err(EngineError::invalid(
                 "this handle is a grouped frame from GroupBy; call Agg on it first",
             )),
@@ -49,6 +58,15 @@ pub fn stand_in(frame: &Frame, schema: &SchemaRef) -> Frame {
     let empty = DataFrame::empty_with_arc_schema(schema.clone()).lazy();
     match frame {
         Frame::Lazy(_) => Frame::Lazy(empty),
+        Frame::TimeSeries {
+            timestamp_column,
+            frequency,
+            ..
+        } => Frame::TimeSeries {
+            frame: empty,
+            timestamp_column: timestamp_column.clone(),
+            frequency: frequency.clone(),
+        },
         Frame::Grouped { keys, .. } => Frame::Grouped {
             input: empty,
             keys: keys.clone(),
@@ -159,7 +177,12 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 reason: "sources are opened by the engine".into(),
             });
         }
-        Op::WithColumnsV0(_)
+        Op::ReadCsvV0(_)
+        | Op::AggV0(_)
+        | Op::AsTimeSeriesV0(_)
+        | Op::ResampleV0(_)
+        | Op::RollingWindowV0(_)
+        | Op::WithColumnsV0(_)
         | Op::SortV0(_)
         | Op::UniqueV0(_)
         | Op::SliceV0(_)
@@ -245,11 +268,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
             ctx.input(0)?.slice(req.offset, length)
         }
         Op::GroupBy(req) => {
-            let mut keys = exprs(&req.by);
-            keys.extend(to_polars_all(&req.by_exprs)?);
-            if keys.is_empty() {
-                return Err(EngineError::invalid("group_by needs at least one key"));
-            }
+            let keys = group_keys(req)?;
             let input = ctx.input(0)?;
             if req.aggs.is_empty() {
                 return Ok(Frame::Grouped { input, keys });
@@ -258,10 +277,19 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         }
         Op::Agg(req) => match ctx.inputs.first() {
             Some(Frame::Grouped { input, keys }) => {
-                if req.aggs.is_empty() {
-                    return Err(EngineError::invalid("agg needs at least one aggregation"));
+                let mut aggregated = req
+                    .aggregations
+                    .iter()
+                    .map(|a| aggregation(a, "agg"))
+                    .collect::<EngineResult<Vec<_>>>()?;
+                aggregated.extend(to_polars_all(&req.exprs)?);
+                if aggregated.is_empty() {
+                    return Err(EngineError::invalid(
+                        "agg needs at least one aggregation (`aggregations`, field 2, or \
+                         `exprs`, field 3)",
+                    ));
                 }
-                group(input.clone(), keys.clone()).agg(to_polars_all(&req.aggs)?)
+                group(input.clone(), keys.clone()).agg(aggregated)
             }
             _ => {
                 return Err(EngineError::invalid(
@@ -302,52 +330,9 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 .execute(&req.query)
                 .map_err(EngineError::polars("sql"))?
         }
-        Op::AsTimeSeries(req) => {
-            let schema = ctx.schema(0)?;
-            match schema.get(&req.time_column) {
-                Some(DataType::Date | DataType::Datetime(..)) => {}
-                Some(other) => {
-                    return Err(EngineError::invalid(format!(
-                        "time column `{}` must be Date or Datetime, not {}",
-                        excerpt(&req.time_column),
-                        crate::dtype::name(other)
-                    )));
-                }
-                None => require_columns(schema, std::slice::from_ref(&req.time_column))?,
-            }
-            require_columns(schema, &req.by)?;
-            let mut keys = req.by.clone();
-            keys.push(req.time_column.clone());
-            ctx.input(0)?.sort(
-                names(&keys),
-                SortMultipleOptions::default().with_maintain_order(true),
-            )
-        }
-        Op::Resample(req) => resample(ctx.input(0)?, req)?,
-        Op::RollingWindow(req) => {
-            let closed = closed_window(req.closed(), ClosedWindow::Right);
-            let spec = pb::RollingSpec {
-                function: req.function,
-                window_size: req.window_size,
-                period: req.period.clone(),
-                time_column: req.time_column.clone(),
-                min_periods: req.min_periods,
-                center: req.center,
-            };
-            let columns =
-                target_columns(ctx.schema(0)?, &req.columns, DataType::is_primitive_numeric)?;
-            let rolled = columns
-                .iter()
-                .map(|c| {
-                    Ok(renamed(
-                        expr::rolling(col(c.as_str()), &spec, closed)?,
-                        c,
-                        req.suffix.as_deref(),
-                    ))
-                })
-                .collect::<EngineResult<Vec<_>>>()?;
-            ctx.input(0)?.with_columns(rolled)
-        }
+        Op::AsTimeSeries(req) => return as_time_series(ctx, req),
+        Op::Resample(req) => resample(ctx, req)?,
+        Op::RollingWindow(req) => rolling_window(ctx, req)?,
         Op::Lag(req) => shift(
             ctx,
             "lag",
@@ -426,7 +411,23 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
                 )?
             }
         }
-        Op::Stats(_) => crate::stats::column_stats(ctx.input(0)?, ctx.schema(0)?)?,
+        Op::Stats(req) => {
+            let schema = ctx.schema(0)?;
+            if req.columns.is_empty() {
+                crate::stats::column_stats(ctx.input(0)?, schema)?
+            } else {
+                require_columns(schema, &req.columns)?;
+                let selected: Schema = req
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let dtype = schema.get(c).cloned().unwrap_or(DataType::Null);
+                        Field::new(PlSmallStr::from_str(c), dtype)
+                    })
+                    .collect();
+                crate::stats::column_stats(ctx.input(0)?.select(exprs(&req.columns)), &selected)?
+            }
+        }
     };
     Ok(Frame::Lazy(frame))
 }
@@ -664,6 +665,76 @@ fn fill_applies(value: Option<&pb::literal_expr::Value>, dtype: &DataType) -> bo
 
 /// Groups in order of first appearance, whatever the request says: a handle must give the
 /// same rows in the same order on every worker and after every restart.
+/// A GroupBy's keys: the contract's `columns`, then Polaroid's `by_exprs`.
+fn group_keys(req: &pb::GroupByRequest) -> EngineResult<Vec<Expr>> {
+    if req.columns.iter().any(String::is_empty) {
+        return Err(EngineError::invalid("group_by: a `columns` entry is empty"));
+    }
+    let mut keys = exprs(&req.columns);
+    keys.extend(to_polars_all(&req.by_exprs)?);
+    if keys.is_empty() {
+        return Err(EngineError::invalid("group_by needs at least one key"));
+    }
+    Ok(keys)
+}
+
+/// The names a GroupBy's keys have in its result, over an input of `schema`.
+pub fn group_key_names(schema: &SchemaRef, req: &pb::GroupByRequest) -> EngineResult<Vec<String>> {
+    let keys = group_keys(req)?;
+    let names = DataFrame::empty_with_arc_schema(schema.clone())
+        .lazy()
+        .select(keys)
+        .collect_schema()
+        .map_err(EngineError::polars("group_by"))?;
+    Ok(names.iter_names().map(|n| n.to_string()).collect())
+}
+
+/// The contract's aggregate function over `values`; `None` for UNSPECIFIED.
+fn agg_function(function: pb::AggFunction, values: Expr) -> Option<Expr> {
+    Some(match function {
+        pb::AggFunction::Unspecified => return None,
+        pb::AggFunction::Sum => values.sum(),
+        pb::AggFunction::Min => values.min(),
+        pb::AggFunction::Max => values.max(),
+        pb::AggFunction::Mean => values.mean(),
+        pb::AggFunction::Median => values.median(),
+        pb::AggFunction::Std => values.std(1),
+        pb::AggFunction::Var => values.var(1),
+        pb::AggFunction::Count => values.count(),
+        pb::AggFunction::First => values.first(),
+        pb::AggFunction::Last => values.last(),
+        pb::AggFunction::NUnique => values.n_unique(),
+    })
+}
+
+/// The contract's `Aggregation`: `function` over `column`, named `alias` (empty: the
+/// column's own name, as Polars names it).
+pub fn aggregation(agg: &pb::Aggregation, call: &str) -> EngineResult<Expr> {
+    if agg.column.is_empty() {
+        return Err(EngineError::invalid(format!(
+            "{call}: an aggregation has no `column`"
+        )));
+    }
+    let function = pb::AggFunction::try_from(agg.function).map_err(|_| {
+        EngineError::invalid(format!(
+            "{call}: the aggregation of `{}` has `function` {}, which is not an AggFunction",
+            excerpt(&agg.column),
+            agg.function
+        ))
+    })?;
+    let aggregated = agg_function(function, col(agg.column.as_str())).ok_or_else(|| {
+        EngineError::invalid(format!(
+            "{call}: the aggregation of `{}` has no `function` (AGG_FUNCTION_UNSPECIFIED)",
+            excerpt(&agg.column)
+        ))
+    })?;
+    Ok(if agg.alias.is_empty() {
+        aggregated
+    } else {
+        aggregated.alias(agg.alias.as_str())
+    })
+}
+
 fn group(input: LazyFrame, keys: Vec<Expr>) -> LazyGroupBy {
     input.group_by_stable(keys)
 }
@@ -1093,13 +1164,144 @@ fn closed_window(closed: PbClosedWindow, default: ClosedWindow) -> ClosedWindow 
     }
 }
 
-fn resample(input: LazyFrame, req: &pb::ResampleRequest) -> EngineResult<LazyFrame> {
-    if req.aggs.is_empty() {
+/// The contract's AsTimeSeries: the rows as they are (sorted by Polaroid's `by`, then the
+/// timestamp, when `ensure_sorted`), with the timestamp column and frequency the time
+/// series calls read.
+fn as_time_series(ctx: &StepContext<'_>, req: &pb::AsTimeSeriesRequest) -> EngineResult<Frame> {
+    let schema = ctx.schema(0)?;
+    let column = &req.timestamp_column;
+    if column.is_empty() {
         return Err(EngineError::invalid(
-            "resample needs at least one aggregation",
+            "as_time_series needs `timestamp_column` (field 2)",
         ));
     }
-    let every = duration(&req.every)?;
+    match schema.get(column) {
+        Some(DataType::Date | DataType::Datetime(..)) => {}
+        Some(other) => {
+            return Err(EngineError::invalid(format!(
+                "time column `{}` must be Date or Datetime, not {}",
+                excerpt(column),
+                crate::dtype::name(other)
+            )));
+        }
+        None => require_columns(schema, std::slice::from_ref(column))?,
+    }
+    let frequency = req.frequency.clone().unwrap_or_default();
+    if !frequency.is_empty() {
+        duration(&frequency)?;
+    }
+    if !req.by.is_empty() && !req.ensure_sorted {
+        return Err(EngineError::invalid(
+            "as_time_series: `by` (field 5) orders the sort `ensure_sorted` (field 4) asks \
+             for, which is not set",
+        ));
+    }
+    require_columns(schema, &req.by)?;
+    let mut frame = ctx.input(0)?;
+    if req.ensure_sorted {
+        let mut keys = req.by.clone();
+        keys.push(column.clone());
+        frame = frame.sort(
+            names(&keys),
+            SortMultipleOptions::default().with_maintain_order(true),
+        );
+    }
+    Ok(Frame::TimeSeries {
+        frame,
+        timestamp_column: column.clone(),
+        frequency,
+    })
+}
+
+/// The time column of a time series call: the time series handle's, or Polaroid's
+/// `time_column` (field `field`), which must be the same when both are there.
+fn time_column(
+    ctx: &StepContext<'_>,
+    call: &str,
+    extra: Option<&str>,
+    field: u32,
+) -> EngineResult<(String, String)> {
+    let series = match ctx.inputs.first() {
+        Some(Frame::TimeSeries {
+            timestamp_column,
+            frequency,
+            ..
+        }) => Some((timestamp_column.clone(), frequency.clone())),
+        _ => None,
+    };
+    match (series, extra) {
+        (Some(series), None) => Ok(series),
+        (Some((column, frequency)), Some(named)) if named == column => Ok((column, frequency)),
+        (Some((column, _)), Some(named)) => Err(EngineError::invalid(format!(
+            "{call}: `time_column` (field {field}) is `{}` but the time series' timestamp \
+             column is `{}`: leave it unset",
+            excerpt(named),
+            excerpt(&column)
+        ))),
+        (None, Some(named)) => Ok((named.to_owned(), String::new())),
+        (None, None) => Err(EngineError::invalid(format!(
+            "{call} needs a time series handle (from AsTimeSeries) or `time_column` (field \
+             {field})"
+        ))),
+    }
+}
+
+fn resample(ctx: &StepContext<'_>, req: &pb::ResampleRequest) -> EngineResult<LazyFrame> {
+    let (time, series_frequency) = time_column(ctx, "resample", req.time_column.as_deref(), 11)?;
+    let frequency = if req.frequency.is_empty() {
+        series_frequency
+    } else {
+        req.frequency.clone()
+    };
+    if frequency.is_empty() {
+        return Err(EngineError::invalid(
+            "resample needs `frequency` (field 2), or a time series handle with one",
+        ));
+    }
+    let mut aggregated = req
+        .aggregations
+        .iter()
+        .map(|a| aggregation(a, "resample"))
+        .collect::<EngineResult<Vec<_>>>()?;
+    aggregated.extend(to_polars_all(&req.exprs)?);
+    if aggregated.is_empty() {
+        return Err(EngineError::invalid(
+            "resample needs at least one aggregation (`aggregations`, field 3, or `exprs`, \
+             field 6)",
+        ));
+    }
+    let label = match req.label.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => None,
+        Some("left") => Some(WindowLabel::Left),
+        Some("right") => Some(WindowLabel::Right),
+        Some("datapoint") => Some(WindowLabel::Datapoint),
+        Some(_) => {
+            return Err(EngineError::invalid(format!(
+                "resample: unknown `label` `{}` (left, right or datapoint)",
+                excerpt(req.label.as_deref().unwrap_or(""))
+            )));
+        }
+    };
+    let typed = WindowLabel::try_from(req.window_label).map_err(|_| {
+        EngineError::invalid(format!(
+            "resample: `window_label` {} is not a WindowLabel",
+            req.window_label
+        ))
+    })?;
+    let label = match (label, typed) {
+        (None, typed) => typed,
+        (Some(named), WindowLabel::Unspecified) => named,
+        (Some(named), typed) if named == typed => named,
+        (Some(_), typed) => {
+            return Err(EngineError::invalid(format!(
+                "resample: `label` (field 4) is `{}` but `window_label` (field 9) is {}: set \
+                 one of them",
+                excerpt(req.label.as_deref().unwrap_or("")),
+                typed.as_str_name()
+            )));
+        }
+    };
+    let every = duration(&frequency)?;
     let options = DynamicGroupOptions {
         every,
         period: req
@@ -1114,7 +1316,7 @@ fn resample(input: LazyFrame, req: &pb::ResampleRequest) -> EngineResult<LazyFra
             .map(duration)
             .transpose()?
             .unwrap_or_else(|| Duration::parse("0ns")),
-        label: match req.label() {
+        label: match label {
             WindowLabel::Right => Label::Right,
             WindowLabel::Datapoint => Label::DataPoint,
             WindowLabel::Left | WindowLabel::Unspecified => Label::Left,
@@ -1125,14 +1327,144 @@ fn resample(input: LazyFrame, req: &pb::ResampleRequest) -> EngineResult<LazyFra
     };
     // Windows are computed over sorted time (within each `by` group).
     let mut order = req.by.clone();
-    order.push(req.time_column.clone());
-    Ok(input
+    order.push(time.clone());
+    Ok(ctx
+        .input(0)?
         .sort(
             names(&order),
             SortMultipleOptions::default().with_maintain_order(true),
         )
-        .group_by_dynamic(col(req.time_column.as_str()), exprs(&req.by), options)
-        .agg(to_polars_all(&req.aggs)?))
+        .group_by_dynamic(col(time.as_str()), exprs(&req.by), options)
+        .agg(aggregated))
+}
+
+/// The contract's RollingWindow: each aggregation's function over windows of rows or of a
+/// duration, into its alias or in place; or Polaroid's every numeric column by one function.
+fn rolling_window(
+    ctx: &StepContext<'_>,
+    req: &pb::RollingWindowRequest,
+) -> EngineResult<LazyFrame> {
+    let size = req.window_size.trim();
+    let rows = size.strip_suffix('i').unwrap_or(size).parse::<i64>().ok();
+    let (window_size, period, time) = match rows {
+        _ if size.is_empty() => {
+            return Err(EngineError::invalid(
+                "rolling_window needs `window_size` (field 2): rows (\"3\") or a duration \
+                 (\"2h\")",
+            ));
+        }
+        Some(rows) => (Some(rows), None, None),
+        None => {
+            duration(size)?;
+            let (time, _) = time_column(ctx, "rolling_window", req.time_column.as_deref(), 6)?;
+            (None, Some(size.to_owned()), Some(time))
+        }
+    };
+    // As Polars: a window of rows needs all its rows unless told fewer.
+    let min_periods = req.min_periods.or(window_size);
+    let every = pb::AggFunction::try_from(req.every_numeric_column).map_err(|_| {
+        EngineError::invalid(format!(
+            "rolling_window: `every_numeric_column` {} is not an AggFunction",
+            req.every_numeric_column
+        ))
+    })?;
+    let targets: Vec<(String, String, i32)> = match (req.aggregations.is_empty(), every) {
+        (false, pb::AggFunction::Unspecified) => {
+            if req.suffix.is_some() {
+                return Err(EngineError::invalid(
+                    "rolling_window: `suffix` (field 9) names the outputs of \
+                     `every_numeric_column` (field 11); `aggregations` are named by their \
+                     `alias`",
+                ));
+            }
+            req.aggregations
+                .iter()
+                .map(|a| {
+                    if a.column.is_empty() {
+                        return Err(EngineError::invalid(
+                            "rolling_window: an aggregation has no `column`",
+                        ));
+                    }
+                    let alias = if a.alias.is_empty() {
+                        a.column.clone()
+                    } else {
+                        a.alias.clone()
+                    };
+                    Ok((a.column.clone(), alias, a.function))
+                })
+                .collect::<EngineResult<_>>()?
+        }
+        (true, pb::AggFunction::Unspecified) => {
+            return Err(EngineError::invalid(
+                "rolling_window needs `aggregations` (field 3)",
+            ));
+        }
+        (true, function) => target_columns(ctx.schema(0)?, &[], DataType::is_primitive_numeric)?
+            .into_iter()
+            .map(|c| {
+                let alias = format!("{c}{}", req.suffix.as_deref().unwrap_or(""));
+                (c, alias, function as i32)
+            })
+            .collect(),
+        (false, _) => {
+            return Err(EngineError::invalid(
+                "rolling_window: `aggregations` (field 3) and `every_numeric_column` (field \
+                 11) are both set: set one of them",
+            ));
+        }
+    };
+    let closed = closed_window(req.closed(), ClosedWindow::Right);
+    let rolled = targets
+        .iter()
+        .map(|(column, alias, function)| {
+            let function = rolling_function(*function, column)?;
+            let spec = pb::RollingSpec {
+                function: function as i32,
+                window_size,
+                period: period.clone(),
+                time_column: time.clone(),
+                min_periods,
+                center: req.center,
+            };
+            require_columns(ctx.schema(0)?, std::slice::from_ref(column))?;
+            Ok(expr::rolling(col(column.as_str()), &spec, closed)?.alias(alias.as_str()))
+        })
+        .collect::<EngineResult<Vec<_>>>()?;
+    Ok(ctx.input(0)?.with_columns(rolled))
+}
+
+/// The rolling form of a contract aggregate function; UNIMPLEMENTED where Polars has none.
+fn rolling_function(function: i32, column: &str) -> EngineResult<pb::RollingFunction> {
+    let typed = pb::AggFunction::try_from(function).map_err(|_| {
+        EngineError::invalid(format!(
+            "rolling_window: the aggregation of `{}` has `function` {function}, which is not \
+             an AggFunction",
+            excerpt(column)
+        ))
+    })?;
+    Ok(match typed {
+        pb::AggFunction::Sum => pb::RollingFunction::Sum,
+        pb::AggFunction::Mean => pb::RollingFunction::Mean,
+        pb::AggFunction::Min => pb::RollingFunction::Min,
+        pb::AggFunction::Max => pb::RollingFunction::Max,
+        pb::AggFunction::Median => pb::RollingFunction::Median,
+        pb::AggFunction::Std => pb::RollingFunction::Std,
+        pb::AggFunction::Var => pb::RollingFunction::Var,
+        pb::AggFunction::Unspecified => {
+            return Err(EngineError::invalid(format!(
+                "rolling_window: the aggregation of `{}` has no `function` \
+                 (AGG_FUNCTION_UNSPECIFIED)",
+                excerpt(column)
+            )));
+        }
+        other => {
+            return Err(EngineError::Unimplemented(format!(
+                "rolling_window: {} has no rolling form in Polars (SUM, MEAN, MIN, MAX, \
+                 MEDIAN, STD and VAR have)",
+                other.as_str_name()
+            )));
+        }
+    })
 }
 
 fn asof_join(ctx: &StepContext<'_>, req: &pb::AsofJoinRequest) -> EngineResult<LazyFrame> {

@@ -345,9 +345,22 @@ impl DataFrameService for DataFrameServer {
         self.derive_one(request, |r| &mut r.handle, Op::Slice).await
     }
 
-    async fn group_by(&self, request: Request<pb::GroupByRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request, |r| &mut r.handle, Op::GroupBy)
+    async fn group_by(&self, request: Request<pb::GroupByRequest>) -> Reply<pb::GroupByHandle> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
+        let parent = std::mem::take(&mut request.handle);
+        let schema = self.engine.schema(tenant, &parent).await.map_err(status)?;
+        let group_columns = crate::plan::group_key_names(&schema, &request).map_err(status)?;
+        let handle = self
+            .engine
+            .derive(tenant, vec![parent], Op::GroupBy(request))
             .await
+            .map_err(status)?;
+        Ok(Response::new(pb::GroupByHandle {
+            handle: handle.to_string(),
+            group_columns,
+            error: None,
+        }))
     }
 
     async fn agg(&self, request: Request<pb::AggRequest>) -> Reply<pb::DataFrameHandle> {
@@ -398,9 +411,23 @@ impl DataFrameService for DataFrameServer {
     async fn as_time_series(
         &self,
         request: Request<pb::AsTimeSeriesRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request, |r| &mut r.handle, Op::AsTimeSeries)
+    ) -> Reply<pb::TimeSeriesHandle> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
+        let parent = std::mem::take(&mut request.handle);
+        let timestamp_column = request.timestamp_column.clone();
+        let frequency = request.frequency.clone().unwrap_or_default();
+        let handle = self
+            .engine
+            .derive(tenant, vec![parent], Op::AsTimeSeries(request))
             .await
+            .map_err(status)?;
+        Ok(Response::new(pb::TimeSeriesHandle {
+            handle: handle.to_string(),
+            timestamp_column,
+            frequency,
+            error: None,
+        }))
     }
 
     async fn resample(&self, request: Request<pb::ResampleRequest>) -> Reply<pb::DataFrameHandle> {
@@ -468,8 +495,25 @@ impl DataFrameService for DataFrameServer {
             .await
     }
 
-    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Reply<pb::DataFrameHandle> {
-        self.derive_one(request, |r| &mut r.handle, Op::Stats).await
+    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Reply<pb::StatsResponse> {
+        let tenant = tenant(&request)?;
+        let mut request = request.into_inner();
+        let parent = std::mem::take(&mut request.handle);
+        // The statistics are a frame (Polaroid's handle to them), computed here for the
+        // contract's map.
+        let handle = self
+            .engine
+            .derive(tenant, vec![parent], Op::Stats(request))
+            .await
+            .map_err(status)?
+            .to_string();
+        let frame = self
+            .engine
+            .collect_frame(tenant, &handle)
+            .await
+            .map_err(status)?;
+        let stats = crate::stats::column_stats_map(&frame).map_err(status)?;
+        Ok(Response::new(pb::StatsResponse { stats, handle }))
     }
 
     type CollectStream = BatchStream;
@@ -563,14 +607,27 @@ impl DataFrameService for DataFrameServer {
 
     async fn explain(&self, request: Request<pb::ExplainRequest>) -> Reply<pb::ExplainResponse> {
         let tenant = tenant(&request)?;
-        let (optimized_plan, unoptimized_plan) = self
+        let request = request.into_inner();
+        let explained = self
             .engine
-            .explain(tenant, &request.into_inner().handle)
+            .explain(
+                tenant,
+                &request.handle,
+                request.optimized,
+                request.format_tree,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ExplainResponse {
-            optimized_plan,
-            unoptimized_plan,
+            logical_plan: explained.plan,
+            // Polars shows no physical plan of a lazy query: unset rather than made up.
+            physical_plan: None,
+            optimizations: explained.optimizations,
+            stats: explained.known.map(|(rows, bytes)| pb::QueryStats {
+                estimated_rows: saturating_i64(rows as u64),
+                estimated_bytes: saturating_i64(bytes as u64),
+                partitions: Vec::new(),
+            }),
         }))
     }
 

@@ -114,12 +114,12 @@ pub fn csv(req: &pb::ReadCsvRequest) -> EngineResult<LazyFrame> {
         .ok_or_else(|| EngineError::invalid("separator must not be empty"))?;
     let quote = byte_option(req.quote_char.as_deref(), "quote_char", Some(b'"'))?;
     let mut reader = LazyCsvReader::new(PlRefPath::new(req.path.as_str()))
-        .with_has_header(req.has_header.unwrap_or(true))
+        .with_has_header(req.has_header)
         .with_separator(separator)
         .with_quote_char(quote)
         .with_skip_rows(usize_of(req.skip_rows.unwrap_or(0), "skip_rows")?)
         .with_try_parse_dates(req.try_parse_dates)
-        .with_schema(schema_of(&req.schema)?);
+        .with_schema(csv_schema(req)?);
     if let Some(length) = req.infer_schema_length {
         reader = reader.with_infer_schema_length(Some(usize_of(length, "infer_schema_length")?));
     }
@@ -133,6 +133,56 @@ pub fn csv(req: &pb::ReadCsvRequest) -> EngineResult<LazyFrame> {
     }
     let lf = reader.finish().map_err(EngineError::polars("read_csv"))?;
     shape_scan(lf, &req.columns, None, req.n_rows, None)
+}
+
+/// The CSV's explicit schema: the contract's `schema_json` or Polaroid's `schema` fields,
+/// not both.
+fn csv_schema(req: &pb::ReadCsvRequest) -> EngineResult<Option<SchemaRef>> {
+    match (&req.schema_json, req.schema.is_empty()) {
+        (None, _) => schema_of(&req.schema),
+        (Some(json), true) => schema_of(&fields_of_json(json)?),
+        (Some(_), false) => Err(EngineError::invalid(
+            "read_csv: `schema_json` (field 8) and `schema` (field 12) are both set: set one \
+             of them",
+        )),
+    }
+}
+
+/// The fields of a `schema_json`: GetSchema's form (`{"fields": [{"name": "a",
+/// "data_type": "Int64"}, ...]}`) or its list of fields alone, in column order.
+pub fn fields_of_json(text: &str) -> EngineResult<Vec<pb::Field>> {
+    let invalid = |why: &str| {
+        EngineError::invalid(format!(
+            "schema_json `{}`: {why} (expected {{\"fields\": [{{\"name\": ..., \"data_type\": \
+             ...}}, ...]}}, as GetSchema gives it)",
+            excerpt(text)
+        ))
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| invalid(&format!("not JSON: {e}")))?;
+    let list = match &value {
+        serde_json::Value::Array(list) => list,
+        serde_json::Value::Object(map) => match map.get("fields") {
+            Some(serde_json::Value::Array(list)) => list,
+            _ => return Err(invalid("no list of `fields`")),
+        },
+        _ => return Err(invalid("neither an object nor a list")),
+    };
+    if list.is_empty() {
+        return Err(invalid("no fields"));
+    }
+    list.iter()
+        .map(|field| {
+            let text_of = |key: &str| field.get(key).and_then(serde_json::Value::as_str);
+            match (text_of("name"), text_of("data_type")) {
+                (Some(name), Some(data_type)) => Ok(pb::Field {
+                    name: name.to_owned(),
+                    data_type: data_type.to_owned(),
+                }),
+                _ => Err(invalid("a field without a text `name` and `data_type`")),
+            }
+        })
+        .collect()
 }
 
 pub fn ipc(req: &pb::ReadIpcRequest) -> EngineResult<LazyFrame> {

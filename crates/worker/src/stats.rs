@@ -288,6 +288,50 @@ pub fn column_stats(input: LazyFrame, schema: &Schema) -> EngineResult<LazyFrame
     concat(rows, UnionArgs::default()).map_err(EngineError::polars("stats"))
 }
 
+/// The rows of a [`column_stats`] frame as `GetStats`' map, by column name.
+pub fn column_stats_map(
+    frame: &DataFrame,
+) -> EngineResult<std::collections::BTreeMap<String, polaroid_proto::v1::ColumnStats>> {
+    let failed = || EngineError::polars("stats");
+    let text = |name: &str| -> EngineResult<Vec<Option<String>>> {
+        let column = frame.column(name).map_err(failed())?;
+        let values = column.str().map_err(failed())?;
+        Ok(values.iter().map(|v| v.map(str::to_owned)).collect())
+    };
+    let counts = |name: &str| -> EngineResult<Vec<i64>> {
+        let column = frame.column(name).map_err(failed())?;
+        let values = column.u64().map_err(failed())?;
+        Ok(values
+            .iter()
+            .map(|v| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)))
+            .collect())
+    };
+    let floats = |name: &str| -> EngineResult<Vec<Option<f64>>> {
+        let column = frame.column(name).map_err(failed())?;
+        Ok(column.f64().map_err(failed())?.iter().collect())
+    };
+    let (names, dtypes) = (text("column")?, text("dtype")?);
+    let (count, null_count, n_unique) =
+        (counts("count")?, counts("null_count")?, counts("n_unique")?);
+    let (min, max) = (text("min")?, text("max")?);
+    let (mean, std) = (floats("mean")?, floats("std")?);
+    Ok((0..frame.height())
+        .map(|row| {
+            let stats = polaroid_proto::v1::ColumnStats {
+                data_type: dtypes[row].clone().unwrap_or_default(),
+                count: count[row],
+                null_count: null_count[row],
+                n_unique: n_unique[row],
+                min: min[row].clone(),
+                max: max[row].clone(),
+                mean: mean[row],
+                std: std[row],
+            };
+            (names[row].clone().unwrap_or_default(), stats)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

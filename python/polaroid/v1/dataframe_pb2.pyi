@@ -189,7 +189,7 @@ class ReadParquetRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., predicate: _Optional[str] = ..., n_rows: _Optional[int] = ..., row_index_offset: _Optional[int] = ..., parallel: _Optional[bool] = ..., row_index_name: _Optional[str] = ...) -> None: ...
 
 class ReadCsvRequest(_message.Message):
-    __slots__ = ("path", "has_header", "separator", "quote_char", "skip_rows", "n_rows", "columns", "schema", "infer_schema_length", "null_values", "try_parse_dates")
+    __slots__ = ("path", "has_header", "separator", "quote_char", "skip_rows", "n_rows", "columns", "schema_json", "infer_schema_length", "null_values", "try_parse_dates", "schema")
     PATH_FIELD_NUMBER: _ClassVar[int]
     HAS_HEADER_FIELD_NUMBER: _ClassVar[int]
     SEPARATOR_FIELD_NUMBER: _ClassVar[int]
@@ -197,10 +197,11 @@ class ReadCsvRequest(_message.Message):
     SKIP_ROWS_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
     INFER_SCHEMA_LENGTH_FIELD_NUMBER: _ClassVar[int]
     NULL_VALUES_FIELD_NUMBER: _ClassVar[int]
     TRY_PARSE_DATES_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     path: str
     has_header: bool
     separator: str
@@ -208,11 +209,12 @@ class ReadCsvRequest(_message.Message):
     skip_rows: int
     n_rows: int
     columns: _containers.RepeatedScalarFieldContainer[str]
-    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    schema_json: str
     infer_schema_length: int
     null_values: _containers.RepeatedScalarFieldContainer[str]
     try_parse_dates: bool
-    def __init__(self, path: _Optional[str] = ..., has_header: _Optional[bool] = ..., separator: _Optional[str] = ..., quote_char: _Optional[str] = ..., skip_rows: _Optional[int] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., infer_schema_length: _Optional[int] = ..., null_values: _Optional[_Iterable[str]] = ..., try_parse_dates: _Optional[bool] = ...) -> None: ...
+    schema: _containers.RepeatedCompositeFieldContainer[Field]
+    def __init__(self, path: _Optional[str] = ..., has_header: _Optional[bool] = ..., separator: _Optional[str] = ..., quote_char: _Optional[str] = ..., skip_rows: _Optional[int] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., schema_json: _Optional[str] = ..., infer_schema_length: _Optional[int] = ..., null_values: _Optional[_Iterable[str]] = ..., try_parse_dates: _Optional[bool] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ...) -> None: ...
 
 class ReadIpcRequest(_message.Message):
     __slots__ = ("path", "columns", "n_rows", "row_index_offset", "row_index_name")
@@ -499,26 +501,48 @@ class SliceRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., to_end: _Optional[bool] = ...) -> None: ...
 
 class GroupByRequest(_message.Message):
-    __slots__ = ("handle", "by", "aggs", "maintain_order", "by_exprs")
+    __slots__ = ("handle", "columns", "aggs", "maintain_order", "by_exprs")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    BY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     AGGS_FIELD_NUMBER: _ClassVar[int]
     MAINTAIN_ORDER_FIELD_NUMBER: _ClassVar[int]
     BY_EXPRS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    by: _containers.RepeatedScalarFieldContainer[str]
+    columns: _containers.RepeatedScalarFieldContainer[str]
     aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
     maintain_order: bool
     by_exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
-    def __init__(self, handle: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., maintain_order: _Optional[bool] = ..., by_exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class GroupByHandle(_message.Message):
+    __slots__ = ("handle", "group_columns", "error")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    group_columns: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    def __init__(self, handle: _Optional[str] = ..., group_columns: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Aggregation(_message.Message):
+    __slots__ = ("column", "alias", "function")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    alias: str
+    function: AggFunction
+    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
 
 class AggRequest(_message.Message):
-    __slots__ = ("handle", "aggs")
+    __slots__ = ("handle", "aggregations", "exprs")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    AGGS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
-    def __init__(self, handle: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+    aggregations: _containers.RepeatedCompositeFieldContainer[Aggregation]
+    exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
 
 class PivotRequest(_message.Message):
     __slots__ = ("handle", "index", "columns", "values", "aggregate", "sort_columns", "separator", "on_columns", "index_columns", "values_columns")
@@ -624,62 +648,90 @@ class CloneRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ...) -> None: ...
 
 class AsTimeSeriesRequest(_message.Message):
-    __slots__ = ("handle", "time_column", "by")
+    __slots__ = ("handle", "timestamp_column", "frequency", "ensure_sorted", "by")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    ENSURE_SORTED_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    time_column: str
+    timestamp_column: str
+    frequency: str
+    ensure_sorted: bool
     by: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., frequency: _Optional[str] = ..., ensure_sorted: _Optional[bool] = ..., by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TimeSeriesHandle(_message.Message):
+    __slots__ = ("handle", "timestamp_column", "frequency", "error")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    timestamp_column: str
+    frequency: str
+    error: str
+    def __init__(self, handle: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., frequency: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ResampleRequest(_message.Message):
-    __slots__ = ("handle", "time_column", "every", "period", "offset", "aggs", "by", "closed", "label", "include_boundaries")
+    __slots__ = ("handle", "frequency", "aggregations", "label", "offset", "exprs", "by", "closed", "window_label", "include_boundaries", "time_column", "period")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
-    EVERY_FIELD_NUMBER: _ClassVar[int]
-    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
-    AGGS_FIELD_NUMBER: _ClassVar[int]
+    EXPRS_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
-    LABEL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_LABEL_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_BOUNDARIES_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    time_column: str
-    every: str
-    period: str
+    frequency: str
+    aggregations: _containers.RepeatedCompositeFieldContainer[Aggregation]
+    label: str
     offset: str
-    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    exprs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
     by: _containers.RepeatedScalarFieldContainer[str]
     closed: ClosedWindow
-    label: WindowLabel
+    window_label: WindowLabel
     include_boundaries: bool
-    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., every: _Optional[str] = ..., period: _Optional[str] = ..., offset: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., by: _Optional[_Iterable[str]] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., label: _Optional[_Union[WindowLabel, str]] = ..., include_boundaries: _Optional[bool] = ...) -> None: ...
+    time_column: str
+    period: str
+    def __init__(self, handle: _Optional[str] = ..., frequency: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ..., label: _Optional[str] = ..., offset: _Optional[str] = ..., exprs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., by: _Optional[_Iterable[str]] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., window_label: _Optional[_Union[WindowLabel, str]] = ..., include_boundaries: _Optional[bool] = ..., time_column: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
+
+class RollingAggregation(_message.Message):
+    __slots__ = ("column", "alias", "function")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    alias: str
+    function: AggFunction
+    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
 
 class RollingWindowRequest(_message.Message):
-    __slots__ = ("handle", "columns", "function", "window_size", "period", "time_column", "min_periods", "center", "suffix", "closed")
+    __slots__ = ("handle", "window_size", "aggregations", "min_periods", "center", "time_column", "suffix", "closed", "every_numeric_column")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
-    COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    FUNCTION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
-    PERIOD_FIELD_NUMBER: _ClassVar[int]
-    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
     MIN_PERIODS_FIELD_NUMBER: _ClassVar[int]
     CENTER_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    EVERY_NUMERIC_COLUMN_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    columns: _containers.RepeatedScalarFieldContainer[str]
-    function: _expr_pb2.RollingFunction
-    window_size: int
-    period: str
-    time_column: str
+    window_size: str
+    aggregations: _containers.RepeatedCompositeFieldContainer[RollingAggregation]
     min_periods: int
     center: bool
+    time_column: str
     suffix: str
     closed: ClosedWindow
-    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., function: _Optional[_Union[_expr_pb2.RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ...) -> None: ...
+    every_numeric_column: AggFunction
+    def __init__(self, handle: _Optional[str] = ..., window_size: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[RollingAggregation, _Mapping]]] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., time_column: _Optional[str] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., every_numeric_column: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
 
 class LagColumn(_message.Message):
     __slots__ = ("column", "periods", "alias")
@@ -828,10 +880,47 @@ class DescribeRequest(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("handle",)
+    __slots__ = ("handle", "columns")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ColumnStats(_message.Message):
+    __slots__ = ("data_type", "count", "null_count", "n_unique", "min", "max", "mean", "std")
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    NULL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    N_UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    data_type: str
+    count: int
+    null_count: int
+    n_unique: int
+    min: str
+    max: str
+    mean: float
+    std: float
+    def __init__(self, data_type: _Optional[str] = ..., count: _Optional[int] = ..., null_count: _Optional[int] = ..., n_unique: _Optional[int] = ..., min: _Optional[str] = ..., max: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("stats", "handle")
+    class StatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ColumnStats
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ColumnStats, _Mapping]] = ...) -> None: ...
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.MessageMap[str, ColumnStats]
+    handle: str
+    def __init__(self, stats: _Optional[_Mapping[str, ColumnStats]] = ..., handle: _Optional[str] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("handle", "limit")
@@ -912,18 +1001,36 @@ class WriteResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error: _Optional[str] = ..., rows_written: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("handle",)
+    __slots__ = ("handle", "optimized", "format_tree")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_TREE_FIELD_NUMBER: _ClassVar[int]
     handle: str
-    def __init__(self, handle: _Optional[str] = ...) -> None: ...
+    optimized: bool
+    format_tree: bool
+    def __init__(self, handle: _Optional[str] = ..., optimized: _Optional[bool] = ..., format_tree: _Optional[bool] = ...) -> None: ...
+
+class QueryStats(_message.Message):
+    __slots__ = ("estimated_rows", "estimated_bytes", "partitions")
+    ESTIMATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    estimated_rows: int
+    estimated_bytes: int
+    partitions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, estimated_rows: _Optional[int] = ..., estimated_bytes: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("optimized_plan", "unoptimized_plan")
-    OPTIMIZED_PLAN_FIELD_NUMBER: _ClassVar[int]
-    UNOPTIMIZED_PLAN_FIELD_NUMBER: _ClassVar[int]
-    optimized_plan: str
-    unoptimized_plan: str
-    def __init__(self, optimized_plan: _Optional[str] = ..., unoptimized_plan: _Optional[str] = ...) -> None: ...
+    __slots__ = ("logical_plan", "physical_plan", "optimizations", "stats")
+    LOGICAL_PLAN_FIELD_NUMBER: _ClassVar[int]
+    PHYSICAL_PLAN_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATIONS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    logical_plan: str
+    physical_plan: str
+    optimizations: _containers.RepeatedScalarFieldContainer[str]
+    stats: QueryStats
+    def __init__(self, logical_plan: _Optional[str] = ..., physical_plan: _Optional[str] = ..., optimizations: _Optional[_Iterable[str]] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class GetSchemaRequest(_message.Message):
     __slots__ = ("handle",)

@@ -152,7 +152,7 @@ class DataFrameServiceStub:
         self.GroupBy = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/GroupBy',
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.GroupByRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.GroupByHandle.FromString,
                 _registered_method=True)
         self.Agg = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/Agg',
@@ -192,7 +192,7 @@ class DataFrameServiceStub:
         self.AsTimeSeries = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/AsTimeSeries',
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.AsTimeSeriesRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.TimeSeriesHandle.FromString,
                 _registered_method=True)
         self.Resample = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/Resample',
@@ -252,7 +252,7 @@ class DataFrameServiceStub:
         self.GetStats = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/GetStats',
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.GetStatsRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.StatsResponse.FromString,
                 _registered_method=True)
         self.Collect = channel.unary_stream(
                 '/polaroid.v1.DataFrameService/Collect',
@@ -473,8 +473,8 @@ class DataFrameServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GroupBy(self, request, context):
-        """GroupBy with aggregations returns the aggregated frame; without, a grouped handle
-        that only Agg accepts.
+        """GroupBy answers a grouped handle that only Agg accepts; with Polaroid's `aggs`, the
+        aggregated frame.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -813,7 +813,7 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
             'GroupBy': grpc.unary_unary_rpc_method_handler(
                     servicer.GroupBy,
                     request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.GroupByRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.GroupByHandle.SerializeToString,
             ),
             'Agg': grpc.unary_unary_rpc_method_handler(
                     servicer.Agg,
@@ -853,7 +853,7 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
             'AsTimeSeries': grpc.unary_unary_rpc_method_handler(
                     servicer.AsTimeSeries,
                     request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.AsTimeSeriesRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.TimeSeriesHandle.SerializeToString,
             ),
             'Resample': grpc.unary_unary_rpc_method_handler(
                     servicer.Resample,
@@ -913,7 +913,7 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
                     request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.GetStatsRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.StatsResponse.SerializeToString,
             ),
             'Collect': grpc.unary_stream_rpc_method_handler(
                     servicer.Collect,
@@ -1633,7 +1633,7 @@ class DataFrameService:
             target,
             '/polaroid.v1.DataFrameService/GroupBy',
             polaroid_dot_v1_dot_dataframe__pb2.GroupByRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            polaroid_dot_v1_dot_dataframe__pb2.GroupByHandle.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1849,7 +1849,7 @@ class DataFrameService:
             target,
             '/polaroid.v1.DataFrameService/AsTimeSeries',
             polaroid_dot_v1_dot_dataframe__pb2.AsTimeSeriesRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            polaroid_dot_v1_dot_dataframe__pb2.TimeSeriesHandle.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2173,7 +2173,7 @@ class DataFrameService:
             target,
             '/polaroid.v1.DataFrameService/GetStats',
             polaroid_dot_v1_dot_dataframe__pb2.GetStatsRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            polaroid_dot_v1_dot_dataframe__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,9 +29,9 @@ FILL_NULL_STRATEGY_ZERO: FillNullStrategy
 FILL_NULL_STRATEGY_ONE: FillNullStrategy
 
 class PlanStep(_message.Message):
-    __slots__ = ("read_parquet", "read_csv", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg", "pivot_v0", "melt", "join_v0", "cross", "sql", "as_time_series", "resample", "rolling_window", "lag_v0", "lead_v0", "diff_v0", "pct_change_v0", "asof_join_v0", "fill_null_v0", "fill_nan_v0", "interpolate_v0", "describe_v0", "stats", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "pivot", "join", "lag", "lead", "asof_join", "fill_null", "fill_nan", "interpolate", "describe")
+    __slots__ = ("read_parquet", "read_csv_v0", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg_v0", "pivot_v0", "melt", "join_v0", "cross", "sql", "as_time_series_v0", "resample_v0", "rolling_window_v0", "lag_v0", "lead_v0", "diff_v0", "pct_change_v0", "asof_join_v0", "fill_null_v0", "fill_nan_v0", "interpolate_v0", "describe_v0", "stats", "read_csv", "agg", "as_time_series", "resample", "rolling_window", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "pivot", "join", "lag", "lead", "asof_join", "fill_null", "fill_nan", "interpolate", "describe")
     READ_PARQUET_FIELD_NUMBER: _ClassVar[int]
-    READ_CSV_FIELD_NUMBER: _ClassVar[int]
+    READ_CSV_V0_FIELD_NUMBER: _ClassVar[int]
     READ_IPC_FIELD_NUMBER: _ClassVar[int]
     READ_JSON_FIELD_NUMBER: _ClassVar[int]
     READ_REST_API_FIELD_NUMBER: _ClassVar[int]
@@ -49,15 +49,15 @@ class PlanStep(_message.Message):
     TAIL_FIELD_NUMBER: _ClassVar[int]
     SLICE_V0_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
-    AGG_FIELD_NUMBER: _ClassVar[int]
+    AGG_V0_FIELD_NUMBER: _ClassVar[int]
     PIVOT_V0_FIELD_NUMBER: _ClassVar[int]
     MELT_FIELD_NUMBER: _ClassVar[int]
     JOIN_V0_FIELD_NUMBER: _ClassVar[int]
     CROSS_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
-    AS_TIME_SERIES_FIELD_NUMBER: _ClassVar[int]
-    RESAMPLE_FIELD_NUMBER: _ClassVar[int]
-    ROLLING_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    AS_TIME_SERIES_V0_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_V0_FIELD_NUMBER: _ClassVar[int]
+    ROLLING_WINDOW_V0_FIELD_NUMBER: _ClassVar[int]
     LAG_V0_FIELD_NUMBER: _ClassVar[int]
     LEAD_V0_FIELD_NUMBER: _ClassVar[int]
     DIFF_V0_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,11 @@ class PlanStep(_message.Message):
     INTERPOLATE_V0_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_V0_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    READ_CSV_FIELD_NUMBER: _ClassVar[int]
+    AGG_FIELD_NUMBER: _ClassVar[int]
+    AS_TIME_SERIES_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_FIELD_NUMBER: _ClassVar[int]
+    ROLLING_WINDOW_FIELD_NUMBER: _ClassVar[int]
     WITH_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_FIELD_NUMBER: _ClassVar[int]
@@ -84,7 +89,7 @@ class PlanStep(_message.Message):
     INTERPOLATE_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_FIELD_NUMBER: _ClassVar[int]
     read_parquet: _dataframe_pb2.ReadParquetRequest
-    read_csv: _dataframe_pb2.ReadCsvRequest
+    read_csv_v0: ReadCsvStepV0
     read_ipc: _dataframe_pb2.ReadIpcRequest
     read_json: _dataframe_pb2.ReadJsonRequest
     read_rest_api: _dataframe_pb2.RestApiRequest
@@ -102,15 +107,15 @@ class PlanStep(_message.Message):
     tail: _dataframe_pb2.TailRequest
     slice_v0: SliceStepV0
     group_by: _dataframe_pb2.GroupByRequest
-    agg: _dataframe_pb2.AggRequest
+    agg_v0: AggStepV0
     pivot_v0: PivotStepV0
     melt: _dataframe_pb2.MeltRequest
     join_v0: JoinStepV0
     cross: _dataframe_pb2.CrossRequest
     sql: _dataframe_pb2.SqlRequest
-    as_time_series: _dataframe_pb2.AsTimeSeriesRequest
-    resample: _dataframe_pb2.ResampleRequest
-    rolling_window: _dataframe_pb2.RollingWindowRequest
+    as_time_series_v0: AsTimeSeriesStepV0
+    resample_v0: ResampleStepV0
+    rolling_window_v0: RollingWindowStepV0
     lag_v0: ShiftStepV0
     lead_v0: ShiftStepV0
     diff_v0: DiffStepV0
@@ -121,6 +126,11 @@ class PlanStep(_message.Message):
     interpolate_v0: InterpolateStepV0
     describe_v0: DescribeStepV0
     stats: _dataframe_pb2.GetStatsRequest
+    read_csv: _dataframe_pb2.ReadCsvRequest
+    agg: _dataframe_pb2.AggRequest
+    as_time_series: _dataframe_pb2.AsTimeSeriesRequest
+    resample: _dataframe_pb2.ResampleRequest
+    rolling_window: _dataframe_pb2.RollingWindowRequest
     with_columns: _dataframe_pb2.WithColumnsRequest
     sort: _dataframe_pb2.SortRequest
     unique: _dataframe_pb2.UniqueRequest
@@ -136,7 +146,99 @@ class PlanStep(_message.Message):
     fill_nan: _dataframe_pb2.FillNanRequest
     interpolate: _dataframe_pb2.InterpolateRequest
     describe: _dataframe_pb2.DescribeRequest
-    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., pivot_v0: _Optional[_Union[PivotStepV0, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join_v0: _Optional[_Union[JoinStepV0, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., lag_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., lead_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join_v0: _Optional[_Union[AsofJoinStepV0, _Mapping]] = ..., fill_null_v0: _Optional[_Union[FillNullStepV0, _Mapping]] = ..., fill_nan_v0: _Optional[_Union[FillNanStepV0, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe_v0: _Optional[_Union[DescribeStepV0, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.LagRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.LeadRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv_v0: _Optional[_Union[ReadCsvStepV0, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg_v0: _Optional[_Union[AggStepV0, _Mapping]] = ..., pivot_v0: _Optional[_Union[PivotStepV0, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join_v0: _Optional[_Union[JoinStepV0, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series_v0: _Optional[_Union[AsTimeSeriesStepV0, _Mapping]] = ..., resample_v0: _Optional[_Union[ResampleStepV0, _Mapping]] = ..., rolling_window_v0: _Optional[_Union[RollingWindowStepV0, _Mapping]] = ..., lag_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., lead_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join_v0: _Optional[_Union[AsofJoinStepV0, _Mapping]] = ..., fill_null_v0: _Optional[_Union[FillNullStepV0, _Mapping]] = ..., fill_nan_v0: _Optional[_Union[FillNanStepV0, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe_v0: _Optional[_Union[DescribeStepV0, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.LagRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.LeadRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ...) -> None: ...
+
+class ReadCsvStepV0(_message.Message):
+    __slots__ = ("path", "has_header", "separator", "quote_char", "skip_rows", "n_rows", "columns", "schema", "infer_schema_length", "null_values", "try_parse_dates")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    HAS_HEADER_FIELD_NUMBER: _ClassVar[int]
+    SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_CHAR_FIELD_NUMBER: _ClassVar[int]
+    SKIP_ROWS_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    INFER_SCHEMA_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    NULL_VALUES_FIELD_NUMBER: _ClassVar[int]
+    TRY_PARSE_DATES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    has_header: bool
+    separator: str
+    quote_char: str
+    skip_rows: int
+    n_rows: int
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    schema: _containers.RepeatedCompositeFieldContainer[_dataframe_pb2.Field]
+    infer_schema_length: int
+    null_values: _containers.RepeatedScalarFieldContainer[str]
+    try_parse_dates: bool
+    def __init__(self, path: _Optional[str] = ..., has_header: _Optional[bool] = ..., separator: _Optional[str] = ..., quote_char: _Optional[str] = ..., skip_rows: _Optional[int] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., schema: _Optional[_Iterable[_Union[_dataframe_pb2.Field, _Mapping]]] = ..., infer_schema_length: _Optional[int] = ..., null_values: _Optional[_Iterable[str]] = ..., try_parse_dates: _Optional[bool] = ...) -> None: ...
+
+class AggStepV0(_message.Message):
+    __slots__ = ("handle", "aggs")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    AGGS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    def __init__(self, handle: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ...) -> None: ...
+
+class AsTimeSeriesStepV0(_message.Message):
+    __slots__ = ("handle", "time_column", "by")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    time_column: str
+    by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResampleStepV0(_message.Message):
+    __slots__ = ("handle", "time_column", "every", "period", "offset", "aggs", "by", "closed", "label", "include_boundaries")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    AGGS_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_BOUNDARIES_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    time_column: str
+    every: str
+    period: str
+    offset: str
+    aggs: _containers.RepeatedCompositeFieldContainer[_expr_pb2.Expression]
+    by: _containers.RepeatedScalarFieldContainer[str]
+    closed: _dataframe_pb2.ClosedWindow
+    label: _dataframe_pb2.WindowLabel
+    include_boundaries: bool
+    def __init__(self, handle: _Optional[str] = ..., time_column: _Optional[str] = ..., every: _Optional[str] = ..., period: _Optional[str] = ..., offset: _Optional[str] = ..., aggs: _Optional[_Iterable[_Union[_expr_pb2.Expression, _Mapping]]] = ..., by: _Optional[_Iterable[str]] = ..., closed: _Optional[_Union[_dataframe_pb2.ClosedWindow, str]] = ..., label: _Optional[_Union[_dataframe_pb2.WindowLabel, str]] = ..., include_boundaries: _Optional[bool] = ...) -> None: ...
+
+class RollingWindowStepV0(_message.Message):
+    __slots__ = ("handle", "columns", "function", "window_size", "period", "time_column", "min_periods", "center", "suffix", "closed")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    TIME_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MIN_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    CENTER_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    function: _expr_pb2.RollingFunction
+    window_size: int
+    period: str
+    time_column: str
+    min_periods: int
+    center: bool
+    suffix: str
+    closed: _dataframe_pb2.ClosedWindow
+    def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., function: _Optional[_Union[_expr_pb2.RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[_dataframe_pb2.ClosedWindow, str]] = ...) -> None: ...
 
 class WithColumnsStepV0(_message.Message):
     __slots__ = ("handle", "exprs")
