@@ -24,6 +24,33 @@ const VALIDATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a watch looks for new events.
 const WATCH_POLL: Duration = Duration::from_millis(100);
 
+/// How often a coordinator reads the queue's depth for its gauges: a Redis round trip
+/// of one pipeline, and what autoscalers and dashboards look at, which scrape every 15 s
+/// or so.
+pub(crate) const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps `polaroid_jobs_{waiting,taken,delayed}` per priority up to date. Every
+/// coordinator reports the same queue: dashboards take the max over coordinators.
+pub(crate) async fn report_queue_depth_every(queue: Arc<dyn JobQueue>, interval: Duration) {
+    loop {
+        match queue.depth().await {
+            Ok(depths) => {
+                for depth in depths {
+                    let priority = lifecycle::priority_name(depth.priority);
+                    metrics::gauge!("polaroid_jobs_waiting", "priority" => priority)
+                        .set(depth.waiting as f64);
+                    metrics::gauge!("polaroid_jobs_taken", "priority" => priority)
+                        .set(depth.taken as f64);
+                    metrics::gauge!("polaroid_jobs_delayed", "priority" => priority)
+                        .set(depth.delayed as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the job queue's depth failed"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 pub struct JobServer {
     /// `None`: this coordinator has no queue (no Redis URL); every call says so.
     queue: Option<Arc<dyn JobQueue>>,

@@ -84,6 +84,12 @@ pub async fn serve(
     if let Err(e) = cluster.refresh().await {
         tracing::warn!(error = %e, "reading membership failed; starting with no workers");
     }
+    let queue_depth = queue.clone().map(|queue| {
+        tokio::spawn(job_service::report_queue_depth_every(
+            queue,
+            job_service::QUEUE_DEPTH_INTERVAL,
+        ))
+    });
     let refresher = tokio::spawn(cluster::refresh_every(
         cluster.clone(),
         config.membership_refresh(),
@@ -178,6 +184,9 @@ pub async fn serve(
     let http = polaroid_observability::serve_admin(listeners.http, tls.admin(), ready, shutdown);
     let (grpc, http) = tokio::join!(grpc, http);
     refresher.abort();
+    if let Some(queue_depth) = queue_depth {
+        queue_depth.abort();
+    }
     if let Some(sharing) = call_sharing {
         sharing.abort();
     }

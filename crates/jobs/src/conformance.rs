@@ -119,6 +119,15 @@ where
     the_tenant_survives_every_change(&*make(quick_settings()).await).await;
     tenant_names_are_checked(&*make(quick_settings()).await).await;
     active_jobs_quota_counts_queued_running_and_retrying(&*make(quick_settings()).await).await;
+    depth_counts_waiting_taken_and_delayed(
+        &*make(QueueSettings {
+            retry_backoff: Duration::from_secs(30),
+            retry_backoff_max: Duration::from_secs(30),
+            ..quick_settings()
+        })
+        .await,
+    )
+    .await;
 }
 
 async fn submitted_jobs_read_back(queue: &dyn JobQueue) {
@@ -706,6 +715,45 @@ async fn active_jobs_quota_counts_queued_running_and_retrying(queue: &dyn JobQue
     );
     // Without a quota nothing is counted.
     submit_as(queue, TENANT, spec(JobPriority::Normal)).await;
+}
+
+/// (waiting, taken, delayed) per priority, most urgent first.
+async fn depths(queue: &dyn JobQueue) -> Vec<(JobPriority, u64, u64, u64)> {
+    queue
+        .depth()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.priority, d.waiting, d.taken, d.delayed))
+        .collect()
+}
+
+async fn depth_counts_waiting_taken_and_delayed(queue: &dyn JobQueue) {
+    use JobPriority::{High, Low, Normal};
+    assert_eq!(
+        depths(queue).await,
+        [(High, 0, 0, 0), (Normal, 0, 0, 0), (Low, 0, 0, 0)]
+    );
+    submit(queue, spec(Normal)).await;
+    submit(queue, spec(Normal)).await;
+    submit(queue, spec(High)).await;
+    assert_eq!(
+        depths(queue).await,
+        [(High, 1, 0, 0), (Normal, 2, 0, 0), (Low, 0, 0, 0)]
+    );
+    let urgent = queue.take("w", LONG).await.unwrap().unwrap();
+    let normal = queue.take("w", LONG).await.unwrap().unwrap();
+    assert_eq!(
+        depths(queue).await,
+        [(High, 0, 1, 0), (Normal, 1, 1, 0), (Low, 0, 0, 0)]
+    );
+    // A retry waits out its backoff outside the stream; a success leaves it.
+    queue.fail(&urgent, "flaky").await.unwrap();
+    queue.succeed(&normal, JobResult::default()).await.unwrap();
+    assert_eq!(
+        depths(queue).await,
+        [(High, 0, 0, 1), (Normal, 1, 0, 0), (Low, 0, 0, 0)]
+    );
 }
 
 #[cfg(test)]

@@ -144,6 +144,19 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// The work in one priority's stream, for operators and autoscalers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamDepth {
+    pub priority: JobPriority,
+    /// Entries no worker has taken yet.
+    pub waiting: u64,
+    /// Entries taken and not yet finished: attempts running, or held by a worker that
+    /// died until their visibility timeout passes.
+    pub taken: u64,
+    /// Retries waiting out their backoff, to join the stream when due.
+    pub delayed: u64,
+}
+
 /// One page of a listing, newest job first.
 #[derive(Debug, Clone, Default)]
 pub struct JobPage {
@@ -225,6 +238,9 @@ pub trait JobQueue: Send + Sync + 'static {
         tenant: Option<&str>,
         limit: usize,
     ) -> QueueResult<Vec<DeadLetter>>;
+
+    /// How much work each priority's stream holds now, most urgent first.
+    async fn depth(&self) -> QueueResult<Vec<StreamDepth>>;
 }
 
 /// The Redis queue at `url`, or none when `url` is empty (no batch jobs).

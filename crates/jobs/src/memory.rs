@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use polaroid_proto::v1::{Job, JobPriority, JobProgress, JobResult, JobSpec, JobState};
 use tokio::sync::Notify;
 
-use crate::lifecycle::{self, Transition, is_terminal};
+use crate::lifecycle::{self, PRIORITIES, Transition, is_terminal, priority_rank};
 use crate::{
     DeadLetter, EntryRef, EventBatch, FailureOutcome, JobPage, JobQueue, Lease, LeaseStatus,
-    QueueError, QueueResult, QueueSettings, checked_tenant,
+    QueueError, QueueResult, QueueSettings, StreamDepth, checked_tenant,
 };
 
 struct Entry {
@@ -495,5 +495,26 @@ impl JobQueue for MemoryQueue {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn depth(&self) -> QueueResult<Vec<StreamDepth>> {
+        let state = self.state();
+        let mut depths = PRIORITIES.map(|priority| StreamDepth {
+            priority,
+            waiting: 0,
+            taken: 0,
+            delayed: 0,
+        });
+        for entry in state.entries.values() {
+            let depth = &mut depths[priority_rank(entry.priority)];
+            match entry.owner {
+                None => depth.waiting += 1,
+                Some(_) => depth.taken += 1,
+            }
+        }
+        for (_, _, priority) in &state.delayed {
+            depths[priority_rank(*priority)].delayed += 1;
+        }
+        Ok(depths.to_vec())
     }
 }

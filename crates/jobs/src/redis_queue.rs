@@ -34,7 +34,8 @@ use tokio::sync::Mutex;
 use crate::lifecycle::{self, PRIORITIES, Transition, is_terminal, priority_name, state_name};
 use crate::{
     DeadLetter, EntryRef, EventBatch, FailureOutcome, JobPage, JobQueue, LEGACY_TENANT, Lease,
-    LeaseStatus, QueueError, QueueResult, QueueSettings, checked_tenant, valid_tenant, with_tenant,
+    LeaseStatus, QueueError, QueueResult, QueueSettings, StreamDepth, checked_tenant, valid_tenant,
+    with_tenant,
 };
 
 const GROUP: &str = "workers";
@@ -437,6 +438,17 @@ impl RedisQueue {
             .query_async(&mut self.connection.clone())
             .await?;
         Ok(())
+    }
+
+    /// Each stream's length and pending count, and the delayed set's members.
+    async fn depth_once(&self) -> redis::RedisResult<Vec<Value>> {
+        let mut pipe = redis::pipe();
+        for priority in PRIORITIES {
+            pipe.cmd("XLEN").arg(self.stream(priority));
+            pipe.cmd("XPENDING").arg(self.stream(priority)).arg(GROUP);
+        }
+        pipe.cmd("ZRANGE").arg(self.delayed_key()).arg(0).arg(-1);
+        pipe.query_async(&mut self.connection.clone()).await
     }
 
     /// Blocks until something is appended after `tails`, or `wait` passes.
@@ -854,6 +866,52 @@ impl JobQueue for RedisQueue {
                 }
             }
         }
+    }
+
+    async fn depth(&self) -> QueueResult<Vec<StreamDepth>> {
+        let replies = match self.depth_once().await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.create_groups().await?;
+                self.depth_once().await?
+            }
+            other => other?,
+        };
+        let bad = |what: &str| QueueError::Corrupt(format!("depth: unexpected {what} reply"));
+        let mut replies = replies.into_iter();
+        let mut next = |what: &str| replies.next().ok_or_else(|| bad(what));
+        let mut depths = Vec::with_capacity(PRIORITIES.len());
+        for priority in PRIORITIES {
+            let length: u64 = redis::from_redis_value(next("XLEN")?).map_err(|_| bad("XLEN"))?;
+            // The summary form: [count, smallest id, greatest id, consumers].
+            let pending: Vec<Value> =
+                redis::from_redis_value(next("XPENDING")?).map_err(|_| bad("XPENDING"))?;
+            let taken: u64 = match pending.into_iter().next() {
+                Some(count) => redis::from_redis_value(count).map_err(|_| bad("XPENDING"))?,
+                None => 0,
+            };
+            depths.push(StreamDepth {
+                priority,
+                // Finished entries are deleted, so the stream holds what waits and what
+                // is taken (a pending record can outlive its deleted entry briefly).
+                waiting: length.saturating_sub(taken),
+                taken,
+                delayed: 0,
+            });
+        }
+        let delayed: Vec<String> =
+            redis::from_redis_value(next("ZRANGE")?).map_err(|_| bad("ZRANGE"))?;
+        for member in delayed {
+            // Members are `<1-based priority>:<job id>`, as the take script reads them.
+            let rank = member
+                .split_once(':')
+                .and_then(|(index, _)| index.parse::<usize>().ok())
+                .and_then(|index| index.checked_sub(1))
+                .filter(|rank| *rank < depths.len());
+            if let Some(rank) = rank {
+                depths[rank].delayed += 1;
+            }
+        }
+        Ok(depths)
     }
 
     async fn renew(

@@ -119,6 +119,41 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Batch job attempts this worker ended, by outcome (succeeded, retrying, failed: dead-lettered, cancelled).",
     ),
     (
+        "polaroid_worker_memory_bytes",
+        Kind::Gauge,
+        "Resident memory of this worker, as it last reported its load.",
+    ),
+    (
+        "polaroid_worker_memory_limit_bytes",
+        Kind::Gauge,
+        "The memory limit of this worker's cgroup (its container's limit); absent without one.",
+    ),
+    (
+        "polaroid_jobs_running",
+        Kind::Gauge,
+        "Batch job attempts running on this worker now.",
+    ),
+    (
+        "polaroid_job_attempt_duration_seconds",
+        Kind::Histogram,
+        "How long batch job attempts ran on this worker, by outcome (as polaroid_jobs_finished_total).",
+    ),
+    (
+        "polaroid_jobs_waiting",
+        Kind::Gauge,
+        "Batch jobs waiting in the queue for a worker, by priority (every coordinator reports the whole queue).",
+    ),
+    (
+        "polaroid_jobs_taken",
+        Kind::Gauge,
+        "Batch jobs taken from the queue and not finished, by priority: running, or held by a worker that died until their visibility timeout.",
+    ),
+    (
+        "polaroid_jobs_delayed",
+        Kind::Gauge,
+        "Batch job retries waiting out their backoff before they rejoin the queue, by priority.",
+    ),
+    (
         "polaroid_worker_cache_hits_total",
         Kind::Counter,
         "Lookups found in a worker's caches, by cache (plan, result, encoded).",

@@ -48,6 +48,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Batch job attempts, in seconds: from a trivial job to the longest a job may run.
+const JOB_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use. Every component of a
 /// process (a standalone process has a coordinator and workers) records into it.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -55,6 +60,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("polaroid_job_attempt_duration_seconds".into()),
+                    JOB_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();

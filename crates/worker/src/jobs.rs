@@ -439,8 +439,15 @@ impl JobRunner {
         let spec = lease.job.spec.clone().unwrap_or_default();
         let steps_total = spec.plan.as_ref().map_or(0, |p| p.steps.len() as u32);
         tracing::info!(job = %job_id, attempt = lease.attempt, "job started");
-        self.running.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let running = self.running.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("polaroid_jobs_running").set(f64::from(running));
         metrics::counter!("polaroid_jobs_started_total").increment(1);
+        let finished = |outcome: &'static str| {
+            metrics::counter!("polaroid_jobs_finished_total", "outcome" => outcome).increment(1);
+            metrics::histogram!("polaroid_job_attempt_duration_seconds", "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+        };
         let attempt = Arc::new(Attempt::default());
         let keeper = tokio::spawn(keep_lease(
             self.queue.clone(),
@@ -463,22 +470,24 @@ impl JobRunner {
             }
         };
         keeper.abort();
-        self.running.fetch_sub(1, Ordering::Relaxed);
+        let running = self
+            .running
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        metrics::gauge!("polaroid_jobs_running").set(f64::from(running));
         if attempt.lost.load(Ordering::Relaxed) {
             tracing::warn!(job = %job_id, "lost the job to another worker; its result is dropped");
             return;
         }
         let recorded = match outcome {
             Some(Ok(Ok(result))) => {
-                metrics::counter!("polaroid_jobs_finished_total", "outcome" => "succeeded")
-                    .increment(1);
+                finished("succeeded");
                 self.record(|| self.queue.succeed(&lease, result.clone()))
                     .await
                     .map(|_| ())
             }
             Some(Ok(Err(EngineError::Cancelled))) | None => {
-                metrics::counter!("polaroid_jobs_finished_total", "outcome" => "cancelled")
-                    .increment(1);
+                finished("cancelled");
                 self.record(|| self.queue.cancelled(&lease))
                     .await
                     .map(|_| ())
@@ -496,8 +505,7 @@ impl JobRunner {
                         FailureOutcome::DeadLettered => "failed",
                         FailureOutcome::Cancelled => "cancelled",
                     };
-                    metrics::counter!("polaroid_jobs_finished_total", "outcome" => label)
-                        .increment(1);
+                    finished(label);
                 }
                 tracing::info!(job = %job_id, %error, ?failed, "job attempt failed");
                 failed.map(|_| ())

@@ -77,6 +77,10 @@ impl Registration {
                 _ = ticks.tick() => {}
                 _ = stop.changed() => return,
             }
+            let resident = resident_bytes().unwrap_or(0);
+            // Exported too, beside the limit, so an alert can compare them per pod.
+            metrics::gauge!("polaroid_worker_memory_bytes").set(resident as f64);
+            metrics::gauge!("polaroid_worker_memory_limit_bytes").set(memory_limit_bytes());
             let report = pb::LoadReport {
                 worker_id: self.worker_id.clone(),
                 address: self.address.clone(),
@@ -84,7 +88,7 @@ impl Registration {
                     in_flight_calls: self.in_flight.get(),
                     cache_bytes: self.engine.cache().bytes() as u64,
                     cpu_cores: cpu.cores_since_last(),
-                    memory_bytes: resident_bytes().unwrap_or(0),
+                    memory_bytes: resident,
                     jobs_running: u64::from(self.jobs_running.load(Ordering::Relaxed)),
                 }),
             };
@@ -162,9 +166,77 @@ fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The memory limit of this process's cgroup (its container's limit); infinite without
+/// one, so that the series exists and a ratio to it reads 0.
+fn memory_limit_bytes() -> f64 {
+    memory_limit_in(
+        &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+        |path| std::fs::read_to_string(path).ok(),
+    )
+    .map_or(f64::INFINITY, |limit| limit as f64)
+}
+
+/// The limit for the cgroups `/proc/self/cgroup` lists, read through `read`: v2's
+/// `memory.max` (`max`: none), else v1's `memory.limit_in_bytes` (no limit: a number near
+/// i64::MAX).
+fn memory_limit_in(cgroups: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let limit = |text: String| {
+        text.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|limit| *limit < 1 << 60)
+    };
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let file = match controllers {
+            "" => format!("/sys/fs/cgroup{path}/memory.max"),
+            v1 if v1.split(',').any(|c| c == "memory") => {
+                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            }
+            _ => continue,
+        };
+        // Inside a container's cgroup namespace the path is `/` and the files are at
+        // the mount's root, which the same format names.
+        let file = file.replace("//", "/");
+        if let Some(found) = read(&file).and_then(limit) {
+            return Some(found);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_limit_is_read_from_this_process_cgroup() {
+        let files = |path: &str| {
+            match path {
+                "/sys/fs/cgroup/kubepods/pod1/memory.max" => Some("1073741824\n"),
+                "/sys/fs/cgroup/unlimited/memory.max" => Some("max\n"),
+                "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes" => Some("536870912\n"),
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes" => Some("9223372036854771712\n"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        assert_eq!(memory_limit_in("0::/kubepods/pod1\n", files), Some(1 << 30));
+        assert_eq!(memory_limit_in("0::/unlimited\n", files), None);
+        assert_eq!(
+            memory_limit_in("4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n", files),
+            Some(1 << 29)
+        );
+        assert_eq!(memory_limit_in("4:cpu,memory:/\n", files), None);
+        assert_eq!(memory_limit_in("", files), None);
+        // On this machine: a number, or infinite, never an error.
+        assert!(memory_limit_bytes() > 0.0);
+    }
 
     #[test]
     fn proc_readings_are_plausible_on_linux() {
