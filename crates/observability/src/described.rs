@@ -26,7 +26,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "polaroid_grpc_in_flight_requests",
         Kind::Gauge,
-        "gRPC calls being served now, by role.",
+        "gRPC calls being served now, by role, service and method.",
     ),
     (
         "polaroid_grpc_shed_requests_total",
@@ -117,6 +117,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "polaroid_jobs_finished_total",
         Kind::Counter,
         "Batch job attempts this worker ended, by outcome (succeeded, retrying, failed: dead-lettered, cancelled).",
+    ),
+    (
+        "polaroid_worker_blocking_wait_seconds",
+        Kind::Histogram,
+        "How long a call's Polars work waited for a thread of the worker's blocking pool, by operation: its queue time when the worker is saturated.",
     ),
     (
         "polaroid_worker_memory_bytes",

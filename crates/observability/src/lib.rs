@@ -204,7 +204,7 @@ fn method_labels(path: &str) -> (String, String) {
 /// Records, for every call, `polaroid_grpc_requests_total{role,service,method,code}` and
 /// `polaroid_grpc_request_duration_seconds{role,service,method}` when its last response
 /// message is sent (the status from the trailers; `Cancelled` when the client went away
-/// first), and `polaroid_grpc_in_flight_requests{role}` meanwhile.
+/// first), and `polaroid_grpc_in_flight_requests{role,service,method}` meanwhile.
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     role: &'static str,
@@ -261,7 +261,11 @@ impl CallRecord {
     fn start(role: &'static str, path: &str, in_flight: InFlight) -> Self {
         let (service, method) = method_labels(path);
         in_flight.0.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("polaroid_grpc_in_flight_requests", "role" => role).increment(1.0);
+        metrics::gauge!(
+            "polaroid_grpc_in_flight_requests",
+            "role" => role, "service" => service.clone(), "method" => method.clone()
+        )
+        .increment(1.0);
         Self {
             role,
             service,
@@ -286,12 +290,16 @@ impl CallRecord {
 impl Drop for CallRecord {
     fn drop(&mut self) {
         self.in_flight.0.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("polaroid_grpc_in_flight_requests", "role" => self.role).decrement(1.0);
         let code = format!("{:?}", self.code.unwrap_or(tonic::Code::Cancelled));
         let (service, method) = (
             std::mem::take(&mut self.service),
             std::mem::take(&mut self.method),
         );
+        metrics::gauge!(
+            "polaroid_grpc_in_flight_requests",
+            "role" => self.role, "service" => service.clone(), "method" => method.clone()
+        )
+        .decrement(1.0);
         metrics::histogram!(
             "polaroid_grpc_request_duration_seconds",
             "role" => self.role, "service" => service.clone(), "method" => method.clone()
@@ -394,12 +402,14 @@ mod tests {
     use super::*;
     use tower::{Layer, ServiceExt};
 
+    /// The in-flight gauge of `role`'s Collect calls.
     fn in_flight_now(role: &str) -> Option<String> {
-        let prefix = format!("polaroid_grpc_in_flight_requests{{role=\"{role}\"}} ");
+        let prefix = format!("polaroid_grpc_in_flight_requests{{role=\"{role}\",");
         prometheus()
             .render()
             .lines()
-            .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+            .filter(|line| line.starts_with(&prefix) && line.contains("method=\"Collect\""))
+            .find_map(|line| line.rsplit_once(' ').map(|(_, value)| value.to_owned()))
     }
 
     #[tokio::test]

@@ -478,14 +478,19 @@ impl Engine {
         work: impl FnOnce() -> EngineResult<T> + Send + 'static,
     ) -> EngineResult<T> {
         let inject_panic = self.inject_panic(operation);
-        tokio::task::spawn_blocking(move || guarded(operation, inject_panic, work))
-            .await
-            .unwrap_or_else(|e| {
-                Err(EngineError::Internal {
-                    operation,
-                    reason: e.to_string(),
-                })
+        let queued = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || {
+            metrics::histogram!("polaroid_worker_blocking_wait_seconds", "operation" => operation)
+                .record(queued.elapsed().as_secs_f64());
+            guarded(operation, inject_panic, work)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(EngineError::Internal {
+                operation,
+                reason: e.to_string(),
             })
+        })
     }
 
     fn cached_node(&self, tenant: TenantId, id: &PlanId) -> Option<Arc<Node>> {
