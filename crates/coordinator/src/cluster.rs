@@ -155,9 +155,16 @@ impl Cluster {
                 self.virtual_nodes,
             );
             tracing::info!(workers = ?ring.workers(), "ring changed");
+            // Connections to workers that left go with them: a coordinator that lives
+            // through many worker restarts (new pods, new addresses) keeps one per live
+            // worker, not one per address it has ever seen. Calls in flight hold their
+            // own reference and finish on it.
             let addresses: Vec<&str> = usable.iter().map(|m| m.address.as_str()).collect();
             let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
             channels.retain(|address, _| addresses.contains(&address.as_str()));
+            drop(channels);
+            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            links.retain(|address, _| addresses.contains(&address.as_str()));
             ring
         };
         metrics::gauge!("polaroid_coordinator_workers_live").set(usable.len() as f64);
@@ -276,5 +283,44 @@ pub async fn refresh_every(cluster: Arc<Cluster>, every: Duration) {
         if let Err(e) = cluster.refresh().await {
             tracing::warn!(error = %e, "reading membership failed; keeping the last ring");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::membership::MemoryMembership;
+    use polaroid_proto::v1::WorkerLoad;
+
+    fn connections(cluster: &Cluster) -> (usize, usize) {
+        let links = cluster.links.lock().unwrap().len();
+        let channels = cluster.channels.lock().unwrap().len();
+        (links, channels)
+    }
+
+    #[tokio::test]
+    async fn connections_to_workers_that_left_are_forgotten() {
+        let membership = Arc::new(MemoryMembership::default());
+        let cluster = Cluster::new(membership.clone(), &CoordinatorConfig::default(), None);
+        let lease = Duration::from_secs(60);
+        // Workers come and go, each restart at a new address, as pods do.
+        for generation in 0..20u16 {
+            for slot in 0..3u16 {
+                let address = format!("127.0.0.1:{}", 20_000 + generation * 3 + slot);
+                membership
+                    .renew(&format!("w{slot}"), &address, WorkerLoad::default(), lease)
+                    .await
+                    .unwrap();
+            }
+            cluster.refresh().await.unwrap();
+            for key in 0..64 {
+                cluster.pick(key, &[]).unwrap();
+            }
+            assert_eq!(connections(&cluster), (3, 3), "generation {generation}");
+        }
+        membership.leave("w1").await.unwrap();
+        cluster.refresh().await.unwrap();
+        assert_eq!(connections(&cluster), (2, 2));
     }
 }
