@@ -204,6 +204,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Handle records read, by backend and outcome (found, missing, error).",
     ),
     (
+        "polaroid_store_tenant_bytes",
+        Kind::Gauge,
+        "Bytes each tenant keeps in the shared store (records, uploads, persisted results), as this worker's last garbage-collection pass listed them.",
+    ),
+    (
         "polaroid_quota_stored_bytes",
         Kind::Gauge,
         "Bytes a tenant keeps in the shared store, as this worker last counted them.",

@@ -117,6 +117,8 @@ pub struct GcReport {
     /// Objects and bytes left under `t/` after the pass.
     pub objects_kept: u64,
     pub bytes_kept: u64,
+    /// The bytes left per tenant, by its store prefix's hex id.
+    pub bytes_by_tenant: std::collections::BTreeMap<String, u64>,
 }
 
 /// Records of handles, plans, artifacts and results, namespaced by tenant.
@@ -494,6 +496,11 @@ impl Catalog {
         let kept = self.store.list("t/").await?;
         report.objects_kept = kept.len() as u64;
         report.bytes_kept = kept.iter().map(|meta| meta.size).sum();
+        for meta in &kept {
+            if let Some((tenant, _, _)) = split_key(&meta.key) {
+                *report.bytes_by_tenant.entry(tenant.to_owned()).or_default() += meta.size;
+            }
+        }
         Ok(report)
     }
 }
@@ -697,6 +704,18 @@ mod tests {
         );
         assert_eq!(keys(&catalog, "plans").await, 3, "root and two children");
         assert_eq!(report.objects_kept, 6);
+        // Everything kept is this tenant's; another's appears beside it.
+        assert_eq!(
+            report.bytes_by_tenant.into_iter().collect::<Vec<_>>(),
+            [(tenant.to_hex(), report.bytes_kept)]
+        );
+        let other = TenantId::from_name("other");
+        catalog
+            .put_artifact(other, Bytes::from_static(b"theirs"))
+            .await
+            .unwrap();
+        let report = catalog.collect_garbage(DEFAULT_GC_GRACE).await.unwrap();
+        assert_eq!(report.bytes_by_tenant.get(&other.to_hex()), Some(&6));
     }
 
     #[tokio::test]

@@ -85,6 +85,30 @@ pub enum WorkerError {
 /// bound on how stale another worker's writes can be in this one's quota check.
 const STORED_BYTES_RELIST: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How a tenant is named in metrics, by its id's hex: its name where the quotas know
+/// it, else its store prefix (`t/<hex>`).
+#[derive(Clone)]
+struct TenantNames(Arc<HashMap<String, String>>);
+
+impl TenantNames {
+    fn new(quotas: &polaroid_server::QuotaConfig) -> Self {
+        Self(Arc::new(
+            quotas
+                .tenants
+                .keys()
+                .map(|name| (TenantId::from_name(name).to_hex(), name.clone()))
+                .collect(),
+        ))
+    }
+
+    fn of(&self, hex: &str) -> String {
+        self.0
+            .get(hex)
+            .cloned()
+            .unwrap_or_else(|| format!("t/{hex}"))
+    }
+}
+
 /// The stored-bytes quota of `quotas`, when any tenant has one.
 fn stored_bytes_quota(quotas: &polaroid_server::QuotaConfig) -> Option<StoredBytesQuota> {
     let by_tenant: HashMap<TenantId, (String, Option<u64>)> = quotas
@@ -100,16 +124,10 @@ fn stored_bytes_quota(quotas: &polaroid_server::QuotaConfig) -> Option<StoredByt
         return None;
     }
     let by_tenant = Arc::new(by_tenant);
-    let names = by_tenant.clone();
+    let names = TenantNames::new(quotas);
     Some(StoredBytesQuota::new(
         Arc::new(move |tenant| by_tenant.get(&tenant).map_or(default, |(_, limit)| *limit)),
-        // Tenants without an entry of their own are named by their store prefix.
-        Arc::new(move |tenant| {
-            names.get(&tenant).map_or_else(
-                || format!("t/{}", tenant.to_hex()),
-                |(name, _)| name.clone(),
-            )
-        }),
+        Arc::new(move |tenant| names.of(&tenant.to_hex())),
         STORED_BYTES_RELIST,
     ))
 }
@@ -171,9 +189,15 @@ pub async fn serve(
     if let Some(quota) = stored_bytes_quota(&config.quotas) {
         catalog = catalog.with_stored_bytes_quota(quota);
     }
-    let collector = config
-        .gc_interval()
-        .map(|interval| tokio::spawn(collect_garbage_every(catalog.clone(), interval, grace)));
+    let tenant_names = TenantNames::new(&config.quotas);
+    let collector = config.gc_interval().map(|interval| {
+        tokio::spawn(collect_garbage_every(
+            catalog.clone(),
+            interval,
+            grace,
+            tenant_names,
+        ))
+    });
     let outbound = outbound::Outbound::new(
         &config.rest_allowed_url_prefixes,
         config.rest_allow_private_networks,
@@ -398,13 +422,33 @@ where
 
 /// Runs the store's mark-and-sweep collector every `interval`. Every worker does this;
 /// the collector is safe to run on several at once.
-async fn collect_garbage_every(catalog: Catalog, interval: Duration, grace: Duration) {
+/// Collects garbage every `interval`, and reports each tenant's stored bytes from the
+/// listing the pass makes anyway (`polaroid_store_tenant_bytes`, with or without a quota).
+async fn collect_garbage_every(
+    catalog: Catalog,
+    interval: Duration,
+    grace: Duration,
+    names: TenantNames,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = std::collections::HashSet::new();
     loop {
         ticks.tick().await;
         match catalog.collect_garbage(grace).await {
-            Ok(report) => tracing::debug!(?report, "garbage collected"),
+            Ok(report) => {
+                tracing::debug!(?report, "garbage collected");
+                // A tenant whose last object went reads 0, not its last size.
+                for gone in reported.difference(&report.bytes_by_tenant.keys().cloned().collect()) {
+                    metrics::gauge!("polaroid_store_tenant_bytes", "tenant" => names.of(gone))
+                        .set(0.0);
+                }
+                for (tenant, bytes) in &report.bytes_by_tenant {
+                    metrics::gauge!("polaroid_store_tenant_bytes", "tenant" => names.of(tenant))
+                        .set(*bytes as f64);
+                }
+                reported = report.bytes_by_tenant.into_keys().collect();
+            }
             Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }
