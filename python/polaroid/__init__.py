@@ -43,6 +43,7 @@ from polaroid.frame import (
     read_rest_api,
     sql,
 )
+from polaroid.streams import stream_message_queue, stream_rest_api
 
 __all__ = [
     "CancelledError",
@@ -78,5 +79,7 @@ __all__ = [
     "read_rest_api",
     "set_memory_retention",
     "sql",
+    "stream_message_queue",
+    "stream_rest_api",
     "when",
 ]

@@ -1713,3 +1713,148 @@ async fn pivot() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A REST server on loopback for the REST sources: `/items?page=N` gives two records a
+/// page for pages 1 and 2, one on page 3, then none.
+async fn rest_server() -> anyhow::Result<String> {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let app = axum::Router::new().route(
+        "/items",
+        axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+            let page: i64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let ids: Vec<i64> = match page {
+                1 => vec![1, 2],
+                2 => vec![3, 4],
+                3 => vec![5],
+                _ => vec![],
+            };
+            let records: Vec<String> = ids
+                .iter()
+                .map(|id| format!(r#"{{"id": {id}, "name": "n{id}", "extra": true}}"#))
+                .collect();
+            format!("[{}]", records.join(","))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{address}"))
+}
+
+/// A cluster whose workers may reach loopback (where the tests' peers are).
+async fn start_reaching_loopback() -> anyhow::Result<Contract> {
+    let env = vec![(
+        "POLAROID_REST_ALLOW_PRIVATE_NETWORKS".to_owned(),
+        "true".to_owned(),
+    )];
+    let cluster = TestCluster::start_with_env(1, &[], &[], env, None).await?;
+    let channel = cluster.channel().await?;
+    Ok(Contract {
+        seed: DataFrameServiceClient::new(channel.clone()),
+        ours: client_over(channel),
+        cluster,
+    })
+}
+
+/// The seed's REST request for `/items`: page numbers with a page size (a shorter page is
+/// the last), a schema, a rate limit, JSON.
+fn seed_rest(base: &str) -> seed::RestApiRequest {
+    seed::RestApiRequest {
+        url: format!("{base}/items"),
+        headers: Default::default(),
+        method: "GET".into(),
+        body: None,
+        pagination: Some(seed::PaginationConfig {
+            strategy: Some(seed::pagination_config::Strategy::PageNumber(
+                seed::PageNumberPagination {
+                    page_size: 2,
+                    page_param: "page".into(),
+                },
+            )),
+        }),
+        schema_json: r#"{"name": "String", "id": "Int32"}"#.into(),
+        rate_limit: Some(seed::RateLimitConfig {
+            requests_per_second: 100,
+            burst_size: 2,
+        }),
+        format: seed::MessageFormat::Json as i32,
+    }
+}
+
+/// What `/items` holds, with `seed_rest`'s schema: its columns, in its order, its types.
+fn items() -> DataFrame {
+    df!(
+        "name" => ["n1", "n2", "n3", "n4", "n5"],
+        "id" => [1i32, 2, 3, 4, 5],
+    )
+    .expect("frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_rest_api() -> anyhow::Result<()> {
+    let base = rest_server().await?;
+    let mut c = start_reaching_loopback().await?;
+    let reply = c.seed.read_rest_api(seed_rest(&base)).await;
+    c.check("read_rest_api, three pages", reply, items())
+        .await?;
+    // No pagination, no schema, no format: one request, the columns as the answer has them.
+    let plain = seed::RestApiRequest {
+        url: format!("{base}/items?page=2"),
+        pagination: None,
+        schema_json: String::new(),
+        rate_limit: None,
+        format: seed::MessageFormat::Unspecified as i32,
+        ..seed_rest(&base)
+    };
+    let expected = df!(
+        "id" => [3i64, 4],
+        "name" => ["n3", "n4"],
+        "extra" => [true, true],
+    )?;
+    let reply = c.seed.read_rest_api(plain).await;
+    c.check("read_rest_api, one page", reply, expected).await?;
+
+    let bad_schema = c
+        .seed
+        .read_rest_api(seed::RestApiRequest {
+            schema_json: r#"{"id": "Int"#.into(),
+            ..seed_rest(&base)
+        })
+        .await;
+    refused(
+        "read_rest_api with a schema_json that is not JSON",
+        bad_schema,
+        Code::InvalidArgument,
+        "schema_json (6): not JSON",
+    );
+    let bad_format = c
+        .seed
+        .read_rest_api(seed::RestApiRequest {
+            format: 7,
+            ..seed_rest(&base)
+        })
+        .await;
+    refused(
+        "read_rest_api with an unknown format",
+        bad_format,
+        Code::InvalidArgument,
+        "unknown MessageFormat 7",
+    );
+    let conflict = c
+        .ours
+        .read_rest_api(pb::RestApiRequest {
+            url: format!("{base}/items"),
+            format: pb::MessageFormat::Json as i32,
+            text_format: pb::RestTextFormat::Ndjson as i32,
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "read_rest_api with format and text_format",
+        conflict,
+        Code::InvalidArgument,
+        "format (8) JSON and text_format (11) REST_TEXT_FORMAT_NDJSON: set one of them",
+    );
+    Ok(())
+}

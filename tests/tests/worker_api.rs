@@ -1676,19 +1676,19 @@ async fn streaming_sources_are_unimplemented() -> anyhow::Result<()> {
     let mut client = worker.client().await?;
     let statuses = [
         client
-            .stream_rest_api(pb::StreamRestApiRequest::default())
+            .stream_rest_api(pb::RestApiRequest::default())
             .await
             .unwrap_err(),
         client
-            .stream_web_socket(pb::StreamWebSocketRequest::default())
+            .stream_web_socket(pb::WebSocketSourceRequest::default())
             .await
             .unwrap_err(),
         client
-            .stream_grpc(pb::StreamGrpcRequest::default())
+            .stream_grpc(pb::GrpcStreamRequest::default())
             .await
             .unwrap_err(),
         client
-            .stream_message_queue(pb::StreamMessageQueueRequest::default())
+            .stream_message_queue(pb::MessageQueueRequest::default())
             .await
             .unwrap_err(),
     ];

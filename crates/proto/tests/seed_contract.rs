@@ -50,13 +50,8 @@ const STILL_DIFFERENT: &[&str] = &[
     "GetStats",
     "GroupBy",
     "ReadCsv",
-    "ReadRestApi",
     "Resample",
     "RollingWindow",
-    "StreamGrpc",
-    "StreamMessageQueue",
-    "StreamRestApi",
-    "StreamWebSocket",
     "WithColumn", // Expression.window (WindowExpr)
     // Its own fields are the contract's (`columns` a map of name -> Expression); it differs
     // only inside Expression (WindowExpr, and names in its enums and CaseExpr), as Filter

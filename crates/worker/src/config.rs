@@ -96,6 +96,9 @@ pub struct WorkerConfig {
     pub max_upload_bytes: usize,
     /// Largest answer a REST source (`ReadRestApi`) may give, all its pages together.
     pub max_rest_response_bytes: usize,
+    /// Pages a REST source may read for one answer, unless its request asks for fewer
+    /// (`max_pages`); an answer with more is RESOURCE_EXHAUSTED.
+    pub max_rest_pages: u32,
     pub max_result_rows: usize,
     pub max_result_columns: usize,
     pub max_result_bytes: usize,
@@ -241,6 +244,7 @@ impl Default for WorkerConfig {
             max_response_message_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,
             max_rest_response_bytes: 1024 * 1024 * 1024,
+            max_rest_pages: 10_000,
             max_result_rows: 100_000_000,
             max_result_columns: 10_000,
             max_result_bytes: 8 * 1024 * 1024 * 1024,

@@ -53,6 +53,7 @@ fn arity(op: &Op) -> usize {
         | Op::ReadIpc(_)
         | Op::ReadJson(_)
         | Op::ReadRestApi(_)
+        | Op::ReadRestApiV0(_)
         | Op::Upload(_) => 0,
         Op::Join(_) | Op::Cross(_) | Op::AsofJoin(_) => 2,
         Op::Sql(sql) => sql.tables.len(),

@@ -18,7 +18,10 @@ mod outbound;
 mod paths;
 mod plan;
 mod query;
+mod records;
 mod registration;
+mod rest;
+pub mod schema_json;
 mod service;
 mod sinks;
 mod sources;
@@ -173,7 +176,7 @@ pub async fn serve(
         &config.rest_allowed_url_prefixes,
         config.rest_allow_private_networks,
     )?;
-    let engine = Arc::new(Engine::new(&config, catalog, roots, outbound));
+    let engine = Arc::new(Engine::new(&config, catalog, roots, Arc::new(outbound)));
     let service =
         DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))
             .max_decoding_message_size(config.max_request_message_bytes)

@@ -260,28 +260,39 @@ impl DataFrameService for DataFrameServer {
         handle_reply(self.engine.upload(tenant, data.into(), name).await)
     }
 
+    type StreamRestApiStream = BatchStream;
+
     async fn stream_rest_api(
         &self,
-        _: Request<pb::StreamRestApiRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
+        _: Request<pb::RestApiRequest>,
+    ) -> Reply<Self::StreamRestApiStream> {
         Err(unimplemented_source("StreamRestApi"))
     }
 
+    type StreamWebSocketStream = BatchStream;
+
     async fn stream_web_socket(
         &self,
-        _: Request<pb::StreamWebSocketRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
+        _: Request<pb::WebSocketSourceRequest>,
+    ) -> Reply<Self::StreamWebSocketStream> {
         Err(unimplemented_source("StreamWebSocket"))
     }
 
-    async fn stream_grpc(&self, _: Request<pb::StreamGrpcRequest>) -> Reply<pb::DataFrameHandle> {
+    type StreamGrpcStream = BatchStream;
+
+    async fn stream_grpc(
+        &self,
+        _: Request<pb::GrpcStreamRequest>,
+    ) -> Reply<Self::StreamGrpcStream> {
         Err(unimplemented_source("StreamGrpc"))
     }
 
+    type StreamMessageQueueStream = BatchStream;
+
     async fn stream_message_queue(
         &self,
-        _: Request<pb::StreamMessageQueueRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
+        _: Request<pb::MessageQueueRequest>,
+    ) -> Reply<Self::StreamMessageQueueStream> {
         Err(unimplemented_source("StreamMessageQueue"))
     }
 
