@@ -1858,3 +1858,64 @@ async fn read_rest_api() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_rest_api() -> anyhow::Result<()> {
+    let base = rest_server().await?;
+    let mut c = start_reaching_loopback().await?;
+    // The answer, every page, as ArrowBatch messages the established client opens one by
+    // one; each record with the stream's receive time and source position after it.
+    let mut stream = c.seed.stream_rest_api(seed_rest(&base)).await?.into_inner();
+    let mut frames = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        frames.push(from_ipc(&batch.arrow_ipc));
+    }
+    let streamed = stack(&frames);
+    assert_frame_eq(
+        &streamed.drop_many(["_received_at", "_source_position"]),
+        &items(),
+    );
+    let positions: Vec<&str> = streamed
+        .column("_source_position")?
+        .str()?
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(positions, ["0:0:0", "0:0:1", "0:1:0", "0:1:1", "0:2:0"]);
+
+    let bad_schema = c
+        .seed
+        .stream_rest_api(seed::RestApiRequest {
+            schema_json: r#"{"id": 5}"#.into(),
+            ..seed_rest(&base)
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_rest_api with a schema_json of no type names",
+        bad_schema,
+        Code::InvalidArgument,
+        "must be a type name",
+    );
+    let conflict = c
+        .ours
+        .stream_rest_api(pb::RestApiRequest {
+            url: format!("{base}/items"),
+            rate_limit: Some(pb::RateLimitConfig {
+                requests_per_second: 2,
+                burst_size: 1,
+            }),
+            min_request_interval_ms: Some(2000),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_rest_api with rate_limit and min_request_interval_ms",
+        conflict,
+        Code::InvalidArgument,
+        "rate_limit (7) and min_request_interval_ms (18): set one of them",
+    );
+    Ok(())
+}

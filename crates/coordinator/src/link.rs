@@ -357,6 +357,13 @@ pub struct Received {
     _pipe: Option<AbortOnDrop>,
 }
 
+impl Received {
+    /// Whether the worker's answer ended with its head (a status without a body).
+    pub fn ended_at_head(&self) -> bool {
+        self.done || self.stream.is_end_stream()
+    }
+}
+
 impl http_body::Body for Received {
     type Data = Bytes;
     type Error = h2::Error;

@@ -111,8 +111,23 @@ pub struct WorkerConfig {
     pub streaming_engine: bool,
     /// Steps a handle's lineage may have since its nearest source or persisted ancestor.
     pub max_lineage_depth: u32,
-    /// Default rows per message of CollectStreaming.
+    /// Default rows per message of CollectStreaming and of the streaming sources.
     pub stream_batch_rows: usize,
+    /// Streaming sources (`StreamRestApi`, `StreamMessageQueue`, ...) served at once; a
+    /// stream beyond is RESOURCE_EXHAUSTED. 0: no limit.
+    pub max_streams: usize,
+    /// Rows one stream sends in all; the stream ends there with RESOURCE_EXHAUSTED.
+    /// 0: no cap.
+    pub stream_max_rows: u64,
+    /// Arrow IPC bytes one stream sends in all; RESOURCE_EXHAUSTED past it. 0: no cap.
+    pub stream_max_bytes: u64,
+    /// Seconds one stream may run; DEADLINE_EXCEEDED past them. 0: no cap.
+    pub stream_max_duration_secs: f64,
+    /// Rows a second one stream sends at most; a faster source waits. 0: no cap.
+    pub stream_max_rows_per_second: u32,
+    /// Requests a second one stream makes to its peer at most (REST pages and polls),
+    /// whatever its client asks. 0: no cap.
+    pub stream_max_requests_per_second: u32,
     /// A handle not used (collected, derived from, heartbeated) for this long expires,
     /// unless pinned. 0: never.
     pub handle_ttl_secs: f64,
@@ -158,6 +173,22 @@ impl WorkerConfig {
         self.max_response_message_bytes
             .saturating_sub(1024)
             .max(1024)
+    }
+
+    /// What one streaming source may do (`max_streams`, `stream_*`).
+    pub fn stream_caps(&self) -> crate::streams::StreamCaps {
+        let positive = |n: u32| (n > 0).then_some(n);
+        crate::streams::StreamCaps {
+            max_rows: self.stream_max_rows,
+            max_bytes: self.stream_max_bytes,
+            max_duration: (self.stream_max_duration_secs > 0.0)
+                .then(|| seconds(self.stream_max_duration_secs)),
+            max_rows_per_second: positive(self.stream_max_rows_per_second),
+            max_requests_per_second: positive(self.stream_max_requests_per_second),
+            max_streams: self.max_streams,
+            batch_rows: self.stream_batch_rows.max(1),
+            max_message_bytes: self.result_payload_bytes(),
+        }
     }
 
     /// How long an unused handle lives; `None`: forever.
@@ -253,6 +284,12 @@ impl Default for WorkerConfig {
             max_lineage_depth: 10_000,
             streaming_engine: true,
             stream_batch_rows: 65_536,
+            max_streams: 64,
+            stream_max_rows: 100_000_000,
+            stream_max_bytes: 64 * 1024 * 1024 * 1024,
+            stream_max_duration_secs: 24.0 * 3600.0,
+            stream_max_rows_per_second: 0,
+            stream_max_requests_per_second: 20,
             handle_ttl_secs: 24.0 * 3600.0,
             gc_interval_secs: 60.0,
             gc_grace_secs: 600.0,

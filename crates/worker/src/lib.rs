@@ -27,6 +27,7 @@ mod sinks;
 mod sources;
 mod sql_depth;
 mod stats;
+mod streams;
 
 use std::collections::HashMap;
 use std::future::Future;

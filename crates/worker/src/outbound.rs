@@ -164,6 +164,25 @@ impl Outbound {
         })
     }
 
+    /// The same rule with HTTP clients of its own: a stream's, whose connections close
+    /// when it ends (the shared clients keep idle connections pooled).
+    pub fn fresh(&self) -> Result<Self, OutboundError> {
+        let trusted = reqwest::Client::builder()
+            .redirect(redirects(self.prefixes.clone(), true))
+            .build()?;
+        let public = reqwest::Client::builder()
+            .dns_resolver(Arc::new(PublicOnly))
+            .no_proxy()
+            .redirect(redirects(self.prefixes.clone(), self.allow_private))
+            .build()?;
+        Ok(Self {
+            prefixes: self.prefixes.clone(),
+            trusted,
+            public,
+            allow_private: self.allow_private,
+        })
+    }
+
     /// The client that may fetch `url`, or why it may not be fetched.
     pub fn client_for(&self, url: &Url) -> EngineResult<&reqwest::Client> {
         if !self.prefixes.is_empty() {

@@ -56,19 +56,26 @@ impl RateLimiter {
 
     /// Waits until one more request may go.
     pub async fn acquire(&mut self) {
+        self.acquire_many(1.0).await;
+    }
+
+    /// Waits until `n` more may go: until the bucket holds `n` (or is full, for more than
+    /// it holds), then takes them, into debt if need be, which the next call waits off.
+    pub async fn acquire_many(&mut self, n: f64) {
         let Some(rate) = self.rate else {
             return;
         };
+        let wanted = n.min(self.burst);
         loop {
             let now = Instant::now();
             let elapsed = now.duration_since(self.refilled).as_secs_f64();
             self.tokens = (self.tokens + elapsed * rate).min(self.burst);
             self.refilled = now;
-            if self.tokens >= 1.0 {
-                self.tokens -= 1.0;
+            if self.tokens >= wanted {
+                self.tokens -= n;
                 return;
             }
-            let wait = Duration::from_secs_f64(((1.0 - self.tokens) / rate).min(60.0));
+            let wait = Duration::from_secs_f64(((wanted - self.tokens) / rate).min(60.0));
             tokio::time::sleep(wait).await;
         }
     }
@@ -351,11 +358,6 @@ impl RestSource {
         })
     }
 
-    /// The URL, for errors and names.
-    pub fn url(&self) -> &str {
-        self.url.as_str()
-    }
-
     /// Starts fetching the answer from its first page.
     pub fn fetch(&mut self) -> Fetch<'_> {
         Fetch {
@@ -388,7 +390,6 @@ pub struct Fetch<'a> {
 pub struct PageRead {
     /// The page's number in the answer, from 0.
     pub index: u32,
-    pub records: usize,
     pub received_at: SystemTime,
 }
 
@@ -508,11 +509,7 @@ impl Fetch<'_> {
             },
             _ => Next::Done,
         };
-        Ok(Some(PageRead {
-            index,
-            records: count,
-            received_at,
-        }))
+        Ok(Some(PageRead { index, received_at }))
     }
 }
 

@@ -66,6 +66,7 @@ fn write_reply(result: EngineResult<usize>) -> Reply<pb::WriteResponse> {
 
 pub struct DataFrameServer {
     engine: Arc<Engine>,
+    streams: crate::streams::Streams,
     max_message_bytes: usize,
     stream_batch_rows: usize,
     max_upload_bytes: usize,
@@ -73,8 +74,14 @@ pub struct DataFrameServer {
 
 impl DataFrameServer {
     pub fn new(engine: Arc<Engine>, config: &crate::WorkerConfig) -> Self {
+        let streams = crate::streams::Streams::new(
+            engine.outbound().clone(),
+            engine.rest_limits(),
+            config.stream_caps(),
+        );
         Self {
             engine,
+            streams,
             max_message_bytes: config.result_payload_bytes(),
             stream_batch_rows: config.stream_batch_rows,
             max_upload_bytes: config.max_upload_bytes,
@@ -167,7 +174,7 @@ pub(crate) fn stream_from_blocking<T: Send + 'static>(
 
 fn unimplemented_source(name: &str) -> Status {
     status(EngineError::Unimplemented(format!(
-        "{name} is declared in polaroid.v1 but not implemented yet: streaming network sources arrive with their own release"
+        "{name} is declared in polaroid.v1 but not implemented yet: StreamRestApi and StreamMessageQueue (REDIS_STREAM) are served (docs/streams.md)"
     )))
 }
 
@@ -264,9 +271,11 @@ impl DataFrameService for DataFrameServer {
 
     async fn stream_rest_api(
         &self,
-        _: Request<pb::RestApiRequest>,
+        request: Request<pb::RestApiRequest>,
     ) -> Reply<Self::StreamRestApiStream> {
-        Err(unimplemented_source("StreamRestApi"))
+        tenant(&request)?;
+        let stream = self.streams.rest(request.into_inner()).map_err(status)?;
+        Ok(Response::new(stream))
     }
 
     type StreamWebSocketStream = BatchStream;
@@ -291,9 +300,14 @@ impl DataFrameService for DataFrameServer {
 
     async fn stream_message_queue(
         &self,
-        _: Request<pb::MessageQueueRequest>,
+        request: Request<pb::MessageQueueRequest>,
     ) -> Reply<Self::StreamMessageQueueStream> {
-        Err(unimplemented_source("StreamMessageQueue"))
+        tenant(&request)?;
+        let stream = self
+            .streams
+            .message_queue(request.into_inner())
+            .map_err(status)?;
+        Ok(Response::new(stream))
     }
 
     async fn select(&self, request: Request<pb::SelectRequest>) -> Reply<pb::DataFrameHandle> {
