@@ -134,3 +134,65 @@ def test_stream_errors_are_exceptions(conn, peer):
         next(pr.stream_rest_api(f"{peer.url}/feed", poll_interval=0.05, max_pages=0))
     with pytest.raises(pr.NotFoundError, match="HTTP 404"):
         list(pr.stream_rest_api(f"{peer.url}/nothing-here"))
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A redis-server on a free loopback port (the one the Rust tests use)."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+
+    binary = os.environ.get("POLAROID_REDIS_SERVER", "/usr/bin/redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="polaroid-sdk-redis-") as state:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", state, "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "redis-server did not start"
+                    time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.kill()
+            server.wait()
+
+
+def redis_command(url: str, *args: str) -> bytes:
+    """One command in RESP over a socket of its own; the raw reply."""
+    import socket
+
+    host, port = urllib.parse.urlparse(url).hostname, urllib.parse.urlparse(url).port
+    request = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+    )
+    with socket.create_connection((host, port), timeout=5) as connection:
+        connection.sendall(request)
+        return connection.recv(65536)
+
+
+def test_stream_message_queue_reads_a_redis_stream(conn, redis_url):
+    redis_command(redis_url, "XADD", "events", "*", "data", json.dumps({"kind": "a", "n": 1}))
+    redis_command(redis_url, "XADD", "events", "*", "data", json.dumps({"kind": "b", "n": 2}))
+    stream = pr.stream_message_queue(
+        redis_url, "events", format="json", start_id="0", schema={"kind": "String", "n": "Int32"},
+    )
+    frames = []
+    while sum(f.height for f in frames) < 2:
+        frames.append(next(stream))
+    stream.close()
+    whole = pl.concat(frames)
+    assert whole.columns == ["kind", "n", *SOURCE_COLUMNS]
+    assert_frame_equal(whole.drop(SOURCE_COLUMNS), pl.DataFrame({"kind": ["a", "b"], "n": [1, 2]}, schema={"kind": pl.String, "n": pl.Int32}))
+    with pytest.raises(pr.UnimplementedError, match="NATS"):
+        next(pr.stream_message_queue(redis_url, "events", type="nats"))

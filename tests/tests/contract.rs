@@ -1919,3 +1919,95 @@ async fn stream_rest_api() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_message_queue() -> anyhow::Result<()> {
+    let server = redis_server().await?;
+    let mut redis = redis::Client::open(server.redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    // The group made first, so that every entry added after is the group's to read.
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "orders", "readers", "$", "MKSTREAM"])
+        .query_async(&mut redis)
+        .await?;
+    let mut ids = Vec::new();
+    for (id, amount) in [(1, 9.5), (2, 3.25), (3, 7.0)] {
+        let payload = format!(r#"{{"order": {id}, "amount": {amount}}}"#);
+        let added: String = redis::cmd("XADD")
+            .arg(&["orders", "*", "data", payload.as_str()])
+            .query_async(&mut redis)
+            .await?;
+        ids.push(added);
+    }
+    let mut c = start_reaching_loopback().await?;
+    let request = seed::MessageQueueRequest {
+        r#type: seed::MessageQueueType::RedisStream as i32,
+        connection_string: server.redis_url(),
+        topic: "orders".into(),
+        consumer_group: Some("readers".into()),
+        schema_json: r#"{"order": "Int64", "amount": "Float64"}"#.into(),
+        format: seed::MessageFormat::Json as i32,
+    };
+    let mut stream = c
+        .seed
+        .stream_message_queue(request.clone())
+        .await?
+        .into_inner();
+    let mut frames = Vec::new();
+    let mut rows = 0;
+    while rows < 3 {
+        let batch = stream
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended early"))?;
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        let frame = from_ipc(&batch.arrow_ipc);
+        rows += frame.height();
+        frames.push(frame);
+    }
+    drop(stream);
+    let streamed = stack(&frames);
+    assert_frame_eq(
+        &streamed.drop_many(["_received_at", "_source_position"]),
+        &df!("order" => [1i64, 2, 3], "amount" => [9.5f64, 3.25, 7.0])?,
+    );
+    let positions: Vec<String> = streamed
+        .column("_source_position")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(positions, ids);
+
+    let bad = c
+        .seed
+        .stream_message_queue(seed::MessageQueueRequest {
+            schema_json: "not json".into(),
+            ..request.clone()
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_message_queue with a schema_json that is not JSON",
+        bad,
+        Code::InvalidArgument,
+        "schema_json (5): not JSON",
+    );
+    let kafka = c
+        .seed
+        .stream_message_queue(seed::MessageQueueRequest {
+            r#type: seed::MessageQueueType::Kafka as i32,
+            ..request
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_message_queue of KAFKA",
+        kafka,
+        Code::Unimplemented,
+        "librdkafka",
+    );
+    Ok(())
+}

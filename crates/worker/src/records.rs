@@ -52,7 +52,6 @@ pub enum Records {
     Csv {
         header: Option<Vec<u8>>,
         rows: Vec<u8>,
-        count: usize,
     },
     Frames(Vec<DataFrame>),
 }
@@ -64,23 +63,9 @@ impl Records {
             Payload::Csv => Self::Csv {
                 header: None,
                 rows: Vec::new(),
-                count: 0,
             },
             Payload::ArrowIpc => Self::Frames(Vec::new()),
         }
-    }
-
-    /// Records gathered so far.
-    pub fn len(&self) -> usize {
-        match self {
-            Self::Values(values) => values.len(),
-            Self::Csv { count, .. } => *count,
-            Self::Frames(frames) => frames.iter().map(DataFrame::height).sum(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Adds decoded JSON records (objects).
@@ -137,14 +122,7 @@ impl Records {
                 }
                 records.len() - before
             }
-            (
-                Payload::Csv,
-                Self::Csv {
-                    header,
-                    rows,
-                    count,
-                },
-            ) => {
+            (Payload::Csv, Self::Csv { header, rows }) => {
                 let (first, rest) = match bytes.iter().position(|&b| b == b'\n') {
                     Some(end) => (&bytes[..end], &bytes[end + 1..]),
                     None => (bytes, &[][..]),
@@ -164,7 +142,6 @@ impl Records {
                 if !rest.is_empty() && !rest.ends_with(b"\n") {
                     rows.push(b'\n');
                 }
-                *count += lines;
                 lines
             }
             (Payload::ArrowIpc, Self::Frames(frames)) => {
@@ -204,7 +181,6 @@ impl Records {
             Self::Csv {
                 header: Some(mut data),
                 rows,
-                ..
             } => {
                 data.push(b'\n');
                 data.extend_from_slice(&rows);

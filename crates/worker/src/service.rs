@@ -306,6 +306,7 @@ impl DataFrameService for DataFrameServer {
         let stream = self
             .streams
             .message_queue(request.into_inner())
+            .await
             .map_err(status)?;
         Ok(Response::new(stream))
     }

@@ -5,6 +5,7 @@
 //! stream's status), or as soon as the client goes away: the task is then dropped
 //! whole, and with it every connection it holds to its peer.
 
+pub mod redis;
 pub mod rest;
 
 use std::future::Future;
@@ -100,12 +101,23 @@ impl Streams {
         self.start("rest", move |sink| rest::run(source, sink))
     }
 
-    /// `StreamMessageQueue`: the request is checked here, before the stream starts.
-    pub fn message_queue(&self, request: pb::MessageQueueRequest) -> EngineResult<BatchStream> {
+    /// `StreamMessageQueue`: the request is checked here, and its peer's address under
+    /// the outbound rules, before the stream starts.
+    pub async fn message_queue(
+        &self,
+        request: pb::MessageQueueRequest,
+    ) -> EngineResult<BatchStream> {
         match request.r#type() {
-            pb::MessageQueueType::RedisStream => Err(EngineError::Unimplemented(
-                "StreamMessageQueue REDIS_STREAM is not served yet".into(),
-            )),
+            pb::MessageQueueType::RedisStream => {
+                let source = redis::RedisSource::new(
+                    request,
+                    &self.outbound,
+                    self.caps.batch_rows,
+                    self.rest_limits.max_answer_bytes,
+                )
+                .await?;
+                self.start("redis_stream", move |sink| source.run(sink))
+            }
             pb::MessageQueueType::Kafka => Err(EngineError::Unimplemented(
                 "StreamMessageQueue KAFKA: no Kafka client is built into this worker (the \
                  well-kept Rust one, rdkafka, needs the librdkafka C library); REDIS_STREAM \
@@ -224,6 +236,31 @@ impl Sink {
         self.caps.batch_rows
     }
 
+    /// Rows the stream may still send (`stream_max_rows`); `None`: no cap.
+    pub fn rows_room(&self) -> Option<u64> {
+        (self.caps.max_rows > 0).then(|| self.caps.max_rows.saturating_sub(self.rows))
+    }
+
+    /// Ends the stream once it has sent `stream_max_rows` (checked after each send, so a
+    /// stream that reached the cap exactly does not wait on for more).
+    pub fn check_rows_cap(&self) -> EngineResult<()> {
+        match self.rows_room() {
+            Some(0) => Err(self.rows_cap()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The error of a stream that reached `stream_max_rows`.
+    pub fn rows_cap(&self) -> EngineError {
+        EngineError::StreamCap {
+            code: ErrorCode::ResourceExhausted,
+            message: format!(
+                "the stream sent {} rows, the most a stream may (stream_max_rows)",
+                self.caps.max_rows
+            ),
+        }
+    }
+
     /// Sends `df` as messages of at most `batch_rows` rows; with `acknowledged`, returns
     /// only once the transport has taken the last of them (what a consumer group may then
     /// acknowledge). A frame past `stream_max_rows` is cut there and the stream ends with
@@ -240,13 +277,7 @@ impl Sink {
             let room = self.caps.max_rows.saturating_sub(self.rows);
             if df.height() as u64 > room {
                 df = df.head(Some(room as usize));
-                over_rows = Some(EngineError::StreamCap {
-                    code: ErrorCode::ResourceExhausted,
-                    message: format!(
-                        "the stream sent {} rows, the most a stream may (stream_max_rows)",
-                        self.caps.max_rows
-                    ),
-                });
+                over_rows = Some(self.rows_cap());
             }
         }
         if df.height() > 0 || over_rows.is_none() {

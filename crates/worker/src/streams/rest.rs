@@ -74,6 +74,7 @@ pub async fn run(mut source: RestSource, mut sink: Sink) -> EngineResult<()> {
             let fresh = with_source_columns(fresh, received, positions)?;
             if fresh.height() > 0 {
                 sink.send(fresh, batch_rows, false).await?;
+                sink.check_rows_cap()?;
                 sent_any = true;
             } else if first_page.is_none() {
                 // Kept: an answer with no records at all still tells its columns.
