@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import polars
 
 #: `format=` names: the contract's MessageFormat, and Polaroid's text formats.
-_FORMATS: dict[str, tuple[int, int]] = {
+_FORMATS: dict[str, tuple[pb.MessageFormat, pb.RestTextFormat]] = {
     "json": (pb.JSON, pb.REST_TEXT_FORMAT_UNSPECIFIED),
     "arrow": (pb.ARROW_IPC, pb.REST_TEXT_FORMAT_UNSPECIFIED),
     "arrow_ipc": (pb.ARROW_IPC, pb.REST_TEXT_FORMAT_UNSPECIFIED),
@@ -55,7 +55,7 @@ def schema_json(schema: str | Mapping[str, Any] | None) -> str:
     return json.dumps({str(name): str(kind) for name, kind in schema.items()})
 
 
-def _format(format: str | None) -> tuple[int, int]:
+def _format(format: str | None) -> tuple[pb.MessageFormat, pb.RestTextFormat]:
     if format is None:
         return pb.MESSAGE_FORMAT_UNSPECIFIED, pb.REST_TEXT_FORMAT_UNSPECIFIED
     try:

@@ -428,21 +428,14 @@ impl RedisSource {
         if df.height() > 0 {
             sink.send(df, self.batch_rows, acknowledged).await?;
         }
-        if let Some((group, _)) = &self.group {
-            // An entry is acknowledged once every one of its records was taken; a cut
-            // entry is left pending for this consumer, which reads it again first.
-            let sent_entries = if capped {
-                match rows_of.get(rows) {
-                    Some(&cut) => cut,
-                    None => entries_whole,
-                }
-            } else {
-                entries_whole
-            };
-            let _ = group;
-            self.acknowledge(connection, ids[..sent_entries].iter())
-                .await?;
-        }
+        // In a group, an entry is acknowledged once every one of its records was taken;
+        // a cut entry is left pending for this consumer, which reads it again first.
+        let sent_entries = match rows_of.get(rows) {
+            Some(&cut) if capped => cut,
+            _ => entries_whole,
+        };
+        self.acknowledge(connection, ids[..sent_entries].iter())
+            .await?;
         if capped {
             return Err(sink.rows_cap());
         }
