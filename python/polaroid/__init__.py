@@ -43,7 +43,7 @@ from polaroid.frame import (
     read_rest_api,
     sql,
 )
-from polaroid.streams import stream_message_queue, stream_rest_api
+from polaroid.streams import stream_message_queue, stream_rest_api, stream_web_socket
 
 __all__ = [
     "CancelledError",
@@ -81,5 +81,6 @@ __all__ = [
     "sql",
     "stream_message_queue",
     "stream_rest_api",
+    "stream_web_socket",
     "when",
 ]

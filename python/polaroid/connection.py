@@ -802,6 +802,11 @@ class Connection:
 
         return streams.stream_rest_api(url, connection=self, **kwargs)
 
+    def stream_web_socket(self, url: str, **kwargs: Any) -> Any:
+        from polaroid import streams
+
+        return streams.stream_web_socket(url, connection=self, **kwargs)
+
     def stream_message_queue(self, connection_string: str, topic: str, **kwargs: Any) -> Any:
         from polaroid import streams
 

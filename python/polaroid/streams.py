@@ -1,6 +1,6 @@
 """Network sources: REST answers read once into a frame (`read_rest_api`), and the
-streaming sources (`stream_rest_api`, `stream_message_queue`), iterators of Polars
-DataFrames as the server receives the data (docs/streams.md)."""
+streaming sources (`stream_rest_api`, `stream_web_socket`, `stream_message_queue`),
+iterators of Polars DataFrames as the server receives the data (docs/streams.md)."""
 
 from __future__ import annotations
 
@@ -146,6 +146,34 @@ def stream_rest_api(
     has `_received_at` and `_source_position` columns."""
     request = rest_request(url, poll_interval=poll_interval, **kwargs)
     return _frames(_connection(connection), "StreamRestApi", request, timeout)
+
+
+def stream_web_socket(
+    url: str, *, headers: Mapping[str, str] | None = None, format: str | None = None,
+    schema: str | Mapping[str, Any] | None = None, buffer_size: int | None = None,
+    max_retries: int = 0, initial_delay: float = 0.1, max_delay: float = 30.0,
+    backoff_multiplier: float = 2.0, timeout: float | None = None,
+    connection: Connection | None = None,
+) -> Iterator[polars.DataFrame]:
+    """A WebSocket's records (`ws://` or `wss://`) as Polars DataFrames of at most
+    `buffer_size` rows, as the server receives them: each text or binary frame decoded
+    by `format` (None or "json": JSON records; "arrow", "msgpack"), until the peer closes
+    or the iterator is closed. A connection lost without a close is dialled again up to
+    `max_retries` times, waiting `initial_delay` seconds, times `backoff_multiplier` each
+    time, at most `max_delay`. Every frame also has `_received_at` and
+    `_source_position` (`<connection>:<frame>`) columns."""
+    message_format, text_format = _format(format)
+    if text_format != pb.REST_TEXT_FORMAT_UNSPECIFIED:
+        raise ValueError(f"format {format!r} is for REST answers only")
+    request = pb.WebSocketSourceRequest(
+        url=url, headers=dict(headers or {}), schema_json=schema_json(schema),
+        buffer_size=buffer_size, format=message_format,
+        reconnect_policy=pb.ReconnectPolicy(
+            max_retries=max_retries, initial_delay_ms=round(initial_delay * 1000),
+            max_delay_ms=round(max_delay * 1000), backoff_multiplier=backoff_multiplier,
+        ),
+    )
+    return _frames(_connection(connection), "StreamWebSocket", request, timeout)
 
 
 def stream_message_queue(

@@ -196,3 +196,28 @@ def test_stream_message_queue_reads_a_redis_stream(conn, redis_url):
     assert_frame_equal(whole.drop(SOURCE_COLUMNS), pl.DataFrame({"kind": ["a", "b"], "n": [1, 2]}, schema={"kind": pl.String, "n": pl.Int32}))
     with pytest.raises(pr.UnimplementedError, match="NATS"):
         next(pr.stream_message_queue(redis_url, "events", type="nats"))
+
+
+def test_stream_web_socket_reads_frames(conn):
+    import asyncio
+
+    websockets = pytest.importorskip("websockets.asyncio.server")
+    started = threading.Event()
+    port: list[int] = []
+
+    async def handler(ws):
+        for i in (1, 2, 3):
+            await ws.send(json.dumps({"id": i}))
+        await ws.close()
+
+    async def serve():
+        async with websockets.serve(handler, "127.0.0.1", 0) as server:
+            port.append(server.sockets[0].getsockname()[1])
+            started.set()
+            await asyncio.sleep(30)
+
+    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
+    assert started.wait(10)
+    frames = list(pr.stream_web_socket(f"ws://127.0.0.1:{port[0]}/", schema={"id": "Int64"}, buffer_size=2))
+    assert all(f.height <= 2 for f in frames)
+    assert_frame_equal(pl.concat(frames).drop(SOURCE_COLUMNS), pl.DataFrame({"id": [1, 2, 3]}))

@@ -2011,3 +2011,50 @@ async fn stream_message_queue() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_web_socket() -> anyhow::Result<()> {
+    let server = websocket_server().await?;
+    let mut c = start_reaching_loopback().await?;
+    let request = seed::WebSocketSourceRequest {
+        url: format!("ws://127.0.0.1:{}/records", server.port),
+        headers: [("x-token".to_owned(), "secret".to_owned())].into(),
+        schema_json: r#"{"name": "String", "id": "Int32"}"#.into(),
+        reconnect_policy: None,
+        buffer_size: Some(3),
+        format: Some(seed::MessageFormat::Json as i32),
+    };
+    let mut stream = c
+        .seed
+        .stream_web_socket(request.clone())
+        .await?
+        .into_inner();
+    let mut frames = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        frames.push(from_ipc(&batch.arrow_ipc));
+    }
+    anyhow::ensure!(frames.iter().all(|f| f.height() <= 3), "buffer_size rows");
+    assert_frame_eq(
+        &stack(&frames).drop_many(["_received_at", "_source_position"]),
+        &df!(
+            "name" => [Some("n1"), Some("n2"), Some("n3"), Some("n4"), None],
+            "id" => [1i32, 2, 3, 4, 5],
+        )?,
+    );
+    let bad = c
+        .seed
+        .stream_web_socket(seed::WebSocketSourceRequest {
+            buffer_size: Some(-1),
+            ..request
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_web_socket with a negative buffer_size",
+        bad,
+        Code::InvalidArgument,
+        "buffer_size (5) must be positive",
+    );
+    Ok(())
+}

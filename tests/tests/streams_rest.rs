@@ -99,21 +99,6 @@ async fn serve(peer: Peer) -> anyhow::Result<(String, u16)> {
     Ok((format!("http://{address}"), address.port()))
 }
 
-/// TCP connections the peer on `port` has open (established, or closed by the other end
-/// and not yet by it), from the kernel's table.
-fn open_connections(port: u16) -> anyhow::Result<usize> {
-    let table = std::fs::read_to_string("/proc/net/tcp")?;
-    let local = format!(":{port:04X}");
-    Ok(table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 3 && fields[1].ends_with(&local) && matches!(fields[3], "01" | "08")
-        })
-        .count())
-}
-
 fn request(url: String) -> pb::RestApiRequest {
     pb::RestApiRequest {
         url,

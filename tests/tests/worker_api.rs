@@ -1674,18 +1674,11 @@ fn expected_rows(df: &DataFrame) -> anyhow::Result<DataFrame> {
 async fn streaming_sources_not_served_yet_are_unimplemented() -> anyhow::Result<()> {
     let worker = TestWorker::start().await?;
     let mut client = worker.client().await?;
-    let statuses = [
-        client
-            .stream_web_socket(pb::WebSocketSourceRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
-            .stream_grpc(pb::GrpcStreamRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-    ];
+    let statuses = [client
+        .stream_grpc(pb::GrpcStreamRequest::default())
+        .await
+        .map(|_| ())
+        .unwrap_err()];
     for status in statuses {
         assert_eq!(status.code(), tonic::Code::Unimplemented);
         assert!(

@@ -131,7 +131,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "polaroid_worker_streams_active",
         Kind::Gauge,
-        "Streaming sources (StreamRestApi, StreamMessageQueue) running now, by source.",
+        "Streaming sources (StreamRestApi, StreamWebSocket, StreamMessageQueue) running now, by source.",
     ),
     (
         "polaroid_worker_stream_rows_total",

@@ -71,7 +71,7 @@ pub struct WorkerConfig {
     /// cluster). Off: each tenant's paths resolve in its own directory of each root,
     /// `<root>/tenants/<tenant digest>`, and other tenants' files are outside its roots.
     pub shared_data_roots: bool,
-    /// URL prefixes REST sources, and streaming sources' peers (`redis://`), may reach
+    /// URL prefixes REST sources, and streaming sources' peers (`ws(s)://`, `redis://`), may reach
     /// (on any address; redirects must stay under them). Empty: any http(s) URL, or
     /// Redis server, on a public address.
     pub rest_allowed_url_prefixes: Vec<String>,

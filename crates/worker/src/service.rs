@@ -174,7 +174,7 @@ pub(crate) fn stream_from_blocking<T: Send + 'static>(
 
 fn unimplemented_source(name: &str) -> Status {
     status(EngineError::Unimplemented(format!(
-        "{name} is declared in polaroid.v1 but not implemented yet: StreamRestApi and StreamMessageQueue (REDIS_STREAM) are served (docs/streams.md)"
+        "{name} is declared in polaroid.v1 but not implemented yet: StreamRestApi, StreamWebSocket and StreamMessageQueue (REDIS_STREAM) are served (docs/streams.md)"
     )))
 }
 
@@ -282,9 +282,15 @@ impl DataFrameService for DataFrameServer {
 
     async fn stream_web_socket(
         &self,
-        _: Request<pb::WebSocketSourceRequest>,
+        request: Request<pb::WebSocketSourceRequest>,
     ) -> Reply<Self::StreamWebSocketStream> {
-        Err(unimplemented_source("StreamWebSocket"))
+        tenant(&request)?;
+        let stream = self
+            .streams
+            .websocket(request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream))
     }
 
     type StreamGrpcStream = BatchStream;

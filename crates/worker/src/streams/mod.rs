@@ -7,6 +7,7 @@
 
 pub mod redis;
 pub mod rest;
+pub mod websocket;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -99,6 +100,21 @@ impl Streams {
         })?);
         let source = crate::rest::RestSource::new(outbound, request, self.rest_limits, true)?;
         self.start("rest", move |sink| rest::run(source, sink))
+    }
+
+    /// `StreamWebSocket`: the request and its peer's address are checked here, before the
+    /// stream starts (and the address again at each connection).
+    pub async fn websocket(
+        &self,
+        request: pb::WebSocketSourceRequest,
+    ) -> EngineResult<BatchStream> {
+        let source = websocket::WebSocketSource::new(
+            request,
+            self.outbound.clone(),
+            self.rest_limits.max_answer_bytes,
+        )?;
+        source.check_address().await?;
+        self.start("websocket", move |sink| source.run(sink))
     }
 
     /// `StreamMessageQueue`: the request is checked here, and its peer's address under
