@@ -1076,3 +1076,122 @@ pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(message);
     frame
 }
+
+/// A WebSocket server (Python `websockets`, from the test venv) on a free loopback port,
+/// killed when dropped. Paths: `/records` (needs `x-token: secret`: five records in four
+/// text frames, then a normal close), `/binary` (two records in one binary frame, then a
+/// close), `/flaky` (records 1 and 2, then the connection cut without a close; on the next
+/// connection record 3 and a close), `/dying` (record 1, then cut, every time),
+/// `/endless` (a record every 20 ms), `/bad` (a frame that is not JSON).
+pub struct WebSocketServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for WebSocketServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WEBSOCKET_PEER: &str = r#"
+import asyncio, json, sys
+from websockets.asyncio.server import serve
+
+flaky = {"connections": 0}
+
+def record(i):
+    return json.dumps({"id": i, "name": f"n{i}"})
+
+async def handler(ws):
+    path = ws.request.path
+    if path == "/records":
+        for i in (1, 2, 3):
+            await ws.send(record(i))
+        await ws.send(json.dumps([{"id": 4, "name": "n4"}, {"id": 5, "name": None}]))
+        await ws.close()
+    elif path == "/binary":
+        await ws.send(json.dumps([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]).encode())
+        await ws.close()
+    elif path == "/flaky":
+        flaky["connections"] += 1
+        if flaky["connections"] == 1:
+            await ws.send(record(1))
+            await ws.send(record(2))
+            await asyncio.sleep(0.2)
+            ws.transport.abort()
+        else:
+            await ws.send(record(3))
+            await ws.close()
+    elif path == "/dying":
+        await ws.send(record(1))
+        await asyncio.sleep(0.2)
+        ws.transport.abort()
+    elif path == "/endless":
+        i = 0
+        while True:
+            i += 1
+            await ws.send(record(i))
+            await asyncio.sleep(0.02)
+    elif path == "/bad":
+        await ws.send("not json")
+        await asyncio.sleep(5)
+
+def check(connection, request):
+    if request.path == "/records" and request.headers.get("x-token") != "secret":
+        return connection.respond(403, "no token\n")
+
+async def main():
+    async with serve(handler, "127.0.0.1", 0, process_request=check) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+
+asyncio.run(main())
+"#;
+
+/// Starts the [`WebSocketServer`].
+pub async fn websocket_server() -> anyhow::Result<WebSocketServer> {
+    use std::io::BufRead;
+    let python = installed("POLAROID_PYTHON", venv().join("bin/python"))?;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", WEBSOCKET_PEER])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await??;
+    let port = line.trim().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "the websocket peer did not start (is `websockets` in {}? ./scripts/test.sh installs it): `{line}`",
+            venv().display()
+        )
+    });
+    let mut server = WebSocketServer { child, port: 0 };
+    server.port = port?;
+    Ok(server)
+}
+
+/// TCP connections the server on `port` has open (established, or closed by the other end
+/// and not yet by it), from the kernel's table.
+pub fn open_connections(port: u16) -> anyhow::Result<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let local = format!(":{port:04X}");
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local) && matches!(fields[3], "01" | "08")
+        })
+        .count())
+}

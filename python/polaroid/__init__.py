@@ -43,6 +43,7 @@ from polaroid.frame import (
     read_rest_api,
     sql,
 )
+from polaroid.streams import stream_message_queue, stream_rest_api, stream_web_socket
 
 __all__ = [
     "CancelledError",
@@ -78,5 +79,8 @@ __all__ = [
     "read_rest_api",
     "set_memory_retention",
     "sql",
+    "stream_message_queue",
+    "stream_rest_api",
+    "stream_web_socket",
     "when",
 ]

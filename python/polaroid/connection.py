@@ -797,6 +797,21 @@ class Connection:
 
         return frame.read_rest_api(url, connection=self, **kwargs)
 
+    def stream_rest_api(self, url: str, **kwargs: Any) -> Any:
+        from polaroid import streams
+
+        return streams.stream_rest_api(url, connection=self, **kwargs)
+
+    def stream_web_socket(self, url: str, **kwargs: Any) -> Any:
+        from polaroid import streams
+
+        return streams.stream_web_socket(url, connection=self, **kwargs)
+
+    def stream_message_queue(self, connection_string: str, topic: str, **kwargs: Any) -> Any:
+        from polaroid import streams
+
+        return streams.stream_message_queue(connection_string, topic, connection=self, **kwargs)
+
     def from_polars(self, df: Any, **kwargs: Any) -> Any:
         from polaroid import frame
 

@@ -785,19 +785,13 @@ def read_json(path: str, *, n_rows: int | None = None, connection: Connection | 
     return _read("ReadJson", pb.ReadJsonRequest(path=path, n_rows=n_rows), connection)
 
 
-def read_rest_api(
-    url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None,
-    body: str | None = None, records_path: str | None = None, format: str | None = None,
-    connection: Connection | None = None,
-) -> DataFrame:
-    """Records fetched by the server over HTTP: a JSON array (under `records_path` if
-    given), or with `format="ndjson"` one JSON record per line, or `format="csv"`."""
-    return _read(
-        "ReadRestApi",
-        pb.RestApiRequest(url=url, method=method, headers=dict(headers or {}), body=body,
-                          records_path=records_path, format=format),
-        connection,
-    )
+def read_rest_api(url: str, *, connection: Connection | None = None, **kwargs: Any) -> DataFrame:
+    """Records fetched by the server over HTTP, every page, once: a JSON array (under
+    `records_path` if given), or with `format=` "ndjson", "csv", "arrow" or "msgpack".
+    Arguments as `polaroid.streams.rest_request` (schema, pagination, rate_limit, ...)."""
+    from polaroid.streams import rest_request
+
+    return _read("ReadRestApi", rest_request(url, **kwargs), connection)
 
 
 def from_arrow(table: pa.Table | pa.RecordBatch, *, name: str | None = None, progress: bool = False,

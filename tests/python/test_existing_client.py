@@ -146,8 +146,8 @@ def test_read_rest_api(pb, stub):
         request = pb.df.RestApiRequest(url=url, method="POST", headers={"X-Key": "secret"}, body='{"want": "weather"}')
         handle = stub.ReadRestApi(request).handle
         assert_frame_equal(collect(pb, stub, handle), pl.DataFrame(records))
-        # Field 8 is the answer's format, as existing clients know it.
-        request.format = "json"
+        # Field 8 is the answer's format, the contract's MessageFormat.
+        request.format = pb.df.JSON
         handle = stub.ReadRestApi(request).handle
         assert_frame_equal(collect(pb, stub, handle), pl.DataFrame(records))
     finally:

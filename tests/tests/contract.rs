@@ -2476,3 +2476,348 @@ async fn time_series() -> anyhow::Result<()> {
     assert_frame_eq(&c.collect(&every).await?, &expected);
     Ok(())
 }
+
+/// A REST server on loopback for the REST sources: `/items?page=N` gives two records a
+/// page for pages 1 and 2, one on page 3, then none.
+async fn rest_server() -> anyhow::Result<String> {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let app = axum::Router::new().route(
+        "/items",
+        axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+            let page: i64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let ids: Vec<i64> = match page {
+                1 => vec![1, 2],
+                2 => vec![3, 4],
+                3 => vec![5],
+                _ => vec![],
+            };
+            let records: Vec<String> = ids
+                .iter()
+                .map(|id| format!(r#"{{"id": {id}, "name": "n{id}", "extra": true}}"#))
+                .collect();
+            format!("[{}]", records.join(","))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{address}"))
+}
+
+/// A cluster whose workers may reach loopback (where the tests' peers are).
+async fn start_reaching_loopback() -> anyhow::Result<Contract> {
+    let env = vec![(
+        "POLAROID_REST_ALLOW_PRIVATE_NETWORKS".to_owned(),
+        "true".to_owned(),
+    )];
+    let cluster = TestCluster::start_with_env(1, &[], &[], env, None).await?;
+    let channel = cluster.channel().await?;
+    Ok(Contract {
+        seed: DataFrameServiceClient::new(channel.clone()),
+        ours: client_over(channel),
+        cluster,
+    })
+}
+
+/// The seed's REST request for `/items`: page numbers with a page size (a shorter page is
+/// the last), a schema, a rate limit, JSON.
+fn seed_rest(base: &str) -> seed::RestApiRequest {
+    seed::RestApiRequest {
+        url: format!("{base}/items"),
+        headers: Default::default(),
+        method: "GET".into(),
+        body: None,
+        pagination: Some(seed::PaginationConfig {
+            strategy: Some(seed::pagination_config::Strategy::PageNumber(
+                seed::PageNumberPagination {
+                    page_size: 2,
+                    page_param: "page".into(),
+                },
+            )),
+        }),
+        schema_json: r#"{"name": "String", "id": "Int32"}"#.into(),
+        rate_limit: Some(seed::RateLimitConfig {
+            requests_per_second: 100,
+            burst_size: 2,
+        }),
+        format: seed::MessageFormat::Json as i32,
+    }
+}
+
+/// What `/items` holds, with `seed_rest`'s schema: its columns, in its order, its types.
+fn items() -> DataFrame {
+    df!(
+        "name" => ["n1", "n2", "n3", "n4", "n5"],
+        "id" => [1i32, 2, 3, 4, 5],
+    )
+    .expect("frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_rest_api() -> anyhow::Result<()> {
+    let base = rest_server().await?;
+    let mut c = start_reaching_loopback().await?;
+    let reply = c.seed.read_rest_api(seed_rest(&base)).await;
+    c.check("read_rest_api, three pages", reply, items())
+        .await?;
+    // No pagination, no schema, no format: one request, the columns as the answer has them.
+    let plain = seed::RestApiRequest {
+        url: format!("{base}/items?page=2"),
+        pagination: None,
+        schema_json: String::new(),
+        rate_limit: None,
+        format: seed::MessageFormat::Unspecified as i32,
+        ..seed_rest(&base)
+    };
+    let expected = df!(
+        "id" => [3i64, 4],
+        "name" => ["n3", "n4"],
+        "extra" => [true, true],
+    )?;
+    let reply = c.seed.read_rest_api(plain).await;
+    c.check("read_rest_api, one page", reply, expected).await?;
+
+    let bad_schema = c
+        .seed
+        .read_rest_api(seed::RestApiRequest {
+            schema_json: r#"{"id": "Int"#.into(),
+            ..seed_rest(&base)
+        })
+        .await;
+    refused(
+        "read_rest_api with a schema_json that is not JSON",
+        bad_schema,
+        Code::InvalidArgument,
+        "schema_json (6): not JSON",
+    );
+    let bad_format = c
+        .seed
+        .read_rest_api(seed::RestApiRequest {
+            format: 7,
+            ..seed_rest(&base)
+        })
+        .await;
+    refused(
+        "read_rest_api with an unknown format",
+        bad_format,
+        Code::InvalidArgument,
+        "unknown MessageFormat 7",
+    );
+    let conflict = c
+        .ours
+        .read_rest_api(pb::RestApiRequest {
+            url: format!("{base}/items"),
+            format: pb::MessageFormat::Json as i32,
+            text_format: pb::RestTextFormat::Ndjson as i32,
+            ..Default::default()
+        })
+        .await;
+    refused(
+        "read_rest_api with format and text_format",
+        conflict,
+        Code::InvalidArgument,
+        "format (8) JSON and text_format (11) REST_TEXT_FORMAT_NDJSON: set one of them",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_rest_api() -> anyhow::Result<()> {
+    let base = rest_server().await?;
+    let mut c = start_reaching_loopback().await?;
+    // The answer, every page, as ArrowBatch messages the established client opens one by
+    // one; each record with the stream's receive time and source position after it.
+    let mut stream = c.seed.stream_rest_api(seed_rest(&base)).await?.into_inner();
+    let mut frames = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        frames.push(from_ipc(&batch.arrow_ipc));
+    }
+    let streamed = stack(&frames);
+    assert_frame_eq(
+        &streamed.drop_many(["_received_at", "_source_position"]),
+        &items(),
+    );
+    let positions: Vec<&str> = streamed
+        .column("_source_position")?
+        .str()?
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(positions, ["0:0:0", "0:0:1", "0:1:0", "0:1:1", "0:2:0"]);
+
+    let bad_schema = c
+        .seed
+        .stream_rest_api(seed::RestApiRequest {
+            schema_json: r#"{"id": 5}"#.into(),
+            ..seed_rest(&base)
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_rest_api with a schema_json of no type names",
+        bad_schema,
+        Code::InvalidArgument,
+        "must be a type name",
+    );
+    let conflict = c
+        .ours
+        .stream_rest_api(pb::RestApiRequest {
+            url: format!("{base}/items"),
+            rate_limit: Some(pb::RateLimitConfig {
+                requests_per_second: 2,
+                burst_size: 1,
+            }),
+            min_request_interval_ms: Some(2000),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_rest_api with rate_limit and min_request_interval_ms",
+        conflict,
+        Code::InvalidArgument,
+        "rate_limit (7) and min_request_interval_ms (18): set one of them",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_message_queue() -> anyhow::Result<()> {
+    let server = redis_server().await?;
+    let mut redis = redis::Client::open(server.redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    // The group made first, so that every entry added after is the group's to read.
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "orders", "readers", "$", "MKSTREAM"])
+        .query_async(&mut redis)
+        .await?;
+    let mut ids = Vec::new();
+    for (id, amount) in [(1, 9.5), (2, 3.25), (3, 7.0)] {
+        let payload = format!(r#"{{"order": {id}, "amount": {amount}}}"#);
+        let added: String = redis::cmd("XADD")
+            .arg(&["orders", "*", "data", payload.as_str()])
+            .query_async(&mut redis)
+            .await?;
+        ids.push(added);
+    }
+    let mut c = start_reaching_loopback().await?;
+    let request = seed::MessageQueueRequest {
+        r#type: seed::MessageQueueType::RedisStream as i32,
+        connection_string: server.redis_url(),
+        topic: "orders".into(),
+        consumer_group: Some("readers".into()),
+        schema_json: r#"{"order": "Int64", "amount": "Float64"}"#.into(),
+        format: seed::MessageFormat::Json as i32,
+    };
+    let mut stream = c
+        .seed
+        .stream_message_queue(request.clone())
+        .await?
+        .into_inner();
+    let mut frames = Vec::new();
+    let mut rows = 0;
+    while rows < 3 {
+        let batch = stream
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended early"))?;
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        let frame = from_ipc(&batch.arrow_ipc);
+        rows += frame.height();
+        frames.push(frame);
+    }
+    drop(stream);
+    let streamed = stack(&frames);
+    assert_frame_eq(
+        &streamed.drop_many(["_received_at", "_source_position"]),
+        &df!("order" => [1i64, 2, 3], "amount" => [9.5f64, 3.25, 7.0])?,
+    );
+    let positions: Vec<String> = streamed
+        .column("_source_position")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(positions, ids);
+
+    let bad = c
+        .seed
+        .stream_message_queue(seed::MessageQueueRequest {
+            schema_json: "not json".into(),
+            ..request.clone()
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_message_queue with a schema_json that is not JSON",
+        bad,
+        Code::InvalidArgument,
+        "schema_json (5): not JSON",
+    );
+    let kafka = c
+        .seed
+        .stream_message_queue(seed::MessageQueueRequest {
+            r#type: seed::MessageQueueType::Kafka as i32,
+            ..request
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_message_queue of KAFKA",
+        kafka,
+        Code::Unimplemented,
+        "librdkafka",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_web_socket() -> anyhow::Result<()> {
+    let server = websocket_server().await?;
+    let mut c = start_reaching_loopback().await?;
+    let request = seed::WebSocketSourceRequest {
+        url: format!("ws://127.0.0.1:{}/records", server.port),
+        headers: [("x-token".to_owned(), "secret".to_owned())].into(),
+        schema_json: r#"{"name": "String", "id": "Int32"}"#.into(),
+        reconnect_policy: None,
+        buffer_size: Some(3),
+        format: Some(seed::MessageFormat::Json as i32),
+    };
+    let mut stream = c
+        .seed
+        .stream_web_socket(request.clone())
+        .await?
+        .into_inner();
+    let mut frames = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        frames.push(from_ipc(&batch.arrow_ipc));
+    }
+    anyhow::ensure!(frames.iter().all(|f| f.height() <= 3), "buffer_size rows");
+    assert_frame_eq(
+        &stack(&frames).drop_many(["_received_at", "_source_position"]),
+        &df!(
+            "name" => [Some("n1"), Some("n2"), Some("n3"), Some("n4"), None],
+            "id" => [1i32, 2, 3, 4, 5],
+        )?,
+    );
+    let bad = c
+        .seed
+        .stream_web_socket(seed::WebSocketSourceRequest {
+            buffer_size: Some(-1),
+            ..request
+        })
+        .await
+        .map(|_| ());
+    refused(
+        "stream_web_socket with a negative buffer_size",
+        bad,
+        Code::InvalidArgument,
+        "buffer_size (5) must be positive",
+    );
+    Ok(())
+}

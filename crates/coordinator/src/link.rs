@@ -382,6 +382,16 @@ enum Inner {
     InProcess(tonic::body::Body),
 }
 
+impl Received {
+    /// Whether the worker's answer ended with its head (a status without a body).
+    pub fn ended_at_head(&self) -> bool {
+        match &self.0 {
+            Inner::Http2 { stream, done, .. } => *done || stream.is_end_stream(),
+            Inner::InProcess(body) => http_body::Body::is_end_stream(body),
+        }
+    }
+}
+
 impl http_body::Body for Received {
     type Data = Bytes;
     type Error = LinkError;

@@ -262,6 +262,7 @@ async fn forward<R: Routes>(
         RouteKey::Fresh(_) => "new_pipeline",
     };
     metrics::counter!("polaroid_coordinator_routed_calls_total", "route" => route).increment(1);
+    let streams_a_source = R::streams_a_source(method);
     let path = PathAndQuery::try_from(path)
         .map_err(|e| Status::invalid_argument(format!("bad method path: {e}")))?;
 
@@ -307,9 +308,16 @@ async fn forward<R: Routes>(
             let response = target.link.send(path.as_str(), headers, outbound).await?;
             let (head, mut body) = response.into_parts();
             // The first frame (or the end) is awaited here so that a worker that dies
-            // before answering is failed over; after it, the stream is the client's.
+            // before answering is failed over; after it, the stream is the client's. A
+            // streaming source may send nothing for a long time (an idle queue): its
+            // answer is the client's from its head on.
+            if streams_a_source {
+                let ended = body.ended_at_head();
+                return Ok::<_, LinkError>((head, None, body, ended));
+            }
             let first = body.frame().await.transpose()?;
-            Ok::<_, LinkError>((head, first, body))
+            let ended = first.is_none();
+            Ok::<_, LinkError>((head, first, body, ended))
         };
         let answer = tokio::select! {
             // The client's own failure first: resetting the worker's stream for it also
@@ -319,13 +327,12 @@ async fn forward<R: Routes>(
             answer = call => answer,
         };
         let failure = match answer {
-            Ok((head, first, rest)) => {
+            Ok((head, first, rest, ended)) => {
                 if attempt > 0 {
                     metrics::counter!("polaroid_coordinator_failovers_total").increment(1);
                 }
                 // A trailers-only answer (a status in the headers, no body) must stay one
                 // HEADERS frame that ends the stream: gRPC clients reject data after it.
-                let ended = first.is_none();
                 let body = Forwarded {
                     first,
                     rest,

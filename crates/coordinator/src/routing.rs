@@ -41,6 +41,13 @@ pub trait Routes: 'static {
     fn converses(_method: &str) -> bool {
         false
     }
+
+    /// Whether `method` streams a source as its data arrives, which may be long after the
+    /// call starts: its answer goes to the client from its head on, rather than after its
+    /// first message.
+    fn streams_a_source(_method: &str) -> bool {
+        false
+    }
 }
 
 pub struct DataFrameRoutes;
@@ -50,6 +57,13 @@ impl Routes for DataFrameRoutes {
 
     fn route_key(method: &str, first: Option<&[u8]>) -> RouteKey {
         route_key(method, first)
+    }
+
+    fn streams_a_source(method: &str) -> bool {
+        matches!(
+            method,
+            "StreamRestApi" | "StreamMessageQueue" | "StreamWebSocket" | "StreamGrpc"
+        )
     }
 }
 

@@ -174,6 +174,21 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Queries the streaming engine refused, run on Polars' in-memory engine instead.",
     ),
     (
+        "polaroid_worker_streams_active",
+        Kind::Gauge,
+        "Streaming sources (StreamRestApi, StreamWebSocket, StreamMessageQueue) running now, by source.",
+    ),
+    (
+        "polaroid_worker_stream_rows_total",
+        Kind::Counter,
+        "Rows streaming sources sent their clients, by source.",
+    ),
+    (
+        "polaroid_worker_streams_ended_total",
+        Kind::Counter,
+        "Streaming sources ended, by source and reason (source_ended, cancelled, cap, error).",
+    ),
+    (
         "polaroid_store_read_bytes_total",
         Kind::Counter,
         "Bytes read from the handle store (values returned by gets), by backend.",

@@ -71,8 +71,9 @@ pub struct WorkerConfig {
     /// cluster). Off: each tenant's paths resolve in its own directory of each root,
     /// `<root>/tenants/<tenant digest>`, and other tenants' files are outside its roots.
     pub shared_data_roots: bool,
-    /// URL prefixes REST sources may reach (on any address; redirects must stay under
-    /// them). Empty: any http(s) URL on a public address.
+    /// URL prefixes REST sources, and streaming sources' peers (`ws(s)://`, `redis://`), may reach
+    /// (on any address; redirects must stay under them). Empty: any http(s) URL, or
+    /// Redis server, on a public address.
     pub rest_allowed_url_prefixes: Vec<String>,
     /// Lets REST sources reach loopback, link-local and private addresses too (a laptop,
     /// a trusted network). Off: they are refused.
@@ -96,6 +97,9 @@ pub struct WorkerConfig {
     pub max_upload_bytes: usize,
     /// Largest answer a REST source (`ReadRestApi`) may give, all its pages together.
     pub max_rest_response_bytes: usize,
+    /// Pages a REST source may read for one answer, unless its request asks for fewer
+    /// (`max_pages`); an answer with more is RESOURCE_EXHAUSTED.
+    pub max_rest_pages: u32,
     pub max_result_rows: usize,
     pub max_result_columns: usize,
     pub max_result_bytes: usize,
@@ -108,8 +112,23 @@ pub struct WorkerConfig {
     pub streaming_engine: bool,
     /// Steps a handle's lineage may have since its nearest source or persisted ancestor.
     pub max_lineage_depth: u32,
-    /// Default rows per message of CollectStreaming.
+    /// Default rows per message of CollectStreaming and of the streaming sources.
     pub stream_batch_rows: usize,
+    /// Streaming sources (`StreamRestApi`, `StreamMessageQueue`, ...) served at once; a
+    /// stream beyond is RESOURCE_EXHAUSTED. 0: no limit.
+    pub max_streams: usize,
+    /// Rows one stream sends in all; the stream ends there with RESOURCE_EXHAUSTED.
+    /// 0: no cap.
+    pub stream_max_rows: u64,
+    /// Arrow IPC bytes one stream sends in all; RESOURCE_EXHAUSTED past it. 0: no cap.
+    pub stream_max_bytes: u64,
+    /// Seconds one stream may run; DEADLINE_EXCEEDED past them. 0: no cap.
+    pub stream_max_duration_secs: f64,
+    /// Rows a second one stream sends at most; a faster source waits. 0: no cap.
+    pub stream_max_rows_per_second: u32,
+    /// Requests a second one stream makes to its peer at most (REST pages and polls),
+    /// whatever its client asks. 0: no cap.
+    pub stream_max_requests_per_second: u32,
     /// A handle not used (collected, derived from, heartbeated) for this long expires,
     /// unless pinned. 0: never.
     pub handle_ttl_secs: f64,
@@ -155,6 +174,22 @@ impl WorkerConfig {
         self.max_response_message_bytes
             .saturating_sub(1024)
             .max(1024)
+    }
+
+    /// What one streaming source may do (`max_streams`, `stream_*`).
+    pub fn stream_caps(&self) -> crate::streams::StreamCaps {
+        let positive = |n: u32| (n > 0).then_some(n);
+        crate::streams::StreamCaps {
+            max_rows: self.stream_max_rows,
+            max_bytes: self.stream_max_bytes,
+            max_duration: (self.stream_max_duration_secs > 0.0)
+                .then(|| seconds(self.stream_max_duration_secs)),
+            max_rows_per_second: positive(self.stream_max_rows_per_second),
+            max_requests_per_second: positive(self.stream_max_requests_per_second),
+            max_streams: self.max_streams,
+            batch_rows: self.stream_batch_rows.max(1),
+            max_message_bytes: self.result_payload_bytes(),
+        }
     }
 
     /// How long an unused handle lives; `None`: forever.
@@ -241,6 +276,7 @@ impl Default for WorkerConfig {
             max_response_message_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 16 * 1024 * 1024 * 1024,
             max_rest_response_bytes: 1024 * 1024 * 1024,
+            max_rest_pages: 10_000,
             max_result_rows: 100_000_000,
             max_result_columns: 10_000,
             max_result_bytes: 8 * 1024 * 1024 * 1024,
@@ -249,6 +285,12 @@ impl Default for WorkerConfig {
             max_lineage_depth: 10_000,
             streaming_engine: true,
             stream_batch_rows: 65_536,
+            max_streams: 64,
+            stream_max_rows: 100_000_000,
+            stream_max_bytes: 64 * 1024 * 1024 * 1024,
+            stream_max_duration_secs: 24.0 * 3600.0,
+            stream_max_rows_per_second: 0,
+            stream_max_requests_per_second: 20,
             handle_ttl_secs: 24.0 * 3600.0,
             gc_interval_secs: 60.0,
             gc_grace_secs: 600.0,

@@ -181,6 +181,7 @@ pub(crate) fn is_source_op(op: &Op) -> bool {
             | Op::ReadIpc(_)
             | Op::ReadJson(_)
             | Op::ReadRestApi(_)
+            | Op::ReadRestApiV0(_)
             | Op::Upload(_)
     )
 }
@@ -207,8 +208,8 @@ pub struct Engine {
     /// cost). Results are immutable per plan, so entries never go stale.
     encoded: Mutex<LruCache<EncodedKey, Arc<[Bytes]>>>,
     /// Where REST sources may reach, and the HTTP clients that hold to it.
-    outbound: crate::outbound::Outbound,
-    max_rest_response_bytes: usize,
+    outbound: Arc<crate::outbound::Outbound>,
+    rest_limits: crate::rest::RestLimits,
     panic_on_operation: Option<String>,
     handle_ttl_ms: u64,
     /// A live handle's record is rewritten with a new access time at most this often.
@@ -229,7 +230,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::ReadCsv(_) | Op::ReadCsvV0(_) => "read_csv",
         Op::ReadIpc(_) => "read_ipc",
         Op::ReadJson(_) => "read_json",
-        Op::ReadRestApi(_) => "read_rest_api",
+        Op::ReadRestApi(_) | Op::ReadRestApiV0(_) => "read_rest_api",
         Op::Upload(_) => "upload",
         Op::Select(_) => "select",
         Op::Filter(_) => "filter",
@@ -402,7 +403,7 @@ impl Engine {
         config: &WorkerConfig,
         catalog: Catalog,
         roots: DataRoots,
-        outbound: crate::outbound::Outbound,
+        outbound: Arc<crate::outbound::Outbound>,
     ) -> Self {
         let ttl_ms = config.handle_ttl().map_or(u64::MAX, |ttl| {
             u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
@@ -424,7 +425,11 @@ impl Engine {
             results: ResultCache::new(config.cache_bytes),
             encoded: Mutex::new(LruCache::new(ENCODED_RESULTS)),
             outbound,
-            max_rest_response_bytes: config.max_rest_response_bytes,
+            rest_limits: crate::rest::RestLimits {
+                max_answer_bytes: config.max_rest_response_bytes,
+                max_pages: config.max_rest_pages,
+                max_requests_per_second: None,
+            },
             panic_on_operation: Some(config.debug_panic_on_operation.clone())
                 .filter(|op| !op.is_empty()),
             handle_ttl_ms: ttl_ms,
@@ -944,13 +949,14 @@ impl Engine {
                 // Kept as an upload, as interactively: the answer is not replayable, and
                 // its content address makes the plan's id (so a later run with another
                 // answer is another plan, not a stale cache hit).
-                let (bytes, df) = self.fetch_rest(&request).await?;
+                let url = request.url.clone();
+                let (bytes, df) = self.fetch_rest(request).await?;
                 let artifact = self.catalog.put_artifact(tenant, bytes).await?;
                 own_artifact = Some(Catalog::artifact_ref(tenant, &artifact));
                 let schema = df.schema().clone();
                 let upload = Op::Upload(pb::UploadedArtifact {
                     artifact: artifact.as_str().to_owned(),
-                    name: Some(request.url),
+                    name: Some(url),
                 });
                 (upload, (Frame::Lazy(df.lazy()), schema))
             }
@@ -1057,20 +1063,33 @@ impl Engine {
         tenant: TenantId,
         req: pb::RestApiRequest,
     ) -> EngineResult<Handle> {
-        let (bytes, df) = self.fetch_rest(&req).await?;
-        self.register_upload(tenant, bytes, df, Some(req.url)).await
+        let url = req.url.clone();
+        let (bytes, df) = self.fetch_rest(req).await?;
+        self.register_upload(tenant, bytes, df, Some(url)).await
     }
 
-    /// Fetches a REST source and parses it, as a frame and the Arrow IPC bytes it is
-    /// stored as.
-    async fn fetch_rest(&self, req: &pb::RestApiRequest) -> EngineResult<(Bytes, DataFrame)> {
-        let (answer, schema) =
-            sources::fetch_rest(&self.outbound, req, self.max_rest_response_bytes).await?;
+    /// Fetches a REST source, every page, and parses it, as a frame and the Arrow IPC
+    /// bytes it is stored as.
+    async fn fetch_rest(&self, req: pb::RestApiRequest) -> EngineResult<(Bytes, DataFrame)> {
+        let mut source =
+            crate::rest::RestSource::new(self.outbound.clone(), req, self.rest_limits, false)?;
+        let records = source.fetch_all().await?;
+        let (schema, cast_only) = (source.schema.clone(), source.cast_only);
         self.blocking("read_rest_api", move || {
-            let mut df = answer.into_frame(schema)?;
+            let mut df = records.into_frame(schema.as_ref(), cast_only)?;
             Ok((Bytes::from(ipc::encode(&mut df)?), df))
         })
         .await
+    }
+
+    /// Where REST sources may reach (streams take their own clients from it).
+    pub fn outbound(&self) -> &Arc<crate::outbound::Outbound> {
+        &self.outbound
+    }
+
+    /// What the worker allows one REST answer.
+    pub fn rest_limits(&self) -> crate::rest::RestLimits {
+        self.rest_limits
     }
 
     /// A step over existing handles; the new handle inherits the first parent's affinity.

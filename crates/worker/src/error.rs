@@ -44,6 +44,13 @@ pub enum EngineError {
     Unimplemented(String),
     #[error("remote source failed: {0}")]
     Remote(String),
+    /// A remote source answered, with a failure that means `code` for the caller (it
+    /// refused the request, has no such thing, or timed out).
+    #[error("remote source failed: {message}")]
+    RemoteAnswer { code: ErrorCode, message: String },
+    /// A stream reached one of the worker's stream caps (rows, bytes, duration).
+    #[error("{message}")]
+    StreamCap { code: ErrorCode, message: String },
     #[error("i/o error during {operation}: {source}")]
     Io {
         operation: &'static str,
@@ -84,6 +91,7 @@ impl EngineError {
             Self::SourceChanged(_) | Self::LineageTooDeep { .. } => ErrorCode::FailedPrecondition,
             Self::Unimplemented(_) => ErrorCode::Unimplemented,
             Self::Remote(_) => ErrorCode::Unavailable,
+            Self::RemoteAnswer { code, .. } | Self::StreamCap { code, .. } => *code,
             Self::Cancelled => ErrorCode::Cancelled,
             Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorCode::NotFound

@@ -54,6 +54,7 @@ fn arity(op: &Op) -> usize {
         | Op::ReadIpc(_)
         | Op::ReadJson(_)
         | Op::ReadRestApi(_)
+        | Op::ReadRestApiV0(_)
         | Op::Upload(_) => 0,
         Op::Join(_) | Op::JoinV0(_) | Op::Cross(_) | Op::AsofJoin(_) | Op::AsofJoinV0(_) => 2,
         Op::Sql(sql) => sql.tables.len(),

@@ -22,6 +22,7 @@ pub fn is_legacy(op: &Op) -> bool {
             | Op::AsTimeSeriesV0(_)
             | Op::ResampleV0(_)
             | Op::RollingWindowV0(_)
+            | Op::ReadRestApiV0(_)
             | Op::WithColumnsV0(_)
             | Op::SortV0(_)
             | Op::UniqueV0(_)
@@ -88,6 +89,7 @@ pub fn upgrade(op: Op) -> EngineResult<Op> {
             period: old.period,
         }),
         Op::RollingWindowV0(old) => rolling_window(old),
+        Op::ReadRestApiV0(old) => Op::ReadRestApi(crate::rest::upgrade_step(old)?),
         Op::WithColumnsV0(old) => Op::WithColumns(pb::WithColumnsRequest {
             handle: old.handle,
             columns: Default::default(),
@@ -919,6 +921,45 @@ mod tests {
         assert_eq!(cross.suffix.as_deref(), Some("_r"));
         assert!(cross.left_handle.is_empty() && cross.right_handle.is_empty());
         assert_eq!(node.inputs[1], "q".repeat(64));
+    }
+
+    #[test]
+    fn an_old_rest_step_keeps_its_meaning() {
+        // A job's ReadRestApi step as the code before the contract encoded it (the Python
+        // stubs of 2e73a7e, `PlanStep.SerializeToString`): url, a header, GET, page numbers
+        // 2.. for 3 pages with size=10 sent, schema n: Int32, 4 requests a second, CSV,
+        // a 500 ms timeout.
+        let bytes = unhex(
+            "2a540a0e687474703a2f2f682f6974656d73120a0a05782d6b657912016b1a034745542a120a047061676510021803220473697a65280a320a0a016e1205496e7433323a09090000000000001040420363737648f403",
+        );
+        let step = pb::PlanStep::decode(bytes.as_slice()).expect("an old step decodes");
+        assert_eq!(step.encode_to_vec(), bytes, "re-encodes as stored");
+        let op = step.op.expect("an op");
+        assert!(is_legacy(&op));
+        let Op::ReadRestApi(rest) = upgrade(op).expect("upgrades") else {
+            panic!("not read_rest_api")
+        };
+        assert_eq!(rest.url, "http://h/items?size=10");
+        assert_eq!(rest.headers.get("x-key").map(String::as_str), Some("k"));
+        assert_eq!(rest.method, "GET");
+        assert_eq!(
+            rest.pagination.clone().and_then(|p| p.strategy),
+            Some(pb::pagination_config::Strategy::PageNumber(
+                pb::PageNumberPagination {
+                    page_size: 0,
+                    page_param: "page".into()
+                }
+            ))
+        );
+        assert_eq!((rest.start_page, rest.max_pages), (Some(2), Some(3)));
+        assert_eq!(rest.schema_json, r#"{"n":"Int32"}"#);
+        assert!(rest.cast_only, "the old schema cast the columns it named");
+        assert_eq!(rest.min_request_interval_ms, Some(250));
+        assert_eq!(rest.rate_limit, None);
+        assert_eq!(rest.text_format(), pb::RestTextFormat::Csv);
+        assert_eq!(rest.format(), pb::MessageFormat::Unspecified);
+        assert_eq!(rest.timeout_ms, Some(500));
+        assert!(!is_legacy(&Op::ReadRestApi(rest)));
     }
 
     #[test]

@@ -18,12 +18,16 @@ mod outbound;
 mod paths;
 mod plan;
 mod query;
+mod records;
 mod registration;
+mod rest;
+pub mod schema_json;
 mod service;
 mod sinks;
 mod sources;
 mod sql_depth;
 mod stats;
+mod streams;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -202,7 +206,7 @@ pub async fn serve(
         &config.rest_allowed_url_prefixes,
         config.rest_allow_private_networks,
     )?;
-    let engine = Arc::new(Engine::new(&config, catalog, roots, outbound));
+    let engine = Arc::new(Engine::new(&config, catalog, roots, Arc::new(outbound)));
     let service =
         DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))
             .max_decoding_message_size(config.max_request_message_bytes)

@@ -1,10 +1,11 @@
-//! Where a REST source may reach. Without configured prefixes, any http(s) URL whose
-//! every address is public: loopback, link-local (169.254.0.0/16, the cloud metadata
-//! address), private, shared, unique-local and reserved ranges are refused, checked on
-//! the resolved address of every connection (so redirects and DNS rebinding are checked
-//! too, and no proxy resolves on our behalf). With prefixes, only URLs under them, which
-//! the operator vouches for, may be reached, on any address; their redirects must stay
-//! under them.
+//! Where a REST source (or a streaming source's peer: a queue) may reach. Without
+//! configured prefixes, any http(s) URL whose every address is public: loopback,
+//! link-local (169.254.0.0/16, the cloud metadata address), private, shared, unique-local
+//! and reserved ranges are refused, checked on the resolved address of every connection
+//! (so redirects and DNS rebinding are checked too, and no proxy resolves on our behalf).
+//! With prefixes, only URLs under them, which the operator vouches for, may be reached,
+//! on any address; their redirects must stay under them. Other sources' URLs
+//! (`redis://...`) follow the same rule through [`Outbound::resolve`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -60,7 +61,7 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// A refused destination; found in a failed request's error chain.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{host} is {why} ({address}); REST sources may reach public addresses only, unless the operator allows a URL prefix (rest_allowed_url_prefixes)"
+    "{host} is {why} ({address}); sources may reach public addresses only, unless the operator allows a URL prefix (rest_allowed_url_prefixes)"
 )]
 struct Refused {
     host: String,
@@ -128,7 +129,7 @@ pub struct Outbound {
 /// Why the outbound settings were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("rest_allowed_url_prefixes: `{0}` is not an http(s) URL")]
+    #[error("rest_allowed_url_prefixes: `{0}` is not an http(s), ws(s) or redis URL")]
     BadPrefix(String),
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -141,7 +142,10 @@ impl Outbound {
             .map(|text| {
                 Url::parse(text)
                     .ok()
-                    .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+                    .filter(|url| {
+                        matches!(url.scheme(), "http" | "https" | "redis" | "ws" | "wss")
+                            && url.has_host()
+                    })
                     .map(Prefix)
                     .ok_or_else(|| OutboundError::BadPrefix(text.clone()))
             })
@@ -161,6 +165,25 @@ impl Outbound {
             trusted,
             public,
             allow_private,
+        })
+    }
+
+    /// The same rule with HTTP clients of its own: a stream's, whose connections close
+    /// when it ends (the shared clients keep idle connections pooled).
+    pub fn fresh(&self) -> Result<Self, OutboundError> {
+        let trusted = reqwest::Client::builder()
+            .redirect(redirects(self.prefixes.clone(), true))
+            .build()?;
+        let public = reqwest::Client::builder()
+            .dns_resolver(Arc::new(PublicOnly))
+            .no_proxy()
+            .redirect(redirects(self.prefixes.clone(), self.allow_private))
+            .build()?;
+        Ok(Self {
+            prefixes: self.prefixes.clone(),
+            trusted,
+            public,
+            allow_private: self.allow_private,
         })
     }
 
@@ -186,6 +209,56 @@ impl Outbound {
         Ok(&self.public)
     }
 
+    /// The addresses a source that is not HTTP (a queue) may connect to for `url`
+    /// (`default_port` when it names none), resolved here once: the caller connects to
+    /// these, so what was checked is what is reached. Refused as `client_for` refuses.
+    pub async fn resolve(&self, url: &Url, default_port: u16) -> EngineResult<Vec<SocketAddr>> {
+        if !self.prefixes.is_empty() && !self.prefixes.iter().any(|p| p.covers(url)) {
+            return Err(EngineError::OutboundRefused(format!(
+                "`{}` is not under an allowed URL prefix (rest_allowed_url_prefixes)",
+                excerpt(&redacted(url))
+            )));
+        }
+        let port = url.port().unwrap_or(default_port);
+        let addresses: Vec<SocketAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|e| {
+                    EngineError::Remote(format!("cannot resolve `{}`: {e}", excerpt(name)))
+                })?
+                .collect(),
+            None => {
+                return Err(EngineError::invalid(format!(
+                    "`{}` names no host",
+                    excerpt(&redacted(url))
+                )));
+            }
+        };
+        if addresses.is_empty() {
+            return Err(EngineError::Remote(format!(
+                "`{}` resolves to no address",
+                excerpt(url.host_str().unwrap_or_default())
+            )));
+        }
+        if self.prefixes.is_empty() && !self.allow_private {
+            // All or nothing, as for HTTP: a name with one private address is refused.
+            if let Some((address, why)) = addresses
+                .iter()
+                .find_map(|a| forbidden(a.ip()).map(|why| (a.ip(), why)))
+            {
+                let refused = Refused {
+                    host: url.host_str().unwrap_or_default().to_owned(),
+                    address,
+                    why,
+                };
+                return Err(EngineError::OutboundRefused(refused.to_string()));
+            }
+        }
+        Ok(addresses)
+    }
+
     /// The refusal inside a failed request's error, if that is why it failed.
     pub fn refusal(error: &reqwest::Error) -> Option<String> {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -200,6 +273,15 @@ impl Outbound {
         }
         None
     }
+}
+
+/// `url` without its password, for messages.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
 }
 
 /// The refusal of a URL whose host is a forbidden address literal.

@@ -171,6 +171,7 @@ pub fn apply(op: &Op, ctx: &StepContext<'_>) -> EngineResult<Frame> {
         | Op::ReadIpc(_)
         | Op::ReadJson(_)
         | Op::ReadRestApi(_)
+        | Op::ReadRestApiV0(_)
         | Op::Upload(_) => {
             return Err(EngineError::Internal {
                 operation: "plan",

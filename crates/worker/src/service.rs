@@ -66,6 +66,7 @@ fn write_reply(result: EngineResult<usize>) -> Reply<pb::WriteResponse> {
 
 pub struct DataFrameServer {
     engine: Arc<Engine>,
+    streams: crate::streams::Streams,
     max_message_bytes: usize,
     stream_batch_rows: usize,
     max_upload_bytes: usize,
@@ -73,8 +74,14 @@ pub struct DataFrameServer {
 
 impl DataFrameServer {
     pub fn new(engine: Arc<Engine>, config: &crate::WorkerConfig) -> Self {
+        let streams = crate::streams::Streams::new(
+            engine.outbound().clone(),
+            engine.rest_limits(),
+            config.stream_caps(),
+        );
         Self {
             engine,
+            streams,
             max_message_bytes: config.result_payload_bytes(),
             stream_batch_rows: config.stream_batch_rows,
             max_upload_bytes: config.max_upload_bytes,
@@ -167,7 +174,7 @@ pub(crate) fn stream_from_blocking<T: Send + 'static>(
 
 fn unimplemented_source(name: &str) -> Status {
     status(EngineError::Unimplemented(format!(
-        "{name} is declared in polaroid.v1 but not implemented yet: streaming network sources arrive with their own release"
+        "{name} is declared in polaroid.v1 but not implemented yet: StreamRestApi, StreamWebSocket and StreamMessageQueue (REDIS_STREAM) are served (docs/streams.md)"
     )))
 }
 
@@ -260,29 +267,54 @@ impl DataFrameService for DataFrameServer {
         handle_reply(self.engine.upload(tenant, data.into(), name).await)
     }
 
+    type StreamRestApiStream = BatchStream;
+
     async fn stream_rest_api(
         &self,
-        _: Request<pb::StreamRestApiRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
-        Err(unimplemented_source("StreamRestApi"))
+        request: Request<pb::RestApiRequest>,
+    ) -> Reply<Self::StreamRestApiStream> {
+        tenant(&request)?;
+        let stream = self.streams.rest(request.into_inner()).map_err(status)?;
+        Ok(Response::new(stream))
     }
+
+    type StreamWebSocketStream = BatchStream;
 
     async fn stream_web_socket(
         &self,
-        _: Request<pb::StreamWebSocketRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
-        Err(unimplemented_source("StreamWebSocket"))
+        request: Request<pb::WebSocketSourceRequest>,
+    ) -> Reply<Self::StreamWebSocketStream> {
+        tenant(&request)?;
+        let stream = self
+            .streams
+            .websocket(request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream))
     }
 
-    async fn stream_grpc(&self, _: Request<pb::StreamGrpcRequest>) -> Reply<pb::DataFrameHandle> {
+    type StreamGrpcStream = BatchStream;
+
+    async fn stream_grpc(
+        &self,
+        _: Request<pb::GrpcStreamRequest>,
+    ) -> Reply<Self::StreamGrpcStream> {
         Err(unimplemented_source("StreamGrpc"))
     }
 
+    type StreamMessageQueueStream = BatchStream;
+
     async fn stream_message_queue(
         &self,
-        _: Request<pb::StreamMessageQueueRequest>,
-    ) -> Reply<pb::DataFrameHandle> {
-        Err(unimplemented_source("StreamMessageQueue"))
+        request: Request<pb::MessageQueueRequest>,
+    ) -> Reply<Self::StreamMessageQueueStream> {
+        tenant(&request)?;
+        let stream = self
+            .streams
+            .message_queue(request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream))
     }
 
     async fn select(&self, request: Request<pb::SelectRequest>) -> Reply<pb::DataFrameHandle> {

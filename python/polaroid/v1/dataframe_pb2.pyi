@@ -14,6 +14,28 @@ class JsonFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JSON_FORMAT_JSON: _ClassVar[JsonFormat]
     JSON_FORMAT_NDJSON: _ClassVar[JsonFormat]
 
+class RestTextFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REST_TEXT_FORMAT_UNSPECIFIED: _ClassVar[RestTextFormat]
+    REST_TEXT_FORMAT_NDJSON: _ClassVar[RestTextFormat]
+    REST_TEXT_FORMAT_CSV: _ClassVar[RestTextFormat]
+
+class MessageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MESSAGE_FORMAT_UNSPECIFIED: _ClassVar[MessageFormat]
+    JSON: _ClassVar[MessageFormat]
+    ARROW_IPC: _ClassVar[MessageFormat]
+    MSGPACK: _ClassVar[MessageFormat]
+    PROTOBUF: _ClassVar[MessageFormat]
+
+class MessageQueueType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MESSAGE_QUEUE_TYPE_UNSPECIFIED: _ClassVar[MessageQueueType]
+    KAFKA: _ClassVar[MessageQueueType]
+    RABBITMQ: _ClassVar[MessageQueueType]
+    NATS: _ClassVar[MessageQueueType]
+    REDIS_STREAM: _ClassVar[MessageQueueType]
+
 class UniqueKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     UNIQUE_KEEP_UNSPECIFIED: _ClassVar[UniqueKeep]
@@ -98,6 +120,19 @@ class InterpolationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 JSON_FORMAT_UNSPECIFIED: JsonFormat
 JSON_FORMAT_JSON: JsonFormat
 JSON_FORMAT_NDJSON: JsonFormat
+REST_TEXT_FORMAT_UNSPECIFIED: RestTextFormat
+REST_TEXT_FORMAT_NDJSON: RestTextFormat
+REST_TEXT_FORMAT_CSV: RestTextFormat
+MESSAGE_FORMAT_UNSPECIFIED: MessageFormat
+JSON: MessageFormat
+ARROW_IPC: MessageFormat
+MSGPACK: MessageFormat
+PROTOBUF: MessageFormat
+MESSAGE_QUEUE_TYPE_UNSPECIFIED: MessageQueueType
+KAFKA: MessageQueueType
+RABBITMQ: MessageQueueType
+NATS: MessageQueueType
+REDIS_STREAM: MessageQueueType
 UNIQUE_KEEP_UNSPECIFIED: UniqueKeep
 UNIQUE_KEEP_FIRST: UniqueKeep
 UNIQUE_KEEP_LAST: UniqueKeep
@@ -245,7 +280,7 @@ class ReadJsonRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., format: _Optional[_Union[JsonFormat, str]] = ..., n_rows: _Optional[int] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., infer_schema_length: _Optional[int] = ...) -> None: ...
 
 class RestApiRequest(_message.Message):
-    __slots__ = ("url", "headers", "method", "body", "pagination", "schema", "rate_limit", "format", "timeout_ms", "records_path")
+    __slots__ = ("url", "headers", "method", "body", "pagination", "schema_json", "rate_limit", "format", "timeout_ms", "records_path", "text_format", "max_pages", "start_page", "page_size_param", "limit_param", "poll_interval_ms", "cast_only", "min_request_interval_ms")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -258,42 +293,88 @@ class RestApiRequest(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     PAGINATION_FIELD_NUMBER: _ClassVar[int]
-    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_PATH_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAGES_FIELD_NUMBER: _ClassVar[int]
+    START_PAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_PARAM_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_PARAM_FIELD_NUMBER: _ClassVar[int]
+    POLL_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    CAST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUEST_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     url: str
     headers: _containers.ScalarMap[str, str]
     method: str
     body: str
-    pagination: RestPagination
-    schema: _containers.RepeatedCompositeFieldContainer[Field]
-    rate_limit: RestRateLimit
-    format: str
+    pagination: PaginationConfig
+    schema_json: str
+    rate_limit: RateLimitConfig
+    format: MessageFormat
     timeout_ms: int
     records_path: str
-    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., body: _Optional[str] = ..., pagination: _Optional[_Union[RestPagination, _Mapping]] = ..., schema: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., rate_limit: _Optional[_Union[RestRateLimit, _Mapping]] = ..., format: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., records_path: _Optional[str] = ...) -> None: ...
-
-class RestPagination(_message.Message):
-    __slots__ = ("page_param", "start_page", "max_pages", "page_size_param", "page_size")
-    PAGE_PARAM_FIELD_NUMBER: _ClassVar[int]
-    START_PAGE_FIELD_NUMBER: _ClassVar[int]
-    MAX_PAGES_FIELD_NUMBER: _ClassVar[int]
-    PAGE_SIZE_PARAM_FIELD_NUMBER: _ClassVar[int]
-    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
-    page_param: str
-    start_page: int
+    text_format: RestTextFormat
     max_pages: int
+    start_page: int
     page_size_param: str
-    page_size: int
-    def __init__(self, page_param: _Optional[str] = ..., start_page: _Optional[int] = ..., max_pages: _Optional[int] = ..., page_size_param: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+    limit_param: str
+    poll_interval_ms: int
+    cast_only: bool
+    min_request_interval_ms: int
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., body: _Optional[str] = ..., pagination: _Optional[_Union[PaginationConfig, _Mapping]] = ..., schema_json: _Optional[str] = ..., rate_limit: _Optional[_Union[RateLimitConfig, _Mapping]] = ..., format: _Optional[_Union[MessageFormat, str]] = ..., timeout_ms: _Optional[int] = ..., records_path: _Optional[str] = ..., text_format: _Optional[_Union[RestTextFormat, str]] = ..., max_pages: _Optional[int] = ..., start_page: _Optional[int] = ..., page_size_param: _Optional[str] = ..., limit_param: _Optional[str] = ..., poll_interval_ms: _Optional[int] = ..., cast_only: _Optional[bool] = ..., min_request_interval_ms: _Optional[int] = ...) -> None: ...
 
-class RestRateLimit(_message.Message):
-    __slots__ = ("requests_per_second",)
+class PaginationConfig(_message.Message):
+    __slots__ = ("offset", "cursor", "link_header", "page_number")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LINK_HEADER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    offset: OffsetPagination
+    cursor: CursorPagination
+    link_header: LinkHeaderPagination
+    page_number: PageNumberPagination
+    def __init__(self, offset: _Optional[_Union[OffsetPagination, _Mapping]] = ..., cursor: _Optional[_Union[CursorPagination, _Mapping]] = ..., link_header: _Optional[_Union[LinkHeaderPagination, _Mapping]] = ..., page_number: _Optional[_Union[PageNumberPagination, _Mapping]] = ...) -> None: ...
+
+class OffsetPagination(_message.Message):
+    __slots__ = ("limit", "offset_field")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    offset_field: str
+    def __init__(self, limit: _Optional[int] = ..., offset_field: _Optional[str] = ...) -> None: ...
+
+class CursorPagination(_message.Message):
+    __slots__ = ("cursor_field", "cursor_param")
+    CURSOR_FIELD_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_PARAM_FIELD_NUMBER: _ClassVar[int]
+    cursor_field: str
+    cursor_param: str
+    def __init__(self, cursor_field: _Optional[str] = ..., cursor_param: _Optional[str] = ...) -> None: ...
+
+class LinkHeaderPagination(_message.Message):
+    __slots__ = ("rel",)
+    REL_FIELD_NUMBER: _ClassVar[int]
+    rel: str
+    def __init__(self, rel: _Optional[str] = ...) -> None: ...
+
+class PageNumberPagination(_message.Message):
+    __slots__ = ("page_size", "page_param")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_PARAM_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_param: str
+    def __init__(self, page_size: _Optional[int] = ..., page_param: _Optional[str] = ...) -> None: ...
+
+class RateLimitConfig(_message.Message):
+    __slots__ = ("requests_per_second", "burst_size")
     REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
-    requests_per_second: float
-    def __init__(self, requests_per_second: _Optional[float] = ...) -> None: ...
+    BURST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    requests_per_second: int
+    burst_size: int
+    def __init__(self, requests_per_second: _Optional[int] = ..., burst_size: _Optional[int] = ...) -> None: ...
 
 class CreateFromArrowRequest(_message.Message):
     __slots__ = ("arrow_ipc", "name")
@@ -311,8 +392,8 @@ class UploadArrowChunk(_message.Message):
     name: str
     def __init__(self, data: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
 
-class StreamRestApiRequest(_message.Message):
-    __slots__ = ("url", "headers", "interval_ms")
+class WebSocketSourceRequest(_message.Message):
+    __slots__ = ("url", "headers", "schema_json", "reconnect_policy", "buffer_size", "format")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -322,33 +403,90 @@ class StreamRestApiRequest(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     URL_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
-    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     url: str
     headers: _containers.ScalarMap[str, str]
-    interval_ms: int
-    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+    schema_json: str
+    reconnect_policy: ReconnectPolicy
+    buffer_size: int
+    format: MessageFormat
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., schema_json: _Optional[str] = ..., reconnect_policy: _Optional[_Union[ReconnectPolicy, _Mapping]] = ..., buffer_size: _Optional[int] = ..., format: _Optional[_Union[MessageFormat, str]] = ...) -> None: ...
 
-class StreamWebSocketRequest(_message.Message):
-    __slots__ = ("url",)
-    URL_FIELD_NUMBER: _ClassVar[int]
-    url: str
-    def __init__(self, url: _Optional[str] = ...) -> None: ...
+class ReconnectPolicy(_message.Message):
+    __slots__ = ("max_retries", "initial_delay_ms", "max_delay_ms", "backoff_multiplier")
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    max_retries: int
+    initial_delay_ms: int
+    max_delay_ms: int
+    backoff_multiplier: float
+    def __init__(self, max_retries: _Optional[int] = ..., initial_delay_ms: _Optional[int] = ..., max_delay_ms: _Optional[int] = ..., backoff_multiplier: _Optional[float] = ...) -> None: ...
 
-class StreamGrpcRequest(_message.Message):
-    __slots__ = ("endpoint", "method")
+class GrpcStreamRequest(_message.Message):
+    __slots__ = ("endpoint", "service", "method", "request_proto", "metadata", "tls")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_PROTO_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
+    service: str
     method: str
-    def __init__(self, endpoint: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
+    request_proto: bytes
+    metadata: _containers.ScalarMap[str, str]
+    tls: TlsConfig
+    def __init__(self, endpoint: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., request_proto: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tls: _Optional[_Union[TlsConfig, _Mapping]] = ...) -> None: ...
 
-class StreamMessageQueueRequest(_message.Message):
-    __slots__ = ("url", "topic")
-    URL_FIELD_NUMBER: _ClassVar[int]
+class TlsConfig(_message.Message):
+    __slots__ = ("enabled", "ca_cert", "client_cert", "client_key")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    CA_CERT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    ca_cert: str
+    client_cert: str
+    client_key: str
+    def __init__(self, enabled: _Optional[bool] = ..., ca_cert: _Optional[str] = ..., client_cert: _Optional[str] = ..., client_key: _Optional[str] = ...) -> None: ...
+
+class MessageQueueRequest(_message.Message):
+    __slots__ = ("type", "connection_string", "topic", "consumer_group", "schema_json", "format", "consumer_name", "start_id", "payload_field", "batch_rows", "max_wait_ms")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_STRING_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
-    url: str
+    CONSUMER_GROUP_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_NAME_FIELD_NUMBER: _ClassVar[int]
+    START_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    type: MessageQueueType
+    connection_string: str
     topic: str
-    def __init__(self, url: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
+    consumer_group: str
+    schema_json: str
+    format: MessageFormat
+    consumer_name: str
+    start_id: str
+    payload_field: str
+    batch_rows: int
+    max_wait_ms: int
+    def __init__(self, type: _Optional[_Union[MessageQueueType, str]] = ..., connection_string: _Optional[str] = ..., topic: _Optional[str] = ..., consumer_group: _Optional[str] = ..., schema_json: _Optional[str] = ..., format: _Optional[_Union[MessageFormat, str]] = ..., consumer_name: _Optional[str] = ..., start_id: _Optional[str] = ..., payload_field: _Optional[str] = ..., batch_rows: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
     __slots__ = ("handle", "columns", "exprs")

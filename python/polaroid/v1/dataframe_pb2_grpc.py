@@ -69,25 +69,25 @@ class DataFrameServiceStub:
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.UploadArrowChunk.SerializeToString,
                 response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
                 _registered_method=True)
-        self.StreamRestApi = channel.unary_unary(
-                '/polaroid.v1.DataFrameService/StreamRestApi',
-                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.StreamRestApiRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
-                _registered_method=True)
-        self.StreamWebSocket = channel.unary_unary(
+        self.StreamWebSocket = channel.unary_stream(
                 '/polaroid.v1.DataFrameService/StreamWebSocket',
-                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.StreamWebSocketRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.WebSocketSourceRequest.SerializeToString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
                 _registered_method=True)
-        self.StreamGrpc = channel.unary_unary(
+        self.StreamRestApi = channel.unary_stream(
+                '/polaroid.v1.DataFrameService/StreamRestApi',
+                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.RestApiRequest.SerializeToString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
+                _registered_method=True)
+        self.StreamGrpc = channel.unary_stream(
                 '/polaroid.v1.DataFrameService/StreamGrpc',
-                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.StreamGrpcRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.GrpcStreamRequest.SerializeToString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
                 _registered_method=True)
-        self.StreamMessageQueue = channel.unary_unary(
+        self.StreamMessageQueue = channel.unary_stream(
                 '/polaroid.v1.DataFrameService/StreamMessageQueue',
-                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.StreamMessageQueueRequest.SerializeToString,
-                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.MessageQueueRequest.SerializeToString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
                 _registered_method=True)
         self.Select = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/Select',
@@ -374,14 +374,17 @@ class DataFrameServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def StreamRestApi(self, request, context):
-        """Streaming network sources: declared, answered UNIMPLEMENTED until their own issue.
+    def StreamWebSocket(self, request, context):
+        """Streaming network sources, as the established contract defines them: each answers
+        with ArrowBatch messages (each a complete Arrow IPC stream, as Collect sends) as data
+        arrives, until the source ends, the client cancels or a cap of the worker's is
+        reached (docs/streams.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def StreamWebSocket(self, request, context):
+    def StreamRestApi(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -730,25 +733,25 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
                     request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.UploadArrowChunk.FromString,
                     response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
             ),
-            'StreamRestApi': grpc.unary_unary_rpc_method_handler(
-                    servicer.StreamRestApi,
-                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.StreamRestApiRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
-            ),
-            'StreamWebSocket': grpc.unary_unary_rpc_method_handler(
+            'StreamWebSocket': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamWebSocket,
-                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.StreamWebSocketRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.WebSocketSourceRequest.FromString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.SerializeToString,
             ),
-            'StreamGrpc': grpc.unary_unary_rpc_method_handler(
+            'StreamRestApi': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRestApi,
+                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.RestApiRequest.FromString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.SerializeToString,
+            ),
+            'StreamGrpc': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamGrpc,
-                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.StreamGrpcRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.GrpcStreamRequest.FromString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.SerializeToString,
             ),
-            'StreamMessageQueue': grpc.unary_unary_rpc_method_handler(
+            'StreamMessageQueue': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamMessageQueue,
-                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.StreamMessageQueueRequest.FromString,
-                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.SerializeToString,
+                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.MessageQueueRequest.FromString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.SerializeToString,
             ),
             'Select': grpc.unary_unary_rpc_method_handler(
                     servicer.Select,
@@ -1186,7 +1189,7 @@ class DataFrameService:
             _registered_method=True)
 
     @staticmethod
-    def StreamRestApi(request,
+    def StreamWebSocket(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1196,12 +1199,12 @@ class DataFrameService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
-            '/polaroid.v1.DataFrameService/StreamRestApi',
-            polaroid_dot_v1_dot_dataframe__pb2.StreamRestApiRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            '/polaroid.v1.DataFrameService/StreamWebSocket',
+            polaroid_dot_v1_dot_dataframe__pb2.WebSocketSourceRequest.SerializeToString,
+            polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1213,7 +1216,7 @@ class DataFrameService:
             _registered_method=True)
 
     @staticmethod
-    def StreamWebSocket(request,
+    def StreamRestApi(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1223,12 +1226,12 @@ class DataFrameService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
-            '/polaroid.v1.DataFrameService/StreamWebSocket',
-            polaroid_dot_v1_dot_dataframe__pb2.StreamWebSocketRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            '/polaroid.v1.DataFrameService/StreamRestApi',
+            polaroid_dot_v1_dot_dataframe__pb2.RestApiRequest.SerializeToString,
+            polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1250,12 +1253,12 @@ class DataFrameService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/polaroid.v1.DataFrameService/StreamGrpc',
-            polaroid_dot_v1_dot_dataframe__pb2.StreamGrpcRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            polaroid_dot_v1_dot_dataframe__pb2.GrpcStreamRequest.SerializeToString,
+            polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1277,12 +1280,12 @@ class DataFrameService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/polaroid.v1.DataFrameService/StreamMessageQueue',
-            polaroid_dot_v1_dot_dataframe__pb2.StreamMessageQueueRequest.SerializeToString,
-            polaroid_dot_v1_dot_dataframe__pb2.DataFrameHandle.FromString,
+            polaroid_dot_v1_dot_dataframe__pb2.MessageQueueRequest.SerializeToString,
+            polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,12 +29,12 @@ FILL_NULL_STRATEGY_ZERO: FillNullStrategy
 FILL_NULL_STRATEGY_ONE: FillNullStrategy
 
 class PlanStep(_message.Message):
-    __slots__ = ("read_parquet", "read_csv_v0", "read_ipc", "read_json", "read_rest_api", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg_v0", "pivot_v0", "melt", "join_v0", "cross", "sql", "as_time_series_v0", "resample_v0", "rolling_window_v0", "lag_v0", "lead_v0", "diff_v0", "pct_change_v0", "asof_join_v0", "fill_null_v0", "fill_nan_v0", "interpolate_v0", "describe_v0", "stats", "read_csv", "agg", "as_time_series", "resample", "rolling_window", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "pivot", "join", "lag", "lead", "asof_join", "fill_null", "fill_nan", "interpolate", "describe")
+    __slots__ = ("read_parquet", "read_csv_v0", "read_ipc", "read_json", "read_rest_api_v0", "upload", "select", "filter", "with_column", "with_columns_v0", "drop", "rename", "sort_v0", "unique_v0", "limit", "head", "tail", "slice_v0", "group_by", "agg_v0", "pivot_v0", "melt", "join_v0", "cross", "sql", "as_time_series_v0", "resample_v0", "rolling_window_v0", "lag_v0", "lead_v0", "diff_v0", "pct_change_v0", "asof_join_v0", "fill_null_v0", "fill_nan_v0", "interpolate_v0", "describe_v0", "stats", "read_csv", "agg", "as_time_series", "resample", "rolling_window", "read_rest_api", "with_columns", "sort", "unique", "slice", "diff", "pct_change", "pivot", "join", "lag", "lead", "asof_join", "fill_null", "fill_nan", "interpolate", "describe")
     READ_PARQUET_FIELD_NUMBER: _ClassVar[int]
     READ_CSV_V0_FIELD_NUMBER: _ClassVar[int]
     READ_IPC_FIELD_NUMBER: _ClassVar[int]
     READ_JSON_FIELD_NUMBER: _ClassVar[int]
-    READ_REST_API_FIELD_NUMBER: _ClassVar[int]
+    READ_REST_API_V0_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_FIELD_NUMBER: _ClassVar[int]
     SELECT_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class PlanStep(_message.Message):
     AS_TIME_SERIES_FIELD_NUMBER: _ClassVar[int]
     RESAMPLE_FIELD_NUMBER: _ClassVar[int]
     ROLLING_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    READ_REST_API_FIELD_NUMBER: _ClassVar[int]
     WITH_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_FIELD_NUMBER: _ClassVar[int]
@@ -92,7 +93,7 @@ class PlanStep(_message.Message):
     read_csv_v0: ReadCsvStepV0
     read_ipc: _dataframe_pb2.ReadIpcRequest
     read_json: _dataframe_pb2.ReadJsonRequest
-    read_rest_api: _dataframe_pb2.RestApiRequest
+    read_rest_api_v0: RestApiStepV0
     upload: UploadedArtifact
     select: _dataframe_pb2.SelectRequest
     filter: _dataframe_pb2.FilterRequest
@@ -131,6 +132,7 @@ class PlanStep(_message.Message):
     as_time_series: _dataframe_pb2.AsTimeSeriesRequest
     resample: _dataframe_pb2.ResampleRequest
     rolling_window: _dataframe_pb2.RollingWindowRequest
+    read_rest_api: _dataframe_pb2.RestApiRequest
     with_columns: _dataframe_pb2.WithColumnsRequest
     sort: _dataframe_pb2.SortRequest
     unique: _dataframe_pb2.UniqueRequest
@@ -146,7 +148,7 @@ class PlanStep(_message.Message):
     fill_nan: _dataframe_pb2.FillNanRequest
     interpolate: _dataframe_pb2.InterpolateRequest
     describe: _dataframe_pb2.DescribeRequest
-    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv_v0: _Optional[_Union[ReadCsvStepV0, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg_v0: _Optional[_Union[AggStepV0, _Mapping]] = ..., pivot_v0: _Optional[_Union[PivotStepV0, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join_v0: _Optional[_Union[JoinStepV0, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series_v0: _Optional[_Union[AsTimeSeriesStepV0, _Mapping]] = ..., resample_v0: _Optional[_Union[ResampleStepV0, _Mapping]] = ..., rolling_window_v0: _Optional[_Union[RollingWindowStepV0, _Mapping]] = ..., lag_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., lead_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join_v0: _Optional[_Union[AsofJoinStepV0, _Mapping]] = ..., fill_null_v0: _Optional[_Union[FillNullStepV0, _Mapping]] = ..., fill_nan_v0: _Optional[_Union[FillNanStepV0, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe_v0: _Optional[_Union[DescribeStepV0, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.LagRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.LeadRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, read_parquet: _Optional[_Union[_dataframe_pb2.ReadParquetRequest, _Mapping]] = ..., read_csv_v0: _Optional[_Union[ReadCsvStepV0, _Mapping]] = ..., read_ipc: _Optional[_Union[_dataframe_pb2.ReadIpcRequest, _Mapping]] = ..., read_json: _Optional[_Union[_dataframe_pb2.ReadJsonRequest, _Mapping]] = ..., read_rest_api_v0: _Optional[_Union[RestApiStepV0, _Mapping]] = ..., upload: _Optional[_Union[UploadedArtifact, _Mapping]] = ..., select: _Optional[_Union[_dataframe_pb2.SelectRequest, _Mapping]] = ..., filter: _Optional[_Union[_dataframe_pb2.FilterRequest, _Mapping]] = ..., with_column: _Optional[_Union[_dataframe_pb2.WithColumnRequest, _Mapping]] = ..., with_columns_v0: _Optional[_Union[WithColumnsStepV0, _Mapping]] = ..., drop: _Optional[_Union[_dataframe_pb2.DropRequest, _Mapping]] = ..., rename: _Optional[_Union[_dataframe_pb2.RenameRequest, _Mapping]] = ..., sort_v0: _Optional[_Union[SortStepV0, _Mapping]] = ..., unique_v0: _Optional[_Union[UniqueStepV0, _Mapping]] = ..., limit: _Optional[_Union[_dataframe_pb2.LimitRequest, _Mapping]] = ..., head: _Optional[_Union[_dataframe_pb2.HeadRequest, _Mapping]] = ..., tail: _Optional[_Union[_dataframe_pb2.TailRequest, _Mapping]] = ..., slice_v0: _Optional[_Union[SliceStepV0, _Mapping]] = ..., group_by: _Optional[_Union[_dataframe_pb2.GroupByRequest, _Mapping]] = ..., agg_v0: _Optional[_Union[AggStepV0, _Mapping]] = ..., pivot_v0: _Optional[_Union[PivotStepV0, _Mapping]] = ..., melt: _Optional[_Union[_dataframe_pb2.MeltRequest, _Mapping]] = ..., join_v0: _Optional[_Union[JoinStepV0, _Mapping]] = ..., cross: _Optional[_Union[_dataframe_pb2.CrossRequest, _Mapping]] = ..., sql: _Optional[_Union[_dataframe_pb2.SqlRequest, _Mapping]] = ..., as_time_series_v0: _Optional[_Union[AsTimeSeriesStepV0, _Mapping]] = ..., resample_v0: _Optional[_Union[ResampleStepV0, _Mapping]] = ..., rolling_window_v0: _Optional[_Union[RollingWindowStepV0, _Mapping]] = ..., lag_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., lead_v0: _Optional[_Union[ShiftStepV0, _Mapping]] = ..., diff_v0: _Optional[_Union[DiffStepV0, _Mapping]] = ..., pct_change_v0: _Optional[_Union[PctChangeStepV0, _Mapping]] = ..., asof_join_v0: _Optional[_Union[AsofJoinStepV0, _Mapping]] = ..., fill_null_v0: _Optional[_Union[FillNullStepV0, _Mapping]] = ..., fill_nan_v0: _Optional[_Union[FillNanStepV0, _Mapping]] = ..., interpolate_v0: _Optional[_Union[InterpolateStepV0, _Mapping]] = ..., describe_v0: _Optional[_Union[DescribeStepV0, _Mapping]] = ..., stats: _Optional[_Union[_dataframe_pb2.GetStatsRequest, _Mapping]] = ..., read_csv: _Optional[_Union[_dataframe_pb2.ReadCsvRequest, _Mapping]] = ..., agg: _Optional[_Union[_dataframe_pb2.AggRequest, _Mapping]] = ..., as_time_series: _Optional[_Union[_dataframe_pb2.AsTimeSeriesRequest, _Mapping]] = ..., resample: _Optional[_Union[_dataframe_pb2.ResampleRequest, _Mapping]] = ..., rolling_window: _Optional[_Union[_dataframe_pb2.RollingWindowRequest, _Mapping]] = ..., read_rest_api: _Optional[_Union[_dataframe_pb2.RestApiRequest, _Mapping]] = ..., with_columns: _Optional[_Union[_dataframe_pb2.WithColumnsRequest, _Mapping]] = ..., sort: _Optional[_Union[_dataframe_pb2.SortRequest, _Mapping]] = ..., unique: _Optional[_Union[_dataframe_pb2.UniqueRequest, _Mapping]] = ..., slice: _Optional[_Union[_dataframe_pb2.SliceRequest, _Mapping]] = ..., diff: _Optional[_Union[_dataframe_pb2.DiffRequest, _Mapping]] = ..., pct_change: _Optional[_Union[_dataframe_pb2.PctChangeRequest, _Mapping]] = ..., pivot: _Optional[_Union[_dataframe_pb2.PivotRequest, _Mapping]] = ..., join: _Optional[_Union[_dataframe_pb2.JoinRequest, _Mapping]] = ..., lag: _Optional[_Union[_dataframe_pb2.LagRequest, _Mapping]] = ..., lead: _Optional[_Union[_dataframe_pb2.LeadRequest, _Mapping]] = ..., asof_join: _Optional[_Union[_dataframe_pb2.AsofJoinRequest, _Mapping]] = ..., fill_null: _Optional[_Union[_dataframe_pb2.FillNullRequest, _Mapping]] = ..., fill_nan: _Optional[_Union[_dataframe_pb2.FillNanRequest, _Mapping]] = ..., interpolate: _Optional[_Union[_dataframe_pb2.InterpolateRequest, _Mapping]] = ..., describe: _Optional[_Union[_dataframe_pb2.DescribeRequest, _Mapping]] = ...) -> None: ...
 
 class ReadCsvStepV0(_message.Message):
     __slots__ = ("path", "has_header", "separator", "quote_char", "skip_rows", "n_rows", "columns", "schema", "infer_schema_length", "null_values", "try_parse_dates")
@@ -239,6 +241,57 @@ class RollingWindowStepV0(_message.Message):
     suffix: str
     closed: _dataframe_pb2.ClosedWindow
     def __init__(self, handle: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., function: _Optional[_Union[_expr_pb2.RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[_dataframe_pb2.ClosedWindow, str]] = ...) -> None: ...
+
+class RestApiStepV0(_message.Message):
+    __slots__ = ("url", "headers", "method", "body", "pagination", "schema", "rate_limit", "format", "timeout_ms", "records_path")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_PATH_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    headers: _containers.ScalarMap[str, str]
+    method: str
+    body: str
+    pagination: RestPaginationV0
+    schema: _containers.RepeatedCompositeFieldContainer[_dataframe_pb2.Field]
+    rate_limit: RestRateLimitV0
+    format: str
+    timeout_ms: int
+    records_path: str
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., body: _Optional[str] = ..., pagination: _Optional[_Union[RestPaginationV0, _Mapping]] = ..., schema: _Optional[_Iterable[_Union[_dataframe_pb2.Field, _Mapping]]] = ..., rate_limit: _Optional[_Union[RestRateLimitV0, _Mapping]] = ..., format: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., records_path: _Optional[str] = ...) -> None: ...
+
+class RestPaginationV0(_message.Message):
+    __slots__ = ("page_param", "start_page", "max_pages", "page_size_param", "page_size")
+    PAGE_PARAM_FIELD_NUMBER: _ClassVar[int]
+    START_PAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAGES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_PARAM_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    page_param: str
+    start_page: int
+    max_pages: int
+    page_size_param: str
+    page_size: int
+    def __init__(self, page_param: _Optional[str] = ..., start_page: _Optional[int] = ..., max_pages: _Optional[int] = ..., page_size_param: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class RestRateLimitV0(_message.Message):
+    __slots__ = ("requests_per_second",)
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    requests_per_second: float
+    def __init__(self, requests_per_second: _Optional[float] = ...) -> None: ...
 
 class WithColumnsStepV0(_message.Message):
     __slots__ = ("handle", "exprs")

@@ -1,0 +1,207 @@
+"""Network sources: REST answers read once into a frame (`read_rest_api`), and the
+streaming sources (`stream_rest_api`, `stream_web_socket`, `stream_message_queue`),
+iterators of Polars DataFrames as the server receives the data (docs/streams.md)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from polaroid import errors
+from polaroid.connection import Connection, default_connection
+from polaroid.v1 import dataframe_pb2 as pb
+
+if TYPE_CHECKING:
+    import polars
+
+#: `format=` names: the contract's MessageFormat, and Polaroid's text formats.
+_FORMATS: dict[str, tuple[pb.MessageFormat, pb.RestTextFormat]] = {
+    "json": (pb.JSON, pb.REST_TEXT_FORMAT_UNSPECIFIED),
+    "arrow": (pb.ARROW_IPC, pb.REST_TEXT_FORMAT_UNSPECIFIED),
+    "arrow_ipc": (pb.ARROW_IPC, pb.REST_TEXT_FORMAT_UNSPECIFIED),
+    "msgpack": (pb.MSGPACK, pb.REST_TEXT_FORMAT_UNSPECIFIED),
+    "ndjson": (pb.MESSAGE_FORMAT_UNSPECIFIED, pb.REST_TEXT_FORMAT_NDJSON),
+    "jsonl": (pb.MESSAGE_FORMAT_UNSPECIFIED, pb.REST_TEXT_FORMAT_NDJSON),
+    "csv": (pb.MESSAGE_FORMAT_UNSPECIFIED, pb.REST_TEXT_FORMAT_CSV),
+}
+
+_PAGINATION = {
+    "page_number": pb.PageNumberPagination,
+    "offset": pb.OffsetPagination,
+    "cursor": pb.CursorPagination,
+    "link_header": pb.LinkHeaderPagination,
+}
+
+_QUEUES = {
+    "redis": pb.REDIS_STREAM,
+    "redis_stream": pb.REDIS_STREAM,
+    "nats": pb.NATS,
+    "rabbitmq": pb.RABBITMQ,
+    "kafka": pb.KAFKA,
+}
+
+
+def schema_json(schema: str | Mapping[str, Any] | None) -> str:
+    """`schema_json` from a JSON text or a mapping of column names to type names
+    (`"Int64"`, `"String"`, `"Datetime[ms, UTC]"`) or simple Polars types (`pl.Int64`)."""
+    if schema is None:
+        return ""
+    if isinstance(schema, str):
+        return schema
+    return json.dumps({str(name): str(kind) for name, kind in schema.items()})
+
+
+def _format(format: str | None) -> tuple[pb.MessageFormat, pb.RestTextFormat]:
+    if format is None:
+        return pb.MESSAGE_FORMAT_UNSPECIFIED, pb.REST_TEXT_FORMAT_UNSPECIFIED
+    try:
+        return _FORMATS[format.lower()]
+    except KeyError:
+        raise ValueError(f"unknown format {format!r}: one of {sorted(_FORMATS)}") from None
+
+
+def _pagination(pagination: Mapping[str, Mapping[str, Any]] | pb.PaginationConfig | None) -> Any:
+    if pagination is None or isinstance(pagination, pb.PaginationConfig):
+        return pagination
+    if len(pagination) != 1:
+        raise ValueError(f"pagination names one scheme of {sorted(_PAGINATION)}")
+    [(kind, settings)] = pagination.items()
+    if kind not in _PAGINATION:
+        raise ValueError(f"unknown pagination {kind!r}: one of {sorted(_PAGINATION)}")
+    return pb.PaginationConfig(**{kind: _PAGINATION[kind](**settings)})
+
+
+def rest_request(
+    url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None,
+    body: str | None = None, records_path: str | None = None, format: str | None = None,
+    schema: str | Mapping[str, Any] | None = None,
+    pagination: Mapping[str, Mapping[str, Any]] | pb.PaginationConfig | None = None,
+    rate_limit: float | tuple[int, int] | None = None, max_pages: int | None = None,
+    timeout: float | None = None, poll_interval: float | None = None,
+) -> pb.RestApiRequest:
+    """The `RestApiRequest` for a REST source.
+
+    `format`: "json" (the default), "ndjson", "csv", "arrow" or "msgpack". `schema`: the
+    columns, in order, and their types (a JSON text or a mapping); without it they are
+    inferred. `pagination`: one scheme, e.g. `{"page_number": {"page_param": "page",
+    "page_size": 100}}`, `{"offset": {"limit": 100}}`, `{"cursor": {"cursor_field":
+    "meta.next", "cursor_param": "after"}}` or `{"link_header": {}}`. `rate_limit`:
+    requests a second, or (requests a second, burst); below one a second, as a float.
+    `timeout` and `poll_interval` in seconds."""
+    message_format, text_format = _format(format)
+    request = pb.RestApiRequest(
+        url=url, method=method, headers=dict(headers or {}), body=body,
+        records_path=records_path, format=message_format, text_format=text_format,
+        schema_json=schema_json(schema), pagination=_pagination(pagination),
+        max_pages=max_pages,
+    )
+    if isinstance(rate_limit, tuple):
+        request.rate_limit.CopyFrom(pb.RateLimitConfig(requests_per_second=rate_limit[0], burst_size=rate_limit[1]))
+    elif rate_limit is not None:
+        if rate_limit >= 1 and float(rate_limit).is_integer():
+            request.rate_limit.CopyFrom(pb.RateLimitConfig(requests_per_second=int(rate_limit)))
+        elif rate_limit > 0:
+            request.min_request_interval_ms = max(1, round(1000 / rate_limit))
+    if timeout is not None:
+        request.timeout_ms = max(1, round(timeout * 1000))
+    if poll_interval is not None:
+        request.poll_interval_ms = max(1, round(poll_interval * 1000))
+    return request
+
+
+def _connection(connection: Connection | None) -> Connection:
+    return connection if connection is not None else default_connection()
+
+
+def _frames(conn: Connection, method: str, request: Any, timeout: float | None) -> Iterator[polars.DataFrame]:
+    """The frames of a server stream of `ArrowBatch`, one per message, as they arrive.
+    Leaving the loop (or closing the iterator) cancels the call, which stops the source."""
+    import polars
+
+    call = getattr(conn.stub, method)(request, timeout=timeout, metadata=conn._metadata)
+    try:
+        for batch in call:
+            if batch.error:
+                raise errors.InternalError(batch.error)
+            yield polars.read_ipc_stream(io.BytesIO(batch.arrow_ipc))
+    except grpc.RpcError as error:
+        raise errors.from_rpc_error(error) from None
+    finally:
+        call.cancel()
+
+
+def stream_rest_api(
+    url: str, *, poll_interval: float | None = None, timeout: float | None = None,
+    connection: Connection | None = None, **kwargs: Any,
+) -> Iterator[polars.DataFrame]:
+    """The records of a REST source as Polars DataFrames, page by page as the server
+    fetches them. With `poll_interval` (seconds) the server fetches the answer again at
+    that pace and sends the records that were not in the previous answer, until the
+    iterator is closed; without, the iterator ends after the last page. `timeout` bounds
+    the whole stream (None: none). Other arguments as `rest_request`; every frame also
+    has `_received_at` and `_source_position` columns."""
+    request = rest_request(url, poll_interval=poll_interval, **kwargs)
+    return _frames(_connection(connection), "StreamRestApi", request, timeout)
+
+
+def stream_web_socket(
+    url: str, *, headers: Mapping[str, str] | None = None, format: str | None = None,
+    schema: str | Mapping[str, Any] | None = None, buffer_size: int | None = None,
+    max_retries: int = 0, initial_delay: float = 0.1, max_delay: float = 30.0,
+    backoff_multiplier: float = 2.0, timeout: float | None = None,
+    connection: Connection | None = None,
+) -> Iterator[polars.DataFrame]:
+    """A WebSocket's records (`ws://` or `wss://`) as Polars DataFrames of at most
+    `buffer_size` rows, as the server receives them: each text or binary frame decoded
+    by `format` (None or "json": JSON records; "arrow", "msgpack"), until the peer closes
+    or the iterator is closed. A connection lost without a close is dialled again up to
+    `max_retries` times, waiting `initial_delay` seconds, times `backoff_multiplier` each
+    time, at most `max_delay`. Every frame also has `_received_at` and
+    `_source_position` (`<connection>:<frame>`) columns."""
+    message_format, text_format = _format(format)
+    if text_format != pb.REST_TEXT_FORMAT_UNSPECIFIED:
+        raise ValueError(f"format {format!r} is for REST answers only")
+    request = pb.WebSocketSourceRequest(
+        url=url, headers=dict(headers or {}), schema_json=schema_json(schema),
+        buffer_size=buffer_size, format=message_format,
+        reconnect_policy=pb.ReconnectPolicy(
+            max_retries=max_retries, initial_delay_ms=round(initial_delay * 1000),
+            max_delay_ms=round(max_delay * 1000), backoff_multiplier=backoff_multiplier,
+        ),
+    )
+    return _frames(_connection(connection), "StreamWebSocket", request, timeout)
+
+
+def stream_message_queue(
+    connection_string: str, topic: str, *, type: str = "redis", consumer_group: str | None = None,
+    consumer_name: str | None = None, start_id: str | None = None, format: str | None = None,
+    schema: str | Mapping[str, Any] | None = None, payload_field: str | None = None,
+    batch_rows: int | None = None, max_wait: float | None = None, timeout: float | None = None,
+    connection: Connection | None = None,
+) -> Iterator[polars.DataFrame]:
+    """A message queue's messages as Polars DataFrames, as the server receives them: for
+    `type="redis"`, the entries of the Redis stream `topic` at `connection_string`
+    (`redis://host:port/db`) added from now on, or from `start_id` ("0": the first), or as
+    `consumer_group` (each entry acknowledged once the server has sent it). `format`: None
+    (an entry's fields are the record), "json", "arrow" or "msgpack" (its payload field).
+    Every frame also has `_received_at` and `_source_position` (the entry ID) columns."""
+    try:
+        kind = _QUEUES[type.lower()]
+    except KeyError:
+        raise ValueError(f"unknown queue type {type!r}: one of {sorted(_QUEUES)}") from None
+    message_format, text_format = _format(format)
+    if text_format != pb.REST_TEXT_FORMAT_UNSPECIFIED:
+        raise ValueError(f"format {format!r} is for REST answers only")
+    request = pb.MessageQueueRequest(
+        type=kind, connection_string=connection_string, topic=topic,
+        consumer_group=consumer_group, consumer_name=consumer_name, start_id=start_id,
+        schema_json=schema_json(schema), format=message_format, payload_field=payload_field,
+        batch_rows=batch_rows,
+    )
+    if max_wait is not None:
+        request.max_wait_ms = max(1, round(max_wait * 1000))
+    return _frames(_connection(connection), "StreamMessageQueue", request, timeout)
