@@ -236,7 +236,7 @@ impl Tree {
                 }),
             })),
             Self::Case(branches, otherwise) => Kind::CaseExpr(Box::new(pb::CaseExpr {
-                branches: branches
+                when_then: branches
                     .into_iter()
                     .map(|(when, then)| pb::WhenThen {
                         when: Some(when.into_expression()),
@@ -259,7 +259,7 @@ impl Tree {
                     then: Some(then),
                 };
                 Kind::CaseExpr(Box::new(pb::CaseExpr {
-                    branches: vec![branch; usize::from(branches)],
+                    when_then: vec![branch; usize::from(branches)],
                     otherwise: None,
                 }))
             }

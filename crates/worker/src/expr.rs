@@ -3,7 +3,7 @@
 //! Named functions are listed in [`FUNCTIONS`] and documented in docs/expressions.md.
 
 use polaroid_proto::v1::{
-    self as pb, AggregateFunction, BinaryOperator, RollingFunction, TimeUnit as PbTimeUnit,
+    self as pb, AggFunction, BinaryOperator, RollingFunction, TimeUnit as PbTimeUnit,
     UnaryOperator, expression::Kind, literal_expr::Value,
 };
 use polars::prelude::*;
@@ -157,14 +157,14 @@ fn check_depth<'a>(expr: &'a pb::Expression) -> EngineResult<()> {
             }
             Kind::CaseExpr(case) => {
                 // Each branch (a `WhenThen` message) nests inside the one before it.
-                for (i, branch) in case.branches.iter().enumerate() {
+                for (i, branch) in case.when_then.iter().enumerate() {
                     for expr in [&branch.when, &branch.then].into_iter().flatten() {
                         stack.push((Node::Expr(expr), held + 1, tree + 1 + i));
                     }
                     levels = levels.max(held);
                 }
                 if let Some(otherwise) = case.otherwise.as_deref() {
-                    stack.push((Node::Expr(otherwise), held, tree + 1 + case.branches.len()));
+                    stack.push((Node::Expr(otherwise), held, tree + 1 + case.when_then.len()));
                 }
             }
         }
@@ -411,18 +411,18 @@ fn list_series(list: &pb::LiteralList) -> EngineResult<Series> {
 fn aggregation_expr(aggregation: &pb::AggregationExpr) -> EngineResult<Expr> {
     let inner = required_inner(aggregation.expr.as_deref(), "aggregation input")?;
     Ok(match aggregation.function() {
-        AggregateFunction::Sum => inner.sum(),
-        AggregateFunction::Min => inner.min(),
-        AggregateFunction::Max => inner.max(),
-        AggregateFunction::Mean => inner.mean(),
-        AggregateFunction::Median => inner.median(),
-        AggregateFunction::Std => inner.std(1),
-        AggregateFunction::Var => inner.var(1),
-        AggregateFunction::Count => inner.count(),
-        AggregateFunction::First => inner.first(),
-        AggregateFunction::Last => inner.last(),
-        AggregateFunction::NUnique => inner.n_unique(),
-        AggregateFunction::Quantile => {
+        AggFunction::Sum => inner.sum(),
+        AggFunction::Min => inner.min(),
+        AggFunction::Max => inner.max(),
+        AggFunction::Mean => inner.mean(),
+        AggFunction::Median => inner.median(),
+        AggFunction::Std => inner.std(1),
+        AggFunction::Var => inner.var(1),
+        AggFunction::Count => inner.count(),
+        AggFunction::First => inner.first(),
+        AggFunction::Last => inner.last(),
+        AggFunction::NUnique => inner.n_unique(),
+        AggFunction::Quantile => {
             let q = aggregation
                 .quantile
                 .ok_or_else(|| EngineError::invalid("QUANTILE needs `quantile`"))?;
@@ -433,7 +433,7 @@ fn aggregation_expr(aggregation: &pb::AggregationExpr) -> EngineResult<Expr> {
             }
             inner.quantile(lit(q), QuantileMethod::Linear)
         }
-        AggregateFunction::Unspecified => {
+        AggFunction::Unspecified => {
             return Err(EngineError::invalid(format!(
                 "unknown aggregate function {}",
                 aggregation.function
@@ -526,7 +526,7 @@ fn window_expr(window: &pb::WindowExpr) -> EngineResult<Expr> {
 }
 
 fn case_expr(case: &pb::CaseExpr) -> EngineResult<Expr> {
-    let mut branches = case.branches.iter().map(|branch| {
+    let mut branches = case.when_then.iter().map(|branch| {
         Ok::<_, EngineError>((
             required_inner(branch.when.as_ref(), "`when` condition")?,
             required_inner(branch.then.as_ref(), "`then` value")?,
@@ -899,7 +899,7 @@ mod tests {
     fn wide_cases_are_bounded() {
         let case = |branches: usize| pb::Expression {
             kind: Some(Kind::CaseExpr(Box::new(pb::CaseExpr {
-                branches: vec![
+                when_then: vec![
                     pb::WhenThen {
                         when: Some(column("d")),
                         then: Some(column("a")),

@@ -425,17 +425,17 @@ pub mod seeds {
         }))
     }
 
-    fn aggregation(function: pb::AggregateFunction, input: pb::Expression) -> pb::Expression {
+    fn aggregation(function: pb::AggFunction, input: pb::Expression) -> pb::Expression {
         expr(Kind::Aggregation(Box::new(pb::AggregationExpr {
             function: function as i32,
             expr: Some(Box::new(input)),
-            quantile: (function == pb::AggregateFunction::Quantile).then_some(0.5),
+            quantile: (function == pb::AggFunction::Quantile).then_some(0.5),
         })))
     }
 
     /// Expressions of every kind, each function with arguments it accepts.
     pub fn expressions() -> Vec<(String, pb::Expression)> {
-        use pb::{AggregateFunction as A, BinaryOperator as B, UnaryOperator as U};
+        use pb::{AggFunction as A, BinaryOperator as B, UnaryOperator as U};
         let mut all = vec![
             ("column".to_owned(), column("a")),
             ("all".into(), column("*")),
@@ -634,7 +634,7 @@ pub mod seeds {
         all.push((
             "case".into(),
             expr(Kind::CaseExpr(Box::new(pb::CaseExpr {
-                branches: vec![
+                when_then: vec![
                     branch(column("d"), text("yes")),
                     branch(
                         binary(column("a"), B::Gt, literal(Value::IntVal(0))),
@@ -669,7 +669,7 @@ pub mod seeds {
     /// A step of each kind, as its request would make it.
     pub fn steps() -> Vec<(&'static str, Op)> {
         use pb::*;
-        let sum_b = || aggregation(AggregateFunction::Sum, column("b"));
+        let sum_b = || aggregation(AggFunction::Sum, column("b"));
         vec![
             (
                 "select",
@@ -846,7 +846,7 @@ pub mod seeds {
                 Op::PivotV0(PivotStepV0 {
                     on: strings(&["c"]),
                     index: strings(&["a"]),
-                    aggregate: AggregateFunction::Sum as i32,
+                    aggregate: AggFunction::Sum as i32,
                     ..Default::default()
                 }),
             ),
