@@ -270,12 +270,45 @@ class Expr:
         keys = _flatten(partition_by)
         return Expr(
             _pb.Expression(
-                window=_pb.WindowExpr(
+                over=_pb.OverExpr(
                     expr=self.pb,
                     partition_by=[into_expr(k, str_as_column=True).pb for k in keys],
                 )
             )
         )
+
+    def _rolling(self, function: Any, window_size: int, min_periods: int | None) -> Expr:
+        # The contract's window: an aggregation over the last `window_size` rows.
+        return Expr(
+            _pb.Expression(
+                window=_pb.WindowExpr(
+                    expr=self._agg(function).pb, window_size=window_size, min_periods=min_periods
+                )
+            )
+        )
+
+    def rolling_sum(self, window_size: int, min_periods: int | None = None) -> Expr:
+        """Sum of the last `window_size` rows; null until `min_periods` of them (default:
+        all) are there, as Polars."""
+        return self._rolling(_pb.SUM, window_size, min_periods)
+
+    def rolling_mean(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MEAN, window_size, min_periods)
+
+    def rolling_min(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MIN, window_size, min_periods)
+
+    def rolling_max(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MAX, window_size, min_periods)
+
+    def rolling_median(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MEDIAN, window_size, min_periods)
+
+    def rolling_std(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.STD, window_size, min_periods)
+
+    def rolling_var(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.VAR, window_size, min_periods)
 
     @property
     def str(self) -> _StringNamespace:

@@ -1305,7 +1305,7 @@ async fn expressions_match_polars() -> anyhow::Result<()> {
         (
             e::alias(
                 pb::Expression {
-                    kind: Some(Kind::Window(Box::new(pb::WindowExpr {
+                    kind: Some(Kind::Over(Box::new(pb::OverExpr {
                         expr: Some(Box::new(e::agg(Agg::Sum, e::col("i")))),
                         partition_by: vec![e::col("g")],
                         rolling: None,
@@ -1318,7 +1318,7 @@ async fn expressions_match_polars() -> anyhow::Result<()> {
         (
             e::alias(
                 pb::Expression {
-                    kind: Some(Kind::Window(Box::new(pb::WindowExpr {
+                    kind: Some(Kind::Over(Box::new(pb::OverExpr {
                         expr: Some(Box::new(e::col("i"))),
                         partition_by: vec![],
                         rolling: Some(pb::RollingSpec {

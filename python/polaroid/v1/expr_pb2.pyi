@@ -113,7 +113,7 @@ ROLLING_FUNCTION_VAR: RollingFunction
 ROLLING_FUNCTION_MEDIAN: RollingFunction
 
 class Expression(_message.Message):
-    __slots__ = ("column", "literal", "binary", "unary", "function", "aggregation", "window", "case_expr", "cast")
+    __slots__ = ("column", "literal", "binary", "unary", "function", "aggregation", "window", "case_expr", "cast", "over")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     LITERAL_FIELD_NUMBER: _ClassVar[int]
     BINARY_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class Expression(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     CASE_EXPR_FIELD_NUMBER: _ClassVar[int]
     CAST_FIELD_NUMBER: _ClassVar[int]
+    OVER_FIELD_NUMBER: _ClassVar[int]
     column: ColumnExpr
     literal: LiteralExpr
     binary: BinaryExpr
@@ -132,7 +133,8 @@ class Expression(_message.Message):
     window: WindowExpr
     case_expr: CaseExpr
     cast: CastExpr
-    def __init__(self, column: _Optional[_Union[ColumnExpr, _Mapping]] = ..., literal: _Optional[_Union[LiteralExpr, _Mapping]] = ..., binary: _Optional[_Union[BinaryExpr, _Mapping]] = ..., unary: _Optional[_Union[UnaryExpr, _Mapping]] = ..., function: _Optional[_Union[FunctionExpr, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationExpr, _Mapping]] = ..., window: _Optional[_Union[WindowExpr, _Mapping]] = ..., case_expr: _Optional[_Union[CaseExpr, _Mapping]] = ..., cast: _Optional[_Union[CastExpr, _Mapping]] = ...) -> None: ...
+    over: OverExpr
+    def __init__(self, column: _Optional[_Union[ColumnExpr, _Mapping]] = ..., literal: _Optional[_Union[LiteralExpr, _Mapping]] = ..., binary: _Optional[_Union[BinaryExpr, _Mapping]] = ..., unary: _Optional[_Union[UnaryExpr, _Mapping]] = ..., function: _Optional[_Union[FunctionExpr, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationExpr, _Mapping]] = ..., window: _Optional[_Union[WindowExpr, _Mapping]] = ..., case_expr: _Optional[_Union[CaseExpr, _Mapping]] = ..., cast: _Optional[_Union[CastExpr, _Mapping]] = ..., over: _Optional[_Union[OverExpr, _Mapping]] = ...) -> None: ...
 
 class ColumnExpr(_message.Message):
     __slots__ = ("name",)
@@ -245,6 +247,16 @@ class RollingSpec(_message.Message):
     def __init__(self, function: _Optional[_Union[RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ...) -> None: ...
 
 class WindowExpr(_message.Message):
+    __slots__ = ("expr", "window_size", "min_periods")
+    EXPR_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    expr: Expression
+    window_size: int
+    min_periods: int
+    def __init__(self, expr: _Optional[_Union[Expression, _Mapping]] = ..., window_size: _Optional[int] = ..., min_periods: _Optional[int] = ...) -> None: ...
+
+class OverExpr(_message.Message):
     __slots__ = ("expr", "partition_by", "rolling")
     EXPR_FIELD_NUMBER: _ClassVar[int]
     PARTITION_BY_FIELD_NUMBER: _ClassVar[int]
