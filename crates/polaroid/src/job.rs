@@ -242,10 +242,10 @@ fn accept_old_enum_names(value: &mut serde_json::Value, message: &MessageDescrip
             match &kind {
                 Kind::Message(inner) => accept_old_enum_names(value, inner),
                 Kind::Enum(enumeration) => {
-                    if let serde_json::Value::String(name) = value {
-                        if let Some(new) = renamed_enum_value(enumeration, name) {
-                            *name = new;
-                        }
+                    if let serde_json::Value::String(name) = value
+                        && let Some(new) = renamed_enum_value(enumeration, name)
+                    {
+                        *name = new;
                     }
                 }
                 _ => {}
@@ -360,12 +360,13 @@ mod tests {
 
     #[test]
     fn specs_naming_enum_values_as_before_the_contract_still_read() {
-        let new: pb::JobSpec = from_json("polaroid.v1.JobSpec", &spec("GT", "SUM")).unwrap();
+        let new: pb::JobSpec =
+            from_json("polaroid.v1.JobSpec", &spec("GT", "SUM")).expect("new names");
         let old: pb::JobSpec = from_json(
             "polaroid.v1.JobSpec",
             &spec("BINARY_OPERATOR_GT", "AGGREGATE_FUNCTION_SUM"),
         )
-        .unwrap();
+        .expect("old names");
         assert_eq!(old, new);
         // Only enum fields are renamed: the string literal keeps its text.
         assert!(format!("{new:?}").contains("\"BINARY_OPERATOR_GT\""));
