@@ -305,7 +305,7 @@ pub mod e {
         func("alias", vec![expr, string(name)])
     }
 
-    pub fn agg(function: pb::AggregateFunction, expr: pb::Expression) -> pb::Expression {
+    pub fn agg(function: pb::AggFunction, expr: pb::Expression) -> pb::Expression {
         pb::Expression {
             kind: Some(Kind::Aggregation(Box::new(pb::AggregationExpr {
                 function: function as i32,

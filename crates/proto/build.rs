@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // Written by hand: its Arrow payload is aligned within the message.
         .extern_path(".polaroid.v1.ArrowBatch", "crate::arrow_batch::ArrowBatch")
+        // Written by hand: it also reads (and writes back unchanged) the shape stored plans
+        // have from before the established contract's.
+        .extern_path(".polaroid.v1.WindowExpr", "crate::window_expr::WindowExpr")
         // Uploaded Arrow payloads move from the wire to Arrow without a copy.
         .bytes(".polaroid.v1.CreateFromArrowRequest.arrow_ipc")
         .bytes(".polaroid.v1.UploadArrowChunk.data")

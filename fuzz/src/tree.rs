@@ -90,6 +90,7 @@ enum Tree {
     Unary(u8, Box<Tree>),
     Function(u8, Vec<Tree>),
     Aggregation(u8, Box<Tree>, Option<f64>),
+    /// Polaroid's `over` (a window over partitions, rows or a duration).
     Window(Box<Tree>, Vec<Tree>, Option<Rolling>),
     Case(Vec<(Tree, Tree)>, Option<Box<Tree>>),
     Cast(Box<Tree>, TypeName, bool),
@@ -97,6 +98,8 @@ enum Tree {
     /// wide case inside a wide case would be a tree no request could carry (65,535
     /// squared nodes ran the fuzzer out of memory).
     WideCase(u16, Literal),
+    /// The contract's window: rows and min_periods (any, the bad ones too).
+    RowWindow(Box<Tree>, i64, Option<i64>),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -220,7 +223,7 @@ impl Tree {
                     quantile,
                 }))
             }
-            Self::Window(expr, partition_by, rolling) => Kind::Window(Box::new(pb::WindowExpr {
+            Self::Window(expr, partition_by, rolling) => Kind::Over(Box::new(pb::OverExpr {
                 expr: boxed(*expr),
                 partition_by: partition_by
                     .into_iter()
@@ -236,7 +239,7 @@ impl Tree {
                 }),
             })),
             Self::Case(branches, otherwise) => Kind::CaseExpr(Box::new(pb::CaseExpr {
-                branches: branches
+                when_then: branches
                     .into_iter()
                     .map(|(when, then)| pb::WhenThen {
                         when: Some(when.into_expression()),
@@ -259,8 +262,16 @@ impl Tree {
                     then: Some(then),
                 };
                 Kind::CaseExpr(Box::new(pb::CaseExpr {
-                    branches: vec![branch; usize::from(branches)],
+                    when_then: vec![branch; usize::from(branches)],
                     otherwise: None,
+                }))
+            }
+            Self::RowWindow(expr, window_size, min_periods) => {
+                Kind::Window(Box::new(pb::WindowExpr {
+                    expr: boxed(*expr),
+                    window_size,
+                    min_periods,
+                    ..Default::default()
                 }))
             }
         };

@@ -103,70 +103,70 @@ class Expr:
     __hash__ = None  # type: ignore[assignment]
 
     def __eq__(self, other: IntoExpr) -> Expr:  # type: ignore[override]
-        return _binary(self, _pb.BINARY_OPERATOR_EQ, other)
+        return _binary(self, _pb.EQ, other)
 
     def __ne__(self, other: IntoExpr) -> Expr:  # type: ignore[override]
-        return _binary(self, _pb.BINARY_OPERATOR_NEQ, other)
+        return _binary(self, _pb.NEQ, other)
 
     def __lt__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_LT, other)
+        return _binary(self, _pb.LT, other)
 
     def __le__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_LTE, other)
+        return _binary(self, _pb.LTE, other)
 
     def __gt__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_GT, other)
+        return _binary(self, _pb.GT, other)
 
     def __ge__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_GTE, other)
+        return _binary(self, _pb.GTE, other)
 
     def __add__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_PLUS, other)
+        return _binary(self, _pb.PLUS, other)
 
     def __radd__(self, other: IntoExpr) -> Expr:
-        return _binary(other, _pb.BINARY_OPERATOR_PLUS, self)
+        return _binary(other, _pb.PLUS, self)
 
     def __sub__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_MINUS, other)
+        return _binary(self, _pb.MINUS, other)
 
     def __rsub__(self, other: IntoExpr) -> Expr:
-        return _binary(other, _pb.BINARY_OPERATOR_MINUS, self)
+        return _binary(other, _pb.MINUS, self)
 
     def __mul__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_MULTIPLY, other)
+        return _binary(self, _pb.MULTIPLY, other)
 
     def __rmul__(self, other: IntoExpr) -> Expr:
-        return _binary(other, _pb.BINARY_OPERATOR_MULTIPLY, self)
+        return _binary(other, _pb.MULTIPLY, self)
 
     def __truediv__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_DIVIDE, other)
+        return _binary(self, _pb.DIVIDE, other)
 
     def __rtruediv__(self, other: IntoExpr) -> Expr:
-        return _binary(other, _pb.BINARY_OPERATOR_DIVIDE, self)
+        return _binary(other, _pb.DIVIDE, self)
 
     def __mod__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_MODULO, other)
+        return _binary(self, _pb.MODULO, other)
 
     def __and__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_AND, other)
+        return _binary(self, _pb.AND, other)
 
     def __rand__(self, other: IntoExpr) -> Expr:
-        return _binary(other, _pb.BINARY_OPERATOR_AND, self)
+        return _binary(other, _pb.AND, self)
 
     def __or__(self, other: IntoExpr) -> Expr:
-        return _binary(self, _pb.BINARY_OPERATOR_OR, other)
+        return _binary(self, _pb.OR, other)
 
     def __ror__(self, other: IntoExpr) -> Expr:
-        return _binary(other, _pb.BINARY_OPERATOR_OR, self)
+        return _binary(other, _pb.OR, self)
 
     def _unary(self, op: Any) -> Expr:
         return Expr(_pb.Expression(unary=_pb.UnaryExpr(op=op, expr=self.pb)))
 
     def __invert__(self) -> Expr:
-        return self._unary(_pb.UNARY_OPERATOR_NOT)
+        return self._unary(_pb.NOT)
 
     def __neg__(self) -> Expr:
-        return self._unary(_pb.UNARY_OPERATOR_NEGATE)
+        return self._unary(_pb.NEGATE)
 
     def __bool__(self) -> bool:
         raise TypeError(
@@ -174,13 +174,13 @@ class Expr:
         )
 
     def is_null(self) -> Expr:
-        return self._unary(_pb.UNARY_OPERATOR_IS_NULL)
+        return self._unary(_pb.IS_NULL)
 
     def is_not_null(self) -> Expr:
-        return self._unary(_pb.UNARY_OPERATOR_IS_NOT_NULL)
+        return self._unary(_pb.IS_NOT_NULL)
 
     def abs(self) -> Expr:
-        return self._unary(_pb.UNARY_OPERATOR_ABS)
+        return self._unary(_pb.ABS)
 
     def alias(self, name: str) -> Expr:
         """Names the result: `(col("a") * 2).alias("double")`."""
@@ -227,55 +227,88 @@ class Expr:
         )
 
     def sum(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_SUM)
+        return self._agg(_pb.SUM)
 
     def min(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_MIN)
+        return self._agg(_pb.MIN)
 
     def max(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_MAX)
+        return self._agg(_pb.MAX)
 
     def mean(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_MEAN)
+        return self._agg(_pb.MEAN)
 
     def median(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_MEDIAN)
+        return self._agg(_pb.MEDIAN)
 
     def std(self) -> Expr:
         """Sample standard deviation (ddof 1)."""
-        return self._agg(_pb.AGGREGATE_FUNCTION_STD)
+        return self._agg(_pb.STD)
 
     def var(self) -> Expr:
         """Sample variance (ddof 1)."""
-        return self._agg(_pb.AGGREGATE_FUNCTION_VAR)
+        return self._agg(_pb.VAR)
 
     def count(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_COUNT)
+        return self._agg(_pb.COUNT)
 
     def first(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_FIRST)
+        return self._agg(_pb.FIRST)
 
     def last(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_LAST)
+        return self._agg(_pb.LAST)
 
     def n_unique(self) -> Expr:
-        return self._agg(_pb.AGGREGATE_FUNCTION_N_UNIQUE)
+        return self._agg(_pb.N_UNIQUE)
 
     def quantile(self, quantile: float) -> Expr:
         """Linear interpolation."""
-        return self._agg(_pb.AGGREGATE_FUNCTION_QUANTILE, quantile)
+        return self._agg(_pb.QUANTILE, quantile)
 
     def over(self, *partition_by: IntoExpr | Sequence[IntoExpr]) -> Expr:
         """Evaluates over groups, keeping rows: `col("x").sum().over("g")`."""
         keys = _flatten(partition_by)
         return Expr(
             _pb.Expression(
-                window=_pb.WindowExpr(
+                over=_pb.OverExpr(
                     expr=self.pb,
                     partition_by=[into_expr(k, str_as_column=True).pb for k in keys],
                 )
             )
         )
+
+    def _rolling(self, function: Any, window_size: int, min_periods: int | None) -> Expr:
+        # The contract's window: an aggregation over the last `window_size` rows.
+        return Expr(
+            _pb.Expression(
+                window=_pb.WindowExpr(
+                    expr=self._agg(function).pb, window_size=window_size, min_periods=min_periods
+                )
+            )
+        )
+
+    def rolling_sum(self, window_size: int, min_periods: int | None = None) -> Expr:
+        """Sum of the last `window_size` rows; null until `min_periods` of them (default:
+        all) are there, as Polars."""
+        return self._rolling(_pb.SUM, window_size, min_periods)
+
+    def rolling_mean(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MEAN, window_size, min_periods)
+
+    def rolling_min(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MIN, window_size, min_periods)
+
+    def rolling_max(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MAX, window_size, min_periods)
+
+    def rolling_median(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.MEDIAN, window_size, min_periods)
+
+    def rolling_std(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.STD, window_size, min_periods)
+
+    def rolling_var(self, window_size: int, min_periods: int | None = None) -> Expr:
+        return self._rolling(_pb.VAR, window_size, min_periods)
 
     @property
     def str(self) -> _StringNamespace:
@@ -372,7 +405,7 @@ class Then(Expr):
     __slots__ = ("_branches",)
 
     def __init__(self, branches: list[_pb.WhenThen]) -> None:
-        super().__init__(_pb.Expression(case_expr=_pb.CaseExpr(branches=branches)))
+        super().__init__(_pb.Expression(case_expr=_pb.CaseExpr(when_then=branches)))
         self._branches = branches
 
     def when(self, condition: IntoExpr) -> When:
@@ -382,7 +415,7 @@ class Then(Expr):
         return Expr(
             _pb.Expression(
                 case_expr=_pb.CaseExpr(
-                    branches=self._branches, otherwise=into_expr(value, str_as_column=True).pb
+                    when_then=self._branches, otherwise=into_expr(value, str_as_column=True).pb
                 )
             )
         )

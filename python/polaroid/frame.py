@@ -58,16 +58,16 @@ _FILL = {
     "one": pb.FILL_ONE,
 }
 _AGG = {
-    "sum": pb.SUM,
-    "min": pb.MIN,
-    "max": pb.MAX,
-    "mean": pb.MEAN,
-    "median": pb.MEDIAN,
-    "count": pb.COUNT,
-    "first": pb.FIRST,
-    "last": pb.LAST,
-    "len": pb.COUNT,
-    "n_unique": pb.N_UNIQUE,
+    "sum": expr_pb2.SUM,
+    "min": expr_pb2.MIN,
+    "max": expr_pb2.MAX,
+    "mean": expr_pb2.MEAN,
+    "median": expr_pb2.MEDIAN,
+    "count": expr_pb2.COUNT,
+    "first": expr_pb2.FIRST,
+    "last": expr_pb2.LAST,
+    "len": expr_pb2.COUNT,
+    "n_unique": expr_pb2.N_UNIQUE,
 }
 
 
@@ -532,8 +532,9 @@ class DataFrame:
         column); new columns `<column><suffix>`, else in place. As in Polars, a row window
         needs `window_size` values unless `min_periods` says fewer."""
         functions = {
-            "sum": pb.SUM, "mean": pb.MEAN, "min": pb.MIN, "max": pb.MAX,
-            "std": pb.STD, "var": pb.VAR, "median": pb.MEDIAN,
+            "sum": expr_pb2.SUM, "mean": expr_pb2.MEAN, "min": expr_pb2.MIN,
+            "max": expr_pb2.MAX, "std": expr_pb2.STD, "var": expr_pb2.VAR,
+            "median": expr_pb2.MEDIAN,
         }
         if (window_size is None) == (period is None):
             raise ValueError("rolling needs one of window_size (rows) or period (a duration)")

@@ -246,6 +246,8 @@ def test_expressions(sales):
             pr.col("id").cast(pl.Float32).alias("as_float"),
             pr.col("amount").sum().over("region").alias("region_total"),
             pr.col("id").is_between(2, 5).alias("between"),
+            pr.col("amount").rolling_sum(2).alias("sum2"),
+            pr.col("id").rolling_mean(3, min_periods=1).alias("mean3"),
         ),
         lf.select(
             pl.when(pl.col("amount") > 5).then(pl.lit("big")).when(pl.col("amount") > 0).then(pl.lit("small")).otherwise(pl.lit("none")).alias("size"),
@@ -256,6 +258,8 @@ def test_expressions(sales):
             pl.col("id").cast(pl.Float32).alias("as_float"),
             pl.col("amount").sum().over("region").alias("region_total"),
             pl.col("id").is_between(2, 5).alias("between"),
+            pl.col("amount").rolling_sum(2).alias("sum2"),
+            pl.col("id").rolling_mean(3, min_samples=1).alias("mean3"),
         ).collect(),
     )
     with pytest.raises(TypeError, match="truth value"):

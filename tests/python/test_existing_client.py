@@ -69,7 +69,7 @@ def test_read_parquet_select_filter_schema_shape(pb, stub, data_root):
     predicate = pb.expr.Expression(
         binary=pb.expr.BinaryExpr(
             left=pb.expr.Expression(column=pb.expr.ColumnExpr(name="qty")),
-            op=pb.expr.BINARY_OPERATOR_GT,
+            op=pb.expr.GT,
             right=pb.expr.Expression(literal=pb.expr.LiteralExpr(int_val=10)),
         )
     )

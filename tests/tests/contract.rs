@@ -154,6 +154,65 @@ mod x {
             }))),
         }
     }
+
+    pub fn text(value: &str) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::Literal(seed::LiteralExpr {
+                value: Some(Value::StringVal(value.into())),
+            })),
+        }
+    }
+
+    pub fn unary(op: seed::UnaryOperator, expr: seed::Expression) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::Unary(Box::new(seed::UnaryExpr {
+                op: op as i32,
+                expr: Some(Box::new(expr)),
+            }))),
+        }
+    }
+
+    pub fn agg(function: seed::AggFunction, expr: seed::Expression) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::Aggregation(Box::new(seed::AggExpr {
+                function: function as i32,
+                expr: Some(Box::new(expr)),
+            }))),
+        }
+    }
+
+    /// The contract's window: `expr` rolled over `window_size` rows.
+    pub fn window(
+        expr: seed::Expression,
+        window_size: i64,
+        min_periods: Option<i64>,
+    ) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::Window(Box::new(seed::WindowExpr {
+                expr: Some(Box::new(expr)),
+                window_size,
+                min_periods,
+            }))),
+        }
+    }
+
+    pub fn case(
+        when_then: Vec<(seed::Expression, seed::Expression)>,
+        otherwise: seed::Expression,
+    ) -> seed::Expression {
+        seed::Expression {
+            kind: Some(Kind::CaseExpr(Box::new(seed::CaseExpr {
+                when_then: when_then
+                    .into_iter()
+                    .map(|(when, then)| seed::WhenThen {
+                        when: Some(when),
+                        then: Some(then),
+                    })
+                    .collect(),
+                otherwise: Some(Box::new(otherwise)),
+            }))),
+        }
+    }
 }
 
 fn sort_column(name: &str, descending: bool, nulls_last: bool) -> seed::SortColumn {
@@ -419,6 +478,233 @@ async fn with_columns() -> anyhow::Result<()> {
         Code::InvalidArgument,
         "set `columns` (field 2, name -> expression) or `exprs` (field 3",
     );
+    Ok(())
+}
+
+/// Filter, WithColumn and WithColumns with the contract's expressions: its window (an
+/// aggregation over the last rows), a case's `when_then`, the operators by their names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expressions() -> anyhow::Result<()> {
+    use seed::{AggFunction as A, BinaryOperator as B, UnaryOperator as U};
+    let mut c = Contract::start().await?;
+    let df = sales();
+    let handle = c.upload(&df).await?;
+    let rows = |window_size, min_periods| RollingOptionsFixedWindow {
+        window_size,
+        min_periods,
+        ..Default::default()
+    };
+
+    let reply = c
+        .seed
+        .with_column(seed::WithColumnRequest {
+            handle: handle.clone(),
+            name: "qty_sum3".into(),
+            expr: Some(x::window(x::agg(A::Sum, x::col("qty")), 3, Some(2))),
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_column(col("qty").rolling_sum(rows(3, 2)).alias("qty_sum3"))
+        .collect()?;
+    c.check("with_column of a window", reply, expected).await?;
+
+    let reply = c
+        .seed
+        .with_columns(seed::WithColumnsRequest {
+            handle: handle.clone(),
+            columns: [
+                (
+                    "band".to_owned(),
+                    x::case(
+                        vec![
+                            (x::binary(x::col("qty"), B::Gt, x::int(4)), x::text("high")),
+                            (x::unary(U::IsNull, x::col("qty")), x::text("none")),
+                        ],
+                        x::text("low"),
+                    ),
+                ),
+                (
+                    // min_periods unset: all the window's rows, as Polars.
+                    "price_mean2".to_owned(),
+                    x::window(x::agg(A::Mean, x::col("price")), 2, None),
+                ),
+            ]
+            .into(),
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .with_columns([
+            when(col("qty").gt(lit(4)))
+                .then(lit("high"))
+                .when(col("qty").is_null())
+                .then(lit("none"))
+                .otherwise(lit("low"))
+                .alias("band"),
+            col("price").rolling_mean(rows(2, 2)).alias("price_mean2"),
+        ])
+        .collect()?;
+    c.check("with_columns of a case and a window", reply, expected)
+        .await?;
+
+    let predicate = x::binary(
+        x::unary(U::Not, x::unary(U::IsNull, x::col("region"))),
+        B::And,
+        x::binary(
+            x::window(x::agg(A::Max, x::col("qty")), 2, Some(1)),
+            B::Gte,
+            x::int(5),
+        ),
+    );
+    let reply = c
+        .seed
+        .filter(seed::FilterRequest {
+            handle: handle.clone(),
+            predicate: Some(predicate),
+        })
+        .await;
+    let expected = df
+        .clone()
+        .lazy()
+        .filter(
+            col("region")
+                .is_null()
+                .not()
+                .and(col("qty").rolling_max(rows(2, 1)).gt_eq(lit(5))),
+        )
+        .collect()?;
+    c.check("filter by a window", reply, expected).await?;
+
+    // Bad windows and operators.
+    let bad = |what: &'static str, expr: seed::Expression| {
+        let mut seed = c.seed.clone();
+        let handle = handle.clone();
+        async move {
+            let reply = seed
+                .with_column(seed::WithColumnRequest {
+                    handle,
+                    name: "z".into(),
+                    expr: Some(expr),
+                })
+                .await;
+            (what, reply)
+        }
+    };
+    let sum_qty = || x::agg(A::Sum, x::col("qty"));
+    let (what, reply) = bad("a window of no rows", x::window(sum_qty(), 0, None)).await;
+    refused(
+        what,
+        reply,
+        Code::InvalidArgument,
+        "`window_size` (WindowExpr field 2) is its rows, at least 1; got 0",
+    );
+    let (what, reply) = bad("a negative window", x::window(sum_qty(), -2, None)).await;
+    refused(what, reply, Code::InvalidArgument, "got -2");
+    let (what, reply) = bad(
+        "min_periods over the window",
+        x::window(sum_qty(), 2, Some(3)),
+    )
+    .await;
+    refused(
+        what,
+        reply,
+        Code::InvalidArgument,
+        "`min_periods` (WindowExpr field 3) must be between 0 and its `window_size` (2); got 3",
+    );
+    let (what, reply) = bad("a window of a column", x::window(x::col("qty"), 2, None)).await;
+    refused(
+        what,
+        reply,
+        Code::InvalidArgument,
+        "is the aggregation it rolls",
+    );
+    let (what, reply) = bad(
+        "a window of a count",
+        x::window(x::agg(A::Count, x::col("qty")), 2, None),
+    )
+    .await;
+    refused(what, reply, Code::Unimplemented, "a window of COUNT");
+    let mut unknown_op = x::binary(x::col("qty"), B::Gt, x::int(1));
+    if let Some(seed::expression::Kind::Binary(binary)) = &mut unknown_op.kind {
+        binary.op = 99;
+    }
+    let (what, reply) = bad("an unknown operator", unknown_op).await;
+    refused(
+        what,
+        reply,
+        Code::InvalidArgument,
+        "unknown binary operator 99",
+    );
+    let mut unknown_function = x::window(sum_qty(), 2, None);
+    if let Some(seed::expression::Kind::Window(window)) = &mut unknown_function.kind {
+        if let Some(seed::expression::Kind::Aggregation(agg)) =
+            window.expr.as_mut().and_then(|e| e.kind.as_mut())
+        {
+            agg.function = 42;
+        }
+    }
+    let (what, reply) = bad("an unknown aggregate function", unknown_function).await;
+    refused(
+        what,
+        reply,
+        Code::InvalidArgument,
+        "`function` 42, which is not an AggFunction",
+    );
+
+    // Both shapes of window in one message, sent with Polaroid's stubs (which can say both).
+    let mixed = c
+        .ours
+        .with_column(pb::WithColumnRequest {
+            handle: handle.clone(),
+            name: "z".into(),
+            expr: Some(pb::Expression {
+                kind: Some(pb::expression::Kind::Window(Box::new(pb::WindowExpr {
+                    expr: Some(Box::new(e::col("qty"))),
+                    window_size: 3,
+                    partition_by_v0: vec![e::col("region")],
+                    ..Default::default()
+                }))),
+            }),
+        })
+        .await;
+    refused(
+        "a window of both shapes",
+        mixed,
+        Code::InvalidArgument,
+        "`window_size` (field 2) or `min_periods` (field 3) as integers and also \
+         `partition_by` (field 2) or `rolling` (field 3) as messages",
+    );
+
+    // Polaroid's `over` (field 10) keeps what the old window did.
+    let reply = c
+        .ours
+        .with_column(pb::WithColumnRequest {
+            handle: handle.clone(),
+            name: "qty_by_region".into(),
+            expr: Some(pb::Expression {
+                kind: Some(pb::expression::Kind::Over(Box::new(pb::OverExpr {
+                    expr: Some(Box::new(e::agg(pb::AggFunction::Sum, e::col("qty")))),
+                    partition_by: vec![e::col("region")],
+                    rolling: None,
+                }))),
+            }),
+        })
+        .await?
+        .into_inner();
+    let expected = df
+        .clone()
+        .lazy()
+        .with_column(
+            col("qty")
+                .sum()
+                .over([col("region")])?
+                .alias("qty_by_region"),
+        )
+        .collect()?;
+    assert_frame_eq(&c.collect(&reply.handle).await?, &expected);
     Ok(())
 }
 

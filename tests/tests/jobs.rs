@@ -421,7 +421,7 @@ fn revenue_spec(sink: &str) -> pb::JobSpec {
     let group = Op::GroupBy(pb::GroupByRequest {
         columns: vec!["region".into()],
         aggs: vec![e::alias(
-            e::agg(pb::AggregateFunction::Sum, e::col("amount")),
+            e::agg(pb::AggFunction::Sum, e::col("amount")),
             "revenue",
         )],
         ..Default::default()

@@ -270,3 +270,117 @@ async fn records_of_the_old_step_shapes_replay_as_they_meant() -> anyhow::Result
     assert_frame_eq(&collect(&mut client, &handle.to_string()).await?, &expected);
     worker.stop().await
 }
+
+/// A PlanNode as the code before the contract's WindowExpr encoded it (hex; its input
+/// "pp…p"): each holds a window with fields 2 and 3 as messages.
+const OLD_WINDOWS: &[(&str, &str)] = &[
+    (
+        "with_column(\"s\", sum(v).over(g))",
+        "0a1d621b1201731a163a140a0b3209080112050a030a017612050a030a0167",
+    ),
+    (
+        "filter(rolling sum of v over 2 rows, min_periods unset (then: 1), > 1)",
+        "0a1f5a1d121b1a190a0f3a0d0a050a030a01761a040801100210051a0412020801",
+    ),
+];
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_with_old_windows_replay_as_they_meant_and_keep_their_ids() -> anyhow::Result<()> {
+    use prost::Message;
+    let state = tempfile::tempdir()?;
+    let root = state.path().to_path_buf();
+    let worker = TestWorker::start_with(|c| {
+        c.handle_store = HandleStoreKind::External;
+        c.state_dir = root;
+    })
+    .await?;
+    let mut client = worker.client().await?;
+    let df = df!(
+        "g" => ["a", "b", "a", "b", "a"],
+        "v" => [Some(1i64), Some(2), None, Some(4), Some(0)],
+    )?;
+    let upload_handle = upload(&mut client, &df).await?;
+    let catalog = Catalog::new(Arc::new(FsStore::new(state.path())?));
+    let parsed = Handle::parse(&upload_handle).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let upload_record = catalog
+        .get_handle(&parsed)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the upload's record"))?;
+    let expected = [
+        df.clone()
+            .lazy()
+            .with_column(col("v").sum().over([col("g")])?.alias("s"))
+            .collect()?,
+        df.clone()
+            .lazy()
+            .filter(
+                col("v")
+                    .rolling_sum(RollingOptionsFixedWindow {
+                        window_size: 2,
+                        min_periods: 1,
+                        ..Default::default()
+                    })
+                    .gt(lit(1)),
+            )
+            .collect()?,
+    ];
+    for ((what, step_hex), expected) in OLD_WINDOWS.iter().zip(expected) {
+        // The record as stored, over the fixture's input: decoded and encoded again, the
+        // same bytes, so the same plan id.
+        let mut stored = unhex(step_hex);
+        stored.extend(unhex("1240"));
+        stored.extend(std::iter::repeat_n(b'p', 64));
+        let old = pb::PlanNode::decode(stored.as_slice())?;
+        assert_eq!(old.encode_to_vec(), stored, "{what}: re-encodes as stored");
+
+        // The same step over the upload, as an older worker would have written it.
+        let node = pb::PlanNode {
+            inputs: vec![upload_record.plan.clone()],
+            ..old
+        };
+        let mut written = unhex(step_hex);
+        written.extend(unhex("1240"));
+        written.extend(upload_record.plan.as_bytes());
+        assert_eq!(node.encode_to_vec(), written, "{what}: the old encoding");
+        let tenant = parsed.tenant();
+        catalog.put_plan(tenant, &node).await?;
+        let handle = Handle::new(tenant, parsed.affinity());
+        let record = pb::HandleRecord {
+            plan: PlanId::of(&node).to_string(),
+            node: Some(node),
+            schema: expected
+                .schema()
+                .iter()
+                .map(|(name, dtype)| pb::Field {
+                    name: name.to_string(),
+                    data_type: polaroid_worker::dtype::name(dtype),
+                })
+                .collect(),
+            rows: None,
+            bytes: None,
+            ..upload_record.clone()
+        };
+        catalog.create_handle(&handle, &record).await?;
+        let text = handle.to_string();
+        let actual = collect(&mut client, &text).await?;
+        assert!(
+            actual.equals_missing(&expected),
+            "{what}:\n{actual}\nexpected\n{expected}"
+        );
+        // A call on it derives from the old record.
+        let head = client
+            .head(pb::HeadRequest { handle: text, n: 2 })
+            .await?
+            .into_inner()
+            .handle;
+        assert_frame_eq(&collect(&mut client, &head).await?, &expected.head(Some(2)));
+    }
+    worker.stop().await
+}

@@ -1,7 +1,7 @@
 //! Handles survive their worker: worker A builds a chain of handles on a shared store and is
 //! killed with SIGKILL; worker B, sharing only the store, collects every handle identically.
 
-use polaroid_proto::v1::{self as pb, AggregateFunction as Agg, BinaryOperator as Op};
+use polaroid_proto::v1::{self as pb, AggFunction as Agg, BinaryOperator as Op};
 use polaroid_tests::{
     Client, WorkerProcess, collect, e, s3_options, s3_server, upload, write_parquet,
 };

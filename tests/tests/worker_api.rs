@@ -2,8 +2,7 @@
 //! compared with Polars computing the same thing in this process.
 
 use polaroid_proto::v1::{
-    self as pb, AggregateFunction as Agg, BinaryOperator as Op, expression::Kind,
-    literal_expr::Value,
+    self as pb, AggFunction as Agg, BinaryOperator as Op, expression::Kind, literal_expr::Value,
 };
 use polaroid_tests::{
     Client, TestWorker, assert_frame_eq, collect, collect_batches, e, stack, upload, write_parquet,
@@ -1066,7 +1065,7 @@ async fn expressions_match_polars() -> anyhow::Result<()> {
     let case = |cond: pb::Expression, then: pb::Expression, otherwise: Option<pb::Expression>| {
         pb::Expression {
             kind: Some(Kind::CaseExpr(Box::new(pb::CaseExpr {
-                branches: vec![pb::WhenThen {
+                when_then: vec![pb::WhenThen {
                     when: Some(cond),
                     then: Some(then),
                 }],
@@ -1306,7 +1305,7 @@ async fn expressions_match_polars() -> anyhow::Result<()> {
         (
             e::alias(
                 pb::Expression {
-                    kind: Some(Kind::Window(Box::new(pb::WindowExpr {
+                    kind: Some(Kind::Over(Box::new(pb::OverExpr {
                         expr: Some(Box::new(e::agg(Agg::Sum, e::col("i")))),
                         partition_by: vec![e::col("g")],
                         rolling: None,
@@ -1319,7 +1318,7 @@ async fn expressions_match_polars() -> anyhow::Result<()> {
         (
             e::alias(
                 pb::Expression {
-                    kind: Some(Kind::Window(Box::new(pb::WindowExpr {
+                    kind: Some(Kind::Over(Box::new(pb::OverExpr {
                         expr: Some(Box::new(e::col("i"))),
                         partition_by: vec![],
                         rolling: Some(pb::RollingSpec {

@@ -139,9 +139,9 @@ fn large_plan_ops(threshold: i32) -> Vec<Op> {
         Op::GroupBy(pb::GroupByRequest {
             columns: vec!["key".into(), "category".into()],
             aggs: vec![
-                aggregate(pb::AggregateFunction::Sum, column("value"), "total"),
-                aggregate(pb::AggregateFunction::Mean, column("qty"), "mean_qty"),
-                aggregate(pb::AggregateFunction::Count, column("id"), "rows"),
+                aggregate(pb::AggFunction::Sum, column("value"), "total"),
+                aggregate(pb::AggFunction::Mean, column("qty"), "mean_qty"),
+                aggregate(pb::AggFunction::Count, column("id"), "rows"),
             ],
             ..Default::default()
         }),

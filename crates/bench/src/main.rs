@@ -175,7 +175,7 @@ fn alias(expr: pb::Expression, name: &str) -> pb::Expression {
     }
 }
 
-fn aggregate(function: pb::AggregateFunction, expr: pb::Expression, name: &str) -> pb::Expression {
+fn aggregate(function: pb::AggFunction, expr: pb::Expression, name: &str) -> pb::Expression {
     alias(
         pb::Expression {
             kind: Some(Kind::Aggregation(Box::new(pb::AggregationExpr {
@@ -422,12 +422,12 @@ async fn build_pipeline(
             columns: vec!["group".into()],
             aggs: vec![
                 aggregate(
-                    pb::AggregateFunction::Sum,
+                    pb::AggFunction::Sum,
                     binary(column("double"), BinaryOperator::Multiply, column("weight")),
                     "total",
                 ),
-                aggregate(pb::AggregateFunction::Mean, column("qty1"), "mean_qty"),
-                aggregate(pb::AggregateFunction::Count, column("id"), "n"),
+                aggregate(pb::AggFunction::Mean, column("qty1"), "mean_qty"),
+                aggregate(pb::AggFunction::Count, column("id"), "n"),
             ],
             ..Default::default()
         })

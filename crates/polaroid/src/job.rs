@@ -10,7 +10,7 @@ use polaroid_auth::WithBearerToken;
 use polaroid_proto::v1::{
     self as pb, JobEventKind, JobState, job_service_client::JobServiceClient,
 };
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use prost_reflect::{DescriptorPool, DynamicMessage, EnumDescriptor, Kind, MessageDescriptor};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -199,10 +199,76 @@ fn from_json<M: prost::Message + Default>(name: &str, text: &str) -> anyhow::Res
     let descriptor = pool()?
         .get_message_by_name(name)
         .with_context(|| format!("no descriptor for {name}"))?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let message = DynamicMessage::deserialize(descriptor, &mut deserializer)?;
-    deserializer.end()?;
+    let mut value: serde_json::Value = serde_json::from_str(text)?;
+    accept_old_enum_names(&mut value, &descriptor);
+    let message = DynamicMessage::deserialize(descriptor, value)?;
     Ok(message.transcode_to::<M>()?)
+}
+
+/// Renames, in protobuf JSON of `message`, the enum values that had other names before the
+/// established contract's (`BINARY_OPERATOR_GT` is `GT`, `AGGREGATE_FUNCTION_SUM` is
+/// `SUM`): the numbers did not change, so a spec written with the old names keeps its
+/// meaning. Walks the JSON with the message's descriptor, so only enum fields are touched
+/// (never a string literal that happens to spell an old name).
+fn accept_old_enum_names(value: &mut serde_json::Value, message: &MessageDescriptor) {
+    let serde_json::Value::Object(fields) = value else {
+        return;
+    };
+    for (key, value) in fields.iter_mut() {
+        let Some(field) = message
+            .get_field_by_json_name(key)
+            .or_else(|| message.get_field_by_name(key))
+        else {
+            continue;
+        };
+        let (kind, values): (Kind, Vec<&mut serde_json::Value>) = if field.is_map() {
+            let Kind::Message(entry) = field.kind() else {
+                continue;
+            };
+            let kind = entry.map_entry_value_field().kind();
+            match value {
+                serde_json::Value::Object(entries) => (kind, entries.values_mut().collect()),
+                _ => continue,
+            }
+        } else if field.is_list() {
+            match value {
+                serde_json::Value::Array(items) => (field.kind(), items.iter_mut().collect()),
+                _ => continue,
+            }
+        } else {
+            (field.kind(), vec![value])
+        };
+        for value in values {
+            match &kind {
+                Kind::Message(inner) => accept_old_enum_names(value, inner),
+                Kind::Enum(enumeration) => {
+                    if let serde_json::Value::String(name) = value
+                        && let Some(new) = renamed_enum_value(enumeration, name)
+                    {
+                        *name = new;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The contract's name of an enum value that had another name before it, if `name` is one.
+fn renamed_enum_value(enumeration: &EnumDescriptor, name: &str) -> Option<String> {
+    let new = match enumeration.full_name() {
+        "polaroid.v1.BinaryOperator" => name.strip_prefix("BINARY_OPERATOR_")?.to_owned(),
+        "polaroid.v1.UnaryOperator" => name.strip_prefix("UNARY_OPERATOR_")?.to_owned(),
+        "polaroid.v1.AggFunction" => match name.strip_prefix("AGGREGATE_FUNCTION_")? {
+            "UNSPECIFIED" => "AGG_FUNCTION_UNSPECIFIED".to_owned(),
+            other => other.to_owned(),
+        },
+        _ => return None,
+    };
+    // `BINARY_OPERATOR_UNSPECIFIED` keeps its name; anything unknown stays as written, for
+    // the parser's own error.
+    (enumeration.get_value_by_name(name).is_none() && enumeration.get_value_by_name(&new).is_some())
+        .then_some(new)
 }
 
 fn to_json<M: prost::Message>(name: &str, message: &M) -> anyhow::Result<String> {
@@ -274,4 +340,38 @@ async fn watch(client: &mut Client, id: &str) -> anyhow::Result<i32> {
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(op: &str, function: &str) -> String {
+        format!(
+            r#"{{"plan": {{"steps": [
+                {{"step": {{"filter": {{"predicate": {{"binary": {{
+                    "left": {{"column": {{"name": "a"}}}}, "op": "{op}",
+                    "right": {{"literal": {{"stringVal": "BINARY_OPERATOR_GT"}}}}}}}}}}}}}},
+                {{"step": {{"groupBy": {{"aggs": [{{"aggregation": {{
+                    "function": "{function}", "expr": {{"column": {{"name": "a"}}}}}}}}]}}}}}}
+            ]}}}}"#
+        )
+    }
+
+    #[test]
+    fn specs_naming_enum_values_as_before_the_contract_still_read() {
+        let new: pb::JobSpec =
+            from_json("polaroid.v1.JobSpec", &spec("GT", "SUM")).expect("new names");
+        let old: pb::JobSpec = from_json(
+            "polaroid.v1.JobSpec",
+            &spec("BINARY_OPERATOR_GT", "AGGREGATE_FUNCTION_SUM"),
+        )
+        .expect("old names");
+        assert_eq!(old, new);
+        // Only enum fields are renamed: the string literal keeps its text.
+        assert!(format!("{new:?}").contains("\"BINARY_OPERATOR_GT\""));
+        let unknown =
+            from_json::<pb::JobSpec>("polaroid.v1.JobSpec", &spec("BINARY_OPERATOR_XOR", "SUM"));
+        assert!(unknown.is_err());
+    }
 }

@@ -5,6 +5,7 @@ pub mod v1 {
     #![allow(clippy::all, clippy::unwrap_used, missing_docs)]
     tonic::include_proto!("polaroid.v1");
     pub use crate::arrow_batch::ArrowBatch;
+    pub use crate::window_expr::WindowExpr;
 }
 
 /// Arrow Flight (`arrow.flight.protocol.FlightService`), served beside polaroid.v1: a
@@ -39,6 +40,7 @@ mod flight_handle;
 pub mod fuzz_corpus;
 pub mod retry;
 pub mod tenant;
+mod window_expr;
 
 pub use error_code::{
     ErrorCode, Excerpt, MAX_EXCERPT_CHARS, MAX_STATUS_MESSAGE_BYTES, bounded_message, excerpt,

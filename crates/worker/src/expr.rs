@@ -3,13 +3,14 @@
 //! Named functions are listed in [`FUNCTIONS`] and documented in docs/expressions.md.
 
 use polaroid_proto::v1::{
-    self as pb, AggregateFunction, BinaryOperator, RollingFunction, TimeUnit as PbTimeUnit,
+    self as pb, AggFunction, BinaryOperator, RollingFunction, TimeUnit as PbTimeUnit,
     UnaryOperator, expression::Kind, literal_expr::Value,
 };
 use polars::prelude::*;
 
 use crate::dtype;
 use crate::error::{EngineError, EngineResult};
+use crate::legacy::{self, OverParts};
 use polaroid_proto::excerpt;
 
 /// Every named function an expression may call, with its arguments (the first is the input).
@@ -150,21 +151,28 @@ fn check_depth<'a>(expr: &'a pb::Expression) -> EngineResult<()> {
             Kind::Function(function) => function.args.iter().for_each(|arg| push(Some(arg))),
             Kind::Window(window) => {
                 push(window.expr.as_deref());
-                window.partition_by.iter().for_each(|e| push(Some(e)));
-                if window.rolling.is_some() {
+                window.partition_by_v0.iter().for_each(|e| push(Some(e)));
+                if window.rolling_v0.is_some() {
+                    levels = levels.max(held);
+                }
+            }
+            Kind::Over(over) => {
+                push(over.expr.as_deref());
+                over.partition_by.iter().for_each(|e| push(Some(e)));
+                if over.rolling.is_some() {
                     levels = levels.max(held);
                 }
             }
             Kind::CaseExpr(case) => {
                 // Each branch (a `WhenThen` message) nests inside the one before it.
-                for (i, branch) in case.branches.iter().enumerate() {
+                for (i, branch) in case.when_then.iter().enumerate() {
                     for expr in [&branch.when, &branch.then].into_iter().flatten() {
                         stack.push((Node::Expr(expr), held + 1, tree + 1 + i));
                     }
                     levels = levels.max(held);
                 }
                 if let Some(otherwise) = case.otherwise.as_deref() {
-                    stack.push((Node::Expr(otherwise), held, tree + 1 + case.branches.len()));
+                    stack.push((Node::Expr(otherwise), held, tree + 1 + case.when_then.len()));
                 }
             }
         }
@@ -232,6 +240,11 @@ fn translate(expr: &pb::Expression) -> EngineResult<Expr> {
         Kind::Function(function) => function_expr(function),
         Kind::Aggregation(aggregation) => aggregation_expr(aggregation),
         Kind::Window(window) => window_expr(window),
+        Kind::Over(over) => over_expr(OverParts {
+            expr: over.expr.as_deref(),
+            partition_by: &over.partition_by,
+            rolling: over.rolling.as_ref(),
+        }),
         Kind::CaseExpr(case) => case_expr(case),
         Kind::Cast(cast) => {
             let inner = required_inner(cast.expr.as_deref(), "cast input")?;
@@ -411,18 +424,18 @@ fn list_series(list: &pb::LiteralList) -> EngineResult<Series> {
 fn aggregation_expr(aggregation: &pb::AggregationExpr) -> EngineResult<Expr> {
     let inner = required_inner(aggregation.expr.as_deref(), "aggregation input")?;
     Ok(match aggregation.function() {
-        AggregateFunction::Sum => inner.sum(),
-        AggregateFunction::Min => inner.min(),
-        AggregateFunction::Max => inner.max(),
-        AggregateFunction::Mean => inner.mean(),
-        AggregateFunction::Median => inner.median(),
-        AggregateFunction::Std => inner.std(1),
-        AggregateFunction::Var => inner.var(1),
-        AggregateFunction::Count => inner.count(),
-        AggregateFunction::First => inner.first(),
-        AggregateFunction::Last => inner.last(),
-        AggregateFunction::NUnique => inner.n_unique(),
-        AggregateFunction::Quantile => {
+        AggFunction::Sum => inner.sum(),
+        AggFunction::Min => inner.min(),
+        AggFunction::Max => inner.max(),
+        AggFunction::Mean => inner.mean(),
+        AggFunction::Median => inner.median(),
+        AggFunction::Std => inner.std(1),
+        AggFunction::Var => inner.var(1),
+        AggFunction::Count => inner.count(),
+        AggFunction::First => inner.first(),
+        AggFunction::Last => inner.last(),
+        AggFunction::NUnique => inner.n_unique(),
+        AggFunction::Quantile => {
             let q = aggregation
                 .quantile
                 .ok_or_else(|| EngineError::invalid("QUANTILE needs `quantile`"))?;
@@ -433,7 +446,7 @@ fn aggregation_expr(aggregation: &pb::AggregationExpr) -> EngineResult<Expr> {
             }
             inner.quantile(lit(q), QuantileMethod::Linear)
         }
-        AggregateFunction::Unspecified => {
+        AggFunction::Unspecified => {
             return Err(EngineError::invalid(format!(
                 "unknown aggregate function {}",
                 aggregation.function
@@ -510,23 +523,96 @@ pub fn rolling(inner: Expr, spec: &pb::RollingSpec, closed: ClosedWindow) -> Eng
     }
 }
 
+/// The contract's window: an aggregation rolled over the last `window_size` rows. A window
+/// of a plan stored before the contract is the `over` it was then.
 fn window_expr(window: &pb::WindowExpr) -> EngineResult<Expr> {
-    let inner = required_inner(window.expr.as_deref(), "window input")?;
-    if let Some(spec) = &window.rolling {
+    if let Some(parts) = legacy::window_v0(window)? {
+        return over_expr(parts);
+    }
+    let input = window
+        .expr
+        .as_deref()
+        .ok_or_else(|| missing("window input (`expr`, WindowExpr field 1)"))?;
+    let Some(Kind::Aggregation(aggregation)) = &input.kind else {
+        return Err(EngineError::invalid(
+            "a window's `expr` (WindowExpr field 1) is the aggregation it rolls \
+             (AggregationExpr: SUM, MEAN, MIN, MAX, MEDIAN, STD or VAR); an expression over \
+             partitions or over a duration is an `over` (Expression field 10)",
+        ));
+    };
+    let size = window.window_size;
+    if size < 1 {
+        return Err(EngineError::invalid(format!(
+            "a window's `window_size` (WindowExpr field 2) is its rows, at least 1; got {size}"
+        )));
+    }
+    // Unset: every row of the window, as Polars; 0 counts as 1, as in Polars.
+    let min_periods = window.min_periods.unwrap_or(size);
+    if !(0..=size).contains(&min_periods) {
+        return Err(EngineError::invalid(format!(
+            "a window's `min_periods` (WindowExpr field 3) must be between 0 and its \
+             `window_size` ({size}); got {min_periods}"
+        )));
+    }
+    let function = AggFunction::try_from(aggregation.function).map_err(|_| {
+        EngineError::invalid(format!(
+            "a window's aggregation has `function` {}, which is not an AggFunction",
+            aggregation.function
+        ))
+    })?;
+    let function = match function {
+        AggFunction::Sum => RollingFunction::Sum,
+        AggFunction::Mean => RollingFunction::Mean,
+        AggFunction::Min => RollingFunction::Min,
+        AggFunction::Max => RollingFunction::Max,
+        AggFunction::Median => RollingFunction::Median,
+        AggFunction::Std => RollingFunction::Std,
+        AggFunction::Var => RollingFunction::Var,
+        AggFunction::Unspecified => {
+            return Err(EngineError::invalid(
+                "a window's aggregation has no `function` (AGG_FUNCTION_UNSPECIFIED)",
+            ));
+        }
+        other @ (AggFunction::Count
+        | AggFunction::First
+        | AggFunction::Last
+        | AggFunction::NUnique
+        | AggFunction::Quantile) => {
+            return Err(EngineError::Unimplemented(format!(
+                "a window of {} rolls nothing in Polars (SUM, MEAN, MIN, MAX, MEDIAN, STD \
+                 and VAR do)",
+                other.as_str_name()
+            )));
+        }
+    };
+    let inner = required_inner(aggregation.expr.as_deref(), "aggregation input")?;
+    let spec = pb::RollingSpec {
+        function: function as i32,
+        window_size: Some(size),
+        min_periods: Some(min_periods.max(1)),
+        ..Default::default()
+    };
+    rolling(inner, &spec, ClosedWindow::Right)
+}
+
+/// Polaroid's window: `expr` over partitions, or rolled over rows or a duration.
+fn over_expr(over: OverParts<'_>) -> EngineResult<Expr> {
+    let inner = required_inner(over.expr, "window input")?;
+    if let Some(spec) = over.rolling {
         return rolling(inner, spec, ClosedWindow::Right);
     }
-    if window.partition_by.is_empty() {
+    if over.partition_by.is_empty() {
         return Err(EngineError::invalid(
-            "a window needs `partition_by` or `rolling`",
+            "an `over` needs `partition_by` or `rolling`",
         ));
     }
     inner
-        .over(translate_all(&window.partition_by)?)
+        .over(translate_all(over.partition_by)?)
         .map_err(EngineError::polars("window"))
 }
 
 fn case_expr(case: &pb::CaseExpr) -> EngineResult<Expr> {
-    let mut branches = case.branches.iter().map(|branch| {
+    let mut branches = case.when_then.iter().map(|branch| {
         Ok::<_, EngineError>((
             required_inner(branch.when.as_ref(), "`when` condition")?,
             required_inner(branch.then.as_ref(), "`then` value")?,
@@ -899,7 +985,7 @@ mod tests {
     fn wide_cases_are_bounded() {
         let case = |branches: usize| pb::Expression {
             kind: Some(Kind::CaseExpr(Box::new(pb::CaseExpr {
-                branches: vec![
+                when_then: vec![
                     pb::WhenThen {
                         when: Some(column("d")),
                         then: Some(column("a")),

@@ -337,7 +337,7 @@ mod tests {
         // Found by `expr_tree`: a rolling mean over 2^31 rows in a group_by's aggregation
         // asked Polars for 100 GB. Each context is tried, the largest window allowed too.
         let rolling = |window_size: usize| pb::Expression {
-            kind: Some(pb::expression::Kind::Window(Box::new(pb::WindowExpr {
+            kind: Some(pb::expression::Kind::Over(Box::new(pb::OverExpr {
                 expr: Some(Box::new(pb::Expression {
                     kind: Some(pb::expression::Kind::Column(pb::ColumnExpr {
                         name: "a".into(),
@@ -425,17 +425,17 @@ pub mod seeds {
         }))
     }
 
-    fn aggregation(function: pb::AggregateFunction, input: pb::Expression) -> pb::Expression {
+    fn aggregation(function: pb::AggFunction, input: pb::Expression) -> pb::Expression {
         expr(Kind::Aggregation(Box::new(pb::AggregationExpr {
             function: function as i32,
             expr: Some(Box::new(input)),
-            quantile: (function == pb::AggregateFunction::Quantile).then_some(0.5),
+            quantile: (function == pb::AggFunction::Quantile).then_some(0.5),
         })))
     }
 
     /// Expressions of every kind, each function with arguments it accepts.
     pub fn expressions() -> Vec<(String, pb::Expression)> {
-        use pb::{AggregateFunction as A, BinaryOperator as B, UnaryOperator as U};
+        use pb::{AggFunction as A, BinaryOperator as B, UnaryOperator as U};
         let mut all = vec![
             ("column".to_owned(), column("a")),
             ("all".into(), column("*")),
@@ -596,8 +596,18 @@ pub mod seeds {
                 aggregation(function, column("b")),
             ));
         }
+        // `window-*`: windows in the shape plans were stored in before the contract (the
+        // bytes these seeds always had); `over-*`: the same as today's `over`.
         let window = |partition_by: Vec<pb::Expression>, rolling: Option<pb::RollingSpec>| {
             expr(Kind::Window(Box::new(pb::WindowExpr {
+                expr: Some(Box::new(aggregation(A::Sum, column("a")))),
+                partition_by_v0: partition_by,
+                rolling_v0: rolling,
+                ..Default::default()
+            })))
+        };
+        let over = |partition_by: Vec<pb::Expression>, rolling: Option<pb::RollingSpec>| {
+            expr(Kind::Over(Box::new(pb::OverExpr {
                 expr: Some(Box::new(aggregation(A::Sum, column("a")))),
                 partition_by,
                 rolling,
@@ -634,7 +644,7 @@ pub mod seeds {
         all.push((
             "case".into(),
             expr(Kind::CaseExpr(Box::new(pb::CaseExpr {
-                branches: vec![
+                when_then: vec![
                     branch(column("d"), text("yes")),
                     branch(
                         binary(column("a"), B::Gt, literal(Value::IntVal(0))),
@@ -659,6 +669,29 @@ pub mod seeds {
                 }))),
             ));
         }
+        // After the others: a seed's first byte (its request) follows its place in the list.
+        all.push(("over-partition".into(), over(vec![column("c")], None)));
+        all.push((
+            "over-rolling-rows".into(),
+            over(
+                vec![],
+                Some(pb::RollingSpec {
+                    function: pb::RollingFunction::Max as i32,
+                    window_size: Some(2),
+                    ..Default::default()
+                }),
+            ),
+        ));
+        // The contract's window: an aggregation over the last rows.
+        all.push((
+            "window-contract-rows".into(),
+            expr(Kind::Window(Box::new(pb::WindowExpr {
+                expr: Some(Box::new(aggregation(A::Mean, column("a")))),
+                window_size: 3,
+                min_periods: Some(2),
+                ..Default::default()
+            }))),
+        ));
         all
     }
 
@@ -669,7 +702,7 @@ pub mod seeds {
     /// A step of each kind, as its request would make it.
     pub fn steps() -> Vec<(&'static str, Op)> {
         use pb::*;
-        let sum_b = || aggregation(AggregateFunction::Sum, column("b"));
+        let sum_b = || aggregation(AggFunction::Sum, column("b"));
         vec![
             (
                 "select",
@@ -846,7 +879,7 @@ pub mod seeds {
                 Op::PivotV0(PivotStepV0 {
                     on: strings(&["c"]),
                     index: strings(&["a"]),
-                    aggregate: AggregateFunction::Sum as i32,
+                    aggregate: AggFunction::Sum as i32,
                     ..Default::default()
                 }),
             ),

@@ -13,6 +13,40 @@ use polaroid_proto::v1::{self as pb, plan_step::Op};
 
 use crate::error::{EngineError, EngineResult};
 
+/// The parts of a window over partitions or rolled over rows or a duration: an `OverExpr`,
+/// or a `WindowExpr` of a plan stored before the contract (which had them as fields 2 and 3).
+#[derive(Clone, Copy, Debug)]
+pub struct OverParts<'a> {
+    pub expr: Option<&'a pb::Expression>,
+    pub partition_by: &'a [pb::Expression],
+    pub rolling: Option<&'a pb::RollingSpec>,
+}
+
+/// A `WindowExpr` in the shape from before the contract (fields 2 and 3 as messages, which
+/// `polaroid_proto` decodes into `partition_by_v0` and `rolling_v0` and encodes back as
+/// they were): its parts, which mean what today's `over` does. `None` for the contract's
+/// window. Unlike a step, it is read in place, not converted: it sits anywhere in an
+/// expression tree, and the bytes it came from must stay as they are. One with fields of
+/// both shapes was never written by code that meant either: INVALID_ARGUMENT.
+pub fn window_v0(window: &pb::WindowExpr) -> EngineResult<Option<OverParts<'_>>> {
+    if !window.has_v0_fields() {
+        return Ok(None);
+    }
+    if window.has_contract_fields() {
+        return Err(EngineError::invalid(
+            "a WindowExpr has the contract's `window_size` (field 2) or `min_periods` (field \
+             3) as integers and also `partition_by` (field 2) or `rolling` (field 3) as \
+             messages, the shape windows had before the contract: a window over partitions \
+             or a duration is an `over` (Expression field 10)",
+        ));
+    }
+    Ok(Some(OverParts {
+        expr: window.expr.as_deref(),
+        partition_by: &window.partition_by_v0,
+        rolling: window.rolling_v0.as_ref(),
+    }))
+}
+
 /// Whether `op` is a step in a shape from before the contract.
 pub fn is_legacy(op: &Op) -> bool {
     matches!(
@@ -519,6 +553,17 @@ mod tests {
             "asof_join",
             "0a0faa020c1a017432016748035202356d124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070124071717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171",
         ),
+        // Windows (`WindowExpr` with fields 2 and 3 as messages), written with the stubs of
+        // cdb839e, before the contract's WindowExpr: `with_column("s", sum(v).over(g))` and
+        // `filter(rolling sum of v over 2 rows > 1)`.
+        (
+            "with_column_window",
+            "0a1d621b1201731a163a140a0b3209080112050a030a017612050a030a0167124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
+        (
+            "filter_rolling",
+            "0a1f5a1d121b1a190a0f3a0d0a050a030a01761a040801100210051a0412020801124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
+        ),
         (
             "pivot",
             "0a13c201101201631a01611a016222017628043001124070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070707070",
@@ -960,6 +1005,67 @@ mod tests {
         assert_eq!(rest.format(), pb::MessageFormat::Unspecified);
         assert_eq!(rest.timeout_ms, Some(500));
         assert!(!is_legacy(&Op::ReadRestApi(rest)));
+    }
+
+    #[test]
+    fn old_windows_read_as_the_over_they_were() {
+        let Op::WithColumn(with_column) = loaded("with_column_window").0 else {
+            panic!("a with_column")
+        };
+        let Some(Kind::Window(window)) = with_column.expr.and_then(|e| e.kind) else {
+            panic!("a window")
+        };
+        let parts = window_v0(&window)
+            .expect("one shape")
+            .expect("the old shape");
+        assert_eq!(parts.partition_by, [column("g")]);
+        assert!(parts.rolling.is_none());
+        let Some(Kind::Aggregation(sum)) = parts.expr.and_then(|e| e.kind.as_ref()) else {
+            panic!("sum(v)")
+        };
+        assert_eq!(sum.function(), pb::AggFunction::Sum);
+
+        let Op::Filter(filter) = loaded("filter_rolling").0 else {
+            panic!("a filter")
+        };
+        let Some(Kind::Binary(binary)) = filter.predicate.and_then(|e| e.kind) else {
+            panic!("a comparison")
+        };
+        let Some(Kind::Window(window)) = binary.left.and_then(|e| e.kind) else {
+            panic!("a window")
+        };
+        let parts = window_v0(&window)
+            .expect("one shape")
+            .expect("the old shape");
+        assert!(parts.partition_by.is_empty());
+        let rolling = parts.rolling.expect("rolling");
+        assert_eq!(rolling.function(), pb::RollingFunction::Sum);
+        assert_eq!(rolling.window_size, Some(2));
+        assert_eq!(parts.expr, Some(&column("v")));
+        // It translates, as the `over` it means.
+        let _ = crate::expr::to_polars(&pb::Expression {
+            kind: Some(Kind::Window(window)),
+        })
+        .expect("translates");
+    }
+
+    #[test]
+    fn a_window_of_both_shapes_is_invalid_and_the_contracts_is_not_old() {
+        let contract = pb::WindowExpr {
+            expr: Some(Box::new(column("v"))),
+            window_size: 3,
+            ..Default::default()
+        };
+        assert!(window_v0(&contract).expect("the contract's").is_none());
+        let both = pb::WindowExpr {
+            partition_by_v0: vec![column("g")],
+            ..contract
+        };
+        let error = window_v0(&both).expect_err("both shapes").to_string();
+        assert!(
+            error.contains("`window_size` (field 2)") && error.contains("`partition_by` (field 2)"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use polaroid_proto::v1::{
-    self as pb, AggregateFunction, ClosedWindow as PbClosedWindow,
+    self as pb, AggFunction, ClosedWindow as PbClosedWindow,
     InterpolationMethod as PbInterpolationMethod, JoinHow, JoinType as PbJoinType, UniqueKeep,
     WindowLabel, plan_step::Op,
 };
@@ -690,10 +690,11 @@ pub fn group_key_names(schema: &SchemaRef, req: &pb::GroupByRequest) -> EngineRe
     Ok(names.iter_names().map(|n| n.to_string()).collect())
 }
 
-/// The contract's aggregate function over `values`; `None` for UNSPECIFIED.
+/// The contract's aggregate function over `values`; `None` for UNSPECIFIED and for
+/// QUANTILE, which needs a quantile that only an `AggregationExpr` carries.
 fn agg_function(function: pb::AggFunction, values: Expr) -> Option<Expr> {
     Some(match function {
-        pb::AggFunction::Unspecified => return None,
+        pb::AggFunction::Unspecified | pb::AggFunction::Quantile => return None,
         pb::AggFunction::Sum => values.sum(),
         pb::AggFunction::Min => values.min(),
         pb::AggFunction::Max => values.max(),
@@ -724,10 +725,17 @@ pub fn aggregation(agg: &pb::Aggregation, call: &str) -> EngineResult<Expr> {
         ))
     })?;
     let aggregated = agg_function(function, col(agg.column.as_str())).ok_or_else(|| {
-        EngineError::invalid(format!(
-            "{call}: the aggregation of `{}` has no `function` (AGG_FUNCTION_UNSPECIFIED)",
-            excerpt(&agg.column)
-        ))
+        EngineError::invalid(match function {
+            pb::AggFunction::Quantile => format!(
+                "{call}: the aggregation of `{}` is QUANTILE, which needs a quantile: use an \
+                 aggregation expression (`exprs`, AggregationExpr.quantile)",
+                excerpt(&agg.column)
+            ),
+            _ => format!(
+                "{call}: the aggregation of `{}` has no `function` (AGG_FUNCTION_UNSPECIFIED)",
+                excerpt(&agg.column)
+            ),
+        })
     })?;
     Ok(if agg.alias.is_empty() {
         aggregated
@@ -936,25 +944,25 @@ fn interpolation(req: &pb::InterpolateRequest) -> EngineResult<InterpolationMeth
     })
 }
 
-fn aggregate(function: AggregateFunction, values: Expr) -> EngineResult<Expr> {
+fn aggregate(function: AggFunction, values: Expr) -> EngineResult<Expr> {
     Ok(match function {
-        AggregateFunction::Sum => values.sum(),
-        AggregateFunction::Min => values.min(),
-        AggregateFunction::Max => values.max(),
-        AggregateFunction::Mean => values.mean(),
-        AggregateFunction::Median => values.median(),
-        AggregateFunction::Std => values.std(1),
-        AggregateFunction::Var => values.var(1),
-        AggregateFunction::Count => values.count(),
-        AggregateFunction::First => values.first(),
-        AggregateFunction::Last => values.last(),
-        AggregateFunction::NUnique => values.n_unique(),
-        AggregateFunction::Quantile => {
+        AggFunction::Sum => values.sum(),
+        AggFunction::Min => values.min(),
+        AggFunction::Max => values.max(),
+        AggFunction::Mean => values.mean(),
+        AggFunction::Median => values.median(),
+        AggFunction::Std => values.std(1),
+        AggFunction::Var => values.var(1),
+        AggFunction::Count => values.count(),
+        AggFunction::First => values.first(),
+        AggFunction::Last => values.last(),
+        AggFunction::NUnique => values.n_unique(),
+        AggFunction::Quantile => {
             return Err(EngineError::invalid("pivot does not support QUANTILE"));
         }
         // One value per cell: `first` after checking uniqueness would cost a pass; Polars'
         // own default for pivot is an error on duplicates, which `item` gives.
-        AggregateFunction::Unspecified => values.item(true),
+        AggFunction::Unspecified => values.item(true),
     })
 }
 
@@ -1008,14 +1016,10 @@ fn pivot(
         values
     };
     let function = match req.aggregate {
-        None => AggregateFunction::Unspecified,
-        Some(value) => {
-            let typed = pb::AggFunction::try_from(value).map_err(|_| {
-                EngineError::invalid(format!("pivot: `aggregate` {value} is not an AggFunction"))
-            })?;
-            // The same numbers.
-            AggregateFunction::try_from(typed as i32).unwrap_or(AggregateFunction::Unspecified)
-        }
+        None => AggFunction::Unspecified,
+        Some(value) => pb::AggFunction::try_from(value).map_err(|_| {
+            EngineError::invalid(format!("pivot: `aggregate` {value} is not an AggFunction"))
+        })?,
     };
     // Polars needs the output columns up front: the distinct values of `on`.
     let mut on_columns = crate::query::collect(

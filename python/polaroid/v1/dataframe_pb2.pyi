@@ -44,21 +44,6 @@ class UniqueKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNIQUE_KEEP_NONE: _ClassVar[UniqueKeep]
     UNIQUE_KEEP_ANY: _ClassVar[UniqueKeep]
 
-class AggFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    AGG_FUNCTION_UNSPECIFIED: _ClassVar[AggFunction]
-    SUM: _ClassVar[AggFunction]
-    MIN: _ClassVar[AggFunction]
-    MAX: _ClassVar[AggFunction]
-    MEAN: _ClassVar[AggFunction]
-    MEDIAN: _ClassVar[AggFunction]
-    STD: _ClassVar[AggFunction]
-    VAR: _ClassVar[AggFunction]
-    COUNT: _ClassVar[AggFunction]
-    FIRST: _ClassVar[AggFunction]
-    LAST: _ClassVar[AggFunction]
-    N_UNIQUE: _ClassVar[AggFunction]
-
 class JoinType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOIN_TYPE_UNSPECIFIED: _ClassVar[JoinType]
@@ -138,18 +123,6 @@ UNIQUE_KEEP_FIRST: UniqueKeep
 UNIQUE_KEEP_LAST: UniqueKeep
 UNIQUE_KEEP_NONE: UniqueKeep
 UNIQUE_KEEP_ANY: UniqueKeep
-AGG_FUNCTION_UNSPECIFIED: AggFunction
-SUM: AggFunction
-MIN: AggFunction
-MAX: AggFunction
-MEAN: AggFunction
-MEDIAN: AggFunction
-STD: AggFunction
-VAR: AggFunction
-COUNT: AggFunction
-FIRST: AggFunction
-LAST: AggFunction
-N_UNIQUE: AggFunction
 JOIN_TYPE_UNSPECIFIED: JoinType
 INNER: JoinType
 LEFT: JoinType
@@ -669,8 +642,8 @@ class Aggregation(_message.Message):
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     column: str
     alias: str
-    function: AggFunction
-    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
+    function: _expr_pb2.AggFunction
+    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[_expr_pb2.AggFunction, str]] = ...) -> None: ...
 
 class AggRequest(_message.Message):
     __slots__ = ("handle", "aggregations", "exprs")
@@ -698,13 +671,13 @@ class PivotRequest(_message.Message):
     index: str
     columns: str
     values: str
-    aggregate: AggFunction
+    aggregate: _expr_pb2.AggFunction
     sort_columns: bool
     separator: str
     on_columns: _containers.RepeatedScalarFieldContainer[str]
     index_columns: _containers.RepeatedScalarFieldContainer[str]
     values_columns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, handle: _Optional[str] = ..., index: _Optional[str] = ..., columns: _Optional[str] = ..., values: _Optional[str] = ..., aggregate: _Optional[_Union[AggFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ..., on_columns: _Optional[_Iterable[str]] = ..., index_columns: _Optional[_Iterable[str]] = ..., values_columns: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., index: _Optional[str] = ..., columns: _Optional[str] = ..., values: _Optional[str] = ..., aggregate: _Optional[_Union[_expr_pb2.AggFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ..., on_columns: _Optional[_Iterable[str]] = ..., index_columns: _Optional[_Iterable[str]] = ..., values_columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeltRequest(_message.Message):
     __slots__ = ("handle", "id_vars", "value_vars", "variable_name", "value_name")
@@ -846,8 +819,8 @@ class RollingAggregation(_message.Message):
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     column: str
     alias: str
-    function: AggFunction
-    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
+    function: _expr_pb2.AggFunction
+    def __init__(self, column: _Optional[str] = ..., alias: _Optional[str] = ..., function: _Optional[_Union[_expr_pb2.AggFunction, str]] = ...) -> None: ...
 
 class RollingWindowRequest(_message.Message):
     __slots__ = ("handle", "window_size", "aggregations", "min_periods", "center", "time_column", "suffix", "closed", "every_numeric_column")
@@ -868,8 +841,8 @@ class RollingWindowRequest(_message.Message):
     time_column: str
     suffix: str
     closed: ClosedWindow
-    every_numeric_column: AggFunction
-    def __init__(self, handle: _Optional[str] = ..., window_size: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[RollingAggregation, _Mapping]]] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., time_column: _Optional[str] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., every_numeric_column: _Optional[_Union[AggFunction, str]] = ...) -> None: ...
+    every_numeric_column: _expr_pb2.AggFunction
+    def __init__(self, handle: _Optional[str] = ..., window_size: _Optional[str] = ..., aggregations: _Optional[_Iterable[_Union[RollingAggregation, _Mapping]]] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ..., time_column: _Optional[str] = ..., suffix: _Optional[str] = ..., closed: _Optional[_Union[ClosedWindow, str]] = ..., every_numeric_column: _Optional[_Union[_expr_pb2.AggFunction, str]] = ...) -> None: ...
 
 class LagColumn(_message.Message):
     __slots__ = ("column", "periods", "alias")

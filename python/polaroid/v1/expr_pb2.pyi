@@ -17,44 +17,44 @@ class TimeUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 class BinaryOperator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BINARY_OPERATOR_UNSPECIFIED: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_EQ: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_NEQ: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_LT: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_LTE: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_GT: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_GTE: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_PLUS: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_MINUS: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_MULTIPLY: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_DIVIDE: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_MODULO: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_AND: _ClassVar[BinaryOperator]
-    BINARY_OPERATOR_OR: _ClassVar[BinaryOperator]
+    EQ: _ClassVar[BinaryOperator]
+    NEQ: _ClassVar[BinaryOperator]
+    LT: _ClassVar[BinaryOperator]
+    LTE: _ClassVar[BinaryOperator]
+    GT: _ClassVar[BinaryOperator]
+    GTE: _ClassVar[BinaryOperator]
+    PLUS: _ClassVar[BinaryOperator]
+    MINUS: _ClassVar[BinaryOperator]
+    MULTIPLY: _ClassVar[BinaryOperator]
+    DIVIDE: _ClassVar[BinaryOperator]
+    MODULO: _ClassVar[BinaryOperator]
+    AND: _ClassVar[BinaryOperator]
+    OR: _ClassVar[BinaryOperator]
 
 class UnaryOperator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     UNARY_OPERATOR_UNSPECIFIED: _ClassVar[UnaryOperator]
-    UNARY_OPERATOR_NOT: _ClassVar[UnaryOperator]
-    UNARY_OPERATOR_NEGATE: _ClassVar[UnaryOperator]
-    UNARY_OPERATOR_IS_NULL: _ClassVar[UnaryOperator]
-    UNARY_OPERATOR_IS_NOT_NULL: _ClassVar[UnaryOperator]
-    UNARY_OPERATOR_ABS: _ClassVar[UnaryOperator]
+    NOT: _ClassVar[UnaryOperator]
+    NEGATE: _ClassVar[UnaryOperator]
+    IS_NULL: _ClassVar[UnaryOperator]
+    IS_NOT_NULL: _ClassVar[UnaryOperator]
+    ABS: _ClassVar[UnaryOperator]
 
-class AggregateFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+class AggFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    AGGREGATE_FUNCTION_UNSPECIFIED: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_SUM: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_MIN: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_MAX: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_MEAN: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_MEDIAN: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_STD: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_VAR: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_COUNT: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_FIRST: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_LAST: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_N_UNIQUE: _ClassVar[AggregateFunction]
-    AGGREGATE_FUNCTION_QUANTILE: _ClassVar[AggregateFunction]
+    AGG_FUNCTION_UNSPECIFIED: _ClassVar[AggFunction]
+    SUM: _ClassVar[AggFunction]
+    MIN: _ClassVar[AggFunction]
+    MAX: _ClassVar[AggFunction]
+    MEAN: _ClassVar[AggFunction]
+    MEDIAN: _ClassVar[AggFunction]
+    STD: _ClassVar[AggFunction]
+    VAR: _ClassVar[AggFunction]
+    COUNT: _ClassVar[AggFunction]
+    FIRST: _ClassVar[AggFunction]
+    LAST: _ClassVar[AggFunction]
+    N_UNIQUE: _ClassVar[AggFunction]
+    QUANTILE: _ClassVar[AggFunction]
 
 class RollingFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -71,38 +71,38 @@ TIME_UNIT_NANOSECONDS: TimeUnit
 TIME_UNIT_MICROSECONDS: TimeUnit
 TIME_UNIT_MILLISECONDS: TimeUnit
 BINARY_OPERATOR_UNSPECIFIED: BinaryOperator
-BINARY_OPERATOR_EQ: BinaryOperator
-BINARY_OPERATOR_NEQ: BinaryOperator
-BINARY_OPERATOR_LT: BinaryOperator
-BINARY_OPERATOR_LTE: BinaryOperator
-BINARY_OPERATOR_GT: BinaryOperator
-BINARY_OPERATOR_GTE: BinaryOperator
-BINARY_OPERATOR_PLUS: BinaryOperator
-BINARY_OPERATOR_MINUS: BinaryOperator
-BINARY_OPERATOR_MULTIPLY: BinaryOperator
-BINARY_OPERATOR_DIVIDE: BinaryOperator
-BINARY_OPERATOR_MODULO: BinaryOperator
-BINARY_OPERATOR_AND: BinaryOperator
-BINARY_OPERATOR_OR: BinaryOperator
+EQ: BinaryOperator
+NEQ: BinaryOperator
+LT: BinaryOperator
+LTE: BinaryOperator
+GT: BinaryOperator
+GTE: BinaryOperator
+PLUS: BinaryOperator
+MINUS: BinaryOperator
+MULTIPLY: BinaryOperator
+DIVIDE: BinaryOperator
+MODULO: BinaryOperator
+AND: BinaryOperator
+OR: BinaryOperator
 UNARY_OPERATOR_UNSPECIFIED: UnaryOperator
-UNARY_OPERATOR_NOT: UnaryOperator
-UNARY_OPERATOR_NEGATE: UnaryOperator
-UNARY_OPERATOR_IS_NULL: UnaryOperator
-UNARY_OPERATOR_IS_NOT_NULL: UnaryOperator
-UNARY_OPERATOR_ABS: UnaryOperator
-AGGREGATE_FUNCTION_UNSPECIFIED: AggregateFunction
-AGGREGATE_FUNCTION_SUM: AggregateFunction
-AGGREGATE_FUNCTION_MIN: AggregateFunction
-AGGREGATE_FUNCTION_MAX: AggregateFunction
-AGGREGATE_FUNCTION_MEAN: AggregateFunction
-AGGREGATE_FUNCTION_MEDIAN: AggregateFunction
-AGGREGATE_FUNCTION_STD: AggregateFunction
-AGGREGATE_FUNCTION_VAR: AggregateFunction
-AGGREGATE_FUNCTION_COUNT: AggregateFunction
-AGGREGATE_FUNCTION_FIRST: AggregateFunction
-AGGREGATE_FUNCTION_LAST: AggregateFunction
-AGGREGATE_FUNCTION_N_UNIQUE: AggregateFunction
-AGGREGATE_FUNCTION_QUANTILE: AggregateFunction
+NOT: UnaryOperator
+NEGATE: UnaryOperator
+IS_NULL: UnaryOperator
+IS_NOT_NULL: UnaryOperator
+ABS: UnaryOperator
+AGG_FUNCTION_UNSPECIFIED: AggFunction
+SUM: AggFunction
+MIN: AggFunction
+MAX: AggFunction
+MEAN: AggFunction
+MEDIAN: AggFunction
+STD: AggFunction
+VAR: AggFunction
+COUNT: AggFunction
+FIRST: AggFunction
+LAST: AggFunction
+N_UNIQUE: AggFunction
+QUANTILE: AggFunction
 ROLLING_FUNCTION_UNSPECIFIED: RollingFunction
 ROLLING_FUNCTION_SUM: RollingFunction
 ROLLING_FUNCTION_MEAN: RollingFunction
@@ -113,7 +113,7 @@ ROLLING_FUNCTION_VAR: RollingFunction
 ROLLING_FUNCTION_MEDIAN: RollingFunction
 
 class Expression(_message.Message):
-    __slots__ = ("column", "literal", "binary", "unary", "function", "aggregation", "window", "case_expr", "cast")
+    __slots__ = ("column", "literal", "binary", "unary", "function", "aggregation", "window", "case_expr", "cast", "over")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     LITERAL_FIELD_NUMBER: _ClassVar[int]
     BINARY_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class Expression(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     CASE_EXPR_FIELD_NUMBER: _ClassVar[int]
     CAST_FIELD_NUMBER: _ClassVar[int]
+    OVER_FIELD_NUMBER: _ClassVar[int]
     column: ColumnExpr
     literal: LiteralExpr
     binary: BinaryExpr
@@ -132,7 +133,8 @@ class Expression(_message.Message):
     window: WindowExpr
     case_expr: CaseExpr
     cast: CastExpr
-    def __init__(self, column: _Optional[_Union[ColumnExpr, _Mapping]] = ..., literal: _Optional[_Union[LiteralExpr, _Mapping]] = ..., binary: _Optional[_Union[BinaryExpr, _Mapping]] = ..., unary: _Optional[_Union[UnaryExpr, _Mapping]] = ..., function: _Optional[_Union[FunctionExpr, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationExpr, _Mapping]] = ..., window: _Optional[_Union[WindowExpr, _Mapping]] = ..., case_expr: _Optional[_Union[CaseExpr, _Mapping]] = ..., cast: _Optional[_Union[CastExpr, _Mapping]] = ...) -> None: ...
+    over: OverExpr
+    def __init__(self, column: _Optional[_Union[ColumnExpr, _Mapping]] = ..., literal: _Optional[_Union[LiteralExpr, _Mapping]] = ..., binary: _Optional[_Union[BinaryExpr, _Mapping]] = ..., unary: _Optional[_Union[UnaryExpr, _Mapping]] = ..., function: _Optional[_Union[FunctionExpr, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationExpr, _Mapping]] = ..., window: _Optional[_Union[WindowExpr, _Mapping]] = ..., case_expr: _Optional[_Union[CaseExpr, _Mapping]] = ..., cast: _Optional[_Union[CastExpr, _Mapping]] = ..., over: _Optional[_Union[OverExpr, _Mapping]] = ...) -> None: ...
 
 class ColumnExpr(_message.Message):
     __slots__ = ("name",)
@@ -223,10 +225,10 @@ class AggregationExpr(_message.Message):
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     EXPR_FIELD_NUMBER: _ClassVar[int]
     QUANTILE_FIELD_NUMBER: _ClassVar[int]
-    function: AggregateFunction
+    function: AggFunction
     expr: Expression
     quantile: float
-    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., expr: _Optional[_Union[Expression, _Mapping]] = ..., quantile: _Optional[float] = ...) -> None: ...
+    def __init__(self, function: _Optional[_Union[AggFunction, str]] = ..., expr: _Optional[_Union[Expression, _Mapping]] = ..., quantile: _Optional[float] = ...) -> None: ...
 
 class RollingSpec(_message.Message):
     __slots__ = ("function", "window_size", "period", "time_column", "min_periods", "center")
@@ -245,6 +247,16 @@ class RollingSpec(_message.Message):
     def __init__(self, function: _Optional[_Union[RollingFunction, str]] = ..., window_size: _Optional[int] = ..., period: _Optional[str] = ..., time_column: _Optional[str] = ..., min_periods: _Optional[int] = ..., center: _Optional[bool] = ...) -> None: ...
 
 class WindowExpr(_message.Message):
+    __slots__ = ("expr", "window_size", "min_periods")
+    EXPR_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    expr: Expression
+    window_size: int
+    min_periods: int
+    def __init__(self, expr: _Optional[_Union[Expression, _Mapping]] = ..., window_size: _Optional[int] = ..., min_periods: _Optional[int] = ...) -> None: ...
+
+class OverExpr(_message.Message):
     __slots__ = ("expr", "partition_by", "rolling")
     EXPR_FIELD_NUMBER: _ClassVar[int]
     PARTITION_BY_FIELD_NUMBER: _ClassVar[int]
@@ -263,12 +275,12 @@ class WhenThen(_message.Message):
     def __init__(self, when: _Optional[_Union[Expression, _Mapping]] = ..., then: _Optional[_Union[Expression, _Mapping]] = ...) -> None: ...
 
 class CaseExpr(_message.Message):
-    __slots__ = ("branches", "otherwise")
-    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("when_then", "otherwise")
+    WHEN_THEN_FIELD_NUMBER: _ClassVar[int]
     OTHERWISE_FIELD_NUMBER: _ClassVar[int]
-    branches: _containers.RepeatedCompositeFieldContainer[WhenThen]
+    when_then: _containers.RepeatedCompositeFieldContainer[WhenThen]
     otherwise: Expression
-    def __init__(self, branches: _Optional[_Iterable[_Union[WhenThen, _Mapping]]] = ..., otherwise: _Optional[_Union[Expression, _Mapping]] = ...) -> None: ...
+    def __init__(self, when_then: _Optional[_Iterable[_Union[WhenThen, _Mapping]]] = ..., otherwise: _Optional[_Union[Expression, _Mapping]] = ...) -> None: ...
 
 class CastExpr(_message.Message):
     __slots__ = ("expr", "data_type", "strict")

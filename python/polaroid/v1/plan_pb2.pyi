@@ -386,10 +386,10 @@ class PivotStepV0(_message.Message):
     on: _containers.RepeatedScalarFieldContainer[str]
     index: _containers.RepeatedScalarFieldContainer[str]
     values: _containers.RepeatedScalarFieldContainer[str]
-    aggregate: _expr_pb2.AggregateFunction
+    aggregate: _expr_pb2.AggFunction
     sort_columns: bool
     separator: str
-    def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggregateFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
+    def __init__(self, handle: _Optional[str] = ..., on: _Optional[_Iterable[str]] = ..., index: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[str]] = ..., aggregate: _Optional[_Union[_expr_pb2.AggFunction, str]] = ..., sort_columns: _Optional[bool] = ..., separator: _Optional[str] = ...) -> None: ...
 
 class JoinStepV0(_message.Message):
     __slots__ = ("handle", "right", "on", "left_on", "right_on", "how", "suffix", "coalesce")
