@@ -4,13 +4,15 @@
 //! `t/<tenant>/plans/<plan id>` (a `PlanNode`), `t/<tenant>/artifacts/<artifact id>`
 //! (uploaded Arrow IPC bytes) and `t/<tenant>/results/<plan id>` (a persisted result, Arrow
 //! IPC). Plans, artifacts and results are content-addressed, so the same work is recorded
-//! once; handles are fresh on every call, so dropping one never affects another.
+//! once; handles are fresh on every call, so dropping one never affects another. A handle record
+//! is written whole once, then changed only by compare-and-set ([`Catalog::update_handle`]).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use polaroid_proto::retry::RetryPolicy;
 use polaroid_proto::v1::{HandleRecord, PlanNode};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -132,6 +134,28 @@ pub struct Catalog {
     /// Each tenant's limit of stored uploads and results; `None`: no limits.
     stored_bytes: Option<StoredBytesQuota>,
 }
+
+/// What a change to a handle record decided ([`Catalog::update_handle`]).
+#[derive(Debug)]
+pub enum RecordChange<T> {
+    /// Write the record as the change left it, then answer `T`.
+    Write(T),
+    /// Leave the stored record as it is and answer `T`.
+    Keep(T),
+}
+
+/// How a handle record's compare-and-set retries when another writer got there first:
+/// full jitter, so writers that collided spread out. Sized on the conformance suite's
+/// race, 8 writers changing one record 4 times each at once: with at most 16 attempts
+/// and waits up to 20 ms, writers against Azurite (a write takes milliseconds there) ran
+/// out of attempts; 32 attempts with waits up to 100 ms have not (a lone conflict still
+/// waits under a millisecond).
+const RECORD_UPDATE_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 32,
+    first_backoff: Duration::from_millis(1),
+    max_backoff: Duration::from_millis(100),
+    min_jitter: 0.0,
+};
 
 /// The default grace period of the garbage collector.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(600);
@@ -348,11 +372,7 @@ impl Catalog {
     }
 
     /// Writes (or rewrites) the record of `handle`.
-    pub async fn put_handle(
-        &self,
-        handle: &Handle,
-        record: &HandleRecord,
-    ) -> Result<(), StoreError> {
+    async fn put_handle(&self, handle: &Handle, record: &HandleRecord) -> Result<(), StoreError> {
         self.store
             .put(
                 &Self::handle_key(handle),
@@ -375,6 +395,49 @@ impl Catalog {
         )
         .increment(1);
         record
+    }
+
+    /// Changes the record of `handle` by compare-and-set, so no two writers' changes (a
+    /// pin racing a drop on two workers) ever lose one of them: `change` gets the record
+    /// as stored and says whether to write what it made of it; when another write came
+    /// in between, it is called again on the newer record. `None` when there is no record.
+    pub async fn update_handle<T>(
+        &self,
+        handle: &Handle,
+        mut change: impl FnMut(&mut HandleRecord) -> RecordChange<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let key = Self::handle_key(handle);
+        let mut attempt = 1;
+        loop {
+            let Some((bytes, version)) = self.store.get_versioned(&key).await? else {
+                return Ok(None);
+            };
+            let mut record = HandleRecord::decode(bytes).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+            let answer = match change(&mut record) {
+                RecordChange::Keep(answer) => return Ok(Some(answer)),
+                RecordChange::Write(answer) => answer,
+            };
+            let value = Bytes::from(record.encode_to_vec());
+            if self.store.put_if_unchanged(&key, value, &version).await? {
+                return Ok(Some(answer));
+            }
+            metrics::counter!(
+                "polaroid_store_handle_update_conflicts_total",
+                "backend" => self.store.backend()
+            )
+            .increment(1);
+            attempt += 1;
+            let Some(pause) = RECORD_UPDATE_RETRY.pause(attempt) else {
+                return Err(StoreError::Contended {
+                    key,
+                    attempts: RECORD_UPDATE_RETRY.max_attempts,
+                });
+            };
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// Removes the record of `handle`; returns whether it existed.

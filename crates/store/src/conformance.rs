@@ -5,7 +5,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::{ResultStore, StoreError, now_unix_ms};
+use polaroid_proto::v1::{HandleRecord, PlanNode};
+
+use crate::{
+    AffinityKey, Catalog, Handle, RecordChange, ResultStore, StoreError, TenantId, Version,
+    now_unix_ms,
+};
 
 /// Runs every conformance check against `store`, which must start empty.
 pub async fn run_all(store: Arc<dyn ResultStore>) -> Result<(), String> {
@@ -16,7 +21,10 @@ pub async fn run_all(store: Arc<dyn ResultStore>) -> Result<(), String> {
     head_reports_size_and_age(&*store).await?;
     delete_is_idempotent(&*store).await?;
     rejects_path_like_keys(&*store).await?;
-    concurrent_writers(store).await?;
+    concurrent_writers(store.clone()).await?;
+    conditional_put(&*store).await?;
+    compare_and_set_loses_no_update(store.clone()).await?;
+    handle_record_updates_lose_nothing(store).await?;
     Ok(())
 }
 
@@ -179,5 +187,215 @@ async fn concurrent_writers(store: Arc<dyn ResultStore>) -> Result<(), String> {
     check(
         values.contains(&read),
         "concurrent writers leave exactly one whole value",
+    )
+}
+
+async fn conditional_put(store: &dyn ResultStore) -> Result<(), String> {
+    let key = "cas/k";
+    store
+        .put(key, Bytes::from_static(b"first"))
+        .await
+        .map_err(fail)?;
+    let (value, first) = store
+        .get_versioned(key)
+        .await
+        .map_err(fail)?
+        .ok_or("get_versioned of a stored key")?;
+    check(&value[..] == b"first", "get_versioned returns the value")?;
+    check(
+        store
+            .put_if_unchanged(key, Bytes::from_static(b"second"), &first)
+            .await
+            .map_err(fail)?,
+        "a conditional put at the version read succeeds",
+    )?;
+    check(
+        !store
+            .put_if_unchanged(key, Bytes::from_static(b"lost"), &first)
+            .await
+            .map_err(fail)?,
+        "a conditional put at a version since replaced fails",
+    )?;
+    check(
+        store.get(key).await.map_err(fail)?.as_deref() == Some(&b"second"[..]),
+        "a failed conditional put writes nothing",
+    )?;
+    // A plain put in between is a change too.
+    let (_, second) = store
+        .get_versioned(key)
+        .await
+        .map_err(fail)?
+        .ok_or("get_versioned after a conditional put")?;
+    store
+        .put(key, Bytes::from_static(b"third"))
+        .await
+        .map_err(fail)?;
+    check(
+        !store
+            .put_if_unchanged(key, Bytes::from_static(b"lost"), &second)
+            .await
+            .map_err(fail)?,
+        "a conditional put after another put fails",
+    )?;
+    store.delete(key).await.map_err(fail)?;
+    check(
+        !store
+            .put_if_unchanged(key, Bytes::from_static(b"lost"), &second)
+            .await
+            .map_err(fail)?,
+        "a conditional put of a deleted key fails",
+    )?;
+    check(
+        store.get(key).await.map_err(fail)?.is_none(),
+        "a conditional put never recreates a deleted key",
+    )
+}
+
+/// Many writers each add one to a counter, again and again, by read then conditional put:
+/// with a true compare-and-set no increment is lost.
+async fn compare_and_set_loses_no_update(store: Arc<dyn ResultStore>) -> Result<(), String> {
+    const WRITERS: u64 = 8;
+    const INCREMENTS: u64 = 8;
+    let key = "cas/counter";
+    store
+        .put(key, Bytes::from_static(b"0"))
+        .await
+        .map_err(fail)?;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..INCREMENTS {
+                    increment(&*store, key).await?;
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.map_err(|e| e.to_string())??;
+    }
+    let read = store
+        .get(key)
+        .await
+        .map_err(fail)?
+        .ok_or("counter missing")?;
+    let count = String::from_utf8_lossy(&read).into_owned();
+    check(
+        count == (WRITERS * INCREMENTS).to_string(),
+        &format!(
+            "{WRITERS} writers adding {INCREMENTS} each by compare-and-set reach {}, got {count}",
+            WRITERS * INCREMENTS
+        ),
+    )
+}
+
+async fn increment(store: &dyn ResultStore, key: &str) -> Result<(), String> {
+    loop {
+        let (value, version): (Bytes, Version) = store
+            .get_versioned(key)
+            .await
+            .map_err(fail)?
+            .ok_or("counter missing")?;
+        let count: u64 = String::from_utf8_lossy(&value)
+            .parse()
+            .map_err(|e| format!("counter {value:?}: {e}"))?;
+        let next = Bytes::from((count + 1).to_string());
+        if store
+            .put_if_unchanged(key, next, &version)
+            .await
+            .map_err(fail)?
+        {
+            return Ok(());
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Writers on one handle record at once, as workers serving one handle do (pins, drops,
+/// access refreshes, persisted results): each adds its own mark through
+/// [`Catalog::update_handle`], and every mark is in the record at the end.
+async fn handle_record_updates_lose_nothing(store: Arc<dyn ResultStore>) -> Result<(), String> {
+    const WRITERS: usize = 8;
+    const MARKS: usize = 4;
+    let catalog = Arc::new(Catalog::new(store));
+    let handle = Handle::new(TenantId::from_name("conformance"), AffinityKey::random());
+    let record = HandleRecord {
+        plan: "0".repeat(64),
+        node: Some(PlanNode::default()),
+        created_unix_ms: now_unix_ms(),
+        last_access_unix_ms: now_unix_ms(),
+        ..Default::default()
+    };
+    catalog
+        .create_handle(&handle, &record)
+        .await
+        .map_err(fail)?;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let catalog = catalog.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                for mark in 0..MARKS {
+                    let mark = format!("w{writer}-{mark}");
+                    catalog
+                        .update_handle(&handle, |record| {
+                            record.artifacts.push(mark.clone());
+                            // One writer also pins, one drops: fields others never touch.
+                            match writer {
+                                0 => record.pinned = true,
+                                1 => record.dropped_unix_ms = Some(now_unix_ms()),
+                                _ => {}
+                            }
+                            RecordChange::Write(())
+                        })
+                        .await
+                        .map_err(fail)?
+                        .ok_or("the record vanished")?;
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.map_err(|e| e.to_string())??;
+    }
+    let stored = catalog
+        .get_handle(&handle)
+        .await
+        .map_err(fail)?
+        .ok_or("record missing")?;
+    check(
+        stored.artifacts.len() == WRITERS * MARKS,
+        &format!(
+            "{WRITERS} writers adding {MARKS} marks each keep all {}, got {}",
+            WRITERS * MARKS,
+            stored.artifacts.len()
+        ),
+    )?;
+    check(
+        stored.pinned && stored.dropped_unix_ms.is_some(),
+        "a pin and a drop made amid other writes both stay",
+    )?;
+    let unchanged = catalog
+        .update_handle(&handle, |_| RecordChange::Keep(()))
+        .await
+        .map_err(fail)?;
+    check(
+        unchanged.is_some(),
+        "an update that keeps the record answers",
+    )?;
+    let missing = Handle::new(TenantId::from_name("conformance"), AffinityKey::random());
+    check(
+        catalog
+            .update_handle(&missing, |_| RecordChange::Write(()))
+            .await
+            .map_err(fail)?
+            .is_none(),
+        "an update of a missing record writes nothing and says so",
+    )?;
+    check(
+        catalog.get_handle(&missing).await.map_err(fail)?.is_none(),
+        "an update never creates a record",
     )
 }

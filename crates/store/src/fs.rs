@@ -6,6 +6,14 @@
 //! the put returns: for a small new key, an entry in the store's journal (`journal.rs`,
 //! one `fdatasync` shared by concurrent puts); otherwise an `fsync` of the file before the
 //! rename and of its directory after.
+//!
+//! A conditional put (a compare-and-set) holds an exclusive `flock` on one of
+//! [`LOCK_STRIPES`] lock files (the key's CRC picks it) while it reads the key, compares
+//! its content's digest with the expected version and writes: `flock` excludes other
+//! open files of the same lock in this process and in any other sharing the directory,
+//! and is let go by the kernel if its holder dies. A lock on the key's own file would
+//! not do: the rename replaces the file, and a writer opening the new one would hold a
+//! lock of its own.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +23,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::journal::{self, Journal};
-use crate::{ObjectMeta, ResultStore, StoreError, unix_ms, validate_key};
+use crate::{ObjectMeta, ResultStore, StoreError, Version, unix_ms, validate_key};
+
+/// The directory under the root holding the conditional puts' lock files (its leading
+/// `.` keeps it out of keys and listings).
+const LOCKS_DIRECTORY: &str = ".locks";
+/// How many lock files conditional puts share: keys on different stripes never wait for
+/// each other, and the directory stays small.
+const LOCK_STRIPES: u32 = 64;
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -42,6 +57,7 @@ impl FsStore {
         std::fs::create_dir_all(&root).map_err(backend)?;
         let root = root.canonicalize().map_err(backend)?;
         let journal = Journal::open(&root, interval).map_err(backend)?;
+        std::fs::create_dir_all(root.join(LOCKS_DIRECTORY)).map_err(backend)?;
         Ok(Self {
             root,
             journal: Arc::new(journal),
@@ -84,6 +100,36 @@ impl FsStore {
             let _ = std::fs::remove_file(&temp);
         }
         result
+    }
+
+    /// The conditional put of `key` at `target`, under its stripe's lock.
+    fn put_if_unchanged_sync(
+        &self,
+        key: &str,
+        target: &Path,
+        value: &[u8],
+        expected: &Version,
+    ) -> std::io::Result<bool> {
+        let stripe = crc32fast::hash(key.as_bytes()) % LOCK_STRIPES;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(LOCKS_DIRECTORY).join(format!("{stripe:02}")))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+        let current = match std::fs::read(target) {
+            Ok(current) => current,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if Version::of_content(&current) != *expected {
+            return Ok(false);
+        }
+        // The key exists, so this is never a create the journal would take.
+        Self::put_durably(target, value)?;
+        // Closing the file lets the lock go.
+        drop(lock);
+        Ok(true)
     }
 
     /// Visits every file under the deepest directory `prefix` names, temp files included.
@@ -223,6 +269,26 @@ impl ResultStore for FsStore {
         } else {
             blocking(read).await
         }
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        Ok(self.get(key).await?.map(|value| {
+            let version = Version::of_content(&value);
+            (value, version)
+        }))
+    }
+
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: &Version,
+    ) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let store = self.clone();
+        let key = key.to_owned();
+        let expected = expected.clone();
+        blocking(move || store.put_if_unchanged_sync(&key, &path, &value, &expected)).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {

@@ -12,7 +12,8 @@ mod object;
 mod quota;
 
 pub use catalog::{
-    ArtifactId, Catalog, DEFAULT_GC_GRACE, GcReport, HandleRecordExt, PlanId, schema_hash,
+    ArtifactId, Catalog, DEFAULT_GC_GRACE, GcReport, HandleRecordExt, PlanId, RecordChange,
+    schema_hash,
 };
 pub use fs::FsStore;
 pub use handle::{AffinityKey, Handle, HandleParseError, TenantId};
@@ -34,6 +35,11 @@ pub enum StoreError {
     #[error("store backend failed: {0}")]
     Backend(String),
     #[error(
+        "stored record `{key}` changed under {attempts} updates in a row (other writers won each \
+         compare-and-set); try again"
+    )]
+    Contended { key: String, attempts: u32 },
+    #[error(
         "quota stored_bytes of tenant {tenant:?}: {used} bytes in use of its limit of {limit}, \
          and this write needs {needed}; drop handles you no longer need, or ask the operator for a higher quota"
     )]
@@ -50,6 +56,7 @@ impl StoreError {
     pub fn code(&self) -> polaroid_proto::ErrorCode {
         match self {
             Self::QuotaExceeded { .. } => polaroid_proto::ErrorCode::ResourceExhausted,
+            Self::Contended { .. } => polaroid_proto::ErrorCode::Aborted,
             Self::InvalidKey(_) | Self::Corrupt { .. } | Self::Backend(_) => {
                 polaroid_proto::ErrorCode::Internal
             }
@@ -67,6 +74,26 @@ pub struct ObjectMeta {
     pub modified_unix_ms: u64,
 }
 
+/// Which write of a key a read saw, for a conditional put ([`ResultStore::put_if_unchanged`]).
+/// Opaque: an object store's ETag (and object version, where the store keeps them), a
+/// digest of the value for the memory and filesystem stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    tag: String,
+    object_version: Option<String>,
+}
+
+impl Version {
+    /// The version of a store that compares values by content.
+    pub(crate) fn of_content(value: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self {
+            tag: hex::encode(&sha2::Sha256::digest(value)[..16]),
+            object_version: None,
+        }
+    }
+}
+
 /// A flat namespace of immutable-ish blobs: the one small trait every backend implements.
 ///
 /// Keys are `/`-separated paths of `[a-z0-9_.-]` segments built by [`Catalog`]; backends
@@ -82,6 +109,18 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug + 'static {
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Size and last write of `key`, or `None` when there is none.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+    /// The value under `key` and the version it is at, or `None` when there is none.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError>;
+    /// Replaces the value under `key` with `value` only if the key still holds the
+    /// version `expected` names: a compare-and-set, atomic against every other
+    /// conditional put on the key, from this process or another. `Ok(false)`, with nothing
+    /// written, when another write came first or the key is gone.
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: &Version,
+    ) -> Result<bool, StoreError>;
     /// Every object whose key starts with `prefix`, in lexicographic order of key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Removes what interrupted writes left behind before `older_than_unix_ms`; returns

@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ObjectMeta, ResultStore, StoreError};
+use crate::{ObjectMeta, ResultStore, StoreError, Version};
 
 /// A [`ResultStore`] that records `polaroid_store_*` metrics of the store it wraps,
 /// labelled with that store's [`ResultStore::backend`].
@@ -67,6 +67,34 @@ impl ResultStore for Metered {
         result
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.get_versioned(key).await;
+        self.record("get", started, &result);
+        if let Ok(Some((value, _))) = &result {
+            metrics::counter!("polaroid_store_read_bytes_total", "backend" => self.inner.backend())
+                .increment(value.len() as u64);
+        }
+        result
+    }
+
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: &Version,
+    ) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let size = value.len() as u64;
+        let result = self.inner.put_if_unchanged(key, value, expected).await;
+        self.record("put_if_unchanged", started, &result);
+        if let Ok(true) = result {
+            metrics::counter!("polaroid_store_written_bytes_total", "backend" => self.inner.backend())
+                .increment(size);
+        }
+        result
+    }
+
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let started = Instant::now();
         let result = self.inner.delete(key).await;
@@ -116,6 +144,17 @@ mod tests {
             Err(StoreError::Backend("down".into()))
         }
         async fn get(&self, _: &str) -> Result<Option<Bytes>, StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        async fn get_versioned(&self, _: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        async fn put_if_unchanged(
+            &self,
+            _: &str,
+            _: Bytes,
+            _: &Version,
+        ) -> Result<bool, StoreError> {
             Err(StoreError::Backend("down".into()))
         }
         async fn delete(&self, _: &str) -> Result<bool, StoreError> {

@@ -1,6 +1,12 @@
 //! The object-store backend (S3, GCS, Azure, local files, memory) through the
 //! `object_store` crate. Each put is a single PUT of the whole object, which these
 //! stores make atomic: readers see the old object or the new one.
+//!
+//! Conditional puts are the stores' own: a PUT with `If-Match` on the ETag read (S3 and
+//! S3-compatible stores, Azure Blob, GCS, and `memory://`). object_store's local files
+//! (`file://`) have none; there a conditional put compares and writes under a lock of
+//! this process, so it is exact only while one process writes the directory: the
+//! filesystem backend (`FsStore`) is the one for a directory several processes share.
 
 use std::sync::Arc;
 
@@ -8,14 +14,21 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use crate::{ObjectMeta, ResultStore, StoreError, unix_ms, validate_key};
+use crate::{ObjectMeta, ResultStore, StoreError, Version, unix_ms, validate_key};
+
+/// How many locks the local fallback of conditional puts shares between keys.
+const LOCAL_LOCK_STRIPES: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// For local files (no conditional puts of their own): the compare-and-write of a
+    /// key holds its stripe's lock. `None` for every other store, where a store that
+    /// turns out to have no conditional puts is an error rather than a silent downgrade.
+    local_locks: Option<Arc<[tokio::sync::Mutex<()>]>>,
 }
 
 fn backend(e: object_store::Error) -> StoreError {
@@ -28,6 +41,7 @@ impl ObjectStoreBackend {
         Self {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
+            local_locks: None,
         }
     }
 
@@ -48,7 +62,15 @@ impl ObjectStoreBackend {
         }
         // For `file://` the store is rooted at `/` and the prefix is the directory.
         let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(backend)?;
-        Ok(Self::new(Arc::from(store), prefix.as_ref()))
+        let mut backend = Self::new(Arc::from(store), prefix.as_ref());
+        if parsed.scheme() == "file" {
+            backend.local_locks = Some(
+                (0..LOCAL_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            );
+        }
+        Ok(backend)
     }
 
     fn path(&self, key: &str) -> Result<Path, StoreError> {
@@ -70,6 +92,25 @@ impl ObjectStoreBackend {
             key: self.key_of(&meta.location),
             size: meta.size,
             modified_unix_ms: unix_ms(meta.last_modified.into()),
+        }
+    }
+
+    /// A conditional put of local files, which have none: exact within this process only.
+    async fn put_if_unchanged_locally(
+        &self,
+        locks: &[tokio::sync::Mutex<()>],
+        key: &str,
+        value: Bytes,
+        expected: &Version,
+    ) -> Result<bool, StoreError> {
+        let stripe = crc32fast::hash(key.as_bytes()) as usize % locks.len();
+        let _held = locks[stripe].lock().await;
+        match self.get_versioned(key).await? {
+            Some((_, current)) if current == *expected => {
+                self.put(key, value).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -121,6 +162,62 @@ impl ResultStore for ObjectStoreBackend {
         match self.store.get(&path).await {
             Ok(result) => Ok(Some(result.bytes().await.map_err(backend)?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        let path = self.path(key)?;
+        match self.store.get(&path).await {
+            Ok(result) => {
+                let version = Version {
+                    tag: result.meta.e_tag.clone().unwrap_or_default(),
+                    object_version: result.meta.version.clone(),
+                };
+                Ok(Some((result.bytes().await.map_err(backend)?, version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: &Version,
+    ) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: Some(expected.tag.clone()).filter(|tag| !tag.is_empty()),
+            version: expected.object_version.clone(),
+        });
+        let put = self
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(value.clone()),
+                PutOptions::from(mode),
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            // S3 answers a missing key with NotFound; the crate turns it into Precondition,
+            // other stores may not.
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => match &self.local_locks {
+                Some(locks) => {
+                    self.put_if_unchanged_locally(locks, key, value, expected)
+                        .await
+                }
+                None => Err(StoreError::Backend(format!(
+                    "the object store has no conditional puts, which handle records need (S3: \
+                     set aws_conditional_put=etag, its default; {})",
+                    self.store
+                ))),
+            },
             Err(e) => Err(backend(e)),
         }
     }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use lru::LruCache;
 use polaroid_proto::v1::{self as pb, PlanNode, PlanStep, plan_step::Op};
 use polaroid_store::{
-    AffinityKey, ArtifactId, Catalog, Handle, HandleRecord, HandleRecordExt, PlanId, TenantId,
-    now_unix_ms,
+    AffinityKey, ArtifactId, Catalog, Handle, HandleRecord, HandleRecordExt, PlanId, RecordChange,
+    TenantId, now_unix_ms,
 };
 use polars::prelude::*;
 
@@ -618,20 +618,36 @@ impl Engine {
         text: &str,
     ) -> EngineResult<(Handle, HandleRecord)> {
         let handle = self.parse_handle(tenant, text)?;
-        let mut record = self
+        let not_found = || EngineError::HandleNotFound(text.to_owned());
+        let record = self
             .catalog
             .get_handle(&handle)
             .await?
-            .ok_or_else(|| EngineError::HandleNotFound(text.to_owned()))?;
+            .ok_or_else(not_found)?;
         let now = now_unix_ms();
         if !record.is_live(now) {
-            return Err(EngineError::HandleNotFound(text.to_owned()));
+            return Err(not_found());
         }
         // Access extends the TTL; the write is skipped while the last one is recent.
-        if now.saturating_sub(record.last_access_unix_ms) >= self.access_refresh_ms {
-            record.last_access_unix_ms = now;
-            self.catalog.put_handle(&handle, &record).await?;
+        if now.saturating_sub(record.last_access_unix_ms) < self.access_refresh_ms {
+            return Ok((handle, record));
         }
+        let refresh_ms = self.access_refresh_ms;
+        let refreshed = self
+            .catalog
+            .update_handle(&handle, |record| {
+                if !record.is_live(now) {
+                    RecordChange::Keep(None)
+                } else if now.saturating_sub(record.last_access_unix_ms) >= refresh_ms {
+                    record.last_access_unix_ms = now;
+                    RecordChange::Write(Some(record.clone()))
+                } else {
+                    RecordChange::Keep(Some(record.clone()))
+                }
+            })
+            .await?;
+        // Dropped (or collected) since the read above.
+        let record = refreshed.flatten().ok_or_else(not_found)?;
         Ok((handle, record))
     }
 
@@ -1488,14 +1504,24 @@ impl Engine {
     /// stays as a tombstone until the collector's grace period has passed, so a call
     /// deriving from the handle at this moment still finds its lineage.
     pub async fn drop_handle(&self, tenant: TenantId, text: &str) -> EngineResult<bool> {
-        let (handle, mut record) = match self.live_record(tenant, text).await {
-            Ok(found) => found,
+        let handle = match self.parse_handle(tenant, text) {
+            Ok(handle) => handle,
             Err(EngineError::HandleNotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
-        record.dropped_unix_ms = Some(now_unix_ms());
-        self.catalog.put_handle(&handle, &record).await?;
-        Ok(true)
+        let now = now_unix_ms();
+        let dropped = self
+            .catalog
+            .update_handle(&handle, |record| {
+                if record.is_live(now) {
+                    record.dropped_unix_ms = Some(now);
+                    RecordChange::Write(true)
+                } else {
+                    RecordChange::Keep(false)
+                }
+            })
+            .await?;
+        Ok(dropped.unwrap_or(false))
     }
 
     /// Whether each handle is live; live ones have their TTL extended.
@@ -1549,16 +1575,19 @@ impl Engine {
             depth: 0,
             plan_stored_unix_ms: Default::default(),
         }));
-        // Re-read the record: the work above may have taken a while.
-        if let Some(mut record) = self.catalog.get_handle(&handle).await? {
-            let result = Catalog::result_ref(node.tenant, &node.id);
-            if !record.artifacts.contains(&result) {
-                record.artifacts.push(result);
-            }
-            record.rows = Some(rows);
-            record.bytes = Some(stored);
-            self.catalog.put_handle(&handle, &record).await?;
-        }
+        // A compare-and-set on the record as it is now: the work above may have taken a
+        // while, and a pin or a drop made meanwhile must stay.
+        let result = Catalog::result_ref(node.tenant, &node.id);
+        self.catalog
+            .update_handle(&handle, |record| {
+                if !record.artifacts.contains(&result) {
+                    record.artifacts.push(result.clone());
+                }
+                record.rows = Some(rows);
+                record.bytes = Some(stored);
+                RecordChange::Write(())
+            })
+            .await?;
         Ok((rows, stored))
     }
 
@@ -1569,13 +1598,26 @@ impl Engine {
         text: &str,
         pinned: bool,
     ) -> EngineResult<bool> {
-        let (handle, mut record) = self.live_record(tenant, text).await?;
-        if record.pinned != pinned {
-            record.pinned = pinned;
-            record.last_access_unix_ms = now_unix_ms();
-            self.catalog.put_handle(&handle, &record).await?;
+        let handle = self.parse_handle(tenant, text)?;
+        let now = now_unix_ms();
+        let live = self
+            .catalog
+            .update_handle(&handle, |record| {
+                if !record.is_live(now) {
+                    RecordChange::Keep(false)
+                } else if record.pinned != pinned {
+                    record.pinned = pinned;
+                    record.last_access_unix_ms = now;
+                    RecordChange::Write(true)
+                } else {
+                    RecordChange::Keep(true)
+                }
+            })
+            .await?;
+        match live {
+            Some(true) => Ok(pinned),
+            _ => Err(EngineError::HandleNotFound(text.to_owned())),
         }
-        Ok(pinned)
     }
 
     /// The record of a live handle, with what this worker's cache adds.
