@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/polaroid/v1/cluster.proto",
         "proto/polaroid/v1/jobs.proto",
         "proto/arrow/flight/protocol/flight.proto",
+        "proto/externalscaler/externalscaler.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -343,7 +343,7 @@ pub enum CallKind {
     Open,
     /// Between Polaroid's components only: membership and job validation.
     Internal,
-    /// The cluster's own view: its workers.
+    /// The cluster's own view: its workers, and its load as KEDA's external scaler reads it.
     Admin,
     /// Everything else: a tenant's data and jobs.
     Client,
@@ -353,7 +353,9 @@ impl CallKind {
     pub fn of(path: &str) -> Self {
         if path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.") {
             Self::Open
-        } else if path == "/polaroid.v1.ClusterService/ListWorkers" {
+        } else if path == "/polaroid.v1.ClusterService/ListWorkers"
+            || path.starts_with("/externalscaler.ExternalScaler/")
+        {
             Self::Admin
         } else if path.starts_with("/polaroid.v1.ClusterService/")
             || path.starts_with("/polaroid.v1.JobValidationService/")

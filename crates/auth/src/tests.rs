@@ -8,6 +8,7 @@ use super::*;
 const CLIENT_CALL: &str = "/polaroid.v1.DataFrameService/Collect";
 const REPORT_LOAD: &str = "/polaroid.v1.ClusterService/ReportLoad";
 const LIST_WORKERS: &str = "/polaroid.v1.ClusterService/ListWorkers";
+const KEDA_GET_METRICS: &str = "/externalscaler.ExternalScaler/GetMetrics";
 const VALIDATE_JOB: &str = "/polaroid.v1.JobValidationService/ValidateJob";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
 
@@ -277,20 +278,24 @@ fn a_forwarded_call_acts_for_the_caller_its_coordinator_names() {
 }
 
 #[test]
-fn listing_workers_is_for_admins() {
+fn listing_workers_and_reading_the_scaler_are_for_admins() {
     let cluster = with_tokens("");
     let auth = &cluster.auth;
-    let as_user = headers(&[("authorization", &bearer(&cluster.user))]);
-    assert_eq!(
-        auth.check(LIST_WORKERS, &as_user).unwrap_err(),
-        Refusal::AdminOnly
-    );
-    let as_admin = headers(&[("authorization", &bearer(&cluster.admin))]);
-    assert!(auth.check(LIST_WORKERS, &as_admin).is_ok());
-    assert_eq!(
-        auth.check(LIST_WORKERS, &HeaderMap::new()).unwrap_err(),
-        Refusal::NoToken
-    );
+    for path in [LIST_WORKERS, KEDA_GET_METRICS] {
+        let as_user = headers(&[("authorization", &bearer(&cluster.user))]);
+        assert_eq!(
+            auth.check(path, &as_user).unwrap_err(),
+            Refusal::AdminOnly,
+            "{path}"
+        );
+        let as_admin = headers(&[("authorization", &bearer(&cluster.admin))]);
+        assert!(auth.check(path, &as_admin).is_ok(), "{path}");
+        assert_eq!(
+            auth.check(path, &HeaderMap::new()).unwrap_err(),
+            Refusal::NoToken,
+            "{path}"
+        );
+    }
 }
 
 #[test]

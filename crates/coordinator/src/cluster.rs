@@ -55,6 +55,9 @@ pub struct Cluster {
     suspects: Mutex<HashMap<Arc<str>, u64>>,
     reads: AtomicU64,
     next_round_robin: AtomicUsize,
+    /// When a call last found no live worker to go to (ms since the Unix epoch; 0:
+    /// never): load the workers' reports cannot show, which KEDA's scaler counts.
+    last_unserved_unix_ms: AtomicU64,
 }
 
 impl Cluster {
@@ -76,6 +79,7 @@ impl Cluster {
             suspects: Mutex::new(HashMap::new()),
             next_round_robin: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
+            last_unserved_unix_ms: AtomicU64::new(0),
         }
     }
 
@@ -202,6 +206,11 @@ impl Cluster {
         self.view().members.len()
     }
 
+    /// When a call last found no live worker at all (ms since the Unix epoch; 0: never).
+    pub fn last_unserved_unix_ms(&self) -> u64 {
+        self.last_unserved_unix_ms.load(Ordering::Relaxed)
+    }
+
     /// The worker for a call routed by `key`, skipping those already `tried`.
     pub fn pick(&self, key: u64, tried: &[Arc<str>]) -> Result<Target, CoordinatorError> {
         let view = self.view();
@@ -220,7 +229,13 @@ impl Cluster {
                 })
             }
         }
-        .ok_or(CoordinatorError::NoLiveWorkers)?;
+        .ok_or_else(|| {
+            if view.members.is_empty() {
+                self.last_unserved_unix_ms
+                    .store(polaroid_store::now_unix_ms(), Ordering::Relaxed);
+            }
+            CoordinatorError::NoLiveWorkers
+        })?;
         let member = view
             .members
             .get(&worker_id)

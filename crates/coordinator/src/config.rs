@@ -65,6 +65,10 @@ pub struct CoordinatorConfig {
     /// TLS on the gRPC and HTTP ports, and between components (`[tls]`;
     /// docs/security.md). Empty: plaintext.
     pub tls: polaroid_auth::TlsConfig,
+    /// `/readyz` answers ready with no live worker: for a pool that KEDA may scale to
+    /// zero, where calls must still reach a coordinator (they are answered UNAVAILABLE,
+    /// and count as load for the scaler, which brings a worker back).
+    pub ready_without_workers: bool,
 }
 
 impl CoordinatorConfig {
@@ -113,6 +117,7 @@ impl Default for CoordinatorConfig {
             auth: polaroid_auth::AuthConfig::default(),
             quotas: polaroid_server::QuotaConfig::default(),
             tls: polaroid_auth::TlsConfig::default(),
+            ready_without_workers: false,
         }
     }
 }

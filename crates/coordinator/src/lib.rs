@@ -1,8 +1,8 @@
 //! The Polaroid coordinator: serves the polaroid.v1 `DataFrameService` by forwarding each
 //! call to the worker that owns its handle's affinity key on a consistent-hash ring of
 //! live workers, failing over to the next one (Arrow Flight alike); `ClusterService`,
-//! where workers register and report their load; and `JobService`, which validates and
-//! queues batch jobs.
+//! where workers register and report their load; `JobService`, which validates and
+//! queues batch jobs; and KEDA's external scaler, which reads the cluster's load.
 
 mod call_share;
 mod cluster;
@@ -18,6 +18,7 @@ pub mod membership;
 mod proxy;
 pub mod ring;
 mod routing;
+pub mod scaler;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use futures::FutureExt;
 use polaroid_jobs::JobQueue;
 use polaroid_observability::keep_warm::KeepWarm;
 use polaroid_observability::{GrpcMetricsLayer, Listeners, Readiness, ServingStatus};
+use polaroid_proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use polaroid_proto::v1::cluster_service_server::ClusterServiceServer;
 use polaroid_proto::v1::job_service_server::JobServiceServer;
 use polaroid_server::ServerLayers;
@@ -103,6 +105,7 @@ pub async fn serve(
         credential.clone(),
     );
     let flight = proxy.serving::<routing::FlightRoutes>();
+    let scaler = ExternalScalerServer::new(scaler::Scaler::new(cluster.clone(), queue.clone()));
     let (health, health_service) = polaroid_observability::health_service();
     for service in [
         <proxy::DataFrameProxy as tonic::server::NamedService>::NAME,
@@ -115,7 +118,8 @@ pub async fn serve(
     let reflection = polaroid_observability::reflection_service()?;
     let ready: Readiness = {
         let cluster = cluster.clone();
-        Arc::new(move || cluster.live_workers() > 0)
+        let without_workers = config.ready_without_workers;
+        Arc::new(move || without_workers || cluster.live_workers() > 0)
     };
 
     let keep_warm = KeepWarm::start(config.keep_warm()).map_err(CoordinatorError::KeepWarm)?;
@@ -169,6 +173,7 @@ pub async fn serve(
         ))
         .add_service(proxy)
         .add_service(flight)
+        .add_service(scaler)
         .add_service(
             JobServiceServer::new(job_service::JobServer::new(
                 queue,

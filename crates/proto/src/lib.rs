@@ -17,6 +17,13 @@ pub mod flight {
     pub use crate::flight_handle::NotAHandle;
 }
 
+/// KEDA's external-scaler interface (`externalscaler.ExternalScaler`), which coordinators
+/// serve to KEDA.
+pub mod externalscaler {
+    #![allow(clippy::all, clippy::unwrap_used, missing_docs)]
+    tonic::include_proto!("externalscaler");
+}
+
 /// The encoded `FileDescriptorSet` of every polaroid.v1 file and of Arrow Flight, for
 /// gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
