@@ -29,7 +29,7 @@ fn scaled_object() -> keda::ScaledObjectRef {
 async fn load(scaler: &mut ExternalScalerClient<Channel>, admin: &str) -> anyhow::Result<f64> {
     let request = keda::GetMetricsRequest {
         scaled_object_ref: Some(scaled_object()),
-        metric_name: "s0-polaroid_load".into(),
+        metric_name: "s0-polaroid-load".into(),
     };
     let answer = scaler
         .get_metrics(with_token(request, admin))
@@ -88,7 +88,7 @@ async fn keda_scales_on_calls_in_flight_and_on_calls_no_worker_took() -> anyhow:
         .get_metric_spec(with_token(scaled_object(), &admin))
         .await?
         .into_inner();
-    assert_eq!(spec.metric_specs[0].metric_name, "polaroid_load");
+    assert_eq!(spec.metric_specs[0].metric_name, "polaroid-load");
     assert_eq!(spec.metric_specs[0].target_size_float, 1.0);
 
     eventually("an idle load", Duration::from_secs(10), || {

@@ -26,7 +26,7 @@ use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 
 /// The one metric this scaler serves.
-pub const METRIC: &str = "polaroid_load";
+pub const METRIC: &str = "polaroid-load";
 /// The load one worker should carry when the trigger does not say
 /// (`targetLoadPerWorker`): two calls or jobs at once keep a worker's CPUs busy without
 /// queueing much behind each other on the project's two-core workers.
@@ -338,11 +338,11 @@ mod tests {
 
     #[test]
     fn metric_names_match_with_or_without_the_trigger_index() {
-        assert!(names_the_metric("polaroid_load"));
-        assert!(names_the_metric("s0-polaroid_load"));
-        assert!(names_the_metric("s12-polaroid_load"));
-        assert!(!names_the_metric("s-polaroid_load"));
-        assert!(!names_the_metric("sx-polaroid_load"));
+        assert!(names_the_metric("polaroid-load"));
+        assert!(names_the_metric("s0-polaroid-load"));
+        assert!(names_the_metric("s12-polaroid-load"));
+        assert!(!names_the_metric("s-polaroid-load"));
+        assert!(!names_the_metric("sx-polaroid-load"));
         assert!(!names_the_metric("other"));
     }
 
@@ -450,7 +450,7 @@ mod tests {
             served.queue.submit(&id, "t", spec, None).await.unwrap();
         }
         assert_eq!(metric(&mut served, METRIC).await.unwrap(), 7.0);
-        assert_eq!(metric(&mut served, "s0-polaroid_load").await.unwrap(), 7.0);
+        assert_eq!(metric(&mut served, "s0-polaroid-load").await.unwrap(), 7.0);
         let active = served.client.is_active(object(&[])).await.unwrap();
         assert!(active.into_inner().result);
         let below = served

@@ -219,6 +219,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Handle records read, by backend and outcome (found, missing, error).",
     ),
     (
+        "polaroid_store_handle_update_conflicts_total",
+        Kind::Counter,
+        "Changes to a handle record (pin, drop, TTL refresh, persist) whose compare-and-set lost to another writer and were redone, by backend.",
+    ),
+    (
         "polaroid_store_tenant_bytes",
         Kind::Gauge,
         "Bytes each tenant keeps in the shared store (records, uploads, persisted results), as this worker's last garbage-collection pass listed them.",
