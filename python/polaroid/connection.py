@@ -32,6 +32,8 @@ T = TypeVar("T")
 #: call's time is spent (the client's `timeout`, or the server's `max_call_secs`), and
 #: another try would run the same work again for as long, once per retry.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# Request metadata on a retried call: which attempt it is (2 for the first retry).
+ATTEMPT_METADATA = "x-polaroid-attempt"
 
 _DEFAULT: Connection | None = None
 _DEFAULT_LOCK = threading.Lock()
@@ -346,7 +348,8 @@ class Connection:
     the target's host.
 
     Calls that are safe to repeat (all DataFrame calls but appending writes) are retried
-    on UNAVAILABLE with exponential backoff and jitter, and on
+    on UNAVAILABLE with exponential backoff and jitter (a retry says which attempt it is,
+    so the coordinator does not fail over again for it), and on
     RESOURCE_EXHAUSTED after the wait a busy server asks for (`grpc-retry-pushback-ms`). Handles made
     through this connection are kept alive by heartbeats while their Python objects live,
     and dropped on the server, in batches, once they are garbage-collected.
@@ -399,10 +402,14 @@ class Connection:
                     credentials, grpc.access_token_call_credentials(token)
                 )
             self._channel = grpc.secure_channel(target, credentials, options=options)
-            self._metadata: tuple[tuple[str, str], ...] = ()
+            self._base_metadata: tuple[tuple[str, str], ...] = ()
         else:
             self._channel = grpc.insecure_channel(target, options=options)
-            self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+            self._base_metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # Which attempt of a call this thread is making (`retrying`): a retry says so, and
+        # the coordinator then tries one worker for it instead of failing over across
+        # several, so the retries of the two layers add up instead of multiplying.
+        self._attempt = threading.local()
         self.stub = dataframe_pb2_grpc.DataFrameServiceStub(self._channel)
         self.jobs_stub = jobs_pb2_grpc.JobServiceStub(self._channel)
         # Collect's replies are read as raw bytes: the Arrow payload is then sliced out
@@ -434,6 +441,13 @@ class Connection:
         )
         self._keeper.start()
 
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        attempt = getattr(self._attempt, "number", 1)
+        if attempt <= 1:
+            return self._base_metadata
+        return self._base_metadata + ((ATTEMPT_METADATA, str(attempt)),)
+
     # -- calls ----------------------------------------------------------------------
 
     def call(self, method: str, request: Any, *, idempotent: bool = True) -> Any:
@@ -457,7 +471,9 @@ class Connection:
         tries = self.retries + 1 if idempotent else 1
         # Retries stay within one call's timeout overall.
         give_up = None if self.timeout is None else time.monotonic() + self.timeout
+        outer = getattr(self._attempt, "number", 1)
         for remaining in range(tries - 1, -1, -1):
+            self._attempt.number = tries - remaining
             try:
                 return attempt()
             except grpc.RpcError as error:
@@ -475,6 +491,8 @@ class Connection:
                 # Full jitter: calls that failed together do not retry together.
                 time.sleep(pause)
                 delay = min(delay * 2, self.max_backoff)
+            finally:
+                self._attempt.number = outer
         raise AssertionError("unreachable")
 
     def collect(

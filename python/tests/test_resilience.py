@@ -87,3 +87,42 @@ def test_limits_arrive_as_resource_exhausted(cluster):
         with pytest.raises(pr.ResourceExhaustedError, match="rows"):
             big.collect()
         assert big.collect(limit=10).height == 10
+
+
+def test_a_retry_says_which_attempt_it_is():
+    """The SDK marks its retries (`x-polaroid-attempt`), so that the coordinator tries one
+    worker for each instead of failing over across several again: the two layers' retries
+    add up instead of multiplying (docs/architecture.md, "Errors"). A gRPC server that is
+    UNAVAILABLE twice records what each attempt carried."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from polaroid.v1 import dataframe_pb2 as pb
+
+    seen: list[str | None] = []
+
+    def heartbeat(request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        seen.append(dict(context.invocation_metadata()).get("x-polaroid-attempt"))
+        if len(seen) < 3:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "not yet")
+        return pb.HeartbeatResponse()
+
+    handler = grpc.method_handlers_generic_handler(
+        "polaroid.v1.DataFrameService",
+        {"Heartbeat": grpc.unary_unary_rpc_method_handler(
+            heartbeat,
+            request_deserializer=pb.HeartbeatRequest.FromString,
+            response_serializer=pb.HeartbeatResponse.SerializeToString)})
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with pr.Connection(f"127.0.0.1:{port}", backoff=0.01, flight=False) as connection:
+            connection.call("Heartbeat", pb.HeartbeatRequest())
+            # A later call starts again from the first attempt.
+            connection.call("Heartbeat", pb.HeartbeatRequest())
+    finally:
+        server.stop(None)
+    assert seen == [None, "2", "3", None]

@@ -175,6 +175,27 @@ pub(crate) async fn read_body(mut inbound: Streaming<Bytes>) -> Result<Body, Sta
 /// The client's token stays here: a worker is told the caller by the coordinator (and
 /// only by it: a client's own internal headers are refused by the auth layer, and not
 /// passed on even so).
+/// Request metadata a client's retry carries: which attempt of the call it is (2 for the
+/// first retry). The SDK sends it; gRPC's own retries send `grpc-previous-rpc-attempts`.
+pub const ATTEMPT_METADATA: &str = "x-polaroid-attempt";
+
+/// How many workers one client call may be tried on. One budget per client call: on the
+/// client's first attempt the coordinator fails over across up to `max_attempts` workers;
+/// a retry of the client's gets one worker (a worker that failed is suspected by then, so
+/// it goes to another), so the client's retries and the coordinator's add up instead of
+/// multiplying (the SDK's 7 attempts with 3 each were 21 worker attempts; now at most 9).
+fn worker_attempts(headers: &http::HeaderMap, max_attempts: u32) -> u32 {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    };
+    let retried = number(ATTEMPT_METADATA).is_some_and(|attempt| attempt > 1)
+        || number("grpc-previous-rpc-attempts").is_some_and(|previous| previous > 0);
+    if retried { 1 } else { max_attempts }
+}
+
 const NOT_FORWARDED: [&str; 11] = [
     "authorization",
     polaroid_auth::TENANT_METADATA,
@@ -269,7 +290,7 @@ async fn forward<R: Routes>(
     let cluster = &settings.cluster;
     let mut tried = Vec::new();
     let mut last_failure = None;
-    for attempt in 0..settings.retry.max_attempts {
+    for attempt in 0..worker_attempts(&parts.headers, settings.retry.max_attempts) {
         if attempt > 0 {
             metrics::counter!("polaroid_coordinator_retries_total").increment(1);
             // Exponential backoff with jitter, never past the caller's deadline.
@@ -507,6 +528,33 @@ impl MessageLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_retry_gets_one_worker() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        assert_eq!(
+            worker_attempts(&headers(&[]), 3),
+            3,
+            "a first attempt fails over"
+        );
+        assert_eq!(worker_attempts(&headers(&[(ATTEMPT_METADATA, "1")]), 3), 3);
+        assert_eq!(worker_attempts(&headers(&[(ATTEMPT_METADATA, "2")]), 3), 1);
+        assert_eq!(
+            worker_attempts(&headers(&[("grpc-previous-rpc-attempts", "1")]), 3),
+            1
+        );
+        // What cannot be read is a first attempt.
+        assert_eq!(
+            worker_attempts(&headers(&[(ATTEMPT_METADATA, "many")]), 3),
+            3
+        );
+    }
 
     #[test]
     fn appending_writes_are_not_repeated() {

@@ -34,6 +34,10 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("store backend failed: {0}")]
     Backend(String),
+    /// A fault that may pass: the store unreachable, a timeout, a dropped connection, a
+    /// 5xx or throttling answer, each already retried by the backend within its bounds.
+    #[error("the store is unavailable (retry later): {0}")]
+    Unavailable(String),
     #[error(
         "stored record `{key}` changed under {attempts} updates in a row (other writers won each \
          compare-and-set); try again"
@@ -57,6 +61,7 @@ impl StoreError {
         match self {
             Self::QuotaExceeded { .. } => polaroid_proto::ErrorCode::ResourceExhausted,
             Self::Contended { .. } => polaroid_proto::ErrorCode::Aborted,
+            Self::Unavailable(_) => polaroid_proto::ErrorCode::Unavailable,
             Self::InvalidKey(_) | Self::Corrupt { .. } | Self::Backend(_) => {
                 polaroid_proto::ErrorCode::Internal
             }

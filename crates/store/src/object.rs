@@ -9,12 +9,16 @@
 //! filesystem backend (`FsStore`) is the one for a directory several processes share.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutOptions, PutPayload,
+    RetryConfig, UpdateVersion,
+};
 
 use crate::{ObjectMeta, ResultStore, StoreError, Version, unix_ms, validate_key};
 
@@ -31,8 +35,66 @@ pub struct ObjectStoreBackend {
     local_locks: Option<Arc<[tokio::sync::Mutex<()>]>>,
 }
 
+/// How the object stores' clients retry a request that failed in a way that may pass (a
+/// timeout, a dropped or refused connection, a 5xx or 429 answer): at most 4 retries,
+/// waits from 100 ms doubling to 2 s, none begun past 10 s; then the operation fails
+/// UNAVAILABLE, which the SDK retries. object_store's default (10 retries within 3
+/// minutes, waits up to 15 s) held a call about a minute per request while a store was
+/// down, and the coordinator and the SDK would each have waited that out again.
+pub fn store_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(10),
+    }
+}
+
+/// An object_store error as a [`StoreError`]: [`StoreError::Unavailable`] for what may
+/// pass (the backend retried it already), [`StoreError::Backend`] for the rest.
 fn backend(e: object_store::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    if is_transient(&e) {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Whether `e` is a fault that may pass. object_store maps the statuses that will not
+/// (404, 412, 409, 401, 403) to their own variants; the rest come as `Generic` around
+/// its retry error, whose type it does not export: a connection-level cause is found by
+/// type, an HTTP status by the text that error gives (checked against real servers in
+/// the tests below).
+fn is_transient(e: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = e else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(error) = cause {
+        if let Some(http) = error.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as Kind;
+            return matches!(
+                http.kind(),
+                Kind::Connect | Kind::Request | Kind::Timeout | Kind::Interrupted
+            );
+        }
+        let text = error.to_string();
+        if let Some(at) = text.find("non-2xx status code: ") {
+            let status = &text[at + "non-2xx status code: ".len()..];
+            return status.starts_with('5')
+                || status.starts_with("429")
+                || status.starts_with("408");
+        }
+        // S3's error inside a 200 answer (InternalError, SlowDown), which it retried.
+        if text.contains("Server returned error response") {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl ObjectStoreBackend {
@@ -61,7 +123,7 @@ impl ObjectStoreBackend {
             }
         }
         // For `file://` the store is rooted at `/` and the prefix is the directory.
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(backend)?;
+        let (store, prefix) = open(&parsed, options).map_err(backend)?;
         let mut backend = Self::new(Arc::from(store), prefix.as_ref());
         if parsed.scheme() == "file" {
             backend.local_locks = Some(
@@ -124,6 +186,39 @@ impl ObjectStoreBackend {
                 .unwrap_or(full)
                 .to_owned(),
         }
+    }
+}
+
+/// The store `url` names, as object_store's `parse_url_opts` opens it, but with
+/// [`store_retry`] for the cloud stores.
+fn open(
+    url: &url::Url,
+    options: impl IntoIterator<Item = (String, String)>,
+) -> object_store::Result<(Box<dyn ObjectStore>, Path)> {
+    macro_rules! cloud {
+        ($builder:ty, $path:expr) => {{
+            let mut builder = <$builder>::new().with_url(url.to_string());
+            // Keys of other clouds are passed along too (every AWS_*, AZURE_* and
+            // GOOGLE_* variable): each builder takes its own and leaves the rest.
+            for (key, value) in options {
+                if let Ok(parsed) = key.to_ascii_lowercase().parse() {
+                    builder = builder.with_config(parsed, value);
+                }
+            }
+            let store = builder.with_retry(store_retry()).build()?;
+            Ok((Box::new(store) as Box<dyn ObjectStore>, Path::parse($path)?))
+        }};
+    }
+    let (scheme, path) = ObjectStoreScheme::parse(url)?;
+    match scheme {
+        ObjectStoreScheme::AmazonS3 => cloud!(object_store::aws::AmazonS3Builder, path),
+        ObjectStoreScheme::MicrosoftAzure => {
+            cloud!(object_store::azure::MicrosoftAzureBuilder, path)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            cloud!(object_store::gcp::GoogleCloudStorageBuilder, path)
+        }
+        _ => object_store::parse_url_opts(url, options),
     }
 }
 
@@ -285,6 +380,99 @@ mod tests {
         // Everything lands under the URL's directory, nowhere else.
         assert!(dir.path().join("objects/rt/a").is_file());
         assert!(!std::path::Path::new("/rt").exists());
+    }
+
+    /// An S3 backend at `port` on loopback.
+    fn s3_at(port: u16) -> ObjectStoreBackend {
+        let options = [
+            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
+            ("aws_allow_http", "true".into()),
+            ("aws_access_key_id", "testing".into()),
+            ("aws_secret_access_key", "testing".into()),
+            ("aws_region", "us-east-1".into()),
+            // Another cloud's key, as the environment gives them: left alone.
+            ("azure_storage_account_name", "other".into()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        ObjectStoreBackend::from_url("s3://bucket/state", options).unwrap()
+    }
+
+    /// A server on loopback answering every request with `status`; counts the requests.
+    async fn answering(status: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(read) = socket.read(&mut buffer).await {
+                        if read == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buffer[..read]);
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (port, requests)
+    }
+
+    #[tokio::test]
+    async fn faults_that_may_pass_are_retried_then_unavailable() {
+        // Nothing listening: refused connections.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refused = s3_at(port).get("k").await.unwrap_err();
+        assert!(matches!(refused, StoreError::Unavailable(_)), "{refused:?}");
+        assert_eq!(refused.code(), polaroid_proto::ErrorCode::Unavailable);
+
+        // A store that keeps answering 503, then one that throttles: retried within the
+        // bounds, then UNAVAILABLE.
+        for status in ["503 Service Unavailable", "429 Too Many Requests"] {
+            let (port, requests) = answering(status).await;
+            let started = std::time::Instant::now();
+            let failed = s3_at(port).get("k").await.unwrap_err();
+            assert!(
+                matches!(failed, StoreError::Unavailable(_)),
+                "{status}: {failed:?}"
+            );
+            let tried = requests.load(std::sync::atomic::Ordering::Relaxed);
+            let retry = store_retry();
+            assert_eq!(
+                tried,
+                retry.max_retries + 1,
+                "{status}: the request and its retries"
+            );
+            assert!(
+                started.elapsed() < retry.retry_timeout,
+                "{status}: within the bound"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_that_will_not_pass_are_not_retried() {
+        let (port, requests) = answering("400 Bad Request").await;
+        let failed = s3_at(port).get("k").await.unwrap_err();
+        assert!(matches!(failed, StoreError::Backend(_)), "{failed:?}");
+        assert_eq!(failed.code(), polaroid_proto::ErrorCode::Internal);
+        assert_eq!(requests.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]
