@@ -968,8 +968,9 @@ pub async fn heartbeat(client: &mut Client, handle: &str) -> Result<bool, tonic:
 }
 
 /// Every file under `root`, recursively, with its size. Files that vanish while the walk
-/// runs (a store at work) are skipped, and so is the filesystem store's journal
-/// (`.journal`: a few bounded files per open store, no object of anyone's).
+/// runs (a store at work) are skipped, and so are the filesystem store's journal
+/// (`.journal`: a few bounded files per open store) and its lock files (`.locks`: at most
+/// 64 empty files for compare-and-set), no object of anyone's.
 pub fn files_under(root: &Path) -> Vec<(PathBuf, u64)> {
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
@@ -979,7 +980,9 @@ pub fn files_under(root: &Path) -> Vec<(PathBuf, u64)> {
         };
         for entry in entries.flatten() {
             match entry.metadata() {
-                Ok(meta) if meta.is_dir() && entry.file_name() == ".journal" => {}
+                Ok(meta)
+                    if meta.is_dir()
+                        && (entry.file_name() == ".journal" || entry.file_name() == ".locks") => {}
                 Ok(meta) if meta.is_dir() => pending.push(entry.path()),
                 Ok(meta) => files.push((entry.path(), meta.len())),
                 Err(_) => {}
