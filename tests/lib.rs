@@ -420,12 +420,22 @@ impl Drop for ExternalServer {
                     .args(["-KILL", "--", &format!("-{}", self.child.id())])
                     .status();
                 let _ = self.child.wait();
+                // Run until it succeeds (epmd refuses to stop while the killed node is
+                // still registered, for a moment), for 5 s at most.
                 if let Some((program, args)) = after.split_first() {
-                    let _ = std::process::Command::new(program)
-                        .args(args)
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .status();
+                    for _ in 0..100 {
+                        let done = std::process::Command::new(program)
+                            .args(args)
+                            .output()
+                            .map(|out| {
+                                !String::from_utf8_lossy(&out.stdout).contains("not allowed")
+                            })
+                            .unwrap_or(true);
+                        if done {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                 }
             }
         }

@@ -278,8 +278,12 @@ async fn json_arrow_and_msgpack_payloads_from_a_sequence() -> anyhow::Result<()>
 /// The durable consumer `name` of stream JOBS: (acknowledged up to this stream sequence,
 /// messages delivered and not acknowledged).
 async fn ack_state(js: &jetstream::Context, name: &str) -> anyhow::Result<(u64, usize)> {
-    let mut consumer: jetstream::consumer::PullConsumer =
-        js.get_stream("JOBS").await?.get_consumer(name).await?;
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("JOBS")
+        .await?
+        .get_consumer(name)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let info = consumer.info().await?;
     Ok((info.ack_floor.stream_sequence, info.num_ack_pending))
 }
