@@ -35,6 +35,20 @@ step "redis-server (Debian package)"
 apt_install redis-server redis-server || exit 1
 export POLAROID_REDIS_SERVER="${POLAROID_REDIS_SERVER:-$(command -v redis-server)}"
 
+step "nats-server and rabbitmq-server (Debian packages)"
+# StreamMessageQueue's tests start their own peers on loopback ports (a JetStream
+# nats-server; a RabbitMQ node with its own node name, ports, epmd and cookie).
+apt_install nats-server nats-server || exit 1
+export POLAROID_NATS_SERVER="${POLAROID_NATS_SERVER:-$(command -v nats-server)}"
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  apt_install rabbitmq-server rabbitmq-server || exit 1
+  # Where an init system runs, the package starts a node of its own, which the tests
+  # do not use: stopped, so that it holds no memory nor ports.
+  if [ "$(id -u)" -eq 0 ]; then service rabbitmq-server stop >/dev/null 2>&1 || true; fi
+fi
+# The node itself, not the /usr/sbin wrapper (which would switch to the rabbitmq user).
+export POLAROID_RABBITMQ_SERVER="${POLAROID_RABBITMQ_SERVER:-/usr/lib/rabbitmq/bin/rabbitmq-server}"
+
 step "C++ compiler for libFuzzer (Debian package)"
 # The fuzz step builds libFuzzer from source (the libfuzzer-sys crate); Rust's own
 # dependencies need only a C compiler.

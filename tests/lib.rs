@@ -316,15 +316,22 @@ pub mod e {
     }
 }
 
-/// A helper server (S3 or Azure emulator) run as a child process on a loopback port;
-/// killed when dropped.
+/// A helper server (S3 or Azure emulator, Redis, NATS, RabbitMQ) run as a child process
+/// on a loopback port; killed when dropped.
 pub struct ExternalServer {
     child: std::process::Child,
     pub port: u16,
+    /// A second port it serves (NATS's monitoring endpoint), if any.
+    pub monitor_port: Option<u16>,
     _state: tempfile::TempDir,
     binary: PathBuf,
     args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     name: String,
+    /// Started in a process group of its own and killed whole (a server started by a
+    /// script that does not exec it), then this command is run (stopping a daemon the
+    /// server started).
+    grouped: Option<Vec<std::ffi::OsString>>,
 }
 
 impl ExternalServer {
@@ -336,21 +343,52 @@ impl ExternalServer {
         state: tempfile::TempDir,
         name: &str,
     ) -> anyhow::Result<Self> {
-        let child = std::process::Command::new(binary)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        Self::start_with(binary, args, Vec::new(), None, port, state, name).await
+    }
+
+    /// [`Self::start`] with `envs`, and `grouped` (see the field).
+    async fn start_with(
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+        grouped: Option<Vec<std::ffi::OsString>>,
+        port: u16,
+        state: tempfile::TempDir,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let child = Self::spawn(binary, args, &envs, grouped.is_some())?;
         let server = Self {
             child,
             port,
+            monitor_port: None,
             _state: state,
             binary: binary.to_owned(),
             args: args.to_vec(),
+            envs,
             name: name.to_owned(),
+            grouped,
         };
         wait_for_port(port, name).await?;
         Ok(server)
+    }
+
+    fn spawn(
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        envs: &[(std::ffi::OsString, std::ffi::OsString)],
+        grouped: bool,
+    ) -> anyhow::Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if grouped {
+            command.process_group(0);
+        }
+        Ok(command.spawn()?)
     }
 
     /// Stops the server with SIGTERM (a clean shutdown: Redis flushes its AOF), then starts
@@ -361,11 +399,7 @@ impl ExternalServer {
             .status()?;
         anyhow::ensure!(status.success(), "kill -TERM failed");
         self.child.wait()?;
-        self.child = std::process::Command::new(&self.binary)
-            .args(&self.args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        self.child = Self::spawn(&self.binary, &self.args, &self.envs, self.grouped.is_some())?;
         wait_for_port(self.port, &self.name).await
     }
 
@@ -377,7 +411,34 @@ impl ExternalServer {
 
 impl Drop for ExternalServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        match &self.grouped {
+            None => {
+                let _ = self.child.kill();
+            }
+            Some(after) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                    .status();
+                let _ = self.child.wait();
+                // Run until it succeeds (epmd refuses to stop while the killed node is
+                // still registered, for a moment), for 5 s at most.
+                if let Some((program, args)) = after.split_first() {
+                    for _ in 0..100 {
+                        let done = std::process::Command::new(program)
+                            .args(args)
+                            .output()
+                            .map(|out| {
+                                !String::from_utf8_lossy(&out.stdout).contains("not allowed")
+                            })
+                            .unwrap_or(true);
+                        if done {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                }
+            }
+        }
         let _ = self.child.wait();
     }
 }
@@ -916,6 +977,89 @@ pub async fn redis_server() -> anyhow::Result<ExternalServer> {
         "".into(),
     ];
     ExternalServer::start(&binary, &args, port, state, "redis-server").await
+}
+
+/// A JetStream-enabled nats-server on a free loopback port, its store in a temp dir, with
+/// its monitoring endpoint (`/connz`) on `monitor_port`.
+pub async fn nats_server() -> anyhow::Result<ExternalServer> {
+    let binary = installed(
+        "POLAROID_NATS_SERVER",
+        PathBuf::from("/usr/sbin/nats-server"),
+    )?;
+    let state = tempfile::tempdir()?;
+    let port = free_port()?;
+    let monitor = free_port()?;
+    let args: Vec<std::ffi::OsString> = vec![
+        "-js".into(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string().into(),
+        "-m".into(),
+        monitor.to_string().into(),
+        "-sd".into(),
+        state.path().into(),
+    ];
+    let mut server = ExternalServer::start(&binary, &args, port, state, "nats-server").await?;
+    server.monitor_port = Some(monitor);
+    wait_for_port(monitor, "nats-server monitoring").await?;
+    Ok(server)
+}
+
+/// A RabbitMQ node of its own on free loopback ports (AMQP, distribution, and an epmd of
+/// its own, stopped with it), its state, logs and Erlang cookie in a temp dir: nothing of
+/// a RabbitMQ that the system runs is shared. Its AMQP listener up means it booted.
+pub async fn rabbitmq_server() -> anyhow::Result<ExternalServer> {
+    let binary = installed(
+        "POLAROID_RABBITMQ_SERVER",
+        PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server"),
+    )?;
+    let state = tempfile::tempdir()?;
+    let dir = state.path().to_owned();
+    std::fs::write(dir.join("enabled_plugins"), "[].")?;
+    let port = free_port()?;
+    let dist = free_port()?;
+    let epmd = free_port()?;
+    let node = format!("polaroid{port}@localhost");
+    let path = |name: &str| dir.join(name).into_os_string();
+    let envs: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+        ("HOME".into(), dir.clone().into_os_string()),
+        ("RABBITMQ_NODENAME".into(), node.into()),
+        ("RABBITMQ_NODE_IP_ADDRESS".into(), "127.0.0.1".into()),
+        ("RABBITMQ_NODE_PORT".into(), port.to_string().into()),
+        ("RABBITMQ_DIST_PORT".into(), dist.to_string().into()),
+        ("ERL_EPMD_PORT".into(), epmd.to_string().into()),
+        ("ERL_EPMD_ADDRESS".into(), "127.0.0.1".into()),
+        ("RABBITMQ_MNESIA_BASE".into(), path("mnesia")),
+        ("RABBITMQ_LOG_BASE".into(), path("log")),
+        ("RABBITMQ_PID_FILE".into(), path("rabbit.pid")),
+        (
+            "RABBITMQ_ENABLED_PLUGINS_FILE".into(),
+            path("enabled_plugins"),
+        ),
+        ("RABBITMQ_CONFIG_FILE".into(), path("rabbitmq")),
+        (
+            "RABBITMQ_ADVANCED_CONFIG_FILE".into(),
+            path("advanced.config"),
+        ),
+        ("RABBITMQ_CONF_ENV_FILE".into(), path("rabbitmq-env.conf")),
+    ];
+    let stop_epmd: Vec<std::ffi::OsString> = vec![
+        "epmd".into(),
+        "-port".into(),
+        epmd.to_string().into(),
+        "-kill".into(),
+    ];
+    ExternalServer::start_with(
+        &binary,
+        &[],
+        envs,
+        Some(stop_epmd),
+        port,
+        state,
+        "rabbitmq-server",
+    )
+    .await
 }
 
 /// Polls `check` until it holds, failing after `timeout`: tests wait on conditions, not

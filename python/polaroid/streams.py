@@ -183,12 +183,26 @@ def stream_message_queue(
     batch_rows: int | None = None, max_wait: float | None = None, timeout: float | None = None,
     connection: Connection | None = None,
 ) -> Iterator[polars.DataFrame]:
-    """A message queue's messages as Polars DataFrames, as the server receives them: for
-    `type="redis"`, the entries of the Redis stream `topic` at `connection_string`
+    """A message queue's messages as Polars DataFrames, as the server receives them.
+
+    `type="redis"`: the entries of the Redis stream `topic` at `connection_string`
     (`redis://host:port/db`) added from now on, or from `start_id` ("0": the first), or as
     `consumer_group` (each entry acknowledged once the server has sent it). `format`: None
     (an entry's fields are the record), "json", "arrow" or "msgpack" (its payload field).
-    Every frame also has `_received_at` and `_source_position` (the entry ID) columns."""
+
+    `type="nats"`: the JetStream messages of subject `topic` at `nats://host:port`, from
+    now on, from `start_id` ("0": the stream's first; N: after stream sequence N), or as
+    the durable consumer `consumer_group`.
+
+    `type="rabbitmq"`: what is published to exchange `topic` at
+    `amqp://user:password@host:port/vhost`, through a queue of the stream's own (from now
+    on), or through the durable queue `consumer_group` (its readers compete; what none
+    took waits there).
+
+    NATS and RabbitMQ messages are payloads of `format` (None: "json"). Groups acknowledge
+    a message once the server has sent it. `type="kafka"` is refused (UNIMPLEMENTED).
+    Every frame also has `_received_at` and `_source_position` (the entry ID, stream
+    sequence or delivery tag) columns; docs/streams.md has the details."""
     try:
         kind = _QUEUES[type.lower()]
     except KeyError:

@@ -3,8 +3,7 @@
 //! the latest entry or as a consumer group that acknowledges only what it sent; JSON,
 //! Arrow IPC and MessagePack payloads; a cancel closes the connection; a server dying
 //! midway ends the stream with UNAVAILABLE; caps and URL rules hold; bad requests are
-//! refused with precise statuses; other queue kinds are UNIMPLEMENTED naming what is
-//! missing.
+//! refused with precise statuses; KAFKA is UNIMPLEMENTED naming what is missing.
 
 use std::time::Duration;
 
@@ -495,16 +494,16 @@ async fn bad_requests_and_other_queues_get_precise_statuses() -> anyhow::Result<
                 r#type: pb::MessageQueueType::Nats as i32,
                 ..queue(&server, "s")
             },
-            Code::Unimplemented,
-            "NATS (JetStream)",
+            Code::InvalidArgument,
+            "scheme `redis` is not nats",
         ),
         (
             pb::MessageQueueRequest {
                 r#type: pb::MessageQueueType::Rabbitmq as i32,
                 ..queue(&server, "s")
             },
-            Code::Unimplemented,
-            "AMQP",
+            Code::InvalidArgument,
+            "scheme `redis` is not amqp",
         ),
         (
             pb::MessageQueueRequest {

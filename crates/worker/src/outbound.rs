@@ -129,7 +129,7 @@ pub struct Outbound {
 /// Why the outbound settings were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("rest_allowed_url_prefixes: `{0}` is not an http(s), ws(s) or redis URL")]
+    #[error("rest_allowed_url_prefixes: `{0}` is not an http(s), ws(s), redis, nats or amqp URL")]
     BadPrefix(String),
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -143,8 +143,10 @@ impl Outbound {
                 Url::parse(text)
                     .ok()
                     .filter(|url| {
-                        matches!(url.scheme(), "http" | "https" | "redis" | "ws" | "wss")
-                            && url.has_host()
+                        matches!(
+                            url.scheme(),
+                            "http" | "https" | "redis" | "ws" | "wss" | "nats" | "amqp"
+                        ) && url.has_host()
                     })
                     .map(Prefix)
                     .ok_or_else(|| OutboundError::BadPrefix(text.clone()))

@@ -5,6 +5,9 @@
 //! stream's status), or as soon as the client goes away: the task is then dropped
 //! whole, and with it every connection it holds to its peer.
 
+pub mod nats;
+pub mod payload;
+pub mod rabbitmq;
 pub mod redis;
 pub mod rest;
 pub mod websocket;
@@ -135,21 +138,32 @@ impl Streams {
                 self.start("redis_stream", move |sink| source.run(sink))
             }
             pb::MessageQueueType::Kafka => Err(EngineError::Unimplemented(
-                "StreamMessageQueue KAFKA: no Kafka client is built into this worker (the \
-                 well-kept Rust one, rdkafka, needs the librdkafka C library); REDIS_STREAM \
-                 is served"
+                "StreamMessageQueue KAFKA: no Kafka client is built into this worker: rdkafka \
+                 needs the librdkafka C library, and rskafka (pure Rust) would build but no \
+                 Kafka broker runs on this project's machines to test it against (Debian \
+                 packages none); REDIS_STREAM, NATS and RABBITMQ are served"
                     .into(),
             )),
-            pb::MessageQueueType::Nats => Err(EngineError::Unimplemented(
-                "StreamMessageQueue NATS: no NATS (JetStream) client is built into this worker \
-                 yet (async-nats is not among its dependencies); REDIS_STREAM is served"
-                    .into(),
-            )),
-            pb::MessageQueueType::Rabbitmq => Err(EngineError::Unimplemented(
-                "StreamMessageQueue RABBITMQ: no AMQP client is built into this worker yet \
-                 (lapin is not among its dependencies); REDIS_STREAM is served"
-                    .into(),
-            )),
+            pb::MessageQueueType::Nats => {
+                let source = nats::NatsSource::new(
+                    request,
+                    &self.outbound,
+                    self.caps.batch_rows,
+                    self.rest_limits.max_answer_bytes,
+                )
+                .await?;
+                self.start("nats", move |sink| source.run(sink))
+            }
+            pb::MessageQueueType::Rabbitmq => {
+                let source = rabbitmq::RabbitSource::new(
+                    request,
+                    &self.outbound,
+                    self.caps.batch_rows,
+                    self.rest_limits.max_answer_bytes,
+                )
+                .await?;
+                self.start("rabbitmq", move |sink| source.run(sink))
+            }
             pb::MessageQueueType::Unspecified => Err(EngineError::invalid(format!(
                 "type (1) must name a queue: KAFKA 1, RABBITMQ 2, NATS 3 or REDIS_STREAM 4, got {}",
                 request.r#type
