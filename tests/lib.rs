@@ -1229,7 +1229,9 @@ pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
 /// text frames, then a normal close), `/binary` (two records in one binary frame, then a
 /// close), `/flaky` (records 1 and 2, then the connection cut without a close; on the next
 /// connection record 3 and a close), `/dying` (record 1, then cut, every time),
-/// `/endless` (a record every 20 ms), `/bad` (a frame that is not JSON).
+/// `/endless` (a record every 20 ms), `/pause` (records 1 to 3, then nothing, the
+/// connection open), `/bad` (a frame that is not JSON). Over TLS (`wss://`) when started
+/// with [`websocket_server_tls`].
 pub struct WebSocketServer {
     child: std::process::Child,
     pub port: u16,
@@ -1243,7 +1245,7 @@ impl Drop for WebSocketServer {
 }
 
 const WEBSOCKET_PEER: &str = r#"
-import asyncio, json, sys
+import asyncio, json, ssl, sys
 from websockets.asyncio.server import serve
 
 flaky = {"connections": 0}
@@ -1281,6 +1283,10 @@ async def handler(ws):
             i += 1
             await ws.send(record(i))
             await asyncio.sleep(0.02)
+    elif path == "/pause":
+        for i in (1, 2, 3):
+            await ws.send(record(i))
+        await asyncio.sleep(3600)
     elif path == "/bad":
         await ws.send("not json")
         await asyncio.sleep(5)
@@ -1290,7 +1296,11 @@ def check(connection, request):
         return connection.respond(403, "no token\n")
 
 async def main():
-    async with serve(handler, "127.0.0.1", 0, process_request=check) as server:
+    tls = None
+    if len(sys.argv) > 2:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[1], sys.argv[2])
+    async with serve(handler, "127.0.0.1", 0, process_request=check, ssl=tls) as server:
         print(server.sockets[0].getsockname()[1], flush=True)
         await asyncio.Future()
 
@@ -1299,10 +1309,24 @@ asyncio.run(main())
 
 /// Starts the [`WebSocketServer`].
 pub async fn websocket_server() -> anyhow::Result<WebSocketServer> {
+    start_websocket_server(None).await
+}
+
+/// Starts the [`WebSocketServer`] serving TLS with the certificate chain and key in these
+/// PEM files (see [`pki`]).
+pub async fn websocket_server_tls(cert: &Path, key: &Path) -> anyhow::Result<WebSocketServer> {
+    start_websocket_server(Some((cert, key))).await
+}
+
+async fn start_websocket_server(tls: Option<(&Path, &Path)>) -> anyhow::Result<WebSocketServer> {
     use std::io::BufRead;
     let python = installed("POLAROID_PYTHON", venv().join("bin/python"))?;
-    let mut child = std::process::Command::new(python)
-        .args(["-c", WEBSOCKET_PEER])
+    let mut command = std::process::Command::new(python);
+    command.args(["-c", WEBSOCKET_PEER]);
+    if let Some((cert, key)) = tls {
+        command.arg(cert).arg(key);
+    }
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -1341,4 +1365,57 @@ pub fn open_connections(port: u16) -> anyhow::Result<usize> {
             fields.len() > 3 && fields[1].ends_with(&local) && matches!(fields[3], "01" | "08")
         })
         .count())
+}
+
+/// Certificates made for a test (rcgen): a CA, and what it signs.
+pub mod pki {
+    use std::path::{Path, PathBuf};
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+
+    pub type Issuer = CertifiedIssuer<'static, KeyPair>;
+
+    /// A self-signed CA named `name`.
+    pub fn new_ca(name: &str) -> anyhow::Result<Issuer> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
+    }
+
+    /// A certificate for `names` (host names or IP addresses) that `ca` signed, for TLS
+    /// servers and clients alike; its chain and key written to `dir` as `<file>.crt` and
+    /// `<file>.key`.
+    pub fn issue(
+        ca: &Issuer,
+        names: &[&str],
+        dir: &Path,
+        file: &str,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &**ca)?;
+        let (cert_file, key_file) = (
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_file, cert.pem())?;
+        std::fs::write(&key_file, key.serialize_pem())?;
+        Ok((cert_file, key_file))
+    }
 }

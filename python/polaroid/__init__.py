@@ -43,7 +43,8 @@ from polaroid.frame import (
     read_rest_api,
     sql,
 )
-from polaroid.streams import stream_message_queue, stream_rest_api, stream_web_socket
+from polaroid import sources
+from polaroid.streams import read_stream, stream_message_queue, stream_rest_api, stream_web_socket
 
 __all__ = [
     "CancelledError",
@@ -77,7 +78,9 @@ __all__ = [
     "read_json",
     "read_parquet",
     "read_rest_api",
+    "read_stream",
     "set_memory_retention",
+    "sources",
     "sql",
     "stream_message_queue",
     "stream_rest_api",

@@ -830,6 +830,11 @@ class Connection:
 
         return streams.stream_message_queue(connection_string, topic, connection=self, **kwargs)
 
+    def read_stream(self, source: Any, **kwargs: Any) -> Any:
+        from polaroid import streams
+
+        return streams.read_stream(source, connection=self, **kwargs)
+
     def from_polars(self, df: Any, **kwargs: Any) -> Any:
         from polaroid import frame
 

@@ -1,6 +1,7 @@
-"""Network sources: REST answers read once into a frame (`read_rest_api`), and the
+"""Network sources: REST answers read once into a frame (`read_rest_api`), the
 streaming sources (`stream_rest_api`, `stream_web_socket`, `stream_message_queue`),
-iterators of Polars DataFrames as the server receives the data (docs/streams.md)."""
+iterators of Polars DataFrames as the server receives the data, and `read_stream`, a
+bounded window of any of them kept as a frame (docs/streams.md)."""
 
 from __future__ import annotations
 
@@ -162,10 +163,26 @@ def stream_web_socket(
     `max_retries` times, waiting `initial_delay` seconds, times `backoff_multiplier` each
     time, at most `max_delay`. Every frame also has `_received_at` and
     `_source_position` (`<connection>:<frame>`) columns."""
+    request = web_socket_request(
+        url, headers=headers, format=format, schema=schema, buffer_size=buffer_size,
+        max_retries=max_retries, initial_delay=initial_delay, max_delay=max_delay,
+        backoff_multiplier=backoff_multiplier,
+    )
+    return _frames(_connection(connection), "StreamWebSocket", request, timeout)
+
+
+def web_socket_request(
+    url: str, *, headers: Mapping[str, str] | None = None, format: str | None = None,
+    schema: str | Mapping[str, Any] | None = None, buffer_size: int | None = None,
+    max_retries: int = 0, initial_delay: float = 0.1, max_delay: float = 30.0,
+    backoff_multiplier: float = 2.0,
+) -> pb.WebSocketSourceRequest:
+    """The `WebSocketSourceRequest` for a WebSocket source (arguments as
+    `stream_web_socket`)."""
     message_format, text_format = _format(format)
     if text_format != pb.REST_TEXT_FORMAT_UNSPECIFIED:
         raise ValueError(f"format {format!r} is for REST answers only")
-    request = pb.WebSocketSourceRequest(
+    return pb.WebSocketSourceRequest(
         url=url, headers=dict(headers or {}), schema_json=schema_json(schema),
         buffer_size=buffer_size, format=message_format,
         reconnect_policy=pb.ReconnectPolicy(
@@ -173,7 +190,6 @@ def stream_web_socket(
             max_delay_ms=round(max_delay * 1000), backoff_multiplier=backoff_multiplier,
         ),
     )
-    return _frames(_connection(connection), "StreamWebSocket", request, timeout)
 
 
 def stream_message_queue(
@@ -203,6 +219,22 @@ def stream_message_queue(
     a message once the server has sent it. `type="kafka"` is refused (UNIMPLEMENTED).
     Every frame also has `_received_at` and `_source_position` (the entry ID, stream
     sequence or delivery tag) columns; docs/streams.md has the details."""
+    request = message_queue_request(
+        connection_string, topic, type=type, consumer_group=consumer_group,
+        consumer_name=consumer_name, start_id=start_id, format=format, schema=schema,
+        payload_field=payload_field, batch_rows=batch_rows, max_wait=max_wait,
+    )
+    return _frames(_connection(connection), "StreamMessageQueue", request, timeout)
+
+
+def message_queue_request(
+    connection_string: str, topic: str, *, type: str = "redis", consumer_group: str | None = None,
+    consumer_name: str | None = None, start_id: str | None = None, format: str | None = None,
+    schema: str | Mapping[str, Any] | None = None, payload_field: str | None = None,
+    batch_rows: int | None = None, max_wait: float | None = None,
+) -> pb.MessageQueueRequest:
+    """The `MessageQueueRequest` for a queue source (arguments as
+    `stream_message_queue`)."""
     try:
         kind = _QUEUES[type.lower()]
     except KeyError:
@@ -218,4 +250,77 @@ def stream_message_queue(
     )
     if max_wait is not None:
         request.max_wait_ms = max(1, round(max_wait * 1000))
-    return _frames(_connection(connection), "StreamMessageQueue", request, timeout)
+    return request
+
+
+#: Which `CaptureStreamRequest.source` field each source request goes in.
+_CAPTURED = {
+    pb.RestApiRequest: "rest_api",
+    pb.WebSocketSourceRequest: "web_socket",
+    pb.GrpcStreamRequest: "grpc",
+    pb.MessageQueueRequest: "message_queue",
+}
+
+
+def _millis(seconds: float | None, name: str) -> int | None:
+    if seconds is None:
+        return None
+    if seconds <= 0:
+        raise ValueError(f"{name} must be positive, got {seconds!r}")
+    return max(1, round(seconds * 1000))
+
+
+def read_stream(
+    source: Any, *, max_rows: int | None = None, duration: float | None = None,
+    idle: float | None = None, name: str | None = None, progress: bool = False,
+    timeout: float | None = None, connection: Connection | None = None,
+) -> Any:
+    """Captures a bounded window of a streaming source into a new `DataFrame` (a handle,
+    stored as an upload is: it outlives the server that captured it).
+
+    `source` is one of `polaroid.sources`: `rest_api(url, ...)`, `web_socket(url, ...)`,
+    `message_queue(connection_string, topic, ...)` (or the request message itself). The
+    capture ends at the first bound reached: `max_rows` rows (the frame then holds exactly
+    that many), `duration` seconds, or `idle` seconds without a message (counted from the
+    start, then from each message); or when the source ends. At least one bound is needed.
+    `progress=True` shows a progress bar (rows, and bytes received) while it waits.
+    `timeout` bounds the whole call (None: the bounds do). A source that fails makes no
+    frame: its error is raised. Every row also has the `_received_at` and
+    `_source_position` columns of the `stream_*` functions."""
+    from polaroid.frame import DataFrame
+
+    field = _CAPTURED.get(type(source))
+    if field is None:
+        raise TypeError(
+            "source is a polaroid.sources request (rest_api, web_socket, message_queue), "
+            f"not {type(source).__name__}"
+        )
+    if max_rows is None and duration is None and idle is None:
+        raise ValueError("read_stream needs a bound: max_rows, duration or idle")
+    if max_rows is not None and max_rows <= 0:
+        raise ValueError(f"max_rows must be positive, got {max_rows!r}")
+    request = pb.CaptureStreamRequest(
+        max_rows=max_rows, max_duration_ms=_millis(duration, "duration"),
+        idle_ms=_millis(idle, "idle"), name=name, **{field: source},
+    )
+    conn = _connection(connection)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_rows, unit=" rows", desc="capture")
+    call = conn.stub.CaptureStream(request, timeout=timeout, metadata=conn._metadata)
+    try:
+        for message in call:
+            if bar is not None:
+                bar.update(message.rows - bar.n)
+                bar.set_postfix(received=f"{message.bytes} B", elapsed=f"{message.elapsed_ms / 1000:.1f} s")
+            if message.HasField("handle"):
+                return DataFrame(message.handle.handle, conn)
+        raise errors.InternalError("the capture ended without a handle")
+    except grpc.RpcError as error:
+        raise errors.from_rpc_error(error) from None
+    finally:
+        call.cancel()
+        if bar is not None:
+            bar.close()

@@ -221,3 +221,32 @@ def test_stream_web_socket_reads_frames(conn):
     frames = list(pr.stream_web_socket(f"ws://127.0.0.1:{port[0]}/", schema={"id": "Int64"}, buffer_size=2))
     assert all(f.height <= 2 for f in frames)
     assert_frame_equal(pl.concat(frames).drop(SOURCE_COLUMNS), pl.DataFrame({"id": [1, 2, 3]}))
+
+
+def test_read_stream_keeps_a_bounded_window_as_a_frame(conn, peer, redis_url, capsys):
+    paged = pr.sources.rest_api(f"{peer.url}/pages", pagination={"page_number": {}})
+    # The source's end: every page.
+    whole = pr.read_stream(paged, duration=30)
+    assert isinstance(whole, pr.DataFrame)
+    assert whole.columns[-2:] == SOURCE_COLUMNS
+    assert_frame_equal(whole.collect().drop(SOURCE_COLUMNS), pages(1, 2, 3, 4, 5, 6))
+    # A row bound cuts the page that passes it, with a progress bar meanwhile.
+    three = pr.read_stream(paged, max_rows=3, progress=True)
+    assert_frame_equal(three.collect().drop(SOURCE_COLUMNS), pages(1, 2, 3))
+    assert "capture" in capsys.readouterr().err
+    # An idle gap on a queue that holds two entries, from a connection's method.
+    for n in (1, 2):
+        redis_command(redis_url, "XADD", "ticks", "*", "n", str(n))
+    queue = pr.sources.message_queue(redis_url, "ticks", start_id="0", schema={"n": "Int64"})
+    ticks = conn.read_stream(queue, idle=0.5, name="ticks")
+    assert ticks.collect()["n"].to_list() == [1, 2]
+    # Bounds: one is needed, and the server holds them to its caps.
+    with pytest.raises(ValueError, match="needs a bound"):
+        pr.read_stream(paged)
+    with pytest.raises(TypeError, match="polaroid.sources"):
+        pr.read_stream(f"{peer.url}/pages", max_rows=1)
+    with pytest.raises(pr.InvalidArgumentError, match="stream_max_rows"):
+        pr.read_stream(paged, max_rows=10**12)
+    # A source that fails makes no frame: its error.
+    with pytest.raises(pr.NotFoundError, match="HTTP 404"):
+        pr.read_stream(pr.sources.rest_api(f"{peer.url}/nothing-here"), max_rows=5)

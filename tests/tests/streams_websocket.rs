@@ -2,7 +2,8 @@
 //! loopback: text and binary frames become the records sent, in order, with headers on
 //! the handshake; `buffer_size` rows per message; a connection cut without a close is
 //! dialled again as `reconnect_policy` says, and without one ends the stream with
-//! UNAVAILABLE; a cancel closes the connection; URL rules and bad input.
+//! UNAVAILABLE; a cancel closes the connection; URL rules and bad input; `wss://` to a
+//! peer whose certificate a private CA signed, trusted through `outbound_ca_files`.
 
 use std::time::Duration;
 
@@ -253,5 +254,42 @@ async fn url_rules_and_bad_requests() -> anyhow::Result<()> {
         let refused = client.stream_web_socket(bad).await.map(|_| ());
         ended_with(refused, code, says);
     }
+    worker.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_peers_are_trusted_through_outbound_ca_files() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = pki::new_ca("websocket peers' CA")?;
+    let ca_file = dir.path().join("peers-ca.crt");
+    std::fs::write(&ca_file, ca.pem())?;
+    let (cert, key) = pki::issue(&ca, &["127.0.0.1"], dir.path(), "peer")?;
+    let server = websocket_server_tls(&cert, &key).await?;
+    let secure = pb::WebSocketSourceRequest {
+        url: format!("wss://127.0.0.1:{}/records", server.port),
+        headers: [("x-token".to_owned(), "secret".to_owned())].into(),
+        ..request(&server, "/records")
+    };
+
+    // The system's trust store alone does not know the peer's CA.
+    let worker = loopback_worker().await?;
+    let mut client = worker.client().await?;
+    let (frames, end) = drain(client.stream_web_socket(secure.clone()).await?.into_inner()).await;
+    assert!(frames.is_empty());
+    ended_with(end, Code::Unavailable, "(TLS)");
+    worker.stop().await?;
+
+    // Told to trust it, the worker reads the peer over TLS as over plain TCP.
+    let worker = TestWorker::start_with(|c| {
+        c.rest_allow_private_networks = true;
+        c.outbound_ca_files = vec![ca_file.clone()];
+    })
+    .await?;
+    let mut client = worker.client().await?;
+    let (frames, end) = drain(client.stream_web_socket(secure).await?.into_inner()).await;
+    end?;
+    let (rows, positions) = records(&frames);
+    assert_frame_eq(&rows, &expected(&[1, 2, 3, 4, 5]));
+    assert_eq!(positions, ["0:0", "0:1", "0:2", "0:3", "0:3"]);
     worker.stop().await
 }

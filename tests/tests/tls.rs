@@ -13,10 +13,6 @@ use polaroid_proto::v1 as pb;
 use polaroid_proto::v1::cluster_service_client::ClusterServiceClient;
 use polaroid_tests::*;
 use polars::prelude::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use tonic::Code;
 
 /// The certificates of the test: the cluster CA, a component certificate it signed (for
@@ -30,46 +26,7 @@ struct Pki {
     foreign_client: (PathBuf, PathBuf),
 }
 
-type Issuer = CertifiedIssuer<'static, KeyPair>;
-
-fn new_ca(name: &str) -> anyhow::Result<Issuer> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
-}
-
-/// A certificate for `names` that `ca` signed, for TLS servers and clients alike; its
-/// chain and key written to `dir` as `<file>.crt` and `<file>.key`.
-fn issue(
-    ca: &Issuer,
-    names: &[&str],
-    dir: &Path,
-    file: &str,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &**ca)?;
-    let (cert_file, key_file) = (
-        dir.join(format!("{file}.crt")),
-        dir.join(format!("{file}.key")),
-    );
-    std::fs::write(&cert_file, cert.pem())?;
-    std::fs::write(&key_file, key.serialize_pem())?;
-    Ok((cert_file, key_file))
-}
+use polaroid_tests::pki::{issue, new_ca};
 
 fn pki() -> anyhow::Result<Pki> {
     let dir = tempfile::tempdir()?;

@@ -60,9 +60,14 @@ impl Routes for DataFrameRoutes {
     }
 
     fn streams_a_source(method: &str) -> bool {
+        // A capture reads a source too, and may wait as long for its first message.
         matches!(
             method,
-            "StreamRestApi" | "StreamMessageQueue" | "StreamWebSocket" | "StreamGrpc"
+            "StreamRestApi"
+                | "StreamMessageQueue"
+                | "StreamWebSocket"
+                | "StreamGrpc"
+                | "CaptureStream"
         )
     }
 }
@@ -242,6 +247,36 @@ mod tests {
             route_key("Select", Some(&[0x0a, 0xff])),
             RouteKey::Fresh(_)
         ));
+    }
+
+    #[test]
+    fn a_capture_makes_a_new_pipeline_whatever_its_name() {
+        // Its field 1 is a number (max_rows): a name that looks like a handle, or a
+        // source's URL, is never read as the handle to route by.
+        let capture = pb::CaptureStreamRequest {
+            max_rows: Some(10),
+            name: Some(handle().to_string()),
+            source: Some(pb::capture_stream_request::Source::RestApi(
+                pb::RestApiRequest {
+                    url: handle().to_string(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        for request in [
+            capture.clone(),
+            pb::CaptureStreamRequest {
+                max_rows: None,
+                ..capture
+            },
+        ] {
+            assert!(matches!(
+                route_key("CaptureStream", Some(&request.encode_to_vec())),
+                RouteKey::Fresh(_)
+            ));
+        }
+        assert!(DataFrameRoutes::streams_a_source("CaptureStream"));
     }
 
     #[test]

@@ -189,6 +189,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Streaming sources ended, by source and reason (source_ended, cancelled, cap, error).",
     ),
     (
+        "polaroid_worker_stream_captures_total",
+        Kind::Counter,
+        "CaptureStream calls ended, by why (max_rows, max_duration, idle, source_ended, error, cancelled).",
+    ),
+    (
         "polaroid_store_read_bytes_total",
         Kind::Counter,
         "Bytes read from the handle store (values returned by gets), by backend.",

@@ -78,6 +78,9 @@ pub struct WorkerConfig {
     /// Lets REST sources reach loopback, link-local and private addresses too (a laptop,
     /// a trusted network). Off: they are refused.
     pub rest_allow_private_networks: bool,
+    /// PEM files of CA certificates that outbound TLS (https REST sources, wss WebSockets)
+    /// trusts besides the system's trust store: peers with a private CA's certificate.
+    pub outbound_ca_files: Vec<PathBuf>,
     /// The longest a call may run before its answer starts, whatever deadline its client
     /// set (DEADLINE_EXCEEDED past it). 0: only the client's deadline.
     pub max_call_secs: f64,
@@ -268,6 +271,7 @@ impl Default for WorkerConfig {
             shared_data_roots: false,
             rest_allowed_url_prefixes: Vec::new(),
             rest_allow_private_networks: false,
+            outbound_ca_files: Vec::new(),
             max_call_secs: 600.0,
             auth: polaroid_auth::AuthConfig::default(),
             quotas: polaroid_server::QuotaConfig::default(),

@@ -32,7 +32,7 @@ tokio::task_local! {
 }
 
 /// The affinity key of a new pipeline: the coordinator's choice, else a random one.
-fn new_pipeline_affinity() -> AffinityKey {
+pub(crate) fn new_pipeline_affinity() -> AffinityKey {
     REQUESTED_AFFINITY
         .try_with(|key| *key)
         .ok()
@@ -1037,7 +1037,45 @@ impl Engine {
         let df = self
             .blocking("upload", move || ipc::decode(&decoded, limit))
             .await?;
-        self.register_upload(tenant, bytes, df, name).await
+        self.register_upload(tenant, bytes, df, name, new_pipeline_affinity())
+            .await
+    }
+
+    /// A captured stream's frame (`CaptureStream`), kept as an upload is: encoded, held to
+    /// `max_upload_bytes`, stored durably (within the tenant's quota), then its handle.
+    /// `affinity` is the call's, taken while its scope was current: a capture stores from
+    /// the task that feeds its answer.
+    pub async fn keep_capture(
+        &self,
+        tenant: TenantId,
+        df: DataFrame,
+        name: Option<String>,
+        affinity: AffinityKey,
+    ) -> EngineResult<(Handle, u64)> {
+        let limit = self.max_upload_bytes;
+        let (bytes, df) = self
+            .blocking("capture_stream", move || {
+                let mut df = df;
+                let bytes = ipc::encode(&mut df)?;
+                if bytes.len() > limit {
+                    return Err(EngineError::LimitExceeded(format!(
+                        "the captured frame is {} bytes as Arrow IPC, past the {limit} an upload may be (max_upload_bytes)",
+                        bytes.len()
+                    )));
+                }
+                Ok((Bytes::from(bytes), df))
+            })
+            .await?;
+        let stored = bytes.len() as u64;
+        let handle = self
+            .register_upload(tenant, bytes, df, name, affinity)
+            .await?;
+        Ok((handle, stored))
+    }
+
+    /// The largest upload (`max_upload_bytes`), which a capture is held to as it grows.
+    pub fn max_upload_bytes(&self) -> usize {
+        self.max_upload_bytes
     }
 
     async fn register_upload(
@@ -1046,6 +1084,7 @@ impl Engine {
         bytes: Bytes,
         df: DataFrame,
         name: Option<String>,
+        affinity: AffinityKey,
     ) -> EngineResult<Handle> {
         let stored_bytes = bytes.len() as u64;
         let artifact = self.catalog.put_artifact(tenant, bytes).await?;
@@ -1069,7 +1108,7 @@ impl Engine {
             &[],
             Some(artifact_ref),
         );
-        self.register(node, new_pipeline_affinity(), Some((rows, stored_bytes)))
+        self.register(node, affinity, Some((rows, stored_bytes)))
             .await
     }
 
@@ -1081,7 +1120,8 @@ impl Engine {
     ) -> EngineResult<Handle> {
         let url = req.url.clone();
         let (bytes, df) = self.fetch_rest(req).await?;
-        self.register_upload(tenant, bytes, df, Some(url)).await
+        self.register_upload(tenant, bytes, df, Some(url), new_pipeline_affinity())
+            .await
     }
 
     /// Fetches a REST source, every page, and parses it, as a frame and the Arrow IPC

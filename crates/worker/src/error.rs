@@ -42,6 +42,10 @@ pub enum EngineError {
     LineageTooDeep { depth: u32, limit: u32 },
     #[error("{0}")]
     Unimplemented(String),
+    /// A capture whose source sent no message within its bounds: no columns are known to
+    /// make a frame of.
+    #[error("{0}")]
+    NothingCaptured(String),
     #[error("remote source failed: {0}")]
     Remote(String),
     /// A remote source answered, with a failure that means `code` for the caller (it
@@ -88,7 +92,9 @@ impl EngineError {
             Self::HandleNotFound(_) | Self::FileNotFound(_) => ErrorCode::NotFound,
             Self::OutsideDataRoots(_) | Self::OutboundRefused(_) => ErrorCode::PermissionDenied,
             Self::LimitExceeded(_) => ErrorCode::ResourceExhausted,
-            Self::SourceChanged(_) | Self::LineageTooDeep { .. } => ErrorCode::FailedPrecondition,
+            Self::SourceChanged(_) | Self::LineageTooDeep { .. } | Self::NothingCaptured(_) => {
+                ErrorCode::FailedPrecondition
+            }
             Self::Unimplemented(_) => ErrorCode::Unimplemented,
             Self::Remote(_) => ErrorCode::Unavailable,
             Self::RemoteAnswer { code, .. } | Self::StreamCap { code, .. } => *code,

@@ -205,7 +205,8 @@ pub async fn serve(
     let outbound = outbound::Outbound::new(
         &config.rest_allowed_url_prefixes,
         config.rest_allow_private_networks,
-    )?;
+    )?
+    .with_ca_files(&config.outbound_ca_files)?;
     let engine = Arc::new(Engine::new(&config, catalog, roots, Arc::new(outbound)));
     let service =
         DataFrameServiceServer::new(service::DataFrameServer::new(engine.clone(), &config))

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use polaroid_proto::excerpt;
 use reqwest::Url;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use crate::error::{EngineError, EngineResult};
 
@@ -124,6 +126,8 @@ pub struct Outbound {
     /// For everything else: public addresses only, on every connection.
     public: reqwest::Client,
     allow_private: bool,
+    /// CA certificates trusted besides the system's (`outbound_ca_files`).
+    extra_roots: Arc<Vec<CertificateDer<'static>>>,
 }
 
 /// Why the outbound settings were refused.
@@ -133,6 +137,50 @@ pub enum OutboundError {
     BadPrefix(String),
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("outbound_ca_files: `{file}`: {reason}")]
+    CaFile { file: String, reason: String },
+}
+
+/// The CA certificates of `files` (PEM); a file that does not read, or holds none, is an
+/// error: a setting that trusts nothing would only show when a peer is refused.
+fn load_ca_files(
+    files: &[std::path::PathBuf],
+) -> Result<Vec<CertificateDer<'static>>, OutboundError> {
+    let mut roots = Vec::new();
+    for file in files {
+        let failed = |reason: String| OutboundError::CaFile {
+            file: file.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(file).map_err(|e| failed(e.to_string()))?;
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| failed(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(failed("holds no PEM certificate".into()));
+        }
+        roots.extend(certificates);
+    }
+    Ok(roots)
+}
+
+/// The HTTP clients of a rule: for trusted URLs, and for public addresses only.
+fn http_clients(
+    prefixes: &Arc<Vec<Prefix>>,
+    allow_private: bool,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<(reqwest::Client, reqwest::Client), OutboundError> {
+    let mut trusted = reqwest::Client::builder().redirect(redirects(prefixes.clone(), true));
+    let mut public = reqwest::Client::builder()
+        .dns_resolver(Arc::new(PublicOnly))
+        // A proxy would resolve names itself, past the check.
+        .no_proxy()
+        .redirect(redirects(prefixes.clone(), allow_private));
+    for root in extra_roots {
+        trusted = trusted.add_root_certificate(reqwest::Certificate::from_der(root.as_ref())?);
+        public = public.add_root_certificate(reqwest::Certificate::from_der(root.as_ref())?);
+    }
+    Ok((trusted.build()?, public.build()?))
 }
 
 impl Outbound {
@@ -153,40 +201,53 @@ impl Outbound {
             })
             .collect::<Result<_, _>>()?;
         let prefixes = Arc::new(prefixes);
-        let trusted = reqwest::Client::builder()
-            .redirect(redirects(prefixes.clone(), true))
-            .build()?;
-        let public = reqwest::Client::builder()
-            .dns_resolver(Arc::new(PublicOnly))
-            // A proxy would resolve names itself, past the check.
-            .no_proxy()
-            .redirect(redirects(prefixes.clone(), allow_private))
-            .build()?;
+        let (trusted, public) = http_clients(&prefixes, allow_private, &[])?;
         Ok(Self {
             prefixes,
             trusted,
             public,
             allow_private,
+            extra_roots: Arc::default(),
+        })
+    }
+
+    /// The same rule, whose TLS also trusts the CA certificates in `files` (PEM).
+    pub fn with_ca_files(self, files: &[std::path::PathBuf]) -> Result<Self, OutboundError> {
+        if files.is_empty() {
+            return Ok(self);
+        }
+        let extra_roots = Arc::new(load_ca_files(files)?);
+        let (trusted, public) = http_clients(&self.prefixes, self.allow_private, &extra_roots)?;
+        Ok(Self {
+            trusted,
+            public,
+            extra_roots,
+            ..self
         })
     }
 
     /// The same rule with HTTP clients of its own: a stream's, whose connections close
     /// when it ends (the shared clients keep idle connections pooled).
     pub fn fresh(&self) -> Result<Self, OutboundError> {
-        let trusted = reqwest::Client::builder()
-            .redirect(redirects(self.prefixes.clone(), true))
-            .build()?;
-        let public = reqwest::Client::builder()
-            .dns_resolver(Arc::new(PublicOnly))
-            .no_proxy()
-            .redirect(redirects(self.prefixes.clone(), self.allow_private))
-            .build()?;
+        let (trusted, public) =
+            http_clients(&self.prefixes, self.allow_private, &self.extra_roots)?;
         Ok(Self {
             prefixes: self.prefixes.clone(),
             trusted,
             public,
             allow_private: self.allow_private,
+            extra_roots: self.extra_roots.clone(),
         })
+    }
+
+    /// What a source that wraps TLS itself (a `wss://` WebSocket) trusts: the system's
+    /// trust store and `outbound_ca_files`.
+    pub fn tls_roots(&self) -> tokio_rustls::rustls::RootCertStore {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let (_, _) =
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let (_, _) = roots.add_parsable_certificates(self.extra_roots.iter().cloned());
+        roots
     }
 
     /// The client that may fetch `url`, or why it may not be fetched.
@@ -326,6 +387,29 @@ fn redirects(prefixes: Arc<Vec<Prefix>>, allow_private: bool) -> reqwest::redire
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn ca_files_that_trust_nothing_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (file, says) in [
+            (empty, "holds no PEM certificate"),
+            (missing, "missing.pem"),
+        ] {
+            let error = Outbound::new(&[], false)
+                .unwrap()
+                .with_ca_files(&[file])
+                .err()
+                .unwrap();
+            assert!(error.to_string().contains(says), "{error}");
+            assert!(
+                error.to_string().starts_with("outbound_ca_files"),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn private_and_reserved_addresses_are_refused_public_ones_are_not() {

@@ -317,6 +317,23 @@ impl DataFrameService for DataFrameServer {
         Ok(Response::new(stream))
     }
 
+    type CaptureStreamStream = crate::streams::capture::ProgressStream;
+
+    async fn capture_stream(
+        &self,
+        request: Request<pb::CaptureStreamRequest>,
+    ) -> Reply<Self::CaptureStreamStream> {
+        let tenant = tenant(&request)?;
+        // Read here, in the call's scope: the capture stores its handle from a task.
+        let affinity = crate::engine::new_pipeline_affinity();
+        let stream = self
+            .streams
+            .capture(self.engine.clone(), tenant, affinity, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream))
+    }
+
     async fn select(&self, request: Request<pb::SelectRequest>) -> Reply<pb::DataFrameHandle> {
         self.derive_one(request, |r| &mut r.handle, Op::Select)
             .await

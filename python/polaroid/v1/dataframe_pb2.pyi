@@ -36,6 +36,14 @@ class MessageQueueType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NATS: _ClassVar[MessageQueueType]
     REDIS_STREAM: _ClassVar[MessageQueueType]
 
+class CaptureStop(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAPTURE_STOP_UNSPECIFIED: _ClassVar[CaptureStop]
+    CAPTURE_STOP_MAX_ROWS: _ClassVar[CaptureStop]
+    CAPTURE_STOP_MAX_DURATION: _ClassVar[CaptureStop]
+    CAPTURE_STOP_IDLE: _ClassVar[CaptureStop]
+    CAPTURE_STOP_SOURCE_ENDED: _ClassVar[CaptureStop]
+
 class UniqueKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     UNIQUE_KEEP_UNSPECIFIED: _ClassVar[UniqueKeep]
@@ -118,6 +126,11 @@ KAFKA: MessageQueueType
 RABBITMQ: MessageQueueType
 NATS: MessageQueueType
 REDIS_STREAM: MessageQueueType
+CAPTURE_STOP_UNSPECIFIED: CaptureStop
+CAPTURE_STOP_MAX_ROWS: CaptureStop
+CAPTURE_STOP_MAX_DURATION: CaptureStop
+CAPTURE_STOP_IDLE: CaptureStop
+CAPTURE_STOP_SOURCE_ENDED: CaptureStop
 UNIQUE_KEEP_UNSPECIFIED: UniqueKeep
 UNIQUE_KEEP_FIRST: UniqueKeep
 UNIQUE_KEEP_LAST: UniqueKeep
@@ -460,6 +473,40 @@ class MessageQueueRequest(_message.Message):
     batch_rows: int
     max_wait_ms: int
     def __init__(self, type: _Optional[_Union[MessageQueueType, str]] = ..., connection_string: _Optional[str] = ..., topic: _Optional[str] = ..., consumer_group: _Optional[str] = ..., schema_json: _Optional[str] = ..., format: _Optional[_Union[MessageFormat, str]] = ..., consumer_name: _Optional[str] = ..., start_id: _Optional[str] = ..., payload_field: _Optional[str] = ..., batch_rows: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
+
+class CaptureStreamRequest(_message.Message):
+    __slots__ = ("max_rows", "max_duration_ms", "idle_ms", "name", "rest_api", "web_socket", "grpc", "message_queue")
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REST_API_FIELD_NUMBER: _ClassVar[int]
+    WEB_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    max_rows: int
+    max_duration_ms: int
+    idle_ms: int
+    name: str
+    rest_api: RestApiRequest
+    web_socket: WebSocketSourceRequest
+    grpc: GrpcStreamRequest
+    message_queue: MessageQueueRequest
+    def __init__(self, max_rows: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., idle_ms: _Optional[int] = ..., name: _Optional[str] = ..., rest_api: _Optional[_Union[RestApiRequest, _Mapping]] = ..., web_socket: _Optional[_Union[WebSocketSourceRequest, _Mapping]] = ..., grpc: _Optional[_Union[GrpcStreamRequest, _Mapping]] = ..., message_queue: _Optional[_Union[MessageQueueRequest, _Mapping]] = ...) -> None: ...
+
+class CaptureProgress(_message.Message):
+    __slots__ = ("rows", "bytes", "elapsed_ms", "handle", "stopped")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    bytes: int
+    elapsed_ms: int
+    handle: DataFrameHandle
+    stopped: CaptureStop
+    def __init__(self, rows: _Optional[int] = ..., bytes: _Optional[int] = ..., elapsed_ms: _Optional[int] = ..., handle: _Optional[_Union[DataFrameHandle, _Mapping]] = ..., stopped: _Optional[_Union[CaptureStop, str]] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
     __slots__ = ("handle", "columns", "exprs")

@@ -89,6 +89,11 @@ class DataFrameServiceStub:
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.MessageQueueRequest.SerializeToString,
                 response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
                 _registered_method=True)
+        self.CaptureStream = channel.unary_stream(
+                '/polaroid.v1.DataFrameService/CaptureStream',
+                request_serializer=polaroid_dot_v1_dot_dataframe__pb2.CaptureStreamRequest.SerializeToString,
+                response_deserializer=polaroid_dot_v1_dot_dataframe__pb2.CaptureProgress.FromString,
+                _registered_method=True)
         self.Select = channel.unary_unary(
                 '/polaroid.v1.DataFrameService/Select',
                 request_serializer=polaroid_dot_v1_dot_dataframe__pb2.SelectRequest.SerializeToString,
@@ -398,6 +403,18 @@ class DataFrameServiceServicer:
 
     def StreamMessageQueue(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CaptureStream(self, request, context):
+        """Polaroid's, beyond the established contract: reads any of the four sources above until
+        a bound (rows, duration, idle gap) is reached or the source ends, and keeps what came
+        as a new handle, stored as an upload is (docs/streams.md, "Capturing a window").
+        Server streaming, not unary: a capture runs as long as its bounds say, and its client
+        sees it work (progress at most every 250 ms) instead of a silent call that a proxy or
+        a user could take for a hung one; the last message carries the handle.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -752,6 +769,11 @@ def add_DataFrameServiceServicer_to_server(servicer, server):
                     servicer.StreamMessageQueue,
                     request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.MessageQueueRequest.FromString,
                     response_serializer=polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.SerializeToString,
+            ),
+            'CaptureStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CaptureStream,
+                    request_deserializer=polaroid_dot_v1_dot_dataframe__pb2.CaptureStreamRequest.FromString,
+                    response_serializer=polaroid_dot_v1_dot_dataframe__pb2.CaptureProgress.SerializeToString,
             ),
             'Select': grpc.unary_unary_rpc_method_handler(
                     servicer.Select,
@@ -1286,6 +1308,33 @@ class DataFrameService:
             '/polaroid.v1.DataFrameService/StreamMessageQueue',
             polaroid_dot_v1_dot_dataframe__pb2.MessageQueueRequest.SerializeToString,
             polaroid_dot_v1_dot_dataframe__pb2.ArrowBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaptureStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/polaroid.v1.DataFrameService/CaptureStream',
+            polaroid_dot_v1_dot_dataframe__pb2.CaptureStreamRequest.SerializeToString,
+            polaroid_dot_v1_dot_dataframe__pb2.CaptureProgress.FromString,
             options,
             channel_credentials,
             insecure,

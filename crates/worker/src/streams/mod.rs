@@ -5,6 +5,7 @@
 //! stream's status), or as soon as the client goes away: the task is then dropped
 //! whole, and with it every connection it holds to its peer.
 
+pub mod capture;
 pub mod nats;
 pub mod payload;
 pub mod rabbitmq;

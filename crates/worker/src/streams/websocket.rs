@@ -145,7 +145,7 @@ impl WebSocketSource {
             let _ = tcp.set_nodelay(true);
             let io: Box<dyn Io> = if secure {
                 Box::new(
-                    tls(&self.url, tcp)
+                    tls(&self.url, self.outbound.tls_roots(), tcp)
                         .await
                         .map_err(|e| self.lost("TLS", &e))?,
                 )
@@ -335,14 +335,14 @@ fn next_delay(delay: Duration, multiplier: f64, max: Duration) -> Duration {
         .min(max)
 }
 
-/// TLS over `tcp` for `url`'s host, checked against the system's trust store (ring).
+/// TLS over `tcp` for `url`'s host, checked against `roots` (the system's trust store and
+/// `outbound_ca_files`; ring).
 async fn tls(
     url: &Url,
+    roots: tokio_rustls::rustls::RootCertStore,
     tcp: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    let (_, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
