@@ -43,7 +43,7 @@ from polaroid.frame import (
     read_rest_api,
     sql,
 )
-from polaroid.streams import stream_message_queue, stream_rest_api, stream_web_socket
+from polaroid.streams import stream_grpc, stream_message_queue, stream_rest_api, stream_web_socket
 
 __all__ = [
     "CancelledError",
@@ -79,6 +79,7 @@ __all__ = [
     "read_rest_api",
     "set_memory_retention",
     "sql",
+    "stream_grpc",
     "stream_message_queue",
     "stream_rest_api",
     "stream_web_socket",

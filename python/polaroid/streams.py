@@ -1,6 +1,7 @@
 """Network sources: REST answers read once into a frame (`read_rest_api`), and the
-streaming sources (`stream_rest_api`, `stream_web_socket`, `stream_message_queue`),
-iterators of Polars DataFrames as the server receives the data (docs/streams.md)."""
+streaming sources (`stream_rest_api`, `stream_web_socket`, `stream_message_queue`,
+`stream_grpc`), iterators of Polars DataFrames as the server receives the data
+(docs/streams.md)."""
 
 from __future__ import annotations
 
@@ -205,3 +206,36 @@ def stream_message_queue(
     if max_wait is not None:
         request.max_wait_ms = max(1, round(max_wait * 1000))
     return _frames(_connection(connection), "StreamMessageQueue", request, timeout)
+
+
+def stream_grpc(
+    endpoint: str, service: str, method: str, request: Any = b"", *,
+    metadata: Mapping[str, str] | None = None, tls: bool | None = None,
+    ca_cert: str | None = None, client_cert: str | None = None, client_key: str | None = None,
+    batch_rows: int | None = None, max_wait: float | None = None, timeout: float | None = None,
+    connection: Connection | None = None,
+) -> Iterator[polars.DataFrame]:
+    """The replies of a server-streaming gRPC method as Polars DataFrames, one row a
+    reply, as the server receives them, until the peer ends the call or the iterator is
+    closed (which cancels the peer's call). `endpoint` is `http://host:port` or
+    `https://host:port`; `service` the full name (`package.Service`); `request` the
+    method's input message, encoded (bytes) or a protobuf message (serialized here). The
+    server decodes the replies by the peer's gRPC reflection: each top-level field is a
+    column (enums as names, messages as structs, repeated fields as lists, Timestamps as
+    datetimes). `metadata` is sent with the call; `tls` (default: on for https) with
+    `ca_cert`, `client_cert`, `client_key` as PEM text. `max_wait` in seconds. Every
+    frame also has `_received_at` and `_source_position` (the reply's index) columns."""
+    if not isinstance(request, (bytes, bytearray, memoryview)):
+        request = request.SerializeToString()
+    message = pb.GrpcStreamRequest(
+        endpoint=endpoint, service=service, method=method, request_proto=bytes(request),
+        metadata=dict(metadata or {}), batch_rows=batch_rows,
+    )
+    if tls is not None or ca_cert is not None or client_cert is not None or client_key is not None:
+        enabled = tls if tls is not None else True
+        message.tls.CopyFrom(pb.TlsConfig(
+            enabled=enabled, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
+        ))
+    if max_wait is not None:
+        message.max_wait_ms = max(1, round(max_wait * 1000))
+    return _frames(_connection(connection), "StreamGrpc", message, timeout)
