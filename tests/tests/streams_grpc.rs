@@ -13,7 +13,10 @@ use polaroid_proto::v1 as pb;
 use polaroid_tests::*;
 use polars::prelude::*;
 use prost::Message as _;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 use tonic::Code;
 
 type Batches = tonic::Streaming<pb::ArrowBatch>;
@@ -239,6 +242,27 @@ impl Peer {
             ..Default::default()
         }
     }
+}
+
+/// TCP connections the peer on `port` has open: [`open_connections`] over IPv4 and IPv6
+/// (gRPC's Python server holds its IPv4 connections as IPv4-mapped IPv6 ones).
+fn connections(port: u16) -> anyhow::Result<usize> {
+    let local = format!(":{port:04X}");
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(table) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        count += table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&local) && matches!(fields[3], "01" | "08")
+            })
+            .count();
+    }
+    Ok(count)
 }
 
 /// Every message until the stream ends: its frames and how it ended.
@@ -578,7 +602,7 @@ async fn cancel_resets_the_call_and_closes_the_connection() -> anyhow::Result<()
         .await??
         .ok_or_else(|| anyhow::anyhow!("no message"))?;
     assert_eq!(ids(&from_ipc(&first.arrow_ipc)), [0]);
-    assert_eq!(open_connections(peer.port)?, 1);
+    assert_eq!(connections(peer.port)?, 1);
     drop(stream);
     eventually(
         "the peer to see the call cancelled",
@@ -589,7 +613,7 @@ async fn cancel_resets_the_call_and_closes_the_connection() -> anyhow::Result<()
     eventually(
         "the connection to close",
         Duration::from_secs(10),
-        || async { Ok(open_connections(peer.port)? == 0) },
+        || async { Ok(connections(peer.port)? == 0) },
     )
     .await?;
     worker.stop().await
@@ -775,11 +799,26 @@ async fn tls_with_a_client_certificate() -> anyhow::Result<()> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
+            .distinguished_name
+            .push(DnType::CommonName, "peer CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params
     };
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
     let issue = |name: &str| -> anyhow::Result<(String, String)> {
         let key = KeyPair::generate()?;
-        let cert = CertificateParams::new(vec![name.to_owned()])?.signed_by(&key, &ca)?;
+        let mut params = CertificateParams::new(vec![name.to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &ca)?;
         Ok((cert.pem(), key.serialize_pem()))
     };
     let (server_cert, server_key) = issue("127.0.0.1")?;
