@@ -740,7 +740,12 @@ fn metadata(entries: &BTreeMap<String, String>) -> EngineResult<MetadataMap> {
             map.insert_bin(key, MetadataValue::from_bytes(value.as_bytes()));
         } else {
             let key = AsciiMetadataKey::from_bytes(lower.as_bytes()).map_err(|_| bad_name())?;
-            let value = MetadataValue::try_from(value.as_str()).map_err(|_| {
+            // HTTP allows bytes past ASCII in a value; gRPC's ASCII metadata does not.
+            let ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+            let value = MetadataValue::try_from(value.as_str())
+                .ok()
+                .filter(|_| ascii)
+                .ok_or_else(|| {
                 EngineError::invalid(format!(
                     "metadata (5): bad value for `{}` (visible ASCII only; binary values go under a name ending in -bin)",
                     excerpt(name)
