@@ -44,7 +44,13 @@ from polaroid.frame import (
     sql,
 )
 from polaroid import sources
-from polaroid.streams import read_stream, stream_message_queue, stream_rest_api, stream_web_socket
+from polaroid.streams import (
+    read_stream,
+    stream_grpc,
+    stream_message_queue,
+    stream_rest_api,
+    stream_web_socket,
+)
 
 __all__ = [
     "CancelledError",
@@ -82,6 +88,7 @@ __all__ = [
     "set_memory_retention",
     "sources",
     "sql",
+    "stream_grpc",
     "stream_message_queue",
     "stream_rest_api",
     "stream_web_socket",

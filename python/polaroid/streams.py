@@ -1,7 +1,7 @@
 """Network sources: REST answers read once into a frame (`read_rest_api`), the
-streaming sources (`stream_rest_api`, `stream_web_socket`, `stream_message_queue`),
-iterators of Polars DataFrames as the server receives the data, and `read_stream`, a
-bounded window of any of them kept as a frame (docs/streams.md)."""
+streaming sources (`stream_rest_api`, `stream_web_socket`, `stream_message_queue`,
+`stream_grpc`), iterators of Polars DataFrames as the server receives the data, and
+`read_stream`, a bounded window of any of them kept as a frame (docs/streams.md)."""
 
 from __future__ import annotations
 
@@ -279,7 +279,8 @@ def read_stream(
     stored as an upload is: it outlives the server that captured it).
 
     `source` is one of `polaroid.sources`: `rest_api(url, ...)`, `web_socket(url, ...)`,
-    `message_queue(connection_string, topic, ...)` (or the request message itself). The
+    `message_queue(connection_string, topic, ...)`, `grpc(endpoint, service, method,
+    request, ...)` (or the request message itself). The
     capture ends at the first bound reached: `max_rows` rows (the frame then holds exactly
     that many), `duration` seconds, or `idle` seconds without a message (counted from the
     start, then from each message); or when the source ends. At least one bound is needed.
@@ -292,7 +293,7 @@ def read_stream(
     field = _CAPTURED.get(type(source))
     if field is None:
         raise TypeError(
-            "source is a polaroid.sources request (rest_api, web_socket, message_queue), "
+            "source is a polaroid.sources request (rest_api, web_socket, message_queue, grpc), "
             f"not {type(source).__name__}"
         )
     if max_rows is None and duration is None and idle is None:
@@ -324,3 +325,51 @@ def read_stream(
         call.cancel()
         if bar is not None:
             bar.close()
+
+
+def stream_grpc(
+    endpoint: str, service: str, method: str, request: Any = b"", *,
+    metadata: Mapping[str, str] | None = None, tls: bool | None = None,
+    ca_cert: str | None = None, client_cert: str | None = None, client_key: str | None = None,
+    batch_rows: int | None = None, max_wait: float | None = None, timeout: float | None = None,
+    connection: Connection | None = None,
+) -> Iterator[polars.DataFrame]:
+    """The replies of a server-streaming gRPC method as Polars DataFrames, one row a
+    reply, as the server receives them, until the peer ends the call or the iterator is
+    closed (which cancels the peer's call). `endpoint` is `http://host:port` or
+    `https://host:port`; `service` the full name (`package.Service`); `request` the
+    method's input message, encoded (bytes) or a protobuf message (serialized here). The
+    server decodes the replies by the peer's gRPC reflection: each top-level field is a
+    column (enums as names, messages as structs, repeated fields as lists, Timestamps as
+    datetimes). `metadata` is sent with the call; `tls` (default: on for https) with
+    `ca_cert`, `client_cert`, `client_key` as PEM text. `max_wait` in seconds. Every
+    frame also has `_received_at` and `_source_position` (the reply's index) columns."""
+    message = grpc_request(
+        endpoint, service, method, request, metadata=metadata, tls=tls, ca_cert=ca_cert,
+        client_cert=client_cert, client_key=client_key, batch_rows=batch_rows,
+        max_wait=max_wait,
+    )
+    return _frames(_connection(connection), "StreamGrpc", message, timeout)
+
+
+def grpc_request(
+    endpoint: str, service: str, method: str, request: Any = b"", *,
+    metadata: Mapping[str, str] | None = None, tls: bool | None = None,
+    ca_cert: str | None = None, client_cert: str | None = None, client_key: str | None = None,
+    batch_rows: int | None = None, max_wait: float | None = None,
+) -> pb.GrpcStreamRequest:
+    """The `GrpcStreamRequest` for a gRPC source (arguments as `stream_grpc`)."""
+    if not isinstance(request, (bytes, bytearray, memoryview)):
+        request = request.SerializeToString()
+    message = pb.GrpcStreamRequest(
+        endpoint=endpoint, service=service, method=method, request_proto=bytes(request),
+        metadata=dict(metadata or {}), batch_rows=batch_rows,
+    )
+    if tls is not None or ca_cert is not None or client_cert is not None or client_key is not None:
+        enabled = tls if tls is not None else True
+        message.tls.CopyFrom(pb.TlsConfig(
+            enabled=enabled, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
+        ))
+    if max_wait is not None:
+        message.max_wait_ms = max(1, round(max_wait * 1000))
+    return message

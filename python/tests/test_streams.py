@@ -250,3 +250,60 @@ def test_read_stream_keeps_a_bounded_window_as_a_frame(conn, peer, redis_url, ca
     # A source that fails makes no frame: its error.
     with pytest.raises(pr.NotFoundError, match="HTTP 404"):
         pr.read_stream(pr.sources.rest_api(f"{peer.url}/nothing-here"), max_rows=5)
+
+
+_GRPC_PEER_PROTO = """
+syntax = "proto3";
+package sdkpeer.v1;
+message Ask { int32 count = 1; }
+message Item { int64 id = 1; string name = 2; repeated int32 tags = 3; }
+service Items { rpc List(Ask) returns (stream Item); }
+"""
+
+
+def test_stream_grpc_reads_replies(conn, tmp_path):
+    import importlib
+    import sys
+    from concurrent import futures
+
+    grpc_server = pytest.importorskip("grpc")
+    protoc = pytest.importorskip("grpc_tools.protoc")
+    reflection = pytest.importorskip("grpc_reflection.v1alpha.reflection")
+    import importlib.resources
+
+    (tmp_path / "sdkpeer.proto").write_text(_GRPC_PEER_PROTO)
+    include = str(importlib.resources.files("grpc_tools") / "_proto")
+    assert protoc.main(["protoc", f"-I{tmp_path}", f"-I{include}", f"--python_out={tmp_path}",
+                        f"--grpc_python_out={tmp_path}", "sdkpeer.proto"]) == 0
+    sys.path.insert(0, str(tmp_path))
+    try:
+        messages = importlib.import_module("sdkpeer_pb2")
+        services = importlib.import_module("sdkpeer_pb2_grpc")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    class Items(services.ItemsServicer):
+        def List(self, request, context):  # noqa: N802 - the generated API
+            for i in range(request.count):
+                yield messages.Item(id=i, name=f"n{i}", tags=list(range(i)))
+
+    server = grpc_server.server(futures.ThreadPoolExecutor(max_workers=2))
+    services.add_ItemsServicer_to_server(Items(), server)
+    reflection.enable_server_reflection(("sdkpeer.v1.Items", reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        frames = list(pr.stream_grpc(f"http://127.0.0.1:{port}", "sdkpeer.v1.Items", "List",
+                                     messages.Ask(count=3), batch_rows=2))
+        assert all(f.height <= 2 for f in frames)
+        whole = pl.concat(frames)
+        assert whole.columns == ["id", "name", "tags", *SOURCE_COLUMNS]
+        assert_frame_equal(
+            whole.drop(SOURCE_COLUMNS),
+            pl.DataFrame({"id": [0, 1, 2], "name": ["n0", "n1", "n2"], "tags": [[], [0], [0, 1]]},
+                         schema={"id": pl.Int64, "name": pl.String, "tags": pl.List(pl.Int32)}),
+        )
+        with pytest.raises(pr.InvalidArgumentError, match=r"request_proto \(4\)"):
+            next(pr.stream_grpc(f"http://127.0.0.1:{port}", "sdkpeer.v1.Items", "List", b"\x0a\x05a"))
+    finally:
+        server.stop(None)

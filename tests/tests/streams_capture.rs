@@ -237,7 +237,7 @@ async fn rest_and_queue_sources_are_captured_alike() -> anyhow::Result<()> {
         Code::FailedPrecondition,
         "before its source sent anything",
     );
-    // StreamGrpc is not served, so neither is its capture.
+    // A gRPC source is checked as StreamGrpc checks it, before anything starts.
     refused(
         capture(
             &mut client,
@@ -249,8 +249,8 @@ async fn rest_and_queue_sources_are_captured_alike() -> anyhow::Result<()> {
             ),
         )
         .await,
-        Code::Unimplemented,
-        "grpc (12)",
+        Code::InvalidArgument,
+        "endpoint (1)",
     );
     worker.stop().await
 }

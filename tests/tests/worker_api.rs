@@ -1689,23 +1689,23 @@ fn expected_rows(df: &DataFrame) -> anyhow::Result<DataFrame> {
         .collect()?)
 }
 
+/// Every streaming source is served now: an empty `StreamGrpc` request is refused for
+/// what it lacks (tests/tests/streams_grpc.rs tests the call itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_sources_not_served_yet_are_unimplemented() -> anyhow::Result<()> {
+async fn an_empty_grpc_stream_request_is_invalid() -> anyhow::Result<()> {
     let worker = TestWorker::start().await?;
     let mut client = worker.client().await?;
-    let statuses = [client
+    let status = client
         .stream_grpc(pb::GrpcStreamRequest::default())
         .await
         .map(|_| ())
-        .unwrap_err()];
-    for status in statuses {
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
-        assert!(
-            status.message().contains("not implemented yet"),
-            "{}",
-            status.message()
-        );
-    }
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("endpoint (1)"),
+        "{}",
+        status.message()
+    );
     worker.stop().await
 }
 

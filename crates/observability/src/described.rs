@@ -176,7 +176,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "polaroid_worker_streams_active",
         Kind::Gauge,
-        "Streaming sources (StreamRestApi, StreamWebSocket, StreamMessageQueue) running now, by source.",
+        "Streaming sources (StreamRestApi, StreamWebSocket, StreamMessageQueue, StreamGrpc, and the ones CaptureStream reads) running now, by source.",
     ),
     (
         "polaroid_worker_stream_rows_total",

@@ -172,12 +172,6 @@ pub(crate) fn stream_from_blocking<T: Send + 'static>(
     Box::pin(ReceiverStream::new(receiver))
 }
 
-fn unimplemented_source(name: &str) -> Status {
-    status(EngineError::Unimplemented(format!(
-        "{name} is declared in polaroid.v1 but not implemented yet: StreamRestApi, StreamWebSocket and StreamMessageQueue (REDIS_STREAM) are served (docs/streams.md)"
-    )))
-}
-
 #[tonic::async_trait]
 impl DataFrameService for DataFrameServer {
     async fn read_parquet(
@@ -297,9 +291,15 @@ impl DataFrameService for DataFrameServer {
 
     async fn stream_grpc(
         &self,
-        _: Request<pb::GrpcStreamRequest>,
+        request: Request<pb::GrpcStreamRequest>,
     ) -> Reply<Self::StreamGrpcStream> {
-        Err(unimplemented_source("StreamGrpc"))
+        tenant(&request)?;
+        let stream = self
+            .streams
+            .grpc(request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream))
     }
 
     type StreamMessageQueueStream = BatchStream;

@@ -414,7 +414,7 @@ class ReconnectPolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ..., initial_delay_ms: _Optional[int] = ..., max_delay_ms: _Optional[int] = ..., backoff_multiplier: _Optional[float] = ...) -> None: ...
 
 class GrpcStreamRequest(_message.Message):
-    __slots__ = ("endpoint", "service", "method", "request_proto", "metadata", "tls")
+    __slots__ = ("endpoint", "service", "method", "request_proto", "metadata", "tls", "batch_rows", "max_wait_ms")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -428,13 +428,17 @@ class GrpcStreamRequest(_message.Message):
     REQUEST_PROTO_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     service: str
     method: str
     request_proto: bytes
     metadata: _containers.ScalarMap[str, str]
     tls: TlsConfig
-    def __init__(self, endpoint: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., request_proto: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tls: _Optional[_Union[TlsConfig, _Mapping]] = ...) -> None: ...
+    batch_rows: int
+    max_wait_ms: int
+    def __init__(self, endpoint: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., request_proto: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tls: _Optional[_Union[TlsConfig, _Mapping]] = ..., batch_rows: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
 
 class TlsConfig(_message.Message):
     __slots__ = ("enabled", "ca_cert", "client_cert", "client_key")

@@ -135,13 +135,9 @@ impl Streams {
                     .unwrap_or_default();
                 (self.websocket(socket).await?, name)
             }
-            // StreamGrpc is not served by this worker yet, so it has nothing to capture.
-            Some(Source::Grpc(_)) => {
-                return Err(EngineError::Unimplemented(
-                    "CaptureStream grpc (12): StreamGrpc is not served by this worker, so it \
-                     cannot be captured; rest_api, web_socket and message_queue can"
-                        .into(),
-                ));
+            Some(Source::Grpc(call)) => {
+                let name = format!("{}/{}", call.service, call.method);
+                (self.grpc(call).await?, name)
             }
             Some(Source::MessageQueue(queue)) => {
                 let name = queue.topic.clone();

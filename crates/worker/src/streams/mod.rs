@@ -6,6 +6,7 @@
 //! whole, and with it every connection it holds to its peer.
 
 pub mod capture;
+pub mod grpc;
 pub mod nats;
 pub mod payload;
 pub mod rabbitmq;
@@ -170,6 +171,19 @@ impl Streams {
                 request.r#type
             ))),
         }
+    }
+
+    /// `StreamGrpc`: the request is checked, its peer's address under the outbound rules,
+    /// and the method against the peer's reflection, before the stream starts.
+    pub async fn grpc(&self, request: pb::GrpcStreamRequest) -> EngineResult<BatchStream> {
+        let call = grpc::GrpcSource::new(
+            request,
+            self.outbound.clone(),
+            self.rest_limits.max_answer_bytes,
+        )?
+        .prepare()
+        .await?;
+        self.start("grpc", move |sink| call.run(sink))
     }
 
     /// Runs `source` on a task of its own, feeding the returned stream, within the caps.
