@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use polaroid_proto::v1 as pb;
 use polaroid_proto::v1::capture_stream_request::Source;
+use polaroid_tests::streamed::refused;
 use polaroid_tests::*;
 use polars::prelude::*;
 use tonic::Code;
@@ -81,17 +82,6 @@ async fn records(client: &mut Client, handle: &str) -> anyhow::Result<DataFrame>
         anyhow::ensure!(whole.schema().contains(name), "no {name} column");
     }
     Ok(whole.drop_many(SOURCE_COLUMNS))
-}
-
-#[track_caller]
-fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, says: &str) {
-    let status = result.expect_err("should be refused");
-    assert_eq!(status.code(), code, "{}", status.message());
-    assert!(
-        status.message().contains(says),
-        "`{}` should say `{says}`",
-        status.message()
-    );
 }
 
 async fn loopback_worker() -> anyhow::Result<TestWorker> {

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use polaroid_proto::v1 as pb;
+use polaroid_tests::streamed::{end_of, records, refused, take_rows};
 use polaroid_tests::*;
 use polars::prelude::*;
 use redis::aio::MultiplexedConnection;
@@ -71,72 +72,6 @@ fn queue(server: &ExternalServer, topic: &str) -> pb::MessageQueueRequest {
         topic: topic.into(),
         ..Default::default()
     }
-}
-
-/// Messages until `rows` rows came: the frames.
-async fn take_rows(stream: &mut Batches, rows: usize) -> anyhow::Result<Vec<DataFrame>> {
-    let mut frames = Vec::new();
-    let mut got = 0;
-    while got < rows {
-        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
-            .await??
-            .ok_or_else(|| anyhow::anyhow!("the stream ended after {got} rows"))?;
-        anyhow::ensure!(message.error.is_none(), "error field set on success");
-        let frame = from_ipc(&message.arrow_ipc);
-        got += frame.height();
-        frames.push(frame);
-    }
-    anyhow::ensure!(got == rows, "{got} rows came, {rows} expected");
-    Ok(frames)
-}
-
-/// The stacked records without the stream's columns, and their positions.
-fn records(frames: &[DataFrame]) -> (DataFrame, Vec<String>) {
-    let whole = stack(frames);
-    let positions = whole
-        .column("_source_position")
-        .expect("positions")
-        .str()
-        .expect("strings")
-        .iter()
-        .flatten()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        whole
-            .column("_received_at")
-            .expect("a receive time")
-            .dtype(),
-        &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
-    );
-    (
-        whole.drop_many(["_received_at", "_source_position"]),
-        positions,
-    )
-}
-
-/// What the stream ended with, after any messages still coming.
-async fn end_of(mut stream: Batches) -> Result<usize, tonic::Status> {
-    let mut rows = 0;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
-            Err(_) => return Err(tonic::Status::deadline_exceeded("the stream did not end")),
-            Ok(Ok(Some(batch))) => rows += from_ipc(&batch.arrow_ipc).height(),
-            Ok(Ok(None)) => return Ok(rows),
-            Ok(Err(status)) => return Err(status),
-        }
-    }
-}
-
-#[track_caller]
-fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, says: &str) {
-    let status = result.expect_err("should be refused");
-    assert_eq!(status.code(), code, "{}", status.message());
-    assert!(
-        status.message().contains(says),
-        "`{}` should say `{says}`",
-        status.message()
-    );
 }
 
 async fn loopback_worker(

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use polaroid_proto::v1 as pb;
+use polaroid_tests::streamed::records;
 use polaroid_tests::*;
 use polars::prelude::*;
 use tonic::Code;
@@ -41,23 +42,6 @@ async fn drain(mut stream: Batches) -> (Vec<DataFrame>, Result<(), tonic::Status
             Ok(Err(status)) => return (frames, Err(status)),
         }
     }
-}
-
-fn records(frames: &[DataFrame]) -> (DataFrame, Vec<String>) {
-    let whole = stack(frames);
-    let positions = whole
-        .column("_source_position")
-        .expect("positions")
-        .str()
-        .expect("strings")
-        .iter()
-        .flatten()
-        .map(str::to_owned)
-        .collect();
-    (
-        whole.drop_many(["_received_at", "_source_position"]),
-        positions,
-    )
 }
 
 #[track_caller]
