@@ -15,8 +15,6 @@ use polaroid_tests::*;
 use polars::prelude::*;
 use tonic::Code;
 
-type Batches = tonic::Streaming<pb::ArrowBatch>;
-
 fn nats_url(server: &ExternalServer) -> String {
     format!("nats://127.0.0.1:{}", server.port)
 }

@@ -21,8 +21,6 @@ use polaroid_tests::*;
 use polars::prelude::*;
 use tonic::Code;
 
-type Batches = tonic::Streaming<pb::ArrowBatch>;
-
 fn amqp_url(server: &ExternalServer) -> String {
     format!("amqp://guest:guest@127.0.0.1:{}/%2f", server.port)
 }

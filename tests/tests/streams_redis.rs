@@ -14,8 +14,6 @@ use polars::prelude::*;
 use redis::aio::MultiplexedConnection;
 use tonic::Code;
 
-type Batches = tonic::Streaming<pb::ArrowBatch>;
-
 async fn connect(server: &ExternalServer) -> anyhow::Result<MultiplexedConnection> {
     let client = redis::Client::open(server.redis_url())?;
     Ok(client.get_multiplexed_async_connection().await?)
