@@ -254,6 +254,33 @@ impl Streams {
     }
 }
 
+/// A queue's `connection_string` (2), parsed: a URL of `scheme` (`form` shows the whole
+/// shape). `unbuilt` gives the reason for a scheme this worker knows but is built without
+/// (TLS), which is UNIMPLEMENTED; any other scheme is INVALID_ARGUMENT.
+pub fn queue_url(
+    text: &str,
+    queue: &str,
+    form: &str,
+    scheme: &str,
+    unbuilt: impl Fn(&str) -> Option<String>,
+) -> EngineResult<reqwest::Url> {
+    let url = reqwest::Url::parse(text).map_err(|e| {
+        EngineError::invalid(format!(
+            "connection_string (2) is not a URL ({e}); {queue} takes {form}"
+        ))
+    })?;
+    if url.scheme() == scheme {
+        return Ok(url);
+    }
+    if let Some(reason) = unbuilt(url.scheme()) {
+        return Err(EngineError::Unimplemented(reason));
+    }
+    Err(EngineError::invalid(format!(
+        "connection_string (2): scheme `{}` is not {scheme}",
+        polaroid_proto::excerpt(url.scheme())
+    )))
+}
+
 /// Where a source sends its frames: encoded, counted against the caps, paced.
 pub struct Sink {
     sender: mpsc::Sender<Outgoing>,

@@ -51,27 +51,20 @@ impl NatsSource {
         batch_rows: usize,
         max_decoded: usize,
     ) -> EngineResult<Self> {
-        let url = Url::parse(&req.connection_string).map_err(|e| {
-            EngineError::invalid(format!(
-                "connection_string (2) is not a URL ({e}); NATS takes nats://[user:password@]host[:port]"
-            ))
-        })?;
+        let url = super::queue_url(
+            &req.connection_string,
+            "NATS",
+            "nats://[user:password@]host[:port]",
+            "nats",
+            |scheme| {
+                matches!(scheme, "tls" | "ws" | "wss").then(|| {
+                    format!(
+                        "connection_string (2) {scheme}://: NATS over TLS or WebSocket is not built into this worker; use nats://"
+                    )
+                })
+            },
+        )?;
         let shown = redacted(&url);
-        match url.scheme() {
-            "nats" => {}
-            "tls" | "ws" | "wss" => {
-                return Err(EngineError::Unimplemented(format!(
-                    "connection_string (2) {}://: NATS over TLS or WebSocket is not built into this worker; use nats://",
-                    url.scheme()
-                )));
-            }
-            other => {
-                return Err(EngineError::invalid(format!(
-                    "connection_string (2): scheme `{}` is not nats",
-                    excerpt(other)
-                )));
-            }
-        }
         if req.topic.is_empty() || req.topic.contains(char::is_whitespace) {
             return Err(EngineError::invalid(format!(
                 "topic (3) `{}` must be a NATS subject bound to a JetStream stream (no spaces)",

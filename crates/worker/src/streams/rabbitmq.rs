@@ -55,26 +55,18 @@ impl RabbitSource {
         batch_rows: usize,
         max_decoded: usize,
     ) -> EngineResult<Self> {
-        let url = Url::parse(&req.connection_string).map_err(|e| {
-            EngineError::invalid(format!(
-                "connection_string (2) is not a URL ({e}); RABBITMQ takes amqp://[user:password@]host[:port][/vhost]"
-            ))
-        })?;
+        let url = super::queue_url(
+            &req.connection_string,
+            "RABBITMQ",
+            "amqp://[user:password@]host[:port][/vhost]",
+            "amqp",
+            |scheme| {
+                (scheme == "amqps").then(|| {
+                    "connection_string (2) amqps://: TLS to RabbitMQ is not built into this worker (lapin is built without TLS); use amqp://".to_owned()
+                })
+            },
+        )?;
         let shown = redacted(&url);
-        match url.scheme() {
-            "amqp" => {}
-            "amqps" => {
-                return Err(EngineError::Unimplemented(
-                    "connection_string (2) amqps://: TLS to RabbitMQ is not built into this worker (lapin is built without TLS); use amqp://".into(),
-                ));
-            }
-            other => {
-                return Err(EngineError::invalid(format!(
-                    "connection_string (2): scheme `{}` is not amqp",
-                    excerpt(other)
-                )));
-            }
-        }
         if req.topic.is_empty() || req.topic.len() > 255 {
             return Err(EngineError::invalid(
                 "topic (3) must name a RabbitMQ exchange (1 to 255 bytes)",

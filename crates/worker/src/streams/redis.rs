@@ -11,7 +11,6 @@ use polaroid_proto::v1 as pb;
 use polaroid_proto::{ErrorCode, excerpt};
 use polars::prelude::SchemaRef;
 use redis::Value;
-use reqwest::Url;
 
 use super::{Sink, blocking, with_source_columns};
 use crate::error::{EngineError, EngineResult};
@@ -76,26 +75,18 @@ impl RedisSource {
         batch_rows: usize,
         max_decoded: usize,
     ) -> EngineResult<Self> {
-        let url = Url::parse(&req.connection_string).map_err(|e| {
-            EngineError::invalid(format!(
-                "connection_string (2) is not a URL ({e}); REDIS_STREAM takes redis://[user:password@]host[:port][/db]"
-            ))
-        })?;
+        let url = super::queue_url(
+            &req.connection_string,
+            "REDIS_STREAM",
+            "redis://[user:password@]host[:port][/db]",
+            "redis",
+            |scheme| {
+                (scheme == "rediss").then(|| {
+                    "connection_string (2) rediss://: TLS to Redis is not built into this worker (the redis client is built without TLS); use redis://".to_owned()
+                })
+            },
+        )?;
         let shown = redacted(&url);
-        match url.scheme() {
-            "redis" => {}
-            "rediss" => {
-                return Err(EngineError::Unimplemented(
-                    "connection_string (2) rediss://: TLS to Redis is not built into this worker (the redis client is built without TLS); use redis://".into(),
-                ));
-            }
-            other => {
-                return Err(EngineError::invalid(format!(
-                    "connection_string (2): scheme `{}` is not redis",
-                    excerpt(other)
-                )));
-            }
-        }
         if req.topic.is_empty() {
             return Err(EngineError::invalid(
                 "topic (3) must name the Redis stream's key",
