@@ -1,8 +1,9 @@
-//! What the queues whose message body is the payload (NATS, RabbitMQ) share: their peer's
-//! URL checked and pinned to the address the outbound rules allowed, the batching extras,
-//! and a batch decoded by `format` into records, given the stream's columns, cut where the
-//! rows cap falls, and sent; the caller learns how many whole messages the transport took,
-//! which is what a consumer group may acknowledge.
+//! What the queues share: for those whose message body is the payload (NATS, RabbitMQ),
+//! their peer's URL checked and pinned to the address the outbound rules allowed and the
+//! batching extras; for every queue (Redis too, through [`deliver_each`]), a batch decoded
+//! into records, given the stream's columns, cut where the rows cap falls, and sent; the
+//! caller learns how many whole messages the transport took, which is what a consumer
+//! group may acknowledge.
 
 use std::time::{Duration, SystemTime};
 
@@ -116,6 +117,22 @@ impl Delivered {
     }
 }
 
+/// One message of a batch, as [`deliver_each`] reads it: where it was in its source and
+/// when it came.
+pub trait Received: Send + 'static {
+    fn position(&self) -> &str;
+    fn received(&self) -> SystemTime;
+}
+
+impl Received for Message {
+    fn position(&self) -> &str {
+        &self.position
+    }
+    fn received(&self) -> SystemTime {
+        self.received
+    }
+}
+
 /// Decodes `messages` (named `<what> <position>` in errors) and sends their records in
 /// order; with `acknowledged`, returns once the transport took them.
 pub async fn deliver(
@@ -125,15 +142,37 @@ pub async fn deliver(
     messages: Vec<Message>,
     acknowledged: bool,
 ) -> EngineResult<Delivered> {
-    let work = decoding.clone();
+    let (payload, max_decoded) = (decoding.payload, decoding.max_decoded);
+    deliver_each(
+        sink,
+        decoding,
+        messages,
+        acknowledged,
+        move |records, message| {
+            let from = format!("{what} {}", message.position);
+            records.add(payload, &message.body, &from, max_decoded)
+        },
+    )
+    .await
+}
+
+/// [`deliver`] for messages whose records `add` makes (a Redis entry's fields, say):
+/// `add` adds one message's records and says how many.
+pub async fn deliver_each<M: Received>(
+    sink: &mut Sink,
+    decoding: &Decoding,
+    messages: Vec<M>,
+    acknowledged: bool,
+    add: impl Fn(&mut Records, &M) -> EngineResult<usize> + Send + 'static,
+) -> EngineResult<Delivered> {
+    let (payload, schema) = (decoding.payload, decoding.schema.clone());
     let (df, rows_of, messages, bad) = blocking("stream_message_queue", move || {
-        let mut records = Records::new(work.payload);
+        let mut records = Records::new(payload);
         // Per row, the index of its message; the first message that does not decode.
         let mut rows_of = Vec::new();
         let mut bad = None;
         for (index, message) in messages.iter().enumerate() {
-            let from = format!("{what} {}", message.position);
-            match records.add(work.payload, &message.body, &from, work.max_decoded) {
+            match add(&mut records, message) {
                 Ok(count) => rows_of.extend(std::iter::repeat_n(index, count)),
                 Err(e) => {
                     bad = Some((index, e));
@@ -141,7 +180,7 @@ pub async fn deliver(
                 }
             }
         }
-        let df = records.into_frame(work.schema.as_ref(), false)?;
+        let df = records.into_frame(schema.as_ref(), false)?;
         Ok((df, rows_of, messages, bad))
     })
     .await?;
@@ -153,11 +192,11 @@ pub async fn deliver(
     let df = df.head(Some(rows));
     let positions = rows_of[..rows]
         .iter()
-        .map(|&i| messages[i].position.clone())
+        .map(|&i| messages[i].position().to_owned())
         .collect();
     let times = rows_of[..rows]
         .iter()
-        .map(|&i| messages[i].received)
+        .map(|&i| messages[i].received())
         .collect();
     let df = with_source_columns(df, times, positions)?;
     if df.height() > 0 {

@@ -12,7 +12,8 @@ use polaroid_proto::{ErrorCode, excerpt};
 use polars::prelude::SchemaRef;
 use redis::Value;
 
-use super::{Sink, blocking, with_source_columns};
+use super::Sink;
+use super::payload::{self, Decoding};
 use crate::error::{EngineError, EngineResult};
 use crate::outbound::{Outbound, redacted};
 use crate::records::{Payload, Records};
@@ -50,6 +51,22 @@ enum Start {
 
 /// One entry as read: its ID and its fields in order.
 type Entry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// An entry as the shared delivery reads it.
+struct Received {
+    id: String,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    received: SystemTime,
+}
+
+impl payload::Received for Received {
+    fn position(&self) -> &str {
+        &self.id
+    }
+    fn received(&self) -> SystemTime {
+        self.received
+    }
+}
 
 /// A Redis stream source, checked.
 pub struct RedisSource {
@@ -378,62 +395,42 @@ impl RedisSource {
         batch: Vec<Entry>,
         received: Vec<SystemTime>,
     ) -> EngineResult<()> {
-        let decode = self.decode.clone();
-        let (schema, max_decoded) = (self.schema.clone(), self.max_decoded);
-        // Records, and per row the index of its entry; the first entry that does not
-        // decode, if one does not.
-        let (df, rows_of, ids, bad) = blocking("stream_message_queue", move || {
-            let mut records = Records::new(match &decode {
+        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let entries: Vec<Received> = batch
+            .into_iter()
+            .zip(received)
+            .map(|((id, fields), received)| Received {
+                id,
+                fields,
+                received,
+            })
+            .collect();
+        let decoding = Decoding {
+            payload: match &self.decode {
                 Decode::Fields => Payload::Json,
                 Decode::Payload { payload, .. } => *payload,
-            });
-            let mut rows_of = Vec::new();
-            let mut bad = None;
-            for (index, (id, fields)) in batch.iter().enumerate() {
-                match add_entry(&mut records, &decode, id, fields, max_decoded) {
-                    Ok(count) => rows_of.extend(std::iter::repeat_n(index, count)),
-                    Err(e) => {
-                        bad = Some((index, e));
-                        break;
-                    }
-                }
-            }
-            let df = records.into_frame(schema.as_ref(), false)?;
-            let ids: Vec<String> = batch.into_iter().map(|(id, _)| id).collect();
-            Ok((df, rows_of, ids, bad))
-        })
-        .await?;
-        // The entries before a bad one are sent (and acknowledged); it and those after it
-        // are not.
-        let entries_whole = bad.as_ref().map_or(ids.len(), |(index, _)| *index);
-        // What the rows cap leaves room for, cut at whole entries' ends where it falls.
-        let (rows, capped) = match sink.rows_room() {
-            Some(room) if (df.height() as u64) > room => (room as usize, true),
-            _ => (df.height(), false),
+            },
+            schema: self.schema.clone(),
+            batch_rows: self.batch_rows,
+            max_decoded: self.max_decoded,
         };
-        let df = df.head(Some(rows));
-        let positions: Vec<String> = rows_of[..rows].iter().map(|&i| ids[i].clone()).collect();
-        let times: Vec<SystemTime> = rows_of[..rows].iter().map(|&i| received[i]).collect();
-        let df = with_source_columns(df, times, positions)?;
+        let (decode, max_decoded) = (self.decode.clone(), self.max_decoded);
         let acknowledged = self.group.is_some();
-        if df.height() > 0 {
-            sink.send(df, self.batch_rows, acknowledged).await?;
-        }
+        let delivered = payload::deliver_each(
+            sink,
+            &decoding,
+            entries,
+            acknowledged,
+            move |records, entry| {
+                add_entry(records, &decode, &entry.id, &entry.fields, max_decoded)
+            },
+        )
+        .await?;
         // In a group, an entry is acknowledged once every one of its records was taken;
         // a cut entry is left pending for this consumer, which reads it again first.
-        let sent_entries = match rows_of.get(rows) {
-            Some(&cut) if capped => cut,
-            _ => entries_whole,
-        };
-        self.acknowledge(connection, ids[..sent_entries].iter())
+        self.acknowledge(connection, ids[..delivered.whole].iter())
             .await?;
-        if capped {
-            return Err(sink.rows_cap());
-        }
-        match bad {
-            Some((_, error)) => Err(error),
-            None => sink.check_rows_cap(),
-        }
+        delivered.outcome(sink)
     }
 
     /// XACKs `ids` in the group (nothing without one, or without IDs).
