@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 use crate::ipc;
-use crate::service::{status, stream_from_blocking, tenant};
+use crate::service::{status, store_finished_upload, stream_from_blocking, tenant};
 use polaroid_store::TenantId;
 
 /// Flight's location for "the service that answered GetFlightInfo": a client that cannot
@@ -228,10 +228,7 @@ impl FlightService for FlightServer {
                 .map_err(status)?;
         }
         let bytes = stream.finish().map_err(status)?;
-        // As in UploadArrow: a cancelled upload is dropped at its decode, unstored.
-        let handle = self
-            .engine
-            .upload(tenant, bytes, name)
+        let handle = store_finished_upload(&self.engine, tenant, bytes, name)
             .await
             .map_err(status)?;
         let result = pb::PutResult {
