@@ -1,6 +1,7 @@
 //! A real cluster (a coordinator and worker processes sharing a filesystem store):
 //! failover under SIGKILL, draining on SIGTERM, affinity against round-robin, coordinator
-//! restarts, Redis membership shared by two coordinators, health and reflection.
+//! restarts, Redis membership shared by two coordinators, health and reflection, and a
+//! coordinator that keeps connections to the workers it routes to only.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -666,5 +667,59 @@ async fn standalone_calls_its_workers_through_their_stacks_not_sockets() -> anyh
         in_process, routed,
         "every routed call went through the stacks"
     );
+    Ok(())
+}
+
+/// The coordinator process's open sockets (its file descriptors that are sockets).
+fn open_sockets(pid: u32) -> anyhow::Result<usize> {
+    let mut sockets = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let target = std::fs::read_link(entry?.path()).unwrap_or_default();
+        if target.to_string_lossy().starts_with("socket:") {
+            sockets += 1;
+        }
+    }
+    Ok(sockets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_come_and_go_and_the_coordinator_keeps_only_live_ones() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(1, &["--routing", "round-robin"], &[]).await?;
+    let mut client = cluster.client().await?;
+    let handle = upload(&mut client, &numbers(100)).await?;
+    let coordinator = cluster.coordinator.pid();
+    let metrics_at = cluster.coordinator.http_address;
+    let links = || async move {
+        let text = http_get(metrics_at, "/metrics").await?;
+        anyhow::Ok(metric_sum(&text, "polaroid_coordinator_worker_links", &[]))
+    };
+    with_column(&mut client, &handle, 0).await?;
+    let sockets_before = open_sockets(coordinator)?;
+    cluster.workers.push(None);
+    // Each round a new worker (a new address) joins, serves calls, and is killed.
+    for round in 1..=12 {
+        cluster.restart_worker(1)?;
+        cluster.wait_for_workers(2).await?;
+        for step in 0..4 {
+            with_column(&mut client, &handle, round * 10 + step).await?;
+        }
+        // Round-robin sent the new worker calls: the coordinator holds a link to each.
+        assert_eq!(links().await?, 2.0, "round {round}");
+        cluster.kill_worker(1)?;
+        cluster.wait_for_workers(1).await?;
+    }
+    eventually(
+        "the coordinator to hold links to its one live worker only",
+        Duration::from_secs(10),
+        || async { Ok(links().await? == 1.0) },
+    )
+    .await?;
+    let sockets_after = open_sockets(coordinator)?;
+    assert!(
+        sockets_after <= sockets_before + 2,
+        "the coordinator's sockets went from {sockets_before} to {sockets_after} over 12 workers"
+    );
+    // Still serving.
+    with_column(&mut client, &handle, 999).await?;
     Ok(())
 }

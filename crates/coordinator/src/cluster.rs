@@ -169,6 +169,7 @@ impl Cluster {
             drop(channels);
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
             links.retain(|address, _| addresses.contains(&address.as_str()));
+            metrics::gauge!("polaroid_coordinator_worker_links").set(links.len() as f64);
             ring
         };
         metrics::gauge!("polaroid_coordinator_workers_live").set(usable.len() as f64);
@@ -249,16 +250,17 @@ impl Cluster {
 
     fn link(&self, address: &str) -> Arc<WorkerLink> {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        links
-            .entry(address.to_owned())
-            .or_insert_with(|| {
-                Arc::new(WorkerLink::new(
-                    address,
-                    self.tls.clone(),
-                    self.in_process.clone(),
-                ))
-            })
-            .clone()
+        if let Some(link) = links.get(address) {
+            return link.clone();
+        }
+        let link = Arc::new(WorkerLink::new(
+            address,
+            self.tls.clone(),
+            self.in_process.clone(),
+        ));
+        links.insert(address.to_owned(), link.clone());
+        metrics::gauge!("polaroid_coordinator_worker_links").set(links.len() as f64);
+        link
     }
 
     fn channel(&self, address: &str) -> Result<Channel, CoordinatorError> {

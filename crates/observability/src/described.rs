@@ -84,6 +84,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Workers on the coordinator's ring (live leases, not suspected).",
     ),
     (
+        "polaroid_coordinator_worker_links",
+        Kind::Gauge,
+        "Workers the coordinator holds a connection for (those on its ring; one that left is forgotten).",
+    ),
+    (
         "polaroid_coordinator_worker_in_flight_calls",
         Kind::Gauge,
         "Calls in flight on each worker, from its load reports.",
