@@ -49,6 +49,22 @@ fi
 # The node itself, not the /usr/sbin wrapper (which would switch to the rabbitmq user).
 export POLAROID_RABBITMQ_SERVER="${POLAROID_RABBITMQ_SERVER:-/usr/lib/rabbitmq/bin/rabbitmq-server}"
 
+step "Kafka-compatible broker (tansu, crates.io)"
+# No Kafka distribution is packaged for Debian, PyPI or npm: the KAFKA stream tests run
+# against tansu (Apache-2.0, a Kafka-compatible broker written in Rust), built once from
+# crates.io into the cache (about 17 minutes on 2 cores; its build directory removed).
+tansu_root="$HOME/.cache/polaroid-tools/tansu-0.6.0"
+if [ ! -x "$tansu_root/bin/tansu" ]; then
+  tansu_build="$(mktemp -d)"
+  # dynostore: its in-memory log (memory://), which the tests use.
+  CARGO_TARGET_DIR="$tansu_build" cargo install tansu --version 0.6.0 --locked --quiet \
+    --features dynostore --root "$tansu_root"
+  tansu_status=$?
+  rm -rf "$tansu_build"
+  [ "$tansu_status" -eq 0 ] || exit 1
+fi
+export POLAROID_TANSU="${POLAROID_TANSU:-$tansu_root/bin/tansu}"
+
 step "C++ compiler for libFuzzer (Debian package)"
 # The fuzz step builds libFuzzer from source (the libfuzzer-sys crate); Rust's own
 # dependencies need only a C compiler.

@@ -1006,6 +1006,53 @@ pub async fn nats_server() -> anyhow::Result<ExternalServer> {
     Ok(server)
 }
 
+/// A Kafka-compatible broker (tansu, from crates.io: no Kafka distribution is packaged for
+/// Debian, PyPI or npm) on a free loopback port, its log in memory, advertising
+/// `advertised` (`host:port`; default: where it listens) in its metadata.
+pub async fn kafka_broker(advertised: Option<&str>) -> anyhow::Result<ExternalServer> {
+    let binary = installed(
+        "POLAROID_TANSU",
+        cache_dir().join("polaroid-tools/tansu-0.6.0/bin/tansu"),
+    )?;
+    let state = tempfile::tempdir()?;
+    let port = free_port()?;
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let advertised = advertised.map_or_else(|| listener.clone(), |a| format!("tcp://{a}"));
+    let args: Vec<std::ffi::OsString> = vec![
+        "broker".into(),
+        "--listener-url".into(),
+        listener.into(),
+        "--advertised-listener-url".into(),
+        advertised.into(),
+        "--storage-engine".into(),
+        "memory://tansu/".into(),
+        "--silent".into(),
+    ];
+    ExternalServer::start(&binary, &args, port, state, "tansu").await
+}
+
+/// Creates `topic` with `partitions` on a tansu broker with its own command line (which
+/// talks to that broker only, whatever address its metadata advertises).
+pub fn kafka_create_topic(
+    broker: &ExternalServer,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    let status = std::process::Command::new(&broker.binary)
+        .args([
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .args(["--broker", &format!("tcp://127.0.0.1:{}", broker.port)])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "tansu topic create {topic}: {status}");
+    Ok(())
+}
+
 /// A RabbitMQ node of its own on free loopback ports (AMQP, distribution, and an epmd of
 /// its own, stopped with it), its state, logs and Erlang cookie in a temp dir: nothing of
 /// a RabbitMQ that the system runs is shared. Its AMQP listener up means it booted.

@@ -215,10 +215,15 @@ def stream_message_queue(
     on), or through the durable queue `consumer_group` (its readers compete; what none
     took waits there).
 
-    NATS and RabbitMQ messages are payloads of `format` (None: "json"). Groups acknowledge
-    a message once the server has sent it. `type="kafka"` is refused (UNIMPLEMENTED).
-    Every frame also has `_received_at` and `_source_position` (the entry ID, stream
-    sequence or delivery tag) columns; docs/streams.md has the details."""
+    `type="kafka"`: the records of every partition of topic `topic` at
+    `kafka://host:port` (a bootstrap broker), written from now on, from `start_id` ("0":
+    the earliest; "0:41,1:7": after those partition:offset positions), or as
+    `consumer_group` (from its committed offsets, committing what the server has sent).
+
+    NATS, RabbitMQ and Kafka messages are payloads of `format` (None: "json"). Groups
+    acknowledge a message once the server has sent it. Every frame also has `_received_at`
+    and `_source_position` (the entry ID, stream sequence, delivery tag or
+    partition:offset) columns; docs/streams.md has the details."""
     request = message_queue_request(
         connection_string, topic, type=type, consumer_group=consumer_group,
         consumer_name=consumer_name, start_id=start_id, format=format, schema=schema,

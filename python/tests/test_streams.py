@@ -194,7 +194,8 @@ def test_stream_message_queue_reads_a_redis_stream(conn, redis_url):
     whole = pl.concat(frames)
     assert whole.columns == ["kind", "n", *SOURCE_COLUMNS]
     assert_frame_equal(whole.drop(SOURCE_COLUMNS), pl.DataFrame({"kind": ["a", "b"], "n": [1, 2]}, schema={"kind": pl.String, "n": pl.Int32}))
-    with pytest.raises(pr.UnimplementedError, match="no Kafka broker"):
+    # A Redis URL for a Kafka stream: refused before any connection.
+    with pytest.raises(pr.InvalidArgumentError, match="scheme `redis` is not kafka"):
         next(pr.stream_message_queue(redis_url, "events", type="kafka"))
 
 

@@ -466,8 +466,8 @@ async fn url_rules_and_bad_requests_get_precise_statuses() -> anyhow::Result<()>
                 r#type: pb::MessageQueueType::Kafka as i32,
                 ..queue(&server, "s.a")
             },
-            Code::Unimplemented,
-            "no Kafka broker runs",
+            Code::InvalidArgument,
+            "scheme `nats` is not kafka",
         ),
     ];
     for (request, code, says) in cases {

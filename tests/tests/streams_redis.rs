@@ -3,7 +3,7 @@
 //! the latest entry or as a consumer group that acknowledges only what it sent; JSON,
 //! Arrow IPC and MessagePack payloads; a cancel closes the connection; a server dying
 //! midway ends the stream with UNAVAILABLE; caps and URL rules hold; bad requests are
-//! refused with precise statuses; KAFKA is UNIMPLEMENTED naming what is missing.
+//! refused with precise statuses.
 
 use std::time::Duration;
 
@@ -419,8 +419,8 @@ async fn bad_requests_and_other_queues_get_precise_statuses() -> anyhow::Result<
                 r#type: pb::MessageQueueType::Kafka as i32,
                 ..queue(&server, "s")
             },
-            Code::Unimplemented,
-            "librdkafka",
+            Code::InvalidArgument,
+            "scheme `redis` is not kafka",
         ),
         (
             pb::MessageQueueRequest {

@@ -133,7 +133,9 @@ pub struct Outbound {
 /// Why the outbound settings were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("rest_allowed_url_prefixes: `{0}` is not an http(s), ws(s), redis, nats or amqp URL")]
+    #[error(
+        "rest_allowed_url_prefixes: `{0}` is not an http(s), ws(s), redis, nats, amqp or kafka URL"
+    )]
     BadPrefix(String),
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -193,7 +195,7 @@ impl Outbound {
                     .filter(|url| {
                         matches!(
                             url.scheme(),
-                            "http" | "https" | "redis" | "ws" | "wss" | "nats" | "amqp"
+                            "http" | "https" | "redis" | "ws" | "wss" | "nats" | "amqp" | "kafka"
                         ) && url.has_host()
                     })
                     .map(Prefix)
