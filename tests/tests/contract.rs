@@ -3053,11 +3053,78 @@ async fn stream_message_queue() -> anyhow::Result<()> {
         .await
         .map(|_| ());
     refused(
-        "stream_message_queue of KAFKA",
+        "stream_message_queue of KAFKA at a Redis URL",
         kafka,
-        Code::Unimplemented,
-        "librdkafka",
+        Code::InvalidArgument,
+        "scheme `redis` is not kafka",
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_message_queue_of_kafka() -> anyhow::Result<()> {
+    use rskafka::client::partition::{Compression, UnknownTopicHandling};
+    let broker = kafka_broker(None).await?;
+    let producer = rskafka::client::ClientBuilder::new(vec![format!("127.0.0.1:{}", broker.port)])
+        .build()
+        .await?;
+    producer
+        .controller_client()?
+        .create_topic("orders", 1, 1, 5_000)
+        .await?;
+    let partition = producer
+        .partition_client("orders", 0, UnknownTopicHandling::Retry)
+        .await?;
+    let mut c = start_reaching_loopback().await?;
+    // The contract's fields only: the records written once the call answered.
+    let request = seed::MessageQueueRequest {
+        r#type: seed::MessageQueueType::Kafka as i32,
+        connection_string: format!("kafka://127.0.0.1:{}", broker.port),
+        topic: "orders".into(),
+        consumer_group: None,
+        schema_json: r#"{"order": "Int64", "amount": "Float64"}"#.into(),
+        format: seed::MessageFormat::Json as i32,
+    };
+    let mut stream = c.seed.stream_message_queue(request).await?.into_inner();
+    let mut positions = Vec::new();
+    for (id, amount) in [(1, 9.5), (2, 3.25)] {
+        let record = rskafka::record::Record {
+            key: None,
+            value: Some(format!(r#"{{"order": {id}, "amount": {amount}}}"#).into_bytes()),
+            headers: Default::default(),
+            timestamp: rskafka::chrono::Utc::now(),
+        };
+        let offsets = partition
+            .produce(vec![record], Compression::NoCompression)
+            .await?;
+        positions.push(format!("0:{}", offsets[0]));
+    }
+    let mut frames = Vec::new();
+    let mut rows = 0;
+    while rows < 2 {
+        let batch = stream
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended early"))?;
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        let frame = from_ipc(&batch.arrow_ipc);
+        rows += frame.height();
+        frames.push(frame);
+    }
+    drop(stream);
+    let streamed = stack(&frames);
+    assert_frame_eq(
+        &streamed.drop_many(["_received_at", "_source_position"]),
+        &df!("order" => [1i64, 2], "amount" => [9.5f64, 3.25])?,
+    );
+    let streamed_positions: Vec<String> = streamed
+        .column("_source_position")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(streamed_positions, positions);
     Ok(())
 }
 

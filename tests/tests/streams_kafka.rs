@@ -257,11 +257,11 @@ async fn a_consumer_group_commits_only_what_it_sent() -> anyhow::Result<()> {
     let broker = kafka_broker(None).await?;
     let client = producer(&broker).await?;
     let jobs = topic(&client, "jobs", 1).await?;
-    let mut produced = Vec::new();
-    for n in 1..=5 {
-        produced.push(produce(&jobs[0], Some(format!(r#"{{"n": {n}}}"#).as_bytes())).await?);
-    }
-    // Three rows a stream at most: the stream sends three of the five.
+    // A record of three rows between two of one.
+    let one = produce(&jobs[0], Some(br#"{"n": 1}"#)).await?;
+    let three = produce(&jobs[0], Some(br#"[{"n": 2}, {"n": 3}, {"n": 4}]"#)).await?;
+    let five = produce(&jobs[0], Some(br#"{"n": 5}"#)).await?;
+    // Three rows a stream at most.
     let worker = loopback_worker(|c| c.stream_max_rows = 3).await?;
     let mut grpc = worker.client().await?;
     let request = pb::MessageQueueRequest {
@@ -270,51 +270,76 @@ async fn a_consumer_group_commits_only_what_it_sent() -> anyhow::Result<()> {
         schema_json: r#"{"n": "Int64"}"#.into(),
         ..queue(&broker, "jobs")
     };
-    let mut stream = grpc
-        .stream_message_queue(request.clone())
-        .await?
-        .into_inner();
+    let reads = |grpc: &mut polaroid_tests::Client| {
+        let request = request.clone();
+        let mut grpc = Clone::clone(grpc);
+        async move { anyhow::Ok(grpc.stream_message_queue(request).await?.into_inner()) }
+    };
+    // The cap cuts the second record: its first two rows are sent, and only the first
+    // record is committed.
+    let mut stream = reads(&mut grpc).await?;
     let (rows, positions) = records(&take_rows(&mut stream, 3).await?);
     assert_frame_eq(&rows, &df!("n" => [1i64, 2, 3])?);
-    assert_eq!(positions, produced[..3]);
+    assert_eq!(positions, [one.clone(), three.clone(), three.clone()]);
     refused(
         end_of(stream).await,
         Code::ResourceExhausted,
         "stream_max_rows",
     );
-
-    // The group again: from its commit (start_id only places a group that has none), the
-    // two it did not send, then new records.
-    let mut stream = grpc
-        .stream_message_queue(request.clone())
-        .await?
-        .into_inner();
-    let (rows, positions) = records(&take_rows(&mut stream, 2).await?);
-    assert_frame_eq(&rows, &df!("n" => [4i64, 5])?);
-    assert_eq!(positions, produced[3..]);
+    // The group again, from its commit (start_id only places a group that has none):
+    // the cut record whole, and the cap cuts the next.
+    let mut stream = reads(&mut grpc).await?;
+    let (rows, positions) = records(&take_rows(&mut stream, 3).await?);
+    assert_frame_eq(&rows, &df!("n" => [2i64, 3, 4])?);
+    assert_eq!(positions, [three.clone(), three.clone(), three]);
+    refused(
+        end_of(stream).await,
+        Code::ResourceExhausted,
+        "stream_max_rows",
+    );
+    // And again: the rest, then a new record; a client that cancels keeps what was sent
+    // committed.
+    let mut stream = reads(&mut grpc).await?;
+    let (rows, positions) = records(&take_rows(&mut stream, 1).await?);
+    assert_frame_eq(&rows, &df!("n" => [5i64])?);
+    assert_eq!(positions, [five]);
     let six = produce(&jobs[0], Some(br#"{"n": 6}"#)).await?;
     let (rows, positions) = records(&take_rows(&mut stream, 1).await?);
     assert_frame_eq(&rows, &df!("n" => [6i64])?);
     assert_eq!(positions, [six]);
-    refused(
-        end_of(stream).await,
-        Code::ResourceExhausted,
-        "stream_max_rows",
-    );
+    drop(stream);
+    let seven = produce(&jobs[0], Some(br#"{"n": 7}"#)).await?;
+    let mut stream = reads(&mut grpc).await?;
+    let (rows, positions) = records(&take_rows(&mut stream, 1).await?);
+    assert_frame_eq(&rows, &df!("n" => [7i64])?);
+    assert_eq!(positions, [seven]);
+    drop(stream);
 
     // A record that does not decode is not committed: the group meets it again.
     let bad = produce(&jobs[0], Some(b"not json")).await?;
     for _ in 0..2 {
-        let stream = grpc
-            .stream_message_queue(request.clone())
-            .await?
-            .into_inner();
+        let stream = reads(&mut grpc).await?;
         refused(
             end_of(stream).await,
             Code::InvalidArgument,
             &format!("message {bad}"),
         );
     }
+
+    // A new group that starts at the latest and reads nothing still starts there next
+    // time: what was written in between is its.
+    let late = pb::MessageQueueRequest {
+        consumer_group: Some("late".into()),
+        start_id: None,
+        ..request.clone()
+    };
+    drop(grpc.stream_message_queue(late.clone()).await?);
+    let between = produce(&jobs[0], Some(br#"{"n": 8}"#)).await?;
+    let mut stream = grpc.stream_message_queue(late).await?.into_inner();
+    let (rows, positions) = records(&take_rows(&mut stream, 1).await?);
+    assert_frame_eq(&rows, &df!("n" => [8i64])?);
+    assert_eq!(positions, [between]);
+    drop(stream);
     worker.stop().await
 }
 
@@ -438,6 +463,22 @@ async fn bad_requests_get_precise_statuses() -> anyhow::Result<()> {
             },
             Code::InvalidArgument,
             "partition 1 of topic `t` holds offsets 0 to 0",
+        ),
+        (
+            pb::MessageQueueRequest {
+                start_id: Some("7:1".into()),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "names partition 7, which topic `t` does not have",
+        ),
+        (
+            pb::MessageQueueRequest {
+                connection_string: format!("kafka://[::1]:{}", broker.port),
+                ..base.clone()
+            },
+            Code::Unimplemented,
+            "IPv6",
         ),
         (
             pb::MessageQueueRequest {

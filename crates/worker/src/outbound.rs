@@ -134,7 +134,7 @@ pub struct Outbound {
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
     #[error(
-        "rest_allowed_url_prefixes: `{0}` is not an http(s), ws(s), redis, nats, amqp or kafka URL"
+        "rest_allowed_url_prefixes: `{0}` is not an http(s), ws(s), redis, nats, amqp or kafka://host:port URL"
     )]
     BadPrefix(String),
     #[error("building the HTTP client: {0}")]
@@ -197,6 +197,9 @@ impl Outbound {
                             url.scheme(),
                             "http" | "https" | "redis" | "ws" | "wss" | "nats" | "amqp" | "kafka"
                         ) && url.has_host()
+                            // Kafka has no default port a URL knows of: the peers the
+                            // gate checks always name theirs, so a prefix must too.
+                            && (url.scheme() != "kafka" || url.port().is_some())
                     })
                     .map(Prefix)
                     .ok_or_else(|| OutboundError::BadPrefix(text.clone()))
@@ -455,6 +458,19 @@ mod tests {
         assert!(!covers("https://api.example.com:8080/v1/items"));
         assert!(!covers("http://api.example.com.evil.org:8080/v1/items"));
         assert!(!covers("http://user@evil.org/v1/items"));
+    }
+
+    #[test]
+    fn kafka_prefixes_name_their_port() {
+        // A kafka:// URL knows no default port, and the gate's peers always name one.
+        assert!(matches!(
+            Outbound::new(&["kafka://broker.internal".into()], false),
+            Err(OutboundError::BadPrefix(_))
+        ));
+        let outbound = Outbound::new(&["kafka://broker.internal:9092".into()], false).unwrap();
+        let prefix = &outbound.prefixes[0];
+        assert!(prefix.covers(&Url::parse("kafka://broker.internal:9092").unwrap()));
+        assert!(!prefix.covers(&Url::parse("kafka://broker.internal:9093").unwrap()));
     }
 
     #[test]

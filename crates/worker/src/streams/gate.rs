@@ -75,7 +75,16 @@ impl Gate {
         let (refuse, reach) = (Arc::new(refuse), Arc::new(reach));
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
-            while let Ok((connection, _)) = listener.accept().await {
+            loop {
+                // Out of descriptors, say: the connection waits in the backlog meanwhile,
+                // and the library's retries end as the gate's watch says.
+                let connection = match listener.accept().await {
+                    Ok((connection, _)) => connection,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let (outbound, refuse, reach) = (
                     Arc::clone(&outbound),
                     Arc::clone(&refuse),
@@ -215,6 +224,10 @@ async fn relay(
     let addresses = match checked {
         Ok(addresses) => addresses,
         Err(error) => {
+            if !matches!(error, EngineError::OutboundRefused(_)) {
+                // A name that does not resolve is a peer not reached.
+                reached(Err(format!("{host}:{port}: {error}")));
+            }
             let code = match error {
                 EngineError::OutboundRefused(_) => NOT_ALLOWED,
                 _ => HOST_UNREACHABLE,

@@ -37,6 +37,13 @@ pub const CLIENT_ID: &str = "polaroid-stream";
 const RETRY_DEADLINE: Duration = Duration::from_secs(10);
 /// How long one fetch waits at the broker for a first record.
 const FETCH_WAIT_MS: i32 = 500;
+/// What one fetch asks of a partition (rskafka's default is 50 MB, held per partition).
+const FETCH_MAX_BYTES: i32 = 4 << 20;
+/// The largest answer read from a broker: a fetch answers at least one whole record
+/// batch, so a batch over this ends the stream.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// Partitions one stream reads at most: each has a connection and a fetch of its own.
+const MAX_PARTITIONS: usize = 256;
 
 /// Where each partition starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +99,12 @@ impl KafkaSource {
         let host = match url.host() {
             Some(url::Host::Domain(name)) => name.to_owned(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+            // rskafka splits `host:port` at the first colon.
+            Some(url::Host::Ipv6(_)) => {
+                return Err(EngineError::Unimplemented(
+                    "connection_string (2): an IPv6 bootstrap address; name the broker by host name or IPv4".into(),
+                ));
+            }
             None => {
                 return Err(EngineError::invalid(format!(
                     "connection_string (2) `{}` names no broker",
@@ -167,7 +179,7 @@ impl KafkaSource {
         let builder = ClientBuilder::new(vec![format!("{host}:{port}")])
             .client_id(CLIENT_ID)
             .socks5_proxy(gate.address().to_string())
-            .max_message_size(self.decoding.max_decoded.max(1 << 20))
+            .max_message_size(MAX_ANSWER_BYTES)
             .backoff_config(rskafka::BackoffConfig {
                 init_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_secs(1),
@@ -202,6 +214,10 @@ impl KafkaSource {
             None => BTreeMap::new(),
         };
         let mut readers = Vec::with_capacity(partitions.len());
+        // Where a group starts in the partitions it never committed, committed now: a
+        // stream that reads nothing before it ends leaves the next one of the group
+        // there, not at a later "latest".
+        let mut placed = Vec::new();
         for partition in partitions {
             let client = gate
                 .guard(async {
@@ -218,10 +234,35 @@ impl KafkaSource {
                 })
                 .await?;
             let next = match committed.get(&partition).copied().flatten() {
-                Some(offset) => offset,
-                None => gate.guard(self.start_offset(&gate, &client)).await?,
+                Some(offset) => match gate
+                    .guard(self.committed_offset(&gate, &client, offset))
+                    .await?
+                {
+                    Some(offset) => offset,
+                    None => {
+                        let offset = gate.guard(self.start_offset(&gate, &client)).await?;
+                        placed.push((partition, offset));
+                        offset
+                    }
+                },
+                None => {
+                    let offset = gate.guard(self.start_offset(&gate, &client)).await?;
+                    placed.push((partition, offset));
+                    offset
+                }
             };
             readers.push((Arc::new(client), next));
+        }
+        if let Some(offsets) = offsets.as_mut()
+            && !placed.is_empty()
+        {
+            gate.guard(async {
+                offsets
+                    .commit(&self.bootstrap, &placed)
+                    .await
+                    .map_err(|e| self.group_failed(&gate, "commit the group's start", &e))
+            })
+            .await?;
         }
         Ok(KafkaReader {
             source: self,
@@ -239,8 +280,25 @@ impl KafkaSource {
             .await
             .map_err(|e| self.failed(gate, ErrorCode::Unavailable, "list topics", &e))?;
         match topics.into_iter().find(|t| t.name == self.topic) {
+            Some(topic) if topic.partitions.len() > MAX_PARTITIONS => {
+                Err(EngineError::LimitExceeded(format!(
+                    "topic `{}` has {} partitions; a stream reads {MAX_PARTITIONS} at most",
+                    excerpt(&self.topic),
+                    topic.partitions.len()
+                )))
+            }
             Some(topic) if !topic.partitions.is_empty() => {
-                Ok(topic.partitions.into_iter().collect())
+                let partitions: Vec<i32> = topic.partitions.into_iter().collect();
+                if let Start::After(after) = &self.start
+                    && let Some(unknown) = after.keys().find(|p| !partitions.contains(p))
+                {
+                    return Err(EngineError::invalid(format!(
+                        "start_id (8) names partition {unknown}, which topic `{}` does not have (it has {})",
+                        excerpt(&self.topic),
+                        partitions.len()
+                    )));
+                }
+                Ok(partitions)
             }
             _ => Err(self.failed(
                 gate,
@@ -249,6 +307,26 @@ impl KafkaSource {
                 &"the cluster has no such topic",
             )),
         }
+    }
+
+    /// A group's committed `offset` in `partition`, if the partition still holds it (or
+    /// is at it): `None` when retention deleted it or the topic was made again, and the
+    /// group starts as one that never committed, as Kafka's consumers do
+    /// (`auto.offset.reset`).
+    async fn committed_offset(
+        &self,
+        gate: &Gate,
+        partition: &PartitionClient,
+        offset: i64,
+    ) -> EngineResult<Option<i64>> {
+        let at = |at: OffsetAt| async move {
+            partition
+                .get_offset(at)
+                .await
+                .map_err(|e| self.failed(gate, ErrorCode::Unavailable, "list offsets", &e))
+        };
+        let (earliest, latest) = (at(OffsetAt::Earliest).await?, at(OffsetAt::Latest).await?);
+        Ok((earliest..=latest).contains(&offset).then_some(offset))
     }
 
     /// The first offset to read in a partition the group (if any) never committed.
@@ -267,16 +345,22 @@ impl KafkaSource {
                 Some(&offset) => {
                     let (earliest, latest) =
                         (at(OffsetAt::Earliest).await?, at(OffsetAt::Latest).await?);
-                    // After the last record written is where the latest starts.
-                    if offset + 1 < earliest || offset + 1 > latest {
+                    // After the last record written is where the latest starts; `offset`
+                    // is below i64::MAX (parse_start).
+                    let next = offset + 1;
+                    if next < earliest || next > latest {
+                        let holds = if earliest >= latest {
+                            "no records".to_owned()
+                        } else {
+                            format!("offsets {earliest} to {}", latest.saturating_sub(1))
+                        };
                         return Err(EngineError::invalid(format!(
-                            "start_id (8): partition {} of topic `{}` holds offsets {earliest} to {}, so no record follows offset {offset} there",
+                            "start_id (8): partition {} of topic `{}` holds {holds}, so no record follows offset {offset} there",
                             partition.partition(),
                             excerpt(&self.topic),
-                            latest - 1
                         )));
                     }
-                    Ok(offset + 1)
+                    Ok(next)
                 }
             },
         }
@@ -309,10 +393,12 @@ impl KafkaSource {
         let code = match error {
             // GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED
             OffsetsError::Broker { code: 29 | 30, .. } => ErrorCode::PermissionDenied,
-            // INVALID_GROUP_ID; ILLEGAL_GENERATION and UNKNOWN_MEMBER_ID: members of
-            // the group hold it, so a standalone member may not commit.
+            // INVALID_GROUP_ID; ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
+            // REBALANCE_IN_PROGRESS and STALE_MEMBER_EPOCH: members of the group hold
+            // it, so a standalone member may not commit.
             OffsetsError::Broker {
-                code: 22 | 24 | 25, ..
+                code: 22 | 24 | 25 | 27 | 113,
+                ..
             } => ErrorCode::FailedPrecondition,
             _ => ErrorCode::Unavailable,
         };
@@ -339,7 +425,10 @@ fn parse_start(start_id: Option<&str>) -> EngineResult<Start> {
                     position.trim().split_once(':').ok_or_else(|| bad(text))?;
                 let partition: i32 = partition.parse().map_err(|_| bad(text))?;
                 let offset: i64 = offset.parse().map_err(|_| bad(text))?;
-                if partition < 0 || offset < 0 || after.insert(partition, offset).is_some() {
+                if partition < 0
+                    || !(0..i64::MAX).contains(&offset)
+                    || after.insert(partition, offset).is_some()
+                {
                     return Err(bad(text));
                 }
             }
@@ -353,7 +442,7 @@ pub struct KafkaReader {
     source: KafkaSource,
     /// Closes its connections when the stream ends.
     gate: Gate,
-    /// Holds the brokers' connections the partition clients share.
+    /// The client the partition clients came from (each has its leader's connection).
     _client: Client,
     /// Each partition and the offset it is read from.
     readers: Vec<(Arc<PartitionClient>, i64)>,
@@ -393,6 +482,7 @@ impl KafkaReader {
                 rskafka::client::consumer::StartOffset::At(*next),
             )
             .with_max_wait_ms(FETCH_WAIT_MS)
+            .with_max_batch_size(FETCH_MAX_BYTES)
             .build()
             .map(move |item| (index, item))
             .boxed()
@@ -475,7 +565,7 @@ impl KafkaReader {
         if let Some(group) = self.offsets.as_mut() {
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
             for &(partition, offset) in &offsets[..delivered.whole] {
-                next.insert(partition, offset + 1);
+                next.insert(partition, offset.saturating_add(1));
             }
             if !next.is_empty() {
                 let next: Vec<(i32, i64)> = next.into_iter().collect();
@@ -495,6 +585,7 @@ impl KafkaReader {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -506,7 +597,18 @@ mod tests {
             parse_start(Some("0:41, 2:7")).unwrap(),
             Start::After(BTreeMap::from([(0, 41), (2, 7)]))
         );
-        for bad in ["", "1", "a:1", "0:-1", "-1:3", "0:1,0:2", "0:1,", "0:x"] {
+        let past_the_end = format!("0:{}", i64::MAX);
+        for bad in [
+            "",
+            "1",
+            "a:1",
+            "0:-1",
+            "-1:3",
+            "0:1,0:2",
+            "0:1,",
+            "0:x",
+            &past_the_end,
+        ] {
             assert!(parse_start(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -22,8 +22,11 @@ const FIND_COORDINATOR: (i16, i16) = (10, 1);
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// `COORDINATOR_NOT_AVAILABLE` and `NOT_COORDINATOR`: ask again, the group is moving.
-const RETRIABLE: [i16; 2] = [15, 16];
+/// `COORDINATOR_LOAD_IN_PROGRESS`, `COORDINATOR_NOT_AVAILABLE` (a new cluster making
+/// its offsets topic) and `NOT_COORDINATOR`: ask again, the group is moving.
+const RETRIABLE: [i16; 3] = [14, 15, 16];
+/// How long a coordinator that is moving or unreachable is asked again.
+const RETRY_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
@@ -49,6 +52,7 @@ impl OffsetsError {
 
 fn name(code: i16) -> &'static str {
     match code {
+        14 => " (COORDINATOR_LOAD_IN_PROGRESS)",
         15 => " (COORDINATOR_NOT_AVAILABLE)",
         16 => " (NOT_COORDINATOR)",
         22 => " (ILLEGAL_GENERATION)",
@@ -164,17 +168,44 @@ impl GroupOffsets {
         Ok(())
     }
 
-    /// Sends a request to the group's coordinator (found first, and again when it moved or
-    /// the connection was lost: once).
+    /// Sends a request to the group's coordinator, found first, and found again with
+    /// backoff while it moves or cannot be reached, for at most `RETRY_FOR`.
     async fn ask_coordinator(
         &mut self,
         bootstrap: &(String, u16),
         api: (i16, i16),
         body: Bytes,
     ) -> Result<Bytes, OffsetsError> {
-        let mut retried = false;
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
         loop {
-            if self.connection.is_none() {
+            let outcome = self.try_coordinator(bootstrap, api, &body).await;
+            match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(e) if e.transient() && started.elapsed() + pause < RETRY_FOR => {
+                    self.connection = None;
+                    self.coordinator = None;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    self.connection = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Self::ask_coordinator`].
+    async fn try_coordinator(
+        &mut self,
+        bootstrap: &(String, u16),
+        api: (i16, i16),
+        body: &Bytes,
+    ) -> Result<Bytes, OffsetsError> {
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => {
                 let coordinator = match &self.coordinator {
                     Some(coordinator) => coordinator.clone(),
                     None => {
@@ -183,30 +214,14 @@ impl GroupOffsets {
                         found
                     }
                 };
-                self.connection = Some(self.connect(&coordinator).await?);
+                self.connect(&coordinator).await?
             }
-            let Some(connection) = self.connection.as_mut() else {
-                continue;
-            };
-            self.correlation = self.correlation.wrapping_add(1);
-            let sent = request(connection, self.client_id, self.correlation, api, &body).await;
-            let outcome = match sent {
-                Ok(answer) => first_error_code(api, &answer).map(|()| answer),
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(answer) => return Ok(answer),
-                Err(e) if e.transient() && !retried => {
-                    retried = true;
-                    self.connection = None;
-                    self.coordinator = None;
-                }
-                Err(e) => {
-                    self.connection = None;
-                    return Err(e);
-                }
-            }
-        }
+        };
+        let connection = self.connection.insert(connection);
+        self.correlation = self.correlation.wrapping_add(1);
+        let answer = request(connection, self.client_id, self.correlation, api, body).await?;
+        first_error_code(api, &answer)?;
+        Ok(answer)
     }
 
     async fn find_coordinator(
@@ -228,16 +243,16 @@ impl GroupOffsets {
         .await?;
         let _throttle = i32_of(&mut answer)?;
         let code = i16_of(&mut answer)?;
-        let _message = nullable_string(&mut answer)?;
-        let _node = i32_of(&mut answer)?;
-        let host = string(&mut answer)?;
-        let port = i32_of(&mut answer)?;
         if code != 0 {
             return Err(OffsetsError::Broker {
                 operation: "find the group's coordinator",
                 code,
             });
         }
+        let _message = nullable_string(&mut answer)?;
+        let _node = i32_of(&mut answer)?;
+        let host = string(&mut answer)?;
+        let port = i32_of(&mut answer)?;
         let port = u16::try_from(port)
             .map_err(|_| OffsetsError::Malformed(format!("coordinator port {port}")))?;
         Ok((host, port))
@@ -404,6 +419,7 @@ fn string(buffer: &mut Bytes) -> Result<String, OffsetsError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
