@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use polaroid_proto::ErrorCode;
 use polaroid_proto::v1 as pb;
 use polars::prelude::*;
@@ -213,6 +213,18 @@ impl Streams {
         tokio::spawn(async move {
             let _permit = permit;
             metrics::gauge!("polaroid_worker_streams_active", "source" => kind).increment(1.0);
+            // A source that panics ends the stream with INTERNAL, not as if it had ended:
+            // the client would take what it got for all there was.
+            let run = std::panic::AssertUnwindSafe(run)
+                .catch_unwind()
+                .map(|outcome| {
+                    outcome.unwrap_or_else(|panic| {
+                        Err(EngineError::Internal {
+                            operation: "stream",
+                            reason: crate::engine::panic_message(&*panic),
+                        })
+                    })
+                });
             let capped = async {
                 match max_duration {
                     None => run.await,
@@ -500,6 +512,26 @@ pub fn with_source_columns(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn a_source_that_panics_ends_its_stream_with_internal() {
+        let streams = Streams::new(
+            Arc::new(Outbound::new(&[], false).unwrap()),
+            crate::rest::RestLimits {
+                max_answer_bytes: 1 << 20,
+                max_pages: 1,
+                max_requests_per_second: None,
+            },
+            crate::WorkerConfig::default().stream_caps(),
+        );
+        let mut stream = streams
+            .start("test", |_sink| async { panic!("a bug in a source") })
+            .unwrap();
+        let status = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().contains("a bug in a source"), "{status:?}");
+        assert!(stream.next().await.is_none());
+    }
 
     #[test]
     fn source_columns_come_after_the_records() {
