@@ -1053,6 +1053,16 @@ pub fn kafka_create_topic(
     Ok(())
 }
 
+/// A worker whose outbound rules let it reach loopback, where the tests start their
+/// sources' peers, with `adjust` applied to its configuration.
+pub async fn loopback_worker(adjust: impl FnOnce(&mut WorkerConfig)) -> anyhow::Result<TestWorker> {
+    TestWorker::start_with(|c| {
+        c.rest_allow_private_networks = true;
+        adjust(c);
+    })
+    .await
+}
+
 /// A RabbitMQ node of its own on free loopback ports (AMQP, distribution, and an epmd of
 /// its own, stopped with it), its state, logs and Erlang cookie in a temp dir: nothing of
 /// a RabbitMQ that the system runs is shared. Its AMQP listener up means it booted.

@@ -2969,6 +2969,38 @@ async fn stream_rest_api() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Messages of an established client's stream until `rows` rows came: the records
+/// without the stream's columns, and their positions.
+async fn take_seed_rows(
+    stream: &mut tonic::Streaming<seed::ArrowBatch>,
+    rows: usize,
+) -> anyhow::Result<(DataFrame, Vec<String>)> {
+    let mut frames = Vec::new();
+    let mut got = 0;
+    while got < rows {
+        let batch = stream
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended after {got} rows"))?;
+        anyhow::ensure!(batch.error.is_none(), "error set on success");
+        let frame = from_ipc(&batch.arrow_ipc);
+        got += frame.height();
+        frames.push(frame);
+    }
+    let streamed = stack(&frames);
+    let positions = streamed
+        .column("_source_position")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+    Ok((
+        streamed.drop_many(["_received_at", "_source_position"]),
+        positions,
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_message_queue() -> anyhow::Result<()> {
     let server = redis_server().await?;
@@ -3003,31 +3035,12 @@ async fn stream_message_queue() -> anyhow::Result<()> {
         .stream_message_queue(request.clone())
         .await?
         .into_inner();
-    let mut frames = Vec::new();
-    let mut rows = 0;
-    while rows < 3 {
-        let batch = stream
-            .message()
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the stream ended early"))?;
-        anyhow::ensure!(batch.error.is_none(), "error set on success");
-        let frame = from_ipc(&batch.arrow_ipc);
-        rows += frame.height();
-        frames.push(frame);
-    }
+    let (rows, positions) = take_seed_rows(&mut stream, 3).await?;
     drop(stream);
-    let streamed = stack(&frames);
     assert_frame_eq(
-        &streamed.drop_many(["_received_at", "_source_position"]),
+        &rows,
         &df!("order" => [1i64, 2, 3], "amount" => [9.5f64, 3.25, 7.0])?,
     );
-    let positions: Vec<String> = streamed
-        .column("_source_position")?
-        .str()?
-        .iter()
-        .flatten()
-        .map(str::to_owned)
-        .collect();
     assert_eq!(positions, ids);
 
     let bad = c
@@ -3099,31 +3112,12 @@ async fn stream_message_queue_of_kafka() -> anyhow::Result<()> {
             .await?;
         positions.push(format!("0:{}", offsets[0]));
     }
-    let mut frames = Vec::new();
-    let mut rows = 0;
-    while rows < 2 {
-        let batch = stream
-            .message()
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the stream ended early"))?;
-        anyhow::ensure!(batch.error.is_none(), "error set on success");
-        let frame = from_ipc(&batch.arrow_ipc);
-        rows += frame.height();
-        frames.push(frame);
-    }
+    let (rows, streamed_positions) = take_seed_rows(&mut stream, 2).await?;
     drop(stream);
-    let streamed = stack(&frames);
     assert_frame_eq(
-        &streamed.drop_many(["_received_at", "_source_position"]),
+        &rows,
         &df!("order" => [1i64, 2], "amount" => [9.5f64, 3.25])?,
     );
-    let streamed_positions: Vec<String> = streamed
-        .column("_source_position")?
-        .str()?
-        .iter()
-        .flatten()
-        .map(str::to_owned)
-        .collect();
     assert_eq!(streamed_positions, positions);
     Ok(())
 }

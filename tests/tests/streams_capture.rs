@@ -84,14 +84,10 @@ async fn records(client: &mut Client, handle: &str) -> anyhow::Result<DataFrame>
     Ok(whole.drop_many(SOURCE_COLUMNS))
 }
 
-async fn loopback_worker() -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| c.rest_allow_private_networks = true).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bound_ends_the_capture_where_it_says() -> anyhow::Result<()> {
     let server = websocket_server().await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
 
     // Rows: the batch that passes the bound is cut; the handle holds exactly 7.
@@ -177,7 +173,7 @@ async fn rest_and_queue_sources_are_captured_alike() -> anyhow::Result<()> {
     let rest_url = format!("http://{}/items", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
     let redis = redis_server().await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
 
     let rest = Source::RestApi(pb::RestApiRequest {

@@ -289,10 +289,6 @@ fn ended_with(result: Result<(), tonic::Status>, code: Code, says: &str) {
     );
 }
 
-async fn loopback_worker() -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| c.rest_allow_private_networks = true).await
-}
-
 fn ids(df: &DataFrame) -> Vec<i64> {
     df.column("id")
         .expect("id")
@@ -422,7 +418,7 @@ fn assert_tick(df: &DataFrame, row: usize, i: i64, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_become_rows_in_order() -> anyhow::Result<()> {
     let peer = Peer::start(true).await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let request = pb::GrpcStreamRequest {
         metadata: [("x-token".to_owned(), "secret".to_owned())].into(),
@@ -540,7 +536,7 @@ async fn replies_become_rows_in_order() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peers_errors_end_the_stream() -> anyhow::Result<()> {
     let peer = Peer::start(true).await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
 
     // The peer's status midway: its code and message, after the rows it sent.
@@ -589,7 +585,7 @@ async fn the_peers_errors_end_the_stream() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_resets_the_call_and_closes_the_connection() -> anyhow::Result<()> {
     let peer = Peer::start(true).await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let mut stream = client
         .stream_grpc(pb::GrpcStreamRequest {
@@ -661,7 +657,7 @@ async fn refused_before_the_stream_starts() -> anyhow::Result<()> {
     ended_with(refused, Code::PermissionDenied, "loopback");
     worker.stop().await?;
 
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -827,7 +823,7 @@ async fn tls_with_a_client_certificate() -> anyhow::Result<()> {
     std::fs::write(folder.path().join("ca.crt"), ca.pem())?;
     let (client_cert, client_key) = issue("polaroid-worker")?;
     let peer = Peer::start_with(true, Some(folder.path())).await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let secure = |tls: pb::TlsConfig| pb::GrpcStreamRequest {
         endpoint: format!("https://127.0.0.1:{}", peer.port),

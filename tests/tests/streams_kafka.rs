@@ -99,16 +99,6 @@ fn queue(broker: &ExternalServer, topic: &str) -> pb::MessageQueueRequest {
     }
 }
 
-async fn loopback_worker(
-    adjust: impl FnOnce(&mut polaroid_worker::WorkerConfig),
-) -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| {
-        c.rest_allow_private_networks = true;
-        adjust(c);
-    })
-    .await
-}
-
 /// The rows of `frames` with their positions, ordered by position (records of different
 /// partitions come in no set order), and whether each partition's came in offset order.
 fn by_position(frames: &[DataFrame]) -> anyhow::Result<(DataFrame, Vec<String>, bool)> {

@@ -82,16 +82,6 @@ fn sequences(numbers: &[u64]) -> Vec<String> {
     numbers.iter().map(u64::to_string).collect()
 }
 
-async fn loopback_worker(
-    adjust: impl FnOnce(&mut polaroid_worker::WorkerConfig),
-) -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| {
-        c.rest_allow_private_networks = true;
-        adjust(c);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_messages_in_order_and_cancel_closes_the_connection() -> anyhow::Result<()> {
     let server = nats_server().await?;
@@ -318,9 +308,26 @@ async fn a_consumer_group_acknowledges_only_what_it_sent() -> anyhow::Result<()>
     let mut seen: std::collections::BTreeSet<i64> = first.iter().copied().collect();
     let mut stream = client.stream_message_queue(quick).await?.into_inner();
     while seen.len() < 6 {
-        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
-            .await??
-            .ok_or_else(|| anyhow::anyhow!("the stream ended"))?;
+        let Ok(message) = tokio::time::timeout(Duration::from_secs(20), stream.message()).await
+        else {
+            // What the server holds, to tell a message lost from one not redelivered
+            // (this has failed about once in 20 runs, cause not yet known).
+            let mut consumer: jetstream::consumer::PullConsumer = js
+                .get_stream("JOBS")
+                .await?
+                .get_consumer("quick")
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let info = consumer.info().await?;
+            anyhow::bail!(
+                "20 s without a message; seen {seen:?}; the consumer: {} pending, {} waiting on an ack, {} redelivered, {} pull requests waiting",
+                info.num_pending,
+                info.num_ack_pending,
+                info.num_redelivered,
+                info.num_waiting
+            );
+        };
+        let message = message?.ok_or_else(|| anyhow::anyhow!("the stream ended"))?;
         let (more, _) = records(&[from_ipc(&message.arrow_ipc)]);
         for n in numbers(&more)? {
             assert!((7..=12).contains(&n), "{n} was not published to this group");

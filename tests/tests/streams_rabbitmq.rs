@@ -109,16 +109,6 @@ fn queue(server: &ExternalServer, exchange: &str) -> pb::MessageQueueRequest {
     }
 }
 
-async fn loopback_worker(
-    adjust: impl FnOnce(&mut polaroid_worker::WorkerConfig),
-) -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| {
-        c.rest_allow_private_networks = true;
-        adjust(c);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_in_order_groups_and_cancel() -> anyhow::Result<()> {
     let server = rabbitmq_server().await?;

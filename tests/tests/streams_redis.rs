@@ -72,16 +72,6 @@ fn queue(server: &ExternalServer, topic: &str) -> pb::MessageQueueRequest {
     }
 }
 
-async fn loopback_worker(
-    adjust: impl FnOnce(&mut polaroid_worker::WorkerConfig),
-) -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| {
-        c.rest_allow_private_networks = true;
-        adjust(c);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_from_the_latest_in_order_and_cancel_closes_the_connection() -> anyhow::Result<()> {
     let server = redis_server().await?;

@@ -197,16 +197,6 @@ fn ended_with(result: Result<(), tonic::Status>, code: Code, says: &str) {
     );
 }
 
-async fn loopback_worker(
-    adjust: impl FnOnce(&mut polaroid_worker::WorkerConfig),
-) -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| {
-        c.rest_allow_private_networks = true;
-        adjust(c);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_is_streamed_in_order_then_the_stream_ends() -> anyhow::Result<()> {
     let (base, _) = serve(Peer::default()).await?;

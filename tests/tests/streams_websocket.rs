@@ -55,14 +55,10 @@ fn ended_with(result: Result<(), tonic::Status>, code: Code, says: &str) {
     );
 }
 
-async fn loopback_worker() -> anyhow::Result<TestWorker> {
-    TestWorker::start_with(|c| c.rest_allow_private_networks = true).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_become_records_in_order() -> anyhow::Result<()> {
     let server = websocket_server().await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let with_token = pb::WebSocketSourceRequest {
         headers: [("x-token".to_owned(), "secret".to_owned())].into(),
@@ -116,7 +112,7 @@ async fn frames_become_records_in_order() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_is_dialled_again_as_the_policy_says() -> anyhow::Result<()> {
     let server = websocket_server().await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let policy = pb::WebSocketSourceRequest {
         reconnect_policy: Some(pb::ReconnectPolicy {
@@ -154,7 +150,7 @@ async fn a_lost_connection_is_dialled_again_as_the_policy_says() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_closes_the_connection() -> anyhow::Result<()> {
     let server = websocket_server().await?;
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let mut stream = client
         .stream_web_socket(request(&server, "/endless"))
@@ -188,7 +184,7 @@ async fn url_rules_and_bad_requests() -> anyhow::Result<()> {
     ended_with(refused, Code::PermissionDenied, "loopback");
     worker.stop().await?;
 
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     for (bad, code, says) in [
         (
@@ -256,7 +252,7 @@ async fn wss_peers_are_trusted_through_outbound_ca_files() -> anyhow::Result<()>
     };
 
     // The system's trust store alone does not know the peer's CA.
-    let worker = loopback_worker().await?;
+    let worker = loopback_worker(|_| {}).await?;
     let mut client = worker.client().await?;
     let (frames, end) = drain(client.stream_web_socket(secure.clone()).await?.into_inner()).await;
     assert!(frames.is_empty());
