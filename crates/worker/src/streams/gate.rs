@@ -333,3 +333,133 @@ async fn reply(client: &mut TcpStream, code: u8) -> std::io::Result<()> {
         .write_all(&[VERSION, code, 0, 1, 0, 0, 0, 0, 0, 0])
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Asks the gate at `gate` for `host:port` (a name) with `command`, offering `method`:
+    /// the bytes it answers.
+    async fn ask(gate: SocketAddr, method: u8, command: u8, host: &str, port: u16) -> Vec<u8> {
+        let mut client = TcpStream::connect(gate).await.unwrap();
+        let mut hello = vec![VERSION, 1, method, VERSION, command, 0, 3, host.len() as u8];
+        hello.extend_from_slice(host.as_bytes());
+        hello.extend_from_slice(&port.to_be_bytes());
+        client.write_all(&hello).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer)).await;
+        answer
+    }
+
+    async fn gate(allow_private: bool, give_up_after: Duration) -> Gate {
+        let outbound = Arc::new(Outbound::new(&[], allow_private).unwrap());
+        Gate::open(outbound, "kafka", "a test".into(), give_up_after)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_peer_the_rules_refuse_is_refused_and_ends_guarded_work() {
+        let gate = gate(false, Duration::from_secs(60)).await;
+        let answer = ask(gate.address(), NO_AUTHENTICATION, CONNECT, "127.0.0.1", 9).await;
+        assert_eq!(
+            answer[..4],
+            [VERSION, NO_AUTHENTICATION, VERSION, NOT_ALLOWED]
+        );
+        assert!(matches!(
+            gate.refusal(),
+            Some(EngineError::OutboundRefused(_))
+        ));
+        let ended = gate.guard(std::future::pending::<EngineResult<()>>()).await;
+        assert!(
+            matches!(ended, Err(EngineError::OutboundRefused(_))),
+            "{ended:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_gate_does_not_serve_is_answered_so() {
+        let gate = gate(true, Duration::from_secs(60)).await;
+        // Username and password only.
+        let answer = ask(gate.address(), 2, CONNECT, "127.0.0.1", 9).await;
+        assert_eq!(answer, [VERSION, NO_ACCEPTABLE_METHOD]);
+        // BIND.
+        let answer = ask(gate.address(), NO_AUTHENTICATION, 2, "127.0.0.1", 9).await;
+        assert_eq!(answer[2..4], [VERSION, COMMAND_NOT_SUPPORTED]);
+        // A name with URL syntax in it.
+        let answer = ask(gate.address(), NO_AUTHENTICATION, CONNECT, "a@evil.org", 9).await;
+        assert_eq!(answer[2..4], [VERSION, ADDRESS_NOT_SUPPORTED]);
+        assert!(gate.refusal().is_none());
+    }
+
+    #[tokio::test]
+    async fn bytes_go_both_ways_to_a_peer_allowed() {
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut connection, _) = peer.accept().await.unwrap();
+            let mut word = [0u8; 4];
+            connection.read_exact(&mut word).await.unwrap();
+            connection.write_all(&word).await.unwrap();
+        });
+        let gate = gate(true, Duration::from_secs(60)).await;
+        let mut client = TcpStream::connect(gate.address()).await.unwrap();
+        let mut hello = vec![
+            VERSION,
+            1,
+            NO_AUTHENTICATION,
+            VERSION,
+            CONNECT,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ];
+        hello.extend_from_slice(&port.to_be_bytes());
+        client.write_all(&hello).await.unwrap();
+        let mut answer = [0u8; 12];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(
+            answer[..4],
+            [VERSION, NO_AUTHENTICATION, VERSION, SUCCEEDED]
+        );
+        client.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        client.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+    }
+
+    #[tokio::test]
+    async fn peers_unreachable_for_long_enough_end_guarded_work() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let gate = gate(true, Duration::from_millis(300)).await;
+        let answer = ask(
+            gate.address(),
+            NO_AUTHENTICATION,
+            CONNECT,
+            "127.0.0.1",
+            port,
+        )
+        .await;
+        assert_eq!(answer[2..4], [VERSION, HOST_UNREACHABLE]);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(10),
+            gate.guard(std::future::pending::<EngineResult<()>>()),
+        )
+        .await
+        .unwrap();
+        match ended {
+            Err(EngineError::RemoteAnswer { code, message }) => {
+                assert_eq!(code, polaroid_proto::ErrorCode::Unavailable);
+                assert!(message.contains("no connection succeeded"), "{message}");
+                assert!(message.contains(&port.to_string()), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -502,14 +502,29 @@ impl KafkaReader {
             };
             let mut batch = vec![self.record(first)?];
             let deadline = tokio::time::Instant::now() + max_wait;
+            // A fetch that fails ends the stream after the records before it are sent.
+            let mut failed = None;
             while batch.len() < wanted {
                 let more = tokio::time::timeout_at(deadline, records.next());
-                match self.gate.guard(async { Ok(more.await) }).await? {
-                    Ok(Some(fetched)) => batch.push(self.record(fetched)?),
-                    Ok(None) | Err(_) => break,
+                match self.gate.guard(async { Ok(more.await) }).await {
+                    Ok(Ok(Some(fetched))) => match self.record(fetched) {
+                        Ok(record) => batch.push(record),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    },
+                    Ok(Ok(None) | Err(_)) => break,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
             self.deliver(&mut sink, batch).await?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
         }
     }
 
