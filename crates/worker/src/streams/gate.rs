@@ -77,10 +77,18 @@ impl Gate {
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 // Out of descriptors, say: the connection waits in the backlog meanwhile,
-                // and the library's retries end as the gate's watch says.
+                // and counts as a peer not reached, so that guarded work ends in time.
                 let connection = match listener.accept().await {
                     Ok((connection, _)) => connection,
-                    Err(_) => {
+                    Err(e) => {
+                        reach.send_if_modified(|since| {
+                            let first = since.is_none();
+                            if first {
+                                let reason = format!("the outbound gate cannot accept: {e}");
+                                *since = Some((tokio::time::Instant::now(), reason));
+                            }
+                            first
+                        });
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }

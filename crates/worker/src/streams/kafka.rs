@@ -233,18 +233,15 @@ impl KafkaSource {
                         })
                 })
                 .await?;
-            let next = match committed.get(&partition).copied().flatten() {
-                Some(offset) => match gate
-                    .guard(self.committed_offset(&gate, &client, offset))
-                    .await?
-                {
-                    Some(offset) => offset,
-                    None => {
-                        let offset = gate.guard(self.start_offset(&gate, &client)).await?;
-                        placed.push((partition, offset));
-                        offset
-                    }
-                },
+            let still_held = match committed.get(&partition).copied().flatten() {
+                Some(offset) => {
+                    gate.guard(self.committed_offset(&gate, &client, offset))
+                        .await?
+                }
+                None => None,
+            };
+            let next = match still_held {
+                Some(offset) => offset,
                 None => {
                     let offset = gate.guard(self.start_offset(&gate, &client)).await?;
                     placed.push((partition, offset));
