@@ -22,6 +22,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -177,13 +178,21 @@ def test_workers_are_named_by_their_pods(cluster, objects):
     from polaroid.v1 import cluster_pb2, cluster_pb2_grpc
 
     coordinator = cluster.address(f"{RELEASE}-coordinator", "grpc")
+    expected = [(p.name, f"{p.ip}:50051") for p in component(cluster, "worker")]
+    # A coordinator is ready with one worker; the others join as their registrations
+    # reach it (through Redis, for the coordinator this Service picks): wait for them.
+    deadline = time.monotonic() + 30
     with grpc.insecure_channel(coordinator) as channel:
         stub = cluster_pb2_grpc.ClusterServiceStub(channel)
-        reply = stub.ListWorkers(cluster_pb2.ListWorkersRequest(),
-                                 metadata=[("authorization", f"Bearer {token(objects)}")], timeout=10)
-    workers = sorted((w.worker_id, w.address) for w in reply.workers)
+        while True:
+            reply = stub.ListWorkers(cluster_pb2.ListWorkersRequest(),
+                                     metadata=[("authorization", f"Bearer {token(objects)}")], timeout=10)
+            workers = sorted((w.worker_id, w.address) for w in reply.workers)
+            if len(workers) >= len(expected) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     headless = f"{RELEASE}-worker-headless.{NAMESPACE}.svc.cluster.local"
-    assert workers == [(p.name, f"{p.ip}:50051") for p in component(cluster, "worker")], (
+    assert workers == expected, (
         f"worker ids are pod names, addresses their {headless} names (mapped to pod addresses here)")
 
 
