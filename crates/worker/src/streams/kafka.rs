@@ -24,7 +24,6 @@ use super::kafka_offsets::{GroupOffsets, OffsetsError};
 use super::payload::{self, Decoding, Received};
 use crate::error::{EngineError, EngineResult};
 use crate::outbound::{Outbound, redacted};
-use crate::records::Payload;
 
 /// Kafka's port when a URL names none.
 const DEFAULT_PORT: u16 = 9092;
@@ -125,8 +124,7 @@ impl KafkaSource {
                 "consumer_name (7) does not apply to KAFKA: a stream commits its group's offsets as a standalone member, which has no name",
             ));
         }
-        payload::no_payload_field(&req, "KAFKA")?;
-        let (batch_rows, max_wait) = payload::batching(&req, batch_rows)?;
+        let (decoding, max_wait) = payload::body_decoding(&req, "KAFKA", batch_rows, max_decoded)?;
         let group = match req.consumer_group {
             None => None,
             Some(group)
@@ -142,20 +140,13 @@ impl KafkaSource {
             Some(group) => Some(group),
         };
         let start = parse_start(req.start_id.as_deref())?;
-        let payload = Payload::of(req.format, "format (6)", Payload::Json)?;
-        let schema = crate::schema_json::parse("schema_json (5)", &req.schema_json)?;
         Ok(Self {
             bootstrap,
             shown,
             topic: req.topic,
             group,
             start,
-            decoding: Decoding {
-                payload,
-                schema,
-                batch_rows,
-                max_decoded,
-            },
+            decoding,
             max_wait,
             outbound,
         })

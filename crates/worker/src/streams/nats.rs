@@ -19,7 +19,6 @@ use super::Sink;
 use super::payload::{self, Decoding, Message};
 use crate::error::{EngineError, EngineResult};
 use crate::outbound::{Outbound, redacted};
-use crate::records::Payload;
 
 /// NATS's port when a URL names none.
 const DEFAULT_PORT: u16 = 4222;
@@ -76,8 +75,7 @@ impl NatsSource {
                 "consumer_name (7) does not apply to NATS: the members of a durable pull consumer are not named; consumer_group (4) is the consumer",
             ));
         }
-        payload::no_payload_field(&req, "NATS")?;
-        let (batch_rows, max_wait) = payload::batching(&req, batch_rows)?;
+        let (decoding, max_wait) = payload::body_decoding(&req, "NATS", batch_rows, max_decoded)?;
         let group = match req.consumer_group {
             None => None,
             Some(group)
@@ -109,8 +107,6 @@ impl NatsSource {
                 }
             },
         };
-        let payload = Payload::of(req.format, "format (6)", Payload::Json)?;
-        let schema = crate::schema_json::parse("schema_json (5)", &req.schema_json)?;
         let url = payload::pinned(&url, outbound, DEFAULT_PORT).await?;
         Ok(Self {
             url,
@@ -118,12 +114,7 @@ impl NatsSource {
             subject: req.topic,
             group,
             deliver,
-            decoding: Decoding {
-                payload,
-                schema,
-                batch_rows,
-                max_decoded,
-            },
+            decoding,
             max_wait,
         })
     }

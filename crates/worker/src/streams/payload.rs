@@ -67,9 +67,29 @@ pub fn batching(
     Ok((rows, wait))
 }
 
+/// How a queue whose message body is its payload (NATS, RabbitMQ, Kafka) decodes and
+/// batches, from `req`: `payload_field` refused, `batch_rows` and `max_wait_ms`,
+/// `format` (UNSPECIFIED: JSON) and `schema_json`.
+pub fn body_decoding(
+    req: &pb::MessageQueueRequest,
+    queue: &str,
+    batch_rows: usize,
+    max_decoded: usize,
+) -> EngineResult<(Decoding, Duration)> {
+    no_payload_field(req, queue)?;
+    let (batch_rows, max_wait) = batching(req, batch_rows)?;
+    let decoding = Decoding {
+        payload: Payload::of(req.format, "format (6)", Payload::Json)?,
+        schema: crate::schema_json::parse("schema_json (5)", &req.schema_json)?,
+        batch_rows,
+        max_decoded,
+    };
+    Ok((decoding, max_wait))
+}
+
 /// Refuses the extras that mean nothing to `queue` (`payload_field`: the body is the
 /// payload).
-pub fn no_payload_field(req: &pb::MessageQueueRequest, queue: &str) -> EngineResult<()> {
+fn no_payload_field(req: &pb::MessageQueueRequest, queue: &str) -> EngineResult<()> {
     match &req.payload_field {
         Some(field) => Err(EngineError::invalid(format!(
             "payload_field (9) `{}` does not apply to {queue}: a message's body is its payload",

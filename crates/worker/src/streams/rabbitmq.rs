@@ -24,7 +24,6 @@ use super::Sink;
 use super::payload::{self, Decoding, Message};
 use crate::error::{EngineError, EngineResult};
 use crate::outbound::{Outbound, redacted};
-use crate::records::Payload;
 
 /// AMQP's port when a URL names none.
 const DEFAULT_PORT: u16 = 5672;
@@ -83,8 +82,8 @@ impl RabbitSource {
                 excerpt(start)
             )));
         }
-        payload::no_payload_field(&req, "RABBITMQ")?;
-        let (batch_rows, max_wait) = payload::batching(&req, batch_rows)?;
+        let (decoding, max_wait) =
+            payload::body_decoding(&req, "RABBITMQ", batch_rows, max_decoded)?;
         let group = match req.consumer_group {
             None => None,
             Some(group) if group.is_empty() || group.len() > 255 => {
@@ -104,8 +103,6 @@ impl RabbitSource {
             // The server names it.
             None => String::new(),
         };
-        let payload = Payload::of(req.format, "format (6)", Payload::Json)?;
-        let schema = crate::schema_json::parse("schema_json (5)", &req.schema_json)?;
         let url = payload::pinned(&url, outbound, DEFAULT_PORT).await?;
         Ok(Self {
             url,
@@ -113,12 +110,7 @@ impl RabbitSource {
             exchange: req.topic,
             group,
             consumer_tag,
-            decoding: Decoding {
-                payload,
-                schema,
-                batch_rows,
-                max_decoded,
-            },
+            decoding,
             max_wait,
         })
     }
