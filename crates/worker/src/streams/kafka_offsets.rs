@@ -105,29 +105,30 @@ impl GroupOffsets {
         for partition in partitions {
             body.put_i32(*partition);
         }
-        let mut answer = self
-            .ask_coordinator(bootstrap, OFFSET_FETCH, body.freeze())
-            .await?;
-        let mut offsets = Vec::new();
-        for _ in 0..array_len(&mut answer)? {
-            let topic = string(&mut answer)?;
+        let topic = self.topic.clone();
+        self.ask_coordinator(bootstrap, OFFSET_FETCH, body.freeze(), |mut answer| {
+            let mut offsets = Vec::new();
             for _ in 0..array_len(&mut answer)? {
-                let partition = i32_of(&mut answer)?;
-                let offset = i64_of(&mut answer)?;
-                let _metadata = nullable_string(&mut answer)?;
-                let code = i16_of(&mut answer)?;
-                if code != 0 {
-                    return Err(OffsetsError::Broker {
-                        operation: "fetch the group's offsets",
-                        code,
-                    });
-                }
-                if topic == self.topic {
-                    offsets.push((partition, (offset >= 0).then_some(offset)));
+                let answered = string(&mut answer)?;
+                for _ in 0..array_len(&mut answer)? {
+                    let partition = i32_of(&mut answer)?;
+                    let offset = i64_of(&mut answer)?;
+                    let _metadata = nullable_string(&mut answer)?;
+                    let code = i16_of(&mut answer)?;
+                    if code != 0 {
+                        return Err(OffsetsError::Broker {
+                            operation: "fetch the group's offsets",
+                            code,
+                        });
+                    }
+                    if answered == topic {
+                        offsets.push((partition, (offset >= 0).then_some(offset)));
+                    }
                 }
             }
-        }
-        Ok(offsets)
+            Ok(offsets)
+        })
+        .await
     }
 
     /// Commits `offsets` (partition, the next offset to read) for the group.
@@ -149,37 +150,43 @@ impl GroupOffsets {
             body.put_i64(*offset);
             body.put_i16(-1); // metadata: null
         }
-        let mut answer = self
-            .ask_coordinator(bootstrap, OFFSET_COMMIT, body.freeze())
-            .await?;
-        for _ in 0..array_len(&mut answer)? {
-            let _topic = string(&mut answer)?;
+        self.ask_coordinator(bootstrap, OFFSET_COMMIT, body.freeze(), |mut answer| {
             for _ in 0..array_len(&mut answer)? {
-                let _partition = i32_of(&mut answer)?;
-                let code = i16_of(&mut answer)?;
-                if code != 0 {
-                    return Err(OffsetsError::Broker {
-                        operation: "commit the group's offsets",
-                        code,
-                    });
+                let _topic = string(&mut answer)?;
+                for _ in 0..array_len(&mut answer)? {
+                    let _partition = i32_of(&mut answer)?;
+                    let code = i16_of(&mut answer)?;
+                    if code != 0 {
+                        return Err(OffsetsError::Broker {
+                            operation: "commit the group's offsets",
+                            code,
+                        });
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
-    /// Sends a request to the group's coordinator, found first, and found again with
-    /// backoff while it moves or cannot be reached, for at most `RETRY_FOR`.
-    async fn ask_coordinator(
+    /// Sends a request to the group's coordinator and reads its answer with `read`; the
+    /// coordinator is found first, and found again with backoff while it moves or cannot
+    /// be reached (a transient error, from the connection or in the answer), for at most
+    /// `RETRY_FOR`.
+    async fn ask_coordinator<T>(
         &mut self,
         bootstrap: &(String, u16),
         api: (i16, i16),
         body: Bytes,
-    ) -> Result<Bytes, OffsetsError> {
+        read: impl Fn(Bytes) -> Result<T, OffsetsError>,
+    ) -> Result<T, OffsetsError> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
-            let outcome = self.try_coordinator(bootstrap, api, &body).await;
+            let outcome = match self.try_coordinator(bootstrap, api, &body).await {
+                Ok(answer) => read(answer),
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok(answer) => return Ok(answer),
                 Err(e) if e.transient() && started.elapsed() + pause < RETRY_FOR => {
@@ -219,9 +226,7 @@ impl GroupOffsets {
         };
         let connection = self.connection.insert(connection);
         self.correlation = self.correlation.wrapping_add(1);
-        let answer = request(connection, self.client_id, self.correlation, api, body).await?;
-        first_error_code(api, &answer)?;
-        Ok(answer)
+        request(connection, self.client_id, self.correlation, api, body).await
     }
 
     async fn find_coordinator(
@@ -287,32 +292,6 @@ impl GroupOffsets {
             .await
             .map_err(|_| OffsetsError::Connection(format!("{host}:{port}: timed out")))?
     }
-}
-
-/// The first partition's error code that says the coordinator moved, as an error (the
-/// others are read where the answer is).
-fn first_error_code(api: (i16, i16), answer: &Bytes) -> Result<(), OffsetsError> {
-    let mut answer = answer.clone();
-    let operation = if api == OFFSET_FETCH {
-        "fetch the group's offsets"
-    } else {
-        "commit the group's offsets"
-    };
-    for _ in 0..array_len(&mut answer)? {
-        let _topic = string(&mut answer)?;
-        for _ in 0..array_len(&mut answer)? {
-            let _partition = i32_of(&mut answer)?;
-            if api == OFFSET_FETCH {
-                let _offset = i64_of(&mut answer)?;
-                let _metadata = nullable_string(&mut answer)?;
-            }
-            let code = i16_of(&mut answer)?;
-            if RETRIABLE.contains(&code) {
-                return Err(OffsetsError::Broker { operation, code });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One request and its answer's body (after the correlation id, which is checked).
@@ -446,17 +425,22 @@ mod tests {
 
     #[test]
     fn a_coordinator_that_moved_is_transient() {
-        let moved = {
-            let mut body = BytesMut::new();
-            body.put_i32(1);
-            put_string(&mut body, "t");
-            body.put_i32(1);
-            body.put_i32(0); // partition
-            body.put_i16(16); // NOT_COORDINATOR
-            body.freeze()
+        for code in [14, 15, 16] {
+            let moved = OffsetsError::Broker {
+                operation: "commit the group's offsets",
+                code,
+            };
+            assert!(moved.transient(), "{moved}");
+        }
+        let moved = OffsetsError::Broker {
+            operation: "commit the group's offsets",
+            code: 16,
         };
-        let error = first_error_code(OFFSET_COMMIT, &moved).unwrap_err();
-        assert!(error.transient(), "{error}");
-        assert!(error.to_string().contains("NOT_COORDINATOR"), "{error}");
+        assert!(moved.to_string().contains("NOT_COORDINATOR"), "{moved}");
+        let refused = OffsetsError::Broker {
+            operation: "commit the group's offsets",
+            code: 30,
+        };
+        assert!(!refused.transient(), "{refused}");
     }
 }
